@@ -1,0 +1,249 @@
+//! Wire types shared by the uacce-trace kernel programs and the user-space
+//! tool: fixed-size `#[repr(C)]` records written into the one BPF ring buffer,
+//! the keys and values of the programs' maps, and the numbering of hooked
+//! functions and counters.
+//!
+//! Integers only, explicit padding, sizes and offsets asserted at compile
+//! time, so both sides agree byte for byte. No domain logic lives here: the
+//! user-space `source` module turns these records into domain events.
+//! `#![no_std]` (the kernel side has no std); the `user` feature adds
+//! `aya::Pod` implementations for the user side.
+
+#![no_std]
+
+/// Version of the record layout; bumped on any change to a record below.
+pub const RECORD_VERSION: u16 = 1;
+
+/// `RecordHeader::kind` of a [`PinRecord`] describing a pin call.
+pub const KIND_PIN: u16 = 1;
+/// `RecordHeader::kind` of a [`PinRecord`] describing an unpin call.
+pub const KIND_UNPIN: u16 = 2;
+
+/// Which kind of hook produced a record.
+pub const HOOK_FENTRY: u8 = 1;
+/// A kprobe/kretprobe pair produced the record.
+pub const HOOK_KPROBE: u8 = 2;
+
+/// Length of `task_struct::comm` (TASK_COMM_LEN).
+pub const COMM_LEN: usize = 16;
+
+/// First bytes of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// One of the `KIND_*` constants.
+    pub kind: u16,
+    /// [`RECORD_VERSION`] of the program that wrote the record.
+    pub version: u16,
+    /// Size of the whole record in bytes.
+    pub size: u32,
+}
+
+/// One `pin_user_pages*` / `unpin_user_page*` call, entry to exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PinRecord {
+    pub header: RecordHeader,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at function entry.
+    pub ts_ns: u64,
+    /// Exit time minus entry time.
+    pub latency_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub comm: [u8; COMM_LEN],
+    /// User start address (pin variants); 0 where the function takes pages.
+    pub start: u64,
+    /// Pages asked for (pin) or handed back (unpin).
+    pub nr_pages: u64,
+    /// Return value of a pin function: pages pinned, or -errno.
+    /// For unpin functions (which return void) the pages unpinned.
+    pub ret: i64,
+    /// `gup_flags` argument as the kernel saw it (0 for unpin).
+    pub gup_flags: u32,
+    /// A [`PinFunc`] value.
+    pub func: u16,
+    /// [`HOOK_FENTRY`] or [`HOOK_KPROBE`].
+    pub hook: u8,
+    pub _pad: u8,
+}
+
+/// Key of the in-flight map that carries entry arguments to the exit hook.
+/// The thread id (lower half of `bpf_get_current_pid_tgid`).
+pub type InflightKey = u32;
+
+/// Value of the in-flight map: what the entry hook saw.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PinInflight {
+    pub ts_ns: u64,
+    pub start: u64,
+    pub nr_pages: u64,
+    pub gup_flags: u32,
+    pub func: u16,
+    /// Nested pin/unpin calls of the same thread below the outermost one
+    /// (e.g. `unpin_user_pages_dirty_lock` calling `unpin_user_pages` on
+    /// 6.1); only the outermost call is reported, so pages are counted once.
+    pub depth: u16,
+}
+
+/// Indices into the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Ring buffer reservation failed: a record was lost.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// An exit hook found no entry (entry missed or evicted).
+    pub const EXIT_WITHOUT_ENTRY: u32 = 1;
+    /// Nested calls folded into their outer call.
+    pub const NESTED: u32 = 2;
+    /// An entry could not be stored in the in-flight map.
+    pub const INFLIGHT_FULL: u32 = 3;
+    /// Number of counters.
+    pub const COUNT: u32 = 4;
+}
+
+/// The kernel functions whose calls become [`PinRecord`]s.
+///
+/// Argument positions are stable across 5.10 – 7.x for the arguments we
+/// read (only trailing `vmas` arguments were dropped in 6.5).
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PinFunc {
+    /// `pin_user_pages(start, nr_pages, gup_flags, pages[, vmas])`
+    PinUserPages = 0,
+    /// `pin_user_pages_fast(start, nr_pages, gup_flags, pages)`
+    PinUserPagesFast = 1,
+    /// `pin_user_pages_remote(mm, start, nr_pages, gup_flags, pages[, vmas], locked)`
+    PinUserPagesRemote = 2,
+    /// `pin_user_pages_unlocked(start, nr_pages, pages, gup_flags)`
+    PinUserPagesUnlocked = 3,
+    /// `unpin_user_page(page)`
+    UnpinUserPage = 16,
+    /// `unpin_user_pages(pages, npages)`
+    UnpinUserPages = 17,
+    /// `unpin_user_pages_dirty_lock(pages, npages, make_dirty)`
+    UnpinUserPagesDirtyLock = 18,
+    /// `unpin_user_page_range_dirty_lock(page, npages, make_dirty)`
+    UnpinUserPageRangeDirtyLock = 19,
+    /// `unpin_folio(folio)` (6.11+): one pin reference
+    UnpinFolio = 20,
+    /// `unpin_folios(folios, nfolios)` (6.11+): one reference per folio
+    UnpinFolios = 21,
+    /// `unpin_user_folio(folio, npages)` (6.12+)
+    UnpinUserFolio = 22,
+}
+
+impl PinFunc {
+    /// Every hooked function, pin variants first.
+    pub const ALL: [PinFunc; 11] = [
+        PinFunc::PinUserPages,
+        PinFunc::PinUserPagesFast,
+        PinFunc::PinUserPagesRemote,
+        PinFunc::PinUserPagesUnlocked,
+        PinFunc::UnpinUserPage,
+        PinFunc::UnpinUserPages,
+        PinFunc::UnpinUserPagesDirtyLock,
+        PinFunc::UnpinUserPageRangeDirtyLock,
+        PinFunc::UnpinFolio,
+        PinFunc::UnpinFolios,
+        PinFunc::UnpinUserFolio,
+    ];
+
+    /// The kernel symbol.
+    pub const fn symbol(self) -> &'static str {
+        match self {
+            PinFunc::PinUserPages => "pin_user_pages",
+            PinFunc::PinUserPagesFast => "pin_user_pages_fast",
+            PinFunc::PinUserPagesRemote => "pin_user_pages_remote",
+            PinFunc::PinUserPagesUnlocked => "pin_user_pages_unlocked",
+            PinFunc::UnpinUserPage => "unpin_user_page",
+            PinFunc::UnpinUserPages => "unpin_user_pages",
+            PinFunc::UnpinUserPagesDirtyLock => "unpin_user_pages_dirty_lock",
+            PinFunc::UnpinUserPageRangeDirtyLock => "unpin_user_page_range_dirty_lock",
+            PinFunc::UnpinFolio => "unpin_folio",
+            PinFunc::UnpinFolios => "unpin_folios",
+            PinFunc::UnpinUserFolio => "unpin_user_folio",
+        }
+    }
+
+    /// Base name of the four programs (`<base>_fentry`, `<base>_fexit`,
+    /// `<base>_kprobe`, `<base>_kretprobe`) in the object.
+    pub const fn program_base(self) -> &'static str {
+        match self {
+            PinFunc::PinUserPages => "pup",
+            PinFunc::PinUserPagesFast => "pup_fast",
+            PinFunc::PinUserPagesRemote => "pup_remote",
+            PinFunc::PinUserPagesUnlocked => "pup_unlocked",
+            PinFunc::UnpinUserPage => "unpin_page",
+            PinFunc::UnpinUserPages => "unpin_pages",
+            PinFunc::UnpinUserPagesDirtyLock => "unpin_pages_dirty",
+            PinFunc::UnpinUserPageRangeDirtyLock => "unpin_range_dirty",
+            PinFunc::UnpinFolio => "unpin_folio",
+            PinFunc::UnpinFolios => "unpin_folios",
+            PinFunc::UnpinUserFolio => "unpin_user_folio",
+        }
+    }
+
+    /// True for the `pin_*` family, false for `unpin_*`.
+    pub const fn is_pin(self) -> bool {
+        (self as u16) < 16
+    }
+
+    /// Decode the `func` field of a record.
+    pub const fn from_u16(v: u16) -> Option<PinFunc> {
+        Some(match v {
+            0 => PinFunc::PinUserPages,
+            1 => PinFunc::PinUserPagesFast,
+            2 => PinFunc::PinUserPagesRemote,
+            3 => PinFunc::PinUserPagesUnlocked,
+            16 => PinFunc::UnpinUserPage,
+            17 => PinFunc::UnpinUserPages,
+            18 => PinFunc::UnpinUserPagesDirtyLock,
+            19 => PinFunc::UnpinUserPageRangeDirtyLock,
+            20 => PinFunc::UnpinFolio,
+            21 => PinFunc::UnpinFolios,
+            22 => PinFunc::UnpinUserFolio,
+            _ => return None,
+        })
+    }
+}
+
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<RecordHeader>() == 8);
+    assert!(size_of::<PinRecord>() == 80);
+    assert!(offset_of!(PinRecord, ts_ns) == 8);
+    assert!(offset_of!(PinRecord, latency_ns) == 16);
+    assert!(offset_of!(PinRecord, tgid) == 24);
+    assert!(offset_of!(PinRecord, tid) == 28);
+    assert!(offset_of!(PinRecord, comm) == 32);
+    assert!(offset_of!(PinRecord, start) == 48);
+    assert!(offset_of!(PinRecord, nr_pages) == 56);
+    assert!(offset_of!(PinRecord, ret) == 64);
+    assert!(offset_of!(PinRecord, gup_flags) == 72);
+    assert!(offset_of!(PinRecord, func) == 76);
+    assert!(offset_of!(PinRecord, hook) == 78);
+    assert!(size_of::<PinInflight>() == 32);
+    assert!(offset_of!(PinInflight, depth) == 30);
+};
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data: integers and byte arrays only, explicit
+    // padding, no invalid bit patterns.
+    unsafe impl aya::Pod for super::PinRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PinInflight {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn func_numbering_round_trips() {
+        for f in PinFunc::ALL {
+            assert_eq!(PinFunc::from_u16(f as u16), Some(f));
+            assert_eq!(f.is_pin(), f.symbol().starts_with("pin_"));
+        }
+        assert_eq!(PinFunc::from_u16(4), None);
+    }
+}

@@ -1,0 +1,318 @@
+//! uacce-trace kernel programs.
+//!
+//! Pin tracing: every exported `pin_user_pages*` / `unpin_user_page*` variant
+//! gets four programs, `<base>_fentry`, `<base>_fexit`, `<base>_kprobe` and
+//! `<base>_kretprobe` (base names in `uacce_trace_common::PinFunc`). User space
+//! loads and attaches one pair per function, as its hook planner decides. The
+//! entry half stores the arguments per thread in an LRU map (bounded: a lost
+//! exit cannot leak), the exit half emits one fixed-size `PinRecord` into the
+//! one ring buffer. Failed reservations are counted per CPU, never silent.
+//!
+//! Must not depend on anything but aya-ebpf and the common wire types.
+
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{fentry, fexit, kprobe, kretprobe, map},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use uacce_trace_common::{
+    counter, InflightKey, PinFunc, PinInflight, PinRecord, RecordHeader, HOOK_FENTRY, HOOK_KPROBE,
+    KIND_PIN, KIND_UNPIN, RECORD_VERSION,
+};
+
+/// The one ring buffer; user space may resize it at load time.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Per-CPU counters, indexed by `uacce_trace_common::counter`.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// In-flight pin calls, per thread.
+#[map]
+static PIN_INFLIGHT: LruHashMap<InflightKey, PinInflight> = LruHashMap::with_max_entries(8192, 0);
+
+/// In-flight unpin calls, per thread. Separate from pins so an unpin made
+/// inside a pin call (long-term pin migration) is still reported.
+#[map]
+static UNPIN_INFLIGHT: LruHashMap<InflightKey, PinInflight> = LruHashMap::with_max_entries(8192, 0);
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: the pointer comes from the map lookup and is valid for this
+        // CPU while the program runs; per-CPU, so no other writer.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+fn inflight_map(func: PinFunc) -> &'static LruHashMap<InflightKey, PinInflight> {
+    if func.is_pin() {
+        &PIN_INFLIGHT
+    } else {
+        &UNPIN_INFLIGHT
+    }
+}
+
+/// Arguments of one call as read by the entry hook.
+struct PinArgs {
+    start: u64,
+    nr_pages: u64,
+    gup_flags: u32,
+}
+
+#[inline(always)]
+fn on_entry(func: PinFunc, args: PinArgs) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let map = inflight_map(func);
+    if let Some(outer) = map.get_ptr_mut(tid) {
+        // SAFETY: valid map value pointer; only this thread uses its key.
+        unsafe { (*outer).depth = (*outer).depth.wrapping_add(1) };
+        count(counter::NESTED);
+        return;
+    }
+    let value = PinInflight {
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        start: args.start,
+        nr_pages: args.nr_pages,
+        gup_flags: args.gup_flags,
+        func: func as u16,
+        depth: 0,
+    };
+    if map.insert(tid, value, 0).is_err() {
+        count(counter::INFLIGHT_FULL);
+    }
+}
+
+/// `ret`: the function's return value; `None` for the void unpin functions.
+#[inline(always)]
+fn on_exit(func: PinFunc, hook: u8, ret: Option<i64>) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let map = inflight_map(func);
+    let Some(entry) = map.get_ptr_mut(tid) else {
+        count(counter::EXIT_WITHOUT_ENTRY);
+        return;
+    };
+    // SAFETY: valid map value pointer; only this thread uses its key.
+    let entry_value = unsafe {
+        if (*entry).depth > 0 {
+            (*entry).depth -= 1;
+            return;
+        }
+        *entry
+    };
+    let _ = map.remove(tid);
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(mut slot) = EVENTS.reserve::<PinRecord>(0) else {
+        count(counter::RINGBUF_FULL);
+        return;
+    };
+    let record = PinRecord {
+        header: RecordHeader {
+            kind: if func.is_pin() { KIND_PIN } else { KIND_UNPIN },
+            version: RECORD_VERSION,
+            size: core::mem::size_of::<PinRecord>() as u32,
+        },
+        ts_ns: entry_value.ts_ns,
+        latency_ns: now.wrapping_sub(entry_value.ts_ns),
+        tgid: (pid_tgid >> 32) as u32,
+        tid,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+        start: entry_value.start,
+        nr_pages: entry_value.nr_pages,
+        ret: ret.unwrap_or(entry_value.nr_pages as i64),
+        gup_flags: entry_value.gup_flags,
+        func: func as u16,
+        hook,
+        _pad: 0,
+    };
+    slot.write(record);
+    slot.submit(0);
+}
+
+/// Where a function keeps the arguments we read. `None` = not an argument.
+struct ArgSpec {
+    start: Option<usize>,
+    nr_pages: Option<usize>,
+    /// `nr_pages` is a C `int` (sign-extend the low 32 bits).
+    nr_is_int: bool,
+    gup_flags: Option<usize>,
+    /// Return value is a C `int` rather than `long`.
+    ret_is_int: bool,
+}
+
+const fn spec(func: PinFunc) -> ArgSpec {
+    let (start, nr_pages, nr_is_int, gup_flags, ret_is_int) = match func {
+        PinFunc::PinUserPages => (Some(0), Some(1), false, Some(2), false),
+        PinFunc::PinUserPagesFast => (Some(0), Some(1), true, Some(2), true),
+        PinFunc::PinUserPagesRemote => (Some(1), Some(2), false, Some(3), false),
+        PinFunc::PinUserPagesUnlocked => (Some(0), Some(1), false, Some(3), false),
+        PinFunc::UnpinUserPage | PinFunc::UnpinFolio => (None, None, false, None, false),
+        PinFunc::UnpinUserPages
+        | PinFunc::UnpinUserPagesDirtyLock
+        | PinFunc::UnpinUserPageRangeDirtyLock
+        | PinFunc::UnpinFolios
+        | PinFunc::UnpinUserFolio => (None, Some(1), false, None, false),
+    };
+    ArgSpec {
+        start,
+        nr_pages,
+        nr_is_int,
+        gup_flags,
+        ret_is_int,
+    }
+}
+
+#[inline(always)]
+fn args_from(func: PinFunc, arg: impl Fn(usize) -> u64) -> PinArgs {
+    let s = spec(func);
+    let nr_pages = match s.nr_pages {
+        Some(i) if s.nr_is_int => arg(i) as i32 as i64 as u64,
+        Some(i) => arg(i),
+        None => 1,
+    };
+    PinArgs {
+        start: s.start.map_or(0, &arg),
+        nr_pages,
+        gup_flags: s.gup_flags.map_or(0, |i| arg(i) as u32),
+    }
+}
+
+#[inline(always)]
+fn ret_from(func: PinFunc, raw: u64) -> Option<i64> {
+    if !func.is_pin() {
+        return None;
+    }
+    Some(if spec(func).ret_is_int {
+        raw as i32 as i64
+    } else {
+        raw as i64
+    })
+}
+
+/// The four programs of one function.
+macro_rules! pin_programs {
+    ($func:expr, $fentry:ident, $fexit:ident, $kprobe:ident, $kretprobe:ident) => {
+        #[fentry]
+        pub fn $fentry(ctx: FEntryContext) -> i32 {
+            on_entry($func, args_from($func, |i| ctx.arg::<u64>(i)));
+            0
+        }
+
+        #[fexit]
+        pub fn $fexit(ctx: FExitContext) -> i32 {
+            let raw: u64 = ctx.ret().unwrap_or(0);
+            on_exit($func, HOOK_FENTRY, ret_from($func, raw));
+            0
+        }
+
+        #[kprobe]
+        pub fn $kprobe(ctx: ProbeContext) -> u32 {
+            on_entry($func, args_from($func, |i| ctx.arg::<u64>(i).unwrap_or(0)));
+            0
+        }
+
+        #[kretprobe]
+        pub fn $kretprobe(ctx: RetProbeContext) -> u32 {
+            let raw: u64 = ctx.ret();
+            on_exit($func, HOOK_KPROBE, ret_from($func, raw));
+            0
+        }
+    };
+}
+
+pin_programs!(
+    PinFunc::PinUserPages,
+    pup_fentry,
+    pup_fexit,
+    pup_kprobe,
+    pup_kretprobe
+);
+pin_programs!(
+    PinFunc::PinUserPagesFast,
+    pup_fast_fentry,
+    pup_fast_fexit,
+    pup_fast_kprobe,
+    pup_fast_kretprobe
+);
+pin_programs!(
+    PinFunc::PinUserPagesRemote,
+    pup_remote_fentry,
+    pup_remote_fexit,
+    pup_remote_kprobe,
+    pup_remote_kretprobe
+);
+pin_programs!(
+    PinFunc::PinUserPagesUnlocked,
+    pup_unlocked_fentry,
+    pup_unlocked_fexit,
+    pup_unlocked_kprobe,
+    pup_unlocked_kretprobe
+);
+pin_programs!(
+    PinFunc::UnpinUserPage,
+    unpin_page_fentry,
+    unpin_page_fexit,
+    unpin_page_kprobe,
+    unpin_page_kretprobe
+);
+pin_programs!(
+    PinFunc::UnpinUserPages,
+    unpin_pages_fentry,
+    unpin_pages_fexit,
+    unpin_pages_kprobe,
+    unpin_pages_kretprobe
+);
+pin_programs!(
+    PinFunc::UnpinUserPagesDirtyLock,
+    unpin_pages_dirty_fentry,
+    unpin_pages_dirty_fexit,
+    unpin_pages_dirty_kprobe,
+    unpin_pages_dirty_kretprobe
+);
+pin_programs!(
+    PinFunc::UnpinUserPageRangeDirtyLock,
+    unpin_range_dirty_fentry,
+    unpin_range_dirty_fexit,
+    unpin_range_dirty_kprobe,
+    unpin_range_dirty_kretprobe
+);
+pin_programs!(
+    PinFunc::UnpinFolio,
+    unpin_folio_fentry,
+    unpin_folio_fexit,
+    unpin_folio_kprobe,
+    unpin_folio_kretprobe
+);
+pin_programs!(
+    PinFunc::UnpinFolios,
+    unpin_folios_fentry,
+    unpin_folios_fexit,
+    unpin_folios_kprobe,
+    unpin_folios_kretprobe
+);
+pin_programs!(
+    PinFunc::UnpinUserFolio,
+    unpin_user_folio_fentry,
+    unpin_user_folio_fexit,
+    unpin_user_folio_kprobe,
+    unpin_user_folio_kretprobe
+);
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,169 @@
+//! Decoding of ring-buffer records (wire types from `uacce-trace-common`)
+//! into domain [`Event`]s. Pure and total: any byte string yields an event
+//! or a [`DecodeError`], never a panic (it is a fuzz target).
+
+use thiserror::Error;
+use uacce_trace_common::{PinFunc, PinRecord, RecordHeader, KIND_PIN, KIND_UNPIN, RECORD_VERSION};
+
+use crate::event::{comm_to_string, Event, HookType, PinEvent};
+
+/// Why a record could not be decoded.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than its {need}-byte header or body")]
+    Short { len: usize, need: usize },
+    #[error("record version {found} is not the supported version {RECORD_VERSION}")]
+    Version { found: u16 },
+    #[error("unknown record kind {0}")]
+    Kind(u16),
+    #[error("unknown hooked function number {0}")]
+    Func(u16),
+    #[error("unknown hook type {0}")]
+    Hook(u8),
+}
+
+/// What decoding needs to know about the running kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DecodeContext {
+    /// The running kernel's `FOLL_LONGTERM` bit, if known.
+    pub foll_longterm: Option<u32>,
+}
+
+fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let need = core::mem::size_of::<T>();
+    if bytes.len() < need {
+        return Err(DecodeError::Short {
+            len: bytes.len(),
+            need,
+        });
+    }
+    // SAFETY: length checked above; `T` is a `#[repr(C)]` integer-only wire
+    // type for which every bit pattern is valid; read_unaligned has no
+    // alignment requirement.
+    Ok(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Decode one ring-buffer record.
+pub fn decode(bytes: &[u8], ctx: &DecodeContext) -> Result<Event, DecodeError> {
+    let header: RecordHeader = read(bytes)?;
+    if header.version != RECORD_VERSION {
+        return Err(DecodeError::Version {
+            found: header.version,
+        });
+    }
+    match header.kind {
+        KIND_PIN | KIND_UNPIN => {
+            let r: PinRecord = read(bytes)?;
+            let func = PinFunc::from_u16(r.func).ok_or(DecodeError::Func(r.func))?;
+            let hook = HookType::from_wire(r.hook).ok_or(DecodeError::Hook(r.hook))?;
+            Ok(Event::Pin(PinEvent {
+                ts_ns: r.ts_ns,
+                latency_ns: r.latency_ns,
+                tgid: r.tgid,
+                tid: r.tid,
+                comm: comm_to_string(&r.comm),
+                func,
+                hook,
+                start: r.start,
+                nr_pages: r.nr_pages,
+                ret: r.ret,
+                gup_flags: r.gup_flags,
+                longterm: func.is_pin()
+                    && ctx.foll_longterm.is_some_and(|bit| r.gup_flags & bit != 0),
+            }))
+        }
+        other => Err(DecodeError::Kind(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> PinRecord {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"fio\0");
+        PinRecord {
+            header: RecordHeader {
+                kind: KIND_PIN,
+                version: RECORD_VERSION,
+                size: 80,
+            },
+            ts_ns: 10,
+            latency_ns: 20,
+            tgid: 30,
+            tid: 31,
+            comm,
+            start: 0x7f00_0000_0000,
+            nr_pages: 256,
+            ret: 256,
+            gup_flags: 0x100 | 0x1,
+            func: PinFunc::PinUserPagesFast as u16,
+            hook: uacce_trace_common::HOOK_FENTRY,
+            _pad: 0,
+        }
+    }
+
+    fn bytes(r: &PinRecord) -> Vec<u8> {
+        // SAFETY: PinRecord is repr(C) plain data without implicit padding.
+        unsafe {
+            core::slice::from_raw_parts(
+                (r as *const PinRecord).cast::<u8>(),
+                core::mem::size_of::<PinRecord>(),
+            )
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn decodes_pin_record_with_longterm_from_context() {
+        let b = bytes(&record());
+        let ctx = DecodeContext {
+            foll_longterm: Some(0x100),
+        };
+        let Ok(Event::Pin(e)) = decode(&b, &ctx) else {
+            panic!("decode failed")
+        };
+        assert_eq!(e.comm, "fio");
+        assert_eq!(e.func, PinFunc::PinUserPagesFast);
+        assert_eq!((e.tgid, e.tid, e.nr_pages, e.ret), (30, 31, 256, 256));
+        assert!(e.longterm);
+        // 6.1's FOLL_LONGTERM is another bit: the same flags are not long-term.
+        let ctx61 = DecodeContext {
+            foll_longterm: Some(0x10000),
+        };
+        let Ok(Event::Pin(e)) = decode(&b, &ctx61) else {
+            panic!("decode failed")
+        };
+        assert!(!e.longterm);
+    }
+
+    #[test]
+    fn rejects_bad_records() {
+        let ctx = DecodeContext::default();
+        let b = bytes(&record());
+        assert!(matches!(
+            decode(&b[..7], &ctx),
+            Err(DecodeError::Short { .. })
+        ));
+        assert!(matches!(
+            decode(&b[..40], &ctx),
+            Err(DecodeError::Short { .. })
+        ));
+        let mut r = record();
+        r.header.version = 99;
+        assert_eq!(
+            decode(&bytes(&r), &ctx),
+            Err(DecodeError::Version { found: 99 })
+        );
+        let mut r = record();
+        r.header.kind = 77;
+        assert_eq!(decode(&bytes(&r), &ctx), Err(DecodeError::Kind(77)));
+        let mut r = record();
+        r.func = 5;
+        assert_eq!(decode(&bytes(&r), &ctx), Err(DecodeError::Func(5)));
+        let mut r = record();
+        r.hook = 9;
+        assert_eq!(decode(&bytes(&r), &ctx), Err(DecodeError::Hook(9)));
+    }
+}

@@ -1,0 +1,164 @@
+//! `uacce-trace doctor`: what this kernel offers and the hook plan, as a
+//! table or JSON. Exit status 0 when the core events can be traced.
+
+use std::io::Write;
+
+use serde_json::json;
+
+use crate::{
+    plan::HookPreference,
+    source::{self, Inspection},
+    system,
+};
+
+fn check(r: &Result<(), String>) -> (bool, String) {
+    match r {
+        Ok(()) => (true, "ok".into()),
+        Err(e) => (false, e.clone()),
+    }
+}
+
+/// Why the core events cannot be traced, if so.
+pub fn problem(i: &Inspection) -> Option<String> {
+    if let Err(e) = &i.privileges {
+        return Some(e.clone());
+    }
+    if let Err(e) = &i.ring_buffer {
+        return Some(e.clone());
+    }
+    i.plan.core_problem()
+}
+
+fn to_json(
+    i: &Inspection,
+    pref: HookPreference,
+    vmstat: Option<system::PinCounters>,
+) -> serde_json::Value {
+    let problem = problem(i);
+    let c = |r: &Result<(), String>| {
+        let (ok, detail) = check(r);
+        json!({"ok": ok, "detail": detail})
+    };
+    json!({
+        "ok": problem.is_none(),
+        "problem": problem,
+        "kernel": i.kernel,
+        "btf": match &i.btf {
+            Ok(n) => json!({"ok": true, "detail": format!("{} types", n)}),
+            Err(e) => json!({"ok": false, "detail": e}),
+        },
+        "tracefs": i.tracefs,
+        "kprobes": c(&i.kprobes),
+        "fentry": c(&i.fentry),
+        "ring_buffer": c(&i.ring_buffer),
+        "privileges": c(&i.privileges),
+        "foll_longterm": {"value": i.foll_longterm.value, "origin": i.foll_longterm.origin},
+        "vmstat": vmstat,
+        "hooks": format!("{:?}", pref).to_lowercase(),
+        "summary": i.plan.summary(),
+        "plan": i.plan.hooks,
+        "params": i.params,
+    })
+}
+
+fn render(i: &Inspection, pref: HookPreference, vmstat: Option<system::PinCounters>) -> String {
+    let mut s = String::new();
+    let mut row = |k: &str, v: String| s.push_str(&format!("  {k:<15} {v}\n"));
+    let show = |r: &Result<(), String>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("no: {e}"),
+    };
+    row("kernel", i.kernel.clone());
+    row(
+        "BTF",
+        match &i.btf {
+            Ok(n) => format!("ok ({}, {n} types)", system::VMLINUX_BTF),
+            Err(e) => format!("no: {e}"),
+        },
+    );
+    row("ring buffer", show(&i.ring_buffer));
+    row(
+        "tracefs",
+        i.tracefs
+            .clone()
+            .unwrap_or_else(|| "not mounted and could not mount".into()),
+    );
+    row("kprobes", show(&i.kprobes));
+    row("fentry", show(&i.fentry));
+    row("privileges", show(&i.privileges));
+    row(
+        "vmstat pins",
+        match vmstat {
+            Some(v) => format!(
+                "nr_foll_pin_acquired={} nr_foll_pin_released={}",
+                v.acquired, v.released
+            ),
+            None => "no nr_foll_pin_* counters in /proc/vmstat".into(),
+        },
+    );
+    row(
+        "FOLL_LONGTERM",
+        match i.foll_longterm.value {
+            Some(v) => format!("{v:#x} ({})", i.foll_longterm.origin),
+            None => i.foll_longterm.origin.clone(),
+        },
+    );
+    s.push_str(&format!(
+        "\nhook plan (--hooks {}): {}\n",
+        format!("{pref:?}").to_lowercase(),
+        i.plan.summary()
+    ));
+    s.push_str(&format!(
+        "  {:<6} {:<34} {:<8} {}\n",
+        "EVENT", "FUNCTION", "HOOK", "NOT CHOSEN"
+    ));
+    for h in &i.plan.hooks {
+        let chosen = match (h.chosen, h.absent) {
+            (Some(c), _) => c.name().to_string(),
+            (None, true) => "-".into(),
+            (None, false) => "NONE".into(),
+        };
+        let why = if h.absent {
+            "not in this kernel".to_string()
+        } else {
+            h.rejected
+                .iter()
+                .map(|r| {
+                    // Kernel-wide reasons are printed in full above.
+                    let reason = match r.reason.split_once(": ") {
+                        Some((head, _)) if head.ends_with(" unavailable") => {
+                            "unavailable (see above)"
+                        }
+                        _ => r.reason.as_str(),
+                    };
+                    format!("{}: {}", r.hook, reason)
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        s.push_str(&format!(
+            "  {:<6} {:<34} {:<8} {}\n",
+            h.kind.name(),
+            h.function,
+            chosen,
+            why
+        ));
+    }
+    match problem(i) {
+        None => s.push_str("\nverdict: pin and unpin events can be traced\n"),
+        Some(p) => s.push_str(&format!("\nverdict: cannot trace: {p}\n")),
+    }
+    s
+}
+
+/// Run `doctor`; returns the process exit code.
+pub fn run(pref: HookPreference, as_json: bool, out: &mut dyn Write) -> std::io::Result<u8> {
+    let inspection = source::inspect(pref);
+    let vmstat = system::vmstat_pins(inspection.privileges.is_ok());
+    if as_json {
+        writeln!(out, "{}", to_json(&inspection, pref, vmstat))?;
+    } else {
+        write!(out, "{}", render(&inspection, pref, vmstat))?;
+    }
+    Ok(if problem(&inspection).is_none() { 0 } else { 1 })
+}

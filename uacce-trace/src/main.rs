@@ -1,0 +1,11 @@
+//! The `uacce-trace` binary: parse arguments, run, exit with the code the
+//! library returns (0 ok, 1 failure, 2 bad usage).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = uacce_trace::cli::Cli::parse();
+    ExitCode::from(uacce_trace::cli::run(cli))
+}

@@ -1,0 +1,392 @@
+//! Hook planning as data (design.md "Hook planning is data").
+//!
+//! For every event kind an ordered list of candidate hooks; each candidate is
+//! checked against [`Facts`] about the running kernel and either kept (in
+//! preference order) or rejected with a reason. `source` attaches the first
+//! viable candidate and records attach-time failures here too, so `doctor`
+//! and `trace` can show exactly why each hook was or was not chosen.
+//!
+//! Pure: no aya, no I/O. `system` gathers the facts.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use uacce_trace_common::PinFunc;
+
+use crate::event::HookType;
+
+/// What kind of event a hook produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Pin,
+    Unpin,
+}
+
+impl EventKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventKind::Pin => "pin",
+            EventKind::Unpin => "unpin",
+        }
+    }
+}
+
+/// Which hook types the user allows (`--hooks`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookPreference {
+    /// fentry/fexit where permitted, else kprobe/kretprobe.
+    #[default]
+    Auto,
+    /// Only fentry/fexit.
+    Fentry,
+    /// Only kprobe/kretprobe.
+    Kprobe,
+}
+
+/// Facts about one kernel function.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SymbolFacts {
+    /// A FUNC of this name is in the kernel's BTF.
+    pub in_btf: bool,
+    /// Listed in /proc/kallsyms as a text symbol.
+    pub in_kallsyms: bool,
+    /// Listed in tracefs `available_filter_functions`; `None` when that file
+    /// could not be read.
+    pub traceable: Option<bool>,
+    /// Listed in the kprobe blacklist (debugfs `kprobes/blacklist`).
+    pub blacklisted: bool,
+}
+
+/// What the planner needs to know about the running kernel.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    /// `Ok` when fentry/fexit programs load here, else why not.
+    pub fentry: Result<(), String>,
+    /// `Ok` when kprobes can be attached here, else why not.
+    pub kprobe: Result<(), String>,
+    /// Per function name.
+    pub symbols: BTreeMap<String, SymbolFacts>,
+}
+
+/// A rejected candidate and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    pub hook: HookType,
+    pub reason: String,
+}
+
+/// The plan for one hook target (one kernel function).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedHook {
+    pub kind: EventKind,
+    pub function: &'static str,
+    #[serde(skip)]
+    pub pin_func: PinFunc,
+    /// The hook in use, once attached (or the planner's first choice before).
+    pub chosen: Option<HookType>,
+    /// Candidates still to try, in order (the first is `chosen`).
+    #[serde(skip)]
+    pub viable: Vec<HookType>,
+    pub rejected: Vec<Rejection>,
+    /// The function does not exist in this kernel at all (normal for
+    /// variants added or removed in other versions).
+    pub absent: bool,
+}
+
+impl PlannedHook {
+    /// Record that `hook` failed to load or attach and move on to the next
+    /// viable candidate.
+    pub fn reject_chosen(&mut self, hook: HookType, reason: String) {
+        self.viable.retain(|h| *h != hook);
+        self.rejected.push(Rejection { hook, reason });
+        self.chosen = self.viable.first().copied();
+    }
+}
+
+/// The whole plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub hooks: Vec<PlannedHook>,
+}
+
+/// The candidates for each kind, in preference order. Data, not code paths:
+/// adding a hook means adding a row.
+fn candidates() -> Vec<(EventKind, PinFunc, [HookType; 2])> {
+    PinFunc::ALL
+        .iter()
+        .map(|&f| {
+            let kind = if f.is_pin() {
+                EventKind::Pin
+            } else {
+                EventKind::Unpin
+            };
+            (kind, f, [HookType::Fentry, HookType::Kprobe])
+        })
+        .collect()
+}
+
+fn check(hook: HookType, sym: &SymbolFacts, facts: &Facts) -> Result<(), String> {
+    match hook {
+        HookType::Fentry => {
+            if !sym.in_btf {
+                return Err("function not in the kernel's BTF".into());
+            }
+            facts
+                .fentry
+                .clone()
+                .map_err(|why| format!("fentry unavailable: {why}"))
+        }
+        HookType::Kprobe => {
+            facts
+                .kprobe
+                .clone()
+                .map_err(|why| format!("kprobes unavailable: {why}"))?;
+            if !sym.in_kallsyms && sym.traceable != Some(true) {
+                return Err("symbol not in /proc/kallsyms".into());
+            }
+            if sym.blacklisted {
+                return Err("symbol is on the kprobe blacklist".into());
+            }
+            if sym.traceable == Some(false) {
+                return Err("symbol not in available_filter_functions (notrace or inlined)".into());
+            }
+            Ok(())
+        }
+        HookType::Tracepoint => Err("no tracepoint exists for this event".into()),
+    }
+}
+
+/// Build the plan from the facts and the user's preference.
+pub fn plan(facts: &Facts, pref: HookPreference) -> Plan {
+    let mut hooks = Vec::new();
+    for (kind, func, cands) in candidates() {
+        let function = func.symbol();
+        let sym = facts.symbols.get(function).cloned().unwrap_or_default();
+        let absent = !sym.in_btf && !sym.in_kallsyms && sym.traceable != Some(true);
+        let mut viable = Vec::new();
+        let mut rejected = Vec::new();
+        for hook in cands {
+            let allowed = match pref {
+                HookPreference::Auto => true,
+                HookPreference::Fentry => hook == HookType::Fentry,
+                HookPreference::Kprobe => hook == HookType::Kprobe,
+            };
+            let verdict = if absent {
+                Err("function not in this kernel".to_string())
+            } else if !allowed {
+                Err(format!("not allowed by --hooks {}", pref_name(pref)))
+            } else {
+                check(hook, &sym, facts)
+            };
+            match verdict {
+                Ok(()) => viable.push(hook),
+                Err(reason) => rejected.push(Rejection { hook, reason }),
+            }
+        }
+        hooks.push(PlannedHook {
+            kind,
+            function,
+            pin_func: func,
+            chosen: viable.first().copied(),
+            viable,
+            rejected,
+            absent,
+        });
+    }
+    Plan { hooks }
+}
+
+fn pref_name(pref: HookPreference) -> &'static str {
+    match pref {
+        HookPreference::Auto => "auto",
+        HookPreference::Fentry => "fentry",
+        HookPreference::Kprobe => "kprobe",
+    }
+}
+
+impl Plan {
+    /// Hooks that have a chosen hook type.
+    pub fn chosen(&self) -> impl Iterator<Item = &PlannedHook> {
+        self.hooks.iter().filter(|h| h.chosen.is_some())
+    }
+
+    /// Why the core events cannot be traced, if they cannot: at least one
+    /// pin and one unpin function must be hooked.
+    pub fn core_problem(&self) -> Option<String> {
+        let mut missing = Vec::new();
+        for kind in [EventKind::Pin, EventKind::Unpin] {
+            if !self.chosen().any(|h| h.kind == kind) {
+                missing.push(kind.name());
+            }
+        }
+        if missing.is_empty() {
+            return None;
+        }
+        // The same reason usually applies to every function: say it once.
+        let mut reasons: Vec<String> = Vec::new();
+        for h in self
+            .hooks
+            .iter()
+            .filter(|h| !h.absent && missing.contains(&h.kind.name()))
+        {
+            for r in &h.rejected {
+                if !reasons.contains(&r.reason) {
+                    reasons.push(r.reason.clone());
+                }
+            }
+        }
+        Some(format!(
+            "no usable hook for {} events{}",
+            missing.join(" and "),
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", reasons.join("; "))
+            }
+        ))
+    }
+
+    /// One-line summary per kind, e.g. `pin: kprobe · unpin: fentry+kprobe`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        for kind in [EventKind::Pin, EventKind::Unpin] {
+            let mut types: Vec<&str> = self
+                .chosen()
+                .filter(|h| h.kind == kind)
+                .filter_map(|h| h.chosen.map(HookType::name))
+                .collect();
+            types.sort_unstable();
+            types.dedup();
+            let chosen = if types.is_empty() {
+                "none".to_string()
+            } else {
+                types.join("+")
+            };
+            parts.push(format!("{}: {}", kind.name(), chosen));
+        }
+        parts.join(" · ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(fentry: bool, kprobe: bool) -> Facts {
+        let mut symbols = BTreeMap::new();
+        for f in [
+            "pin_user_pages",
+            "pin_user_pages_fast",
+            "unpin_user_page",
+            "unpin_user_pages",
+        ] {
+            symbols.insert(
+                f.to_string(),
+                SymbolFacts {
+                    in_btf: true,
+                    in_kallsyms: true,
+                    traceable: Some(true),
+                    blacklisted: false,
+                },
+            );
+        }
+        Facts {
+            fentry: if fentry {
+                Ok(())
+            } else {
+                Err("BPF_PROG_LOAD of a fentry program: EPERM".into())
+            },
+            kprobe: if kprobe {
+                Ok(())
+            } else {
+                Err("no kprobe PMU".into())
+            },
+            symbols,
+        }
+    }
+
+    fn hook<'a>(p: &'a Plan, f: &str) -> &'a PlannedHook {
+        p.hooks
+            .iter()
+            .find(|h| h.function == f)
+            .expect("function planned")
+    }
+
+    #[test]
+    fn prefers_fentry_and_falls_back_to_kprobe() {
+        let p = plan(&facts(true, true), HookPreference::Auto);
+        assert_eq!(
+            hook(&p, "pin_user_pages_fast").chosen,
+            Some(HookType::Fentry)
+        );
+        let p = plan(&facts(false, true), HookPreference::Auto);
+        let h = hook(&p, "pin_user_pages_fast");
+        assert_eq!(h.chosen, Some(HookType::Kprobe));
+        assert_eq!(h.rejected.len(), 1);
+        assert!(h.rejected[0].reason.contains("EPERM"));
+        assert_eq!(p.core_problem(), None);
+        assert_eq!(p.summary(), "pin: kprobe · unpin: kprobe");
+    }
+
+    #[test]
+    fn absent_functions_are_marked_not_errors() {
+        let p = plan(&facts(true, true), HookPreference::Auto);
+        let h = hook(&p, "unpin_user_folio");
+        assert!(h.absent);
+        assert_eq!(h.chosen, None);
+        assert!(h
+            .rejected
+            .iter()
+            .all(|r| r.reason == "function not in this kernel"));
+    }
+
+    #[test]
+    fn forced_hook_type_is_respected_and_explained() {
+        let p = plan(&facts(true, true), HookPreference::Kprobe);
+        let h = hook(&p, "pin_user_pages");
+        assert_eq!(h.chosen, Some(HookType::Kprobe));
+        assert_eq!(h.rejected[0].reason, "not allowed by --hooks kprobe");
+        let p = plan(&facts(false, true), HookPreference::Fentry);
+        let problem = p.core_problem().expect("nothing usable");
+        assert_eq!(
+            problem,
+            "no usable hook for pin and unpin events (fentry unavailable: \
+             BPF_PROG_LOAD of a fentry program: EPERM; not allowed by --hooks fentry)"
+        );
+    }
+
+    #[test]
+    fn blacklisted_and_untraceable_symbols_are_rejected() {
+        let mut f = facts(false, true);
+        if let Some(s) = f.symbols.get_mut("pin_user_pages") {
+            s.blacklisted = true;
+        }
+        if let Some(s) = f.symbols.get_mut("unpin_user_pages") {
+            s.traceable = Some(false);
+        }
+        let p = plan(&f, HookPreference::Auto);
+        assert_eq!(hook(&p, "pin_user_pages").chosen, None);
+        assert!(hook(&p, "pin_user_pages").rejected[1]
+            .reason
+            .contains("blacklist"));
+        assert!(hook(&p, "unpin_user_pages").rejected[1]
+            .reason
+            .contains("available_filter_functions"));
+    }
+
+    #[test]
+    fn attach_failure_moves_to_next_candidate() {
+        let mut p = plan(&facts(true, true), HookPreference::Auto);
+        let h = p
+            .hooks
+            .iter_mut()
+            .find(|h| h.function == "pin_user_pages")
+            .expect("planned");
+        h.reject_chosen(HookType::Fentry, "attach: EBUSY".into());
+        assert_eq!(h.chosen, Some(HookType::Kprobe));
+        h.reject_chosen(HookType::Kprobe, "attach: ENOENT".into());
+        assert_eq!(h.chosen, None);
+        assert_eq!(h.rejected.len(), 2);
+    }
+}

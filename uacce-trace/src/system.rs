@@ -1,0 +1,318 @@
+//! Facts about the running system that are read from files: kernel release,
+//! tracefs/debugfs, the kprobe PMU, kallsyms, the kprobe blacklist,
+//! `/proc/vmstat` pin counters and the caller's privileges.
+//!
+//! No aya here; loading trial programs is `source`'s job. Paths are
+//! parameters where tests need to point them elsewhere.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    fs,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+};
+
+use crate::plan::SymbolFacts;
+
+/// `uname -r`.
+pub fn kernel_release() -> String {
+    // SAFETY: utsname is plain data; uname fills it or fails.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a utsname.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return "unknown".into();
+    }
+    let bytes: Vec<u8> = uts
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// `(major, minor)` of a release string such as `6.12.57+deb13-amd64`.
+pub fn parse_version(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Where the kernel's BTF is.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// The kprobe PMU; absent when CONFIG_KPROBES is off.
+pub const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
+
+fn mounted(dir: &str, probe_file: &str) -> bool {
+    Path::new(dir).join(probe_file).exists()
+}
+
+fn try_mount(fstype: &str, dir: &str) -> bool {
+    let (Ok(src), Ok(target), Ok(fs)) = (
+        std::ffi::CString::new("nodev"),
+        std::ffi::CString::new(dir),
+        std::ffi::CString::new(fstype),
+    ) else {
+        return false;
+    };
+    // SAFETY: valid NUL-terminated strings; null data is allowed.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fs.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    rc == 0
+}
+
+/// The tracefs mount point, mounting it at `/sys/kernel/tracing` if it is
+/// not mounted and we may (root). `None` when unavailable.
+pub fn tracefs() -> Option<PathBuf> {
+    for dir in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        if mounted(dir, "available_events") {
+            return Some(PathBuf::from(dir));
+        }
+    }
+    let dir = "/sys/kernel/tracing";
+    (Path::new(dir).is_dir() && try_mount("tracefs", dir) && mounted(dir, "available_events"))
+        .then(|| PathBuf::from(dir))
+}
+
+/// The debugfs mount point, mounting it if needed and allowed.
+pub fn debugfs() -> Option<PathBuf> {
+    let dir = "/sys/kernel/debug";
+    if mounted(dir, "kprobes") || mounted(dir, "tracing") {
+        return Some(PathBuf::from(dir));
+    }
+    (Path::new(dir).is_dir() && try_mount("debugfs", dir) && mounted(dir, "kprobes"))
+        .then(|| PathBuf::from(dir))
+}
+
+/// Whether kprobes can be created: the PMU must exist.
+pub fn kprobe_support() -> Result<(), String> {
+    if Path::new(KPROBE_PMU).exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "no kprobe PMU ({KPROBE_PMU} missing: kernel built without CONFIG_KPROBES)"
+        ))
+    }
+}
+
+/// Read a symbol list and keep the names of interest. `parse` maps a line to
+/// a symbol name.
+fn scan_symbols(
+    path: &Path,
+    wanted: &HashSet<&str>,
+    parse: impl Fn(&str) -> Option<&str>,
+) -> Option<HashSet<String>> {
+    let file = fs::File::open(path).ok()?;
+    let mut found = HashSet::new();
+    for line in BufReader::new(file).lines() {
+        let line = line.ok()?;
+        if let Some(name) = parse(&line) {
+            if wanted.contains(name) {
+                found.insert(name.to_string());
+            }
+        }
+    }
+    Some(found)
+}
+
+/// `/proc/kallsyms` line: `addr type name [module]`; text symbols only.
+fn kallsyms_name(line: &str) -> Option<&str> {
+    let mut it = line.split_whitespace();
+    let _addr = it.next()?;
+    let kind = it.next()?;
+    let name = it.next()?;
+    matches!(kind, "t" | "T").then_some(name)
+}
+
+/// `available_filter_functions` line: `name [module]` (6.5+ may append
+/// an address column with `available_filter_functions_addrs`).
+fn filter_function_name(line: &str) -> Option<&str> {
+    line.split_whitespace().next()
+}
+
+/// kprobe blacklist line: `0xstart-0xend\tname`.
+fn blacklist_name(line: &str) -> Option<&str> {
+    line.split_whitespace().nth(1)
+}
+
+/// Per-symbol facts for `names`. `in_btf` is filled by the caller (it owns
+/// the parsed BTF).
+pub fn symbol_facts(
+    names: &[&str],
+    tracefs: Option<&Path>,
+    debugfs: Option<&Path>,
+) -> BTreeMap<String, SymbolFacts> {
+    let wanted: HashSet<&str> = names.iter().copied().collect();
+    let kallsyms = scan_symbols(Path::new("/proc/kallsyms"), &wanted, kallsyms_name);
+    let traceable = tracefs.and_then(|t| {
+        scan_symbols(
+            &t.join("available_filter_functions"),
+            &wanted,
+            filter_function_name,
+        )
+    });
+    let blacklist = debugfs
+        .and_then(|d| scan_symbols(&d.join("kprobes/blacklist"), &wanted, blacklist_name))
+        .unwrap_or_default();
+    names
+        .iter()
+        .map(|&n| {
+            (
+                n.to_string(),
+                SymbolFacts {
+                    in_btf: false,
+                    in_kallsyms: kallsyms.as_ref().is_some_and(|k| k.contains(n)),
+                    traceable: traceable.as_ref().map(|t| t.contains(n)),
+                    blacklisted: blacklist.contains(n),
+                },
+            )
+        })
+        .collect()
+}
+
+/// `nr_foll_pin_acquired` and `nr_foll_pin_released` from `/proc/vmstat`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PinCounters {
+    pub acquired: u64,
+    pub released: u64,
+}
+
+/// Parse `/proc/vmstat` text.
+pub fn parse_vmstat_pins(text: &str) -> Option<PinCounters> {
+    let mut acquired = None;
+    let mut released = None;
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        match (it.next(), it.next().and_then(|v| v.parse::<u64>().ok())) {
+            (Some("nr_foll_pin_acquired"), Some(v)) => acquired = Some(v),
+            (Some("nr_foll_pin_released"), Some(v)) => released = Some(v),
+            _ => {}
+        }
+    }
+    Some(PinCounters {
+        acquired: acquired?,
+        released: released?,
+    })
+}
+
+/// Read the pin counters, folding per-CPU deltas first when `refresh` (the
+/// counters lag otherwise; writing `/proc/sys/vm/stat_refresh` needs root).
+pub fn vmstat_pins(refresh: bool) -> Option<PinCounters> {
+    if refresh {
+        let _ = fs::write("/proc/sys/vm/stat_refresh", "1");
+    }
+    parse_vmstat_pins(&fs::read_to_string("/proc/vmstat").ok()?)
+}
+
+/// Capability numbers (linux/capability.h).
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Parse `CapEff` from `/proc/self/status` text.
+pub fn parse_cap_eff(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+/// The capabilities missing for tracing, as names; empty when we may trace.
+/// CAP_SYS_ADMIN covers both on every kernel; otherwise CAP_BPF and
+/// CAP_PERFMON (5.8+) are needed.
+pub fn missing_capabilities(cap_eff: u64) -> Vec<&'static str> {
+    let has = |cap: u32| cap_eff & (1u64 << cap) != 0;
+    if has(CAP_SYS_ADMIN) {
+        return Vec::new();
+    }
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) {
+        missing.push("CAP_PERFMON");
+    }
+    missing
+}
+
+/// `Err(message)` naming what is missing when this process may not trace.
+pub fn check_privileges() -> Result<(), String> {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = parse_cap_eff(&status).unwrap_or(0);
+    let missing = missing_capabilities(cap_eff);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    Err(format!(
+        "tracing needs root, or CAP_BPF and CAP_PERFMON (this process{} lacks {}); run it with sudo",
+        if euid == 0 { ", although root," } else { "" },
+        missing.join(" and ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("6.12.57+deb13-amd64"), Some((6, 12)));
+        assert_eq!(parse_version("6.1.0-37-amd64"), Some((6, 1)));
+        assert_eq!(parse_version("7.2.1"), Some((7, 2)));
+        assert_eq!(parse_version("garbage"), None);
+    }
+
+    #[test]
+    fn vmstat() {
+        let text = "nr_free_pages 1\nnr_foll_pin_acquired 512\nnr_foll_pin_released 256\n";
+        assert_eq!(
+            parse_vmstat_pins(text),
+            Some(PinCounters {
+                acquired: 512,
+                released: 256
+            })
+        );
+        assert_eq!(parse_vmstat_pins("nr_free_pages 1\n"), None);
+    }
+
+    #[test]
+    fn capabilities() {
+        assert_eq!(
+            parse_cap_eff("Name:\tx\nCapEff:\t000001ffffffffff\n"),
+            Some(0x1ff_ffff_ffff)
+        );
+        assert!(missing_capabilities(0x1ff_ffff_ffff).is_empty());
+        assert_eq!(missing_capabilities(0), vec!["CAP_BPF", "CAP_PERFMON"]);
+        assert_eq!(missing_capabilities(1 << CAP_BPF), vec!["CAP_PERFMON"]);
+        assert!(missing_capabilities((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_empty());
+        assert!(missing_capabilities(1 << CAP_SYS_ADMIN).is_empty());
+    }
+
+    #[test]
+    fn symbol_line_parsers() {
+        assert_eq!(
+            kallsyms_name("ffffffff81234560 T pin_user_pages_fast"),
+            Some("pin_user_pages_fast")
+        );
+        assert_eq!(kallsyms_name("ffffffff81234560 D some_data"), None);
+        assert_eq!(
+            filter_function_name("unpin_user_page [foo]"),
+            Some("unpin_user_page")
+        );
+        assert_eq!(
+            blacklist_name("0xffffffff81000000-0xffffffff81000010\tdo_int3"),
+            Some("do_int3")
+        );
+    }
+}

@@ -1,0 +1,38 @@
+//! Where xtask keeps what it installs and downloads: a cache folder outside
+//! the clone, so a second run (and a second clone) on the same machine reuses
+//! bpf-linker, kernels and built images.
+//!
+//! `UACCE_TRACE_CACHE` overrides the location; otherwise
+//! `$XDG_CACHE_HOME/uacce-trace` or `~/.cache/uacce-trace`.
+//! `uacce-trace/build.rs` computes the same folder to find bpf-linker.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+/// Root of the cache.
+pub fn root() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("UACCE_TRACE_CACHE").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir).join("uacce-trace"));
+    }
+    let home = std::env::var_os("HOME").context("neither UACCE_TRACE_CACHE, XDG_CACHE_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".cache").join("uacce-trace"))
+}
+
+/// Folder whose `bin/` holds bpf-linker (`cargo install --root`).
+pub fn tools() -> Result<PathBuf> {
+    Ok(root()?.join("tools"))
+}
+
+/// Folder holding one sub-folder per stock kernel (`kernels/<name>/vmlinuz`).
+pub fn kernels() -> Result<PathBuf> {
+    Ok(root()?.join("kernels"))
+}
+
+/// Scratch space for VM images (initramfs) and logs.
+pub fn vm_work() -> Result<PathBuf> {
+    Ok(root()?.join("vm"))
+}
