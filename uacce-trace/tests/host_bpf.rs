@@ -1,0 +1,117 @@
+//! Host BPF tier: every program in the object goes through the running
+//! kernel's verifier, and `doctor` tells the truth about this host.
+//!
+//! Needs root (or CAP_BPF+CAP_PERFMON) and a binary built with its eBPF
+//! object; otherwise each test prints why it skips.
+
+use std::{path::Path, process::Command};
+
+use uacce_trace::{event::HookType, plan::HookPreference, source, system};
+
+fn skip_reason() -> Option<String> {
+    if let Err(e) = system::check_privileges() {
+        return Some(e);
+    }
+    if let Err(source::SourceError::StubObject) = source::verify_all_programs().map(|_| ()) {
+        return Some("built with UACCE_TRACE_EBPF_STUB=1".into());
+    }
+    None
+}
+
+macro_rules! skip_unless_privileged {
+    () => {
+        if let Some(why) = skip_reason() {
+            eprintln!("SKIP: {why}");
+            return;
+        }
+    };
+}
+
+#[test]
+fn every_program_passes_the_verifier() {
+    skip_unless_privileged!();
+    let results = source::verify_all_programs().expect("object loads");
+    let inspection = source::inspect(HookPreference::Auto);
+    let mut failures = Vec::new();
+    let (mut kprobe_ok, mut fentry_ok, mut fentry_refused) = (0, 0, 0);
+    for r in &results {
+        match (r.hook, &r.result) {
+            (HookType::Kprobe, Ok(())) => kprobe_ok += 1,
+            (HookType::Fentry, Ok(())) => fentry_ok += 1,
+            (HookType::Fentry, Err(e)) if e.contains("target not in kernel BTF") => {}
+            // Where the kernel forbids tracing programs (this sandbox: EPERM),
+            // the refusal must be the permission error, not the verifier's.
+            (HookType::Fentry, Err(e)) if inspection.fentry.is_err() && e.contains("Operation not permitted") => {
+                fentry_refused += 1
+            }
+            (_, Err(e)) => failures.push(format!("{} ({}): {e}", r.program, r.target)),
+            (HookType::Tracepoint, Ok(())) => {}
+        }
+    }
+    eprintln!(
+        "kprobe-type programs loaded: {kprobe_ok}; fentry-type loaded: {fentry_ok}; fentry-type refused by policy: {fentry_refused}"
+    );
+    assert!(failures.is_empty(), "programs rejected:\n{}", failures.join("\n"));
+    // Every function gets a kprobe and a kretprobe program.
+    assert_eq!(kprobe_ok, 2 * uacce_trace_common::PinFunc::ALL.len());
+    assert_eq!(inspection.fentry.is_ok(), fentry_ok > 0, "doctor's fentry verdict must match the loads");
+}
+
+#[test]
+fn doctor_reports_this_host_truthfully() {
+    skip_unless_privileged!();
+    let out = Command::new(env!("CARGO_BIN_EXE_uacce-trace"))
+        .args(["doctor", "--json"])
+        .output()
+        .expect("run doctor");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor --json is JSON");
+    let kprobe_pmu = Path::new(system::KPROBE_PMU).exists();
+    assert_eq!(v["kprobes"]["ok"], kprobe_pmu, "{v}");
+    assert_eq!(v["kernel"], system::kernel_release());
+    assert_eq!(v["btf"]["ok"], Path::new(system::VMLINUX_BTF).exists());
+    assert_eq!(v["ring_buffer"]["ok"], true);
+    let inspection = source::inspect(HookPreference::Auto);
+    assert_eq!(v["fentry"]["ok"], inspection.fentry.is_ok());
+    // Exit status follows the verdict.
+    let can_trace = v["ok"].as_bool().expect("ok is a bool");
+    assert_eq!(out.status.code(), Some(if can_trace { 0 } else { 1 }));
+    if !kprobe_pmu && inspection.fentry.is_err() {
+        assert!(!can_trace);
+        let problem = v["problem"].as_str().unwrap_or_default();
+        assert!(problem.contains("no usable hook"), "{problem}");
+    }
+    // Every planned function has a verdict: a hook or the reasons why not.
+    for h in v["plan"].as_array().expect("plan") {
+        assert!(h["chosen"].is_string() || !h["rejected"].as_array().expect("rejected").is_empty(), "{h}");
+    }
+}
+
+#[test]
+fn unprivileged_trace_names_what_is_missing() {
+    // Drop to nobody through setpriv (util-linux) when we are root.
+    if !system::missing_capabilities(
+        system::parse_cap_eff(&std::fs::read_to_string("/proc/self/status").unwrap_or_default()).unwrap_or(0),
+    )
+    .is_empty()
+    {
+        // Already unprivileged: run directly.
+        let out = Command::new(env!("CARGO_BIN_EXE_uacce-trace")).arg("trace").output().expect("run");
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("CAP_BPF"));
+        return;
+    }
+    let Ok(out) = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(env!("CARGO_BIN_EXE_uacce-trace"))
+        .arg("trace")
+        .output()
+    else {
+        eprintln!("SKIP: setpriv not available");
+        return;
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("needs root, or CAP_BPF and CAP_PERFMON"), "{stderr}");
+    assert!(stderr.contains("lacks CAP_BPF and CAP_PERFMON"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
