@@ -18,7 +18,8 @@ pub fn root() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(dir).join("uacce-trace"));
     }
-    let home = std::env::var_os("HOME").context("neither UACCE_TRACE_CACHE, XDG_CACHE_HOME nor HOME is set")?;
+    let home = std::env::var_os("HOME")
+        .context("neither UACCE_TRACE_CACHE, XDG_CACHE_HOME nor HOME is set")?;
     Ok(PathBuf::from(home).join(".cache").join("uacce-trace"))
 }
 
@@ -33,6 +34,23 @@ pub fn kernels() -> Result<PathBuf> {
 }
 
 /// Scratch space for VM images (initramfs) and logs.
+#[allow(dead_code)] // for the VM test commands
 pub fn vm_work() -> Result<PathBuf> {
     Ok(root()?.join("vm"))
+}
+
+/// LLVM prefix that bpf-linker is built against: `lib/` holds symlinks to the
+/// nightly toolchain's own libLLVM (bpf-linker keeps an rpath to it).
+pub fn llvm_nightly() -> Result<PathBuf> {
+    Ok(root()?.join("llvm-nightly"))
+}
+
+/// The bpf-linker binary that `cargo xtask setup` installs.
+pub fn bpf_linker() -> Result<PathBuf> {
+    Ok(tools()?.join("bin").join("bpf-linker"))
+}
+
+/// Private apt state (one folder per Debian suite) for downloading kernels.
+pub fn apt() -> Result<PathBuf> {
+    Ok(root()?.join("apt"))
 }

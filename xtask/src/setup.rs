@@ -1,0 +1,803 @@
+//! `cargo xtask setup`: installs what the other xtask commands need, into the
+//! xtask cache (see `cache.rs`), idempotently.
+//!
+//! 1. the nightly toolchain's `rust-src` (aya-build builds the eBPF crate
+//!    with `-Z build-std=core`);
+//! 2. bpf-linker, built against the nightly toolchain's own libLLVM (the
+//!    default build wants LLVM development files of another version);
+//! 3. the Debian packages the VM tests and benchmarks use;
+//! 4. stock Debian kernels (`vmlinuz`, `config`, `version`) for the VM tests,
+//!    downloaded from other suites of the machine's own Debian mirror.
+//!
+//! Every step says on stderr what it does, or `ok (cached)` when it is done
+//! already; a second run does nothing and needs no network. Other commands
+//! call [`ensure_toolchain`] or [`ensure_all`] first.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::ErrorKind;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::apt::{self, Mirror, PackageRecord, PrivateApt};
+use crate::cache;
+
+/// The bpf-linker release that is installed.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages the VM tests (qemu, busybox initramfs) and the benchmarks
+/// (bpftrace, bpftool as peers) need on the host.
+const HOST_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "gzip",
+    "bpftrace",
+    "bpftool",
+];
+
+/// The Debian meta package whose dependencies lead to the current kernel.
+const KERNEL_META_PACKAGE: &str = "linux-image-amd64";
+
+/// How many dependency levels below the meta package are searched for the
+/// kernel image (7.2 in sid: meta -> linux-image-<ver> -> linux-binary-<ver>).
+const KERNEL_SEARCH_DEPTH: usize = 3;
+
+/// A stock Debian kernel the VM tests boot.
+#[derive(Debug, Clone, Copy)]
+pub struct StockKernel {
+    /// Folder name under the kernels cache, e.g. `debian-6.12`.
+    pub name: &'static str,
+    /// Debian suite it is downloaded from.
+    pub suite: &'static str,
+    /// Expected `major.minor` of its release.
+    pub series: &'static str,
+}
+
+const STOCK_KERNELS: &[StockKernel] = &[
+    StockKernel {
+        name: "debian-6.1",
+        suite: "bookworm",
+        series: "6.1",
+    },
+    StockKernel {
+        name: "debian-6.12",
+        suite: "trixie",
+        series: "6.12",
+    },
+    StockKernel {
+        name: "debian-7.2",
+        suite: "sid",
+        series: "7.2",
+    },
+];
+
+/// The stock kernels `setup` downloads, oldest first.
+#[allow(dead_code)] // for the VM test commands
+pub fn kernel_list() -> &'static [StockKernel] {
+    STOCK_KERNELS
+}
+
+/// Folder of one stock kernel: `vmlinuz`, `config` (when the packages have
+/// one), `version` (the kernel release, one line) and `packages`.
+pub fn kernel_dir(name: &str) -> Result<PathBuf> {
+    Ok(cache::kernels()?.join(name))
+}
+
+/// The kernel release string (`uname -r`) of an installed stock kernel.
+#[allow(dead_code)] // for the VM test commands
+pub fn kernel_release(name: &str) -> Result<String> {
+    let path = kernel_dir(name)?.join("version");
+    let text = fs::read_to_string(&path)
+        .with_context(|| format!("reading {} (run `cargo xtask setup`)", path.display()))?;
+    Ok(text.trim().to_owned())
+}
+
+/// What `setup` does; everything by default.
+#[derive(Debug, Clone, Copy)]
+pub struct SetupOptions {
+    /// nightly `rust-src` and bpf-linker.
+    pub bpf_toolchain: bool,
+    /// Debian packages on the host (needs root when some are missing).
+    pub packages: bool,
+    /// Stock Debian kernels for the VM tests.
+    pub kernels: bool,
+}
+
+impl Default for SetupOptions {
+    fn default() -> Self {
+        Self {
+            bpf_toolchain: true,
+            packages: true,
+            kernels: true,
+        }
+    }
+}
+
+impl SetupOptions {
+    /// Only what building the eBPF programs needs.
+    pub fn toolchain_only() -> Self {
+        Self {
+            bpf_toolchain: true,
+            packages: false,
+            kernels: false,
+        }
+    }
+}
+
+/// Command-line flags of `cargo xtask setup`.
+#[derive(Debug, clap::Args)]
+pub struct SetupArgs {
+    /// Skip downloading the stock Debian kernels.
+    #[arg(long)]
+    pub no_kernels: bool,
+    /// Skip installing Debian packages on the host.
+    #[arg(long)]
+    pub no_packages: bool,
+    /// Skip nightly rust-src and bpf-linker.
+    #[arg(long)]
+    pub no_bpf_toolchain: bool,
+}
+
+impl From<&SetupArgs> for SetupOptions {
+    fn from(args: &SetupArgs) -> Self {
+        Self {
+            bpf_toolchain: !args.no_bpf_toolchain,
+            packages: !args.no_packages,
+            kernels: !args.no_kernels,
+        }
+    }
+}
+
+/// Everything: toolchain, host packages, kernels (for VM tests and benches).
+#[allow(dead_code)] // for the VM test and bench commands
+pub fn ensure_all() -> Result<()> {
+    run(&SetupOptions::default())
+}
+
+/// Only what building the eBPF programs needs (rust-src, bpf-linker).
+#[allow(dead_code)] // for the build commands
+pub fn ensure_toolchain() -> Result<()> {
+    run(&SetupOptions::toolchain_only())
+}
+
+/// Runs the selected setup steps.
+pub fn run(opts: &SetupOptions) -> Result<()> {
+    let start = Instant::now();
+    let root = cache::root()?;
+    fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    if opts.bpf_toolchain {
+        ensure_rust_src()?;
+        ensure_bpf_linker()?;
+    }
+    if opts.packages {
+        ensure_host_packages()?;
+    }
+    if opts.kernels {
+        ensure_kernels()?;
+    }
+    eprintln!(
+        "setup: all done in {:.1} s (cache: {})",
+        start.elapsed().as_secs_f64(),
+        root.display()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Progress output
+
+/// One step's progress lines on stderr.
+struct Step {
+    label: String,
+    start: Instant,
+}
+
+impl Step {
+    fn new(label: impl Into<String>) -> Self {
+        Self {
+            label: label.into(),
+            start: Instant::now(),
+        }
+    }
+
+    fn cached(&self, detail: &str) {
+        if detail.is_empty() {
+            eprintln!("setup: {}: ok (cached)", self.label);
+        } else {
+            eprintln!("setup: {}: ok (cached: {detail})", self.label);
+        }
+    }
+
+    fn say(&self, msg: &str) {
+        eprintln!("setup: {}: {msg}", self.label);
+    }
+
+    fn done(&self, detail: &str) {
+        let secs = self.start.elapsed().as_secs_f64();
+        if detail.is_empty() {
+            eprintln!("setup: {}: ok ({secs:.1} s)", self.label);
+        } else {
+            eprintln!("setup: {}: ok ({detail}; {secs:.1} s)", self.label);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Running programs
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs `cmd` and returns its stdout; on failure the error carries the end of
+/// its output.
+pub(crate) fn capture(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", describe(cmd)))?;
+    if !out.status.success() {
+        let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stdout));
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+        bail!("`{}` failed ({}):\n{tail}", describe(cmd), out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `cmd` with its stdout and stderr both going to our stderr.
+pub(crate) fn run_to_stderr(cmd: &mut Command) -> Result<()> {
+    let stderr = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("duplicating stderr")?;
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stderr))
+        .status()
+        .with_context(|| format!("running {}", describe(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", describe(cmd));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 1. rust-src
+
+fn ensure_rust_src() -> Result<()> {
+    let step = Step::new("nightly toolchain + rust-src");
+    let toolchains = capture(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup is needed to manage the Rust toolchains")?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        step.say("installing the nightly toolchain (minimal profile) with rust-src");
+        run_to_stderr(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+        step.done("");
+        return Ok(());
+    }
+    let installed = capture(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    if installed.lines().any(|l| l.trim().starts_with("rust-src")) {
+        step.cached("");
+        return Ok(());
+    }
+    step.say("rustup component add rust-src --toolchain nightly");
+    run_to_stderr(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))?;
+    step.done("");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 2. bpf-linker against nightly's libLLVM
+
+/// The nightly toolchain's libLLVM: `libLLVM.so.<major>.<minor>-rust-<ver>`.
+struct NightlyLlvm {
+    path: PathBuf,
+    file_name: String,
+    major: u32,
+}
+
+fn find_nightly_llvm() -> Result<NightlyLlvm> {
+    let sysroot = capture(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let lib = Path::new(sysroot.trim()).join("lib");
+    let mut found = Vec::new();
+    for entry in fs::read_dir(&lib).with_context(|| format!("reading {}", lib.display()))? {
+        let entry = entry.with_context(|| format!("reading {}", lib.display()))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix("libLLVM.so.") else {
+            continue;
+        };
+        if !rest.contains("-rust-") || !entry.path().is_file() {
+            continue;
+        }
+        if let Some(major) = rest.split('.').next().and_then(|m| m.parse().ok()) {
+            found.push(NightlyLlvm {
+                path: entry.path(),
+                file_name: name,
+                major,
+            });
+        }
+    }
+    match found.len() {
+        1 => found.pop().context("unreachable: one entry"),
+        0 => bail!(
+            "no libLLVM.so.<major>.<minor>-rust-* in {}; bpf-linker is built against it",
+            lib.display()
+        ),
+        _ => bail!(
+            "several libLLVM.so.*-rust-* files in {}: {}",
+            lib.display(),
+            found
+                .iter()
+                .map(|f| f.file_name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Makes `<prefix>/lib` hold exactly `libLLVM.so` and the exact file name,
+/// both symlinks to nightly's libLLVM (stale links of an older nightly go).
+fn link_llvm_prefix(prefix: &Path, llvm: &NightlyLlvm) -> Result<()> {
+    let lib = prefix.join("lib");
+    fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
+    for entry in fs::read_dir(&lib).with_context(|| format!("reading {}", lib.display()))? {
+        let entry = entry.with_context(|| format!("reading {}", lib.display()))?;
+        let name = entry.file_name();
+        let keep = name == "libLLVM.so" || name.to_str() == Some(llvm.file_name.as_str());
+        if !keep {
+            fs::remove_file(entry.path())
+                .with_context(|| format!("removing stale {}", entry.path().display()))?;
+        }
+    }
+    for name in ["libLLVM.so", llvm.file_name.as_str()] {
+        let link = lib.join(name);
+        if fs::read_link(&link).is_ok_and(|target| target == llvm.path) {
+            continue;
+        }
+        if fs::symlink_metadata(&link).is_ok() {
+            fs::remove_file(&link).with_context(|| format!("removing {}", link.display()))?;
+        }
+        std::os::unix::fs::symlink(&llvm.path, &link)
+            .with_context(|| format!("linking {} -> {}", link.display(), llvm.path.display()))?;
+    }
+    Ok(())
+}
+
+/// Whether `bin --version` runs and reports the wanted release.
+fn bpf_linker_works(bin: &Path) -> bool {
+    Command::new(bin)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|out| {
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION)
+        })
+}
+
+fn ensure_bpf_linker() -> Result<()> {
+    let step = Step::new(format!("bpf-linker {BPF_LINKER_VERSION}"));
+    let nightly = capture(Command::new("rustc").args(["+nightly", "--version"]))?
+        .trim()
+        .to_owned();
+    let llvm = find_nightly_llvm()?;
+    let prefix = cache::llvm_nightly()?;
+    link_llvm_prefix(&prefix, &llvm)?;
+
+    let bin = cache::bpf_linker()?;
+    let stamp = cache::tools()?.join("bpf-linker.stamp");
+    let stamp_text = format!(
+        "bpf-linker {BPF_LINKER_VERSION}\nllvm {}\n{nightly}\n",
+        llvm.file_name
+    );
+    let detail = format!("LLVM {} of {nightly}", llvm.major);
+    if bpf_linker_works(&bin) {
+        match fs::read_to_string(&stamp) {
+            Ok(text) if text == stamp_text => {
+                step.cached(&detail);
+                return Ok(());
+            }
+            Err(err) if err.kind() == ErrorKind::NotFound => {
+                // Installed the same way by hand before the stamp existed. It
+                // loads, and the prefix now holds only this nightly's libLLVM
+                // name, so it links against this nightly's LLVM.
+                write_stamp(&stamp, &stamp_text)?;
+                step.cached(&format!("{detail}; existing install recorded"));
+                return Ok(());
+            }
+            Ok(_) => step.say("the nightly toolchain changed since the last build; rebuilding"),
+            Err(err) => {
+                return Err(err).with_context(|| format!("reading {}", stamp.display()));
+            }
+        }
+    }
+
+    let tools = cache::tools()?;
+    step.say(&format!(
+        "cargo install bpf-linker {BPF_LINKER_VERSION} --features llvm-{} against {} \
+         (about a minute)",
+        llvm.major, llvm.file_name
+    ));
+    // Run outside the workspace so its .cargo/config.toml does not apply.
+    let root = cache::root()?;
+    run_to_stderr(
+        Command::new("cargo")
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features"])
+            .arg(format!("llvm-{}", llvm.major))
+            .arg("--root")
+            .arg(&tools)
+            .arg("--force")
+            .env("LLVM_PREFIX", &prefix)
+            .current_dir(&root),
+    )
+    .context("building bpf-linker")?;
+    if !bpf_linker_works(&bin) {
+        bail!(
+            "{} was installed but `--version` does not run; check that {} links to {}",
+            bin.display(),
+            prefix.join("lib").display(),
+            llvm.path.display()
+        );
+    }
+    write_stamp(&stamp, &stamp_text)?;
+    step.done(&detail);
+    Ok(())
+}
+
+fn write_stamp(path: &Path, text: &str) -> Result<()> {
+    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+// ---------------------------------------------------------------------------
+// 3. Host packages
+
+fn ensure_host_packages() -> Result<()> {
+    let step = Step::new("Debian packages");
+    let missing = apt::missing_packages(HOST_PACKAGES)?;
+    if missing.is_empty() {
+        step.cached(&HOST_PACKAGES.join(" "));
+        return Ok(());
+    }
+    step.say(&format!("installing {}", missing.join(" ")));
+    apt::install_packages(&missing)?;
+    let still = apt::missing_packages(HOST_PACKAGES)?;
+    if !still.is_empty() {
+        bail!(
+            "still missing after apt-get install: {}; try: {}",
+            still.join(" "),
+            apt::install_hint(&still)
+        );
+    }
+    step.done(&missing.join(" "));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 4. Stock kernels
+
+fn ensure_kernels() -> Result<()> {
+    let mut mirror: Option<Mirror> = None;
+    for kernel in STOCK_KERNELS {
+        let step = Step::new(format!("kernel {} ({})", kernel.name, kernel.suite));
+        let dir = kernel_dir(kernel.name)?;
+        if dir.join("vmlinuz").is_file() && dir.join("version").is_file() {
+            let release = kernel_release(kernel.name)?;
+            step.cached(&release);
+            continue;
+        }
+        let mirror = match &mirror {
+            Some(m) => m.clone(),
+            None => {
+                let m = apt::host_mirror()?;
+                mirror = Some(m.clone());
+                m
+            }
+        };
+        download_kernel(kernel, &mirror, &dir, &step).with_context(|| {
+            format!("getting kernel {} from suite {}", kernel.name, kernel.suite)
+        })?;
+    }
+    Ok(())
+}
+
+/// Files of a kernel found in unpacked packages.
+struct KernelFiles {
+    vmlinuz: PathBuf,
+    config: Option<PathBuf>,
+    release: String,
+}
+
+fn download_kernel(kernel: &StockKernel, mirror: &Mirror, dest: &Path, step: &Step) -> Result<()> {
+    let apt_dir = cache::apt()?.join(kernel.suite);
+    let apt = PrivateApt::new(&apt_dir, mirror, kernel.suite)?;
+    step.say(&format!(
+        "apt-get update for suite {} (private state in {})",
+        kernel.suite,
+        apt_dir.display()
+    ));
+    apt.update()?;
+    let meta = apt.show(KERNEL_META_PACKAGE)?.with_context(|| {
+        format!(
+            "suite {} has no package {KERNEL_META_PACKAGE}",
+            kernel.suite
+        )
+    })?;
+    step.say(&format!("{} {}", meta.name, meta.version));
+
+    let work = apt_dir.join("work");
+    remove_if_exists(&work)?;
+    let debs = work.join("debs");
+    let unpacked = work.join("root");
+    fs::create_dir_all(&unpacked).with_context(|| format!("creating {}", unpacked.display()))?;
+
+    let mut visited = HashSet::from([meta.name.clone()]);
+    let mut level = followed_dependencies(&apt, &meta, &mut visited)?;
+    let mut used = Vec::new();
+    let mut found = None;
+    for _ in 0..KERNEL_SEARCH_DEPTH {
+        if level.is_empty() {
+            break;
+        }
+        let mut next = Vec::new();
+        for record in level {
+            step.say(&format!(
+                "downloading {} {}{}",
+                record.name,
+                record.version,
+                record
+                    .size
+                    .map(|s| format!(" ({})", human_size(s)))
+                    .unwrap_or_default()
+            ));
+            let deb = apt.download(&record, &debs)?;
+            capture(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))
+                .with_context(|| format!("unpacking {}", deb.display()))?;
+            fs::remove_file(&deb).with_context(|| format!("removing {}", deb.display()))?;
+            next.extend(followed_dependencies(&apt, &record, &mut visited)?);
+            used.push(format!("{} {}", record.name, record.version));
+        }
+        found = find_kernel_files(&unpacked)?;
+        if found.is_some() {
+            break;
+        }
+        level = next;
+    }
+    let files = found.with_context(|| {
+        format!(
+            "no vmlinuz in {} or the packages it depends on ({})",
+            meta.name,
+            used.join(", ")
+        )
+    })?;
+    if !release_in_series(&files.release, kernel.series) {
+        bail!(
+            "suite {} now carries kernel {} but {} expects {}.x; update STOCK_KERNELS in \
+             xtask/src/setup.rs",
+            kernel.suite,
+            files.release,
+            kernel.name,
+            kernel.series
+        );
+    }
+
+    // Assemble next to the destination, then move it in place in one rename.
+    let partial = dest.with_file_name(format!("{}.partial", kernel.name));
+    remove_if_exists(&partial)?;
+    fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    move_file(&files.vmlinuz, &partial.join("vmlinuz"))?;
+    if let Some(config) = &files.config {
+        move_file(config, &partial.join("config"))?;
+    }
+    write_stamp(&partial.join("version"), &format!("{}\n", files.release))?;
+    write_stamp(&partial.join("packages"), &(used.join("\n") + "\n"))?;
+    remove_if_exists(dest)?;
+    fs::rename(&partial, dest)
+        .with_context(|| format!("renaming {} to {}", partial.display(), dest.display()))?;
+
+    remove_if_exists(&work)?;
+    apt.clean()?;
+    let size = fs::metadata(dest.join("vmlinuz"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    step.done(&format!(
+        "{}, vmlinuz {}{}",
+        files.release,
+        human_size(size),
+        if files.config.is_some() {
+            " + config"
+        } else {
+            ""
+        }
+    ));
+    Ok(())
+}
+
+/// Whether a dependency may lead to the kernel image or its config.
+fn followable(name: &str) -> bool {
+    name.starts_with("linux-image-")
+        || name.starts_with("linux-binary-")
+        || name
+            .strip_prefix("linux-base-")
+            .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// The dependencies of `record` worth downloading, as candidate records
+/// (`-unsigned` image variants preferred), skipping names already seen.
+fn followed_dependencies(
+    apt: &PrivateApt,
+    record: &PackageRecord,
+    visited: &mut HashSet<String>,
+) -> Result<Vec<PackageRecord>> {
+    let mut out = Vec::new();
+    for group in &record.depends {
+        let Some(name) = group.iter().find(|n| followable(n)) else {
+            continue;
+        };
+        if !visited.insert(name.clone()) {
+            continue;
+        }
+        if name.starts_with("linux-image-") && !name.ends_with("-unsigned") {
+            let unsigned = format!("{name}-unsigned");
+            if let Some(found) = apt.show(&unsigned)? {
+                visited.insert(unsigned);
+                out.push(found);
+                continue;
+            }
+        }
+        if let Some(found) = apt.show(name)? {
+            out.push(found);
+        }
+    }
+    Ok(out)
+}
+
+/// Looks for `boot/vmlinuz-<release>` or `usr/lib/modules/<release>/vmlinuz`
+/// (regular files) and the matching config under `root`.
+fn find_kernel_files(root: &Path) -> Result<Option<KernelFiles>> {
+    let mut candidates: Vec<(PathBuf, String)> = Vec::new();
+    for (entry, name) in list_dir(&root.join("boot"))? {
+        if let Some(release) = name.strip_prefix("vmlinuz-") {
+            candidates.push((entry, release.to_owned()));
+        }
+    }
+    for modules in ["usr/lib/modules", "lib/modules"] {
+        for (entry, release) in list_dir(&root.join(modules))? {
+            candidates.push((entry.join("vmlinuz"), release));
+        }
+    }
+    candidates.retain(|(path, _)| fs::symlink_metadata(path).is_ok_and(|m| m.is_file()));
+    candidates.sort();
+    let Some((vmlinuz, release)) = candidates.into_iter().next() else {
+        return Ok(None);
+    };
+    let config = [
+        root.join("boot").join(format!("config-{release}")),
+        root.join("usr/lib/modules").join(&release).join("config"),
+        root.join("lib/modules").join(&release).join("config"),
+    ]
+    .into_iter()
+    .find(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_file()));
+    Ok(Some(KernelFiles {
+        vmlinuz,
+        config,
+        release,
+    }))
+}
+
+/// Entries of `dir` with their names; empty when `dir` does not exist.
+fn list_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        if let Some(name) = entry.file_name().to_str() {
+            out.push((entry.path(), name.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `release` (e.g. `6.12.57+deb13-amd64`) is of `series` (`6.12`).
+fn release_in_series(release: &str, series: &str) -> bool {
+    release
+        .strip_prefix(series)
+        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+fn human_size(bytes: u64) -> String {
+    // Display only: precision loss in the conversion does not matter.
+    #[allow(clippy::cast_precision_loss)]
+    let b = bytes as f64;
+    if b >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", b / (1024.0 * 1024.0))
+    } else {
+        format!("{:.1} KiB", b / 1024.0)
+    }
+}
+
+fn move_file(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to)
+        .or_else(|_| fs::copy(from, to).map(drop))
+        .with_context(|| format!("moving {} to {}", from.display(), to.display()))
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
+        }
+        Ok(_) => fs::remove_file(path).with_context(|| format!("removing {}", path.display())),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err).with_context(|| format!("inspecting {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_match() {
+        assert!(release_in_series("6.1.0-40-amd64", "6.1"));
+        assert!(!release_in_series("6.12.57+deb13-amd64", "6.1"));
+        assert!(release_in_series("6.12.57+deb13-amd64", "6.12"));
+        assert!(release_in_series("7.2+deb14-amd64", "7.2"));
+        assert!(!release_in_series("7.20.1-amd64", "7.2"));
+        assert!(!release_in_series("6.1", "6.1"));
+    }
+
+    #[test]
+    fn followable_names() {
+        assert!(followable("linux-image-6.1.0-40-amd64"));
+        assert!(followable("linux-binary-7.2.13+deb14-amd64"));
+        assert!(followable("linux-base-7.2.13+deb14-amd64"));
+        assert!(!followable("linux-base"));
+        assert!(!followable("linux-base-amd64"));
+        assert!(!followable("linux-modules-7.2.13+deb14-amd64"));
+        assert!(!followable("initramfs-tools"));
+    }
+
+    #[test]
+    fn kernel_names_unique() {
+        let names: HashSet<_> = kernel_list().iter().map(|k| k.name).collect();
+        assert_eq!(names.len(), kernel_list().len());
+    }
+}
