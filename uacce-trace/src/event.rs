@@ -85,10 +85,90 @@ impl PinEvent {
     }
 }
 
+/// One IO page fault: the device's page request reported by the IOMMU
+/// driver and the response the kernel sent back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IopfEvent {
+    /// CLOCK_MONOTONIC nanoseconds when the fault was reported.
+    pub ts_ns: u64,
+    /// Report to response.
+    pub latency_ns: u64,
+    /// Process owning the PASID (attribution rules in design.md); `None`
+    /// when unattributed.
+    pub tgid: Option<u32>,
+    /// Owner's command name, empty when unattributed.
+    pub comm: String,
+    /// Device name (`dev_name()`, e.g. `0000:00:02.0`).
+    pub device: String,
+    pub pasid: u32,
+    pub grpid: u32,
+    /// `IOMMU_FAULT_PERM_*` bits: READ 1, WRITE 2, EXEC 4, PRIV 8.
+    pub perm: u32,
+    /// `IOMMU_FAULT_PAGE_REQUEST_*` flags.
+    pub flags: u32,
+    /// Faulting address (a CPU virtual address under SVA).
+    pub addr: u64,
+    /// Response code: 0 success, 1 invalid, 2 failure.
+    pub response: u32,
+    pub hook: HookType,
+}
+
+/// Which pin ioctl of `/dev/uacce_ctrl` (RFC) or `mempinfd` (RFC v3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PinIoctl {
+    UaccePin,
+    UacceUnpin,
+    MemPin,
+    MemUnpin,
+}
+
+/// One pin/unpin ioctl on `/dev/uacce_ctrl` or a mempinfd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinIoctlEvent {
+    pub ts_ns: u64,
+    pub latency_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub cmd: PinIoctl,
+    pub addr: u64,
+    pub size: u64,
+    /// ioctl return value (0 or -errno).
+    pub ret: i64,
+    pub hook: HookType,
+}
+
+/// Cumulative loss counters, sampled by the source (the model keeps the
+/// latest; a recording carries them so a replay shows them too).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LossSample {
+    pub ts_ns: u64,
+    /// Records lost in the kernel (ring buffer or in-flight map full).
+    pub dropped: u64,
+    /// IOPFs reported but never answered (evicted from the pairing map).
+    pub unanswered: u64,
+}
+
 /// Everything the tool reports, in arrival order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Pin(PinEvent),
+    Iopf(IopfEvent),
+    PinIoctl(PinIoctlEvent),
+    Loss(LossSample),
+}
+
+impl Event {
+    /// The event's timestamp (CLOCK_MONOTONIC ns).
+    pub fn ts_ns(&self) -> u64 {
+        match self {
+            Event::Pin(e) => e.ts_ns,
+            Event::Iopf(e) => e.ts_ns,
+            Event::PinIoctl(e) => e.ts_ns,
+            Event::Loss(e) => e.ts_ns,
+        }
+    }
 }
 
 /// Turn a NUL-padded `comm` into a string (lossy for non-UTF-8 bytes).

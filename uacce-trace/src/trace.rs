@@ -52,6 +52,8 @@ pub fn json_line(ev: &Event) -> String {
             };
             serde_json::to_string(&j).unwrap_or_default()
         }
+        // Produced by later hooks; printed once their programs exist.
+        Event::Iopf(_) | Event::PinIoctl(_) | Event::Loss(_) => String::new(),
     }
 }
 
@@ -95,6 +97,7 @@ fn human_pin(p: &PinEvent) -> String {
 pub fn human_line(ev: &Event) -> String {
     match ev {
         Event::Pin(p) => human_pin(p),
+        Event::Iopf(_) | Event::PinIoctl(_) | Event::Loss(_) => String::new(),
     }
 }
 
