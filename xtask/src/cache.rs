@@ -33,6 +33,12 @@ pub fn kernels() -> Result<PathBuf> {
     Ok(root()?.join("kernels"))
 }
 
+/// Folder of the test kernels that `cargo xtask kernel` builds (one
+/// sub-folder per input hash, plus `source/` and `build/`).
+pub fn test_kernels() -> Result<PathBuf> {
+    Ok(root()?.join("test-kernels"))
+}
+
 /// Scratch space for VM images (initramfs) and logs.
 #[allow(dead_code)] // for the VM test commands
 pub fn vm_work() -> Result<PathBuf> {

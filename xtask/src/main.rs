@@ -3,7 +3,10 @@
 //! Commands install what they need themselves (`setup` runs first,
 //! idempotently), so the README's two commands work on a fresh machine.
 
+mod apt;
 mod cache;
+mod setup;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -20,12 +23,24 @@ struct Cli {
 enum Cmd {
     /// Print the cache folder.
     CacheDir,
+    /// Install the eBPF toolchain, Debian packages and stock kernels (idempotent).
+    Setup(setup::SetupArgs),
+    /// Boot stock kernels in QEMU and check the tool against the kernel's pin counters.
+    VmTest(vm::VmTestArgs),
+    /// Build (or find cached) the test kernel: Linux 6.12 with iommufd's IOPF mock and /dev/uacce_ctrl.
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::CacheDir => cache::root().map(|p| println!("{}", p.display())),
+        Cmd::Setup(args) => setup::run(&(&args).into()),
+        // The summary line must stay last: a failed matrix exits 1 quietly.
+        Cmd::VmTest(args) => match vm::run(&args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(err) => Err(err),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

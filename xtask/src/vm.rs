@@ -1,0 +1,480 @@
+//! `cargo xtask vm-test`: runs the tool against real kernels in QEMU.
+//!
+//! Each VM boots a stock kernel from the cache (`kernels/<name>/vmlinuz`,
+//! put there by `cargo xtask setup`) with an initramfs holding busybox, the
+//! tool and the `uacce-workload` guest program. Its `/init` traces the
+//! workload's io_uring buffer registrations and prints the results on the
+//! serial console; the host checks them against the workload's own
+//! expectation and the kernel's `nr_foll_pin_*` counters (see [`report`]).
+//!
+//! Without `--kernel` the matrix runs: debian-6.1 with kprobes, debian-6.12
+//! with fentry and with kprobes, debian-7.2 with fentry and with `auto`.
+//! `--no-tool` boots each kernel once with the workload alone (checks the
+//! harness and the kernel counters while the tool cannot be built).
+//!
+//! Work files go to `vm/` in the cache: the shared base image, and per VM
+//! `runs/<kernel>-<hooks>/` with `console.log` (the whole serial console)
+//! and one file per result section. The VM image is deleted after a PASS
+//! unless `--keep`.
+
+mod guest;
+mod image;
+mod qemu;
+mod report;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
+use serde_json::Value;
+
+use crate::cache;
+
+/// Which hooks the tool is told to use (`uacce-trace trace --hooks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Hooks {
+    /// The tool picks (fentry where the kernel supports it).
+    Auto,
+    /// BPF trampolines (fentry/fexit).
+    Fentry,
+    /// kprobes/kretprobes.
+    Kprobe,
+}
+
+impl Hooks {
+    fn as_str(self) -> &'static str {
+        match self {
+            Hooks::Auto => "auto",
+            Hooks::Fentry => "fentry",
+            Hooks::Kprobe => "kprobe",
+        }
+    }
+}
+
+/// Options of `cargo xtask vm-test`.
+#[derive(clap::Args, Debug)]
+pub struct VmTestArgs {
+    /// Kernel from the cache (debian-6.1, debian-6.12, debian-7.2); without
+    /// it, the whole matrix runs.
+    #[arg(long)]
+    kernel: Option<String>,
+    /// Hooks to force; without --kernel, runs every kernel with them.
+    #[arg(long, value_enum)]
+    hooks: Option<Hooks>,
+    /// Keep each VM's image after a PASS (logs are always kept).
+    #[arg(long)]
+    keep: bool,
+    /// Run the workload alone, without the tool (checks the harness and the
+    /// kernel's counters; the tool is not built).
+    #[arg(long)]
+    no_tool: bool,
+    /// Buffer sizes the workload registers each round, in KiB.
+    #[arg(long, default_value = "1024,64,4")]
+    size_kib: String,
+    /// Rounds of the workload.
+    #[arg(long, default_value_t = 4)]
+    count: u32,
+    /// Seconds one VM may run before QEMU is killed.
+    #[arg(long, default_value_t = 180)]
+    timeout: u64,
+    /// Use the binaries already in target/release instead of building.
+    #[arg(long)]
+    no_build: bool,
+}
+
+/// The kernels of the matrix and their hook modes.
+const MATRIX: &[(&str, &[Hooks])] = &[
+    ("debian-6.1", &[Hooks::Kprobe]),
+    ("debian-6.12", &[Hooks::Fentry, Hooks::Kprobe]),
+    ("debian-7.2", &[Hooks::Fentry, Hooks::Auto]),
+];
+
+/// One VM to run: a kernel and the hooks (`None`: workload only).
+struct Job {
+    kernel: String,
+    hooks: Option<Hooks>,
+}
+
+impl Job {
+    fn label(&self) -> String {
+        format!(
+            "{} ({})",
+            self.kernel,
+            self.hooks.map_or("no tool", Hooks::as_str)
+        )
+    }
+
+    fn dir_name(&self) -> String {
+        format!(
+            "{}-{}",
+            self.kernel,
+            self.hooks.map_or("no-tool", Hooks::as_str)
+        )
+    }
+}
+
+/// The VMs `args` asks for.
+fn jobs(args: &VmTestArgs) -> Vec<Job> {
+    let kernels: Vec<(String, Vec<Hooks>)> = match &args.kernel {
+        Some(k) => vec![(k.clone(), vec![args.hooks.unwrap_or(Hooks::Auto)])],
+        None => MATRIX
+            .iter()
+            .map(|(k, hooks)| {
+                let hooks = args.hooks.map_or_else(|| hooks.to_vec(), |h| vec![h]);
+                ((*k).to_string(), hooks)
+            })
+            .collect(),
+    };
+    let mut jobs = Vec::new();
+    for (kernel, hooks) in kernels {
+        if args.no_tool {
+            jobs.push(Job {
+                kernel,
+                hooks: None,
+            });
+        } else {
+            for h in hooks {
+                jobs.push(Job {
+                    kernel: kernel.clone(),
+                    hooks: Some(h),
+                });
+            }
+        }
+    }
+    jobs
+}
+
+/// Root of the workspace (xtask's parent folder).
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask's manifest folder has no parent")
+}
+
+/// Builds the release binaries; returns (tool, workload) paths.
+fn build(no_tool: bool, no_build: bool) -> Result<(Option<PathBuf>, PathBuf)> {
+    let root = workspace_root()?;
+    if no_build {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| root.join("target"), PathBuf::from)
+            .join("release");
+        let workload = target.join("uacce-workload");
+        let tool = target.join("uacce-trace");
+        for p in std::iter::once(&workload).chain((!no_tool).then_some(&tool)) {
+            if !p.is_file() {
+                bail!("{} is missing (--no-build)", p.display());
+            }
+        }
+        return Ok(((!no_tool).then_some(tool), workload));
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&root).args([
+        "build",
+        "--release",
+        "--message-format=json-render-diagnostics",
+    ]);
+    if !no_tool {
+        cmd.args(["-p", "uacce-trace", "--bin", "uacce-trace"]);
+    }
+    cmd.args(["-p", "xtask", "--bin", "uacce-workload"]);
+    eprintln!("building release binaries…");
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo build")?;
+    if !out.status.success() {
+        bail!("cargo build --release failed ({})", out.status);
+    }
+    let mut tool = None;
+    let mut workload = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if msg.get("reason").and_then(Value::as_str) != Some("compiler-artifact") {
+            continue;
+        }
+        let name = msg.pointer("/target/name").and_then(Value::as_str);
+        let exe = msg
+            .get("executable")
+            .and_then(Value::as_str)
+            .map(PathBuf::from);
+        match name {
+            Some("uacce-trace") if exe.is_some() => tool = exe,
+            Some("uacce-workload") => workload = exe,
+            _ => {}
+        }
+    }
+    let workload = workload.context("cargo build did not report the uacce-workload executable")?;
+    if !no_tool && tool.is_none() {
+        bail!("cargo build did not report the uacce-trace executable");
+    }
+    Ok((tool, workload))
+}
+
+/// Refuses workload options that could not be passed to `sh` verbatim.
+fn workload_args(args: &VmTestArgs) -> Result<String> {
+    if args.size_kib.is_empty()
+        || !args
+            .size_kib
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ',')
+    {
+        bail!(
+            "--size-kib must be numbers separated by commas, got {:?}",
+            args.size_kib
+        );
+    }
+    Ok(format!(
+        "iouring --size-kib {} --count {}",
+        args.size_kib, args.count
+    ))
+}
+
+/// Shared state of one `vm-test` invocation.
+struct Ctx {
+    base_image: PathBuf,
+    runs: PathBuf,
+    workload_args: String,
+    timeout: Duration,
+    keep: bool,
+}
+
+/// Boots one VM and checks it; `Ok(false)` is a FAIL with its details
+/// already printed.
+fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
+    let kernel_dir = cache::kernels()?.join(&job.kernel);
+    let vmlinuz = kernel_dir.join("vmlinuz");
+    if !vmlinuz.is_file() {
+        bail!(
+            "kernel {} is not in the cache ({} missing); run `cargo xtask setup` first",
+            job.kernel,
+            vmlinuz.display()
+        );
+    }
+    let dir = ctx.runs.join(job.dir_name());
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+
+    let hooks = job.hooks.map(Hooks::as_str);
+    let script = guest::init_script(&guest::GuestPlan {
+        hooks,
+        workload_args: &ctx.workload_args,
+    });
+    let img = dir.join("initramfs.cpio.gz");
+    image::write_vm_image(&ctx.base_image, &script, &img)?;
+
+    let log = dir.join("console.log");
+    let boot = qemu::boot(&vmlinuz, &img, &log, ctx.timeout)?;
+    let text = String::from_utf8_lossy(
+        &fs::read(&log).with_context(|| format!("reading {}", log.display()))?,
+    )
+    .into_owned();
+    let console = report::parse(&text);
+    for (name, section) in &console.sections {
+        let _ = fs::write(dir.join(name), section.text());
+    }
+    let mut verdict = report::check(
+        &console,
+        &report::Expect {
+            tool: job.hooks.is_some(),
+            forced_hook: hooks.filter(|h| *h != "auto"),
+        },
+    );
+    verdict
+        .notes
+        .insert(0, format!("QEMU ran {:.1} s", boot.elapsed.as_secs_f64()));
+    match boot.status {
+        None => verdict.failures.insert(
+            0,
+            format!("QEMU killed after {} s (time limit)", ctx.timeout.as_secs()),
+        ),
+        Some(s) if !s.success() => verdict.failures.insert(0, format!("QEMU exited with {s}")),
+        Some(_) => {}
+    }
+
+    let cached = fs::read_to_string(kernel_dir.join("version")).unwrap_or_default();
+    match console.booted.as_deref() {
+        Some(booted) => println!("  kernel {booted}"),
+        None => println!("  kernel {} did not reach /init", cached.trim()),
+    }
+    for note in &verdict.notes {
+        println!("  {note}");
+    }
+    if verdict.failures.is_empty() {
+        if !ctx.keep {
+            let _ = fs::remove_file(&img);
+        }
+        return Ok(true);
+    }
+    println!("  guest console log: {}", log.display());
+    for failure in &verdict.failures {
+        println!("  FAILED: {failure}");
+    }
+    print_sections(&console, &verdict, &text);
+    Ok(false)
+}
+
+/// Prints the sections a failure concerns (or the console's tail when the
+/// guest printed none).
+fn print_sections(console: &report::Console, verdict: &report::Verdict, log: &str) {
+    const MAX_LINES: usize = 40;
+    let mut names: Vec<&str> = vec!["status"];
+    names.extend(verdict.relevant.iter().map(String::as_str));
+    names.dedup();
+    let mut printed = false;
+    for name in names {
+        let Some(section) = console.sections.get(name) else {
+            println!("  ---- {name}: (not printed by the guest)");
+            continue;
+        };
+        printed = true;
+        println!("  ---- {name} ({} lines)", section.lines.len());
+        for line in section.lines.iter().take(MAX_LINES) {
+            println!("  | {line}");
+        }
+        if section.lines.len() > MAX_LINES {
+            println!(
+                "  | … {} more lines in the log",
+                section.lines.len() - MAX_LINES
+            );
+        }
+    }
+    if !printed {
+        let lines: Vec<&str> = log.lines().collect();
+        println!("  ---- console (last {MAX_LINES} lines)");
+        for line in lines.iter().skip(lines.len().saturating_sub(MAX_LINES)) {
+            let printable: String = line
+                .chars()
+                .filter(|c| !c.is_control() || *c == '\t')
+                .collect();
+            println!("  | {printable}");
+        }
+    }
+}
+
+/// Runs `cargo xtask vm-test`; `Ok(false)` when some VM failed (the summary
+/// line `N passed, N failed` is the last thing printed).
+pub fn run(args: &VmTestArgs) -> Result<bool> {
+    if !cfg!(target_arch = "x86_64") {
+        bail!("vm-test boots x86-64 guests with binaries built for the host; run it on an x86-64 machine");
+    }
+    qemu::check_installed()?;
+    let workload_args = workload_args(args)?;
+    let jobs = jobs(args);
+    let (tool, workload) = build(args.no_tool, args.no_build)?;
+
+    let work = cache::vm_work()?;
+    let runs = work.join("runs");
+    fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
+    let base_image = work.join("base.cpio.gz");
+    let raw = image::base_archive(&image::BaseContents {
+        tool: tool.as_deref(),
+        workload: &workload,
+    })?;
+    image::write_gzip(&raw, &base_image)?;
+    let ctx = Ctx {
+        base_image,
+        runs,
+        workload_args,
+        timeout: Duration::from_secs(args.timeout),
+        keep: args.keep,
+    };
+
+    let (mut passed, mut failed) = (0u32, 0u32);
+    for job in &jobs {
+        println!("booting {}…", job.label());
+        let start = Instant::now();
+        let ok = match run_job(&ctx, job) {
+            Ok(ok) => ok,
+            Err(err) => {
+                println!("  FAILED: {err:#}");
+                false
+            }
+        };
+        let secs = start.elapsed().as_secs_f64();
+        if ok {
+            passed += 1;
+            println!("PASS {} in {secs:.1} s", job.label());
+        } else {
+            failed += 1;
+            println!("FAIL {} in {secs:.1} s", job.label());
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(failed == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(kernel: Option<&str>, hooks: Option<Hooks>, no_tool: bool) -> VmTestArgs {
+        VmTestArgs {
+            kernel: kernel.map(str::to_string),
+            hooks,
+            keep: false,
+            no_tool,
+            size_kib: "1024".into(),
+            count: 4,
+            timeout: 180,
+            no_build: false,
+        }
+    }
+
+    fn labels(a: &VmTestArgs) -> Vec<String> {
+        jobs(a).iter().map(Job::label).collect()
+    }
+
+    #[test]
+    fn matrix() {
+        assert_eq!(
+            labels(&args(None, None, false)),
+            [
+                "debian-6.1 (kprobe)",
+                "debian-6.12 (fentry)",
+                "debian-6.12 (kprobe)",
+                "debian-7.2 (fentry)",
+                "debian-7.2 (auto)"
+            ]
+        );
+        assert_eq!(
+            labels(&args(None, None, true)),
+            [
+                "debian-6.1 (no tool)",
+                "debian-6.12 (no tool)",
+                "debian-7.2 (no tool)"
+            ]
+        );
+        assert_eq!(
+            labels(&args(Some("debian-6.12"), None, false)),
+            ["debian-6.12 (auto)"]
+        );
+        assert_eq!(
+            labels(&args(None, Some(Hooks::Fentry), false)),
+            [
+                "debian-6.1 (fentry)",
+                "debian-6.12 (fentry)",
+                "debian-7.2 (fentry)"
+            ]
+        );
+    }
+
+    #[test]
+    fn workload_args_are_checked() {
+        let mut a = args(None, None, false);
+        a.size_kib = "1024,64,4".into();
+        assert!(workload_args(&a).is_ok());
+        a.size_kib = "1024;reboot".into();
+        assert!(workload_args(&a).is_err());
+    }
+}

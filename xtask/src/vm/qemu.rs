@@ -1,0 +1,94 @@
+//! Boots one test VM under QEMU and captures its serial console.
+//!
+//! x86-64 guests only, with TCG (multi-threaded): KVM is not usable on the
+//! machines this was written on (guests die early), and TCG boots a stock
+//! kernel with a busybox initramfs in seconds. The console (`ttyS0`) goes to
+//! QEMU's stdout, which is written to a log file; QEMU is killed when the
+//! time limit passes.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The QEMU program.
+const QEMU: &str = "qemu-system-x86_64";
+
+/// Kernel command line. `quiet loglevel=1` keeps kernel messages out of the
+/// results; `panic=-1` with `-no-reboot` ends QEMU if `/init` dies.
+const APPEND: &str = "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init";
+
+/// How a boot ended.
+pub struct Boot {
+    /// QEMU's exit status; `None` when it was killed at the time limit.
+    pub status: Option<ExitStatus>,
+    /// Wall time from start to exit (or kill).
+    pub elapsed: Duration,
+}
+
+/// Fails early, with a hint, when QEMU is not installed.
+pub fn check_installed() -> Result<()> {
+    match Command::new(QEMU)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => bail!("{QEMU} --version failed ({s}); run `cargo xtask setup`"),
+        Err(e) => {
+            bail!("{QEMU} not found ({e}); run `cargo xtask setup` (installs qemu-system-x86)")
+        }
+    }
+}
+
+/// Boots `kernel` with `initrd`, console to `log`, for at most `timeout`.
+pub fn boot(kernel: &Path, initrd: &Path, log: &Path, timeout: Duration) -> Result<Boot> {
+    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out
+        .try_clone()
+        .with_context(|| format!("opening {} twice", log.display()))?;
+    let start = Instant::now();
+    let mut child = Command::new(QEMU)
+        .args([
+            "-accel",
+            "tcg,thread=multi",
+            "-cpu",
+            "max",
+            "-m",
+            "1024",
+            "-smp",
+            "2",
+        ])
+        .args(["-nographic", "-no-reboot", "-kernel"])
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", APPEND])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("starting {QEMU}"))?;
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for QEMU")? {
+            return Ok(Boot {
+                status: Some(status),
+                elapsed: start.elapsed(),
+            });
+        }
+        if start.elapsed() >= timeout {
+            // Already gone is fine; either way reap it.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(Boot {
+                status: None,
+                elapsed: start.elapsed(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,677 @@
+//! Reads a test VM's console log and checks the results.
+//!
+//! [`parse`] collects the sections the guest's `/init` printed between
+//! markers (see [`super::guest`]) and verifies each against the line and
+//! byte counts the guest computed. [`check`] then asserts:
+//!
+//! - (a) the workload ran and printed its JSON line;
+//! - (b) after `stat_refresh`, the `nr_foll_pin_acquired` and
+//!   `nr_foll_pin_released` deltas both equal the workload's expected pages;
+//! - (c) the tool's `pin` records of the workload's tgid sum (`pinned`) to
+//!   the expected pinned pages and its `unpin` records (`nr_pages`) to the
+//!   expected unpinned pages, and its totals over all processes equal the
+//!   vmstat deltas;
+//! - (d) every `pin` record of the workload has `"longterm":true`;
+//! - (e) with `--hooks fentry|kprobe`, every record came from that hook;
+//! - (f) the tool stopped on SIGINT, exited 0 and reported 0 dropped events;
+//! - (g) `uacce-trace doctor --json` said `"ok":true`.
+//!
+//! Records are read as untyped JSON, so added fields and unknown `event`
+//! kinds do not break the checks.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use super::guest::{BEGIN, BOOTED, DONE, END};
+
+/// One section of the console output.
+#[derive(Debug, Default)]
+pub struct Section {
+    /// Its lines, without line ends.
+    pub lines: Vec<String>,
+    /// Why its content cannot be trusted (missing end marker, counts that
+    /// do not match), if so.
+    pub problem: Option<String>,
+}
+
+impl Section {
+    /// The lines joined, each ended by a newline.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for line in &self.lines {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// What the guest printed.
+#[derive(Debug, Default)]
+pub struct Console {
+    /// `uname -r` of the guest, once `/init` ran.
+    pub booted: Option<String>,
+    /// Whether the last marker was printed.
+    pub done: bool,
+    /// Sections by name.
+    pub sections: BTreeMap<String, Section>,
+}
+
+impl Console {
+    /// The section's lines, or none.
+    pub fn lines(&self, name: &str) -> &[String] {
+        self.sections.get(name).map_or(&[], |s| s.lines.as_slice())
+    }
+}
+
+/// A kernel log line such as `[   12.345678] ...`.
+fn is_kernel_line(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix('[') else {
+        return false;
+    };
+    let Some((stamp, _)) = rest.split_once(']') else {
+        return false;
+    };
+    let stamp = stamp.trim();
+    !stamp.is_empty() && stamp.chars().all(|c| c.is_ascii_digit() || c == '.')
+}
+
+/// `lines=N bytes=M` of an end marker.
+fn parse_counts(rest: &str) -> Option<(usize, usize)> {
+    let mut lines = None;
+    let mut bytes = None;
+    for token in rest.split_whitespace() {
+        if let Some(v) = token.strip_prefix("lines=") {
+            lines = v.parse().ok();
+        } else if let Some(v) = token.strip_prefix("bytes=") {
+            bytes = v.parse().ok();
+        }
+    }
+    Some((lines?, bytes?))
+}
+
+/// Whether `lines` match the guest's counts.
+fn counts_match(lines: &[String], want: (usize, usize)) -> bool {
+    let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+    lines.len() == want.0 && bytes == want.1
+}
+
+/// Finishes a section at its end marker (`rest`: text after the name).
+fn close(mut section: Section, rest: &str) -> Section {
+    let Some(want) = parse_counts(rest) else {
+        section.problem = Some(format!("end marker without counts: {rest:?}"));
+        return section;
+    };
+    if counts_match(&section.lines, want) {
+        return section;
+    }
+    // Kernel messages printed in between: drop them if that restores the
+    // counts exactly.
+    let kept: Vec<String> = section
+        .lines
+        .iter()
+        .filter(|l| !is_kernel_line(l))
+        .cloned()
+        .collect();
+    if counts_match(&kept, want) {
+        section.lines = kept;
+        return section;
+    }
+    let got: usize = section.lines.iter().map(|l| l.len() + 1).sum();
+    section.problem = Some(format!(
+        "garbled on the console: guest wrote {} lines / {} bytes, host read {} / {}",
+        want.0,
+        want.1,
+        section.lines.len(),
+        got
+    ));
+    section
+}
+
+/// Splits the console log into sections.
+pub fn parse(log: &str) -> Console {
+    let mut console = Console::default();
+    let mut open: Option<(String, Section)> = None;
+    for raw in log.split('\n') {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        if let Some(rest) = line.strip_prefix(BEGIN).and_then(|r| r.strip_prefix(' ')) {
+            if let Some((name, mut section)) = open.take() {
+                section.problem = Some("no end marker".into());
+                console.sections.insert(name, section);
+            }
+            open = Some((rest.trim().to_string(), Section::default()));
+        } else if let Some(rest) = line.strip_prefix(END).and_then(|r| r.strip_prefix(' ')) {
+            let (name, counts) = rest.split_once(' ').unwrap_or((rest, ""));
+            match open.take() {
+                Some((open_name, section)) if open_name == name => {
+                    console.sections.insert(open_name, close(section, counts));
+                }
+                other => {
+                    if let Some((open_name, mut section)) = other {
+                        section.problem = Some(format!("ended by the marker of {name:?}"));
+                        console.sections.insert(open_name, section);
+                    }
+                }
+            }
+        } else if let Some((_, section)) = open.as_mut() {
+            section.lines.push(line.to_string());
+        } else if let Some(at) = line.find(BOOTED) {
+            console.booted = Some(line[at + BOOTED.len()..].trim().to_string());
+        } else if line.trim() == DONE {
+            console.done = true;
+        }
+    }
+    if let Some((name, mut section)) = open {
+        section.problem = Some("output ends inside it".into());
+        console.sections.insert(name, section);
+    }
+    console
+}
+
+/// What a VM was asked to do.
+pub struct Expect<'a> {
+    /// Whether the tool ran (not `--no-tool`).
+    pub tool: bool,
+    /// The hook kind forced with `--hooks`, if not `auto`.
+    pub forced_hook: Option<&'a str>,
+}
+
+/// Result of [`check`].
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// Failed assertions; empty means PASS.
+    pub failures: Vec<String>,
+    /// Facts worth printing either way (deltas, counts, hooks seen).
+    pub notes: Vec<String>,
+    /// Sections the failures concern, to print.
+    pub relevant: BTreeSet<String>,
+}
+
+impl Verdict {
+    fn fail(&mut self, sections: &[&str], msg: impl Into<String>) {
+        self.failures.push(msg.into());
+        self.relevant
+            .extend(sections.iter().map(|s| (*s).to_string()));
+    }
+}
+
+/// `key=value` lines of the status section.
+fn status_map(console: &Console) -> BTreeMap<String, String> {
+    console
+        .lines("status")
+        .iter()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The `nr_foll_pin_*` counters of a vmstat section.
+fn vmstat(console: &Console, name: &str) -> Option<(u64, u64)> {
+    let mut acquired = None;
+    let mut released = None;
+    for line in console.lines(name) {
+        let mut it = line.split_whitespace();
+        match (it.next(), it.next().and_then(|v| v.parse::<u64>().ok())) {
+            (Some("nr_foll_pin_acquired"), Some(v)) => acquired = Some(v),
+            (Some("nr_foll_pin_released"), Some(v)) => released = Some(v),
+            _ => {}
+        }
+    }
+    Some((acquired?, released?))
+}
+
+/// A JSON number field, also accepted as a decimal or `0x` string.
+fn num(record: &Value, key: &str) -> Option<u64> {
+    let v = record.get(key)?;
+    if let Some(n) = v.as_u64() {
+        return Some(n);
+    }
+    let s = v.as_str()?;
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// The number after `key` in `uacce-trace: stopped: 12 events, 0 dropped`.
+fn count_before(line: &str, word: &str) -> Option<u64> {
+    let tokens: Vec<&str> = line.split_whitespace().collect();
+    let at = tokens
+        .iter()
+        .position(|t| t.trim_end_matches([',', '.', ';']) == word)?;
+    tokens.get(at.checked_sub(1)?)?.parse().ok()
+}
+
+/// The workload's JSON result: (pid, expected pinned, expected unpinned).
+fn workload_result(console: &Console) -> Option<(u64, u64, u64)> {
+    console.lines("workload").iter().find_map(|line| {
+        let v: Value = serde_json::from_str(line).ok()?;
+        if v.get("workload")?.as_str()? != "iouring" {
+            return None;
+        }
+        Some((
+            num(&v, "pid")?,
+            num(&v, "expected_pinned_pages")?,
+            num(&v, "expected_unpinned_pages")?,
+        ))
+    })
+}
+
+/// Totals of the tool's records.
+#[derive(Default)]
+struct Tally {
+    records: u64,
+    pin_all: u64,
+    unpin_all: u64,
+    pin_workload: u64,
+    unpin_workload: u64,
+    pin_records_workload: u64,
+    not_longterm: u64,
+    hooks: BTreeSet<String>,
+    wrong_hook: u64,
+    bad_lines: Vec<String>,
+    missing_fields: Vec<String>,
+}
+
+fn tally(console: &Console, pid: Option<u64>, forced_hook: Option<&str>) -> Tally {
+    let mut t = Tally::default();
+    for line in console.lines("events") {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: Value = match serde_json::from_str(line) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                t.bad_lines.push(line.clone());
+                continue;
+            }
+        };
+        t.records += 1;
+        let kind = record.get("event").and_then(Value::as_str).unwrap_or("");
+        let hook = record.get("hook").and_then(Value::as_str);
+        if let Some(hook) = hook {
+            t.hooks.insert(hook.to_string());
+            if forced_hook.is_some_and(|f| f != hook) {
+                t.wrong_hook += 1;
+            }
+        }
+        let field = if kind == "pin" {
+            "pinned"
+        } else if kind == "unpin" {
+            "nr_pages"
+        } else {
+            continue; // other event kinds: not counted here
+        };
+        if hook.is_none() && forced_hook.is_some() {
+            t.wrong_hook += 1;
+        }
+        let (Some(tgid), Some(pages)) = (num(&record, "tgid"), num(&record, field)) else {
+            t.missing_fields
+                .push(format!("{kind} record without tgid or {field}: {line}"));
+            continue;
+        };
+        let ours = pid == Some(tgid);
+        if kind == "pin" {
+            t.pin_all += pages;
+            if ours {
+                t.pin_workload += pages;
+                t.pin_records_workload += 1;
+                if record.get("longterm").and_then(Value::as_bool) != Some(true) {
+                    t.not_longterm += 1;
+                }
+            }
+        } else {
+            t.unpin_all += pages;
+            if ours {
+                t.unpin_workload += pages;
+            }
+        }
+    }
+    t
+}
+
+/// Checks a finished VM's console against `expect`.
+pub fn check(console: &Console, expect: &Expect<'_>) -> Verdict {
+    let mut v = Verdict::default();
+    if console.booted.is_none() {
+        v.fail(
+            &[],
+            "the guest never reached /init (no boot marker on the console)",
+        );
+        return v;
+    }
+    if !console.done {
+        v.fail(
+            &[],
+            "the guest output is incomplete (no end marker): /init died or timed out",
+        );
+    }
+    for (name, section) in &console.sections {
+        if let Some(problem) = &section.problem {
+            v.fail(&[name], format!("section {name}: {problem}"));
+        }
+    }
+    let status = status_map(console);
+    let st = |k: &str| status.get(k).map(String::as_str).unwrap_or("");
+
+    // (a) the workload.
+    let workload = workload_result(console);
+    if st("workload_rc") != "0" {
+        v.fail(
+            &["status", "workload", "workload.err"],
+            format!("(a) workload exited with status {:?}", st("workload_rc")),
+        );
+    }
+    let Some((pid, exp_pin, exp_unpin)) = workload else {
+        v.fail(
+            &["workload", "workload.err"],
+            "(a) no JSON result line from the workload",
+        );
+        return v;
+    };
+    v.notes.push(format!(
+        "workload pid {pid}: expects {exp_pin} pinned / {exp_unpin} unpinned pages"
+    ));
+
+    // (b) vmstat.
+    let deltas = match (
+        vmstat(console, "vmstat-before"),
+        vmstat(console, "vmstat-after"),
+    ) {
+        (Some(b), Some(a)) => Some((a.0.wrapping_sub(b.0), a.1.wrapping_sub(b.1))),
+        _ => {
+            v.fail(
+                &["vmstat-before", "vmstat-after"],
+                "(b) nr_foll_pin_acquired/released missing from /proc/vmstat",
+            );
+            None
+        }
+    };
+    if let Some((acq, rel)) = deltas {
+        v.notes
+            .push(format!("vmstat delta: acquired +{acq}, released +{rel}"));
+        if acq != exp_pin || rel != exp_unpin {
+            v.fail(
+                &["vmstat-before", "vmstat-after", "workload"],
+                format!(
+                    "(b) vmstat deltas acquired +{acq} / released +{rel} != workload's {exp_pin} / {exp_unpin}"
+                ),
+            );
+        }
+    }
+
+    if !expect.tool {
+        return v;
+    }
+
+    // The tracer's life.
+    let trace_err = ["status", "trace.err"];
+    if st("trace_started") != "1" {
+        v.fail(
+            &trace_err,
+            "the tracer never printed `uacce-trace: tracing started`",
+        );
+    } else {
+        let ds: f64 = st("trace_start_wait_ds").parse().unwrap_or(0.0);
+        v.notes
+            .push(format!("tracer ready after ~{:.1} s", ds / 10.0));
+    }
+    if st("trace_stop_signal") != "INT" {
+        v.fail(
+            &trace_err,
+            format!(
+                "(f) the tracer did not exit on SIGINT (stopped by SIG{})",
+                st("trace_stop_signal")
+            ),
+        );
+    }
+    if st("trace_rc") != "0" {
+        v.fail(
+            &trace_err,
+            format!("(f) the tracer exited with status {:?}", st("trace_rc")),
+        );
+    }
+    // (f) drops.
+    let stopped = console
+        .lines("trace.err")
+        .iter()
+        .find(|l| l.starts_with("uacce-trace: stopped"));
+    match stopped.and_then(|l| count_before(l, "dropped")) {
+        Some(0) => {}
+        Some(d) => v.fail(&trace_err, format!("(f) the tracer dropped {d} events")),
+        None => v.fail(
+            &trace_err,
+            "(f) no `uacce-trace: stopped: N events, D dropped` line",
+        ),
+    }
+
+    // (c), (d), (e) from the records.
+    let t = tally(console, Some(pid), expect.forced_hook);
+    v.notes.push(format!(
+        "tool: {} records; workload pinned {} / unpinned {}; all processes pinned {} / unpinned {}; hooks {:?}",
+        t.records, t.pin_workload, t.unpin_workload, t.pin_all, t.unpin_all, t.hooks
+    ));
+    if let Some(first) = t.bad_lines.first() {
+        v.fail(
+            &["events"],
+            format!(
+                "{} event lines are not JSON objects, first: {first}",
+                t.bad_lines.len()
+            ),
+        );
+    }
+    if let Some(first) = t.missing_fields.first() {
+        v.fail(
+            &["events"],
+            format!(
+                "{} records lack fields, first: {first}",
+                t.missing_fields.len()
+            ),
+        );
+    }
+    if t.pin_workload != exp_pin || t.unpin_workload != exp_unpin {
+        v.fail(
+            &["events", "workload"],
+            format!(
+                "(c) tool saw {} pinned / {} unpinned pages for tgid {pid}, workload expects {exp_pin} / {exp_unpin}",
+                t.pin_workload, t.unpin_workload
+            ),
+        );
+    }
+    if let Some((acq, rel)) = deltas {
+        if t.pin_all != acq || t.unpin_all != rel {
+            v.fail(
+                &["events", "vmstat-before", "vmstat-after"],
+                format!(
+                    "(c) tool's totals {} pinned / {} unpinned != vmstat deltas +{acq} / +{rel}",
+                    t.pin_all, t.unpin_all
+                ),
+            );
+        }
+    }
+    if t.pin_records_workload == 0 {
+        v.fail(&["events"], "(d) no pin records for the workload");
+    } else if t.not_longterm > 0 {
+        v.fail(
+            &["events"],
+            format!(
+                "(d) {} of {} pin records of the workload lack \"longterm\":true",
+                t.not_longterm, t.pin_records_workload
+            ),
+        );
+    }
+    if let Some(hook) = expect.forced_hook {
+        if t.wrong_hook > 0 {
+            v.fail(
+                &["events"],
+                format!(
+                    "(e) {} records did not come from the forced hook {hook:?} (seen {:?})",
+                    t.wrong_hook, t.hooks
+                ),
+            );
+        }
+    }
+
+    // (g) doctor.
+    let doctor_text = console
+        .sections
+        .get("doctor")
+        .map(Section::text)
+        .unwrap_or_default();
+    match serde_json::from_str::<Value>(&doctor_text) {
+        Ok(doc) => {
+            if doc.get("ok").and_then(Value::as_bool) != Some(true) {
+                v.fail(
+                    &["doctor", "doctor.err"],
+                    "(g) doctor --json did not say \"ok\":true",
+                );
+            }
+        }
+        Err(e) => v.fail(
+            &["doctor", "doctor.err", "status"],
+            format!(
+                "(g) doctor --json output is not JSON ({e}); exit status {:?}",
+                st("doctor_rc")
+            ),
+        ),
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Console text for a run where the tool saw `pins`/`unpins` pages.
+    fn log(pins: u64, unpins: u64, dropped: u64, hook: &str) -> String {
+        let events = [
+            format!(
+                r#"{{"event":"pin","tgid":77,"tid":77,"comm":"uacce-workload","hook":"{hook}","pinned":{pins},"nr_pages":{pins},"longterm":true,"extra":1}}"#
+            ),
+            format!(
+                r#"{{"event":"unpin","tgid":77,"tid":77,"hook":"{hook}","nr_pages":{unpins}}}"#
+            ),
+            r#"{"event":"iopf","tgid":1,"hook":"kprobe"}"#.to_string(),
+        ];
+        let section = |name: &str, lines: &[String]| {
+            let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+            let mut s = format!("{BEGIN} {name}\r\n");
+            for l in lines {
+                s.push_str(l);
+                s.push_str("\r\n");
+            }
+            s.push_str(&format!(
+                "{END} {name} lines={} bytes={bytes}\r\n",
+                lines.len()
+            ));
+            s
+        };
+        let mut out = String::from("\x1b[2Jjunk\r\n@@UT-BOOTED 6.12.0-test\r\n");
+        out += &section(
+            "status",
+            &[
+                "workload_rc=0".into(),
+                "trace_started=1".into(),
+                "trace_start_wait_ds=42".into(),
+                "trace_stop_signal=INT".into(),
+                "trace_rc=0".into(),
+            ],
+        );
+        out += &section(
+            "workload",
+            &[r#"{"workload":"iouring","pid":77,"rounds":1,"pages_per_round":[256],"expected_pinned_pages":256,"expected_unpinned_pages":256}"#.into()],
+        );
+        out += &section(
+            "vmstat-before",
+            &[
+                "nr_foll_pin_acquired 10".into(),
+                "nr_foll_pin_released 10".into(),
+            ],
+        );
+        out += &section(
+            "vmstat-after",
+            &[
+                "nr_foll_pin_acquired 266".into(),
+                "nr_foll_pin_released 266".into(),
+            ],
+        );
+        out += &section(
+            "trace.err",
+            &[
+                "uacce-trace: tracing started (fentry)".into(),
+                format!("uacce-trace: stopped: 3 events, {dropped} dropped"),
+            ],
+        );
+        out += &section(
+            "doctor",
+            &["{".into(), r#"  "ok": true"#.into(), "}".into()],
+        );
+        out += &section("events", &events);
+        out += "@@UT-DONE\r\n";
+        out
+    }
+
+    #[test]
+    fn passing_run() {
+        let console = parse(&log(256, 256, 0, "fentry"));
+        assert_eq!(console.booted.as_deref(), Some("6.12.0-test"));
+        assert!(console.done);
+        let v = check(
+            &console,
+            &Expect {
+                tool: true,
+                forced_hook: None,
+            },
+        );
+        assert!(v.failures.is_empty(), "{:?}", v.failures);
+    }
+
+    #[test]
+    fn failing_run() {
+        let console = parse(&log(255, 256, 3, "kprobe"));
+        let v = check(
+            &console,
+            &Expect {
+                tool: true,
+                forced_hook: Some("fentry"),
+            },
+        );
+        let all = v.failures.join("\n");
+        assert!(all.contains("(c) tool saw 255 pinned"), "{all}");
+        assert!(all.contains("(f) the tracer dropped 3 events"), "{all}");
+        assert!(all.contains("(e) 3 records"), "{all}");
+        assert!(v.relevant.contains("events"));
+    }
+
+    #[test]
+    fn kernel_lines_are_dropped_and_garbage_detected() {
+        let mut text = log(256, 256, 0, "fentry");
+        text = text.replacen(
+            "nr_foll_pin_acquired 266\r\n",
+            "nr_foll_pin_acquired 266\r\n[   12.345678] random noise\r\n",
+            1,
+        );
+        let console = parse(&text);
+        assert!(console.sections["vmstat-after"].problem.is_none());
+        assert_eq!(console.lines("vmstat-after").len(), 2);
+
+        let text =
+            log(256, 256, 0, "fentry").replacen("nr_foll_pin_released 266", "nr_foll_pin_rel", 1);
+        let console = parse(&text);
+        assert!(console.sections["vmstat-after"].problem.is_some());
+    }
+
+    #[test]
+    fn stop_line() {
+        assert_eq!(
+            count_before("uacce-trace: stopped: 12 events, 3 dropped", "dropped"),
+            Some(3)
+        );
+        assert_eq!(
+            count_before("uacce-trace: stopped: 12 events, 0 dropped", "events"),
+            Some(12)
+        );
+        assert_eq!(count_before("nothing", "dropped"), None);
+    }
+}
