@@ -27,6 +27,23 @@ pub const HOOK_KPROBE: u8 = 2;
 /// Length of `task_struct::comm` (TASK_COMM_LEN).
 pub const COMM_LEN: usize = 16;
 
+/// `RecordHeader::kind` of an [`IopfRecord`]: a fault group reported and
+/// answered.
+pub const KIND_IOPF: u16 = 3;
+/// `RecordHeader::kind` of an [`IoctlRecord`]: a pin/unpin ioctl.
+pub const KIND_IOCTL: u16 = 4;
+/// `RecordHeader::kind` of a [`BindRecord`]: a PASID bound to or unbound
+/// from a process.
+pub const KIND_BIND: u16 = 5;
+
+/// `IopfRecord::flags2` bit: the task that reported the fault was a user
+/// task (the iommufd mock reports from the faulting process's ioctl; real
+/// hardware reports from an IRQ thread, never the owner).
+pub const IOPF_REPORTER_IS_USER: u32 = 1;
+
+/// Length of the device name kept in records.
+pub const DEV_NAME_LEN: usize = 32;
+
 /// First bytes of every ring-buffer record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,6 +84,189 @@ pub struct PinRecord {
     pub _pad: u8,
 }
 
+/// One IO page fault group: report (first fault) to response.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IopfRecord {
+    pub header: RecordHeader,
+    /// Report time of the group's first fault.
+    pub ts_ns: u64,
+    /// Report to response.
+    pub latency_ns: u64,
+    /// `struct device *` (identity only).
+    pub dev: u64,
+    /// Address of the first fault of the group.
+    pub addr: u64,
+    pub pasid: u32,
+    pub grpid: u32,
+    pub perm: u32,
+    /// `iommu_fault_page_request.flags`.
+    pub flags: u32,
+    /// Response code (`enum iommu_page_response_code`).
+    pub response: u32,
+    /// Faults reported in the group before its response.
+    pub nr_faults: u32,
+    /// Task that reported the first fault.
+    pub reporter_tgid: u32,
+    /// `IOPF_REPORTER_IS_USER`, …
+    pub flags2: u32,
+    pub reporter_comm: [u8; COMM_LEN],
+    /// `dev_name(dev)`, NUL-padded, truncated.
+    pub dev_name: [u8; DEV_NAME_LEN],
+    /// Hook of the response ([`HOOK_FENTRY`] or [`HOOK_KPROBE`]).
+    pub hook: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Key of the IOPF pairing map: a fault group.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IopfKey {
+    pub dev: u64,
+    pub pasid: u32,
+    pub grpid: u32,
+}
+
+/// Value of the IOPF pairing map: a reported, not yet answered group.
+/// Built by the report hook, completed into an [`IopfRecord`] by the
+/// response hook. User space sweeps entries older than its timeout and
+/// counts them as unanswered.
+pub type IopfPending = IopfRecord;
+
+/// The ioctls whose `cmd` the syscall tracepoints keep.
+pub mod ioctl_cmd {
+    /// `_IOW('W', 2, struct uacce_pin_address)` (uacce_ctrl RFC).
+    pub const UACCE_CMD_PIN: u32 = 0x4010_5702;
+    /// `_IOW('W', 3, struct uacce_pin_address)`.
+    pub const UACCE_CMD_UNPIN: u32 = 0x4010_5703;
+    /// `_IOW('M', 0, struct mem_pin_address)` (mempinfd RFC v3).
+    pub const MEM_CMD_PIN: u32 = 0x4010_4d00;
+    /// `_IOW('M', 1, struct mem_pin_address)`.
+    pub const MEM_CMD_UNPIN: u32 = 0x4010_4d01;
+}
+
+/// A pin/unpin ioctl, syscall entry to exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoctlRecord {
+    pub header: RecordHeader,
+    pub ts_ns: u64,
+    pub latency_ns: u64,
+    /// `struct { __u64 addr; __u64 size; }` read from the user argument.
+    pub addr: u64,
+    pub size: u64,
+    /// Syscall return value.
+    pub ret: i64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub cmd: u32,
+    pub fd: u32,
+    pub comm: [u8; COMM_LEN],
+    /// [`HOOK_TRACEPOINT`].
+    pub hook: u8,
+    pub _pad: [u8; 7],
+}
+
+/// In-flight ioctl, per thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoctlInflight {
+    pub ts_ns: u64,
+    pub addr: u64,
+    pub size: u64,
+    pub cmd: u32,
+    pub fd: u32,
+}
+
+/// `BindRecord::op` values.
+pub const BIND_OP_BIND: u32 = 1;
+/// The PASID handle was released.
+pub const BIND_OP_UNBIND: u32 = 2;
+
+/// A PASID learnt (`iommu_sva_get_pasid` return, process context) or
+/// forgotten (`iommu_sva_unbind_device`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BindRecord {
+    pub header: RecordHeader,
+    pub ts_ns: u64,
+    /// `struct iommu_sva *` handle (identity).
+    pub handle: u64,
+    pub tgid: u32,
+    pub pasid: u32,
+    pub op: u32,
+    pub hook: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Hook kind value for records from static tracepoints.
+pub const HOOK_TRACEPOINT: u8 = 3;
+
+/// Kernel facts user space computes from BTF (or the stable fallback
+/// layout) and hands to the programs as the global `CONFIG`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// Offset of `struct iommu_fault` in the report argument
+    /// (`iopf_fault`/`iommu_fault_event`) and in `iopf_group` (`last_fault`).
+    pub fault_in_report: u32,
+    pub fault_in_group: u32,
+    /// Offsets inside `struct iommu_fault` (prm.* already added).
+    pub prm_flags: u32,
+    pub prm_pasid: u32,
+    pub prm_grpid: u32,
+    pub prm_perm: u32,
+    pub prm_addr: u32,
+    /// `iopf_group.fault_param` (pointer) and `iommu_fault_param.dev`.
+    pub group_fault_param: u32,
+    pub fault_param_dev: u32,
+    /// `device.kobj.name` (pointer to the name).
+    pub device_name: u32,
+    /// `iommu_page_response.{pasid,grpid,code}` (≤6.8 response path).
+    pub resp_pasid: u32,
+    pub resp_grpid: u32,
+    pub resp_code: u32,
+    /// `task_struct.flags` and the PF_KTHREAD bit.
+    pub task_flags: u32,
+    pub pf_kthread: u32,
+    /// `syscalls:sys_enter_ioctl` field offsets and `sys_exit_ioctl` ret.
+    pub tp_ioctl_fd: u32,
+    pub tp_ioctl_cmd: u32,
+    pub tp_ioctl_arg: u32,
+    pub tp_exit_ret: u32,
+    pub _pad: u32,
+}
+
+impl KernelConfig {
+    /// The layout that has held from 5.x through 7.x (kernel-interfaces.md
+    /// §2); used where BTF does not say otherwise.
+    pub const FALLBACK: KernelConfig = KernelConfig {
+        fault_in_report: 0,
+        fault_in_group: 0,
+        prm_flags: 8,
+        prm_pasid: 12,
+        prm_grpid: 16,
+        prm_perm: 20,
+        prm_addr: 24,
+        group_fault_param: 0xffff_ffff,
+        fault_param_dev: 0xffff_ffff,
+        device_name: 0xffff_ffff,
+        resp_pasid: 12,
+        resp_grpid: 16,
+        resp_code: 20,
+        task_flags: 0xffff_ffff,
+        pf_kthread: 0x0020_0000,
+        tp_ioctl_fd: 16,
+        tp_ioctl_cmd: 24,
+        tp_ioctl_arg: 32,
+        tp_exit_ret: 16,
+        _pad: 0,
+    };
+
+    /// Marker for "offset unknown: do not read".
+    pub const UNKNOWN: u32 = 0xffff_ffff;
+}
+
 /// Key of the in-flight map that carries entry arguments to the exit hook.
 /// The thread id (lower half of `bpf_get_current_pid_tgid`).
 pub type InflightKey = u32;
@@ -96,8 +296,16 @@ pub mod counter {
     pub const NESTED: u32 = 2;
     /// An entry could not be stored in the in-flight map.
     pub const INFLIGHT_FULL: u32 = 3;
+    /// An IOPF report could not be stored in the pairing map (full).
+    pub const IOPF_PENDING_FULL: u32 = 4;
+    /// A response matched no reported fault (reported before we attached,
+    /// or swept as unanswered).
+    pub const RESPONSE_WITHOUT_REPORT: u32 = 5;
+    /// Faults reported again for a group already pending (multi-page
+    /// groups); folded into the group's record.
+    pub const IOPF_GROUP_FAULTS: u32 = 6;
     /// Number of counters.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 7;
 }
 
 /// The kernel functions whose calls become [`PinRecord`]s.
@@ -222,6 +430,21 @@ const _: () = {
     assert!(offset_of!(PinRecord, func) == 76);
     assert!(offset_of!(PinRecord, hook) == 78);
     assert!(size_of::<PinInflight>() == 32);
+    assert!(size_of::<IopfRecord>() == 128);
+    assert!(offset_of!(IopfRecord, dev) == 24);
+    assert!(offset_of!(IopfRecord, pasid) == 40);
+    assert!(offset_of!(IopfRecord, reporter_comm) == 72);
+    assert!(offset_of!(IopfRecord, dev_name) == 88);
+    assert!(offset_of!(IopfRecord, hook) == 120);
+    assert!(size_of::<IopfKey>() == 16);
+    assert!(size_of::<IoctlRecord>() == 88);
+    assert!(offset_of!(IoctlRecord, tgid) == 48);
+    assert!(offset_of!(IoctlRecord, comm) == 64);
+    assert!(offset_of!(IoctlRecord, hook) == 80);
+    assert!(size_of::<IoctlInflight>() == 32);
+    assert!(size_of::<BindRecord>() == 56);
+    assert!(offset_of!(BindRecord, comm) == 40);
+    assert!(size_of::<KernelConfig>() == 80);
     assert!(offset_of!(PinInflight, depth) == 30);
 };
 
@@ -232,6 +455,12 @@ mod user {
     unsafe impl aya::Pod for super::PinRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PinInflight {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IopfRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IopfKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KernelConfig {}
 }
 
 #[cfg(test)]

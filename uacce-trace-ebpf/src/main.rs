@@ -24,9 +24,11 @@ use uacce_trace_common::{
     KIND_PIN, KIND_UNPIN, RECORD_VERSION,
 };
 
+mod iopf;
+
 /// The one ring buffer; user space may resize it at load time.
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
 /// Per-CPU counters, indexed by `uacce_trace_common::counter`.
 #[map]
@@ -42,7 +44,7 @@ static PIN_INFLIGHT: LruHashMap<InflightKey, PinInflight> = LruHashMap::with_max
 static UNPIN_INFLIGHT: LruHashMap<InflightKey, PinInflight> = LruHashMap::with_max_entries(8192, 0);
 
 #[inline(always)]
-fn count(index: u32) {
+pub(crate) fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: the pointer comes from the map lookup and is valid for this
         // CPU while the program runs; per-CPU, so no other writer.

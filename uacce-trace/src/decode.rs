@@ -3,9 +3,15 @@
 //! or a [`DecodeError`], never a panic (it is a fuzz target).
 
 use thiserror::Error;
-use uacce_trace_common::{PinFunc, PinRecord, RecordHeader, KIND_PIN, KIND_UNPIN, RECORD_VERSION};
+use uacce_trace_common::{
+    ioctl_cmd, BindRecord, IoctlRecord, IopfRecord, PinFunc, PinRecord, RecordHeader, BIND_OP_BIND,
+    BIND_OP_UNBIND, IOPF_REPORTER_IS_USER, KIND_BIND, KIND_IOCTL, KIND_IOPF, KIND_PIN, KIND_UNPIN,
+    RECORD_VERSION,
+};
 
-use crate::event::{comm_to_string, Event, HookType, PinEvent};
+use crate::event::{
+    comm_to_string, Event, HookType, IopfEvent, PasidEvent, PinEvent, PinIoctl, PinIoctlEvent,
+};
 
 /// Why a record could not be decoded.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -20,6 +26,10 @@ pub enum DecodeError {
     Func(u16),
     #[error("unknown hook type {0}")]
     Hook(u8),
+    #[error("unknown ioctl command {0:#x}")]
+    Ioctl(u32),
+    #[error("unknown PASID operation {0}")]
+    BindOp(u32),
 }
 
 /// What decoding needs to know about the running kernel.
@@ -70,6 +80,72 @@ pub fn decode(bytes: &[u8], ctx: &DecodeContext) -> Result<Event, DecodeError> {
                 gup_flags: r.gup_flags,
                 longterm: func.is_pin()
                     && ctx.foll_longterm.is_some_and(|bit| r.gup_flags & bit != 0),
+            }))
+        }
+        KIND_IOPF => {
+            let r: IopfRecord = read(bytes)?;
+            let hook = HookType::from_wire(r.hook).ok_or(DecodeError::Hook(r.hook))?;
+            // Attribution starts from the reporting task when it is a user
+            // task; `attribution` replaces it with the PASID's owner.
+            let user = r.flags2 & IOPF_REPORTER_IS_USER != 0;
+            Ok(Event::Iopf(IopfEvent {
+                ts_ns: r.ts_ns,
+                latency_ns: r.latency_ns,
+                tgid: user.then_some(r.reporter_tgid),
+                comm: if user {
+                    comm_to_string(&r.reporter_comm)
+                } else {
+                    String::new()
+                },
+                device: comm_to_string(&r.dev_name),
+                pasid: r.pasid,
+                grpid: r.grpid,
+                perm: r.perm,
+                flags: r.flags,
+                addr: r.addr,
+                response: r.response,
+                hook,
+            }))
+        }
+        KIND_IOCTL => {
+            let r: IoctlRecord = read(bytes)?;
+            let hook = HookType::from_wire(r.hook).ok_or(DecodeError::Hook(r.hook))?;
+            let cmd = match r.cmd {
+                ioctl_cmd::UACCE_CMD_PIN => PinIoctl::UaccePin,
+                ioctl_cmd::UACCE_CMD_UNPIN => PinIoctl::UacceUnpin,
+                ioctl_cmd::MEM_CMD_PIN => PinIoctl::MemPin,
+                ioctl_cmd::MEM_CMD_UNPIN => PinIoctl::MemUnpin,
+                other => return Err(DecodeError::Ioctl(other)),
+            };
+            Ok(Event::PinIoctl(PinIoctlEvent {
+                ts_ns: r.ts_ns,
+                latency_ns: r.latency_ns,
+                tgid: r.tgid,
+                tid: r.tid,
+                comm: comm_to_string(&r.comm),
+                cmd,
+                addr: r.addr,
+                size: r.size,
+                ret: r.ret,
+                hook,
+            }))
+        }
+        KIND_BIND => {
+            let r: BindRecord = read(bytes)?;
+            let hook_byte = u8::try_from(r.hook).unwrap_or(u8::MAX);
+            let hook = HookType::from_wire(hook_byte).ok_or(DecodeError::Hook(hook_byte))?;
+            let bound = match r.op {
+                BIND_OP_BIND => true,
+                BIND_OP_UNBIND => false,
+                other => return Err(DecodeError::BindOp(other)),
+            };
+            Ok(Event::Pasid(PasidEvent {
+                ts_ns: r.ts_ns,
+                tgid: r.tgid,
+                comm: comm_to_string(&r.comm),
+                pasid: r.pasid,
+                bound,
+                hook,
             }))
         }
         other => Err(DecodeError::Kind(other)),
@@ -136,6 +212,105 @@ mod tests {
             panic!("decode failed")
         };
         assert!(!e.longterm);
+    }
+
+    fn as_bytes<T>(r: &T) -> Vec<u8> {
+        // SAFETY: wire types are repr(C) plain data without implicit padding.
+        unsafe {
+            core::slice::from_raw_parts((r as *const T).cast::<u8>(), core::mem::size_of::<T>())
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn decodes_iopf_with_user_reporter_only() {
+        let mut r = IopfRecord {
+            header: RecordHeader {
+                kind: KIND_IOPF,
+                version: RECORD_VERSION,
+                size: 128,
+            },
+            ts_ns: 5,
+            latency_ns: 7,
+            dev: 0xffff_8880_0000_1000,
+            addr: 0x7f00_0000_2000,
+            pasid: 3,
+            grpid: 9,
+            perm: 3,
+            flags: 2,
+            response: 0,
+            nr_faults: 1,
+            reporter_tgid: 77,
+            flags2: IOPF_REPORTER_IS_USER,
+            hook: uacce_trace_common::HOOK_KPROBE,
+            ..Default::default()
+        };
+        r.reporter_comm[..3].copy_from_slice(b"zip");
+        r.dev_name[..6].copy_from_slice(b"mock0\0");
+        let ctx = DecodeContext::default();
+        let Ok(Event::Iopf(e)) = decode(&as_bytes(&r), &ctx) else {
+            panic!("decode failed")
+        };
+        assert_eq!(
+            (e.tgid, e.comm.as_str(), e.device.as_str()),
+            (Some(77), "zip", "mock0")
+        );
+        assert_eq!(
+            (e.pasid, e.grpid, e.perm, e.addr, e.latency_ns),
+            (3, 9, 3, 0x7f00_0000_2000, 7)
+        );
+        r.flags2 = 0;
+        let Ok(Event::Iopf(e)) = decode(&as_bytes(&r), &ctx) else {
+            panic!("decode failed")
+        };
+        assert_eq!((e.tgid, e.comm.as_str()), (None, ""));
+    }
+
+    #[test]
+    fn decodes_ioctl_and_bind() {
+        let r = IoctlRecord {
+            header: RecordHeader {
+                kind: KIND_IOCTL,
+                version: RECORD_VERSION,
+                size: 88,
+            },
+            addr: 0x1000,
+            size: 0x4000,
+            ret: -25,
+            cmd: ioctl_cmd::UACCE_CMD_PIN,
+            hook: uacce_trace_common::HOOK_TRACEPOINT,
+            ..Default::default()
+        };
+        let ctx = DecodeContext::default();
+        let Ok(Event::PinIoctl(e)) = decode(&as_bytes(&r), &ctx) else {
+            panic!("decode failed")
+        };
+        assert_eq!(
+            (e.cmd, e.addr, e.size, e.ret, e.hook),
+            (
+                PinIoctl::UaccePin,
+                0x1000,
+                0x4000,
+                -25,
+                HookType::Tracepoint
+            )
+        );
+        let b = BindRecord {
+            header: RecordHeader {
+                kind: KIND_BIND,
+                version: RECORD_VERSION,
+                size: 56,
+            },
+            tgid: 12,
+            pasid: 4,
+            op: BIND_OP_UNBIND,
+            hook: u32::from(uacce_trace_common::HOOK_FENTRY),
+            ..Default::default()
+        };
+        let Ok(Event::Pasid(e)) = decode(&as_bytes(&b), &ctx) else {
+            panic!("decode failed")
+        };
+        assert_eq!((e.tgid, e.pasid, e.bound), (12, 4, false));
     }
 
     #[test]

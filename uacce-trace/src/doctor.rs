@@ -137,7 +137,7 @@ fn render(i: &Inspection, pref: HookPreference, vmstat: Option<system::PinCounte
                 .join("; ")
         };
         s.push_str(&format!(
-            "  {:<6} {:<34} {:<8} {}\n",
+            "  {:<13} {:<34} {:<10} {}\n",
             h.kind.name(),
             h.function,
             chosen,

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use serde::Serialize;
-use uacce_trace_common::{PinFunc, HOOK_FENTRY, HOOK_KPROBE};
+use uacce_trace_common::{PinFunc, HOOK_FENTRY, HOOK_KPROBE, HOOK_TRACEPOINT};
 
 /// Kind of kernel hook an event came through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -34,6 +34,7 @@ impl HookType {
         match v {
             HOOK_FENTRY => Some(HookType::Fentry),
             HOOK_KPROBE => Some(HookType::Kprobe),
+            HOOK_TRACEPOINT => Some(HookType::Tracepoint),
             _ => None,
         }
     }
@@ -139,6 +140,19 @@ pub struct PinIoctlEvent {
     pub hook: HookType,
 }
 
+/// A PASID bound to a process (learnt in process context when the process
+/// opened its accelerator queue) or released.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PasidEvent {
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub comm: String,
+    pub pasid: u32,
+    /// True for a bind, false for an unbind.
+    pub bound: bool,
+    pub hook: HookType,
+}
+
 /// Cumulative loss counters, sampled by the source (the model keeps the
 /// latest; a recording carries them so a replay shows them too).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -156,6 +170,7 @@ pub enum Event {
     Pin(PinEvent),
     Iopf(IopfEvent),
     PinIoctl(PinIoctlEvent),
+    Pasid(PasidEvent),
     Loss(LossSample),
 }
 
@@ -166,6 +181,7 @@ impl Event {
             Event::Pin(e) => e.ts_ns,
             Event::Iopf(e) => e.ts_ns,
             Event::PinIoctl(e) => e.ts_ns,
+            Event::Pasid(e) => e.ts_ns,
             Event::Loss(e) => e.ts_ns,
         }
     }

@@ -10,11 +10,13 @@
 //! - consumers: `trace` (one line per event), `doctor`;
 //! - `cli`: argument parsing and validation.
 
+pub mod attribution;
 pub mod btf;
 pub mod cli;
 pub mod decode;
 pub mod doctor;
 pub mod event;
+pub mod kconfig;
 pub mod plan;
 pub mod source;
 pub mod system;

@@ -21,15 +21,125 @@ use crate::event::HookType;
 pub enum EventKind {
     Pin,
     Unpin,
+    IopfReport,
+    IopfResponse,
+    PinIoctl,
+    PasidBind,
+    PasidUnbind,
 }
 
 impl EventKind {
+    pub const ALL: [EventKind; 7] = [
+        EventKind::Pin,
+        EventKind::Unpin,
+        EventKind::IopfReport,
+        EventKind::IopfResponse,
+        EventKind::PinIoctl,
+        EventKind::PasidBind,
+        EventKind::PasidUnbind,
+    ];
+
     pub const fn name(self) -> &'static str {
         match self {
             EventKind::Pin => "pin",
             EventKind::Unpin => "unpin",
+            EventKind::IopfReport => "iopf-report",
+            EventKind::IopfResponse => "iopf-response",
+            EventKind::PinIoctl => "uacce_ctrl",
+            EventKind::PasidBind => "pasid-bind",
+            EventKind::PasidUnbind => "pasid-unbind",
         }
     }
+}
+
+/// Which set of programs in the object serves a target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Program {
+    /// The four programs of a pin/unpin function.
+    Pin(PinFunc),
+    /// `iommu_report_device_fault` (both signatures).
+    IopfReport,
+    /// `iopf_group_response` (6.9+).
+    GroupResponse,
+    /// `iommu_page_response` (≤6.8).
+    PageResponse,
+    /// `iommu_sva_get_pasid` return: a PASID bound in process context.
+    SvaGetPasid,
+    /// `iommu_sva_unbind_device`.
+    SvaUnbind,
+    /// `syscalls:sys_enter_ioctl` + `sys_exit_ioctl`, filtered on the pin
+    /// ioctl numbers in the kernel.
+    PinIoctl,
+}
+
+/// One hook target: a kernel function (or tracepoint) and the hook types
+/// that can serve it, in preference order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub kind: EventKind,
+    /// Kernel symbol, or `category:name` of a tracepoint.
+    pub function: &'static str,
+    pub program: Program,
+    pub hooks: &'static [HookType],
+}
+
+const FENTRY_THEN_KPROBE: &[HookType] = &[HookType::Fentry, HookType::Kprobe];
+
+/// The candidates for each kind, in preference order. Data, not code paths:
+/// adding a hook means adding a row.
+pub fn targets() -> Vec<Target> {
+    let mut t: Vec<Target> = PinFunc::ALL
+        .iter()
+        .map(|&f| Target {
+            kind: if f.is_pin() {
+                EventKind::Pin
+            } else {
+                EventKind::Unpin
+            },
+            function: f.symbol(),
+            program: Program::Pin(f),
+            hooks: FENTRY_THEN_KPROBE,
+        })
+        .collect();
+    t.extend([
+        Target {
+            kind: EventKind::IopfReport,
+            function: "iommu_report_device_fault",
+            program: Program::IopfReport,
+            hooks: FENTRY_THEN_KPROBE,
+        },
+        Target {
+            kind: EventKind::IopfResponse,
+            function: "iopf_group_response",
+            program: Program::GroupResponse,
+            hooks: FENTRY_THEN_KPROBE,
+        },
+        Target {
+            kind: EventKind::IopfResponse,
+            function: "iommu_page_response",
+            program: Program::PageResponse,
+            hooks: FENTRY_THEN_KPROBE,
+        },
+        Target {
+            kind: EventKind::PinIoctl,
+            function: "syscalls:sys_enter_ioctl",
+            program: Program::PinIoctl,
+            hooks: &[HookType::Tracepoint],
+        },
+        Target {
+            kind: EventKind::PasidBind,
+            function: "iommu_sva_get_pasid",
+            program: Program::SvaGetPasid,
+            hooks: FENTRY_THEN_KPROBE,
+        },
+        Target {
+            kind: EventKind::PasidUnbind,
+            function: "iommu_sva_unbind_device",
+            program: Program::SvaUnbind,
+            hooks: FENTRY_THEN_KPROBE,
+        },
+    ]);
+    t
 }
 
 /// Which hook types the user allows (`--hooks`).
@@ -67,6 +177,8 @@ pub struct Facts {
     pub kprobe: Result<(), String>,
     /// Per function name.
     pub symbols: BTreeMap<String, SymbolFacts>,
+    /// Tracepoints (`category:name`) that exist, or why they cannot be used.
+    pub tracepoints: BTreeMap<String, Result<(), String>>,
 }
 
 /// A rejected candidate and why.
@@ -82,7 +194,7 @@ pub struct PlannedHook {
     pub kind: EventKind,
     pub function: &'static str,
     #[serde(skip)]
-    pub pin_func: PinFunc,
+    pub program: Program,
     /// The hook in use, once attached (or the planner's first choice before).
     pub chosen: Option<HookType>,
     /// Candidates still to try, in order (the first is `chosen`).
@@ -108,22 +220,6 @@ impl PlannedHook {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
     pub hooks: Vec<PlannedHook>,
-}
-
-/// The candidates for each kind, in preference order. Data, not code paths:
-/// adding a hook means adding a row.
-fn candidates() -> Vec<(EventKind, PinFunc, [HookType; 2])> {
-    PinFunc::ALL
-        .iter()
-        .map(|&f| {
-            let kind = if f.is_pin() {
-                EventKind::Pin
-            } else {
-                EventKind::Unpin
-            };
-            (kind, f, [HookType::Fentry, HookType::Kprobe])
-        })
-        .collect()
 }
 
 fn check(hook: HookType, sym: &SymbolFacts, facts: &Facts) -> Result<(), String> {
@@ -157,25 +253,42 @@ fn check(hook: HookType, sym: &SymbolFacts, facts: &Facts) -> Result<(), String>
     }
 }
 
+fn check_tracepoint(function: &str, facts: &Facts) -> Result<(), String> {
+    match facts.tracepoints.get(function) {
+        Some(r) => r.clone(),
+        None => Err("tracepoint not found in tracefs".into()),
+    }
+}
+
 /// Build the plan from the facts and the user's preference.
 pub fn plan(facts: &Facts, pref: HookPreference) -> Plan {
     let mut hooks = Vec::new();
-    for (kind, func, cands) in candidates() {
-        let function = func.symbol();
+    for target in targets() {
+        let function = target.function;
+        let is_tracepoint = target.hooks == [HookType::Tracepoint];
         let sym = facts.symbols.get(function).cloned().unwrap_or_default();
-        let absent = !sym.in_btf && !sym.in_kallsyms && sym.traceable != Some(true);
+        let absent = if is_tracepoint {
+            matches!(facts.tracepoints.get(function), Some(Err(_)))
+        } else {
+            !sym.in_btf && !sym.in_kallsyms && sym.traceable != Some(true)
+        };
         let mut viable = Vec::new();
         let mut rejected = Vec::new();
-        for hook in cands {
+        for &hook in target.hooks {
             let allowed = match pref {
+                // Tracepoints are not a choice: they are the only hook of
+                // their targets.
+                _ if hook == HookType::Tracepoint => true,
                 HookPreference::Auto => true,
                 HookPreference::Fentry => hook == HookType::Fentry,
                 HookPreference::Kprobe => hook == HookType::Kprobe,
             };
-            let verdict = if absent {
+            let verdict = if absent && !is_tracepoint {
                 Err("function not in this kernel".to_string())
             } else if !allowed {
                 Err(format!("not allowed by --hooks {}", pref_name(pref)))
+            } else if is_tracepoint {
+                check_tracepoint(function, facts)
             } else {
                 check(hook, &sym, facts)
             };
@@ -185,9 +298,9 @@ pub fn plan(facts: &Facts, pref: HookPreference) -> Plan {
             }
         }
         hooks.push(PlannedHook {
-            kind,
+            kind: target.kind,
             function,
-            pin_func: func,
+            program: target.program,
             chosen: viable.first().copied(),
             viable,
             rejected,
@@ -250,7 +363,7 @@ impl Plan {
     /// One-line summary per kind, e.g. `pin: kprobe · unpin: fentry+kprobe`.
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
-        for kind in [EventKind::Pin, EventKind::Unpin] {
+        for kind in EventKind::ALL {
             let mut types: Vec<&str> = self
                 .chosen()
                 .filter(|h| h.kind == kind)
@@ -291,7 +404,10 @@ mod tests {
                 },
             );
         }
+        let mut tracepoints = BTreeMap::new();
+        tracepoints.insert("syscalls:sys_enter_ioctl".to_string(), Ok(()));
         Facts {
+            tracepoints,
             fentry: if fentry {
                 Ok(())
             } else {
@@ -326,7 +442,11 @@ mod tests {
         assert_eq!(h.rejected.len(), 1);
         assert!(h.rejected[0].reason.contains("EPERM"));
         assert_eq!(p.core_problem(), None);
-        assert_eq!(p.summary(), "pin: kprobe · unpin: kprobe");
+        assert_eq!(
+            p.summary(),
+            "pin: kprobe · unpin: kprobe · iopf-report: none · iopf-response: none · \
+             uacce_ctrl: tracepoint · pasid-bind: none · pasid-unbind: none"
+        );
     }
 
     #[test]
@@ -347,6 +467,10 @@ mod tests {
         let h = hook(&p, "pin_user_pages");
         assert_eq!(h.chosen, Some(HookType::Kprobe));
         assert_eq!(h.rejected[0].reason, "not allowed by --hooks kprobe");
+        assert_eq!(
+            hook(&p, "syscalls:sys_enter_ioctl").chosen,
+            Some(HookType::Tracepoint)
+        );
         let p = plan(&facts(false, true), HookPreference::Fentry);
         let problem = p.core_problem().expect("nothing usable");
         assert_eq!(
@@ -373,6 +497,37 @@ mod tests {
         assert!(hook(&p, "unpin_user_pages").rejected[1]
             .reason
             .contains("available_filter_functions"));
+    }
+
+    #[test]
+    fn iopf_response_follows_the_kernel_era() {
+        // 6.1: iommu_page_response exists, iopf_group_response does not.
+        let mut f = facts(true, true);
+        for name in ["iommu_report_device_fault", "iommu_page_response"] {
+            f.symbols.insert(
+                name.to_string(),
+                SymbolFacts {
+                    in_btf: true,
+                    in_kallsyms: true,
+                    traceable: Some(true),
+                    blacklisted: false,
+                },
+            );
+        }
+        let p = plan(&f, HookPreference::Kprobe);
+        assert_eq!(
+            hook(&p, "iommu_page_response").chosen,
+            Some(HookType::Kprobe)
+        );
+        assert!(hook(&p, "iopf_group_response").absent);
+        assert!(p.summary().contains("iopf-response: kprobe"));
+        // A missing tracepoint is reported as such.
+        f.tracepoints.insert(
+            "syscalls:sys_enter_ioctl".into(),
+            Err("no syscall tracepoints".into()),
+        );
+        let p = plan(&f, HookPreference::Auto);
+        assert_eq!(hook(&p, "syscalls:sys_enter_ioctl").chosen, None);
     }
 
     #[test]

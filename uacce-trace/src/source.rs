@@ -6,8 +6,9 @@
 use std::{collections::BTreeMap, os::fd::AsRawFd};
 
 use aya::{
+    maps::HashMap as AyaHashMap,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{FEntry, FExit, KProbe},
+    programs::{FEntry, FExit, KProbe, TracePoint},
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
 use serde::Serialize;
@@ -16,13 +17,15 @@ use tokio::{
     io::{unix::AsyncFd, Interest},
     sync::mpsc,
 };
-use uacce_trace_common::{counter, PinFunc};
+use uacce_trace_common::{counter, IopfKey, IopfPending, PinFunc};
 
 use crate::{
+    attribution::Attributor,
     btf::Btf,
     decode::{decode, DecodeContext},
-    event::{Event, HookType},
-    plan::{self, Facts, HookPreference, Plan},
+    event::{Event, HookType, LossSample},
+    kconfig,
+    plan::{self, Facts, HookPreference, Plan, Program},
     system,
 };
 
@@ -78,6 +81,8 @@ pub struct Inspection {
     /// Parameter counts of hooked functions in BTF (`pin_user_pages` lost its
     /// `vmas` argument in 6.5).
     pub params: BTreeMap<String, usize>,
+    /// Offsets handed to the programs and where each came from.
+    pub config: kconfig::Resolved,
 }
 
 fn foll_longterm(btf: Option<&Btf>, release: &str) -> FollLongterm {
@@ -159,8 +164,42 @@ pub fn inspect(pref: HookPreference) -> Inspection {
     let btf_ref = btf.as_ref().ok();
     let tracefs = system::tracefs();
     let debugfs = system::debugfs();
-    let names: Vec<&str> = PinFunc::ALL.iter().map(|f| f.symbol()).collect();
+    let targets = plan::targets();
+    let names: Vec<&str> = targets
+        .iter()
+        .filter(|t| !t.hooks.contains(&HookType::Tracepoint))
+        .map(|t| t.function)
+        .collect();
     let mut symbols = system::symbol_facts(&names, tracefs.as_deref(), debugfs.as_deref());
+    let format = |tp: &str| -> Option<String> {
+        let (cat, name) = tp.split_once(':')?;
+        std::fs::read_to_string(
+            tracefs
+                .as_ref()?
+                .join("events")
+                .join(cat)
+                .join(name)
+                .join("format"),
+        )
+        .ok()
+    };
+    let mut tracepoints = BTreeMap::new();
+    for t in targets
+        .iter()
+        .filter(|t| t.hooks.contains(&HookType::Tracepoint))
+    {
+        let found = match &tracefs {
+            None => Err("tracefs is not mounted".to_string()),
+            Some(_) if format(t.function).is_some() => Ok(()),
+            Some(_) => Err("tracepoint not in this kernel (no format file in tracefs)".to_string()),
+        };
+        tracepoints.insert(t.function.to_string(), found);
+    }
+    let config = kconfig::resolve(
+        btf_ref,
+        format("syscalls:sys_enter_ioctl").as_deref(),
+        format("syscalls:sys_exit_ioctl").as_deref(),
+    );
     let mut params = BTreeMap::new();
     for (name, facts) in symbols.iter_mut() {
         if let Some(f) = btf_ref.and_then(|b| b.func(name)) {
@@ -192,6 +231,7 @@ pub fn inspect(pref: HookPreference) -> Inspection {
         fentry: fentry.clone(),
         kprobe: kprobes.clone(),
         symbols,
+        tracepoints,
     };
     let plan = plan::plan(&facts, pref);
     Inspection {
@@ -208,6 +248,7 @@ pub fn inspect(pref: HookPreference) -> Inspection {
         privileges,
         plan,
         params,
+        config,
     }
 }
 
@@ -222,6 +263,16 @@ pub struct Counters {
     pub nested: u64,
     /// Entries that could not be stored.
     pub inflight_full: u64,
+    /// IOPF reports that found the pairing map full.
+    pub iopf_pending_full: u64,
+    /// IOPF responses without a seen report.
+    pub response_without_report: u64,
+    /// Extra faults folded into a pending group.
+    pub iopf_group_faults: u64,
+    /// IOPF groups never answered within [`IOPF_TIMEOUT_NS`] (swept).
+    pub unanswered: u64,
+    /// IOPF groups still awaiting a response when tracing stopped.
+    pub pending_at_exit: u64,
     /// Records user space could not decode.
     pub undecodable: u64,
 }
@@ -229,7 +280,7 @@ pub struct Counters {
 impl Counters {
     /// Records lost for any reason.
     pub fn dropped(&self) -> u64 {
-        self.ringbuf_full + self.inflight_full + self.undecodable
+        self.ringbuf_full + self.inflight_full + self.iopf_pending_full + self.undecodable
     }
 }
 
@@ -239,8 +290,11 @@ pub struct Tracer {
     _ebpf: Ebpf,
     ring: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
+    pending: AyaHashMap<MapData, IopfKey, IopfPending>,
     ctx: DecodeContext,
+    attributor: Attributor,
     undecodable: u64,
+    unanswered: u64,
     plan: Plan,
     hooks_attached: usize,
 }
@@ -262,88 +316,157 @@ impl Default for TracerOptions {
     }
 }
 
-fn attach_pair(
-    ebpf: &mut Ebpf,
-    func: PinFunc,
-    hook: HookType,
-    aya_btf: Option<&AyaBtf>,
-) -> Result<(), String> {
-    let base = func.program_base();
-    let symbol = func.symbol();
-    match hook {
-        HookType::Fentry => {
-            let btf = aya_btf.ok_or("no kernel BTF")?;
-            let entry: &mut FEntry = ebpf
-                .program_mut(&format!("{base}_fentry"))
-                .ok_or("fentry program missing")?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-            entry
-                .load(symbol, btf)
-                .map_err(|e| format!("fentry {}", describe_program_error(&e)))?;
-            let entry_link = entry.attach().map_err(|e| format!("fentry attach: {e}"))?;
-            let exit: Result<&mut FExit, String> = ebpf
-                .program_mut(&format!("{base}_fexit"))
-                .ok_or_else(|| "fexit program missing".to_string())
-                .and_then(|p| {
-                    p.try_into()
-                        .map_err(|e: aya::programs::ProgramError| e.to_string())
-                });
-            let result = exit.and_then(|exit| {
-                exit.load(symbol, btf)
-                    .map_err(|e| format!("fexit {}", describe_program_error(&e)))?;
-                exit.attach()
-                    .map(|_| ())
-                    .map_err(|e| format!("fexit attach: {e}"))
-            });
-            if result.is_err() {
-                if let Some(Ok(p)) = ebpf
-                    .program_mut(&format!("{base}_fentry"))
-                    .map(<&mut FEntry>::try_from)
-                {
-                    let _ = p.detach(entry_link);
-                }
-            }
-            result
+/// How one program of a target attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attach {
+    FEntry,
+    FExit,
+    KProbe,
+    KRetProbe,
+    Tracepoint(&'static str, &'static str),
+}
+
+/// The programs serving `program` through `hook`, in attach order.
+fn programs(program: Program, hook: HookType) -> Vec<(String, Attach)> {
+    let pair = |base: &str| match hook {
+        HookType::Fentry => vec![
+            (format!("{base}_fentry"), Attach::FEntry),
+            (format!("{base}_fexit"), Attach::FExit),
+        ],
+        _ => vec![
+            (format!("{base}_kprobe"), Attach::KProbe),
+            (format!("{base}_kretprobe"), Attach::KRetProbe),
+        ],
+    };
+    let entry = |base: &str| match hook {
+        HookType::Fentry => vec![(format!("{base}_fentry"), Attach::FEntry)],
+        _ => vec![(format!("{base}_kprobe"), Attach::KProbe)],
+    };
+    match (program, hook) {
+        (_, HookType::Tracepoint) if program != Program::PinIoctl => Vec::new(),
+        (Program::Pin(f), _) => pair(f.program_base()),
+        (Program::IopfReport, _) => entry("iopf_report"),
+        (Program::GroupResponse, _) => entry("iopf_group_response"),
+        (Program::PageResponse, _) => entry("iommu_page_response"),
+        (Program::SvaGetPasid, HookType::Fentry) => {
+            vec![("sva_get_pasid_fexit".into(), Attach::FExit)]
         }
-        HookType::Kprobe => {
-            let entry: &mut KProbe = ebpf
-                .program_mut(&format!("{base}_kprobe"))
-                .ok_or("kprobe program missing")?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-            entry
-                .load()
-                .map_err(|e| format!("kprobe {}", describe_program_error(&e)))?;
-            let entry_link = entry
-                .attach(symbol, 0)
-                .map_err(|e| format!("kprobe attach: {e}"))?;
-            let exit: Result<&mut KProbe, String> = ebpf
-                .program_mut(&format!("{base}_kretprobe"))
-                .ok_or_else(|| "kretprobe program missing".to_string())
-                .and_then(|p| {
-                    p.try_into()
-                        .map_err(|e: aya::programs::ProgramError| e.to_string())
-                });
-            let result = exit.and_then(|exit| {
-                exit.load()
-                    .map_err(|e| format!("kretprobe {}", describe_program_error(&e)))?;
-                exit.attach(symbol, 0)
-                    .map(|_| ())
-                    .map_err(|e| format!("kretprobe attach: {e}"))
-            });
-            if result.is_err() {
-                if let Some(Ok(p)) = ebpf
-                    .program_mut(&format!("{base}_kprobe"))
-                    .map(<&mut KProbe>::try_from)
-                {
-                    let _ = p.detach(entry_link);
-                }
-            }
-            result
-        }
-        HookType::Tracepoint => Err("no tracepoint program for this function".into()),
+        (Program::SvaGetPasid, _) => pair("sva_get_pasid"),
+        (Program::SvaUnbind, _) => entry("sva_unbind"),
+        (Program::PinIoctl, HookType::Tracepoint) => vec![
+            (
+                "ioctl_enter".into(),
+                Attach::Tracepoint("syscalls", "sys_enter_ioctl"),
+            ),
+            (
+                "ioctl_exit".into(),
+                Attach::Tracepoint("syscalls", "sys_exit_ioctl"),
+            ),
+        ],
+        (Program::PinIoctl, _) => Vec::new(),
     }
+}
+
+fn typed<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())
+}
+
+/// Load one program through the verifier (no attach).
+fn load_one(
+    ebpf: &mut Ebpf,
+    name: &str,
+    attach: Attach,
+    symbol: &str,
+    btf: Option<&AyaBtf>,
+) -> Result<(), String> {
+    let desc = |e: aya::programs::ProgramError| format!("{name}: {}", describe_program_error(&e));
+    match attach {
+        Attach::FEntry => typed::<FEntry>(ebpf, name)?
+            .load(symbol, btf.ok_or("no kernel BTF")?)
+            .map_err(desc),
+        Attach::FExit => typed::<FExit>(ebpf, name)?
+            .load(symbol, btf.ok_or("no kernel BTF")?)
+            .map_err(desc),
+        Attach::KProbe | Attach::KRetProbe => typed::<KProbe>(ebpf, name)?.load().map_err(desc),
+        Attach::Tracepoint(..) => typed::<TracePoint>(ebpf, name)?.load().map_err(desc),
+    }
+}
+
+fn attach_one(ebpf: &mut Ebpf, name: &str, attach: Attach, symbol: &str) -> Result<(), String> {
+    let desc = |e: aya::programs::ProgramError| format!("{name} attach: {e}");
+    match attach {
+        Attach::FEntry => typed::<FEntry>(ebpf, name)?
+            .attach()
+            .map(drop)
+            .map_err(desc),
+        Attach::FExit => typed::<FExit>(ebpf, name)?.attach().map(drop).map_err(desc),
+        Attach::KProbe | Attach::KRetProbe => typed::<KProbe>(ebpf, name)?
+            .attach(symbol, 0)
+            .map(drop)
+            .map_err(desc),
+        Attach::Tracepoint(category, tp) => typed::<TracePoint>(ebpf, name)?
+            .attach(category, tp)
+            .map(drop)
+            .map_err(desc),
+    }
+}
+
+/// Unload a program (and detach its links); errors mean it was not loaded.
+fn unload_one(ebpf: &mut Ebpf, name: &str, attach: Attach) {
+    let _ = match attach {
+        Attach::FEntry => typed::<FEntry>(ebpf, name).map(|p| p.unload()),
+        Attach::FExit => typed::<FExit>(ebpf, name).map(|p| p.unload()),
+        Attach::KProbe | Attach::KRetProbe => typed::<KProbe>(ebpf, name).map(|p| p.unload()),
+        Attach::Tracepoint(..) => typed::<TracePoint>(ebpf, name).map(|p| p.unload()),
+    };
+}
+
+/// Load and attach every program of a target through `hook`; on any
+/// failure unload what was attached so the target is all-or-nothing.
+fn attach_target(
+    ebpf: &mut Ebpf,
+    program: Program,
+    hook: HookType,
+    symbol: &str,
+    btf: Option<&AyaBtf>,
+) -> Result<(), String> {
+    let progs = programs(program, hook);
+    if progs.is_empty() {
+        return Err(format!("no {hook} program for this target"));
+    }
+    let mut done: Vec<&str> = Vec::new();
+    for (name, attach) in &progs {
+        let result = load_one(ebpf, name, *attach, symbol, btf)
+            .and_then(|()| attach_one(ebpf, name, *attach, symbol));
+        if let Err(e) = result {
+            for (undo, undo_attach) in progs.iter().take(done.len() + 1) {
+                unload_one(ebpf, undo, *undo_attach);
+            }
+            return Err(e);
+        }
+        done.push(name);
+    }
+    Ok(())
+}
+
+/// How long a reported IOPF group may wait for its response before it is
+/// counted as unanswered and dropped from the pairing map.
+pub const IOPF_TIMEOUT_NS: u64 = 5_000_000_000;
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 impl Tracer {
@@ -359,14 +482,22 @@ impl Tracer {
             return Err(SourceError::NothingToTrace(why.clone()));
         }
         let aya_btf = AyaBtf::from_sys_fs().ok();
+        let config = inspection.config.config;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", opts.ring_bytes)
+            .override_global("CONFIG", &config, true)
             .load(OBJECT)
             .map_err(SourceError::Load)?;
         let mut attached = 0;
         for hook in &mut inspection.plan.hooks {
             while let Some(chosen) = hook.chosen {
-                match attach_pair(&mut ebpf, hook.pin_func, chosen, aya_btf.as_ref()) {
+                match attach_target(
+                    &mut ebpf,
+                    hook.program,
+                    chosen,
+                    hook.function,
+                    aya_btf.as_ref(),
+                ) {
                     Ok(()) => {
                         attached += 1;
                         break;
@@ -375,7 +506,11 @@ impl Tracer {
                 }
             }
         }
-        if let Some(problem) = inspection.plan.core_problem() {
+        if attached == 0 {
+            let problem = inspection
+                .plan
+                .core_problem()
+                .unwrap_or_else(|| "no hook could be attached".into());
             return Err(SourceError::NothingToTrace(problem));
         }
         let ring_map = ebpf
@@ -392,6 +527,13 @@ impl Tracer {
             name: "COUNTERS",
             source,
         })?;
+        let pending_map = ebpf
+            .take_map("IOPF_PENDING")
+            .ok_or(SourceError::Missing("map IOPF_PENDING"))?;
+        let pending = AyaHashMap::try_from(pending_map).map_err(|source| SourceError::Map {
+            name: "IOPF_PENDING",
+            source,
+        })?;
         let plan = inspection.plan.clone();
         Ok((
             Tracer {
@@ -401,10 +543,13 @@ impl Tracer {
                 ring: unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
                     .map_err(std::io::Error::from)?,
                 counters,
+                pending,
                 ctx: DecodeContext {
                     foll_longterm: inspection.foll_longterm.value,
                 },
+                attributor: Attributor::new(),
                 undecodable: 0,
+                unanswered: 0,
                 plan,
                 hooks_attached: attached,
             },
@@ -427,7 +572,10 @@ impl Tracer {
         let ring = self.ring.get_mut();
         while let Some(item) = ring.next() {
             match decode(&item, &self.ctx) {
-                Ok(ev) => out.push(ev),
+                Ok(mut ev) => {
+                    self.attributor.process(&mut ev);
+                    out.push(ev);
+                }
                 Err(err) => {
                     self.undecodable += 1;
                     log::warn!("undecodable record: {err}");
@@ -449,8 +597,40 @@ impl Tracer {
             exit_without_entry: get(counter::EXIT_WITHOUT_ENTRY),
             nested: get(counter::NESTED),
             inflight_full: get(counter::INFLIGHT_FULL),
+            iopf_pending_full: get(counter::IOPF_PENDING_FULL),
+            response_without_report: get(counter::RESPONSE_WITHOUT_REPORT),
+            iopf_group_faults: get(counter::IOPF_GROUP_FAULTS),
+            unanswered: self.unanswered,
+            pending_at_exit: 0,
             undecodable: self.undecodable,
         }
+    }
+
+    /// Remove IOPF groups older than `timeout_ns` from the pairing map,
+    /// counting them as unanswered; returns how many remain.
+    fn sweep(&mut self, now_ns: u64, timeout_ns: u64) -> u64 {
+        let stale: Vec<IopfKey> = self
+            .pending
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| now_ns.saturating_sub(v.ts_ns) > timeout_ns)
+            .map(|(k, _)| k)
+            .collect();
+        for key in &stale {
+            if self.pending.remove(key).is_ok() {
+                self.unanswered += 1;
+            }
+        }
+        self.pending.keys().filter(Result::is_ok).count() as u64
+    }
+
+    fn loss_sample(&self, ts_ns: u64) -> Event {
+        let c = self.counters();
+        Event::Loss(LossSample {
+            ts_ns,
+            dropped: c.dropped(),
+            unanswered: c.unanswered,
+        })
     }
 
     /// Read events and send them in batches until `stop` resolves; then
@@ -462,9 +642,25 @@ impl Tracer {
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<Counters, SourceError> {
         tokio::pin!(stop);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_loss = (0, 0);
         loop {
             tokio::select! {
                 () = &mut stop => break,
+                _ = tick.tick() => {
+                    let now = monotonic_ns();
+                    self.sweep(now, IOPF_TIMEOUT_NS);
+                    // A loss sample only when something changed, so a quiet
+                    // run stays quiet.
+                    let c = self.counters();
+                    if (c.dropped(), c.unanswered) != last_loss {
+                        last_loss = (c.dropped(), c.unanswered);
+                        if tx.send(vec![self.loss_sample(now)]).await.is_err() {
+                            return Ok(self.counters());
+                        }
+                    }
+                }
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard?;
                     guard.clear_ready();
@@ -480,11 +676,14 @@ impl Tracer {
         }
         let mut batch = Vec::new();
         self.drain(&mut batch);
-        if !batch.is_empty() {
-            let _ = tx.send(batch).await;
-        }
+        let now = monotonic_ns();
+        let remaining = self.sweep(now, IOPF_TIMEOUT_NS);
+        batch.push(self.loss_sample(now));
+        let _ = tx.send(batch).await;
         log::debug!("ring fd {} drained", self.ring.get_ref().as_raw_fd());
-        Ok(self.counters())
+        let mut counters = self.counters();
+        counters.pending_at_exit = remaining;
+        Ok(counters)
     }
 }
 
@@ -498,68 +697,58 @@ pub struct VerifierResult {
 }
 
 /// Load (not attach) every program in the object through the kernel
-/// verifier: kprobe-type programs for every function, fentry-type programs
-/// against each function present in BTF. For the host test tier.
+/// verifier, for every target and hook type the plan knows: kprobe-type and
+/// tracepoint programs always; fentry-type programs against their target
+/// when it is in BTF. Programs of the object that no target uses are
+/// reported as failures (the plan's table must cover the object).
 pub fn verify_all_programs() -> Result<Vec<VerifierResult>, SourceError> {
     if OBJECT.is_empty() {
         return Err(SourceError::StubObject);
     }
     let aya_btf = AyaBtf::from_sys_fs().ok();
     let btf = Btf::from_sys_fs().ok();
+    let config = kconfig::resolve(btf.as_ref(), None, None).config;
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", 4096)
+        .override_global("CONFIG", &config, true)
         .load(OBJECT)
         .map_err(SourceError::Load)?;
     let mut results = Vec::new();
-    for func in PinFunc::ALL {
-        let base = func.program_base();
-        let target = func.symbol();
-        for suffix in ["kprobe", "kretprobe"] {
-            let name = format!("{base}_{suffix}");
-            let result = match ebpf.program_mut(&name).map(<&mut KProbe>::try_from) {
-                Some(Ok(p)) => p.load().map_err(|e| describe_program_error(&e)),
-                Some(Err(e)) => Err(e.to_string()),
-                None => Err("missing from the object".into()),
-            };
-            results.push(VerifierResult {
-                program: name,
-                hook: HookType::Kprobe,
-                target,
-                result,
-            });
+    let mut covered = std::collections::BTreeSet::new();
+    for target in plan::targets() {
+        for &hook in target.hooks {
+            for (name, attach) in programs(target.program, hook) {
+                covered.insert(name.clone());
+                let in_btf = btf
+                    .as_ref()
+                    .is_some_and(|b| b.func(target.function).is_some());
+                let result = match attach {
+                    Attach::FEntry | Attach::FExit if !in_btf => {
+                        Err("target not in kernel BTF".to_string())
+                    }
+                    _ => load_one(&mut ebpf, &name, attach, target.function, aya_btf.as_ref()),
+                };
+                results.push(VerifierResult {
+                    program: name,
+                    hook,
+                    target: target.function,
+                    result,
+                });
+            }
         }
-        let in_btf = btf.as_ref().is_some_and(|b| b.func(target).is_some());
-        for suffix in ["fentry", "fexit"] {
-            let name = format!("{base}_{suffix}");
-            let result = if !in_btf {
-                Err("target not in kernel BTF".to_string())
-            } else if let Some(aya_btf) = aya_btf.as_ref() {
-                let prog = ebpf.program_mut(&name);
-                match (suffix, prog) {
-                    ("fentry", Some(p)) => <&mut FEntry>::try_from(p)
-                        .map_err(|e| e.to_string())
-                        .and_then(|p| {
-                            p.load(target, aya_btf)
-                                .map_err(|e| describe_program_error(&e))
-                        }),
-                    (_, Some(p)) => <&mut FExit>::try_from(p)
-                        .map_err(|e| e.to_string())
-                        .and_then(|p| {
-                            p.load(target, aya_btf)
-                                .map_err(|e| describe_program_error(&e))
-                        }),
-                    (_, None) => Err("missing from the object".into()),
-                }
-            } else {
-                Err("no kernel BTF".into())
-            };
-            results.push(VerifierResult {
-                program: name,
-                hook: HookType::Fentry,
-                target,
-                result,
-            });
-        }
+    }
+    let uncovered: Vec<String> = ebpf
+        .programs()
+        .map(|(name, _)| name.to_string())
+        .filter(|name| !covered.contains(name))
+        .collect();
+    for name in uncovered {
+        results.push(VerifierResult {
+            program: name,
+            hook: HookType::Kprobe,
+            target: "?",
+            result: Err("program in the object is not used by any planned target".into()),
+        });
     }
     Ok(results)
 }

@@ -7,7 +7,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::{
-    event::{Event, PinEvent},
+    attribution::owner_label,
+    event::{Event, PinEvent, PinIoctl},
     source::{Counters, Tracer, TracerOptions},
 };
 
@@ -52,9 +53,133 @@ pub fn json_line(ev: &Event) -> String {
             };
             serde_json::to_string(&j).unwrap_or_default()
         }
-        // Produced by later hooks; printed once their programs exist.
-        Event::Iopf(_) | Event::PinIoctl(_) | Event::Loss(_) => String::new(),
+        Event::Iopf(f) => serde_json::to_string(&IopfJson {
+            event: "iopf",
+            ts_ns: f.ts_ns,
+            latency_ns: f.latency_ns,
+            tgid: f.tgid,
+            comm: &f.comm,
+            owner: owner_label(f),
+            device: &f.device,
+            pasid: f.pasid,
+            grpid: f.grpid,
+            perm: f.perm,
+            flags: format!("{:#x}", f.flags),
+            addr: format!("{:#x}", f.addr),
+            response: f.response,
+            hook: f.hook.name(),
+        })
+        .unwrap_or_default(),
+        Event::PinIoctl(i) => serde_json::to_string(&IoctlJson {
+            event: "pin_ioctl",
+            cmd: ioctl_name(i.cmd),
+            ts_ns: i.ts_ns,
+            latency_ns: i.latency_ns,
+            tgid: i.tgid,
+            tid: i.tid,
+            comm: &i.comm,
+            addr: format!("{:#x}", i.addr),
+            size: i.size,
+            ret: i.ret,
+            hook: i.hook.name(),
+        })
+        .unwrap_or_default(),
+        Event::Pasid(p) => serde_json::to_string(&PasidJson {
+            event: if p.bound {
+                "pasid_bind"
+            } else {
+                "pasid_unbind"
+            },
+            ts_ns: p.ts_ns,
+            tgid: p.tgid,
+            comm: &p.comm,
+            pasid: p.pasid,
+            hook: p.hook.name(),
+        })
+        .unwrap_or_default(),
+        Event::Loss(l) => serde_json::to_string(&LossJson {
+            event: "loss",
+            ts_ns: l.ts_ns,
+            dropped: l.dropped,
+            unanswered: l.unanswered,
+        })
+        .unwrap_or_default(),
     }
+}
+
+#[derive(Serialize)]
+struct IopfJson<'a> {
+    event: &'static str,
+    ts_ns: u64,
+    latency_ns: u64,
+    tgid: Option<u32>,
+    comm: &'a str,
+    owner: String,
+    device: &'a str,
+    pasid: u32,
+    grpid: u32,
+    perm: u32,
+    flags: String,
+    addr: String,
+    response: u32,
+    hook: &'static str,
+}
+
+#[derive(Serialize)]
+struct IoctlJson<'a> {
+    event: &'static str,
+    cmd: &'static str,
+    ts_ns: u64,
+    latency_ns: u64,
+    tgid: u32,
+    tid: u32,
+    comm: &'a str,
+    addr: String,
+    size: u64,
+    ret: i64,
+    hook: &'static str,
+}
+
+#[derive(Serialize)]
+struct PasidJson<'a> {
+    event: &'static str,
+    ts_ns: u64,
+    tgid: u32,
+    comm: &'a str,
+    pasid: u32,
+    hook: &'static str,
+}
+
+#[derive(Serialize)]
+struct LossJson {
+    event: &'static str,
+    ts_ns: u64,
+    dropped: u64,
+    unanswered: u64,
+}
+
+/// Stable name of a pin ioctl.
+pub fn ioctl_name(cmd: PinIoctl) -> &'static str {
+    match cmd {
+        PinIoctl::UaccePin => "uacce_pin",
+        PinIoctl::UacceUnpin => "uacce_unpin",
+        PinIoctl::MemPin => "mem_pin",
+        PinIoctl::MemUnpin => "mem_unpin",
+    }
+}
+
+/// `IOMMU_FAULT_PERM_*` bits as letters: r, w, x, p.
+pub fn perm_letters(perm: u32) -> String {
+    let mut s = String::new();
+    for (bit, c) in [(1, 'r'), (2, 'w'), (4, 'x'), (8, 'p')] {
+        if perm & bit != 0 {
+            s.push(c);
+        }
+    }
+    if s.is_empty() {
+        s.push('-');
+    }
+    s
 }
 
 /// Latency with a unit that keeps 3 significant digits.
@@ -97,7 +222,50 @@ fn human_pin(p: &PinEvent) -> String {
 pub fn human_line(ev: &Event) -> String {
     match ev {
         Event::Pin(p) => human_pin(p),
-        Event::Iopf(_) | Event::PinIoctl(_) | Event::Loss(_) => String::new(),
+        Event::Iopf(f) => format!(
+            "{:>14.6} {:>7} {:>7} {:<16} {:<5} {:<32} {:>6} {:<8} {:>8}  {:<6} pasid={} grpid={} perm={} addr={:#x}",
+            f.ts_ns as f64 / 1e9,
+            f.tgid.map_or("-".to_string(), |t| t.to_string()),
+            "-",
+            if f.tgid.is_some() { f.comm.clone() } else { format!("pasid {}?", f.pasid) },
+            "iopf",
+            f.device,
+            "",
+            format!("resp={}", f.response),
+            fmt_ns(f.latency_ns),
+            f.hook.name(),
+            f.pasid,
+            f.grpid,
+            perm_letters(f.perm),
+            f.addr,
+        ),
+        Event::PinIoctl(i) => format!(
+            "{:>14.6} {:>7} {:>7} {:<16} {:<5} {:<32} {:>6} {:<8} {:>8}  {:<6} addr={:#x} size={}",
+            i.ts_ns as f64 / 1e9,
+            i.tgid,
+            i.tid,
+            i.comm,
+            "ioctl",
+            ioctl_name(i.cmd),
+            i.size.div_ceil(4096),
+            i.ret,
+            fmt_ns(i.latency_ns),
+            i.hook.name(),
+            i.addr,
+            i.size,
+        ),
+        Event::Pasid(p) => format!(
+            "{:>14.6} {:>7} {:>7} {:<16} {:<5} pasid {} {}",
+            p.ts_ns as f64 / 1e9,
+            p.tgid,
+            "-",
+            p.comm,
+            if p.bound { "bind" } else { "unbind" },
+            p.pasid,
+            if p.bound { "bound" } else { "released" },
+        ),
+        // Losses are summarised at exit; JSON carries the samples.
+        Event::Loss(_) => String::new(),
     }
 }
 
@@ -111,6 +279,12 @@ pub fn summary(events: u64, c: &Counters) -> String {
         s.push_str(&format!(
             " (ring buffer full: {}, in-flight map full: {}, undecodable: {})",
             c.ringbuf_full, c.inflight_full, c.undecodable
+        ));
+    }
+    if c.unanswered > 0 || c.pending_at_exit > 0 {
+        s.push_str(&format!(
+            "; IOPF groups unanswered: {} (timed out), {} pending at exit",
+            c.unanswered, c.pending_at_exit
         ));
     }
     if c.exit_without_entry > 0 {
@@ -152,8 +326,11 @@ pub fn run(opts: TracerOptions, as_json: bool) -> anyhow::Result<u8> {
                 return Ok(1);
             }
         };
+        if let Some(problem) = tracer.plan().core_problem() {
+            eprintln!("uacce-trace: warning: {problem}");
+        }
         eprintln!(
-            "uacce-trace: tracing started ({} functions hooked; {})",
+            "uacce-trace: tracing started ({} hooks attached; {})",
             tracer.hooks_attached(),
             tracer.plan().summary()
         );

@@ -33,28 +33,49 @@ fn every_program_passes_the_verifier() {
     let results = source::verify_all_programs().expect("object loads");
     let inspection = source::inspect(HookPreference::Auto);
     let mut failures = Vec::new();
-    let (mut kprobe_ok, mut fentry_ok, mut fentry_refused) = (0, 0, 0);
+    let (mut kprobe_ok, mut fentry_ok, mut fentry_refused, mut tracepoint_ok) = (0, 0, 0, 0);
+    let kprobe_total = results
+        .iter()
+        .filter(|r| r.hook == HookType::Kprobe)
+        .count();
     for r in &results {
         match (r.hook, &r.result) {
             (HookType::Kprobe, Ok(())) => kprobe_ok += 1,
+            (HookType::Tracepoint, Ok(())) => tracepoint_ok += 1,
             (HookType::Fentry, Ok(())) => fentry_ok += 1,
             (HookType::Fentry, Err(e)) if e.contains("target not in kernel BTF") => {}
             // Where the kernel forbids tracing programs (this sandbox: EPERM),
             // the refusal must be the permission error, not the verifier's.
-            (HookType::Fentry, Err(e)) if inspection.fentry.is_err() && e.contains("Operation not permitted") => {
+            (HookType::Fentry, Err(e))
+                if inspection.fentry.is_err() && e.contains("Operation not permitted") =>
+            {
                 fentry_refused += 1
             }
             (_, Err(e)) => failures.push(format!("{} ({}): {e}", r.program, r.target)),
-            (HookType::Tracepoint, Ok(())) => {}
         }
     }
     eprintln!(
-        "kprobe-type programs loaded: {kprobe_ok}; fentry-type loaded: {fentry_ok}; fentry-type refused by policy: {fentry_refused}"
+        "kprobe-type programs loaded: {kprobe_ok}/{kprobe_total}; tracepoint: {tracepoint_ok}; \
+         fentry-type loaded: {fentry_ok}; fentry-type refused by policy: {fentry_refused}"
     );
-    assert!(failures.is_empty(), "programs rejected:\n{}", failures.join("\n"));
-    // Every function gets a kprobe and a kretprobe program.
-    assert_eq!(kprobe_ok, 2 * uacce_trace_common::PinFunc::ALL.len());
-    assert_eq!(inspection.fentry.is_ok(), fentry_ok > 0, "doctor's fentry verdict must match the loads");
+    assert!(
+        failures.is_empty(),
+        "programs rejected:\n{}",
+        failures.join("\n")
+    );
+    // Every pin function has a kprobe and a kretprobe program; the IOPF,
+    // PASID and ioctl programs come on top.
+    assert!(kprobe_total > 2 * uacce_trace_common::PinFunc::ALL.len());
+    assert_eq!(kprobe_ok, kprobe_total);
+    assert_eq!(
+        tracepoint_ok, 2,
+        "sys_enter_ioctl and sys_exit_ioctl programs"
+    );
+    assert_eq!(
+        inspection.fentry.is_ok(),
+        fentry_ok > 0,
+        "doctor's fentry verdict must match the loads"
+    );
 }
 
 #[test]
@@ -82,7 +103,10 @@ fn doctor_reports_this_host_truthfully() {
     }
     // Every planned function has a verdict: a hook or the reasons why not.
     for h in v["plan"].as_array().expect("plan") {
-        assert!(h["chosen"].is_string() || !h["rejected"].as_array().expect("rejected").is_empty(), "{h}");
+        assert!(
+            h["chosen"].is_string() || !h["rejected"].as_array().expect("rejected").is_empty(),
+            "{h}"
+        );
     }
 }
 
@@ -90,18 +114,29 @@ fn doctor_reports_this_host_truthfully() {
 fn unprivileged_trace_names_what_is_missing() {
     // Drop to nobody through setpriv (util-linux) when we are root.
     if !system::missing_capabilities(
-        system::parse_cap_eff(&std::fs::read_to_string("/proc/self/status").unwrap_or_default()).unwrap_or(0),
+        system::parse_cap_eff(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
+            .unwrap_or(0),
     )
     .is_empty()
     {
         // Already unprivileged: run directly.
-        let out = Command::new(env!("CARGO_BIN_EXE_uacce-trace")).arg("trace").output().expect("run");
+        let out = Command::new(env!("CARGO_BIN_EXE_uacce-trace"))
+            .arg("trace")
+            .output()
+            .expect("run");
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr).contains("CAP_BPF"));
         return;
     }
     let Ok(out) = Command::new("setpriv")
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all"])
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
         .arg(env!("CARGO_BIN_EXE_uacce-trace"))
         .arg("trace")
         .output()
@@ -111,7 +146,97 @@ fn unprivileged_trace_names_what_is_missing() {
     };
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("needs root, or CAP_BPF and CAP_PERFMON"), "{stderr}");
+    assert!(
+        stderr.contains("needs root, or CAP_BPF and CAP_PERFMON"),
+        "{stderr}"
+    );
     assert!(stderr.contains("lacks CAP_BPF and CAP_PERFMON"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `trace --json` running as a child until it says it is attached.
+struct TraceChild {
+    child: std::process::Child,
+}
+
+impl TraceChild {
+    fn start() -> TraceChild {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_uacce-trace"))
+            .args(["trace", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn trace");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("trace exited before attaching")
+                .expect("read stderr");
+            if line.starts_with("uacce-trace: tracing started") {
+                break;
+            }
+        }
+        // Keep draining stderr so the child never blocks on it.
+        std::thread::spawn(move || lines.for_each(drop));
+        TraceChild { child }
+    }
+
+    /// SIGINT, wait, and return the NDJSON records.
+    fn stop(mut self) -> Vec<serde_json::Value> {
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let out = self.child.wait_with_output().expect("wait for trace");
+        assert!(out.status.success(), "trace exit status {:?}", out.status);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("NDJSON line"))
+            .collect()
+    }
+}
+
+#[test]
+fn uacce_ctrl_ioctl_is_traced_on_any_fd() {
+    skip_unless_privileged!();
+    use std::os::fd::AsRawFd;
+    let tracer = TraceChild::start();
+    let devnull = std::fs::File::open("/dev/null").expect("open /dev/null");
+    // struct uacce_pin_address { __u64 addr; __u64 size; }
+    let range: [u64; 2] = [0x7f12_3456_7000, 5 * 4096];
+    let cmds = [
+        (0x4010_5702u64, "uacce_pin"),
+        (0x4010_5703, "uacce_unpin"),
+        (0x4010_4d00, "mem_pin"),
+    ];
+    for (cmd, _) in cmds {
+        // SAFETY: ioctl on /dev/null with a pointer to our buffer; fails with ENOTTY.
+        let rc = unsafe { libc::ioctl(devnull.as_raw_fd(), cmd as _, range.as_ptr()) };
+        assert_eq!(rc, -1);
+    }
+    // An unrelated ioctl must be filtered out in the kernel.
+    // SAFETY: as above.
+    unsafe {
+        libc::ioctl(
+            devnull.as_raw_fd(),
+            libc::TCGETS as _,
+            [0u8; 64].as_mut_ptr(),
+        )
+    };
+    let records = tracer.stop();
+    let pid = std::process::id();
+    let ours: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["event"] == "pin_ioctl" && r["tgid"] == pid)
+        .collect();
+    assert_eq!(ours.len(), cmds.len(), "{records:?}");
+    for (r, (_, name)) in ours.iter().zip(cmds) {
+        assert_eq!(r["cmd"], name);
+        assert_eq!(r["addr"], "0x7f1234567000");
+        assert_eq!(r["size"], 5 * 4096);
+        assert_eq!(r["ret"], -i64::from(libc::ENOTTY));
+        assert_eq!(r["hook"], "tracepoint");
+        assert!(r["latency_ns"].as_u64().is_some_and(|l| l > 0));
+    }
 }

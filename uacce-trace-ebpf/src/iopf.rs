@@ -1,0 +1,413 @@
+//! IO page fault report → response pairing, pin ioctls on the syscall
+//! tracepoints, and PASID bind/unbind.
+//!
+//! Report hooks (`iommu_report_device_fault`, both signatures: the second
+//! argument points at a struct that starts with `struct iommu_fault`) store
+//! the group in `IOPF_PENDING`, keyed by (device, pasid, grpid). Response
+//! hooks (`iopf_group_response` 6.9+, `iommu_page_response` ≤6.8) complete
+//! it into an `IopfRecord` with the latency computed here. Offsets come
+//! from user space (`CONFIG`, computed from the running kernel's BTF).
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+    },
+    macros::{fentry, fexit, kprobe, kretprobe, map, tracepoint},
+    maps::{HashMap, LruHashMap},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
+};
+use uacce_trace_common::{
+    counter, ioctl_cmd, BindRecord, IoctlInflight, IoctlRecord, IopfKey, IopfPending, IopfRecord,
+    KernelConfig, RecordHeader, BIND_OP_BIND, BIND_OP_UNBIND, COMM_LEN, DEV_NAME_LEN, HOOK_FENTRY,
+    HOOK_KPROBE, HOOK_TRACEPOINT, IOPF_REPORTER_IS_USER, KIND_BIND, KIND_IOCTL, KIND_IOPF,
+    RECORD_VERSION,
+};
+
+use crate::{count, EVENTS};
+
+/// Offsets and constants of the running kernel, set by user space at load.
+#[unsafe(no_mangle)]
+static CONFIG: KernelConfig = KernelConfig::FALLBACK;
+
+#[inline(always)]
+fn cfg() -> KernelConfig {
+    // SAFETY: a read of a global; volatile so the compiler does not fold
+    // the default value (user space rewrites it before load).
+    unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+/// Reported fault groups awaiting a response. A plain hash map (not LRU):
+/// an unanswered group stays until user space sweeps it and counts it, so
+/// nothing disappears silently.
+#[map]
+static IOPF_PENDING: HashMap<IopfKey, IopfPending> = HashMap::with_max_entries(16384, 0);
+
+/// In-flight pin ioctls per thread.
+#[map]
+static IOCTL_INFLIGHT: LruHashMap<u32, IoctlInflight> = LruHashMap::with_max_entries(4096, 0);
+
+/// PASID of each live SVA handle, to report unbinds.
+#[map]
+static SVA_HANDLES: LruHashMap<u64, BindRecord> = LruHashMap::with_max_entries(4096, 0);
+
+/// Handle argument of an in-flight `iommu_sva_get_pasid` (kprobe path).
+#[map]
+static GET_PASID_INFLIGHT: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
+
+#[inline(always)]
+fn read_u32(addr: u64) -> u32 {
+    // SAFETY: probe read of kernel memory; faults are returned as errors.
+    unsafe { bpf_probe_read_kernel(addr as *const u32) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn read_u64(addr: u64) -> u64 {
+    // SAFETY: as above.
+    unsafe { bpf_probe_read_kernel(addr as *const u64) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn known(offset: u32) -> bool {
+    offset != KernelConfig::UNKNOWN
+}
+
+#[inline(always)]
+fn on_report(dev: u64, fault_container: u64) {
+    let c = cfg();
+    let fault = fault_container + u64::from(c.fault_in_report);
+    let key = IopfKey {
+        dev,
+        pasid: read_u32(fault + u64::from(c.prm_pasid)),
+        grpid: read_u32(fault + u64::from(c.prm_grpid)),
+    };
+    if let Some(pending) = IOPF_PENDING.get_ptr_mut(&key) {
+        // SAFETY: valid map value pointer; concurrent increments may race,
+        // which only affects this informational count.
+        unsafe { (*pending).nr_faults = (*pending).nr_faults.wrapping_add(1) };
+        count(counter::IOPF_GROUP_FAULTS);
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let mut flags2 = 0;
+    if known(c.task_flags) {
+        // SAFETY: helper without preconditions.
+        let task = unsafe { bpf_get_current_task() };
+        let task_flags = read_u32(task + u64::from(c.task_flags));
+        if task_flags & c.pf_kthread == 0 && (pid_tgid >> 32) != 0 {
+            flags2 |= IOPF_REPORTER_IS_USER;
+        }
+    }
+    let mut dev_name = [0u8; DEV_NAME_LEN];
+    if known(c.device_name) {
+        let name_ptr = read_u64(dev + u64::from(c.device_name));
+        if name_ptr != 0 {
+            // SAFETY: probe read of a kernel string into our buffer.
+            let _ =
+                unsafe { bpf_probe_read_kernel_str_bytes(name_ptr as *const u8, &mut dev_name) };
+        }
+    }
+    let pending = IopfRecord {
+        header: RecordHeader {
+            kind: KIND_IOPF,
+            version: RECORD_VERSION,
+            size: core::mem::size_of::<IopfRecord>() as u32,
+        },
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        latency_ns: 0,
+        dev,
+        addr: read_u64(fault + u64::from(c.prm_addr)),
+        pasid: key.pasid,
+        grpid: key.grpid,
+        perm: read_u32(fault + u64::from(c.prm_perm)),
+        flags: read_u32(fault + u64::from(c.prm_flags)),
+        response: 0,
+        nr_faults: 1,
+        reporter_tgid: (pid_tgid >> 32) as u32,
+        flags2,
+        reporter_comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
+        dev_name,
+        hook: 0,
+        _pad: [0; 7],
+    };
+    if IOPF_PENDING.insert(&key, &pending, 0).is_err() {
+        count(counter::IOPF_PENDING_FULL);
+    }
+}
+
+#[inline(always)]
+fn on_response(key: IopfKey, code: u32, hook: u8) {
+    let Some(pending) = IOPF_PENDING.get_ptr(&key) else {
+        count(counter::RESPONSE_WITHOUT_REPORT);
+        return;
+    };
+    // SAFETY: valid map value pointer.
+    let mut record = unsafe { *pending };
+    let _ = IOPF_PENDING.remove(&key);
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    record.latency_ns = now.wrapping_sub(record.ts_ns);
+    record.response = code;
+    record.hook = hook;
+    match EVENTS.reserve::<IopfRecord>(0) {
+        Some(mut slot) => {
+            slot.write(record);
+            slot.submit(0);
+        }
+        None => count(counter::RINGBUF_FULL),
+    }
+}
+
+/// 6.9+: `iopf_group_response(struct iopf_group *group, enum … status)`.
+#[inline(always)]
+fn on_group_response(group: u64, code: u32, hook: u8) {
+    let c = cfg();
+    let fault = group + u64::from(c.fault_in_group);
+    let dev = if known(c.group_fault_param) && known(c.fault_param_dev) {
+        let param = read_u64(group + u64::from(c.group_fault_param));
+        read_u64(param + u64::from(c.fault_param_dev))
+    } else {
+        0
+    };
+    let key = IopfKey {
+        dev,
+        pasid: read_u32(fault + u64::from(c.prm_pasid)),
+        grpid: read_u32(fault + u64::from(c.prm_grpid)),
+    };
+    on_response(key, code, hook);
+}
+
+/// ≤6.8: `iommu_page_response(struct device *dev, struct iommu_page_response *msg)`.
+#[inline(always)]
+fn on_page_response(dev: u64, msg: u64, hook: u8) {
+    let c = cfg();
+    let key = IopfKey {
+        dev,
+        pasid: read_u32(msg + u64::from(c.resp_pasid)),
+        grpid: read_u32(msg + u64::from(c.resp_grpid)),
+    };
+    on_response(key, read_u32(msg + u64::from(c.resp_code)), hook);
+}
+
+#[fentry]
+pub fn iopf_report_fentry(ctx: FEntryContext) -> i32 {
+    on_report(ctx.arg::<u64>(0), ctx.arg::<u64>(1));
+    0
+}
+
+#[kprobe]
+pub fn iopf_report_kprobe(ctx: ProbeContext) -> u32 {
+    on_report(
+        ctx.arg::<u64>(0).unwrap_or(0),
+        ctx.arg::<u64>(1).unwrap_or(0),
+    );
+    0
+}
+
+#[fentry]
+pub fn iopf_group_response_fentry(ctx: FEntryContext) -> i32 {
+    on_group_response(ctx.arg::<u64>(0), ctx.arg::<u64>(1) as u32, HOOK_FENTRY);
+    0
+}
+
+#[kprobe]
+pub fn iopf_group_response_kprobe(ctx: ProbeContext) -> u32 {
+    on_group_response(
+        ctx.arg::<u64>(0).unwrap_or(0),
+        ctx.arg::<u64>(1).unwrap_or(0) as u32,
+        HOOK_KPROBE,
+    );
+    0
+}
+
+#[fentry]
+pub fn iommu_page_response_fentry(ctx: FEntryContext) -> i32 {
+    on_page_response(ctx.arg::<u64>(0), ctx.arg::<u64>(1), HOOK_FENTRY);
+    0
+}
+
+#[kprobe]
+pub fn iommu_page_response_kprobe(ctx: ProbeContext) -> u32 {
+    on_page_response(
+        ctx.arg::<u64>(0).unwrap_or(0),
+        ctx.arg::<u64>(1).unwrap_or(0),
+        HOOK_KPROBE,
+    );
+    0
+}
+
+// ---------------------------------------------------------------- ioctls
+
+#[inline(always)]
+fn tp_u64(ctx: &TracePointContext, offset: u32) -> u64 {
+    // SAFETY: probe read relative to the tracepoint record.
+    unsafe { ctx.read_at::<u64>(offset as usize) }.unwrap_or(0)
+}
+
+#[tracepoint]
+pub fn ioctl_enter(ctx: TracePointContext) -> u32 {
+    let c = cfg();
+    let cmd = tp_u64(&ctx, c.tp_ioctl_cmd) as u32;
+    if !matches!(
+        cmd,
+        ioctl_cmd::UACCE_CMD_PIN
+            | ioctl_cmd::UACCE_CMD_UNPIN
+            | ioctl_cmd::MEM_CMD_PIN
+            | ioctl_cmd::MEM_CMD_UNPIN
+    ) {
+        return 0;
+    }
+    let arg = tp_u64(&ctx, c.tp_ioctl_arg);
+    // SAFETY: probe read of user memory; faults are returned as errors.
+    let range = unsafe { bpf_probe_read_user(arg as *const [u64; 2]) }.unwrap_or([0, 0]);
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let value = IoctlInflight {
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        addr: range[0],
+        size: range[1],
+        cmd,
+        fd: tp_u64(&ctx, c.tp_ioctl_fd) as u32,
+    };
+    if IOCTL_INFLIGHT.insert(&tid, &value, 0).is_err() {
+        count(counter::INFLIGHT_FULL);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn ioctl_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let Some(entry) = IOCTL_INFLIGHT.get_ptr(&tid) else {
+        return 0;
+    };
+    // SAFETY: valid map value pointer.
+    let entry = unsafe { *entry };
+    let _ = IOCTL_INFLIGHT.remove(&tid);
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let record = IoctlRecord {
+        header: RecordHeader {
+            kind: KIND_IOCTL,
+            version: RECORD_VERSION,
+            size: core::mem::size_of::<IoctlRecord>() as u32,
+        },
+        ts_ns: entry.ts_ns,
+        latency_ns: now.wrapping_sub(entry.ts_ns),
+        addr: entry.addr,
+        size: entry.size,
+        ret: tp_u64(&ctx, cfg().tp_exit_ret) as i64,
+        tgid: (pid_tgid >> 32) as u32,
+        tid,
+        cmd: entry.cmd,
+        fd: entry.fd,
+        comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
+        hook: HOOK_TRACEPOINT,
+        _pad: [0; 7],
+    };
+    match EVENTS.reserve::<IoctlRecord>(0) {
+        Some(mut slot) => {
+            slot.write(record);
+            slot.submit(0);
+        }
+        None => count(counter::RINGBUF_FULL),
+    }
+    0
+}
+
+// ------------------------------------------------------------ PASID binds
+
+#[inline(always)]
+fn emit_bind(mut record: BindRecord) {
+    record.header = RecordHeader {
+        kind: KIND_BIND,
+        version: RECORD_VERSION,
+        size: core::mem::size_of::<BindRecord>() as u32,
+    };
+    match EVENTS.reserve::<BindRecord>(0) {
+        Some(mut slot) => {
+            slot.write(record);
+            slot.submit(0);
+        }
+        None => count(counter::RINGBUF_FULL),
+    }
+}
+
+#[inline(always)]
+fn on_get_pasid(handle: u64, pasid: u32, hook: u8) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let record = BindRecord {
+        header: RecordHeader::default(),
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        handle,
+        tgid: (pid_tgid >> 32) as u32,
+        pasid,
+        op: BIND_OP_BIND,
+        hook: u32::from(hook),
+        comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
+    };
+    if SVA_HANDLES.get_ptr(&handle).is_some() {
+        // Already known (get_pasid is called again on the same handle).
+        return;
+    }
+    let _ = SVA_HANDLES.insert(&handle, &record, 0);
+    emit_bind(record);
+}
+
+#[inline(always)]
+fn on_unbind(handle: u64, hook: u8) {
+    let Some(bound) = SVA_HANDLES.get_ptr(&handle) else {
+        return;
+    };
+    // SAFETY: valid map value pointer.
+    let mut record = unsafe { *bound };
+    let _ = SVA_HANDLES.remove(&handle);
+    // SAFETY: helper without preconditions.
+    record.ts_ns = unsafe { bpf_ktime_get_ns() };
+    record.op = BIND_OP_UNBIND;
+    record.hook = u32::from(hook);
+    emit_bind(record);
+}
+
+#[fexit]
+pub fn sva_get_pasid_fexit(ctx: FExitContext) -> i32 {
+    let handle = ctx.arg::<u64>(0);
+    let pasid: u64 = ctx.ret().unwrap_or(0);
+    on_get_pasid(handle, pasid as u32, HOOK_FENTRY);
+    0
+}
+
+#[kprobe]
+pub fn sva_get_pasid_kprobe(ctx: ProbeContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = GET_PASID_INFLIGHT.insert(&tid, &ctx.arg::<u64>(0).unwrap_or(0), 0);
+    0
+}
+
+#[kretprobe]
+pub fn sva_get_pasid_kretprobe(ctx: RetProbeContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(handle) = GET_PASID_INFLIGHT.get_ptr(&tid) else {
+        return 0;
+    };
+    // SAFETY: valid map value pointer.
+    let handle = unsafe { *handle };
+    let _ = GET_PASID_INFLIGHT.remove(&tid);
+    on_get_pasid(handle, ctx.ret::<u64>() as u32, HOOK_KPROBE);
+    0
+}
+
+#[fentry]
+pub fn sva_unbind_fentry(ctx: FEntryContext) -> i32 {
+    on_unbind(ctx.arg::<u64>(0), HOOK_FENTRY);
+    0
+}
+
+#[kprobe]
+pub fn sva_unbind_kprobe(ctx: ProbeContext) -> u32 {
+    on_unbind(ctx.arg::<u64>(0).unwrap_or(0), HOOK_KPROBE);
+    0
+}

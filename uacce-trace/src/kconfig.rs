@@ -1,0 +1,247 @@
+//! The kernel facts the programs need as numbers: struct offsets from the
+//! running kernel's BTF (falling back to the layout that held from 5.x to
+//! 7.x, kernel-interfaces.md §2) and tracepoint field offsets from tracefs
+//! `format` files. Each value records where it came from, for `doctor`.
+//!
+//! Pure: the BTF and format text are arguments. No aya.
+
+use serde::Serialize;
+use uacce_trace_common::KernelConfig;
+
+use crate::btf::Btf;
+
+/// Where one value of the [`KernelConfig`] came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    pub field: &'static str,
+    pub value: u32,
+    /// `btf`, `tracefs`, `fallback` or `unknown`.
+    pub source: &'static str,
+    /// The BTF path or format field used.
+    pub from: String,
+}
+
+/// The config handed to the programs and how each value was found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Resolved {
+    #[serde(skip)]
+    pub config: KernelConfig,
+    pub origins: Vec<Origin>,
+}
+
+struct Resolver<'a> {
+    btf: Option<&'a Btf>,
+    origins: Vec<Origin>,
+}
+
+impl Resolver<'_> {
+    /// Sum of member offsets along `(struct, path)` pairs, from BTF, or the
+    /// fallback.
+    fn offset(&mut self, field: &'static str, chain: &[(&str, &str)], fallback: u32) -> u32 {
+        let from = chain
+            .iter()
+            .map(|(s, p)| format!("{s}.{p}"))
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let found = self.btf.and_then(|btf| {
+            chain.iter().try_fold(0u32, |acc, (s, p)| {
+                btf.member(s, p).map(|m| acc + m.offset_bytes)
+            })
+        });
+        let (value, source) = match found {
+            Some(v) => (v, "btf"),
+            None if fallback == KernelConfig::UNKNOWN => (fallback, "unknown"),
+            None => (fallback, "fallback"),
+        };
+        self.origins.push(Origin {
+            field,
+            value,
+            source,
+            from,
+        });
+        value
+    }
+}
+
+/// Offset of the first of `containers` that exists in BTF, plus `inner`.
+fn first_container<'a>(btf: Option<&Btf>, containers: &[(&'a str, &'a str)]) -> (&'a str, &'a str) {
+    containers
+        .iter()
+        .copied()
+        .find(|(s, p)| btf.is_some_and(|b| b.member(s, p).is_some()))
+        .unwrap_or(containers[0])
+}
+
+/// Resolve every offset from `btf` (if any).
+pub fn resolve(
+    btf: Option<&Btf>,
+    enter_ioctl_format: Option<&str>,
+    exit_ioctl_format: Option<&str>,
+) -> Resolved {
+    let fb = KernelConfig::FALLBACK;
+    let mut r = Resolver {
+        btf,
+        origins: Vec::new(),
+    };
+    // The report argument: `struct iopf_fault` (6.9+) or
+    // `struct iommu_fault_event` (≤6.8); both start with `struct iommu_fault fault`.
+    let report = first_container(
+        btf,
+        &[("iopf_fault", "fault"), ("iommu_fault_event", "fault")],
+    );
+    let fault_in_report = r.offset("fault_in_report", &[report], fb.fault_in_report);
+    let fault_in_group = r.offset(
+        "fault_in_group",
+        &[("iopf_group", "last_fault"), ("iopf_fault", "fault")],
+        fb.fault_in_group,
+    );
+    let prm = |r: &mut Resolver, field, member, fallback| {
+        r.offset(
+            field,
+            &[("iommu_fault", "prm"), ("iommu_fault_page_request", member)],
+            fallback,
+        )
+    };
+    let prm_flags = prm(&mut r, "prm_flags", "flags", fb.prm_flags);
+    let prm_pasid = prm(&mut r, "prm_pasid", "pasid", fb.prm_pasid);
+    let prm_grpid = prm(&mut r, "prm_grpid", "grpid", fb.prm_grpid);
+    let prm_perm = prm(&mut r, "prm_perm", "perm", fb.prm_perm);
+    let prm_addr = prm(&mut r, "prm_addr", "addr", fb.prm_addr);
+    let group_fault_param = r.offset(
+        "group_fault_param",
+        &[("iopf_group", "fault_param")],
+        KernelConfig::UNKNOWN,
+    );
+    let fault_param_dev = r.offset(
+        "fault_param_dev",
+        &[("iommu_fault_param", "dev")],
+        KernelConfig::UNKNOWN,
+    );
+    let device_name = r.offset(
+        "device_name",
+        &[("device", "kobj.name")],
+        KernelConfig::UNKNOWN,
+    );
+    let resp_pasid = r.offset(
+        "resp_pasid",
+        &[("iommu_page_response", "pasid")],
+        fb.resp_pasid,
+    );
+    let resp_grpid = r.offset(
+        "resp_grpid",
+        &[("iommu_page_response", "grpid")],
+        fb.resp_grpid,
+    );
+    let resp_code = r.offset(
+        "resp_code",
+        &[("iommu_page_response", "code")],
+        fb.resp_code,
+    );
+    let task_flags = r.offset(
+        "task_flags",
+        &[("task_struct", "flags")],
+        KernelConfig::UNKNOWN,
+    );
+    let mut tp = |field: &'static str, format: Option<&str>, name: &str, fallback: u32| {
+        let found = format.and_then(|f| tracepoint_field_offset(f, name));
+        let (value, source) = match found {
+            Some(v) => (v, "tracefs"),
+            None => (fallback, "fallback"),
+        };
+        r.origins.push(Origin {
+            field,
+            value,
+            source,
+            from: format!("format field {name}"),
+        });
+        value
+    };
+    let tp_ioctl_fd = tp("tp_ioctl_fd", enter_ioctl_format, "fd", fb.tp_ioctl_fd);
+    let tp_ioctl_cmd = tp("tp_ioctl_cmd", enter_ioctl_format, "cmd", fb.tp_ioctl_cmd);
+    let tp_ioctl_arg = tp("tp_ioctl_arg", enter_ioctl_format, "arg", fb.tp_ioctl_arg);
+    let tp_exit_ret = tp("tp_exit_ret", exit_ioctl_format, "ret", fb.tp_exit_ret);
+    Resolved {
+        config: KernelConfig {
+            fault_in_report,
+            fault_in_group,
+            prm_flags,
+            prm_pasid,
+            prm_grpid,
+            prm_perm,
+            prm_addr,
+            group_fault_param,
+            fault_param_dev,
+            device_name,
+            resp_pasid,
+            resp_grpid,
+            resp_code,
+            task_flags,
+            // PF_KTHREAD has been 0x00200000 since 2.6.
+            pf_kthread: fb.pf_kthread,
+            tp_ioctl_fd,
+            tp_ioctl_cmd,
+            tp_ioctl_arg,
+            tp_exit_ret,
+            _pad: 0,
+        },
+        origins: r.origins,
+    }
+}
+
+/// Offset of `name` in a tracefs `format` file, e.g. from
+/// `\tfield:unsigned int cmd;\toffset:24;\tsize:8;\tsigned:0;`.
+pub fn tracepoint_field_offset(format: &str, name: &str) -> Option<u32> {
+    format.lines().find_map(|line| {
+        let mut parts = line.trim().split(';');
+        let decl = parts.next()?.trim().strip_prefix("field:")?;
+        let field_name = decl.split_whitespace().last()?.trim_start_matches('*');
+        if field_name != name {
+            return None;
+        }
+        parts.find_map(|p| p.trim().strip_prefix("offset:")?.parse().ok())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ENTER: &str = "name: sys_enter_ioctl\nID: 1\nformat:\n\
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n\
+\tfield:unsigned int fd;\toffset:16;\tsize:8;\tsigned:0;\n\
+\tfield:unsigned int cmd;\toffset:24;\tsize:8;\tsigned:0;\n\
+\tfield:unsigned long arg;\toffset:32;\tsize:8;\tsigned:0;\n";
+
+    #[test]
+    fn tracepoint_offsets() {
+        assert_eq!(tracepoint_field_offset(ENTER, "fd"), Some(16));
+        assert_eq!(tracepoint_field_offset(ENTER, "cmd"), Some(24));
+        assert_eq!(tracepoint_field_offset(ENTER, "arg"), Some(32));
+        assert_eq!(tracepoint_field_offset(ENTER, "ret"), None);
+    }
+
+    #[test]
+    fn without_btf_uses_the_stable_layout() {
+        let r = resolve(None, None, None);
+        assert_eq!(r.config, KernelConfig::FALLBACK);
+        assert!(r.origins.iter().all(|o| o.source != "btf"));
+    }
+
+    #[test]
+    fn live_btf_agrees_with_the_stable_layout() {
+        let Ok(btf) = Btf::from_sys_fs() else {
+            eprintln!("SKIP: no readable kernel BTF");
+            return;
+        };
+        let r = resolve(Some(&btf), Some(ENTER), None);
+        if btf.struct_size("iommu_fault").is_some() {
+            assert_eq!(r.config.prm_pasid, 12);
+            assert_eq!(r.config.prm_grpid, 16);
+            assert_eq!(r.config.prm_addr, 24);
+        }
+        assert_ne!(r.config.task_flags, KernelConfig::UNKNOWN);
+        assert_ne!(r.config.device_name, KernelConfig::UNKNOWN);
+        assert_eq!(r.config.tp_ioctl_cmd, 24);
+    }
+}
