@@ -16,8 +16,7 @@ use uacce_trace_common::PinFunc;
 use crate::event::HookType;
 
 /// What kind of event a hook produces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EventKind {
     Pin,
     Unpin,
@@ -43,12 +42,18 @@ impl EventKind {
         match self {
             EventKind::Pin => "pin",
             EventKind::Unpin => "unpin",
-            EventKind::IopfReport => "iopf-report",
-            EventKind::IopfResponse => "iopf-response",
+            EventKind::IopfReport => "iopf_report",
+            EventKind::IopfResponse => "iopf_response",
             EventKind::PinIoctl => "uacce_ctrl",
-            EventKind::PasidBind => "pasid-bind",
-            EventKind::PasidUnbind => "pasid-unbind",
+            EventKind::PasidBind => "pasid_bind",
+            EventKind::PasidUnbind => "pasid_unbind",
         }
+    }
+}
+
+impl Serialize for EventKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
     }
 }
 
@@ -444,8 +449,8 @@ mod tests {
         assert_eq!(p.core_problem(), None);
         assert_eq!(
             p.summary(),
-            "pin: kprobe · unpin: kprobe · iopf-report: none · iopf-response: none · \
-             uacce_ctrl: tracepoint · pasid-bind: none · pasid-unbind: none"
+            "pin: kprobe · unpin: kprobe · iopf_report: none · iopf_response: none · \
+             uacce_ctrl: tracepoint · pasid_bind: none · pasid_unbind: none"
         );
     }
 
@@ -520,7 +525,7 @@ mod tests {
             Some(HookType::Kprobe)
         );
         assert!(hook(&p, "iopf_group_response").absent);
-        assert!(p.summary().contains("iopf-response: kprobe"));
+        assert!(p.summary().contains("iopf_response: kprobe"));
         // A missing tracepoint is reported as such.
         f.tracepoints.insert(
             "syscalls:sys_enter_ioctl".into(),

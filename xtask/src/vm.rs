@@ -18,8 +18,8 @@
 //! unless `--keep`.
 
 mod guest;
-mod image;
-mod qemu;
+pub mod image;
+pub mod qemu;
 mod report;
 
 use std::fs;
@@ -45,7 +45,8 @@ pub enum Hooks {
 }
 
 impl Hooks {
-    fn as_str(self) -> &'static str {
+    /// The value of `uacce-trace --hooks`.
+    pub fn as_str(self) -> &'static str {
         match self {
             Hooks::Auto => "auto",
             Hooks::Fentry => "fentry",
@@ -83,6 +84,27 @@ pub struct VmTestArgs {
     /// Use the binaries already in target/release instead of building.
     #[arg(long)]
     no_build: bool,
+}
+
+impl Default for VmTestArgs {
+    /// The whole matrix with clap's defaults (what a bare `vm-test` runs).
+    fn default() -> Self {
+        use clap::{Args, FromArgMatches};
+        let matches = Self::augment_args(clap::Command::new("vm-test"))
+            .no_binary_name(true)
+            .get_matches_from(std::iter::empty::<&str>());
+        // The defaults above always parse; fall back to the same values.
+        Self::from_arg_matches(&matches).unwrap_or(Self {
+            kernel: None,
+            hooks: None,
+            keep: false,
+            no_tool: false,
+            size_kib: "1024,64,4".into(),
+            count: 4,
+            timeout: 180,
+            no_build: false,
+        })
+    }
 }
 
 /// The kernels of the matrix and their hook modes.
@@ -148,7 +170,7 @@ fn jobs(args: &VmTestArgs) -> Vec<Job> {
 }
 
 /// Root of the workspace (xtask's parent folder).
-fn workspace_root() -> Result<PathBuf> {
+pub fn workspace_root() -> Result<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest
         .parent()
@@ -157,7 +179,7 @@ fn workspace_root() -> Result<PathBuf> {
 }
 
 /// Builds the release binaries; returns (tool, workload) paths.
-fn build(no_tool: bool, no_build: bool) -> Result<(Option<PathBuf>, PathBuf)> {
+pub fn build(no_tool: bool, no_build: bool) -> Result<(Option<PathBuf>, PathBuf)> {
     let root = workspace_root()?;
     if no_build {
         let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -288,6 +310,11 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
         &report::Expect {
             tool: job.hooks.is_some(),
             forced_hook: hooks.filter(|h| *h != "auto"),
+            iopf_response: job
+                .hooks
+                .is_some()
+                .then(|| iopf_response_of(&job.kernel))
+                .flatten(),
         },
     );
     verdict
@@ -362,9 +389,32 @@ fn print_sections(console: &report::Console, verdict: &report::Verdict, log: &st
     }
 }
 
-/// Runs `cargo xtask vm-test`; `Ok(false)` when some VM failed (the summary
-/// line `N passed, N failed` is the last thing printed).
+/// Labels of the VMs that passed and of those that failed.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// e.g. `debian-6.12 (fentry)`.
+    pub passed: Vec<String>,
+    /// Same form; the reasons were printed as the VM finished.
+    pub failed: Vec<String>,
+}
+
+/// Runs `cargo xtask vm-test`: setup first (idempotent), then the VMs;
+/// `Ok(false)` when some VM failed (the summary line `N passed, N failed` is
+/// the last thing printed).
 pub fn run(args: &VmTestArgs) -> Result<bool> {
+    crate::setup::ensure_all()?;
+    let summary = run_matrix(args)?;
+    println!(
+        "{} passed, {} failed",
+        summary.passed.len(),
+        summary.failed.len()
+    );
+    Ok(summary.failed.is_empty())
+}
+
+/// Builds, then boots and checks every VM `args` asks for (setup must have
+/// run). Prints one PASS/FAIL line per VM but no summary line.
+pub fn run_matrix(args: &VmTestArgs) -> Result<Summary> {
     if !cfg!(target_arch = "x86_64") {
         bail!("vm-test boots x86-64 guests with binaries built for the host; run it on an x86-64 machine");
     }
@@ -390,7 +440,7 @@ pub fn run(args: &VmTestArgs) -> Result<bool> {
         keep: args.keep,
     };
 
-    let (mut passed, mut failed) = (0u32, 0u32);
+    let mut summary = Summary::default();
     for job in &jobs {
         println!("booting {}…", job.label());
         let start = Instant::now();
@@ -403,15 +453,27 @@ pub fn run(args: &VmTestArgs) -> Result<bool> {
         };
         let secs = start.elapsed().as_secs_f64();
         if ok {
-            passed += 1;
             println!("PASS {} in {secs:.1} s", job.label());
+            summary.passed.push(job.label());
         } else {
-            failed += 1;
             println!("FAIL {} in {secs:.1} s", job.label());
+            summary.failed.push(job.label());
         }
     }
-    println!("{passed} passed, {failed} failed");
-    Ok(failed == 0)
+    Ok(summary)
+}
+
+/// The IOPF response function a stock kernel of this name must have:
+/// `iommu_page_response` up to 6.8, `iopf_group_response` from 6.9.
+fn iopf_response_of(kernel: &str) -> Option<&'static str> {
+    let version = kernel.strip_prefix("debian-")?;
+    let (major, minor) = version.split_once('.')?;
+    let v = (major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?);
+    Some(if v < (6, 9) {
+        "iommu_page_response"
+    } else {
+        "iopf_group_response"
+    })
 }
 
 #[cfg(test)]
@@ -476,5 +538,13 @@ mod tests {
         assert!(workload_args(&a).is_ok());
         a.size_kib = "1024;reboot".into();
         assert!(workload_args(&a).is_err());
+    }
+
+    #[test]
+    fn iopf_response_follows_the_kernel_version() {
+        assert_eq!(iopf_response_of("debian-6.1"), Some("iommu_page_response"));
+        assert_eq!(iopf_response_of("debian-6.12"), Some("iopf_group_response"));
+        assert_eq!(iopf_response_of("debian-7.2"), Some("iopf_group_response"));
+        assert_eq!(iopf_response_of("test-6.12"), None);
     }
 }

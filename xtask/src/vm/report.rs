@@ -175,6 +175,10 @@ pub struct Expect<'a> {
     pub tool: bool,
     /// The hook kind forced with `--hooks`, if not `auto`.
     pub forced_hook: Option<&'a str>,
+    /// The IOPF response function of this kernel's era
+    /// (`iommu_page_response` ≤6.8, `iopf_group_response` 6.9+), which the
+    /// plan must choose while the other one is absent.
+    pub iopf_response: Option<&'a str>,
 }
 
 /// Result of [`check`].
@@ -527,6 +531,9 @@ pub fn check(console: &Console, expect: &Expect<'_>) -> Verdict {
                     "(g) doctor --json did not say \"ok\":true",
                 );
             }
+            if let Some(expected) = expect.iopf_response {
+                check_iopf_era(&mut v, &doc, expected, console);
+            }
         }
         Err(e) => v.fail(
             &["doctor", "doctor.err", "status"],
@@ -537,6 +544,57 @@ pub fn check(console: &Console, expect: &Expect<'_>) -> Verdict {
         ),
     }
     v
+}
+
+/// (h) The IOPF hooks of the kernel's era: report and the era's response
+/// function chosen by doctor's plan, the other response function absent,
+/// and the tracer attached an IOPF response hook.
+fn check_iopf_era(v: &mut Verdict, doc: &Value, expected: &str, console: &Console) {
+    let plan = doc
+        .get("plan")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let entry = |f: &str| {
+        plan.iter()
+            .find(|h| h.get("function").and_then(Value::as_str) == Some(f))
+            .cloned()
+    };
+    let other = if expected == "iopf_group_response" {
+        "iommu_page_response"
+    } else {
+        "iopf_group_response"
+    };
+    for f in ["iommu_report_device_fault", expected] {
+        let chosen =
+            entry(f).and_then(|h| h.get("chosen").and_then(Value::as_str).map(str::to_string));
+        match chosen {
+            Some(hook) => v.notes.push(format!("plan: {f} -> {hook}")),
+            None => v.fail(
+                &["doctor"],
+                format!("(h) doctor's plan chose no hook for {f}"),
+            ),
+        }
+    }
+    if entry(other).and_then(|h| h.get("absent").and_then(Value::as_bool)) != Some(true) {
+        v.fail(
+            &["doctor"],
+            format!("(h) {other} should be absent in this kernel's era"),
+        );
+    }
+    let started = console
+        .sections
+        .get("trace.err")
+        .map(Section::text)
+        .unwrap_or_default();
+    if !started.lines().any(|l| {
+        l.starts_with("uacce-trace: tracing started") && !l.contains("iopf_response: none")
+    }) {
+        v.fail(
+            &["trace.err"],
+            "(h) the tracer attached no IOPF response hook",
+        );
+    }
 }
 
 #[cfg(test)]
@@ -622,6 +680,7 @@ mod tests {
             &Expect {
                 tool: true,
                 forced_hook: None,
+                iopf_response: None,
             },
         );
         assert!(v.failures.is_empty(), "{:?}", v.failures);
@@ -635,6 +694,7 @@ mod tests {
             &Expect {
                 tool: true,
                 forced_hook: Some("fentry"),
+                iopf_response: None,
             },
         );
         let all = v.failures.join("\n");
