@@ -164,7 +164,12 @@ pub struct IoctlRecord {
     pub comm: [u8; COMM_LEN],
     /// [`HOOK_TRACEPOINT`].
     pub hook: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 1],
+    /// `pin_user_pages*`/`unpin_user_page*` calls this thread made while
+    /// inside the ioctl: the link from the ioctl to the pins it caused.
+    pub pin_calls: u16,
+    /// Pages those calls pinned (pin ioctls) or unpinned (unpin ioctls).
+    pub pages: u32,
 }
 
 /// In-flight ioctl, per thread.
@@ -176,6 +181,9 @@ pub struct IoctlInflight {
     pub size: u64,
     pub cmd: u32,
     pub fd: u32,
+    /// Pin/unpin calls seen inside the ioctl so far, and their pages.
+    pub pin_calls: u32,
+    pub pages: u32,
 }
 
 /// `BindRecord::op` values.
@@ -441,7 +449,9 @@ const _: () = {
     assert!(offset_of!(IoctlRecord, tgid) == 48);
     assert!(offset_of!(IoctlRecord, comm) == 64);
     assert!(offset_of!(IoctlRecord, hook) == 80);
-    assert!(size_of::<IoctlInflight>() == 32);
+    assert!(offset_of!(IoctlRecord, pin_calls) == 82);
+    assert!(offset_of!(IoctlRecord, pages) == 84);
+    assert!(size_of::<IoctlInflight>() == 40);
     assert!(size_of::<BindRecord>() == 56);
     assert!(offset_of!(BindRecord, comm) == 40);
     assert!(size_of::<KernelConfig>() == 80);

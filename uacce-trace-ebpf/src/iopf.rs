@@ -269,11 +269,26 @@ pub fn ioctl_enter(ctx: TracePointContext) -> u32 {
         size: range[1],
         cmd,
         fd: tp_u64(&ctx, c.tp_ioctl_fd) as u32,
+        pin_calls: 0,
+        pages: 0,
     };
     if IOCTL_INFLIGHT.insert(&tid, &value, 0).is_err() {
         count(counter::INFLIGHT_FULL);
     }
     0
+}
+
+/// Called by the pin/unpin exit hooks: when this thread is inside a pin
+/// ioctl, the call and its pages are credited to the ioctl.
+#[inline(always)]
+pub(crate) fn credit_pin_to_ioctl(tid: u32, pages: u64) {
+    if let Some(entry) = IOCTL_INFLIGHT.get_ptr_mut(&tid) {
+        // SAFETY: valid map value pointer; only this thread uses its key.
+        unsafe {
+            (*entry).pin_calls = (*entry).pin_calls.wrapping_add(1);
+            (*entry).pages = (*entry).pages.wrapping_add(pages as u32);
+        }
+    }
 }
 
 #[tracepoint]
@@ -305,7 +320,9 @@ pub fn ioctl_exit(ctx: TracePointContext) -> u32 {
         fd: entry.fd,
         comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
         hook: HOOK_TRACEPOINT,
-        _pad: [0; 7],
+        _pad: [0; 1],
+        pin_calls: entry.pin_calls.min(u32::from(u16::MAX)) as u16,
+        pages: entry.pages,
     };
     match EVENTS.reserve::<IoctlRecord>(0) {
         Some(mut slot) => {

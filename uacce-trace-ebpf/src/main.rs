@@ -138,6 +138,7 @@ fn on_exit(func: PinFunc, hook: u8, ret: Option<i64>) {
     };
     slot.write(record);
     slot.submit(0);
+    iopf::credit_pin_to_ioctl(tid, u64::try_from(record.ret).unwrap_or(0));
 }
 
 /// Where a function keeps the arguments we read. `None` = not an argument.

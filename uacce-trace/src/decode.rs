@@ -128,6 +128,8 @@ pub fn decode(bytes: &[u8], ctx: &DecodeContext) -> Result<Event, DecodeError> {
                 size: r.size,
                 ret: r.ret,
                 hook,
+                pin_calls: u32::from(r.pin_calls),
+                pages: u64::from(r.pages),
             }))
         }
         KIND_BIND => {

@@ -138,6 +138,10 @@ pub struct PinIoctlEvent {
     /// ioctl return value (0 or -errno).
     pub ret: i64,
     pub hook: HookType,
+    /// `pin_user_pages*`/`unpin_user_page*` calls made inside this ioctl
+    /// (counted in the kernel per thread) and the pages they (un)pinned.
+    pub pin_calls: u32,
+    pub pages: u64,
 }
 
 /// A PASID bound to a process (learnt in process context when the process

@@ -81,6 +81,8 @@ pub fn json_line(ev: &Event) -> String {
             addr: format!("{:#x}", i.addr),
             size: i.size,
             ret: i.ret,
+            pin_calls: i.pin_calls,
+            pages: i.pages,
             hook: i.hook.name(),
         })
         .unwrap_or_default(),
@@ -137,6 +139,8 @@ struct IoctlJson<'a> {
     addr: String,
     size: u64,
     ret: i64,
+    pin_calls: u32,
+    pages: u64,
     hook: &'static str,
 }
 
@@ -240,19 +244,20 @@ pub fn human_line(ev: &Event) -> String {
             f.addr,
         ),
         Event::PinIoctl(i) => format!(
-            "{:>14.6} {:>7} {:>7} {:<16} {:<5} {:<32} {:>6} {:<8} {:>8}  {:<6} addr={:#x} size={}",
+            "{:>14.6} {:>7} {:>7} {:<16} {:<5} {:<32} {:>6} {:<8} {:>8}  {:<6} addr={:#x} size={} pin_calls={}",
             i.ts_ns as f64 / 1e9,
             i.tgid,
             i.tid,
             i.comm,
             "ioctl",
             ioctl_name(i.cmd),
-            i.size.div_ceil(4096),
+            i.pages,
             i.ret,
             fmt_ns(i.latency_ns),
             i.hook.name(),
             i.addr,
             i.size,
+            i.pin_calls,
         ),
         Event::Pasid(p) => format!(
             "{:>14.6} {:>7} {:>7} {:<16} {:<5} pasid {} {}",
@@ -296,21 +301,19 @@ pub fn summary(events: u64, c: &Counters) -> String {
     s
 }
 
-async fn stop_signal() {
+/// Resolves on SIGINT or SIGTERM. Handlers are installed when this is
+/// called (not when first polled), so a signal that arrives right after
+/// "tracing started" is never lost to the default disposition.
+pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        // Without signal handlers we still stop on Ctrl-C via the default
-        // disposition; wait forever here.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = int.recv() => {},
-        _ = term.recv() => {},
-    }
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+    })
 }
 
 /// Run `trace`. Returns the exit code.
@@ -319,6 +322,7 @@ pub fn run(opts: TracerOptions, as_json: bool) -> anyhow::Result<u8> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        let stop = stop_signal()?;
         let (tracer, _inspection) = match Tracer::start(opts) {
             Ok(t) => t,
             Err(e) => {
@@ -335,7 +339,7 @@ pub fn run(opts: TracerOptions, as_json: bool) -> anyhow::Result<u8> {
             tracer.plan().summary()
         );
         let (tx, mut rx) = mpsc::channel::<Vec<Event>>(64);
-        let reader = tokio::spawn(tracer.run(tx, stop_signal()));
+        let reader = tokio::spawn(tracer.run(tx, stop));
         let stdout = io::stdout();
         let mut out = io::BufWriter::new(stdout.lock());
         if !as_json {

@@ -238,5 +238,8 @@ fn uacce_ctrl_ioctl_is_traced_on_any_fd() {
         assert_eq!(r["ret"], -i64::from(libc::ENOTTY));
         assert_eq!(r["hook"], "tracepoint");
         assert!(r["latency_ns"].as_u64().is_some_and(|l| l > 0));
+        // /dev/null pins nothing: the ioctl→pin link is empty.
+        assert_eq!(r["pin_calls"], 0);
+        assert_eq!(r["pages"], 0);
     }
 }
