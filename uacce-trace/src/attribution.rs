@@ -36,16 +36,15 @@ impl Attributor {
             Event::Pasid(p) if p.bound => {
                 self.owners.insert(p.pasid, (p.tgid, p.comm.clone()));
             }
-            Event::Pasid(p) => {
-                // Forget only if the unbinding process is the known owner: an
-                // unbind by someone else must not drop the new owner.
+            // Forget only if the unbinding process is the known owner: an
+            // unbind by someone else must not drop the new owner.
+            Event::Pasid(p)
                 if self
                     .owners
                     .get(&p.pasid)
-                    .is_some_and(|(tgid, _)| *tgid == p.tgid)
-                {
-                    self.owners.remove(&p.pasid);
-                }
+                    .is_some_and(|(tgid, _)| *tgid == p.tgid) =>
+            {
+                self.owners.remove(&p.pasid);
             }
             Event::Iopf(f) => self.attribute(f),
             _ => {}

@@ -5,7 +5,17 @@ use std::io;
 
 use clap::{Parser, Subcommand};
 
-use crate::{doctor, plan::HookPreference, source::TracerOptions, trace};
+use std::path::PathBuf;
+
+use crate::{
+    analysis, doctor,
+    export::Format,
+    model::Kind,
+    plan::HookPreference,
+    record::{self, RecordOptions},
+    source::TracerOptions,
+    trace,
+};
 
 const ABOUT: &str = "See IO page faults (IOPFs) and page pinning of SVA accelerators \
 (uacce, idxd, AMD PPR) per process, with eBPF.";
@@ -58,6 +68,103 @@ pub enum Command {
         #[arg(long, default_value = "4M", value_parser = parse_ring_size)]
         ring_size: u32,
     },
+    /// Record latency histograms (or the raw event stream) to a file.
+    ///
+    /// One histogram per interval and series (kind/process/device: IOPF
+    /// report-to-response, pin, unpin and uacce_ctrl ioctl latencies), as an
+    /// HdrHistogram interval log (hlog), NDJSON, CSV, or the raw decoded
+    /// events (raw; replays through `record --replay` and `report`). The
+    /// format follows the output's extension (.hlog, .json, .csv, .utrace)
+    /// unless --format says otherwise. The file appears complete when
+    /// recording ends (also on Ctrl-C/SIGTERM), never truncated. SIGUSR1
+    /// closes the current interval (a benchmark phase mark).
+    ///
+    /// With `-- COMMAND ARGS...` the command is started once the hooks are
+    /// attached; only it and its descendants are recorded, recording stops
+    /// when it exits, and the exit status is the command's. Exit status 2
+    /// for unusable input or output files, 1 when tracing cannot start.
+    Record {
+        /// Output file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Output format (default: from the extension, else hlog).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Same as --format raw.
+        #[arg(long, conflicts_with = "format")]
+        raw: bool,
+        /// Interval length, e.g. 1s, 500ms, 1m.
+        #[arg(long, default_value = "1s", value_parser = record::parse_duration)]
+        interval: u64,
+        /// Stop after this long (e.g. 30s, 5m).
+        #[arg(long, value_parser = record::parse_duration)]
+        duration: Option<u64>,
+        /// Read events from a raw recording (`-`: standard input) instead of tracing.
+        #[arg(long, value_name = "FILE|-", conflicts_with = "command")]
+        replay: Option<String>,
+        /// With --replay: deliver events at the recorded pace.
+        #[arg(long, requires = "replay")]
+        realtime: bool,
+        /// Which hook types to use.
+        #[arg(long, value_enum, default_value_t = HookPreference::Auto)]
+        hooks: HookPreference,
+        /// Ring buffer size: a power of two of at least 4K, e.g. 256K, 4M, 64M.
+        #[arg(long, default_value = "4M", value_parser = parse_ring_size)]
+        ring_size: u32,
+        /// Command to run and trace (with its descendants).
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Percentile tables of recordings (hlog, json or raw).
+    ///
+    /// Per tag (all intervals merged): count, errors, min, mean, p50, p90,
+    /// p99, p99.9, max. For raw recordings also the pin ledger per process,
+    /// the faults inside pinned ranges and the hottest faulting regions.
+    /// Exit status 2 when an input is unusable.
+    Report {
+        /// Recordings to report on (`-`: standard input).
+        #[arg(value_name = "FILE")]
+        files: Vec<String>,
+        /// A raw recording to report on (same as naming it as a FILE).
+        #[arg(long, value_name = "FILE|-")]
+        replay: Option<String>,
+    },
+    /// Did a change remove the IOPF jitter? BASELINE vs CANDIDATE.
+    ///
+    /// Per series (matched by kind, command name and device: pids differ
+    /// between runs) the change of count, p50, p99, p99.9 and max; per
+    /// process a verdict (eliminated, reduced, unchanged, worse, missing)
+    /// with the rule printed. Exit status 0 when the goal is met, 1 when it
+    /// is not, 2 when an input is unusable.
+    Compare {
+        /// Recording before the change (hlog, json or raw; `-`: stdin).
+        baseline: String,
+        /// Recording after the change.
+        candidate: String,
+        /// The statistic the verdict compares.
+        #[arg(long, default_value = "p99.9", value_parser = clap::builder::PossibleValuesParser::new(analysis::compare::VERDICT_METRICS))]
+        metric: String,
+        /// Absolute goal: every process's CANDIDATE metric at most this (e.g. 50us).
+        #[arg(long, value_name = "LATENCY", value_parser = record::parse_latency)]
+        max: Option<u64>,
+        /// Relative change, in percent, that counts as reduced or worse.
+        #[arg(long, default_value_t = 10.0)]
+        tolerance: f64,
+        /// Which series the verdict looks at.
+        #[arg(long, default_value = "iopf", value_parser = parse_kind)]
+        kind: Kind,
+        /// Do not fail the goal when CANDIDATE lost records.
+        #[arg(long)]
+        allow_drops: bool,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parse a series kind name.
+pub fn parse_kind(s: &str) -> Result<Kind, String> {
+    Kind::from_name(s).ok_or_else(|| format!("`{s}`: expected iopf, pin, unpin or uacce_ctrl"))
 }
 
 /// Parse `4M`, `256K`, `65536`: a power of two between 4 KiB and 1 GiB.
@@ -101,6 +208,70 @@ pub fn run(cli: Cli) -> u8 {
             },
             json,
         ),
+        Command::Record {
+            output,
+            format,
+            raw,
+            interval,
+            duration,
+            replay,
+            realtime,
+            hooks,
+            ring_size,
+            command,
+        } => {
+            let format = if raw {
+                Format::Raw
+            } else {
+                format
+                    .or_else(|| Format::from_path(&output))
+                    .unwrap_or(Format::Hlog)
+            };
+            record::run(RecordOptions {
+                output,
+                format,
+                interval_ns: interval,
+                duration_ns: duration,
+                replay,
+                realtime,
+                tracer: TracerOptions {
+                    hooks,
+                    ring_bytes: ring_size,
+                },
+                command,
+            })
+        }
+        Command::Report { mut files, replay } => {
+            files.extend(replay);
+            let stdout = io::stdout();
+            Ok(analysis::report_command(&files, &mut stdout.lock()))
+        }
+        Command::Compare {
+            baseline,
+            candidate,
+            metric,
+            max,
+            tolerance,
+            kind,
+            allow_drops,
+            json,
+        } => {
+            let opts = analysis::compare::CompareOptions {
+                metric,
+                max_ns: max,
+                tolerance_pct: tolerance,
+                kind,
+                allow_drops,
+            };
+            let stdout = io::stdout();
+            Ok(analysis::compare_command(
+                &baseline,
+                &candidate,
+                &opts,
+                json,
+                &mut stdout.lock(),
+            ))
+        }
     };
     match result {
         Ok(code) => code,

@@ -473,10 +473,10 @@ impl Tracer {
     /// Check privileges, plan, load and attach. Fails when the core events
     /// cannot be traced.
     pub fn start(opts: TracerOptions) -> Result<(Tracer, Inspection), SourceError> {
+        system::check_privileges().map_err(SourceError::Privileges)?;
         if OBJECT.is_empty() {
             return Err(SourceError::StubObject);
         }
-        system::check_privileges().map_err(SourceError::Privileges)?;
         let mut inspection = inspect(opts.hooks);
         if let Err(why) = &inspection.ring_buffer {
             return Err(SourceError::NothingToTrace(why.clone()));

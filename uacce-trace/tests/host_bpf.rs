@@ -185,7 +185,7 @@ impl TraceChild {
     }
 
     /// SIGINT, wait, and return the NDJSON records.
-    fn stop(mut self) -> Vec<serde_json::Value> {
+    fn stop(self) -> Vec<serde_json::Value> {
         // SAFETY: sending a signal to our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let out = self.child.wait_with_output().expect("wait for trace");
