@@ -5,6 +5,7 @@
 
 mod apt;
 mod cache;
+mod kernel;
 mod setup;
 mod vm;
 
@@ -28,6 +29,7 @@ enum Cmd {
     /// Boot stock kernels in QEMU and check the tool against the kernel's pin counters.
     VmTest(vm::VmTestArgs),
     /// Build (or find cached) the test kernel: Linux 6.12 with iommufd's IOPF mock and /dev/uacce_ctrl.
+    Kernel(kernel::KernelArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::CacheDir => cache::root().map(|p| println!("{}", p.display())),
         Cmd::Setup(args) => setup::run(&(&args).into()),
+        Cmd::Kernel(args) => kernel::run(&args),
         // The summary line must stay last: a failed matrix exits 1 quietly.
         Cmd::VmTest(args) => match vm::run(&args) {
             Ok(true) => Ok(()),

@@ -21,6 +21,7 @@ mod guest;
 pub mod image;
 pub mod qemu;
 mod report;
+mod testkernel;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -112,7 +113,12 @@ const MATRIX: &[(&str, &[Hooks])] = &[
     ("debian-6.1", &[Hooks::Kprobe]),
     ("debian-6.12", &[Hooks::Fentry, Hooks::Kprobe]),
     ("debian-7.2", &[Hooks::Fentry, Hooks::Auto]),
+    (TEST_KERNEL, &[Hooks::Fentry, Hooks::Kprobe]),
 ];
+
+/// The project's own 6.12 test kernel (`cargo xtask kernel`): real IO page
+/// faults through the iommufd mock and the `/dev/uacce_ctrl` fixture.
+pub const TEST_KERNEL: &str = "test-6.12";
 
 /// One VM to run: a kernel and the hooks (`None`: workload only).
 struct Job {
@@ -272,8 +278,16 @@ struct Ctx {
 /// Boots one VM and checks it; `Ok(false)` is a FAIL with its details
 /// already printed.
 fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
-    let kernel_dir = cache::kernels()?.join(&job.kernel);
-    let vmlinuz = kernel_dir.join("vmlinuz");
+    let test_kernel = job.kernel == TEST_KERNEL;
+    let (kernel_dir, vmlinuz) = if test_kernel {
+        let dir = crate::kernel::ensure_test_kernel()?;
+        let bz = dir.join("bzImage");
+        (dir, bz)
+    } else {
+        let dir = cache::kernels()?.join(&job.kernel);
+        let vmlinuz = dir.join("vmlinuz");
+        (dir, vmlinuz)
+    };
     if !vmlinuz.is_file() {
         bail!(
             "kernel {} is not in the cache ({} missing); run `cargo xtask setup` first",
@@ -291,9 +305,21 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     let script = guest::init_script(&guest::GuestPlan {
         hooks,
         workload_args: &ctx.workload_args,
+        test_kernel,
     });
     let img = dir.join("initramfs.cpio.gz");
-    image::write_vm_image(&ctx.base_image, &script, &img)?;
+    let extra: Vec<(PathBuf, &str)> = if test_kernel {
+        vec![
+            (kernel_dir.join("iopf-workload"), guest::GUEST_IOPF_WORKLOAD),
+            (
+                kernel_dir.join("uacce-ctrl-pin"),
+                guest::GUEST_UACCE_CTRL_PIN,
+            ),
+        ]
+    } else {
+        Vec::new()
+    };
+    image::write_vm_image_with(&ctx.base_image, &script, &extra, &img)?;
 
     let log = dir.join("console.log");
     let boot = qemu::boot(&vmlinuz, &img, &log, ctx.timeout)?;
@@ -315,8 +341,16 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
                 .is_some()
                 .then(|| iopf_response_of(&job.kernel))
                 .flatten(),
+            exclude_comms: if test_kernel {
+                &[testkernel::FIXTURE_COMM]
+            } else {
+                &[]
+            },
         },
     );
+    if test_kernel && job.hooks.is_some() {
+        testkernel::check(&console, &mut verdict);
+    }
     verdict
         .notes
         .insert(0, format!("QEMU ran {:.1} s", boot.elapsed.as_secs_f64()));
@@ -466,7 +500,9 @@ pub fn run_matrix(args: &VmTestArgs) -> Result<Summary> {
 /// The IOPF response function a stock kernel of this name must have:
 /// `iommu_page_response` up to 6.8, `iopf_group_response` from 6.9.
 fn iopf_response_of(kernel: &str) -> Option<&'static str> {
-    let version = kernel.strip_prefix("debian-")?;
+    let version = kernel
+        .strip_prefix("debian-")
+        .or_else(|| kernel.strip_prefix("test-"))?;
     let (major, minor) = version.split_once('.')?;
     let v = (major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?);
     Some(if v < (6, 9) {
@@ -545,6 +581,7 @@ mod tests {
         assert_eq!(iopf_response_of("debian-6.1"), Some("iommu_page_response"));
         assert_eq!(iopf_response_of("debian-6.12"), Some("iopf_group_response"));
         assert_eq!(iopf_response_of("debian-7.2"), Some("iopf_group_response"));
-        assert_eq!(iopf_response_of("test-6.12"), None);
+        assert_eq!(iopf_response_of("test-6.12"), Some("iopf_group_response"));
+        assert_eq!(iopf_response_of("custom"), None);
     }
 }

@@ -311,10 +311,14 @@ pub fn base_archive(contents: &BaseContents<'_>) -> Result<Vec<u8>> {
     Ok(cpio.finish())
 }
 
-/// An archive holding only `/init` (mode 0755) with `script`.
-pub fn init_archive(script: &str) -> Result<Vec<u8>> {
+/// An archive holding `/init` (mode 0755) with `script`, plus extra static programs `(host path, guest path)`,
+/// test kernel's guest programs, which belong to one VM only.
+pub fn init_archive_with(script: &str, extra: &[(PathBuf, &str)]) -> Result<Vec<u8>> {
     let mut cpio = Newc::new();
     cpio.file("/init", 0o755, script.as_bytes())?;
+    for (host, guest) in extra {
+        add_host_file(&mut cpio, host, guest, 0o755)?;
+    }
     Ok(cpio.finish())
 }
 
@@ -339,8 +343,18 @@ pub fn write_gzip(data: &[u8], out: &Path) -> Result<()> {
 
 /// Writes the image of one VM: the base archive followed by its `/init`.
 pub fn write_vm_image(base_gz: &Path, script: &str, out: &Path) -> Result<()> {
+    write_vm_image_with(base_gz, script, &[], out)
+}
+
+/// [`write_vm_image`] with extra static programs in the VM's own archive.
+pub fn write_vm_image_with(
+    base_gz: &Path,
+    script: &str,
+    extra: &[(PathBuf, &str)],
+    out: &Path,
+) -> Result<()> {
     let init_gz = out.with_extension("init.gz");
-    write_gzip(&init_archive(script)?, &init_gz)?;
+    write_gzip(&init_archive_with(script, extra)?, &init_gz)?;
     let mut image = fs::read(base_gz).with_context(|| format!("reading {}", base_gz.display()))?;
     image.extend(fs::read(&init_gz).with_context(|| format!("reading {}", init_gz.display()))?);
     let _ = fs::remove_file(&init_gz);

@@ -1,0 +1,162 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+/*
+ * uacce-ctrl-pin: guest program of the uacce-trace test kernel. Exercises
+ * /dev/uacce_ctrl (the RFC pin ABI, see uacce_ctrl/uacce_ctrl.c) and checks
+ * it against the kernel's own pin counters.
+ *
+ *   uacce-ctrl-pin [PAGES]      (default 16)
+ *
+ * Maps PAGES pages, pins them with UACCE_CMD_PIN, checks the error cases
+ * (duplicate pin -> EEXIST, unpin of nothing -> ENOENT, empty range ->
+ * EINVAL), unpins them with UACCE_CMD_UNPIN, pins them again and closes the
+ * file (release unpins). After each step it folds the per-CPU vmstat deltas
+ * (/proc/sys/vm/stat_refresh) and reads nr_foll_pin_acquired/released.
+ *
+ * Prints one JSON line per step and a last line
+ *   {"uacce_ctrl_pin":"ok"|"fail", ...}
+ * and exits 0 only when every count matched. Built with `gcc -static` by
+ * `cargo xtask kernel`.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+struct uacce_pin_address {
+	uint64_t addr;
+	uint64_t size;
+};
+
+#define UACCE_CMD_PIN _IOW('W', 2, struct uacce_pin_address)
+#define UACCE_CMD_UNPIN _IOW('W', 3, struct uacce_pin_address)
+
+_Static_assert(UACCE_CMD_PIN == 0x40105702, "UACCE_CMD_PIN");
+_Static_assert(UACCE_CMD_UNPIN == 0x40105703, "UACCE_CMD_UNPIN");
+
+static int failures;
+
+static void stat_refresh(void)
+{
+	int fd = open("/proc/sys/vm/stat_refresh", O_WRONLY);
+
+	if (fd < 0 || write(fd, "1", 1) != 1) {
+		fprintf(stderr, "uacce-ctrl-pin: stat_refresh: %s\n", strerror(errno));
+		failures++;
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
+/* nr_foll_pin_acquired and nr_foll_pin_released, after a refresh. */
+static void pin_counts(long long *acquired, long long *released)
+{
+	char name[64];
+	long long value;
+	FILE *f;
+
+	stat_refresh();
+	*acquired = *released = -1;
+	f = fopen("/proc/vmstat", "r");
+	if (!f) {
+		perror("uacce-ctrl-pin: /proc/vmstat");
+		failures++;
+		return;
+	}
+	while (fscanf(f, "%63s %lld", name, &value) == 2) {
+		if (!strcmp(name, "nr_foll_pin_acquired"))
+			*acquired = value;
+		else if (!strcmp(name, "nr_foll_pin_released"))
+			*released = value;
+	}
+	fclose(f);
+}
+
+/* Runs one ioctl; checks its errno (0 = success expected). */
+static void expect_ioctl(const char *step, int fd, unsigned long cmd,
+			 struct uacce_pin_address *arg, int want_errno)
+{
+	int ret = ioctl(fd, cmd, arg);
+	int got = ret < 0 ? errno : 0;
+	int ok = got == want_errno;
+
+	printf("{\"step\":\"%s\",\"errno\":%d,\"want_errno\":%d,\"ok\":%s}\n", step,
+	       got, want_errno, ok ? "true" : "false");
+	if (!ok)
+		failures++;
+}
+
+/* Checks the counter movement since (a0, r0). */
+static void expect_counts(const char *step, long long a0, long long r0,
+			  long long want_acquired, long long want_released)
+{
+	long long a1, r1;
+	int ok;
+
+	pin_counts(&a1, &r1);
+	ok = a1 - a0 == want_acquired && r1 - r0 == want_released;
+	printf("{\"step\":\"%s\",\"acquired\":%lld,\"released\":%lld,"
+	       "\"want_acquired\":%lld,\"want_released\":%lld,\"ok\":%s}\n",
+	       step, a1 - a0, r1 - r0, want_acquired, want_released,
+	       ok ? "true" : "false");
+	if (!ok)
+		failures++;
+}
+
+int main(int argc, char **argv)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	long pages = argc > 1 ? strtol(argv[1], NULL, 0) : 16;
+	struct uacce_pin_address range, empty;
+	long long a0, r0;
+	char *buf;
+	int fd;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (pages <= 0) {
+		fprintf(stderr, "usage: uacce-ctrl-pin [PAGES > 0]\n");
+		return 2;
+	}
+	buf = mmap(NULL, pages * page, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (buf == MAP_FAILED) {
+		perror("uacce-ctrl-pin: mmap");
+		return 1;
+	}
+	/* Fault the pages in: pins of the shared zero page are not counted. */
+	memset(buf, 0x5a, pages * page);
+
+	fd = open("/dev/uacce_ctrl", O_RDWR);
+	if (fd < 0) {
+		perror("uacce-ctrl-pin: /dev/uacce_ctrl");
+		return 1;
+	}
+	range.addr = (uintptr_t)buf;
+	range.size = pages * page;
+	empty.addr = (uintptr_t)buf;
+	empty.size = 0;
+
+	pin_counts(&a0, &r0);
+	expect_ioctl("unpin_nothing", fd, UACCE_CMD_UNPIN, &range, ENOENT);
+	expect_ioctl("pin_empty", fd, UACCE_CMD_PIN, &empty, EINVAL);
+	expect_ioctl("pin", fd, UACCE_CMD_PIN, &range, 0);
+	expect_counts("after_pin", a0, r0, pages, 0);
+	expect_ioctl("pin_again", fd, UACCE_CMD_PIN, &range, EEXIST);
+	expect_ioctl("unpin", fd, UACCE_CMD_UNPIN, &range, 0);
+	expect_counts("after_unpin", a0, r0, pages, pages);
+	expect_ioctl("unpin_again", fd, UACCE_CMD_UNPIN, &range, ENOENT);
+
+	pin_counts(&a0, &r0);
+	expect_ioctl("pin_before_close", fd, UACCE_CMD_PIN, &range, 0);
+	close(fd);
+	expect_counts("after_close", a0, r0, pages, pages);
+
+	printf("{\"uacce_ctrl_pin\":\"%s\",\"pages\":%ld,\"failures\":%d}\n",
+	       failures ? "fail" : "ok", pages, failures);
+	return failures ? 1 : 0;
+}

@@ -1,0 +1,1101 @@
+//! `cargo xtask kernel`: builds the uacce-trace test kernel, a Linux 6.12
+//! in which IO page faults really go through `iommu_report_device_fault()`
+//! and `iopf_group_response()` (iommufd's self-test mock device) and which
+//! has `/dev/uacce_ctrl` (the pin ioctls of the never-merged uacce_ctrl RFC,
+//! from a fixture of ours built in).
+//!
+//! 1. Source: Debian's `linux-source-6.12` (suite trixie), downloaded with
+//!    the private apt of [`crate::apt`] from the machine's own mirror, its
+//!    tarball unpacked into the cache (`test-kernels/source/<version>/`).
+//! 2. Fixture: `xtask/kernel/uacce_ctrl/uacce_ctrl.c` copied into that tree
+//!    as `drivers/misc/uacce/uacce_ctrl_fixture.c` and added to the folder's
+//!    Makefile (built in: the kernel has no module support).
+//! 3. Config: `make tinyconfig`, `xtask/kernel/test-kernel-6.12.config`
+//!    merged with `merge_config.sh -m`, `make olddefconfig`; every `=y` of
+//!    the fragment must survive.
+//! 4. `make bzImage` out of tree (`test-kernels/build/<version>/`, kept for
+//!    incremental rebuilds), full output in `build.log` there; then every
+//!    function the tracer hooks must be a `FUNC` in vmlinux's BTF (bpftool).
+//! 5. Guest programs, static C against the same tree's headers:
+//!    `uacce-ctrl-pin` (`xtask/kernel/uacce_ctrl_pin.c`) and `iopf-workload`
+//!    (`xtask/kernel/iopf_workload.c`).
+//!
+//! The result is `test-kernels/<key>/` with `bzImage`, `config`,
+//! `System.map`, `version` (the kernel release), `source` (the package and
+//! its version) and the two guest programs; the key hashes every input that
+//! is committed in `xtask/kernel/`, the package version and
+//! [`RECIPE_VERSION`]. A cached kernel is returned at once without network:
+//! the version of the unpacked source is used (`--refresh` asks the mirror
+//! for a newer package). The inputs are compiled into xtask, so the result
+//! does not depend on the working directory.
+//!
+//! `--smoke` then boots the kernel under QEMU (TCG) with a busybox initramfs
+//! whose `/init` checks the devices, symbols, BTF and the kprobe PMU, runs
+//! both guest programs under the function tracer and prints `SMOKE ...`
+//! lines that are checked here.
+//!
+//! This module owns no VM harness: the VM tests (`vm.rs`) call
+//! [`ensure_test_kernel`] and boot the result themselves. It needs root only
+//! to install missing Debian packages.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::apt::{self, PrivateApt};
+use crate::cache;
+use crate::setup::capture;
+
+/// The Debian package holding the kernel source tarball.
+const SOURCE_PACKAGE: &str = "linux-source-6.12";
+/// The Debian suite it comes from.
+const SOURCE_SUITE: &str = "trixie";
+
+/// Config fragment merged over `make tinyconfig`.
+const FRAGMENT: &str = include_str!("../kernel/test-kernel-6.12.config");
+/// The `/dev/uacce_ctrl` fixture, built into the kernel.
+const FIXTURE: &str = include_str!("../kernel/uacce_ctrl/uacce_ctrl.c");
+/// Guest program: pins through `/dev/uacce_ctrl`, checks the pin counters.
+const PIN_PROGRAM: &str = include_str!("../kernel/uacce_ctrl_pin.c");
+/// Guest program: IO page faults through iommufd's self-test mock device.
+const IOPF_PROGRAM: &str = include_str!("../kernel/iopf_workload.c");
+
+/// Bumped whenever the steps below change what they produce, so that every
+/// cached kernel is rebuilt.
+const RECIPE_VERSION: &str = "2";
+
+/// Where the fixture goes in the source tree, and the Makefile line that
+/// builds it (the folder is entered only with `CONFIG_UACCE`).
+const FIXTURE_IN_TREE: &str = "drivers/misc/uacce/uacce_ctrl_fixture.c";
+const FIXTURE_MAKEFILE: &str = "drivers/misc/uacce/Makefile";
+const FIXTURE_MAKE_LINE: &str = "obj-y += uacce_ctrl_fixture.o";
+
+/// Options the fragment does not name but the tests rely on; they must come
+/// out of `olddefconfig` as `=y`.
+const DERIVED_OPTIONS: &[&str] = &[
+    // Selected by INTEL_IOMMU_SVM; without it the IOPF report is a stub.
+    "CONFIG_IOMMU_IOPF",
+    "CONFIG_IOMMU_SVA",
+    // BPF trampolines (fentry/fexit) on x86.
+    "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS",
+    "CONFIG_KRETPROBES",
+];
+
+/// Debian packages the kernel build and the guest programs need.
+const BUILD_PACKAGES: &[&str] = &[
+    "make",
+    "gcc",
+    "libc6-dev",
+    "flex",
+    "bison",
+    "libelf-dev",
+    "dwarves",
+    "bc",
+    "libssl-dev",
+    "rsync",
+    "xz-utils",
+    "bpftool",
+];
+
+/// Debian packages `--smoke` needs.
+const SMOKE_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio", "gzip"];
+
+/// Files of a finished test kernel folder.
+const RESULT_FILES: &[&str] = &[
+    "bzImage",
+    "config",
+    "System.map",
+    "version",
+    "source",
+    PIN_BINARY,
+    IOPF_BINARY,
+];
+/// File name of the `/dev/uacce_ctrl` guest program in the result folder.
+pub const PIN_BINARY: &str = "uacce-ctrl-pin";
+/// File name of the IOPF guest program in the result folder.
+pub const IOPF_BINARY: &str = "iopf-workload";
+
+/// How often a long step prints that it is still running.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
+/// Kernel command line of the smoke VM.
+const SMOKE_APPEND: &str = "console=ttyS0 quiet panic=-1";
+
+/// Command-line flags of `cargo xtask kernel`.
+#[derive(Debug, clap::Args)]
+pub struct KernelArgs {
+    /// Ask the mirror for a newer linux-source-6.12 than the unpacked one
+    /// (needs network; rebuilds when there is one).
+    #[arg(long)]
+    refresh: bool,
+    /// Parallel make jobs (default: CPUs + 1).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Then boot the kernel in QEMU and check the fixture, the symbols, BTF,
+    /// kprobes and the IOPF workload.
+    #[arg(long)]
+    smoke: bool,
+    /// Seconds the smoke VM may run before QEMU is killed.
+    #[arg(long, default_value_t = 300)]
+    smoke_timeout: u64,
+}
+
+/// `cargo xtask kernel`: prints the kernel folder on stdout.
+pub fn run(args: &KernelArgs) -> Result<()> {
+    let dir = ensure(args.refresh, args.jobs)?;
+    if args.smoke {
+        smoke(&dir, Duration::from_secs(args.smoke_timeout))?;
+    }
+    println!("{}", dir.display());
+    Ok(())
+}
+
+/// The test kernel folder (see the module docs for its files), built first
+/// when the cache has none for the current inputs. Progress goes to stderr.
+pub fn ensure_test_kernel() -> Result<PathBuf> {
+    ensure(false, None)
+}
+
+// ---------------------------------------------------------------------------
+// The whole build
+
+fn ensure(refresh: bool, jobs: Option<usize>) -> Result<PathBuf> {
+    let start = Instant::now();
+    let root = cache::test_kernels()?;
+    fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let _lock = Lock::acquire(&root.join(".lock"))?;
+
+    let local = local_source(&root)?;
+    if !refresh {
+        if let Some(source) = &local {
+            let dir = root.join(cache_key(&source.version));
+            if is_complete(&dir) {
+                eprintln!(
+                    "kernel: ok (cached: {}, {} {})",
+                    read_trimmed(&dir.join("version"))?,
+                    SOURCE_PACKAGE,
+                    source.version
+                );
+                return Ok(dir);
+            }
+        }
+    }
+
+    ensure_packages(BUILD_PACKAGES)?;
+    let source = get_source(&root, local, refresh)?;
+    let dir = root.join(cache_key(&source.version));
+    if is_complete(&dir) {
+        eprintln!("kernel: ok (cached: {SOURCE_PACKAGE} {})", source.version);
+        return Ok(dir);
+    }
+
+    let build_dir = root.join("build").join(&source.version);
+    fs::create_dir_all(&build_dir).with_context(|| format!("creating {}", build_dir.display()))?;
+    install_fixture(&source.tree)?;
+    configure(&source.tree, &build_dir)?;
+    let jobs =
+        jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() + 1));
+    compile(&source.tree, &build_dir, jobs)?;
+    check_btf(&build_dir.join("vmlinux"))?;
+
+    // Assemble next to the destination, then move it in place in one rename.
+    let partial = dir.with_extension("partial");
+    remove_if_exists(&partial)?;
+    fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    build_guest_programs(&source.tree, &build_dir, &partial)?;
+    for (from, to) in [
+        ("arch/x86/boot/bzImage", "bzImage"),
+        (".config", "config"),
+        ("System.map", "System.map"),
+        ("include/config/kernel.release", "version"),
+    ] {
+        let from = build_dir.join(from);
+        fs::copy(&from, partial.join(to))
+            .with_context(|| format!("copying {} into {}", from.display(), partial.display()))?;
+    }
+    fs::write(
+        partial.join("source"),
+        format!("{SOURCE_PACKAGE} {} ({SOURCE_SUITE})\n", source.version),
+    )
+    .with_context(|| format!("writing {}", partial.join("source").display()))?;
+    remove_if_exists(&dir)?;
+    fs::rename(&partial, &dir)
+        .with_context(|| format!("renaming {} to {}", partial.display(), dir.display()))?;
+
+    let size = fs::metadata(dir.join("bzImage")).map_or(0, |m| m.len());
+    eprintln!(
+        "kernel: ok ({}, bzImage {:.1} MiB; {} in all) -> {}",
+        read_trimmed(&dir.join("version"))?,
+        mib(size),
+        elapsed(start),
+        dir.display()
+    );
+    Ok(dir)
+}
+
+fn is_complete(dir: &Path) -> bool {
+    RESULT_FILES.iter().all(|f| dir.join(f).is_file())
+}
+
+/// Cache key: FNV-1a (64 bit) over every input, each prefixed by its length.
+fn cache_key(source_version: &str) -> String {
+    let inputs: [&[u8]; 6] = [
+        RECIPE_VERSION.as_bytes(),
+        source_version.as_bytes(),
+        FRAGMENT.as_bytes(),
+        FIXTURE.as_bytes(),
+        PIN_PROGRAM.as_bytes(),
+        IOPF_PROGRAM.as_bytes(),
+    ];
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for input in inputs {
+        let len = u64::try_from(input.len()).unwrap_or(u64::MAX).to_le_bytes();
+        for byte in len.iter().chain(input) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+// ---------------------------------------------------------------------------
+// Mutual exclusion between two xtask processes building at once
+
+/// An exclusive `flock` on a file, released when dropped (the file closes).
+struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    fn acquire(path: &Path) -> Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let fd = file.as_raw_fd();
+        // SAFETY: fd is an open descriptor owned by `file` for this call.
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Self { _file: file });
+        }
+        eprintln!(
+            "kernel: waiting for another `cargo xtask kernel` (lock {})",
+            path.display()
+        );
+        // SAFETY: as above.
+        if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("locking {}", path.display()));
+        }
+        Ok(Self { _file: file })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Debian packages
+
+fn ensure_packages(names: &[&str]) -> Result<()> {
+    let missing = apt::missing_packages(names)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("kernel: installing Debian packages {}", missing.join(" "));
+    apt::install_packages(&missing)?;
+    let still = apt::missing_packages(names)?;
+    if !still.is_empty() {
+        bail!(
+            "still missing after apt-get install: {}; try: {}",
+            still.join(" "),
+            apt::install_hint(&still)
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 1. Source
+
+/// An unpacked kernel source tree.
+struct Source {
+    /// Debian version of the package it came from.
+    version: String,
+    /// The tree (holds `Makefile`, `scripts/`, ...).
+    tree: PathBuf,
+}
+
+/// Marker written into `source/<version>/` once the tree is complete.
+const COMPLETE_MARK: &str = ".complete";
+
+/// The unpacked source in the cache, if there is a complete one (the newest
+/// by modification time if, against expectations, there are several).
+fn local_source(root: &Path) -> Result<Option<Source>> {
+    let sources = root.join("source");
+    let entries = match fs::read_dir(&sources) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err).with_context(|| format!("reading {}", sources.display())),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", sources.display()))?;
+        let Some(version) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let mark = entry.path().join(COMPLETE_MARK);
+        let Ok(meta) = fs::metadata(&mark) else {
+            continue;
+        };
+        let tree = entry.path().join(SOURCE_PACKAGE);
+        if tree.join("Makefile").is_file() {
+            found.push((meta.modified().ok(), Source { version, tree }));
+        }
+    }
+    found.sort_by_key(|(modified, _)| *modified);
+    Ok(found.pop().map(|(_, source)| source))
+}
+
+/// The source to build: the local one, or (when there is none, or
+/// `refresh` finds a newer package) a freshly downloaded one. Older trees
+/// and their build folders are removed when a new one arrives.
+fn get_source(root: &Path, local: Option<Source>, refresh: bool) -> Result<Source> {
+    if let (Some(source), false) = (&local, refresh) {
+        return Ok(Source {
+            version: source.version.clone(),
+            tree: source.tree.clone(),
+        });
+    }
+    let start = Instant::now();
+    let mirror = apt::host_mirror()?;
+    let apt_dir = cache::apt()?.join(SOURCE_SUITE);
+    let apt = PrivateApt::new(&apt_dir, &mirror, SOURCE_SUITE)?;
+    eprintln!(
+        "kernel: apt-get update for suite {SOURCE_SUITE} (private state in {})",
+        apt_dir.display()
+    );
+    apt.update()?;
+    let record = apt
+        .show(SOURCE_PACKAGE)?
+        .with_context(|| format!("suite {SOURCE_SUITE} has no package {SOURCE_PACKAGE}"))?;
+    if let Some(source) = local.filter(|s| s.version == record.version) {
+        eprintln!("kernel: {SOURCE_PACKAGE} {} is the newest", source.version);
+        apt.clean()?;
+        return Ok(source);
+    }
+
+    let sources = root.join("source");
+    let dest = sources.join(&record.version);
+    let partial = sources.join(format!("{}.partial", record.version));
+    remove_if_exists(&partial)?;
+    fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    eprintln!(
+        "kernel: downloading {SOURCE_PACKAGE} {}{}",
+        record.version,
+        record
+            .size
+            .map(|s| format!(" ({:.1} MiB)", mib(s)))
+            .unwrap_or_default()
+    );
+    let deb = apt.download(&record, &partial.join("deb"))?;
+    let unpacked = partial.join("deb-root");
+    capture(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))
+        .with_context(|| format!("unpacking {}", deb.display()))?;
+    let tarball = find_tarball(&unpacked.join("usr/src"))?;
+    let downloaded = elapsed(start);
+    let unpack_start = Instant::now();
+    eprintln!("kernel: unpacking {}", tarball.display());
+    capture(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&partial),
+    )
+    .with_context(|| format!("unpacking {}", tarball.display()))?;
+    remove_if_exists(&unpacked)?;
+    remove_if_exists(&partial.join("deb"))?;
+    let tree = partial.join(SOURCE_PACKAGE);
+    if !tree.join("Makefile").is_file() {
+        bail!("{} did not unpack to {}", tarball.display(), tree.display());
+    }
+    fs::write(partial.join(COMPLETE_MARK), format!("{}\n", record.version))
+        .with_context(|| format!("writing {}", partial.join(COMPLETE_MARK).display()))?;
+    remove_if_exists(&dest)?;
+    fs::rename(&partial, &dest)
+        .with_context(|| format!("renaming {} to {}", partial.display(), dest.display()))?;
+    apt.clean()?;
+    eprintln!(
+        "kernel: source ok ({SOURCE_PACKAGE} {}; download {downloaded}, unpack {})",
+        record.version,
+        elapsed(unpack_start)
+    );
+
+    // One tree at a time: the others (and their build folders) are stale.
+    for sub in ["source", "build"] {
+        for (path, name) in list_dir(&root.join(sub))? {
+            if name != record.version {
+                eprintln!("kernel: removing stale {}", path.display());
+                remove_if_exists(&path)?;
+            }
+        }
+    }
+    Ok(Source {
+        version: record.version,
+        tree: dest.join(SOURCE_PACKAGE),
+    })
+}
+
+/// The `linux-source-*.tar.*` in the unpacked package's `usr/src`.
+fn find_tarball(dir: &Path) -> Result<PathBuf> {
+    list_dir(dir)?
+        .into_iter()
+        .find(|(_, name)| name.starts_with("linux-source-") && name.contains(".tar"))
+        .map(|(path, _)| path)
+        .with_context(|| format!("no linux-source-*.tar.* in {}", dir.display()))
+}
+
+// ---------------------------------------------------------------------------
+// 2. Fixture
+
+/// Copies the fixture into the tree and adds it to the folder's Makefile;
+/// files that are already right are left alone (their times too, so make
+/// does not rebuild them).
+fn install_fixture(tree: &Path) -> Result<()> {
+    let path = tree.join(FIXTURE_IN_TREE);
+    write_if_changed(&path, FIXTURE)?;
+    let makefile = tree.join(FIXTURE_MAKEFILE);
+    let text =
+        fs::read_to_string(&makefile).with_context(|| format!("reading {}", makefile.display()))?;
+    if !text.lines().any(|l| l.trim() == FIXTURE_MAKE_LINE) {
+        let mut text = text;
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str("# uacce-trace test fixture (cargo xtask kernel)\n");
+        text.push_str(FIXTURE_MAKE_LINE);
+        text.push('\n');
+        fs::write(&makefile, text).with_context(|| format!("writing {}", makefile.display()))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 3. Config
+
+/// `make` in `tree`, building out of tree into `build_dir`.
+fn make(tree: &Path, build_dir: &Path) -> Command {
+    let mut cmd = Command::new("make");
+    cmd.arg("-C")
+        .arg(tree)
+        .arg(format!("O={}", build_dir.display()))
+        .env("LC_ALL", "C")
+        // A jobserver of a calling make or cargo is not ours to use.
+        .env_remove("MAKEFLAGS")
+        .env_remove("MFLAGS")
+        .env_remove("MAKELEVEL");
+    cmd
+}
+
+fn configure(tree: &Path, build_dir: &Path) -> Result<()> {
+    let start = Instant::now();
+    eprintln!("kernel: config: tinyconfig + xtask/kernel/test-kernel-6.12.config");
+    capture(make(tree, build_dir).arg("tinyconfig")).context("make tinyconfig")?;
+    let fragment = build_dir.join("uacce-trace.config");
+    fs::write(&fragment, FRAGMENT).with_context(|| format!("writing {}", fragment.display()))?;
+    capture(
+        Command::new(tree.join("scripts/kconfig/merge_config.sh"))
+            .args(["-m", ".config", "uacce-trace.config"])
+            .current_dir(build_dir)
+            .env("LC_ALL", "C"),
+    )
+    .context("merging the config fragment")?;
+    capture(make(tree, build_dir).arg("olddefconfig")).context("make olddefconfig")?;
+
+    let config_path = build_dir.join(".config");
+    let config = fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let lost = lost_options(FRAGMENT, &config);
+    if !lost.is_empty() {
+        bail!(
+            "these options of xtask/kernel/test-kernel-6.12.config are not `=y` after \
+             olddefconfig (a dependency is missing from the fragment): {}; see {}",
+            lost.join(" "),
+            config_path.display()
+        );
+    }
+    eprintln!("kernel: config ok ({})", elapsed(start));
+    Ok(())
+}
+
+/// The `=y` options of `fragment` (and [`DERIVED_OPTIONS`]) that `config`
+/// does not set to `y`.
+fn lost_options(fragment: &str, config: &str) -> Vec<String> {
+    let set: Vec<&str> = config
+        .lines()
+        .filter_map(|l| l.strip_suffix("=y"))
+        .collect();
+    fragment
+        .lines()
+        .filter_map(|l| l.trim().strip_suffix("=y"))
+        .filter(|name| name.starts_with("CONFIG_"))
+        .chain(DERIVED_OPTIONS.iter().copied())
+        .filter(|name| !set.contains(name))
+        .map(str::to_owned)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// 4. Compile
+
+fn compile(tree: &Path, build_dir: &Path, jobs: usize) -> Result<()> {
+    let log = build_dir.join("build.log");
+    eprintln!(
+        "kernel: make -j{jobs} bzImage (about 6 min on 2 cores from scratch; log {})",
+        log.display()
+    );
+    let mut cmd = make(tree, build_dir);
+    cmd.arg(format!("-j{jobs}")).arg("bzImage");
+    run_logged(&mut cmd, &log, "build").context("building the kernel")
+}
+
+/// Runs `cmd` with all its output in `log`, printing every
+/// [`PROGRESS_EVERY`] how long it has run, how many lines it wrote and its
+/// last line; on failure the error holds the log's last lines.
+fn run_logged(cmd: &mut Command, log: &Path, label: &str) -> Result<()> {
+    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out
+        .try_clone()
+        .with_context(|| format!("opening {} twice", log.display()))?;
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    let mut next_report = PROGRESS_EVERY;
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for make")? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        if start.elapsed() >= next_report {
+            next_report += PROGRESS_EVERY;
+            let text = fs::read_to_string(log).unwrap_or_default();
+            let last = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim();
+            eprintln!(
+                "kernel: {label}: {} elapsed, {} lines; {last}",
+                elapsed(start),
+                text.lines().count()
+            );
+        }
+    };
+    if !status.success() {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        bail!(
+            "failed ({status}) after {}; full output in {}; its end:\n{}",
+            elapsed(start),
+            log.display(),
+            lines[lines.len().saturating_sub(25)..].join("\n")
+        );
+    }
+    eprintln!("kernel: {label} ok ({})", elapsed(start));
+    Ok(())
+}
+
+/// Functions the tracer hooks by BTF (fentry/fexit): each must be a `FUNC`
+/// in the kernel's BTF.
+const BTF_FUNCS: &[&str] = &[
+    "uacce_ctrl_open",
+    "uacce_ctrl_release",
+    "uacce_ctrl_unl_ioctl",
+    "uacce_pin_page",
+    "uacce_unpin_page",
+    "uacce_fops_open",
+    "iommu_report_device_fault",
+    "iopf_group_response",
+    "pin_user_pages_fast",
+    "unpin_user_pages",
+];
+
+/// Checks that every one of [`BTF_FUNCS`] is a `FUNC` in the BTF of
+/// `vmlinux` (the same BTF the kernel exposes at /sys/kernel/btf/vmlinux).
+fn check_btf(vmlinux: &Path) -> Result<()> {
+    let dump = capture(
+        Command::new("bpftool")
+            .args(["btf", "dump", "file"])
+            .arg(vmlinux),
+    )
+    .context("dumping the kernel's BTF")?;
+    let missing = missing_btf_funcs(&dump, BTF_FUNCS);
+    if !missing.is_empty() {
+        bail!(
+            "not in the BTF of {} as FUNC (inlined or renamed?): {}",
+            vmlinux.display(),
+            missing.join(" ")
+        );
+    }
+    eprintln!("kernel: BTF ok ({} hooked functions)", BTF_FUNCS.len());
+    Ok(())
+}
+
+/// The names of `wanted` that no `[id] FUNC 'name' ...` line of a
+/// `bpftool btf dump` declares.
+fn missing_btf_funcs<'a>(dump: &str, wanted: &[&'a str]) -> Vec<&'a str> {
+    let funcs: std::collections::HashSet<&str> = dump
+        .lines()
+        .filter_map(|l| l.split_once("] FUNC '"))
+        .filter_map(|(_, rest)| rest.split_once('\''))
+        .map(|(name, _)| name)
+        .collect();
+    wanted
+        .iter()
+        .filter(|name| !funcs.contains(*name))
+        .copied()
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// 5. Guest programs
+
+/// Headers the IOPF workload takes from the tree it runs on (the self-test
+/// op numbers are positional), as `-I` folder path -> tree path.
+const GUEST_HEADERS: &[(&str, &str)] = &[
+    ("linux/iommufd.h", "include/uapi/linux/iommufd.h"),
+    ("iommufd_test.h", "drivers/iommu/iommufd/iommufd_test.h"),
+];
+
+fn build_guest_programs(tree: &Path, build_dir: &Path, out: &Path) -> Result<()> {
+    let start = Instant::now();
+    let work = build_dir.join("guest");
+    let include = work.join("include");
+    for (to, from) in GUEST_HEADERS {
+        let to = include.join(to);
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        fs::copy(tree.join(from), &to).with_context(|| {
+            format!("copying {} to {}", tree.join(from).display(), to.display())
+        })?;
+    }
+    for (name, source, file) in [
+        (PIN_BINARY, PIN_PROGRAM, "uacce_ctrl_pin.c"),
+        (IOPF_BINARY, IOPF_PROGRAM, "iopf_workload.c"),
+    ] {
+        let src = work.join(file);
+        fs::write(&src, source).with_context(|| format!("writing {}", src.display()))?;
+        capture(
+            Command::new("gcc")
+                .args(["-static", "-O2", "-Wall", "-Wextra", "-I"])
+                .arg(&include)
+                .arg("-o")
+                .arg(out.join(name))
+                .arg(&src),
+        )
+        .with_context(|| format!("compiling xtask/kernel/{file}"))?;
+    }
+    eprintln!(
+        "kernel: guest programs ok ({PIN_BINARY}, {IOPF_BINARY}; {})",
+        elapsed(start)
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// --smoke
+
+/// Symbols the smoke VM looks for in `/proc/kallsyms` and
+/// `available_filter_functions`.
+const SMOKE_SYMBOLS: &[&str] = &[
+    "uacce_ctrl_open",
+    "uacce_ctrl_release",
+    "uacce_ctrl_unl_ioctl",
+    "uacce_pin_page",
+    "uacce_unpin_page",
+    "uacce_fops_open",
+    "iommu_report_device_fault",
+    "iopf_group_response",
+    "pin_user_pages_fast",
+    "unpin_user_pages",
+];
+
+/// Faults the smoke VM's IOPF workload triggers.
+const SMOKE_FAULTS: u32 = 12;
+
+/// `/init` of the smoke VM: `SMOKE check <name> ok|FAIL`, `SMOKE <info>`
+/// lines, `SMOKE done` at the end.
+fn smoke_init() -> String {
+    let symbols = SMOKE_SYMBOLS.join(" ");
+    format!(
+        r#"#!/bin/busybox sh
+/bin/busybox mkdir -p /dev /proc /sys /tmp
+/bin/busybox mount -t devtmpfs dev /dev
+exec </dev/console >/dev/console 2>&1
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t debugfs debugfs /sys/kernel/debug
+echo "SMOKE uptime_s $(cut -d' ' -f1 /proc/uptime)"
+echo "SMOKE release $(uname -r)"
+at() {{ echo "SMOKE at $(cut -d' ' -f1 /proc/uptime) s: $*"; }}
+check() {{ name=$1; shift; if "$@" >/dev/null 2>&1; then echo "SMOKE check $name ok"; else echo "SMOKE check $name FAIL"; fi; }}
+check dev_uacce_ctrl test -c /dev/uacce_ctrl
+check dev_iommu test -c /dev/iommu
+check btf test -f /sys/kernel/btf/vmlinux
+check kprobe_pmu test -d /sys/bus/event_source/devices/kprobe
+check stat_refresh test -f /proc/sys/vm/stat_refresh
+at devices
+T=/sys/kernel/tracing
+# Generated on every read, which is slow under TCG: read each once.
+cat /proc/kallsyms > /tmp/kallsyms
+cut -d' ' -f3 /tmp/kallsyms > /tmp/kallsyms.names
+cp $T/available_filter_functions /tmp/filter_functions
+for s in {symbols}; do
+  check kallsyms_$s grep -qx "$s" /tmp/kallsyms.names
+  check ftrace_$s grep -qx "$s" /tmp/filter_functions
+done
+at symbols
+grep -E 'uacce_ctrl_unl_ioctl|uacce_pin_page|iommu_report_device_fault|iopf_group_response|uacce_fops_open' /tmp/kallsyms | sed 's/^/SMOKE kallsyms /'
+
+# count calls of a traced function in the trace buffer
+calls() {{ grep -c " $1 <-" $T/trace; }}
+trace_on() {{ echo 0 > $T/tracing_on; echo > $T/trace; echo "$*" > $T/set_ftrace_filter; echo function > $T/current_tracer; echo 1 > $T/tracing_on; }}
+trace_off() {{ echo 0 > $T/tracing_on; }}
+
+trace_on uacce_ctrl_open uacce_ctrl_release uacce_ctrl_unl_ioctl uacce_pin_page uacce_unpin_page
+/{pin} 16 > /tmp/pin.out 2>&1; rc=$?
+trace_off
+sed 's/^/SMOKE pin /' /tmp/pin.out
+check uacce_ctrl_pin test $rc = 0
+o=$(calls uacce_ctrl_open); r=$(calls uacce_ctrl_release); i=$(calls uacce_ctrl_unl_ioctl); p=$(calls uacce_pin_page); u=$(calls uacce_unpin_page)
+echo "SMOKE ftrace open=$o release=$r ioctl=$i pin=$p unpin=$u"
+check ftrace_uacce_ctrl test "$o $r $i $p $u" = "1 1 7 4 3"
+
+at uacce_ctrl
+trace_on iommu_report_device_fault iopf_group_response
+/{iopf} --count {faults} > /tmp/iopf.out 2>&1; rc=$?
+trace_off
+sed 's/^/SMOKE iopf /' /tmp/iopf.out
+check iopf_workload test $rc = 0
+rep=$(calls iommu_report_device_fault); resp=$(calls iopf_group_response)
+echo "SMOKE ftrace report=$rep response=$resp"
+check ftrace_iopf test "$rep $resp" = "{faults} {faults}"
+at iopf
+echo "SMOKE done"
+poweroff -f
+"#,
+        pin = PIN_BINARY,
+        iopf = IOPF_BINARY,
+        faults = SMOKE_FAULTS,
+    )
+}
+
+fn smoke(kernel_dir: &Path, timeout: Duration) -> Result<()> {
+    ensure_packages(SMOKE_PACKAGES)?;
+    let work = cache::test_kernels()?.join("smoke");
+    remove_if_exists(&work)?;
+    let root = work.join("root");
+    fs::create_dir_all(root.join("bin")).with_context(|| format!("creating {}", root.display()))?;
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .context("busybox not found (Debian package busybox-static)")?;
+    copy_executable(busybox, &root.join("bin/busybox"))?;
+    for name in [PIN_BINARY, IOPF_BINARY] {
+        copy_executable(&kernel_dir.join(name), &root.join(name))?;
+    }
+    let init = root.join("init");
+    fs::write(&init, smoke_init()).with_context(|| format!("writing {}", init.display()))?;
+    fs::set_permissions(&init, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} executable", init.display()))?;
+    let initrd = work.join("initrd.gz");
+    capture(
+        Command::new("sh")
+            .arg("-c")
+            .arg("find . -print0 | cpio --null -o -H newc -R 0:0 --quiet | gzip -6 > \"$1\"")
+            .arg("sh")
+            .arg(&initrd)
+            .current_dir(&root),
+    )
+    .context("packing the smoke initramfs")?;
+
+    let log = work.join("console.log");
+    eprintln!(
+        "kernel: smoke: booting under QEMU (TCG), console in {}",
+        log.display()
+    );
+    let (status, took) = boot(&kernel_dir.join("bzImage"), &initrd, &log, timeout)?;
+    let console = fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
+    let report = SmokeReport::parse(&console);
+    for line in &report.lines {
+        eprintln!("kernel: smoke: {line}");
+    }
+    let how = match status {
+        Some(s) => format!("QEMU exited ({s}) after {:.1} s", took.as_secs_f64()),
+        None => format!("QEMU killed after the {}-s limit", timeout.as_secs()),
+    };
+    let init_at = report
+        .init_uptime_s
+        .map(|t| format!("; /init started at {t:.2} s uptime"))
+        .unwrap_or_default();
+    if !report.passed() {
+        bail!(
+            "smoke test failed: {how}{init_at}; {} of {} checks failed{}{}{}; console in {}",
+            report.failed.len(),
+            report.checks,
+            if report.failed.is_empty() { "" } else { ": " },
+            report.failed.join(", "),
+            if report.done {
+                ""
+            } else {
+                "; /init did not finish"
+            },
+            log.display()
+        );
+    }
+    eprintln!(
+        "kernel: smoke ok ({} checks; {how}{init_at})",
+        report.checks
+    );
+    Ok(())
+}
+
+/// What the smoke VM's `/init` printed.
+#[derive(Debug, Default)]
+struct SmokeReport {
+    /// Every `SMOKE ` line, without the prefix.
+    lines: Vec<String>,
+    /// How many `check` lines there were.
+    checks: usize,
+    /// The names of the checks that did not say `ok`.
+    failed: Vec<String>,
+    /// Whether `/init` got to its end.
+    done: bool,
+    /// Uptime when `/init` started (kernel boot time under TCG).
+    init_uptime_s: Option<f64>,
+}
+
+impl SmokeReport {
+    fn parse(console: &str) -> Self {
+        let mut report = Self::default();
+        for line in console.lines().map(|l| l.trim_end_matches('\r')) {
+            let Some(at) = line.find("SMOKE ") else {
+                continue;
+            };
+            let line = &line[at + "SMOKE ".len()..];
+            if let Some(check) = line.strip_prefix("check ") {
+                report.checks += 1;
+                match check.rsplit_once(' ') {
+                    Some((_, "ok")) => {}
+                    Some((name, _)) => report.failed.push(name.to_owned()),
+                    None => report.failed.push(check.to_owned()),
+                }
+            } else if line == "done" {
+                report.done = true;
+            } else if let Some(t) = line.strip_prefix("uptime_s ") {
+                if report.init_uptime_s.is_none() {
+                    report.init_uptime_s = t.trim().parse().ok();
+                }
+            }
+            report.lines.push(line.to_owned());
+        }
+        report
+    }
+
+    fn passed(&self) -> bool {
+        self.done && self.checks > 0 && self.failed.is_empty()
+    }
+}
+
+/// Boots `bzimage` with `initrd` under QEMU (TCG), console to `log`; returns
+/// QEMU's status (`None` when it was killed at `timeout`) and the wall time.
+fn boot(
+    bzimage: &Path,
+    initrd: &Path,
+    log: &Path,
+    timeout: Duration,
+) -> Result<(Option<ExitStatus>, Duration)> {
+    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out
+        .try_clone()
+        .with_context(|| format!("opening {} twice", log.display()))?;
+    let start = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg,thread=multi", "-cpu", "max", "-m", "1024"])
+        .args(["-smp", "2", "-nographic", "-no-reboot", "-kernel"])
+        .arg(bzimage)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", SMOKE_APPEND])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for QEMU")? {
+            return Ok((Some(status), start.elapsed()));
+        }
+        if start.elapsed() >= timeout {
+            // Already gone is fine: it was killed or it exited just now.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok((None, start.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+
+fn copy_executable(from: &Path, to: &Path) -> Result<()> {
+    fs::copy(from, to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    fs::set_permissions(to, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} executable", to.display()))
+}
+
+fn write_if_changed(path: &Path, text: &str) -> Result<()> {
+    if fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return Ok(());
+    }
+    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn read_trimmed(path: &Path) -> Result<String> {
+    Ok(fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .trim()
+        .to_owned())
+}
+
+/// Entries of `dir` with their names; empty when `dir` does not exist.
+fn list_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        if let Some(name) = entry.file_name().to_str() {
+            out.push((entry.path(), name.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
+        }
+        Ok(_) => fs::remove_file(path).with_context(|| format!("removing {}", path.display())),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err).with_context(|| format!("inspecting {}", path.display())),
+    }
+}
+
+fn elapsed(start: Instant) -> String {
+    let secs = start.elapsed().as_secs();
+    if secs >= 60 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{:.1}s", start.elapsed().as_secs_f64())
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    // Display only: precision loss in the conversion does not matter.
+    #[allow(clippy::cast_precision_loss)]
+    let b = bytes as f64;
+    b / (1024.0 * 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragment_options_are_well_formed() {
+        for line in FRAGMENT.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            assert!(
+                line.starts_with("CONFIG_") && line.ends_with("=y"),
+                "unexpected fragment line {line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn lost_options_found() {
+        let fragment = "# c\nCONFIG_A=y\nCONFIG_B=y\n";
+        let mut config = String::from("CONFIG_A=y\n# CONFIG_B is not set\n");
+        for name in DERIVED_OPTIONS {
+            config.push_str(&format!("{name}=y\n"));
+        }
+        assert_eq!(lost_options(fragment, &config), vec!["CONFIG_B"]);
+        config.push_str("CONFIG_B=y\n");
+        assert!(lost_options(fragment, &config).is_empty());
+    }
+
+    #[test]
+    fn btf_funcs_from_dump() {
+        let dump = "[1] INT 'int' size=4 bits_offset=0 nr_bits=32 encoding=SIGNED\n\
+                    [2] FUNC_PROTO '(anon)' ret_type_id=1 vlen=0\n\
+                    [3] FUNC 'uacce_pin_page' type_id=2 linkage=static\n\
+                    [4] FUNC 'uacce_pin_page_x' type_id=2 linkage=static\n";
+        assert_eq!(
+            missing_btf_funcs(dump, &["uacce_pin_page", "uacce_unpin_page", "int"]),
+            vec!["uacce_unpin_page", "int"]
+        );
+    }
+
+    #[test]
+    fn key_depends_on_version() {
+        assert_ne!(cache_key("6.12.1-1"), cache_key("6.12.1-2"));
+        assert_eq!(cache_key("6.12.1-1").len(), 16);
+    }
+
+    #[test]
+    fn smoke_report_parsing() {
+        let console = "[    0.1] boot\r\nSMOKE uptime_s 1.25\r\nSMOKE check a ok\r\n\
+                       x SMOKE check b FAIL\nSMOKE uptime_s 9.0\nSMOKE done\n";
+        let report = SmokeReport::parse(console);
+        assert_eq!(report.checks, 2);
+        assert_eq!(report.failed, vec!["b"]);
+        assert!(report.done);
+        assert_eq!(report.init_uptime_s, Some(1.25));
+        assert!(!report.passed());
+        let ok = SmokeReport::parse("SMOKE check a ok\nSMOKE done\n");
+        assert!(ok.passed());
+        assert!(!SmokeReport::parse("SMOKE check a ok\n").passed());
+    }
+
+    #[test]
+    fn smoke_init_names_programs() {
+        let init = smoke_init();
+        assert!(init.contains(&format!("/{PIN_BINARY} 16")));
+        assert!(init.contains(&format!("/{IOPF_BINARY} --count {SMOKE_FAULTS}")));
+        assert!(init.ends_with("poweroff -f\n"));
+    }
+}
