@@ -58,6 +58,7 @@ fn to_json(
         "summary": i.plan.summary(),
         "plan": i.plan.hooks,
         "params": i.params,
+        "offsets": i.config.origins,
     })
 }
 
@@ -103,13 +104,35 @@ fn render(i: &Inspection, pref: HookPreference, vmstat: Option<system::PinCounte
             None => i.foll_longterm.origin.clone(),
         },
     );
+    let by_source = |src: &str| i.config.origins.iter().filter(|o| o.source == src).count();
+    let unknown: Vec<&str> = i
+        .config
+        .origins
+        .iter()
+        .filter(|o| o.source == "unknown")
+        .map(|o| o.field)
+        .collect();
+    row(
+        "IOPF offsets",
+        format!(
+            "{} from BTF, {} from tracefs, {} stable fallback{}",
+            by_source("btf"),
+            by_source("tracefs"),
+            by_source("fallback"),
+            if unknown.is_empty() {
+                String::new()
+            } else {
+                format!(", unknown: {}", unknown.join(", "))
+            }
+        ),
+    );
     s.push_str(&format!(
         "\nhook plan (--hooks {}): {}\n",
         format!("{pref:?}").to_lowercase(),
         i.plan.summary()
     ));
     s.push_str(&format!(
-        "  {:<6} {:<34} {:<8} {}\n",
+        "  {:<13} {:<34} {:<10} {}\n",
         "EVENT", "FUNCTION", "HOOK", "NOT CHOSEN"
     ));
     for h in &i.plan.hooks {
