@@ -5,8 +5,10 @@
 
 mod apt;
 mod cache;
+mod demo;
 mod kernel;
 mod setup;
+mod test;
 mod vm;
 
 use std::process::ExitCode;
@@ -22,6 +24,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Boot Debian 6.12 in QEMU and watch `uacce-trace trace` live while a workload pins pages.
+    Demo(demo::DemoArgs),
+    /// Run every test tier (setup, lint, unit/golden/host BPF, VM); ends with `N passed, N failed`.
+    Test(test::TestArgs),
     /// Print the cache folder.
     CacheDir,
     /// Install the eBPF toolchain, Debian packages and stock kernels (idempotent).
@@ -38,6 +44,17 @@ fn main() -> ExitCode {
         Cmd::CacheDir => cache::root().map(|p| println!("{}", p.display())),
         Cmd::Setup(args) => setup::run(&(&args).into()),
         Cmd::Kernel(args) => kernel::run(&args),
+        Cmd::Demo(args) => match demo::run(&args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(err) => Err(err),
+        },
+        // The summary line is the last one printed; failures exit 1 quietly.
+        Cmd::Test(args) => match test::run(&args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(err) => Err(err),
+        },
         // The summary line must stay last: a failed matrix exits 1 quietly.
         Cmd::VmTest(args) => match vm::run(&args) {
             Ok(true) => Ok(()),

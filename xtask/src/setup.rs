@@ -5,7 +5,9 @@
 //!    with `-Z build-std=core`);
 //! 2. bpf-linker, built against the nightly toolchain's own libLLVM (the
 //!    default build wants LLVM development files of another version);
-//! 3. the Debian packages the VM tests and benchmarks use;
+//! 3. the Debian packages the VM tests and benchmarks use, and the PyPI
+//!    package `hdrhistogram` (a test decodes the tool's hlog files with it,
+//!    as a second, independent reader);
 //! 4. stock Debian kernels (`vmlinuz`, `config`, `version`) for the VM tests,
 //!    downloaded from other suites of the machine's own Debian mirror.
 //!
@@ -176,6 +178,7 @@ pub fn run(opts: &SetupOptions) -> Result<()> {
     }
     if opts.packages {
         ensure_host_packages()?;
+        ensure_python_hdrh()?;
     }
     if opts.kernels {
         ensure_kernels()?;
@@ -503,6 +506,75 @@ fn ensure_host_packages() -> Result<()> {
         );
     }
     step.done(&missing.join(" "));
+    Ok(())
+}
+
+/// The PyPI package whose `hdrh` module reads HdrHistogram interval logs.
+const PYTHON_HDRH_PACKAGE: &str = "hdrhistogram";
+
+/// Whether `python3 -c <code>` runs and exits 0.
+fn python_ok(code: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", code])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs the PyPI package `hdrhistogram` for the machine's `python3`
+/// when `import hdrh` fails, with the machine's own pip configuration
+/// (python3 and pip come from Debian when missing).
+fn ensure_python_hdrh() -> Result<()> {
+    let step = Step::new(format!("python3 module hdrh (PyPI {PYTHON_HDRH_PACKAGE})"));
+    if python_ok("import hdrh") {
+        step.cached("");
+        return Ok(());
+    }
+    if !python_ok("import pip") {
+        let missing = apt::missing_packages(&["python3", "python3-pip"])?;
+        if !missing.is_empty() {
+            step.say(&format!("installing {}", missing.join(" ")));
+            apt::install_packages(&missing)?;
+        }
+    }
+    step.say(&format!("python3 -m pip install {PYTHON_HDRH_PACKAGE}"));
+    let install = |extra: &[&str]| -> Result<String> {
+        let out = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(extra)
+            .arg(PYTHON_HDRH_PACKAGE)
+            .stdin(Stdio::null())
+            .output()
+            .context("running python3 -m pip")?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(text)
+        } else {
+            bail!(
+                "python3 -m pip install {PYTHON_HDRH_PACKAGE} failed:\n{}",
+                text.trim()
+            )
+        }
+    };
+    if let Err(err) = install(&[]) {
+        // A Debian-managed python3 refuses system-wide installs (PEP 668);
+        // this module is only a test helper, so install it anyway.
+        if !format!("{err:#}").contains("externally-managed-environment") {
+            return Err(err);
+        }
+        step.say("python3 is externally managed (PEP 668); retrying with --break-system-packages");
+        install(&["--break-system-packages"])?;
+    }
+    if !python_ok("import hdrh") {
+        bail!("`import hdrh` still fails after pip installed {PYTHON_HDRH_PACKAGE}");
+    }
+    step.done("");
     Ok(())
 }
 

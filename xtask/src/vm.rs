@@ -87,24 +87,16 @@ pub struct VmTestArgs {
     no_build: bool,
 }
 
-impl Default for VmTestArgs {
-    /// The whole matrix with clap's defaults (what a bare `vm-test` runs).
-    fn default() -> Self {
+impl VmTestArgs {
+    /// Options from `vm-test` command-line arguments (for other commands
+    /// that run the matrix, e.g. `cargo xtask test`).
+    pub fn parse_from(args: &[&str]) -> Result<Self> {
         use clap::{Args, FromArgMatches};
         let matches = Self::augment_args(clap::Command::new("vm-test"))
             .no_binary_name(true)
-            .get_matches_from(std::iter::empty::<&str>());
-        // The defaults above always parse; fall back to the same values.
-        Self::from_arg_matches(&matches).unwrap_or(Self {
-            kernel: None,
-            hooks: None,
-            keep: false,
-            no_tool: false,
-            size_kib: "1024,64,4".into(),
-            count: 4,
-            timeout: 180,
-            no_build: false,
-        })
+            .try_get_matches_from(args)
+            .context("vm-test arguments")?;
+        Self::from_arg_matches(&matches).context("vm-test arguments")
     }
 }
 
@@ -542,7 +534,9 @@ mod tests {
                 "debian-6.12 (fentry)",
                 "debian-6.12 (kprobe)",
                 "debian-7.2 (fentry)",
-                "debian-7.2 (auto)"
+                "debian-7.2 (auto)",
+                "test-6.12 (fentry)",
+                "test-6.12 (kprobe)"
             ]
         );
         assert_eq!(
@@ -550,7 +544,8 @@ mod tests {
             [
                 "debian-6.1 (no tool)",
                 "debian-6.12 (no tool)",
-                "debian-7.2 (no tool)"
+                "debian-7.2 (no tool)",
+                "test-6.12 (no tool)"
             ]
         );
         assert_eq!(
@@ -562,7 +557,8 @@ mod tests {
             [
                 "debian-6.1 (fentry)",
                 "debian-6.12 (fentry)",
-                "debian-7.2 (fentry)"
+                "debian-7.2 (fentry)",
+                "test-6.12 (fentry)"
             ]
         );
     }

@@ -18,7 +18,7 @@ const QEMU: &str = "qemu-system-x86_64";
 
 /// Kernel command line. `quiet loglevel=1` keeps kernel messages out of the
 /// results; `panic=-1` with `-no-reboot` ends QEMU if `/init` dies.
-const APPEND: &str = "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init";
+pub const APPEND: &str = "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init";
 
 /// How a boot ended.
 pub struct Boot {
@@ -45,6 +45,49 @@ pub fn check_installed() -> Result<()> {
     }
 }
 
+/// Where the serial console goes and what else the VM shows there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Console {
+    /// `-nographic`: the firmware's messages (SeaBIOS, iPXE) and the guest's
+    /// console on stdout, for a log that the host parses.
+    Log,
+    /// Only the guest's console on stdout: no VGA, no NIC (so no firmware
+    /// banners or terminal-reset sequences), no monitor; for a person
+    /// watching a terminal.
+    Terminal,
+}
+
+/// The QEMU command that boots `kernel` with `initrd` and the console
+/// (`ttyS0`) on QEMU's stdout; the caller sets up stdio. Give it a stdin
+/// that is not a terminal (`Stdio::null()`): with a terminal on stdin,
+/// QEMU switches it to raw mode and catches Ctrl-C itself.
+pub fn command(kernel: &Path, initrd: &Path, console: Console) -> Command {
+    let mut cmd = Command::new(QEMU);
+    cmd.args([
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        "max",
+        "-m",
+        "1024",
+        "-smp",
+        "2",
+    ])
+    .args(match console {
+        Console::Log => &["-nographic"][..],
+        Console::Terminal => &[
+            "-display", "none", "-vga", "none", "-nic", "none", "-serial", "stdio", "-monitor",
+            "none",
+        ][..],
+    })
+    .args(["-no-reboot", "-kernel"])
+    .arg(kernel)
+    .arg("-initrd")
+    .arg(initrd)
+    .args(["-append", APPEND]);
+    cmd
+}
+
 /// Boots `kernel` with `initrd`, console to `log`, for at most `timeout`.
 pub fn boot(kernel: &Path, initrd: &Path, log: &Path, timeout: Duration) -> Result<Boot> {
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
@@ -52,27 +95,22 @@ pub fn boot(kernel: &Path, initrd: &Path, log: &Path, timeout: Duration) -> Resu
         .try_clone()
         .with_context(|| format!("opening {} twice", log.display()))?;
     let start = Instant::now();
-    let mut child = Command::new(QEMU)
-        .args([
-            "-accel",
-            "tcg,thread=multi",
-            "-cpu",
-            "max",
-            "-m",
-            "1024",
-            "-smp",
-            "2",
-        ])
-        .args(["-nographic", "-no-reboot", "-kernel"])
-        .arg(kernel)
-        .arg("-initrd")
-        .arg(initrd)
-        .args(["-append", APPEND])
+    let mut child = command(kernel, initrd, Console::Log)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .spawn()
         .with_context(|| format!("starting {QEMU}"))?;
+    wait_with_timeout(&mut child, start, timeout)
+}
+
+/// Waits for QEMU (`child`, started at `start`) to exit, killing it once
+/// `timeout` has passed since `start`.
+pub fn wait_with_timeout(
+    child: &mut std::process::Child,
+    start: Instant,
+    timeout: Duration,
+) -> Result<Boot> {
     loop {
         if let Some(status) = child.try_wait().context("waiting for QEMU")? {
             return Ok(Boot {

@@ -1,0 +1,618 @@
+//! `cargo xtask test`: every test tier, the README's test command (CI runs
+//! it through `.ci/run`).
+//!
+//! 1. setup (idempotent: rust-src, bpf-linker, Debian packages, the PyPI
+//!    `hdrhistogram` module, stock kernels);
+//! 2. lint: `cargo fmt --check`; clippy of the user-space crates against a
+//!    stub eBPF object (in `target/stub`, so the real build stays valid);
+//!    clippy of the eBPF crate with nightly for `bpfel-unknown-none` (in
+//!    `target/bpf-lint`). Each step counts as one test;
+//! 3. unit: `cargo test --release` of the workspace (unit, golden and, as
+//!    root, host BPF tests); the counts come from libtest's
+//!    `test result:` lines;
+//! 4. vm: the VM matrix of `cargo xtask vm-test` (each VM counts as one).
+//!
+//! A failing tier does not stop the others. The run ends with a per-tier
+//! table, the names of the failed tests and exactly one closing line
+//! `N passed, N failed, N skipped`; the exit status is non-zero when
+//! anything failed.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+
+use crate::{setup, vm};
+
+/// A tier of `cargo xtask test`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Tier {
+    /// rustfmt and clippy (stub build, and the eBPF crate with nightly).
+    Lint,
+    /// `cargo test --release`: unit, golden and host BPF tests.
+    Unit,
+    /// Stock Debian kernels (and test kernels) in QEMU.
+    Vm,
+}
+
+impl Tier {
+    fn name(self) -> &'static str {
+        match self {
+            Tier::Lint => "lint",
+            Tier::Unit => "unit",
+            Tier::Vm => "vm",
+        }
+    }
+}
+
+/// Options of `cargo xtask test`.
+#[derive(clap::Args, Debug)]
+pub struct TestArgs {
+    /// Skip the VM tier (QEMU).
+    #[arg(long)]
+    skip_vm: bool,
+    /// Skip the lint tier (rustfmt, clippy).
+    #[arg(long)]
+    skip_lint: bool,
+    /// Run only this tier (setup always runs first).
+    #[arg(long, value_enum, conflicts_with_all = ["skip_vm", "skip_lint"])]
+    only: Option<Tier>,
+}
+
+impl TestArgs {
+    fn runs(&self, tier: Tier) -> bool {
+        match self.only {
+            Some(only) => only == tier,
+            None => match tier {
+                Tier::Lint => !self.skip_lint,
+                Tier::Unit => true,
+                Tier::Vm => !self.skip_vm,
+            },
+        }
+    }
+}
+
+/// Counts of one tier (or of all of them).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    skipped: u64,
+    /// Names of the failed tests.
+    failures: Vec<String>,
+}
+
+impl Counts {
+    fn pass(&mut self) {
+        self.passed += 1;
+    }
+
+    fn fail(&mut self, name: impl Into<String>) {
+        self.failed += 1;
+        self.failures.push(name.into());
+    }
+
+    fn add(&mut self, other: &Counts) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.skipped += other.skipped;
+        self.failures.extend(other.failures.iter().cloned());
+    }
+
+    fn line(&self) -> String {
+        let mut s = format!("{} passed, {} failed", self.passed, self.failed);
+        if self.skipped > 0 {
+            s.push_str(&format!(", {} skipped", self.skipped));
+        }
+        s
+    }
+}
+
+/// What one tier did, for the closing table.
+struct TierResult {
+    name: &'static str,
+    counts: Counts,
+    elapsed: Duration,
+}
+
+/// Runs `cargo xtask test`; `Ok(false)` when some test failed. The last
+/// line printed is `N passed, N failed[, N skipped]`.
+pub fn run(args: &TestArgs) -> Result<bool> {
+    let start = Instant::now();
+    let root = vm::workspace_root()?;
+    let tiers: Vec<Tier> = [Tier::Lint, Tier::Unit, Tier::Vm]
+        .into_iter()
+        .filter(|t| args.runs(*t))
+        .collect();
+    let total_steps = tiers.len() + 1;
+    let mut results = Vec::new();
+
+    // 1. setup. The VM tier is the only one that needs the kernels.
+    header(
+        1,
+        total_steps,
+        "setup",
+        "toolchain, Debian packages, kernels",
+    );
+    let t = Instant::now();
+    let mut counts = Counts::default();
+    let opts = setup::SetupOptions {
+        kernels: tiers.contains(&Tier::Vm),
+        ..setup::SetupOptions::default()
+    };
+    match setup::run(&opts) {
+        Ok(()) => counts.pass(),
+        Err(err) => {
+            println!("setup FAILED: {err:#}");
+            println!("(going on: the tiers below will show what this breaks)");
+            counts.fail("setup");
+        }
+    }
+    results.push(finish_tier("setup", counts, t));
+
+    // Whether the unit tier built the release binaries in this run.
+    let mut release_built = false;
+    for (i, tier) in tiers.iter().enumerate() {
+        let t = Instant::now();
+        let counts = match tier {
+            Tier::Lint => {
+                header(
+                    i + 2,
+                    total_steps,
+                    "lint",
+                    "rustfmt, clippy (stub eBPF object), clippy of the eBPF crate (nightly)",
+                );
+                lint(&root)
+            }
+            Tier::Unit => {
+                header(
+                    i + 2,
+                    total_steps,
+                    "unit",
+                    "cargo test --release: unit, golden and host BPF tests",
+                );
+                let (counts, built) = unit(&root);
+                release_built = built;
+                counts
+            }
+            Tier::Vm => {
+                header(
+                    i + 2,
+                    total_steps,
+                    "vm",
+                    "kernels in QEMU (TCG): the tool against the kernel's pin counters",
+                );
+                vm_tier(release_built)
+            }
+        };
+        results.push(finish_tier(tier.name(), counts, t));
+    }
+
+    let mut total = Counts::default();
+    println!();
+    println!("==== summary ====");
+    for r in &results {
+        println!(
+            "{:<6} {:<40} {:>7.1} s",
+            r.name,
+            r.counts.line(),
+            r.elapsed.as_secs_f64()
+        );
+        total.add(&r.counts);
+    }
+    println!(
+        "{:<6} {:<40} {:>7.1} s",
+        "total",
+        "",
+        start.elapsed().as_secs_f64()
+    );
+    if !total.failures.is_empty() {
+        println!("failed:");
+        for name in &total.failures {
+            println!("  {name}");
+        }
+    }
+    println!("{}", total.line());
+    Ok(total.failed == 0)
+}
+
+fn header(n: usize, of: usize, name: &str, what: &str) {
+    println!();
+    println!("==== [{n}/{of}] {name}: {what} ====");
+    flush();
+}
+
+fn finish_tier(name: &'static str, counts: Counts, start: Instant) -> TierResult {
+    let elapsed = start.elapsed();
+    println!(
+        "---- {name}: {} in {:.1} s",
+        counts.line(),
+        elapsed.as_secs_f64()
+    );
+    flush();
+    TierResult {
+        name,
+        counts,
+        elapsed,
+    }
+}
+
+fn flush() {
+    let _ = std::io::stdout().flush();
+}
+
+/// The target folder (`CARGO_TARGET_DIR` or `<workspace>/target`).
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+/// Shows a command line the way a person would type it.
+fn describe(cmd: &Command) -> String {
+    let envs: Vec<String> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| v.map(|v| format!("{}={}", k.to_string_lossy(), v.to_string_lossy())))
+        .collect();
+    envs.into_iter()
+        .chain(std::iter::once(
+            cmd.get_program().to_string_lossy().into_owned(),
+        ))
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs `cmd` with the terminal's stdout/stderr; returns its status.
+fn run_inherit(cmd: &mut Command) -> Result<ExitStatus> {
+    println!("$ {}", describe(cmd));
+    flush();
+    cmd.stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("running {}", describe(cmd)))
+}
+
+/// A `cargo` that is the rustup proxy (so `+nightly` and components work),
+/// with the variables of the enclosing `cargo run` removed.
+fn cargo(root: &Path) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root);
+    for var in [
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTDOC",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+// ---------------------------------------------------------------------------
+// Lint tier
+
+fn lint(root: &Path) -> Counts {
+    let mut counts = Counts::default();
+    let target = target_dir(root);
+
+    let mut step = |name: &str, cmd: &mut Command| {
+        let t = Instant::now();
+        match run_inherit(cmd) {
+            Ok(s) if s.success() => {
+                println!("ok: {name} ({:.1} s)", t.elapsed().as_secs_f64());
+                counts.pass();
+            }
+            Ok(s) => {
+                println!("FAILED: {name} ({s})");
+                counts.fail(format!("lint: {name}"));
+            }
+            Err(err) => {
+                println!("FAILED: {name}: {err:#}");
+                counts.fail(format!("lint: {name}"));
+            }
+        }
+        flush();
+    };
+
+    step(
+        "cargo fmt --check",
+        cargo(root).args(["fmt", "--all", "--", "--check"]),
+    );
+    step(
+        "cargo clippy (user space, stub eBPF object)",
+        cargo(root)
+            .env("UACCE_TRACE_EBPF_STUB", "1")
+            .args([
+                "clippy",
+                "--workspace",
+                // Only meaningful for bpfel-unknown-none: checked below.
+                "--exclude",
+                "uacce-trace-ebpf",
+                "--all-targets",
+                "--target-dir",
+            ])
+            .arg(target.join("stub"))
+            .args(["--", "-D", "warnings"]),
+    );
+
+    const EBPF: &str = "cargo clippy (eBPF crate, nightly, bpfel-unknown-none)";
+    match nightly_clippy_available() {
+        Ok(()) => step(
+            EBPF,
+            Command::new("rustup")
+                .current_dir(root)
+                .env_remove("RUSTUP_TOOLCHAIN")
+                .env_remove("RUSTC")
+                .env_remove("RUSTC_WRAPPER")
+                .env_remove("RUSTC_WORKSPACE_WRAPPER")
+                .args([
+                    "run",
+                    "nightly",
+                    "cargo",
+                    "clippy",
+                    "-p",
+                    "uacce-trace-ebpf",
+                ])
+                .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+                .arg("--target-dir")
+                .arg(target.join("bpf-lint"))
+                .args(["--", "-D", "warnings"]),
+        ),
+        Err(why) => {
+            println!("SKIPPED: {EBPF}: {why}");
+            counts.skipped += 1;
+        }
+    }
+    counts
+}
+
+/// Whether nightly has clippy (installing the component when it is missing).
+fn nightly_clippy_available() -> std::result::Result<(), String> {
+    let works = || {
+        Command::new("rustup")
+            .args(["run", "nightly", "cargo", "clippy", "--version"])
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if works() {
+        return Ok(());
+    }
+    println!("nightly has no clippy; rustup component add clippy --toolchain nightly");
+    let added = Command::new("rustup")
+        .args(["component", "add", "clippy", "--toolchain", "nightly"])
+        .stdin(Stdio::null())
+        .status();
+    if works() {
+        return Ok(());
+    }
+    Err(match added {
+        Ok(s) => format!(
+            "the nightly toolchain has no clippy and `rustup component add clippy \
+             --toolchain nightly` failed ({s}); that nightly may not ship clippy"
+        ),
+        Err(e) => format!("rustup not usable ({e})"),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Unit tier
+
+/// The workspace's host crates: uacce-trace-ebpf is a no_std
+/// bpfel-unknown-none crate with nothing to run on the host (the lint tier
+/// checks it; aya-build compiles it for the tool).
+const HOST_CRATES: &[&str] = &["--workspace", "--exclude", "uacce-trace-ebpf"];
+
+/// Runs the unit tier; also says whether the release binaries (tool and
+/// guest workload) were built, so that the VM tier can use them as they are.
+fn unit(root: &Path) -> (Counts, bool) {
+    // What `cargo test` builds, in one invocation first: the binaries in
+    // target/release then come from the same feature resolution as the tests
+    // (`--workspace` turns on the member crates' own default features), so
+    // `cargo test` compiles nothing more and the VM tier uses them as they
+    // are instead of rebuilding the tool for `-p uacce-trace` (≈1 min).
+    let built = run_inherit(
+        cargo(root)
+            .args(["build", "--release"])
+            .args(HOST_CRATES)
+            .args(["--lib", "--bins", "--tests", "--examples"]),
+    )
+    .is_ok_and(|s| s.success());
+    if !built {
+        println!("(build failed; cargo test below shows the errors)");
+    }
+
+    let mut cmd = cargo(root);
+    cmd.args(["test", "--release"])
+        .args(HOST_CRATES)
+        .arg("--no-fail-fast");
+    println!("$ {}", describe(&cmd));
+    flush();
+    let mut counts = Counts::default();
+    let mut child = match cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running cargo test")
+    {
+        Ok(c) => c,
+        Err(err) => {
+            println!("FAILED: {err:#}");
+            counts.fail("unit: cargo test could not start");
+            return (counts, built);
+        }
+    };
+    let mut parser = LibtestParser::default();
+    if let Some(stdout) = child.stdout.take() {
+        let mut reader = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf);
+                    print!("{line}");
+                    parser.line(line.trim_end_matches(['\n', '\r']));
+                }
+            }
+        }
+    }
+    flush();
+    let status = child.wait();
+    counts.add(&parser.counts);
+    match status {
+        Ok(s) if s.success() => {
+            if parser.results == 0 {
+                counts.fail("unit: cargo test ran no test binary");
+            }
+        }
+        Ok(s) => {
+            if counts.failed == 0 {
+                // A build error, or a test binary that crashed before its
+                // summary line.
+                counts.fail(format!(
+                    "unit: cargo test exited with {s} (build failure or a crashed test binary; \
+                     see above)"
+                ));
+            }
+        }
+        Err(err) => counts.fail(format!("unit: waiting for cargo test: {err}")),
+    }
+    (counts, built)
+}
+
+/// Reads libtest's output: `test NAME ... FAILED` and
+/// `test result: ok. N passed; M failed; K ignored; ...`.
+#[derive(Default)]
+struct LibtestParser {
+    counts: Counts,
+    /// `test result:` lines seen.
+    results: u32,
+}
+
+impl LibtestParser {
+    fn line(&mut self, line: &str) {
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            self.results += 1;
+            // "ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in …"
+            let body = rest.split_once(". ").map_or(rest, |(_, b)| b);
+            for part in body.split(';') {
+                let mut words = part.split_whitespace();
+                let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let Ok(n) = n.parse::<u64>() else { continue };
+                match what {
+                    "passed" => self.counts.passed += n,
+                    "failed" => self.counts.failed += n,
+                    "ignored" => self.counts.skipped += n,
+                    _ => {}
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix("test ") {
+            if let Some(name) = rest.strip_suffix(" ... FAILED") {
+                self.counts.failures.push(format!("unit: {name}"));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// VM tier
+
+/// The VM matrix; with `release_built`, on the binaries the unit tier built.
+fn vm_tier(release_built: bool) -> Counts {
+    let mut counts = Counts::default();
+    let args: &[&str] = if release_built {
+        println!("using the release binaries built by the unit tier");
+        &["--no-build"]
+    } else {
+        &[]
+    };
+    match vm::VmTestArgs::parse_from(args).and_then(|a| vm::run_matrix(&a)) {
+        Ok(summary) => {
+            counts.passed = summary.passed.len() as u64;
+            for name in summary.failed {
+                counts.fail(format!("vm: {name}"));
+            }
+        }
+        Err(err) => {
+            println!("FAILED: {err:#}");
+            counts.fail(format!("vm: {err}"));
+        }
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libtest_lines() {
+        let mut p = LibtestParser::default();
+        for line in [
+            "running 3 tests",
+            "test a::b ... ok",
+            "test a::c ... FAILED",
+            "test a::d ... ignored",
+            "test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out; \
+             finished in 0.01s",
+            "test result: ok. 7 passed; 0 failed; 0 ignored; 0 measured; 2 filtered out; \
+             finished in 1.00s",
+            "test x ... FAILED extra",
+        ] {
+            p.line(line);
+        }
+        assert_eq!(p.results, 2);
+        assert_eq!(
+            p.counts,
+            Counts {
+                passed: 8,
+                failed: 1,
+                skipped: 1,
+                failures: vec!["unit: a::c".into()],
+            }
+        );
+    }
+
+    #[test]
+    fn closing_line() {
+        let mut c = Counts::default();
+        c.pass();
+        c.fail("x");
+        assert_eq!(c.line(), "1 passed, 1 failed");
+        c.skipped = 2;
+        assert_eq!(c.line(), "1 passed, 1 failed, 2 skipped");
+    }
+
+    #[test]
+    fn vm_arguments() {
+        assert!(vm::VmTestArgs::parse_from(&[]).is_ok());
+        assert!(vm::VmTestArgs::parse_from(&["--no-build"]).is_ok());
+        assert!(vm::VmTestArgs::parse_from(&["--bogus"]).is_err());
+    }
+
+    #[test]
+    fn tier_selection() {
+        let a = TestArgs {
+            skip_vm: true,
+            skip_lint: false,
+            only: None,
+        };
+        assert!(a.runs(Tier::Lint) && a.runs(Tier::Unit) && !a.runs(Tier::Vm));
+        let a = TestArgs {
+            skip_vm: false,
+            skip_lint: false,
+            only: Some(Tier::Vm),
+        };
+        assert!(!a.runs(Tier::Lint) && !a.runs(Tier::Unit) && a.runs(Tier::Vm));
+    }
+}
