@@ -81,7 +81,7 @@ fn on_report(dev: u64, fault_container: u64) {
         pasid: read_u32(fault + u64::from(c.prm_pasid)),
         grpid: read_u32(fault + u64::from(c.prm_grpid)),
     };
-    if let Some(pending) = IOPF_PENDING.get_ptr_mut(&key) {
+    if let Some(pending) = IOPF_PENDING.get_ptr_mut(key) {
         // SAFETY: valid map value pointer; concurrent increments may race,
         // which only affects this informational count.
         unsafe { (*pending).nr_faults = (*pending).nr_faults.wrapping_add(1) };
@@ -131,20 +131,20 @@ fn on_report(dev: u64, fault_container: u64) {
         hook: 0,
         _pad: [0; 7],
     };
-    if IOPF_PENDING.insert(&key, &pending, 0).is_err() {
+    if IOPF_PENDING.insert(key, pending, 0).is_err() {
         count(counter::IOPF_PENDING_FULL);
     }
 }
 
 #[inline(always)]
 fn on_response(key: IopfKey, code: u32, hook: u8) {
-    let Some(pending) = IOPF_PENDING.get_ptr(&key) else {
+    let Some(pending) = IOPF_PENDING.get_ptr(key) else {
         count(counter::RESPONSE_WITHOUT_REPORT);
         return;
     };
     // SAFETY: valid map value pointer.
     let mut record = unsafe { *pending };
-    let _ = IOPF_PENDING.remove(&key);
+    let _ = IOPF_PENDING.remove(key);
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     record.latency_ns = now.wrapping_sub(record.ts_ns);
@@ -153,7 +153,7 @@ fn on_response(key: IopfKey, code: u32, hook: u8) {
     match EVENTS.reserve::<IopfRecord>(0) {
         Some(mut slot) => {
             slot.write(record);
-            slot.submit(0);
+            slot.submit(crate::submit_flags(core::mem::size_of::<IopfRecord>()));
         }
         None => count(counter::RINGBUF_FULL),
     }
@@ -272,7 +272,7 @@ pub fn ioctl_enter(ctx: TracePointContext) -> u32 {
         pin_calls: 0,
         pages: 0,
     };
-    if IOCTL_INFLIGHT.insert(&tid, &value, 0).is_err() {
+    if IOCTL_INFLIGHT.insert(tid, value, 0).is_err() {
         count(counter::INFLIGHT_FULL);
     }
     0
@@ -282,7 +282,7 @@ pub fn ioctl_enter(ctx: TracePointContext) -> u32 {
 /// ioctl, the call and its pages are credited to the ioctl.
 #[inline(always)]
 pub(crate) fn credit_pin_to_ioctl(tid: u32, pages: u64) {
-    if let Some(entry) = IOCTL_INFLIGHT.get_ptr_mut(&tid) {
+    if let Some(entry) = IOCTL_INFLIGHT.get_ptr_mut(tid) {
         // SAFETY: valid map value pointer; only this thread uses its key.
         unsafe {
             (*entry).pin_calls = (*entry).pin_calls.wrapping_add(1);
@@ -295,12 +295,12 @@ pub(crate) fn credit_pin_to_ioctl(tid: u32, pages: u64) {
 pub fn ioctl_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    let Some(entry) = IOCTL_INFLIGHT.get_ptr(&tid) else {
+    let Some(entry) = IOCTL_INFLIGHT.get_ptr(tid) else {
         return 0;
     };
     // SAFETY: valid map value pointer.
     let entry = unsafe { *entry };
-    let _ = IOCTL_INFLIGHT.remove(&tid);
+    let _ = IOCTL_INFLIGHT.remove(tid);
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let record = IoctlRecord {
@@ -327,7 +327,7 @@ pub fn ioctl_exit(ctx: TracePointContext) -> u32 {
     match EVENTS.reserve::<IoctlRecord>(0) {
         Some(mut slot) => {
             slot.write(record);
-            slot.submit(0);
+            slot.submit(crate::submit_flags(core::mem::size_of::<IoctlRecord>()));
         }
         None => count(counter::RINGBUF_FULL),
     }
@@ -346,7 +346,7 @@ fn emit_bind(mut record: BindRecord) {
     match EVENTS.reserve::<BindRecord>(0) {
         Some(mut slot) => {
             slot.write(record);
-            slot.submit(0);
+            slot.submit(crate::submit_flags(core::mem::size_of::<BindRecord>()));
         }
         None => count(counter::RINGBUF_FULL),
     }
@@ -366,22 +366,22 @@ fn on_get_pasid(handle: u64, pasid: u32, hook: u8) {
         hook: u32::from(hook),
         comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
     };
-    if SVA_HANDLES.get_ptr(&handle).is_some() {
+    if SVA_HANDLES.get_ptr(handle).is_some() {
         // Already known (get_pasid is called again on the same handle).
         return;
     }
-    let _ = SVA_HANDLES.insert(&handle, &record, 0);
+    let _ = SVA_HANDLES.insert(handle, record, 0);
     emit_bind(record);
 }
 
 #[inline(always)]
 fn on_unbind(handle: u64, hook: u8) {
-    let Some(bound) = SVA_HANDLES.get_ptr(&handle) else {
+    let Some(bound) = SVA_HANDLES.get_ptr(handle) else {
         return;
     };
     // SAFETY: valid map value pointer.
     let mut record = unsafe { *bound };
-    let _ = SVA_HANDLES.remove(&handle);
+    let _ = SVA_HANDLES.remove(handle);
     // SAFETY: helper without preconditions.
     record.ts_ns = unsafe { bpf_ktime_get_ns() };
     record.op = BIND_OP_UNBIND;
@@ -400,19 +400,19 @@ pub fn sva_get_pasid_fexit(ctx: FExitContext) -> i32 {
 #[kprobe]
 pub fn sva_get_pasid_kprobe(ctx: ProbeContext) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = GET_PASID_INFLIGHT.insert(&tid, &ctx.arg::<u64>(0).unwrap_or(0), 0);
+    let _ = GET_PASID_INFLIGHT.insert(tid, ctx.arg::<u64>(0).unwrap_or(0), 0);
     0
 }
 
 #[kretprobe]
 pub fn sva_get_pasid_kretprobe(ctx: RetProbeContext) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(handle) = GET_PASID_INFLIGHT.get_ptr(&tid) else {
+    let Some(handle) = GET_PASID_INFLIGHT.get_ptr(tid) else {
         return 0;
     };
     // SAFETY: valid map value pointer.
     let handle = unsafe { *handle };
-    let _ = GET_PASID_INFLIGHT.remove(&tid);
+    let _ = GET_PASID_INFLIGHT.remove(tid);
     on_get_pasid(handle, ctx.ret::<u64>() as u32, HOOK_KPROBE);
     0
 }

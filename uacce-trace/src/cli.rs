@@ -36,6 +36,39 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Live per-process view of IOPFs and pinning (q quits, ? help).
+    ///
+    /// A table of the processes with IOPFs or pins: faults per second and
+    /// in all, IOPF latency percentiles, pinned pages, pin calls per
+    /// second, faults inside pinned ranges; Enter shows one process in
+    /// detail (latency histograms, the last minute, hottest faulting
+    /// regions, pinned ranges, PASIDs). The header shows the hook plan,
+    /// events/s, drops, unanswered faults and the BPF programs' own cost.
+    ///
+    /// Live tracing needs root (or CAP_BPF and CAP_PERFMON); --replay shows
+    /// a raw recording (`record --raw`, `-` for standard input, e.g. piped
+    /// from another machine) without privileges. Exit status 1 when tracing
+    /// cannot start, 2 for an unusable recording.
+    Top {
+        /// Show a raw recording (`-`: standard input) instead of tracing.
+        #[arg(long, value_name = "FILE|-")]
+        replay: Option<String>,
+        /// With --replay: deliver events at the recorded pace (the default).
+        #[arg(long, requires = "replay", conflicts_with = "fast")]
+        realtime: bool,
+        /// With --replay: read the whole recording as fast as possible.
+        #[arg(long, requires = "replay")]
+        fast: bool,
+        /// Refresh and rate interval, e.g. 1s, 500ms (+/- change it).
+        #[arg(long, default_value = "1s", value_parser = record::parse_duration)]
+        interval: u64,
+        /// Which hook types to use.
+        #[arg(long, value_enum, default_value_t = HookPreference::Auto)]
+        hooks: HookPreference,
+        /// Ring buffer size: a power of two of at least 4K, e.g. 256K, 4M, 64M.
+        #[arg(long, default_value = "4M", value_parser = parse_ring_size)]
+        ring_size: u32,
+    },
     /// Check what this kernel offers and show the hook plan.
     ///
     /// Prints kernel version, BTF, ring buffer, tracefs, kprobes, fentry
@@ -160,6 +193,49 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve Prometheus metrics on http://127.0.0.1:9435/metrics.
+    ///
+    /// Per process (and device): IOPF, pin, unpin and uacce_ctrl latency
+    /// histograms in seconds (1-2-5 buckets from 1us to 10s), error and page
+    /// counters, pinned pages now; drops, unanswered faults and the tool's
+    /// own CPU time, memory and BPF run time. Processes idle for
+    /// --idle-after age out of the series (at most --max-processes are
+    /// kept). Loopback only unless --listen names another address.
+    ///
+    /// Live tracing needs root (or CAP_BPF and CAP_PERFMON); --replay serves
+    /// a raw recording, then keeps serving its final state. Stops on
+    /// SIGINT/SIGTERM (exit 0). Exit status 1 when tracing cannot start, 2
+    /// for an unusable recording or listen address.
+    Serve {
+        /// Address and port to listen on (e.g. 127.0.0.1:9435, [::1]:9435, 0.0.0.0:9435).
+        #[arg(long, default_value = crate::serve::DEFAULT_LISTEN, value_name = "ADDR:PORT")]
+        listen: std::net::SocketAddr,
+        /// Serve a raw recording (`-`: standard input) instead of tracing.
+        #[arg(long, value_name = "FILE|-")]
+        replay: Option<String>,
+        /// With --replay: deliver events at the recorded pace.
+        #[arg(long, requires = "replay")]
+        realtime: bool,
+        /// A process without events for this long (and no pinned pages) ages out.
+        #[arg(long, default_value = "60s", value_parser = record::parse_duration)]
+        idle_after: u64,
+        /// Most processes with series of their own (the least recent go first).
+        #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        max_processes: u32,
+        /// Have the kernel time BPF programs while serving (Linux 5.8+; small
+        /// cost on every BPF program of the system).
+        #[arg(long, conflicts_with = "replay")]
+        bpf_stats: bool,
+        /// Which hook types to use.
+        #[arg(long, value_enum, default_value_t = HookPreference::Auto)]
+        hooks: HookPreference,
+        /// Ring buffer size: a power of two of at least 4K, e.g. 256K, 4M, 64M.
+        #[arg(long, default_value = "4M", value_parser = parse_ring_size)]
+        ring_size: u32,
+    },
+    /// Benchmark drivers for `cargo xtask bench` (JSON on stdout).
+    #[command(hide = true, subcommand)]
+    Bench(crate::bench::BenchCommand),
 }
 
 /// Parse a series kind name.
@@ -193,6 +269,22 @@ pub fn parse_ring_size(s: &str) -> Result<u32, String> {
 /// Run a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> u8 {
     let result = match cli.command {
+        Command::Top {
+            replay,
+            realtime: _,
+            fast,
+            interval,
+            hooks,
+            ring_size,
+        } => crate::tui::run(crate::tui::TopOptions {
+            replay,
+            realtime: !fast,
+            interval_ns: interval,
+            tracer: TracerOptions {
+                hooks,
+                ring_bytes: ring_size,
+            },
+        }),
         Command::Doctor { hooks, json } => {
             let stdout = io::stdout();
             doctor::run(hooks, json, &mut stdout.lock()).map_err(anyhow::Error::from)
@@ -272,6 +364,28 @@ pub fn run(cli: Cli) -> u8 {
                 &mut stdout.lock(),
             ))
         }
+        Command::Serve {
+            listen,
+            replay,
+            realtime,
+            idle_after,
+            max_processes,
+            bpf_stats,
+            hooks,
+            ring_size,
+        } => crate::serve::run(crate::serve::ServeOptions {
+            listen,
+            replay,
+            realtime,
+            idle_after_ns: idle_after,
+            max_processes: max_processes as usize,
+            bpf_stats,
+            tracer: TracerOptions {
+                hooks,
+                ring_bytes: ring_size,
+            },
+        }),
+        Command::Bench(cmd) => crate::bench::run(cmd),
     };
     match result {
         Ok(code) => code,

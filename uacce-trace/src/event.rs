@@ -194,7 +194,11 @@ impl Event {
 /// Turn a NUL-padded `comm` into a string (lossy for non-UTF-8 bytes).
 pub fn comm_to_string(comm: &[u8]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..end]).into_owned()
+    // Valid UTF-8 (nearly always) skips the slower lossy scan.
+    match std::str::from_utf8(&comm[..end]) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(&comm[..end]).into_owned(),
+    }
 }
 
 #[cfg(test)]

@@ -11,11 +11,24 @@
 //!   pure, no clock); `export`: hlog/json/csv writers and readers;
 //!   `rawfile`: the raw recording format and replay; `analysis`: `report`
 //!   and `compare`;
-//! - consumers: `trace` (one line per event), `doctor`, `record`;
+//! - consumers: `trace` (one line per event), `doctor`, `record`, `tui`
+//!   (`top`, the live per-process screen), `serve` (Prometheus `/metrics`);
 //! - `cli`: argument parsing and validation.
+
+/// `eprintln!` that never panics. std's panics when stderr is a broken pipe
+/// (`uacce-trace record … 2>&1 | head`), which would turn a finished
+/// recording into a crash with exit status 101. Defined before the modules,
+/// so it shadows std's macro in all of them.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 pub mod analysis;
 pub mod attribution;
+pub mod bench;
 pub mod btf;
 pub mod cli;
 pub mod decode;
@@ -27,6 +40,8 @@ pub mod model;
 pub mod plan;
 pub mod rawfile;
 pub mod record;
+pub mod serve;
 pub mod source;
 pub mod system;
 pub mod trace;
+pub mod tui;

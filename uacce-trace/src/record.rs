@@ -335,9 +335,19 @@ impl<F: FnMut(u32) -> Option<u32>> Recorder<F> {
     pub fn events_by_event_time(&mut self, batch: &[Event]) -> Result<(), RecordError> {
         for ev in batch {
             let ts = ev.ts_ns();
-            while ts >= self.next_end_ns {
+            if ts >= self.next_end_ns {
                 let end = self.next_end_ns;
                 self.close_interval(end)?;
+                // The intervals between here and `ts` are empty: close them
+                // as one, so a gap in event time (or a corrupt timestamp
+                // near 2^64) costs one step, not one per interval.
+                if ts >= self.next_end_ns {
+                    let skip = (ts - self.next_end_ns) / self.interval_ns;
+                    let end = self
+                        .next_end_ns
+                        .saturating_add(skip.saturating_mul(self.interval_ns));
+                    self.close_interval(end)?;
+                }
             }
             self.event(ev)?;
         }

@@ -455,6 +455,12 @@ fn attach_target(
     Ok(())
 }
 
+/// Most events [`Tracer::run`] sends in one batch.
+pub const MAX_BATCH: usize = 4096;
+
+/// How often [`Tracer::run`] drains the ring buffer even without a wake-up.
+pub const RING_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// How long a reported IOPF group may wait for its response before it is
 /// counted as unanswered and dropped from the pairing map.
 pub const IOPF_TIMEOUT_NS: u64 = 5_000_000_000;
@@ -567,10 +573,14 @@ impl Tracer {
         self.hooks_attached
     }
 
-    /// Decode everything currently in the ring buffer into `out`.
-    fn drain(&mut self, out: &mut Vec<Event>) {
+    /// Decode what is in the ring buffer into `out`, at most
+    /// [`MAX_BATCH`] records; true when it stopped at that limit.
+    fn drain(&mut self, out: &mut Vec<Event>) -> bool {
         let ring = self.ring.get_mut();
-        while let Some(item) = ring.next() {
+        while out.len() < MAX_BATCH {
+            let Some(item) = ring.next() else {
+                return false;
+            };
             match decode(&item, &self.ctx) {
                 Ok(mut ev) => {
                     self.attributor.process(&mut ev);
@@ -581,6 +591,26 @@ impl Tracer {
                     log::warn!("undecodable record: {err}");
                 }
             }
+        }
+        true
+    }
+
+    /// Send everything in the ring buffer to `tx` in batches of at most
+    /// [`MAX_BATCH`] events, yielding between them so that a consumer on
+    /// the same thread runs in between: memory stays bounded and the ring
+    /// keeps being emptied while a burst is aggregated. False when the
+    /// consumer went away.
+    async fn forward(&mut self, tx: &mpsc::Sender<Vec<Event>>) -> bool {
+        loop {
+            let mut batch = Vec::new();
+            let more = self.drain(&mut batch);
+            if !batch.is_empty() && tx.send(batch).await.is_err() {
+                return false;
+            }
+            if !more {
+                return true;
+            }
+            tokio::task::yield_now().await;
         }
     }
 
@@ -645,9 +675,18 @@ impl Tracer {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_loss = (0, 0);
+        let mut poll = tokio::time::interval(RING_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = &mut stop => break,
+                // Records submitted without a wake-up (batched wake-ups)
+                // are picked up here at the latest.
+                _ = poll.tick() => {
+                    if !self.forward(&tx).await {
+                        return Ok(self.counters());
+                    }
+                }
                 _ = tick.tick() => {
                     let now = monotonic_ns();
                     self.sweep(now, IOPF_TIMEOUT_NS);
@@ -665,25 +704,86 @@ impl Tracer {
                     let mut guard = guard?;
                     guard.clear_ready();
                     drop(guard);
-                    let mut batch = Vec::new();
-                    self.drain(&mut batch);
-                    if !batch.is_empty() && tx.send(batch).await.is_err() {
+                    if !self.forward(&tx).await {
                         // The consumer went away (e.g. stdout closed).
                         return Ok(self.counters());
                     }
                 }
             }
         }
-        let mut batch = Vec::new();
-        self.drain(&mut batch);
+        self.forward(&tx).await;
         let now = monotonic_ns();
         let remaining = self.sweep(now, IOPF_TIMEOUT_NS);
-        batch.push(self.loss_sample(now));
-        let _ = tx.send(batch).await;
+        let _ = tx.send(vec![self.loss_sample(now)]).await;
         log::debug!("ring fd {} drained", self.ring.get_ref().as_raw_fd());
         let mut counters = self.counters();
         counters.pending_at_exit = remaining;
         Ok(counters)
+    }
+}
+
+/// Programs of the bench source (`uacce-trace-ebpf/src/bench.rs`), never
+/// in the hook plan: `(program, tracepoint category, tracepoint)`.
+pub const BENCH_PROGRAMS: [(&str, &str, &str); 2] = [
+    ("bench_report", "syscalls", "sys_enter_getppid"),
+    ("bench_response", "syscalls", "sys_exit_getppid"),
+];
+
+impl Tracer {
+    /// A tracer whose only programs are the bench source's: every
+    /// `getppid(2)` of process `tgid` becomes an IOPF record in the ring
+    /// buffer, read and decoded by [`Tracer::run`] like real ones
+    /// (`crate::bench`).
+    /// `batched_wakeup`: the programs wake the reader once per batch of
+    /// records instead of whenever it has caught up (the kernel default).
+    /// `burst`: records per call (1 to 16).
+    pub fn start_bench(
+        ring_bytes: u32,
+        tgid: u32,
+        batched_wakeup: bool,
+        burst: u32,
+    ) -> Result<Tracer, SourceError> {
+        system::check_privileges().map_err(SourceError::Privileges)?;
+        if OBJECT.is_empty() {
+            return Err(SourceError::StubObject);
+        }
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", ring_bytes)
+            .override_global("BENCH_TGID", &tgid, true)
+            .override_global("BENCH_WAKEUP", &u32::from(batched_wakeup), true)
+            .override_global("BENCH_BURST", &burst.clamp(1, 16), true)
+            .load(OBJECT)
+            .map_err(SourceError::Load)?;
+        for (name, category, tp) in BENCH_PROGRAMS {
+            let attach = Attach::Tracepoint(category, tp);
+            load_one(&mut ebpf, name, attach, tp, None)
+                .and_then(|()| attach_one(&mut ebpf, name, attach, tp))
+                .map_err(SourceError::NothingToTrace)?;
+        }
+        let mut take = |name: &'static str| {
+            ebpf.take_map(name)
+                .ok_or(SourceError::Missing("a map of the object"))
+        };
+        let map_err = |name: &'static str| move |source| SourceError::Map { name, source };
+        let ring = RingBuf::try_from(take("EVENTS")?).map_err(map_err("EVENTS"))?;
+        let counters = PerCpuArray::try_from(take("COUNTERS")?).map_err(map_err("COUNTERS"))?;
+        let pending =
+            AyaHashMap::try_from(take("IOPF_PENDING")?).map_err(map_err("IOPF_PENDING"))?;
+        Ok(Tracer {
+            _ebpf: ebpf,
+            // SAFETY: as in `start`: the RingBuf owns its map fd until the
+            // AsyncFd drops.
+            ring: unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+                .map_err(std::io::Error::from)?,
+            counters,
+            pending,
+            ctx: DecodeContext::default(),
+            attributor: Attributor::new(),
+            undecodable: 0,
+            unanswered: 0,
+            plan: Plan::default(),
+            hooks_attached: BENCH_PROGRAMS.len(),
+        })
     }
 }
 
@@ -736,6 +836,15 @@ pub fn verify_all_programs() -> Result<Vec<VerifierResult>, SourceError> {
                 });
             }
         }
+    }
+    for (name, category, tp) in BENCH_PROGRAMS {
+        covered.insert(name.to_string());
+        results.push(VerifierResult {
+            program: name.to_string(),
+            hook: HookType::Tracepoint,
+            target: tp,
+            result: load_one(&mut ebpf, name, Attach::Tracepoint(category, tp), tp, None),
+        });
     }
     let uncovered: Vec<String> = ebpf
         .programs()

@@ -68,8 +68,9 @@ fn every_program_passes_the_verifier() {
     assert!(kprobe_total > 2 * uacce_trace_common::PinFunc::ALL.len());
     assert_eq!(kprobe_ok, kprobe_total);
     assert_eq!(
-        tracepoint_ok, 2,
-        "sys_enter_ioctl and sys_exit_ioctl programs"
+        tracepoint_ok,
+        2 + source::BENCH_PROGRAMS.len(),
+        "sys_enter_ioctl and sys_exit_ioctl programs, and the bench source's"
     );
     assert_eq!(
         inspection.fentry.is_ok(),
@@ -241,5 +242,56 @@ fn uacce_ctrl_ioctl_is_traced_on_any_fd() {
         // /dev/null pins nothing: the ioctl→pin link is empty.
         assert_eq!(r["pin_calls"], 0);
         assert_eq!(r["pages"], 0);
+    }
+}
+
+/// The live modes of `record`, `serve` and `top` refuse to start without
+/// privileges, saying what is missing (as `trace` does, above). Runs as
+/// nobody through setpriv when root; needs no eBPF object (the privilege
+/// check comes first).
+#[test]
+fn unprivileged_live_modes_name_what_is_missing() {
+    let me_unprivileged = !system::missing_capabilities(
+        system::parse_cap_eff(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
+            .unwrap_or(0),
+    )
+    .is_empty();
+    let out_file = std::env::temp_dir().join(format!("uacce-unpriv-{}.hlog", std::process::id()));
+    let out = out_file.to_string_lossy().into_owned();
+    let cases: [&[&str]; 4] = [
+        &["record", "-o", &out, "--duration", "1s"],
+        &["record", "-o", &out, "--", "true"],
+        &["serve", "--listen", "127.0.0.1:0"],
+        &["top"],
+    ];
+    for args in cases {
+        let mut cmd = if me_unprivileged {
+            Command::new(env!("CARGO_BIN_EXE_uacce-trace"))
+        } else {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(env!("CARGO_BIN_EXE_uacce-trace"));
+            c
+        };
+        let Ok(o) = cmd.args(args).stdin(std::process::Stdio::null()).output() else {
+            eprintln!("SKIP: setpriv not available");
+            return;
+        };
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("needs root, or CAP_BPF and CAP_PERFMON"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("lacks CAP_BPF"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!out_file.exists(), "{args:?} left an output");
     }
 }

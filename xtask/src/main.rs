@@ -4,6 +4,7 @@
 //! idempotently), so the README's two commands work on a fresh machine.
 
 mod apt;
+mod bench;
 mod cache;
 mod demo;
 mod kernel;
@@ -28,6 +29,8 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Run every test tier (setup, lint, unit/golden/host BPF, VM); ends with `N passed, N failed`.
     Test(test::TestArgs),
+    /// Benchmarks: `pipeline` (host, root) and `hooks` (VM); tables into xtask/docs/benchmarks.md.
+    Bench(bench::BenchArgs),
     /// Print the cache folder.
     CacheDir,
     /// Install the eBPF toolchain, Debian packages and stock kernels (idempotent).
@@ -41,6 +44,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
+        Cmd::Bench(args) => bench::run(&args),
         Cmd::CacheDir => cache::root().map(|p| println!("{}", p.display())),
         Cmd::Setup(args) => setup::run(&(&args).into()),
         Cmd::Kernel(args) => kernel::run(&args),

@@ -167,18 +167,24 @@ pub struct LedgerSummary {
 impl LedgerSummary {
     /// Add another process's totals (used when folding into "other").
     pub fn absorb(&mut self, o: &LedgerSummary) {
-        self.pinned_pages += o.pinned_pages;
-        self.pin_pages_total += o.pin_pages_total;
-        self.unpin_pages_total += o.unpin_pages_total;
-        self.unmatched_unpin_pages += o.unmatched_unpin_pages;
-        self.unknown_address_pages += o.unknown_address_pages;
-        self.pin_calls += o.pin_calls;
-        self.pin_errors += o.pin_errors;
-        self.unpin_calls += o.unpin_calls;
-        self.longterm_pages_total += o.longterm_pages_total;
-        self.pin_ioctls += o.pin_ioctls;
-        self.unpin_ioctls += o.unpin_ioctls;
-        self.ioctl_errors += o.ioctl_errors;
+        self.pinned_pages = self.pinned_pages.saturating_add(o.pinned_pages);
+        self.pin_pages_total = self.pin_pages_total.saturating_add(o.pin_pages_total);
+        self.unpin_pages_total = self.unpin_pages_total.saturating_add(o.unpin_pages_total);
+        self.unmatched_unpin_pages = self
+            .unmatched_unpin_pages
+            .saturating_add(o.unmatched_unpin_pages);
+        self.unknown_address_pages = self
+            .unknown_address_pages
+            .saturating_add(o.unknown_address_pages);
+        self.pin_calls = self.pin_calls.saturating_add(o.pin_calls);
+        self.pin_errors = self.pin_errors.saturating_add(o.pin_errors);
+        self.unpin_calls = self.unpin_calls.saturating_add(o.unpin_calls);
+        self.longterm_pages_total = self
+            .longterm_pages_total
+            .saturating_add(o.longterm_pages_total);
+        self.pin_ioctls = self.pin_ioctls.saturating_add(o.pin_ioctls);
+        self.unpin_ioctls = self.unpin_ioctls.saturating_add(o.unpin_ioctls);
+        self.ioctl_errors = self.ioctl_errors.saturating_add(o.ioctl_errors);
     }
 }
 
@@ -214,7 +220,9 @@ impl PinLedger {
 
     /// Pages held by the grants (for invariant checks).
     pub fn grant_pages(&self) -> u64 {
-        self.grants.iter().map(|g| g.pages).sum()
+        self.grants
+            .iter()
+            .fold(0u64, |acc, g| acc.saturating_add(g.pages))
     }
 
     /// A successful or failed pin call: `start` user address (0 unknown),
@@ -228,20 +236,22 @@ impl PinLedger {
         if pages == 0 {
             return;
         }
-        self.sum.pin_pages_total += pages;
-        self.sum.pinned_pages += pages;
+        // Page counts saturate: a corrupt recording may claim 2^63 pages.
+        self.sum.pin_pages_total = self.sum.pin_pages_total.saturating_add(pages);
+        self.sum.pinned_pages = self.sum.pinned_pages.saturating_add(pages);
         if longterm {
-            self.sum.longterm_pages_total += pages;
+            self.sum.longterm_pages_total = self.sum.longterm_pages_total.saturating_add(pages);
         }
         if start == 0 {
-            self.sum.unknown_address_pages += pages;
+            self.sum.unknown_address_pages = self.sum.unknown_address_pages.saturating_add(pages);
             return;
         }
         let start = start & !(self.page_size - 1);
         self.grants.push_back(Grant { start, pages });
         while self.grants.len() > self.max_grants {
             if let Some(old) = self.grants.pop_front() {
-                self.sum.unknown_address_pages += old.pages;
+                self.sum.unknown_address_pages =
+                    self.sum.unknown_address_pages.saturating_add(old.pages);
             }
         }
         self.union = None;
@@ -253,9 +263,10 @@ impl PinLedger {
         if pages == 0 {
             return;
         }
-        self.sum.unpin_pages_total += pages;
+        self.sum.unpin_pages_total = self.sum.unpin_pages_total.saturating_add(pages);
         let take = pages.min(self.sum.pinned_pages);
-        self.sum.unmatched_unpin_pages += pages - take;
+        self.sum.unmatched_unpin_pages =
+            self.sum.unmatched_unpin_pages.saturating_add(pages - take);
         self.sum.pinned_pages -= take;
         if take == 0 {
             return;
@@ -348,7 +359,7 @@ impl PinLedger {
                 kept.push_back(Grant { start: e, pages });
                 moved -= pages;
             }
-            self.sum.unknown_address_pages += moved;
+            self.sum.unknown_address_pages = self.sum.unknown_address_pages.saturating_add(moved);
         }
         self.grants = kept;
         self.union = None;

@@ -1,0 +1,483 @@
+//! The data behind `top`: an [`Aggregator`] plus what only the screen needs
+//! (per-interval rates, the last minute of history for the sparklines, the
+//! PASIDs and devices of every process), turned into an owned [`TopData`]
+//! on every tick.
+//!
+//! Pure like the model: imports no aya, tokio, crossterm or ratatui and
+//! never reads a clock. Time is the events' timestamps or the `now_ns`
+//! argument; intervals are closed on event time (`advance_to`) so that a
+//! replay, fast or paced, gives the same rates and history as the live run.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use crate::{
+    event::Event,
+    model::{
+        hist, Aggregator, FaultRegion, Hist, Kind, LedgerSummary, ModelConfig, ProcId,
+        ProcessSnapshot, SeriesSnapshot, Summary,
+    },
+};
+
+/// How much history the sparklines keep (event time).
+pub const HISTORY_NS: u64 = 60_000_000_000;
+/// Hottest fault regions kept per process.
+pub const MAX_REGIONS: usize = 32;
+/// Pinned ranges kept per process (lowest addresses first).
+pub const MAX_RANGES: usize = 32;
+/// After a gap longer than this many intervals the missed ones are merged
+/// into one (a quiet recording must not cost thousands of empty intervals).
+const MAX_CATCH_UP: u64 = 120;
+
+/// One interval of one process, for the sparklines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sample {
+    /// End of the interval.
+    pub end_ns: u64,
+    /// Its length.
+    pub span_ns: u64,
+    /// IOPFs in the interval.
+    pub iopfs: u64,
+    /// p99 IOPF latency of the interval (0 without faults).
+    pub iopf_p99_ns: u64,
+    /// Pin calls in the interval.
+    pub pin_calls: u64,
+}
+
+impl Sample {
+    /// IOPFs per second of the interval.
+    pub fn iopf_per_s(&self) -> f64 {
+        per_s(self.iopfs, self.span_ns)
+    }
+
+    fn is_zero(&self) -> bool {
+        self.iopfs == 0 && self.pin_calls == 0
+    }
+}
+
+fn per_s(n: u64, span_ns: u64) -> f64 {
+    if span_ns == 0 {
+        0.0
+    } else {
+        n as f64 * 1e9 / span_ns as f64
+    }
+}
+
+/// A PASID seen for a process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PasidInfo {
+    pub pasid: u32,
+    /// `Some(true)` bound, `Some(false)` released, `None` only seen in faults.
+    pub bound: Option<bool>,
+    /// Devices that faulted on it.
+    pub devices: Vec<String>,
+}
+
+/// Everything the drill-down shows about one process.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProcDetail {
+    /// IOPF latency (all devices) and its non-empty buckets
+    /// `(highest equivalent value, count)`.
+    pub iopf: Summary,
+    pub iopf_buckets: Vec<(u64, u64)>,
+    /// `pin_user_pages*` call latency and buckets.
+    pub pin: Summary,
+    pub pin_buckets: Vec<(u64, u64)>,
+    pub unpin: Summary,
+    /// `uacce_ctrl`/mempinfd ioctl latency.
+    pub ioctl: Summary,
+    pub ledger: LedgerSummary,
+    /// Hottest regions first (at most [`MAX_REGIONS`]).
+    pub regions: Vec<FaultRegion>,
+    /// Regions in all.
+    pub region_count: usize,
+    pub fault_block_bytes: u64,
+    /// Pinned ranges by address (at most [`MAX_RANGES`]).
+    pub ranges: Vec<(u64, u64)>,
+    pub range_count: usize,
+    pub pinned_bytes: u64,
+    pub pasids: Vec<PasidInfo>,
+    /// The last minute, oldest first.
+    pub history: Vec<Sample>,
+    /// For `[other]`: processes folded into it.
+    pub folded_processes: u64,
+}
+
+/// One line of the process table, with its drill-down.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcRow {
+    pub proc_id: ProcId,
+    pub comm: String,
+    /// Devices that faulted for it, sorted.
+    pub devices: Vec<String>,
+    /// IOPFs per second over the last closed interval.
+    pub iopf_per_s: f64,
+    pub iopf_total: u64,
+    /// IOPF latency since the start (all devices).
+    pub iopf: Summary,
+    pub pinned_pages: u64,
+    /// Pin calls per second over the last closed interval.
+    pub pin_calls_per_s: f64,
+    pub pin_calls_total: u64,
+    /// Faults inside ranges pinned at the time (should be 0).
+    pub faults_in_pinned: u64,
+    pub detail: ProcDetail,
+}
+
+impl ProcRow {
+    /// The pid as text, `-` for the buckets.
+    pub fn pid_text(&self) -> String {
+        self.proc_id
+            .pid()
+            .map_or_else(|| "-".to_string(), |p| p.to_string())
+    }
+}
+
+/// What the screen shows at one tick; owns its data.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TopData {
+    pub start_ns: u64,
+    pub now_ns: u64,
+    /// Events ingested (loss samples not counted).
+    pub events: u64,
+    /// Events per second over the last closed interval.
+    pub events_per_s: f64,
+    /// Records lost in the kernel (cumulative).
+    pub dropped: u64,
+    /// IOPFs never answered (cumulative).
+    pub unanswered: u64,
+    /// By process id (`[unattributed]` and `[other]` last).
+    pub rows: Vec<ProcRow>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Rates {
+    iopfs: u64,
+    pin_calls: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct LastWindow {
+    span_ns: u64,
+    events: u64,
+    per_proc: HashMap<ProcId, Rates>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct PasidTrack {
+    last_seen_ns: u64,
+    pasids: BTreeMap<u32, (Option<bool>, BTreeSet<String>)>,
+}
+
+/// Aggregator plus screen state. See the module docs.
+#[derive(Clone, Debug)]
+pub struct Feed {
+    agg: Aggregator,
+    interval_ns: u64,
+    next_end_ns: Option<u64>,
+    events: u64,
+    events_at_interval_start: u64,
+    last: LastWindow,
+    history: HashMap<ProcId, VecDeque<Sample>>,
+    pasids: HashMap<ProcId, PasidTrack>,
+}
+
+impl Feed {
+    /// An empty feed with intervals of `interval_ns`, the first one starting
+    /// at `start_ns` (`None`: at the first event).
+    pub fn new(interval_ns: u64, start_ns: Option<u64>, model: ModelConfig) -> Feed {
+        let interval_ns = interval_ns.max(1);
+        Feed {
+            agg: Aggregator::new(ModelConfig { start_ns, ..model }),
+            interval_ns,
+            next_end_ns: start_ns.map(|s| s.saturating_add(interval_ns)),
+            events: 0,
+            events_at_interval_start: 0,
+            last: LastWindow::default(),
+            history: HashMap::new(),
+            pasids: HashMap::new(),
+        }
+    }
+
+    /// Interval length.
+    pub fn interval_ns(&self) -> u64 {
+        self.interval_ns
+    }
+
+    /// Newest event time (or the start).
+    pub fn latest_ns(&self) -> u64 {
+        self.agg.latest_ns()
+    }
+
+    /// When the running interval ends (`None` before the first event when
+    /// no start was given).
+    pub fn next_end_ns(&self) -> Option<u64> {
+        self.next_end_ns
+    }
+
+    /// Events ingested (loss samples not counted).
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Change the interval; the current one ends `interval_ns` after it began.
+    pub fn set_interval(&mut self, interval_ns: u64) {
+        let interval_ns = interval_ns.max(1);
+        if let Some(end) = self.next_end_ns {
+            let start = end.saturating_sub(self.interval_ns);
+            self.next_end_ns = Some(start.saturating_add(interval_ns));
+        }
+        self.interval_ns = interval_ns;
+    }
+
+    /// Ingest a batch in arrival order, closing intervals on event time.
+    pub fn ingest(&mut self, batch: &[Event]) {
+        for ev in batch {
+            let ts = ev.ts_ns();
+            if self.next_end_ns.is_none() {
+                self.next_end_ns = Some(ts.saturating_add(self.interval_ns));
+            }
+            self.advance_to(ts);
+            self.track_pasid(ev);
+            self.agg.ingest(ev);
+            if !matches!(ev, Event::Loss(_)) {
+                self.events += 1;
+            }
+        }
+    }
+
+    fn track_pasid(&mut self, ev: &Event) {
+        let (proc_id, ts, pasid, bound, device) = match ev {
+            Event::Pasid(p) => (ProcId::Pid(p.tgid), p.ts_ns, p.pasid, Some(p.bound), None),
+            Event::Iopf(f) => (
+                f.tgid.map_or(ProcId::Unattributed, ProcId::Pid),
+                f.ts_ns,
+                f.pasid,
+                None,
+                Some(&f.device),
+            ),
+            _ => return,
+        };
+        let cap = self.agg.config().max_processes.saturating_mul(4).max(16);
+        if !self.pasids.contains_key(&proc_id) && self.pasids.len() >= cap {
+            // Bounded under churn: forget the process seen least recently.
+            if let Some(old) = self
+                .pasids
+                .iter()
+                .min_by_key(|(id, t)| (t.last_seen_ns, **id))
+                .map(|(id, _)| *id)
+            {
+                self.pasids.remove(&old);
+            }
+        }
+        let track = self.pasids.entry(proc_id).or_default();
+        track.last_seen_ns = track.last_seen_ns.max(ts);
+        let entry = track.pasids.entry(pasid).or_default();
+        if bound.is_some() {
+            entry.0 = bound;
+        }
+        if let Some(d) = device {
+            if !entry.1.contains(d) {
+                entry.1.insert(d.clone());
+            }
+        }
+    }
+
+    /// Close every interval that ends at or before `ts_ns`.
+    pub fn advance_to(&mut self, ts_ns: u64) {
+        let Some(mut end) = self.next_end_ns else {
+            return;
+        };
+        if ts_ns < end {
+            return;
+        }
+        let behind = (ts_ns - end) / self.interval_ns;
+        if behind > MAX_CATCH_UP {
+            end = end.saturating_add(behind.saturating_mul(self.interval_ns));
+        }
+        while ts_ns >= end {
+            self.close(end);
+            if end == u64::MAX {
+                // The end of time: nothing can follow.
+                break;
+            }
+            end = end.saturating_add(self.interval_ns);
+        }
+        self.next_end_ns = Some(end);
+    }
+
+    /// Close the running interval at the newest event (end of a replay), so
+    /// that the rates describe the last stretch of the recording.
+    pub fn close_partial(&mut self) {
+        let Some(end) = self.next_end_ns else {
+            return;
+        };
+        let start = end.saturating_sub(self.interval_ns);
+        let latest = self.agg.latest_ns();
+        if latest > start {
+            self.close(latest);
+            self.next_end_ns = Some(latest.saturating_add(self.interval_ns));
+        }
+    }
+
+    fn close(&mut self, end_ns: u64) {
+        let win = self.agg.take_interval(end_ns);
+        let span_ns = win.end_ns - win.start_ns;
+        let mut per: BTreeMap<ProcId, (Rates, Option<Hist>)> = BTreeMap::new();
+        for s in &win.series {
+            let e = per.entry(s.key.proc_id).or_default();
+            match s.key.kind {
+                Kind::Iopf => {
+                    e.0.iopfs += s.hist.len();
+                    hist::merge(e.1.get_or_insert_with(hist::new_hist), &s.hist);
+                }
+                Kind::Pin => e.0.pin_calls += s.hist.len(),
+                Kind::Unpin | Kind::UacceCtrl => {}
+            }
+        }
+        for (id, (rates, h)) in &per {
+            let sample = Sample {
+                end_ns: win.end_ns,
+                span_ns,
+                iopfs: rates.iopfs,
+                iopf_p99_ns: h.as_ref().map_or(0, |h| h.value_at_quantile(0.99)),
+                pin_calls: rates.pin_calls,
+            };
+            if !sample.is_zero() {
+                self.history.entry(*id).or_default().push_back(sample);
+            }
+        }
+        for (id, samples) in self.history.iter_mut() {
+            if !per.contains_key(id) {
+                samples.push_back(Sample {
+                    end_ns: win.end_ns,
+                    span_ns,
+                    ..Sample::default()
+                });
+            }
+            while samples
+                .front()
+                .is_some_and(|f| win.end_ns.saturating_sub(f.end_ns) >= HISTORY_NS)
+            {
+                samples.pop_front();
+            }
+        }
+        self.history.retain(|_, s| s.iter().any(|x| !x.is_zero()));
+        self.last = LastWindow {
+            span_ns,
+            events: self.events - self.events_at_interval_start,
+            per_proc: per.into_iter().map(|(id, (r, _))| (id, r)).collect(),
+        };
+        self.events_at_interval_start = self.events;
+    }
+
+    /// What the screen shows at `now_ns` (the newest known time).
+    pub fn view(&self, now_ns: u64) -> TopData {
+        let snap = self.agg.snapshot(now_ns);
+        let mut by_proc: HashMap<ProcId, Vec<&SeriesSnapshot>> = HashMap::new();
+        for s in &snap.series {
+            by_proc.entry(s.key.proc_id).or_default().push(s);
+        }
+        let rows = snap
+            .processes
+            .iter()
+            .map(|p| self.row(p, by_proc.get(&p.proc_id).map_or(&[][..], |v| v)))
+            .collect();
+        TopData {
+            start_ns: snap.start_ns,
+            now_ns,
+            events: self.events,
+            events_per_s: per_s(self.last.events, self.last.span_ns),
+            dropped: snap.dropped,
+            unanswered: snap.unanswered,
+            rows,
+        }
+    }
+
+    fn row(&self, p: &ProcessSnapshot, series: &[&SeriesSnapshot]) -> ProcRow {
+        let of = |kind: Kind| series.iter().filter(move |s| s.key.kind == kind);
+        let mut devices: Vec<String> = of(Kind::Iopf).map(|s| s.key.device.clone()).collect();
+        devices.sort();
+        devices.dedup();
+        let iopf_hist = merged(of(Kind::Iopf).map(|s| &s.hist));
+        let pin_hist = merged(of(Kind::Pin).map(|s| &s.hist));
+        let summary = |kind: Kind| {
+            let mut it = of(kind);
+            match (it.next(), it.next()) {
+                (Some(s), None) => s.summary,
+                (None, _) => Summary::default(),
+                _ => Summary::of(&merged(of(kind).map(|s| &s.hist))),
+            }
+        };
+        let iopf = Summary::of(&iopf_hist);
+        let rates = self
+            .last
+            .per_proc
+            .get(&p.proc_id)
+            .copied()
+            .unwrap_or_default();
+        let mut regions = p.fault_regions.clone();
+        regions.sort_by(|a, b| b.faults.cmp(&a.faults).then(a.start.cmp(&b.start)));
+        regions.truncate(MAX_REGIONS);
+        let pasids = self
+            .pasids
+            .get(&p.proc_id)
+            .map(|t| {
+                t.pasids
+                    .iter()
+                    .map(|(&pasid, (bound, devs))| PasidInfo {
+                        pasid,
+                        bound: *bound,
+                        devices: devs.iter().cloned().collect(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let detail = ProcDetail {
+            iopf,
+            iopf_buckets: hist::buckets(&iopf_hist),
+            pin: Summary::of(&pin_hist),
+            pin_buckets: hist::buckets(&pin_hist),
+            unpin: summary(Kind::Unpin),
+            ioctl: summary(Kind::UacceCtrl),
+            ledger: p.ledger,
+            regions,
+            region_count: p.fault_regions.len(),
+            fault_block_bytes: p.fault_block_bytes,
+            ranges: p.pinned_ranges.iter().copied().take(MAX_RANGES).collect(),
+            range_count: p.pinned_ranges.len(),
+            pinned_bytes: p
+                .pinned_ranges
+                .iter()
+                .fold(0u64, |acc, (s, e)| acc.saturating_add(e - s)),
+            pasids,
+            history: self
+                .history
+                .get(&p.proc_id)
+                .map(|h| h.iter().copied().collect())
+                .unwrap_or_default(),
+            folded_processes: p.folded_processes,
+        };
+        ProcRow {
+            proc_id: p.proc_id,
+            comm: p.comm.clone(),
+            devices,
+            iopf_per_s: per_s(rates.iopfs, self.last.span_ns),
+            iopf_total: iopf.count,
+            iopf,
+            pinned_pages: p.ledger.pinned_pages,
+            pin_calls_per_s: per_s(rates.pin_calls, self.last.span_ns),
+            pin_calls_total: p.ledger.pin_calls + p.ledger.pin_errors,
+            faults_in_pinned: p.faults_in_pinned,
+            detail,
+        }
+    }
+}
+
+/// All histograms merged into one.
+fn merged<'a>(hists: impl Iterator<Item = &'a Hist>) -> Hist {
+    let mut out = hist::new_hist();
+    for h in hists {
+        hist::merge(&mut out, h);
+    }
+    out
+}
