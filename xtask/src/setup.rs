@@ -31,8 +31,9 @@ use crate::cache;
 /// The bpf-linker release that is installed.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian packages the VM tests (qemu, busybox initramfs) and the benchmarks
-/// (bpftrace, bpftool as peers) need on the host.
+/// Debian packages the VM tests (qemu, busybox initramfs), the benchmarks
+/// (bpftrace, bpftool as peers), the `top` end-to-end test (tmux) and the
+/// `serve` test (a real Prometheus server) need on the host.
 const HOST_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
@@ -40,6 +41,8 @@ const HOST_PACKAGES: &[&str] = &[
     "gzip",
     "bpftrace",
     "bpftool",
+    "tmux",
+    "prometheus",
 ];
 
 /// The Debian meta package whose dependencies lead to the current kernel.
