@@ -329,7 +329,7 @@ design.md (\"Performance goals\"); they are measured here, never asserted in
 timed tests. Every table compares numbers taken in the same run, on the
 same machine, interleaved where possible: read the ratios, not the absolute
 times (the project's machines are shared 2-core VMs; see each section's
-load average).
+load average). Text outside the generated sections is kept.
 ";
 
 // ---------------------------------------------------------------- pipeline
@@ -963,7 +963,7 @@ fn hooks_report(
          untraced once more; times on the guest's CLOCK_MONOTONIC:\n\n\
          - pin loop: `uacce-workload iouring --size-kib 4 --count {}`: each round sets up \
            an io_uring, registers one 4 KiB buffer (`pin_user_pages_fast`, one page) and \
-           unregisters it (`unpin_user_pages`); time per round of the whole process, so \
+           unregisters it (one unpin call); time per round of the whole process, so \
            the ratio is diluted by ring set-up, mmap and exec;\n\
          - IOPF loop: `iopf-workload --count {} --delays-us 0`: each mock fault goes \
            through `iommu_report_device_fault()` → the iommufd fault queue → user read → \
