@@ -501,6 +501,20 @@ async fn replay(opts: &RecordOptions, input: &str) -> anyhow::Result<u8> {
                     if interrupted {
                         break 'items;
                     }
+                } else {
+                    // As fast as possible: look for a signal between batches
+                    // (without waiting), so a long replay stops as promptly.
+                    // Yielding lets the runtime run its signal driver.
+                    tokio::task::yield_now().await;
+                    tokio::select! {
+                        biased;
+                        _ = int.recv() => { interrupted = true; }
+                        _ = term.recv() => { interrupted = true; }
+                        () = std::future::ready(()) => {}
+                    }
+                    if interrupted {
+                        break 'items;
+                    }
                 }
                 let mut batch = events;
                 if let Some(stop) = stop_at {

@@ -162,27 +162,45 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
     let mut source = match &opts.replay {
         Some(input) => {
             let name = crate::analysis::display_name(input);
-            let reader: Box<dyn Read + Send> = if input == "-" {
-                Box::new(io::stdin())
-            } else {
-                match std::fs::File::open(input) {
-                    Ok(f) => Box::new(io::BufReader::new(f)),
-                    Err(e) => return Ok(bad_input(format_args!("{name}: {e}"))),
+            // Opening and reading happen on a blocking thread: a stalled
+            // standard input must not keep signals from being handled.
+            let (header_tx, header_rx) = tokio::sync::oneshot::channel();
+            let (input, realtime, tx) = (input.clone(), opts.realtime, tx.clone());
+            let producer = tokio::task::spawn_blocking(move || {
+                let opened = if input == "-" {
+                    Ok(Box::new(io::stdin()) as Box<dyn Read + Send>)
+                } else {
+                    std::fs::File::open(&input)
+                        .map(|f| Box::new(io::BufReader::new(f)) as Box<dyn Read + Send>)
+                        .map_err(RawError::from)
+                };
+                match opened.and_then(RawReader::open) {
+                    Ok((reader, header)) => {
+                        let _ = header_tx.send(Ok(header));
+                        produce(reader, &tx, realtime)
+                    }
+                    Err(e) => {
+                        let _ = header_tx.send(Err(e));
+                        Ok(0)
+                    }
                 }
+            });
+            let header = tokio::select! {
+                h = header_rx => h,
+                // Stopped before the recording even started.
+                _ = int.recv() => return Ok(0),
+                _ = term.recv() => return Ok(0),
             };
-            let (reader, header) = match RawReader::open(reader) {
-                Ok(r) => r,
-                Err(e) => return Ok(bad_input(format_args!("{name}: {e}"))),
+            let header = match header {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => return Ok(bad_input(format_args!("{name}: {e}"))),
+                Err(_) => return Ok(bad_input(format_args!("{name}: the reader failed"))),
             };
             kernel.clone_from(&header.kernel);
             start_ns = Some(header.start_mono_ns);
-            let realtime = opts.realtime;
-            let tx = tx.clone();
             Source::Replay {
                 name,
-                producer: Some(tokio::task::spawn_blocking(move || {
-                    produce(reader, &tx, realtime)
-                })),
+                producer: Some(producer),
                 complete: false,
             }
         }
