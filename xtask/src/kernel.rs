@@ -51,6 +51,7 @@ use anyhow::{bail, Context, Result};
 use crate::apt::{self, PrivateApt};
 use crate::cache;
 use crate::setup::capture;
+use crate::setup::list_dir;
 
 /// The Debian package holding the kernel source tarball.
 const SOURCE_PACKAGE: &str = "linux-source-6.12";
@@ -983,23 +984,6 @@ fn read_trimmed(path: &Path) -> Result<String> {
         .with_context(|| format!("reading {}", path.display()))?
         .trim()
         .to_owned())
-}
-
-/// Entries of `dir` with their names; empty when `dir` does not exist.
-fn list_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err).with_context(|| format!("reading {}", dir.display())),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
-        if let Some(name) = entry.file_name().to_str() {
-            out.push((entry.path(), name.to_owned()));
-        }
-    }
-    Ok(out)
 }
 
 fn remove_if_exists(path: &Path) -> Result<()> {

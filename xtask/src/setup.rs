@@ -794,7 +794,7 @@ fn find_kernel_files(root: &Path) -> Result<Option<KernelFiles>> {
 }
 
 /// Entries of `dir` with their names; empty when `dir` does not exist.
-fn list_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+pub(crate) fn list_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
