@@ -12,7 +12,7 @@
 #![no_std]
 
 /// Version of the record layout; bumped on any change to a record below.
-pub const RECORD_VERSION: u16 = 1;
+pub const RECORD_VERSION: u16 = 2;
 
 /// `RecordHeader::kind` of a [`PinRecord`] describing a pin call.
 pub const KIND_PIN: u16 = 1;
@@ -35,6 +35,10 @@ pub const KIND_IOCTL: u16 = 4;
 /// `RecordHeader::kind` of a [`BindRecord`]: a PASID bound to or unbound
 /// from a process.
 pub const KIND_BIND: u16 = 5;
+
+/// `RecordHeader::kind` of a [`QueueRecord`]: a uacce queue opened,
+/// started (`UACCE_CMD_START_Q`), put (`UACCE_CMD_PUT_Q`) or released.
+pub const KIND_QUEUE: u16 = 6;
 
 /// `IopfRecord::flags2` bit: the task that reported the fault was a user
 /// task (the iommufd mock reports from the faulting process's ioctl; real
@@ -162,15 +166,26 @@ pub struct IoctlRecord {
     pub cmd: u32,
     pub fd: u32,
     pub comm: [u8; COMM_LEN],
-    /// [`HOOK_TRACEPOINT`].
+    /// [`HOOK_TRACEPOINT`] (syscall tracepoints) or [`HOOK_FENTRY`] /
+    /// [`HOOK_KPROBE`] (`uacce_ctrl_unl_ioctl` itself).
     pub hook: u8,
-    pub _pad: [u8; 1],
+    /// `IOCTL_INNER_*` bits: the driver's `uacce_pin_page` /
+    /// `uacce_unpin_page` ran inside this ioctl (symbol hooks).
+    pub inner: u8,
     /// `pin_user_pages*`/`unpin_user_page*` calls this thread made while
     /// inside the ioctl: the link from the ioctl to the pins it caused.
     pub pin_calls: u16,
     /// Pages those calls pinned (pin ioctls) or unpinned (unpin ioctls).
     pub pages: u32,
+    /// Return value of the inner `uacce_pin_page`/`uacce_unpin_page`.
+    pub inner_ret: i32,
+    pub _pad: u32,
 }
+
+/// `IoctlRecord::inner` bit: `uacce_pin_page` returned inside the ioctl.
+pub const IOCTL_INNER_PIN_PAGE: u8 = 1;
+/// `IoctlRecord::inner` bit: `uacce_unpin_page` returned inside the ioctl.
+pub const IOCTL_INNER_UNPIN_PAGE: u8 = 2;
 
 /// In-flight ioctl, per thread.
 #[repr(C)]
@@ -184,12 +199,87 @@ pub struct IoctlInflight {
     /// Pin/unpin calls seen inside the ioctl so far, and their pages.
     pub pin_calls: u32,
     pub pages: u32,
+    /// Hook that opened the entry (the exit of the same hook closes it).
+    pub hook: u8,
+    /// `IOCTL_INNER_*` seen so far, and the last inner return value.
+    pub inner: u8,
+    pub _pad: u16,
+    pub inner_ret: i32,
 }
+
+/// `QueueRecord::op`: `uacce_fops_open` returned.
+pub const QUEUE_OP_OPEN: u32 = 1;
+/// `uacce_fops_release` (the file's last close).
+pub const QUEUE_OP_RELEASE: u32 = 2;
+/// `UACCE_CMD_START_Q` through `uacce_fops_unl_ioctl`.
+pub const QUEUE_OP_START: u32 = 3;
+/// `UACCE_CMD_PUT_Q` through `uacce_fops_unl_ioctl`.
+pub const QUEUE_OP_PUT: u32 = 4;
+
+/// uacce queue ioctls (include/uapi/misc/uacce/uacce.h).
+pub const UACCE_CMD_START_Q: u32 = 0x5700;
+/// `_IO('W', 1)`.
+pub const UACCE_CMD_PUT_Q: u32 = 0x5701;
+
+/// One step of a uacce queue's life.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueRecord {
+    pub header: RecordHeader,
+    pub ts_ns: u64,
+    /// Entry to return (0 for release, hooked at entry only).
+    pub latency_ns: u64,
+    /// `struct uacce_queue *` (identity of the queue).
+    pub queue: u64,
+    /// Return value (0 or -errno).
+    pub ret: i64,
+    pub tgid: u32,
+    pub tid: u32,
+    /// A `QUEUE_OP_*` value.
+    pub op: u32,
+    /// The queue's PASID (0 when the device is not SVA).
+    pub pasid: u32,
+    pub comm: [u8; COMM_LEN],
+    /// `dev_name(&uacce->dev)`, e.g. `hisi_zip-0`.
+    pub dev_name: [u8; DEV_NAME_LEN],
+    pub hook: u8,
+    pub _pad: [u8; 7],
+}
+
+/// In-flight `uacce_fops_open` / `uacce_fops_unl_ioctl` call, per thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueInflight {
+    pub ts_ns: u64,
+    pub file: u64,
+    pub op: u32,
+    pub _pad: u32,
+}
+
+/// Counts of the start-up PASID scan, written by the scan program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScanState {
+    /// Thread-group leaders visited.
+    pub visited: u32,
+    /// Of those, with a PASID on their mm (one [`BindRecord`] each).
+    pub found: u32,
+    /// 1 when the walk came back to where it started (whole list seen).
+    pub complete: u32,
+    /// Records that did not fit in the ring buffer.
+    pub lost: u32,
+}
+
+/// Most tasks the scan visits (the `bpf_loop` bound).
+pub const SCAN_MAX_TASKS: u32 = 1 << 20;
 
 /// `BindRecord::op` values.
 pub const BIND_OP_BIND: u32 = 1;
 /// The PASID handle was released.
 pub const BIND_OP_UNBIND: u32 = 2;
+/// Found by the start-up scan: the task's mm already had this PASID
+/// (`handle` is the `task_struct *`).
+pub const BIND_OP_SCAN: u32 = 3;
 
 /// A PASID learnt (`iommu_sva_get_pasid` return, process context) or
 /// forgotten (`iommu_sva_unbind_device`).
@@ -243,6 +333,40 @@ pub struct KernelConfig {
     pub tp_ioctl_arg: u32,
     pub tp_exit_ret: u32,
     pub _pad: u32,
+    /// Start-up PASID scan: `task_struct.{tasks,group_leader,tgid,mm,comm}`.
+    pub task_tasks: u32,
+    pub task_group_leader: u32,
+    pub task_tgid: u32,
+    pub task_mm: u32,
+    pub task_comm: u32,
+    /// 6.8+: `mm_struct.iommu_mm` and `iommu_mm_data.pasid`; ≤6.7:
+    /// `mm_struct.pasid`. Unknown where the kernel has no such field.
+    pub mm_iommu_mm: u32,
+    pub iommu_mm_pasid: u32,
+    pub mm_pasid: u32,
+    /// uacce queues: `file.private_data`, `uacce_queue.{pasid,uacce}`,
+    /// `uacce_device.dev` (its name via `device_name`).
+    pub file_private_data: u32,
+    pub queue_pasid: u32,
+    pub queue_uacce: u32,
+    pub uacce_dev: u32,
+    /// Vendor tracepoints (tracefs format offsets; unknown where absent):
+    /// `intel_iommu:prq_report` `dw0`, `dw1` and the `__data_loc` of `dev`;
+    pub tp_prq_dw0: u32,
+    pub tp_prq_dw1: u32,
+    pub tp_prq_dev: u32,
+    /// `iommu:dev_fault` `pasid`, `grpid`, `flags`, `prot`/`perm`, `addr`,
+    /// `__data_loc device`;
+    pub tp_fault_pasid: u32,
+    pub tp_fault_grpid: u32,
+    pub tp_fault_flags: u32,
+    pub tp_fault_perm: u32,
+    pub tp_fault_addr: u32,
+    pub tp_fault_dev: u32,
+    /// `iommu:dev_page_response` `pasid`, `grpid`, `code`.
+    pub tp_resp_pasid: u32,
+    pub tp_resp_grpid: u32,
+    pub tp_resp_code: u32,
 }
 
 impl KernelConfig {
@@ -269,6 +393,30 @@ impl KernelConfig {
         tp_ioctl_arg: 32,
         tp_exit_ret: 16,
         _pad: 0,
+        task_tasks: 0xffff_ffff,
+        task_group_leader: 0xffff_ffff,
+        task_tgid: 0xffff_ffff,
+        task_mm: 0xffff_ffff,
+        task_comm: 0xffff_ffff,
+        mm_iommu_mm: 0xffff_ffff,
+        iommu_mm_pasid: 0xffff_ffff,
+        mm_pasid: 0xffff_ffff,
+        file_private_data: 0xffff_ffff,
+        queue_pasid: 0xffff_ffff,
+        queue_uacce: 0xffff_ffff,
+        uacce_dev: 0xffff_ffff,
+        tp_prq_dw0: 0xffff_ffff,
+        tp_prq_dw1: 0xffff_ffff,
+        tp_prq_dev: 0xffff_ffff,
+        tp_fault_pasid: 0xffff_ffff,
+        tp_fault_grpid: 0xffff_ffff,
+        tp_fault_flags: 0xffff_ffff,
+        tp_fault_perm: 0xffff_ffff,
+        tp_fault_addr: 0xffff_ffff,
+        tp_fault_dev: 0xffff_ffff,
+        tp_resp_pasid: 0xffff_ffff,
+        tp_resp_grpid: 0xffff_ffff,
+        tp_resp_code: 0xffff_ffff,
     };
 
     /// Marker for "offset unknown: do not read".
@@ -445,16 +593,25 @@ const _: () = {
     assert!(offset_of!(IopfRecord, dev_name) == 88);
     assert!(offset_of!(IopfRecord, hook) == 120);
     assert!(size_of::<IopfKey>() == 16);
-    assert!(size_of::<IoctlRecord>() == 88);
+    assert!(size_of::<IoctlRecord>() == 96);
     assert!(offset_of!(IoctlRecord, tgid) == 48);
     assert!(offset_of!(IoctlRecord, comm) == 64);
     assert!(offset_of!(IoctlRecord, hook) == 80);
+    assert!(offset_of!(IoctlRecord, inner) == 81);
     assert!(offset_of!(IoctlRecord, pin_calls) == 82);
     assert!(offset_of!(IoctlRecord, pages) == 84);
-    assert!(size_of::<IoctlInflight>() == 40);
+    assert!(offset_of!(IoctlRecord, inner_ret) == 88);
+    assert!(size_of::<IoctlInflight>() == 48);
+    assert!(size_of::<QueueRecord>() == 112);
+    assert!(offset_of!(QueueRecord, op) == 48);
+    assert!(offset_of!(QueueRecord, comm) == 56);
+    assert!(offset_of!(QueueRecord, dev_name) == 72);
+    assert!(offset_of!(QueueRecord, hook) == 104);
+    assert!(size_of::<QueueInflight>() == 24);
+    assert!(size_of::<ScanState>() == 16);
     assert!(size_of::<BindRecord>() == 56);
     assert!(offset_of!(BindRecord, comm) == 40);
-    assert!(size_of::<KernelConfig>() == 80);
+    assert!(size_of::<KernelConfig>() == 176);
     assert!(offset_of!(PinInflight, depth) == 30);
 };
 
@@ -471,6 +628,8 @@ mod user {
     unsafe impl aya::Pod for super::IopfKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ScanState {}
 }
 
 #[cfg(test)]

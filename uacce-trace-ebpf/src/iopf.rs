@@ -8,13 +8,14 @@
 //! it into an `IopfRecord` with the latency computed here. Offsets come
 //! from user space (`CONFIG`, computed from the running kernel's BTF).
 
+use aya_ebpf::EbpfContext as _;
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
     },
     macros::{fentry, fexit, kprobe, kretprobe, map, tracepoint},
-    maps::{HashMap, LruHashMap},
+    maps::{Array, HashMap, LruHashMap},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use uacce_trace_common::{
@@ -24,14 +25,14 @@ use uacce_trace_common::{
     RECORD_VERSION,
 };
 
-use crate::{count, EVENTS};
+use crate::{count, emit};
 
 /// Offsets and constants of the running kernel, set by user space at load.
 #[unsafe(no_mangle)]
 static CONFIG: KernelConfig = KernelConfig::FALLBACK;
 
 #[inline(always)]
-fn cfg() -> KernelConfig {
+pub(crate) fn cfg() -> KernelConfig {
     // SAFETY: a read of a global; volatile so the compiler does not fold
     // the default value (user space rewrites it before load).
     unsafe { core::ptr::read_volatile(&CONFIG) }
@@ -41,11 +42,12 @@ fn cfg() -> KernelConfig {
 /// an unanswered group stays until user space sweeps it and counts it, so
 /// nothing disappears silently.
 #[map]
-static IOPF_PENDING: HashMap<IopfKey, IopfPending> = HashMap::with_max_entries(16384, 0);
+pub(crate) static IOPF_PENDING: HashMap<IopfKey, IopfPending> = HashMap::with_max_entries(16384, 0);
 
 /// In-flight pin ioctls per thread.
 #[map]
-static IOCTL_INFLIGHT: LruHashMap<u32, IoctlInflight> = LruHashMap::with_max_entries(4096, 0);
+pub(crate) static IOCTL_INFLIGHT: LruHashMap<u32, IoctlInflight> =
+    LruHashMap::with_max_entries(4096, 0);
 
 /// PASID of each live SVA handle, to report unbinds.
 #[map]
@@ -55,20 +57,26 @@ static SVA_HANDLES: LruHashMap<u64, BindRecord> = LruHashMap::with_max_entries(4
 #[map]
 static GET_PASID_INFLIGHT: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
 
+/// Index 0: 1 once user space attached the `uacce_ctrl_unl_ioctl` symbol
+/// hook, which then records the uacce_ctrl ioctls itself (only those that
+/// reach the driver); the syscall tracepoint keeps the mempinfd ones.
+#[map]
+pub(crate) static IOCTL_SYMBOL_LIVE: Array<u32> = Array::with_max_entries(1, 0);
+
 #[inline(always)]
-fn read_u32(addr: u64) -> u32 {
+pub(crate) fn read_u32(addr: u64) -> u32 {
     // SAFETY: probe read of kernel memory; faults are returned as errors.
     unsafe { bpf_probe_read_kernel(addr as *const u32) }.unwrap_or(0)
 }
 
 #[inline(always)]
-fn read_u64(addr: u64) -> u64 {
+pub(crate) fn read_u64(addr: u64) -> u64 {
     // SAFETY: as above.
     unsafe { bpf_probe_read_kernel(addr as *const u64) }.unwrap_or(0)
 }
 
 #[inline(always)]
-fn known(offset: u32) -> bool {
+pub(crate) fn known(offset: u32) -> bool {
     offset != KernelConfig::UNKNOWN
 }
 
@@ -81,6 +89,34 @@ fn on_report(dev: u64, fault_container: u64) {
         pasid: read_u32(fault + u64::from(c.prm_pasid)),
         grpid: read_u32(fault + u64::from(c.prm_grpid)),
     };
+    let mut dev_name = [0u8; DEV_NAME_LEN];
+    if known(c.device_name) {
+        let name_ptr = read_u64(dev + u64::from(c.device_name));
+        if name_ptr != 0 {
+            // SAFETY: probe read of a kernel string into our buffer.
+            let _ =
+                unsafe { bpf_probe_read_kernel_str_bytes(name_ptr as *const u8, &mut dev_name) };
+        }
+    }
+    let fields = ReportFields {
+        addr: read_u64(fault + u64::from(c.prm_addr)),
+        perm: read_u32(fault + u64::from(c.prm_perm)),
+        flags: read_u32(fault + u64::from(c.prm_flags)),
+    };
+    store_report(key, fields, dev_name);
+}
+
+/// What a report says besides its key.
+struct ReportFields {
+    addr: u64,
+    perm: u32,
+    flags: u32,
+}
+
+/// Opens (or extends) the pending group `key`.
+#[inline(always)]
+fn store_report(key: IopfKey, fields: ReportFields, dev_name: [u8; DEV_NAME_LEN]) {
+    let c = cfg();
     if let Some(pending) = IOPF_PENDING.get_ptr_mut(key) {
         // SAFETY: valid map value pointer; concurrent increments may race,
         // which only affects this informational count.
@@ -98,15 +134,6 @@ fn on_report(dev: u64, fault_container: u64) {
             flags2 |= IOPF_REPORTER_IS_USER;
         }
     }
-    let mut dev_name = [0u8; DEV_NAME_LEN];
-    if known(c.device_name) {
-        let name_ptr = read_u64(dev + u64::from(c.device_name));
-        if name_ptr != 0 {
-            // SAFETY: probe read of a kernel string into our buffer.
-            let _ =
-                unsafe { bpf_probe_read_kernel_str_bytes(name_ptr as *const u8, &mut dev_name) };
-        }
-    }
     let pending = IopfRecord {
         header: RecordHeader {
             kind: KIND_IOPF,
@@ -116,12 +143,12 @@ fn on_report(dev: u64, fault_container: u64) {
         // SAFETY: helper without preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         latency_ns: 0,
-        dev,
-        addr: read_u64(fault + u64::from(c.prm_addr)),
+        dev: key.dev,
+        addr: fields.addr,
         pasid: key.pasid,
         grpid: key.grpid,
-        perm: read_u32(fault + u64::from(c.prm_perm)),
-        flags: read_u32(fault + u64::from(c.prm_flags)),
+        perm: fields.perm,
+        flags: fields.flags,
         response: 0,
         nr_faults: 1,
         reporter_tgid: (pid_tgid >> 32) as u32,
@@ -137,10 +164,21 @@ fn on_report(dev: u64, fault_container: u64) {
 }
 
 #[inline(always)]
-fn on_response(key: IopfKey, code: u32, hook: u8) {
-    let Some(pending) = IOPF_PENDING.get_ptr(key) else {
-        count(counter::RESPONSE_WITHOUT_REPORT);
-        return;
+pub(crate) fn on_response(mut key: IopfKey, code: u32, hook: u8) {
+    let pending = match IOPF_PENDING.get_ptr(key) {
+        Some(p) => p,
+        None => {
+            // Reports from vendor tracepoints carry no device pointer:
+            // they are keyed with device 0.
+            key.dev = 0;
+            match IOPF_PENDING.get_ptr(key) {
+                Some(p) => p,
+                None => {
+                    count(counter::RESPONSE_WITHOUT_REPORT);
+                    return;
+                }
+            }
+        }
     };
     // SAFETY: valid map value pointer.
     let mut record = unsafe { *pending };
@@ -150,13 +188,7 @@ fn on_response(key: IopfKey, code: u32, hook: u8) {
     record.latency_ns = now.wrapping_sub(record.ts_ns);
     record.response = code;
     record.hook = hook;
-    match EVENTS.reserve::<IopfRecord>(0) {
-        Some(mut slot) => {
-            slot.write(record);
-            slot.submit(crate::submit_flags(core::mem::size_of::<IopfRecord>()));
-        }
-        None => count(counter::RINGBUF_FULL),
-    }
+    emit(record);
 }
 
 /// 6.9+: `iopf_group_response(struct iopf_group *group, enum … status)`.
@@ -237,6 +269,112 @@ pub fn iommu_page_response_kprobe(ctx: ProbeContext) -> u32 {
     0
 }
 
+// ------------------------------------------------- vendor tracepoints
+
+/// Device name from a `__data_loc char[]` field (offset in the low 16
+/// bits, length in the high 16, relative to the record).
+#[inline(always)]
+fn tp_dev_name(ctx: &TracePointContext, field: u32) -> [u8; DEV_NAME_LEN] {
+    let mut name = [0u8; DEV_NAME_LEN];
+    if known(field) {
+        // SAFETY: probe read relative to the tracepoint record.
+        let loc = unsafe { ctx.read_at::<u32>(field as usize) }.unwrap_or(0);
+        let at = ctx.as_ptr() as u64 + u64::from(loc & 0xffff);
+        // SAFETY: probe read of the string inside the record.
+        let _ = unsafe { bpf_probe_read_kernel_str_bytes(at as *const u8, &mut name) };
+    }
+    name
+}
+
+#[inline(always)]
+fn tp_u32(ctx: &TracePointContext, offset: u32) -> u32 {
+    // SAFETY: probe read relative to the tracepoint record.
+    unsafe { ctx.read_at::<u32>(offset as usize) }.unwrap_or(0)
+}
+
+/// An optional field of a vendor tracepoint: 0 where this kernel lacks it.
+#[inline(always)]
+fn tp_u32_or0(ctx: &TracePointContext, offset: u32) -> u32 {
+    if known(offset) {
+        tp_u32(ctx, offset)
+    } else {
+        0
+    }
+}
+
+/// The pending-fault key of a vendor `iommu:dev_*` record, `None` unless
+/// both its PASID and group fields are known. These records name the
+/// device only as a string, so the key's device is 0.
+#[inline(always)]
+fn tp_key(ctx: &TracePointContext, pasid: u32, grpid: u32) -> Option<IopfKey> {
+    if !known(pasid) || !known(grpid) {
+        return None;
+    }
+    Some(IopfKey {
+        dev: 0,
+        pasid: tp_u32(ctx, pasid),
+        grpid: tp_u32(ctx, grpid),
+    })
+}
+
+/// `intel_iommu:prq_report`: the raw VT-d page request descriptor
+/// (`struct page_req_dsc`): qw0 pasid_present bit 8, pasid bits 32–51,
+/// exe_req 52, pm_req 53; qw1 rd_req bit 0, wr_req 1, lpig 2, prg_index
+/// bits 3–11, addr from bit 12. No device pointer: keyed with device 0.
+#[tracepoint]
+pub fn prq_report_tp(ctx: TracePointContext) -> u32 {
+    let c = cfg();
+    if !known(c.tp_prq_dw0) || !known(c.tp_prq_dw1) {
+        return 0;
+    }
+    let dw0 = tp_u64(&ctx, c.tp_prq_dw0);
+    let dw1 = tp_u64(&ctx, c.tp_prq_dw1);
+    let bit = |v: u64, n: u32| ((v >> n) & 1) as u32;
+    let key = IopfKey {
+        dev: 0,
+        pasid: ((dw0 >> 32) & 0xf_ffff) as u32,
+        grpid: ((dw1 >> 3) & 0x1ff) as u32,
+    };
+    let fields = ReportFields {
+        addr: dw1 & !0xfff,
+        perm: bit(dw1, 0) | (bit(dw1, 1) << 1) | (bit(dw0, 52) << 2) | (bit(dw0, 53) << 3),
+        flags: bit(dw0, 8) | (bit(dw1, 2) << 1),
+    };
+    store_report(key, fields, tp_dev_name(&ctx, c.tp_prq_dev));
+    0
+}
+
+/// `iommu:dev_fault` (vendor trees): the fault's fields by name.
+#[tracepoint]
+pub fn dev_fault_tp(ctx: TracePointContext) -> u32 {
+    let c = cfg();
+    let Some(key) = tp_key(&ctx, c.tp_fault_pasid, c.tp_fault_grpid) else {
+        return 0;
+    };
+    let fields = ReportFields {
+        addr: if known(c.tp_fault_addr) {
+            tp_u64(&ctx, c.tp_fault_addr)
+        } else {
+            0
+        },
+        perm: tp_u32_or0(&ctx, c.tp_fault_perm),
+        flags: tp_u32_or0(&ctx, c.tp_fault_flags),
+    };
+    store_report(key, fields, tp_dev_name(&ctx, c.tp_fault_dev));
+    0
+}
+
+/// `iommu:dev_page_response` (vendor trees).
+#[tracepoint]
+pub fn dev_page_response_tp(ctx: TracePointContext) -> u32 {
+    let c = cfg();
+    let Some(key) = tp_key(&ctx, c.tp_resp_pasid, c.tp_resp_grpid) else {
+        return 0;
+    };
+    on_response(key, tp_u32_or0(&ctx, c.tp_resp_code), HOOK_TRACEPOINT);
+    0
+}
+
 // ---------------------------------------------------------------- ioctls
 
 #[inline(always)]
@@ -258,7 +396,24 @@ pub fn ioctl_enter(ctx: TracePointContext) -> u32 {
     ) {
         return 0;
     }
-    let arg = tp_u64(&ctx, c.tp_ioctl_arg);
+    let uacce = matches!(cmd, ioctl_cmd::UACCE_CMD_PIN | ioctl_cmd::UACCE_CMD_UNPIN);
+    if uacce && IOCTL_SYMBOL_LIVE.get(0).copied() == Some(1) {
+        return 0;
+    }
+    ioctl_begin(
+        cmd,
+        tp_u64(&ctx, c.tp_ioctl_arg),
+        tp_u64(&ctx, c.tp_ioctl_fd) as u32,
+        HOOK_TRACEPOINT,
+    );
+    0
+}
+
+/// Opens the in-flight entry of a pin ioctl seen by `hook` (the
+/// `sys_enter_ioctl` tracepoint, or the entry of `uacce_ctrl_unl_ioctl`);
+/// `arg` points at the user's range.
+#[inline(always)]
+pub(crate) fn ioctl_begin(cmd: u32, arg: u64, fd: u32, hook: u8) {
     // SAFETY: probe read of user memory; faults are returned as errors.
     let range = unsafe { bpf_probe_read_user(arg as *const [u64; 2]) }.unwrap_or([0, 0]);
     let tid = bpf_get_current_pid_tgid() as u32;
@@ -268,14 +423,73 @@ pub fn ioctl_enter(ctx: TracePointContext) -> u32 {
         addr: range[0],
         size: range[1],
         cmd,
-        fd: tp_u64(&ctx, c.tp_ioctl_fd) as u32,
+        fd,
         pin_calls: 0,
         pages: 0,
+        hook,
+        inner: 0,
+        _pad: 0,
+        inner_ret: 0,
     };
     if IOCTL_INFLIGHT.insert(tid, value, 0).is_err() {
         count(counter::INFLIGHT_FULL);
     }
-    0
+}
+
+/// Closes the in-flight entry opened by `hook` and emits its record.
+#[inline(always)]
+pub(crate) fn ioctl_end(ret: i64, hook: u8) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let Some(entry) = IOCTL_INFLIGHT.get_ptr(tid) else {
+        return;
+    };
+    // SAFETY: valid map value pointer.
+    let entry = unsafe { *entry };
+    if entry.hook != hook {
+        return;
+    }
+    let _ = IOCTL_INFLIGHT.remove(tid);
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let record = IoctlRecord {
+        header: RecordHeader {
+            kind: KIND_IOCTL,
+            version: RECORD_VERSION,
+            size: core::mem::size_of::<IoctlRecord>() as u32,
+        },
+        ts_ns: entry.ts_ns,
+        latency_ns: now.wrapping_sub(entry.ts_ns),
+        addr: entry.addr,
+        size: entry.size,
+        ret,
+        tgid: (pid_tgid >> 32) as u32,
+        tid,
+        cmd: entry.cmd,
+        fd: entry.fd,
+        comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
+        hook,
+        inner: entry.inner,
+        pin_calls: entry.pin_calls.min(u32::from(u16::MAX)) as u16,
+        pages: entry.pages,
+        inner_ret: entry.inner_ret,
+        _pad: 0,
+    };
+    emit(record);
+}
+
+/// The driver's `uacce_pin_page`/`uacce_unpin_page` returned inside the
+/// current thread's pin ioctl: note it on the ioctl's entry.
+#[inline(always)]
+pub(crate) fn ioctl_inner(bit: u8, ret: i32) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if let Some(entry) = IOCTL_INFLIGHT.get_ptr_mut(tid) {
+        // SAFETY: valid map value pointer; only this thread uses its key.
+        unsafe {
+            (*entry).inner |= bit;
+            (*entry).inner_ret = ret;
+        }
+    }
 }
 
 /// Called by the pin/unpin exit hooks: when this thread is inside a pin
@@ -293,44 +507,7 @@ pub(crate) fn credit_pin_to_ioctl(tid: u32, pages: u64) {
 
 #[tracepoint]
 pub fn ioctl_exit(ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tid = pid_tgid as u32;
-    let Some(entry) = IOCTL_INFLIGHT.get_ptr(tid) else {
-        return 0;
-    };
-    // SAFETY: valid map value pointer.
-    let entry = unsafe { *entry };
-    let _ = IOCTL_INFLIGHT.remove(tid);
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let record = IoctlRecord {
-        header: RecordHeader {
-            kind: KIND_IOCTL,
-            version: RECORD_VERSION,
-            size: core::mem::size_of::<IoctlRecord>() as u32,
-        },
-        ts_ns: entry.ts_ns,
-        latency_ns: now.wrapping_sub(entry.ts_ns),
-        addr: entry.addr,
-        size: entry.size,
-        ret: tp_u64(&ctx, cfg().tp_exit_ret) as i64,
-        tgid: (pid_tgid >> 32) as u32,
-        tid,
-        cmd: entry.cmd,
-        fd: entry.fd,
-        comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
-        hook: HOOK_TRACEPOINT,
-        _pad: [0; 1],
-        pin_calls: entry.pin_calls.min(u32::from(u16::MAX)) as u16,
-        pages: entry.pages,
-    };
-    match EVENTS.reserve::<IoctlRecord>(0) {
-        Some(mut slot) => {
-            slot.write(record);
-            slot.submit(crate::submit_flags(core::mem::size_of::<IoctlRecord>()));
-        }
-        None => count(counter::RINGBUF_FULL),
-    }
+    ioctl_end(tp_u64(&ctx, cfg().tp_exit_ret) as i64, HOOK_TRACEPOINT);
     0
 }
 
@@ -343,13 +520,7 @@ fn emit_bind(mut record: BindRecord) {
         version: RECORD_VERSION,
         size: core::mem::size_of::<BindRecord>() as u32,
     };
-    match EVENTS.reserve::<BindRecord>(0) {
-        Some(mut slot) => {
-            slot.write(record);
-            slot.submit(crate::submit_flags(core::mem::size_of::<BindRecord>()));
-        }
-        None => count(counter::RINGBUF_FULL),
-    }
+    emit(record);
 }
 
 #[inline(always)]

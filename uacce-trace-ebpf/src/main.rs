@@ -27,6 +27,8 @@ use uacce_trace_common::{
 
 mod bench;
 mod iopf;
+mod smmu;
+mod uacce;
 
 /// The one ring buffer; user space may resize it at load time.
 #[map]
@@ -52,9 +54,14 @@ static UNPIN_INFLIGHT: LruHashMap<InflightKey, PinInflight> = LruHashMap::with_m
 /// task more than the program itself (`cargo xtask bench pipeline`). Here
 /// only the record that makes the unread data cross 1/8 of the ring forces
 /// a wake-up, and every record does while more than half is unread (the
-/// reader is behind); the others are submitted with `BPF_RB_NO_WAKEUP`.
-/// User space also drains on a 10 ms timer (`source::RING_POLL`), which
-/// bounds the delay of a trickle of records and covers a crossing that
+/// reader is behind); so does the record that finds the ring empty (the
+/// reader has caught up and sleeps), so the first record after a quiet
+/// spell is seen at once and an idle reader needs no timer. Once woken, the
+/// reader drains at most every 10 ms (`source::RING_POLL`): records that
+/// arrive meanwhile find the ring non-empty and wake nobody, so a steady
+/// stream costs the traced tasks at most ~100 wake-ups per second. The
+/// others are submitted with `BPF_RB_NO_WAKEUP`. A slow safety timer in
+/// user space (`source::RING_SAFETY_POLL`) covers a wake-up that
 /// concurrent producers missed. Call between reserve and submit.
 #[inline(always)]
 pub(crate) fn submit_flags(size: usize) -> u64 {
@@ -62,11 +69,28 @@ pub(crate) fn submit_flags(size: usize) -> u64 {
     let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     let ring = EVENTS.query(BPF_RB_RING_SIZE as u64);
     let threshold = ring >> 3;
-    let crossed = avail >= threshold && avail.saturating_sub(size as u64 + 8) < threshold;
-    if crossed || avail >= ring >> 1 {
+    // The kernel rounds each record (8-byte header included) up to 8 bytes.
+    let this = (size as u64 + 8 + 7) & !7;
+    let crossed = avail >= threshold && avail.saturating_sub(this) < threshold;
+    let was_empty = avail <= this;
+    if was_empty || crossed || avail >= ring >> 1 {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Copies a finished record into [`EVENTS`] with [`submit_flags`]; a full
+/// ring is counted (`RINGBUF_FULL`), never silent. For records built
+/// before the reservation; the pin exit reserves first and writes in place.
+#[inline(always)]
+pub(crate) fn emit<T: 'static>(record: T) {
+    match EVENTS.reserve::<T>(0) {
+        Some(mut slot) => {
+            slot.write(record);
+            slot.submit(submit_flags(core::mem::size_of::<T>()));
+        }
+        None => count(counter::RINGBUF_FULL),
     }
 }
 

@@ -10,13 +10,27 @@
 //!    faults are reported from IRQ threads).
 //! 3. Otherwise unattributed: "pasid N (unattributed)".
 //!
-//! Pure: no aya, no clock. Limitation: processes that bound their PASID
-//! before the tool started are not in the table (no start-up scan yet), so
-//! their faults fall to rules 2–3.
+//! Processes that bound their PASID before the tool started are found by
+//! the start-up scan (`source::scan_pasids`, a walk of the task list
+//! reading each mm's PASID) and seeded with [`Attributor::seed`] before the
+//! first event. A uacce queue opened on an SVA device (`uacce_fops_open`
+//! with a PASID) is a bind too; its release is an unbind.
+//!
+//! Pure: no aya, no clock.
 
 use std::collections::HashMap;
 
-use crate::event::{Event, IopfEvent};
+use serde::Serialize;
+
+use crate::event::{Event, IopfEvent, QueueOp};
+
+/// A PASID and the process whose mm holds it (start-up scan).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PasidOwner {
+    pub pasid: u32,
+    pub tgid: u32,
+    pub comm: String,
+}
 
 /// The PASID owner table.
 #[derive(Debug, Default, Clone)]
@@ -29,10 +43,31 @@ impl Attributor {
         Self::default()
     }
 
+    /// Seed the table with owners found before any event (the start-up
+    /// scan); a later bind of the same PASID replaces them.
+    pub fn seed(&mut self, owners: &[PasidOwner]) {
+        for o in owners {
+            self.owners.insert(o.pasid, (o.tgid, o.comm.clone()));
+        }
+    }
+
     /// Learn from a bind/unbind event; attribute an IOPF event in place.
     /// Other events pass unchanged.
     pub fn process(&mut self, ev: &mut Event) {
         match ev {
+            Event::Queue(q) if q.pasid != 0 && q.ret == 0 && q.op == QueueOp::Open => {
+                self.owners.insert(q.pasid, (q.tgid, q.comm.clone()));
+            }
+            Event::Queue(q)
+                if q.pasid != 0
+                    && q.op == QueueOp::Release
+                    && self
+                        .owners
+                        .get(&q.pasid)
+                        .is_some_and(|(tgid, _)| *tgid == q.tgid) =>
+            {
+                self.owners.remove(&q.pasid);
+            }
             Event::Pasid(p) if p.bound => {
                 self.owners.insert(p.pasid, (p.tgid, p.comm.clone()));
             }
@@ -110,6 +145,17 @@ mod tests {
         })
     }
 
+    /// A fault on `pasid` as reported from the context of task `tgid`
+    /// (`comm`), which need not own the PASID.
+    fn fault_reported_by(pasid: u32, tgid: u32, comm: &str) -> Event {
+        let mut ev = fault(pasid);
+        if let Event::Iopf(f) = &mut ev {
+            f.tgid = Some(tgid);
+            f.comm = comm.into();
+        }
+        ev
+    }
+
     fn owner(a: &mut Attributor, mut ev: Event) -> String {
         a.process(&mut ev);
         match ev {
@@ -136,14 +182,54 @@ mod tests {
     #[test]
     fn owner_beats_the_reporting_task() {
         let mut a = Attributor::new();
-        let mut ev = fault(7);
-        if let Event::Iopf(f) = &mut ev {
-            f.tgid = Some(42);
-            f.comm = "irq-helper".into();
-        }
+        let ev = fault_reported_by(7, 42, "irq-helper");
         assert_eq!(owner(&mut a, ev.clone()), "42/irq-helper");
         a.process(&mut bind(300, "owner", 7, true));
         assert_eq!(owner(&mut a, ev), "300/owner");
+    }
+
+    #[test]
+    fn seeded_owner_from_the_start_up_scan() {
+        let mut a = Attributor::new();
+        // The reporting task (the mock reports from the faulting ioctl)
+        // is another process: the scanned owner wins.
+        let ev = fault_reported_by(1, 42, "iopf-workload");
+        a.seed(&[PasidOwner {
+            pasid: 1,
+            tgid: 7,
+            comm: "holder".into(),
+        }]);
+        assert_eq!(owner(&mut a, ev), "7/holder");
+        // A bind seen later replaces the seeded owner.
+        a.process(&mut bind(8, "new", 1, true));
+        assert_eq!(owner(&mut a, fault(1)), "8/new");
+    }
+
+    #[test]
+    fn uacce_queue_open_and_release_bind() {
+        use crate::event::QueueEvent;
+        let q = |op, pasid| {
+            Event::Queue(QueueEvent {
+                ts_ns: 0,
+                latency_ns: 0,
+                tgid: 5,
+                tid: 5,
+                comm: "zip".into(),
+                op,
+                device: "hisi_zip-0".into(),
+                pasid,
+                ret: 0,
+                queue: 1,
+                hook: HookType::Kprobe,
+            })
+        };
+        let mut a = Attributor::new();
+        a.process(&mut q(QueueOp::Open, 0));
+        assert!(a.is_empty(), "a queue without SVA binds nothing");
+        a.process(&mut q(QueueOp::Open, 3));
+        assert_eq!(owner(&mut a, fault(3)), "5/zip");
+        a.process(&mut q(QueueOp::Release, 3));
+        assert_eq!(owner(&mut a, fault(3)), "pasid 3 (unattributed)");
     }
 
     #[test]

@@ -110,7 +110,8 @@ pub enum BenchCommand {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Wakeup {
-    /// Wake the reader once per 1/8 ring of data (plus its 10 ms poll).
+    /// The tool's policy: wake the reader when a record finds the ring
+    /// empty or crosses 1/8 of it; the reader drains at most every 10 ms.
     Batched,
     /// The kernel's default: wake whenever the reader has caught up.
     Adaptive,

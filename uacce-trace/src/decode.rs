@@ -4,13 +4,18 @@
 
 use thiserror::Error;
 use uacce_trace_common::{
-    ioctl_cmd, BindRecord, IoctlRecord, IopfRecord, PinFunc, PinRecord, RecordHeader, BIND_OP_BIND,
-    BIND_OP_UNBIND, IOPF_REPORTER_IS_USER, KIND_BIND, KIND_IOCTL, KIND_IOPF, KIND_PIN, KIND_UNPIN,
-    RECORD_VERSION,
+    ioctl_cmd, BindRecord, IoctlRecord, IopfRecord, PinFunc, PinRecord, QueueRecord, RecordHeader,
+    BIND_OP_BIND, BIND_OP_SCAN, BIND_OP_UNBIND, IOCTL_INNER_PIN_PAGE, IOCTL_INNER_UNPIN_PAGE,
+    IOPF_REPORTER_IS_USER, KIND_BIND, KIND_IOCTL, KIND_IOPF, KIND_PIN, KIND_QUEUE, KIND_UNPIN,
+    QUEUE_OP_OPEN, QUEUE_OP_PUT, QUEUE_OP_RELEASE, QUEUE_OP_START, RECORD_VERSION,
 };
 
-use crate::event::{
-    comm_to_string, Event, HookType, IopfEvent, PasidEvent, PinEvent, PinIoctl, PinIoctlEvent,
+use crate::{
+    attribution::PasidOwner,
+    event::{
+        comm_to_string, DriverCall, Event, HookType, IopfEvent, PasidEvent, PinEvent, PinIoctl,
+        PinIoctlEvent, QueueEvent, QueueOp,
+    },
 };
 
 /// Why a record could not be decoded.
@@ -30,6 +35,10 @@ pub enum DecodeError {
     Ioctl(u32),
     #[error("unknown PASID operation {0}")]
     BindOp(u32),
+    #[error("unknown uacce queue operation {0}")]
+    QueueOp(u32),
+    #[error("not a start-up scan record")]
+    NotScan,
 }
 
 /// What decoding needs to know about the running kernel.
@@ -130,6 +139,43 @@ pub fn decode(bytes: &[u8], ctx: &DecodeContext) -> Result<Event, DecodeError> {
                 hook,
                 pin_calls: u32::from(r.pin_calls),
                 pages: u64::from(r.pages),
+                driver_call: if r.inner & IOCTL_INNER_PIN_PAGE != 0 {
+                    Some(DriverCall {
+                        function: "uacce_pin_page",
+                        ret: r.inner_ret,
+                    })
+                } else if r.inner & IOCTL_INNER_UNPIN_PAGE != 0 {
+                    Some(DriverCall {
+                        function: "uacce_unpin_page",
+                        ret: r.inner_ret,
+                    })
+                } else {
+                    None
+                },
+            }))
+        }
+        KIND_QUEUE => {
+            let r: QueueRecord = read(bytes)?;
+            let hook = HookType::from_wire(r.hook).ok_or(DecodeError::Hook(r.hook))?;
+            let op = match r.op {
+                QUEUE_OP_OPEN => QueueOp::Open,
+                QUEUE_OP_START => QueueOp::StartQ,
+                QUEUE_OP_PUT => QueueOp::PutQ,
+                QUEUE_OP_RELEASE => QueueOp::Release,
+                other => return Err(DecodeError::QueueOp(other)),
+            };
+            Ok(Event::Queue(QueueEvent {
+                ts_ns: r.ts_ns,
+                latency_ns: r.latency_ns,
+                tgid: r.tgid,
+                tid: r.tid,
+                comm: comm_to_string(&r.comm),
+                op,
+                device: comm_to_string(&r.dev_name),
+                pasid: r.pasid,
+                ret: r.ret,
+                queue: r.queue,
+                hook,
             }))
         }
         KIND_BIND => {
@@ -152,6 +198,29 @@ pub fn decode(bytes: &[u8], ctx: &DecodeContext) -> Result<Event, DecodeError> {
         }
         other => Err(DecodeError::Kind(other)),
     }
+}
+
+/// Decode one record of the start-up PASID scan (a [`BindRecord`] with
+/// `BIND_OP_SCAN`).
+pub fn decode_scan(bytes: &[u8]) -> Result<PasidOwner, DecodeError> {
+    let header: RecordHeader = read(bytes)?;
+    if header.version != RECORD_VERSION {
+        return Err(DecodeError::Version {
+            found: header.version,
+        });
+    }
+    if header.kind != KIND_BIND {
+        return Err(DecodeError::NotScan);
+    }
+    let r: BindRecord = read(bytes)?;
+    if r.op != BIND_OP_SCAN {
+        return Err(DecodeError::NotScan);
+    }
+    Ok(PasidOwner {
+        pasid: r.pasid,
+        tgid: r.tgid,
+        comm: comm_to_string(&r.comm),
+    })
 }
 
 #[cfg(test)]
@@ -313,6 +382,85 @@ mod tests {
             panic!("decode failed")
         };
         assert_eq!((e.tgid, e.pasid, e.bound), (12, 4, false));
+    }
+
+    #[test]
+    fn decodes_queue_driver_call_and_scan() {
+        let ctx = DecodeContext::default();
+        let mut q = QueueRecord {
+            header: RecordHeader {
+                kind: KIND_QUEUE,
+                version: RECORD_VERSION,
+                size: 112,
+            },
+            ret: -22,
+            tgid: 9,
+            op: QUEUE_OP_START,
+            pasid: 5,
+            hook: uacce_trace_common::HOOK_KPROBE,
+            queue: 0xffff_8880_0000_2000,
+            ..Default::default()
+        };
+        q.dev_name[..10].copy_from_slice(b"hisi_zip-0");
+        let Ok(Event::Queue(e)) = decode(&as_bytes(&q), &ctx) else {
+            panic!("decode failed")
+        };
+        assert_eq!(
+            (e.op, e.ret, e.device.as_str(), e.pasid, e.tgid),
+            (QueueOp::StartQ, -22, "hisi_zip-0", 5, 9)
+        );
+        q.op = 9;
+        assert_eq!(decode(&as_bytes(&q), &ctx), Err(DecodeError::QueueOp(9)));
+
+        let r = IoctlRecord {
+            header: RecordHeader {
+                kind: KIND_IOCTL,
+                version: RECORD_VERSION,
+                size: 96,
+            },
+            ret: -17,
+            cmd: ioctl_cmd::UACCE_CMD_PIN,
+            hook: uacce_trace_common::HOOK_FENTRY,
+            inner: IOCTL_INNER_PIN_PAGE,
+            inner_ret: -17,
+            ..Default::default()
+        };
+        let Ok(Event::PinIoctl(e)) = decode(&as_bytes(&r), &ctx) else {
+            panic!("decode failed")
+        };
+        assert_eq!(
+            e.driver_call,
+            Some(DriverCall {
+                function: "uacce_pin_page",
+                ret: -17
+            })
+        );
+
+        let mut b = BindRecord {
+            header: RecordHeader {
+                kind: KIND_BIND,
+                version: RECORD_VERSION,
+                size: 56,
+            },
+            tgid: 48,
+            pasid: 1,
+            op: BIND_OP_SCAN,
+            hook: u32::from(uacce_trace_common::HOOK_TRACEPOINT),
+            ..Default::default()
+        };
+        b.comm[..6].copy_from_slice(b"holder");
+        assert_eq!(
+            decode_scan(&as_bytes(&b)),
+            Ok(PasidOwner {
+                pasid: 1,
+                tgid: 48,
+                comm: "holder".into()
+            })
+        );
+        // A scan record is not a live event, and a live bind is no scan.
+        assert_eq!(decode(&as_bytes(&b), &ctx), Err(DecodeError::BindOp(3)));
+        b.op = BIND_OP_BIND;
+        assert_eq!(decode_scan(&as_bytes(&b)), Err(DecodeError::NotScan));
     }
 
     #[test]

@@ -33,6 +33,7 @@ fn to_json(
     i: &Inspection,
     pref: HookPreference,
     vmstat: Option<system::PinCounters>,
+    scan: &source::PasidScan,
 ) -> serde_json::Value {
     let problem = problem(i);
     let c = |r: &Result<(), String>| {
@@ -59,10 +60,16 @@ fn to_json(
         "plan": i.plan.hooks,
         "params": i.params,
         "offsets": i.config.origins,
+        "pasid_scan": scan,
     })
 }
 
-fn render(i: &Inspection, pref: HookPreference, vmstat: Option<system::PinCounters>) -> String {
+fn render(
+    i: &Inspection,
+    pref: HookPreference,
+    vmstat: Option<system::PinCounters>,
+    scan: &source::PasidScan,
+) -> String {
     let mut s = String::new();
     let mut row = |k: &str, v: String| s.push_str(&format!("  {k:<15} {v}\n"));
     let show = |r: &Result<(), String>| match r {
@@ -126,6 +133,10 @@ fn render(i: &Inspection, pref: HookPreference, vmstat: Option<system::PinCounte
             }
         ),
     );
+    row(
+        "PASID scan",
+        format!("{} (mm PASID in {})", scan.summary(), scan.pasid_field),
+    );
     s.push_str(&format!(
         "\nhook plan (--hooks {}): {}\n",
         format!("{pref:?}").to_lowercase(),
@@ -159,6 +170,11 @@ fn render(i: &Inspection, pref: HookPreference, vmstat: Option<system::PinCounte
                 .collect::<Vec<_>>()
                 .join("; ")
         };
+        let why = match &h.note {
+            Some(note) if why.is_empty() => note.clone(),
+            Some(note) => format!("{note}; {why}"),
+            None => why,
+        };
         s.push_str(&format!(
             "  {:<13} {:<34} {:<10} {}\n",
             h.kind.name(),
@@ -178,10 +194,12 @@ fn render(i: &Inspection, pref: HookPreference, vmstat: Option<system::PinCounte
 pub fn run(pref: HookPreference, as_json: bool, out: &mut dyn Write) -> std::io::Result<u8> {
     let inspection = source::inspect(pref);
     let vmstat = system::vmstat_pins(inspection.privileges.is_ok());
+    // Informational: a scan that cannot run never fails doctor.
+    let scan = source::scan_pasids(&inspection.config);
     if as_json {
-        writeln!(out, "{}", to_json(&inspection, pref, vmstat))?;
+        writeln!(out, "{}", to_json(&inspection, pref, vmstat, &scan))?;
     } else {
-        write!(out, "{}", render(&inspection, pref, vmstat))?;
+        write!(out, "{}", render(&inspection, pref, vmstat, &scan))?;
     }
     Ok(if problem(&inspection).is_none() { 0 } else { 1 })
 }

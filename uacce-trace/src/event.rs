@@ -80,9 +80,16 @@ impl PinEvent {
         u64::try_from(self.ret).unwrap_or(0)
     }
 
-    /// The errno of a failed pin call.
+    /// The errno of a failed pin call. `ret` comes from the kernel (or a
+    /// file) unchecked: `i64::MIN` has no negation and must not panic
+    /// (found by the `decode` fuzz target).
     pub fn errno(&self) -> Option<i32> {
-        (self.is_pin() && self.ret < 0).then(|| i32::try_from(-self.ret).unwrap_or(i32::MAX))
+        (self.is_pin() && self.ret < 0).then(|| {
+            self.ret
+                .checked_neg()
+                .and_then(|v| i32::try_from(v).ok())
+                .unwrap_or(i32::MAX)
+        })
     }
 }
 
@@ -142,6 +149,64 @@ pub struct PinIoctlEvent {
     /// (counted in the kernel per thread) and the pages they (un)pinned.
     pub pin_calls: u32,
     pub pages: u64,
+    /// The driver's `uacce_pin_page`/`uacce_unpin_page` that ran inside
+    /// this ioctl and its return value (symbol hooks; `None` where they are
+    /// not hooked or the ioctl never reached them).
+    pub driver_call: Option<DriverCall>,
+}
+
+/// A driver function the ioctl reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct DriverCall {
+    /// `uacce_pin_page` or `uacce_unpin_page`.
+    pub function: &'static str,
+    pub ret: i32,
+}
+
+/// One step of a uacce queue's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueOp {
+    /// `open()` of `/dev/<driver>-<n>` (`uacce_fops_open` returned).
+    Open,
+    /// `UACCE_CMD_START_Q`.
+    StartQ,
+    /// `UACCE_CMD_PUT_Q`.
+    PutQ,
+    /// The last close (`uacce_fops_release`).
+    Release,
+}
+
+impl QueueOp {
+    pub const fn name(self) -> &'static str {
+        match self {
+            QueueOp::Open => "open",
+            QueueOp::StartQ => "start_q",
+            QueueOp::PutQ => "put_q",
+            QueueOp::Release => "release",
+        }
+    }
+}
+
+/// A uacce queue opened, started, put or released.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueEvent {
+    pub ts_ns: u64,
+    /// Entry to return (0 where only one side is hooked).
+    pub latency_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub op: QueueOp,
+    /// uacce device name, e.g. `hisi_zip-0` (`/dev/hisi_zip-0`).
+    pub device: String,
+    /// The queue's PASID (0 on devices without SVA).
+    pub pasid: u32,
+    /// Return value (0 or -errno).
+    pub ret: i64,
+    /// `struct uacce_queue *`, to follow one queue.
+    pub queue: u64,
+    pub hook: HookType,
 }
 
 /// A PASID bound to a process (learnt in process context when the process
@@ -175,6 +240,7 @@ pub enum Event {
     Iopf(IopfEvent),
     PinIoctl(PinIoctlEvent),
     Pasid(PasidEvent),
+    Queue(QueueEvent),
     Loss(LossSample),
 }
 
@@ -186,6 +252,7 @@ impl Event {
             Event::Iopf(e) => e.ts_ns,
             Event::PinIoctl(e) => e.ts_ns,
             Event::Pasid(e) => e.ts_ns,
+            Event::Queue(e) => e.ts_ns,
             Event::Loss(e) => e.ts_ns,
         }
     }
@@ -230,5 +297,8 @@ mod tests {
         assert_eq!((e.pages(), e.errno()), (4, None));
         e.ret = -14;
         assert_eq!((e.pages(), e.errno()), (0, Some(14)));
+        // Garbage from a damaged file or a fuzzer: no overflow panic.
+        e.ret = i64::MIN;
+        assert_eq!((e.pages(), e.errno()), (0, Some(i32::MAX)));
     }
 }

@@ -142,6 +142,27 @@ pub fn resolve(
         &[("task_struct", "flags")],
         KernelConfig::UNKNOWN,
     );
+    // Start-up PASID scan and uacce queues: layouts that depend on the
+    // kernel's configuration, so there is no stable fallback (unknown: the
+    // programs that need them read nothing).
+    let unknown = KernelConfig::UNKNOWN;
+    let task_tasks = r.offset("task_tasks", &[("task_struct", "tasks")], unknown);
+    let task_group_leader = r.offset(
+        "task_group_leader",
+        &[("task_struct", "group_leader")],
+        unknown,
+    );
+    let task_tgid = r.offset("task_tgid", &[("task_struct", "tgid")], unknown);
+    let task_mm = r.offset("task_mm", &[("task_struct", "mm")], unknown);
+    let task_comm = r.offset("task_comm", &[("task_struct", "comm")], unknown);
+    // 6.8+ keeps the PASID in `mm->iommu_mm->pasid`, 5.18–6.7 in `mm->pasid`.
+    let mm_iommu_mm = r.offset("mm_iommu_mm", &[("mm_struct", "iommu_mm")], unknown);
+    let iommu_mm_pasid = r.offset("iommu_mm_pasid", &[("iommu_mm_data", "pasid")], unknown);
+    let mm_pasid = r.offset("mm_pasid", &[("mm_struct", "pasid")], unknown);
+    let file_private_data = r.offset("file_private_data", &[("file", "private_data")], unknown);
+    let queue_pasid = r.offset("queue_pasid", &[("uacce_queue", "pasid")], unknown);
+    let queue_uacce = r.offset("queue_uacce", &[("uacce_queue", "uacce")], unknown);
+    let uacce_dev = r.offset("uacce_dev", &[("uacce_device", "dev")], unknown);
     let mut tp = |field: &'static str, format: Option<&str>, name: &str, fallback: u32| {
         let found = format.and_then(|f| tracepoint_field_offset(f, name));
         let (value, source) = match found {
@@ -183,8 +204,103 @@ pub fn resolve(
             tp_ioctl_arg,
             tp_exit_ret,
             _pad: 0,
+            task_tasks,
+            task_group_leader,
+            task_tgid,
+            task_mm,
+            task_comm,
+            mm_iommu_mm,
+            iommu_mm_pasid,
+            mm_pasid,
+            file_private_data,
+            queue_pasid,
+            queue_uacce,
+            uacce_dev,
+            ..fb
         },
         origins: r.origins,
+    }
+}
+
+/// tracefs `format` texts of the vendor IOPF tracepoints, where they exist.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VendorFormats<'a> {
+    /// `intel_iommu:prq_report`
+    pub prq_report: Option<&'a str>,
+    /// `iommu:dev_fault` (vendor trees)
+    pub dev_fault: Option<&'a str>,
+    /// `iommu:dev_page_response` (vendor trees)
+    pub dev_page_response: Option<&'a str>,
+}
+
+impl Resolved {
+    /// Add the field offsets of the vendor tracepoints that exist; the
+    /// others stay unknown (their programs then read nothing).
+    pub fn add_vendor_tracepoints(&mut self, f: VendorFormats<'_>) {
+        let mut tp = |field: &'static str, format: Option<&str>, names: &[&str]| -> u32 {
+            let Some(format) = format else {
+                return KernelConfig::UNKNOWN;
+            };
+            let found = names
+                .iter()
+                .find_map(|n| tracepoint_field_offset(format, n).map(|o| (o, *n)));
+            let (value, source, name) = match found {
+                Some((o, n)) => (o, "tracefs", n),
+                None => (KernelConfig::UNKNOWN, "unknown", names[0]),
+            };
+            self.origins.push(Origin {
+                field,
+                value,
+                source,
+                from: format!("format field {name}"),
+            });
+            value
+        };
+        let c = &mut self.config;
+        c.tp_prq_dw0 = tp("tp_prq_dw0", f.prq_report, &["dw0"]);
+        c.tp_prq_dw1 = tp("tp_prq_dw1", f.prq_report, &["dw1"]);
+        c.tp_prq_dev = tp("tp_prq_dev", f.prq_report, &["dev"]);
+        c.tp_fault_pasid = tp("tp_fault_pasid", f.dev_fault, &["pasid"]);
+        c.tp_fault_grpid = tp("tp_fault_grpid", f.dev_fault, &["grpid"]);
+        c.tp_fault_flags = tp("tp_fault_flags", f.dev_fault, &["flags"]);
+        c.tp_fault_perm = tp("tp_fault_perm", f.dev_fault, &["prot", "perm"]);
+        c.tp_fault_addr = tp("tp_fault_addr", f.dev_fault, &["addr"]);
+        c.tp_fault_dev = tp("tp_fault_dev", f.dev_fault, &["device", "dev"]);
+        c.tp_resp_pasid = tp("tp_resp_pasid", f.dev_page_response, &["pasid"]);
+        c.tp_resp_grpid = tp("tp_resp_grpid", f.dev_page_response, &["grpid"]);
+        c.tp_resp_code = tp("tp_resp_code", f.dev_page_response, &["code"]);
+    }
+
+    /// Why the start-up PASID scan cannot run on this kernel, if it cannot:
+    /// it needs the task list. (A kernel whose mm has no PASID field, i.e.
+    /// without CONFIG_IOMMU_SVA or before 5.18, is still walked: nobody can
+    /// hold a PASID there, which the scan then confirms.)
+    pub fn scan_problem(&self) -> Option<String> {
+        let c = &self.config;
+        let unknown = KernelConfig::UNKNOWN;
+        let task = [
+            c.task_tasks,
+            c.task_group_leader,
+            c.task_tgid,
+            c.task_mm,
+            c.task_comm,
+        ];
+        if task.contains(&unknown) {
+            return Some("task_struct offsets unknown (no usable kernel BTF)".into());
+        }
+        None
+    }
+
+    /// Where this kernel keeps an mm's PASID, for `doctor`.
+    pub fn pasid_location(&self) -> &'static str {
+        let c = &self.config;
+        if c.mm_iommu_mm != KernelConfig::UNKNOWN && c.iommu_mm_pasid != KernelConfig::UNKNOWN {
+            "mm->iommu_mm->pasid"
+        } else if c.mm_pasid != KernelConfig::UNKNOWN {
+            "mm->pasid"
+        } else {
+            "none (no CONFIG_IOMMU_SVA or before 5.18: no process can hold one)"
+        }
     }
 }
 
@@ -221,11 +337,46 @@ mod tests {
         assert_eq!(tracepoint_field_offset(ENTER, "ret"), None);
     }
 
+    /// `intel_iommu:prq_report` as in 6.12's drivers/iommu/intel/trace.h.
+    const PRQ: &str = "name: prq_report\nID: 1234\nformat:\n\
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+\tfield:u64 dw0;\toffset:8;\tsize:8;\tsigned:0;\n\
+\tfield:u64 dw1;\toffset:16;\tsize:8;\tsigned:0;\n\
+\tfield:u64 dw2;\toffset:24;\tsize:8;\tsigned:0;\n\
+\tfield:u64 dw3;\toffset:32;\tsize:8;\tsigned:0;\n\
+\tfield:unsigned long seq;\toffset:40;\tsize:8;\tsigned:0;\n\
+\tfield:__data_loc char[] iommu;\toffset:48;\tsize:4;\tsigned:0;\n\
+\tfield:__data_loc char[] dev;\toffset:52;\tsize:4;\tsigned:0;\n";
+
+    #[test]
+    fn vendor_tracepoint_offsets_from_their_format() {
+        let mut r = resolve(None, None, None);
+        r.add_vendor_tracepoints(VendorFormats {
+            prq_report: Some(PRQ),
+            ..Default::default()
+        });
+        assert_eq!(
+            (
+                r.config.tp_prq_dw0,
+                r.config.tp_prq_dw1,
+                r.config.tp_prq_dev
+            ),
+            (8, 16, 52)
+        );
+        // Absent tracepoints stay unknown: their programs read nothing.
+        assert_eq!(r.config.tp_fault_pasid, KernelConfig::UNKNOWN);
+        assert_eq!(r.config.tp_resp_code, KernelConfig::UNKNOWN);
+    }
+
     #[test]
     fn without_btf_uses_the_stable_layout() {
         let r = resolve(None, None, None);
         assert_eq!(r.config, KernelConfig::FALLBACK);
         assert!(r.origins.iter().all(|o| o.source != "btf"));
+        assert_eq!(
+            r.scan_problem().as_deref(),
+            Some("task_struct offsets unknown (no usable kernel BTF)")
+        );
     }
 
     #[test]

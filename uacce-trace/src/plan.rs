@@ -25,10 +25,12 @@ pub enum EventKind {
     PinIoctl,
     PasidBind,
     PasidUnbind,
+    /// uacce queue open/release and START_Q/PUT_Q.
+    Queue,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Pin,
         EventKind::Unpin,
         EventKind::IopfReport,
@@ -36,6 +38,7 @@ impl EventKind {
         EventKind::PinIoctl,
         EventKind::PasidBind,
         EventKind::PasidUnbind,
+        EventKind::Queue,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -47,6 +50,7 @@ impl EventKind {
             EventKind::PinIoctl => "uacce_ctrl",
             EventKind::PasidBind => "pasid_bind",
             EventKind::PasidUnbind => "pasid_unbind",
+            EventKind::Queue => "uacce_queue",
         }
     }
 }
@@ -75,6 +79,26 @@ pub enum Program {
     /// `syscalls:sys_enter_ioctl` + `sys_exit_ioctl`, filtered on the pin
     /// ioctl numbers in the kernel.
     PinIoctl,
+    /// `uacce_ctrl_unl_ioctl` (RFC driver): the uacce_ctrl pin ioctls at
+    /// the driver, which the syscall tracepoint then leaves to it.
+    UacceCtrlIoctl,
+    /// `uacce_pin_page` / `uacce_unpin_page` return, linked to the ioctl.
+    UaccePinPage,
+    UacceUnpinPage,
+    /// `uacce_fops_open` / `uacce_fops_release` / `uacce_fops_unl_ioctl`.
+    UacceOpen,
+    UacceRelease,
+    UacceIoctl,
+    /// Vendor tracepoints: `intel_iommu:prq_report` (Intel page request
+    /// queue), `iommu:dev_fault` / `iommu:dev_page_response` (vendor trees).
+    PrqReport,
+    DevFault,
+    DevPageResponse,
+    /// ARM SMMUv3 event queue handler (`arm_smmu_handle_evt`, renamed
+    /// `arm_smmu_handle_event`): the raw stall event, decoded in the program.
+    SmmuEvent,
+    /// ARM SMMUv3 `arm_smmu_page_response` (the driver's resume command).
+    SmmuPageResponse,
 }
 
 /// One hook target: a kernel function (or tracepoint) and the hook types
@@ -89,6 +113,38 @@ pub struct Target {
 }
 
 const FENTRY_THEN_KPROBE: &[HookType] = &[HookType::Fentry, HookType::Kprobe];
+const TRACEPOINT: &[HookType] = &[HookType::Tracepoint];
+
+/// Vendor tracepoints and the core functions preferred over them: a vendor
+/// row is used only when none of its core functions got a hook (the core
+/// functions see every vendor's faults with the fields we pair on; the
+/// tracepoints only their own vendor's, with other fields).
+pub const VENDOR_FALLBACKS: &[(&str, &[&str])] = &[
+    ("intel_iommu:prq_report", &["iommu_report_device_fault"]),
+    ("iommu:dev_fault", &["iommu_report_device_fault"]),
+    (
+        "iommu:dev_page_response",
+        &["iopf_group_response", "iommu_page_response"],
+    ),
+    // SMMUv3 (arm64, stall model): the driver's event handler and resume.
+    ("arm_smmu_handle_evt", &["iommu_report_device_fault"]),
+    ("arm_smmu_handle_event", &["iommu_report_device_fault"]),
+    (
+        "arm_smmu_page_response",
+        &["iopf_group_response", "iommu_page_response"],
+    ),
+];
+
+/// Start of the reason a vendor row was set aside for a core function.
+const PREFERRED: &str = "core function ";
+
+/// The core functions preferred over `function`, if it is a vendor row.
+pub fn preferred_over(function: &str) -> &'static [&'static str] {
+    VENDOR_FALLBACKS
+        .iter()
+        .find(|(vendor, _)| *vendor == function)
+        .map_or(&[], |(_, core)| core)
+}
 
 /// The candidates for each kind, in preference order. Data, not code paths:
 /// adding a hook means adding a row.
@@ -125,11 +181,91 @@ pub fn targets() -> Vec<Target> {
             program: Program::PageResponse,
             hooks: FENTRY_THEN_KPROBE,
         },
+        // SMMUv3 driver entry points: after the core functions, used only
+        // where those cannot be hooked (`VENDOR_FALLBACKS`). The handler is
+        // `arm_smmu_handle_evt(smmu, u64 *evt)` up to 6.13 and
+        // `arm_smmu_handle_event(smmu, u64 *evt, event)` from 6.15 (6.14's
+        // two-argument form without the raw event is not decoded).
+        Target {
+            kind: EventKind::IopfReport,
+            function: "arm_smmu_handle_evt",
+            program: Program::SmmuEvent,
+            hooks: FENTRY_THEN_KPROBE,
+        },
+        Target {
+            kind: EventKind::IopfReport,
+            function: "arm_smmu_handle_event",
+            program: Program::SmmuEvent,
+            hooks: FENTRY_THEN_KPROBE,
+        },
+        Target {
+            kind: EventKind::IopfResponse,
+            function: "arm_smmu_page_response",
+            program: Program::SmmuPageResponse,
+            hooks: FENTRY_THEN_KPROBE,
+        },
+        Target {
+            kind: EventKind::IopfReport,
+            function: "intel_iommu:prq_report",
+            program: Program::PrqReport,
+            hooks: TRACEPOINT,
+        },
+        Target {
+            kind: EventKind::IopfReport,
+            function: "iommu:dev_fault",
+            program: Program::DevFault,
+            hooks: TRACEPOINT,
+        },
+        Target {
+            kind: EventKind::IopfResponse,
+            function: "iommu:dev_page_response",
+            program: Program::DevPageResponse,
+            hooks: TRACEPOINT,
+        },
+        // The driver's own function first: it sees only real uacce_ctrl
+        // ioctls; the tracepoint then keeps the mempinfd ones (and all of
+        // them where the symbol does not exist).
+        Target {
+            kind: EventKind::PinIoctl,
+            function: "uacce_ctrl_unl_ioctl",
+            program: Program::UacceCtrlIoctl,
+            hooks: FENTRY_THEN_KPROBE,
+        },
+        Target {
+            kind: EventKind::PinIoctl,
+            function: "uacce_pin_page",
+            program: Program::UaccePinPage,
+            hooks: FENTRY_THEN_KPROBE,
+        },
+        Target {
+            kind: EventKind::PinIoctl,
+            function: "uacce_unpin_page",
+            program: Program::UacceUnpinPage,
+            hooks: FENTRY_THEN_KPROBE,
+        },
         Target {
             kind: EventKind::PinIoctl,
             function: "syscalls:sys_enter_ioctl",
             program: Program::PinIoctl,
             hooks: &[HookType::Tracepoint],
+        },
+        Target {
+            kind: EventKind::Queue,
+            function: "uacce_fops_open",
+            program: Program::UacceOpen,
+            hooks: FENTRY_THEN_KPROBE,
+        },
+        Target {
+            kind: EventKind::Queue,
+            function: "uacce_fops_release",
+            program: Program::UacceRelease,
+            hooks: FENTRY_THEN_KPROBE,
+        },
+        Target {
+            kind: EventKind::Queue,
+            function: "uacce_fops_unl_ioctl",
+            program: Program::UacceIoctl,
+            hooks: FENTRY_THEN_KPROBE,
         },
         Target {
             kind: EventKind::PasidBind,
@@ -209,6 +345,9 @@ pub struct PlannedHook {
     /// The function does not exist in this kernel at all (normal for
     /// variants added or removed in other versions).
     pub absent: bool,
+    /// Why a vendor fallback row is in use, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl PlannedHook {
@@ -310,9 +449,12 @@ pub fn plan(facts: &Facts, pref: HookPreference) -> Plan {
             viable,
             rejected,
             absent,
+            note: None,
         });
     }
-    Plan { hooks }
+    let mut plan = Plan { hooks };
+    plan.settle_vendor_rows();
+    plan
 }
 
 fn pref_name(pref: HookPreference) -> &'static str {
@@ -324,6 +466,75 @@ fn pref_name(pref: HookPreference) -> &'static str {
 }
 
 impl Plan {
+    /// Which core function (if any) makes the vendor row `function`
+    /// unnecessary: one of [`preferred_over`] that has a hook.
+    pub fn core_hooked_instead_of(&self, function: &str) -> Option<&'static str> {
+        let core = preferred_over(function);
+        self.hooks
+            .iter()
+            .find(|h| core.contains(&h.function) && h.chosen.is_some())
+            .map(|h| h.function)
+    }
+
+    /// Drop vendor rows whose core functions are hooked, saying so; a
+    /// vendor row stays (and says why) only where the core has no hook.
+    /// Called after planning and again by `source` after attaching the core
+    /// rows, so an attach failure of the core brings the vendor row in.
+    pub fn settle_vendor_rows(&mut self) {
+        let decisions: Vec<(usize, Option<&'static str>)> = self
+            .hooks
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| !preferred_over(h.function).is_empty())
+            .map(|(i, h)| (i, self.core_hooked_instead_of(h.function)))
+            .collect();
+        for (i, core) in decisions {
+            let h = &mut self.hooks[i];
+            match core {
+                Some(core) if h.chosen.is_some() => {
+                    // `viable` is kept: `reconsider_vendor_row` brings the
+                    // row back if the core fails to attach.
+                    let reason = format!("{PREFERRED}{core} is hooked and preferred");
+                    for &hook in &h.viable {
+                        h.rejected.push(Rejection {
+                            hook,
+                            reason: reason.clone(),
+                        });
+                    }
+                    h.chosen = None;
+                }
+                None if h.chosen.is_some() => {
+                    h.note = Some(format!(
+                        "used because no core function ({}) could be hooked",
+                        preferred_over(h.function).join(", ")
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Before attaching row `i`: a vendor row set aside for its core
+    /// functions is taken back when none of them ended up hooked.
+    pub fn reconsider_vendor_row(&mut self, i: usize) {
+        let Some(function) = self.hooks.get(i).map(|h| h.function) else {
+            return;
+        };
+        if preferred_over(function).is_empty() || self.core_hooked_instead_of(function).is_some() {
+            return;
+        }
+        let h = &mut self.hooks[i];
+        if h.chosen.is_some() || h.viable.is_empty() {
+            return;
+        }
+        h.rejected.retain(|r| !r.reason.starts_with(PREFERRED));
+        h.chosen = h.viable.first().copied();
+        h.note = Some(format!(
+            "used because no core function ({}) could be hooked",
+            preferred_over(function).join(", ")
+        ));
+    }
+
     /// Hooks that have a chosen hook type.
     pub fn chosen(&self) -> impl Iterator<Item = &PlannedHook> {
         self.hooks.iter().filter(|h| h.chosen.is_some())
@@ -450,7 +661,7 @@ mod tests {
         assert_eq!(
             p.summary(),
             "pin: kprobe · unpin: kprobe · iopf_report: none · iopf_response: none · \
-             uacce_ctrl: tracepoint · pasid_bind: none · pasid_unbind: none"
+             uacce_ctrl: tracepoint · pasid_bind: none · pasid_unbind: none · uacce_queue: none"
         );
     }
 
@@ -533,6 +744,148 @@ mod tests {
         );
         let p = plan(&f, HookPreference::Auto);
         assert_eq!(hook(&p, "syscalls:sys_enter_ioctl").chosen, None);
+    }
+
+    #[test]
+    fn smmu_rows_only_where_the_core_is_missing() {
+        let present = SymbolFacts {
+            in_btf: true,
+            in_kallsyms: true,
+            traceable: Some(true),
+            blacklisted: false,
+        };
+        // Debian's arm64 6.12: SMMUv3 built in, IOMMU_IOPF off, so the
+        // core report/response functions do not exist.
+        let mut f = facts(true, true);
+        for name in ["arm_smmu_handle_evt", "arm_smmu_page_response"] {
+            f.symbols.insert(name.to_string(), present.clone());
+        }
+        let p = plan(&f, HookPreference::Kprobe);
+        for name in ["arm_smmu_handle_evt", "arm_smmu_page_response"] {
+            let h = hook(&p, name);
+            assert_eq!(h.chosen, Some(HookType::Kprobe), "{name}");
+            assert!(h
+                .note
+                .as_deref()
+                .is_some_and(|n| n.contains("no core function")));
+        }
+        assert!(hook(&p, "arm_smmu_handle_event").absent);
+        assert_eq!(hook(&p, "arm_smmu_handle_evt").program, Program::SmmuEvent);
+        assert!(p.summary().contains("iopf_report: kprobe"));
+        assert!(p.summary().contains("iopf_response: kprobe"));
+        // With IOMMU_IOPF (SVA on): the core functions win.
+        for name in ["iommu_report_device_fault", "iopf_group_response"] {
+            f.symbols.insert(name.to_string(), present.clone());
+        }
+        let p = plan(&f, HookPreference::Auto);
+        assert_eq!(
+            hook(&p, "iommu_report_device_fault").chosen,
+            Some(HookType::Fentry)
+        );
+        for name in ["arm_smmu_handle_evt", "arm_smmu_page_response"] {
+            let h = hook(&p, name);
+            assert_eq!(h.chosen, None, "{name}");
+            assert!(h
+                .rejected
+                .iter()
+                .any(|r| r.reason.contains("is hooked and preferred")));
+        }
+    }
+
+    fn sym() -> SymbolFacts {
+        SymbolFacts {
+            in_btf: true,
+            in_kallsyms: true,
+            traceable: Some(true),
+            blacklisted: false,
+        }
+    }
+
+    #[test]
+    fn vendor_tracepoints_only_without_the_core_functions() {
+        // Intel 6.12: the core report function and prq_report both exist.
+        let mut f = facts(true, true);
+        f.symbols.insert("iommu_report_device_fault".into(), sym());
+        f.tracepoints
+            .insert("intel_iommu:prq_report".into(), Ok(()));
+        f.tracepoints.insert(
+            "iommu:dev_fault".into(),
+            Err("tracepoint not in this kernel (no format file in tracefs)".into()),
+        );
+        let p = plan(&f, HookPreference::Auto);
+        let prq = hook(&p, "intel_iommu:prq_report");
+        assert_eq!(prq.chosen, None);
+        assert_eq!(
+            prq.rejected[0].reason,
+            "core function iommu_report_device_fault is hooked and preferred"
+        );
+        assert!(hook(&p, "iommu:dev_fault").absent);
+        assert_eq!(
+            hook(&p, "iommu_report_device_fault").chosen,
+            Some(HookType::Fentry)
+        );
+        // The core fails to attach: the vendor row comes back, saying why.
+        let mut p = p;
+        let core = p
+            .hooks
+            .iter()
+            .position(|h| h.function == "iommu_report_device_fault")
+            .expect("planned");
+        p.hooks[core].reject_chosen(HookType::Fentry, "attach: EBUSY".into());
+        p.hooks[core].reject_chosen(HookType::Kprobe, "attach: ENOENT".into());
+        let i = p
+            .hooks
+            .iter()
+            .position(|h| h.function == "intel_iommu:prq_report")
+            .expect("planned");
+        p.reconsider_vendor_row(i);
+        let prq = &p.hooks[i];
+        assert_eq!(prq.chosen, Some(HookType::Tracepoint));
+        assert!(prq.rejected.is_empty());
+        assert_eq!(
+            prq.note.as_deref(),
+            Some("used because no core function (iommu_report_device_fault) could be hooked")
+        );
+        // A kernel without the core function (e.g. its IOPF path compiled
+        // out) uses the tracepoint from the start.
+        let mut f = facts(false, true);
+        f.tracepoints
+            .insert("intel_iommu:prq_report".into(), Ok(()));
+        let p = plan(&f, HookPreference::Auto);
+        assert_eq!(
+            hook(&p, "intel_iommu:prq_report").chosen,
+            Some(HookType::Tracepoint)
+        );
+        assert!(p.summary().contains("iopf_report: tracepoint"));
+    }
+
+    #[test]
+    fn uacce_symbols_where_they_exist() {
+        let mut f = facts(false, true);
+        for name in [
+            "uacce_ctrl_unl_ioctl",
+            "uacce_pin_page",
+            "uacce_unpin_page",
+            "uacce_fops_open",
+            "uacce_fops_release",
+            "uacce_fops_unl_ioctl",
+        ] {
+            f.symbols.insert(name.into(), sym());
+        }
+        let p = plan(&f, HookPreference::Auto);
+        for name in ["uacce_ctrl_unl_ioctl", "uacce_pin_page", "uacce_fops_open"] {
+            assert_eq!(hook(&p, name).chosen, Some(HookType::Kprobe), "{name}");
+        }
+        // The tracepoint stays: it keeps the mempinfd ioctls.
+        assert_eq!(
+            hook(&p, "syscalls:sys_enter_ioctl").chosen,
+            Some(HookType::Tracepoint)
+        );
+        assert!(p.summary().ends_with("uacce_queue: kprobe"));
+        // Stock kernels have none of them: absent, not errors.
+        let p = plan(&facts(false, true), HookPreference::Auto);
+        assert!(hook(&p, "uacce_ctrl_unl_ioctl").absent);
+        assert!(hook(&p, "uacce_fops_open").absent);
     }
 
     #[test]

@@ -21,9 +21,13 @@
 //!              pasid u32, grpid u32, perm u32, flags u32, addr u64, response u32, hook u8
 //!   3 ioctl    ts u64, latency u64, tgid u32, tid u32, comm str, cmd u8, addr u64,
 //!              size u64, ret i64, hook u8, pin_calls u32, pages u64
+//!              (the driver call an ioctl reached is not recorded)
 //!   4 loss     ts u64, dropped u64, unanswered u64
 //!   5 pasid    ts u64, tgid u32, comm str, pasid u32, bound u8, hook u8
 //!   6 mark     ts u64                     (an interval boundary, e.g. SIGUSR1)
+//!   7 queue    ts u64, latency u64, tgid u32, tid u32, comm str, op u8, device str,
+//!              pasid u32, ret i64, queue u64, hook u8
+//!              (added later in version 1: older readers stop at it)
 //!   255 end    events u64                 (last record: the file is complete)
 //! ```
 //!
@@ -36,6 +40,7 @@ use uacce_trace_common::PinFunc;
 
 use crate::event::{
     Event, HookType, IopfEvent, LossSample, PasidEvent, PinEvent, PinIoctl, PinIoctlEvent,
+    QueueEvent, QueueOp,
 };
 
 /// First bytes of every raw recording.
@@ -51,6 +56,7 @@ const T_IOCTL: u8 = 3;
 const T_LOSS: u8 = 4;
 const T_PASID: u8 = 5;
 const T_MARK: u8 = 6;
+const T_QUEUE: u8 = 7;
 const T_END: u8 = 255;
 
 /// Why a raw recording could not be read or written.
@@ -136,54 +142,63 @@ impl Enc {
         self.u16(end as u16);
         self.0.extend_from_slice(&s.as_bytes()[..end]);
     }
-}
-
-fn hook_code(h: HookType) -> u8 {
-    match h {
-        HookType::Fentry => 1,
-        HookType::Kprobe => 2,
-        HookType::Tracepoint => 3,
+    /// The prefix that pin, ioctl and queue records share: ts, latency,
+    /// tgid, tid, comm (see [`Dec::task`]).
+    fn task(&mut self, ts_ns: u64, latency_ns: u64, tgid: u32, tid: u32, comm: &str) {
+        self.u64(ts_ns);
+        self.u64(latency_ns);
+        self.u32(tgid);
+        self.u32(tid);
+        self.str(comm);
     }
 }
 
-fn hook_from(v: u8) -> Option<HookType> {
-    Some(match v {
-        1 => HookType::Fentry,
-        2 => HookType::Kprobe,
-        3 => HookType::Tracepoint,
-        _ => return None,
-    })
+/// Defines `$code` (enum to its byte in the file) and `$from` (the byte
+/// back, `None` for an unknown one) from one table, so that the writer and
+/// the reader cannot disagree. The bytes are the format: never renumber.
+macro_rules! wire_codes {
+    ($code:ident, $from:ident, $ty:ident { $($variant:ident = $v:literal),+ $(,)? }) => {
+        fn $code(x: $ty) -> u8 {
+            match x {
+                $($ty::$variant => $v,)+
+            }
+        }
+
+        fn $from(v: u8) -> Option<$ty> {
+            Some(match v {
+                $($v => $ty::$variant,)+
+                _ => return None,
+            })
+        }
+    };
 }
 
-fn ioctl_code(c: PinIoctl) -> u8 {
-    match c {
-        PinIoctl::UaccePin => 0,
-        PinIoctl::UacceUnpin => 1,
-        PinIoctl::MemPin => 2,
-        PinIoctl::MemUnpin => 3,
-    }
-}
+wire_codes!(hook_code, hook_from, HookType {
+    Fentry = 1,
+    Kprobe = 2,
+    Tracepoint = 3,
+});
 
-fn ioctl_from(v: u8) -> Option<PinIoctl> {
-    Some(match v {
-        0 => PinIoctl::UaccePin,
-        1 => PinIoctl::UacceUnpin,
-        2 => PinIoctl::MemPin,
-        3 => PinIoctl::MemUnpin,
-        _ => return None,
-    })
-}
+wire_codes!(queue_op_code, queue_op_from, QueueOp {
+    Open = 0,
+    StartQ = 1,
+    PutQ = 2,
+    Release = 3,
+});
+
+wire_codes!(ioctl_code, ioctl_from, PinIoctl {
+    UaccePin = 0,
+    UacceUnpin = 1,
+    MemPin = 2,
+    MemUnpin = 3,
+});
 
 fn encode_event(ev: &Event) -> Vec<u8> {
     let mut e = Enc(Vec::with_capacity(96));
     match ev {
         Event::Pin(p) => {
             e.u8(T_PIN);
-            e.u64(p.ts_ns);
-            e.u64(p.latency_ns);
-            e.u32(p.tgid);
-            e.u32(p.tid);
-            e.str(&p.comm);
+            e.task(p.ts_ns, p.latency_ns, p.tgid, p.tid, &p.comm);
             e.u16(p.func as u16);
             e.u8(hook_code(p.hook));
             e.u64(p.start);
@@ -210,11 +225,7 @@ fn encode_event(ev: &Event) -> Vec<u8> {
         }
         Event::PinIoctl(i) => {
             e.u8(T_IOCTL);
-            e.u64(i.ts_ns);
-            e.u64(i.latency_ns);
-            e.u32(i.tgid);
-            e.u32(i.tid);
-            e.str(&i.comm);
+            e.task(i.ts_ns, i.latency_ns, i.tgid, i.tid, &i.comm);
             e.u8(ioctl_code(i.cmd));
             e.u64(i.addr);
             e.u64(i.size);
@@ -228,6 +239,16 @@ fn encode_event(ev: &Event) -> Vec<u8> {
             e.u64(l.ts_ns);
             e.u64(l.dropped);
             e.u64(l.unanswered);
+        }
+        Event::Queue(q) => {
+            e.u8(T_QUEUE);
+            e.task(q.ts_ns, q.latency_ns, q.tgid, q.tid, &q.comm);
+            e.u8(queue_op_code(q.op));
+            e.str(&q.device);
+            e.u32(q.pasid);
+            e.i64(q.ret);
+            e.u64(q.queue);
+            e.u8(hook_code(q.hook));
         }
         Event::Pasid(p) => {
             e.u8(T_PASID);
@@ -281,6 +302,12 @@ impl<W: Write> RawWriter<W> {
         e.u8(T_MARK);
         e.u64(ts_ns);
         self.record(&e.0)
+    }
+
+    /// Flush what was written, so that a reader at the other end of a pipe
+    /// or serial port (`top --replay -`) sees it now.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
     }
 
     /// Write the end record, flush and hand back the writer.
@@ -353,6 +380,17 @@ impl<'a> Dec<'a> {
         let v = self.u8()?;
         hook_from(v).ok_or_else(|| self.corrupt(&format!("unknown hook type {v}")))
     }
+    /// The prefix that pin, ioctl and queue records share (see
+    /// [`Enc::task`]): `(ts_ns, latency_ns, tgid, tid, comm)`.
+    fn task(&mut self) -> Result<(u64, u64, u32, u32, String), RawError> {
+        Ok((
+            self.u64()?,
+            self.u64()?,
+            self.u32()?,
+            self.u32()?,
+            self.str()?,
+        ))
+    }
     fn done(&self) -> Result<(), RawError> {
         if self.at == self.b.len() {
             Ok(())
@@ -376,11 +414,7 @@ fn decode_body(body: &[u8], base: u64) -> Result<Item, RawError> {
     let t = d.u8()?;
     let item = match t {
         T_PIN => {
-            let ts_ns = d.u64()?;
-            let latency_ns = d.u64()?;
-            let tgid = d.u32()?;
-            let tid = d.u32()?;
-            let comm = d.str()?;
+            let (ts_ns, latency_ns, tgid, tid, comm) = d.task()?;
             let f = d.u16()?;
             let func = PinFunc::from_u16(f)
                 .ok_or_else(|| d.corrupt(&format!("unknown pin function {f}")))?;
@@ -420,11 +454,7 @@ fn decode_body(body: &[u8], base: u64) -> Result<Item, RawError> {
             })))
         }
         T_IOCTL => {
-            let ts_ns = d.u64()?;
-            let latency_ns = d.u64()?;
-            let tgid = d.u32()?;
-            let tid = d.u32()?;
-            let comm = d.str()?;
+            let (ts_ns, latency_ns, tgid, tid, comm) = d.task()?;
             let c = d.u8()?;
             let cmd = ioctl_from(c).ok_or_else(|| d.corrupt(&format!("unknown ioctl {c}")))?;
             Item::Record(Record::Event(Event::PinIoctl(PinIoctlEvent {
@@ -440,6 +470,25 @@ fn decode_body(body: &[u8], base: u64) -> Result<Item, RawError> {
                 hook: d.hook()?,
                 pin_calls: d.u32()?,
                 pages: d.u64()?,
+                driver_call: None,
+            })))
+        }
+        T_QUEUE => {
+            let (ts_ns, latency_ns, tgid, tid, comm) = d.task()?;
+            let c = d.u8()?;
+            let op = queue_op_from(c).ok_or_else(|| d.corrupt(&format!("unknown queue op {c}")))?;
+            Item::Record(Record::Event(Event::Queue(QueueEvent {
+                ts_ns,
+                latency_ns,
+                tgid,
+                tid,
+                comm,
+                op,
+                device: d.str()?,
+                pasid: d.u32()?,
+                ret: d.i64()?,
+                queue: d.u64()?,
+                hook: d.hook()?,
             })))
         }
         T_LOSS => Item::Record(Record::Event(Event::Loss(LossSample {
@@ -754,6 +803,20 @@ mod tests {
                 hook: HookType::Tracepoint,
                 pin_calls: 1,
                 pages: 2,
+                driver_call: None,
+            }),
+            Event::Queue(QueueEvent {
+                ts_ns: 30_000_000,
+                latency_ns: 400,
+                tgid: 10,
+                tid: 11,
+                comm: "zip".into(),
+                op: QueueOp::StartQ,
+                device: "hisi_zip-0".into(),
+                pasid: 3,
+                ret: 0,
+                queue: 0xffff_8880_0000_1000,
+                hook: HookType::Fentry,
             }),
             Event::Pasid(PasidEvent {
                 ts_ns: 30_000_001,
@@ -818,8 +881,8 @@ mod tests {
                 ReplayItem::Mark(ts) => (0, *ts),
             })
             .collect();
-        // Two events, the mark, then three events 30 ms later.
-        assert_eq!(shape, vec![(2, 0), (0, 2_500), (3, 29_999_000)]);
+        // Two events, the mark, then four events 30 ms later.
+        assert_eq!(shape, vec![(2, 0), (0, 2_500), (4, 29_999_000)]);
         Ok(())
     }
 

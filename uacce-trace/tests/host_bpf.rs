@@ -69,8 +69,9 @@ fn every_program_passes_the_verifier() {
     assert_eq!(kprobe_ok, kprobe_total);
     assert_eq!(
         tracepoint_ok,
-        2 + source::BENCH_PROGRAMS.len(),
-        "sys_enter_ioctl and sys_exit_ioctl programs, and the bench source's"
+        2 + 3 + 1 + source::BENCH_PROGRAMS.len(),
+        "sys_enter_ioctl and sys_exit_ioctl programs, the vendor IOPF tracepoints' \
+         (prq_report, dev_fault, dev_page_response), the PASID scan's and the bench source's"
     );
     assert_eq!(
         inspection.fentry.is_ok(),
@@ -111,15 +112,35 @@ fn doctor_reports_this_host_truthfully() {
     }
 }
 
-#[test]
-fn unprivileged_trace_names_what_is_missing() {
-    // Drop to nobody through setpriv (util-linux) when we are root.
-    if !system::missing_capabilities(
+/// Whether this test process already lacks a capability tracing needs.
+fn me_unprivileged() -> bool {
+    !system::missing_capabilities(
         system::parse_cap_eff(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
             .unwrap_or(0),
     )
     .is_empty()
-    {
+}
+
+/// The tool run as nobody with no capabilities, through setpriv
+/// (util-linux); for tests running as root.
+fn tool_as_nobody() -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ])
+    .arg(env!("CARGO_BIN_EXE_uacce-trace"));
+    c
+}
+
+#[test]
+fn unprivileged_trace_names_what_is_missing() {
+    // Drop to nobody through setpriv (util-linux) when we are root.
+    if me_unprivileged() {
         // Already unprivileged: run directly.
         let out = Command::new(env!("CARGO_BIN_EXE_uacce-trace"))
             .arg("trace")
@@ -129,19 +150,7 @@ fn unprivileged_trace_names_what_is_missing() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("CAP_BPF"));
         return;
     }
-    let Ok(out) = Command::new("setpriv")
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(env!("CARGO_BIN_EXE_uacce-trace"))
-        .arg("trace")
-        .output()
-    else {
+    let Ok(out) = tool_as_nobody().arg("trace").output() else {
         eprintln!("SKIP: setpriv not available");
         return;
     };
@@ -251,11 +260,7 @@ fn uacce_ctrl_ioctl_is_traced_on_any_fd() {
 /// check comes first).
 #[test]
 fn unprivileged_live_modes_name_what_is_missing() {
-    let me_unprivileged = !system::missing_capabilities(
-        system::parse_cap_eff(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
-            .unwrap_or(0),
-    )
-    .is_empty();
+    let me_unprivileged = me_unprivileged();
     let out_file = std::env::temp_dir().join(format!("uacce-unpriv-{}.hlog", std::process::id()));
     let out = out_file.to_string_lossy().into_owned();
     let cases: [&[&str]; 4] = [
@@ -268,17 +273,7 @@ fn unprivileged_live_modes_name_what_is_missing() {
         let mut cmd = if me_unprivileged {
             Command::new(env!("CARGO_BIN_EXE_uacce-trace"))
         } else {
-            let mut c = Command::new("setpriv");
-            c.args([
-                "--reuid",
-                "65534",
-                "--regid",
-                "65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
-            .arg(env!("CARGO_BIN_EXE_uacce-trace"));
-            c
+            tool_as_nobody()
         };
         let Ok(o) = cmd.args(args).stdin(std::process::Stdio::null()).output() else {
             eprintln!("SKIP: setpriv not available");
@@ -294,4 +289,36 @@ fn unprivileged_live_modes_name_what_is_missing() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert!(!out_file.exists(), "{args:?} left an output");
     }
+}
+
+/// The start-up PASID scan walks the whole task list through a tracepoint
+/// program (no fentry needed, so it runs on this host too). Nothing here
+/// holds a PASID; the walk must still come back to its start and see at
+/// least the processes visible in /proc (the kernel's list also has kernel
+/// threads and, in a container, the host's processes).
+#[test]
+fn pasid_scan_walks_the_task_list() {
+    skip_unless_privileged!();
+    let inspection = source::inspect(HookPreference::Auto);
+    let scan = source::scan_pasids(&inspection.config);
+    let visible = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+                .count()
+        })
+        .unwrap_or(0);
+    eprintln!("scan: {} ({visible} processes in /proc)", scan.summary());
+    let found = match &scan.result {
+        Ok(found) => found,
+        Err(why) => panic!("the scan did not run: {why}"),
+    };
+    assert!(found.complete, "the walk did not come back to its start");
+    // Processes that exit during the walk may be missed: allow a few.
+    assert!(
+        found.tasks as usize + 8 >= visible,
+        "walked {} tasks, /proc shows {visible} processes",
+        found.tasks
+    );
+    assert_eq!(found.lost, 0);
 }

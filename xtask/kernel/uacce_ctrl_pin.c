@@ -5,6 +5,8 @@
  * it against the kernel's own pin counters.
  *
  *   uacce-ctrl-pin [PAGES]      (default 16)
+ *   uacce-ctrl-pin --hold-pasid
+ *   uacce-ctrl-pin --queue DEVICE
  *
  * Maps PAGES pages, pins them with UACCE_CMD_PIN, checks the error cases
  * (duplicate pin -> EEXIST, unpin of nothing -> ENOENT, empty range ->
@@ -14,8 +16,19 @@
  *
  * Prints one JSON line per step and a last line
  *   {"uacce_ctrl_pin":"ok"|"fail", ...}
- * and exits 0 only when every count matched. Built with `gcc -static` by
- * `cargo xtask kernel`.
+ * and exits 0 only when every count matched.
+ *
+ * --hold-pasid: gives this process's mm a PASID through the fixture's
+ * test-only UACCE_CTRL_TEST_MM_PASID ioctl (the state an SVA bind leaves),
+ * prints {"pasid_holder":"ok","pid":N,"pasid":P} and sleeps until a signal
+ * ends it (the kernel frees the PASID at mm teardown).
+ *
+ * --queue DEVICE: the uacce queue life cycle on DEVICE (the fixture's
+ * /dev/uacce_fixture-0): open, UACCE_CMD_START_Q (0), START_Q again
+ * (EINVAL: already started), UACCE_CMD_PUT_Q (0), close; prints the steps
+ * and {"uacce_queue":"ok"|"fail","pid":N,...}.
+ *
+ * Built with `gcc -static` by `cargo xtask kernel`.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -38,6 +51,15 @@ struct uacce_pin_address {
 
 _Static_assert(UACCE_CMD_PIN == 0x40105702, "UACCE_CMD_PIN");
 _Static_assert(UACCE_CMD_UNPIN == 0x40105703, "UACCE_CMD_UNPIN");
+
+/* Fixture test ioctl (not in the RFC), see uacce_ctrl/uacce_ctrl.c. */
+#define UACCE_CTRL_TEST_MM_PASID _IOR('W', 0x7e, uint32_t)
+/* include/uapi/misc/uacce/uacce.h */
+#define UACCE_CMD_START_Q _IO('W', 0)
+#define UACCE_CMD_PUT_Q _IO('W', 1)
+
+_Static_assert(UACCE_CMD_START_Q == 0x5700, "UACCE_CMD_START_Q");
+_Static_assert(UACCE_CMD_PUT_Q == 0x5701, "UACCE_CMD_PUT_Q");
 
 static int failures;
 
@@ -108,6 +130,45 @@ static void expect_counts(const char *step, long long a0, long long r0,
 		failures++;
 }
 
+static int hold_pasid(void)
+{
+	uint32_t pasid = 0;
+	int fd = open("/dev/uacce_ctrl", O_RDWR);
+
+	if (fd < 0 || ioctl(fd, UACCE_CTRL_TEST_MM_PASID, &pasid)) {
+		printf("{\"pasid_holder\":\"fail\",\"errno\":%d}\n", errno);
+		return 1;
+	}
+	/* The PASID belongs to the mm, not the file: closing keeps it. */
+	close(fd);
+	printf("{\"pasid_holder\":\"ok\",\"pid\":%d,\"pasid\":%u}\n",
+	       getpid(), pasid);
+	for (;;)
+		pause();
+}
+
+static int queue_cycle(const char *device)
+{
+	const char *name = strrchr(device, '/') ? strrchr(device, '/') + 1 : device;
+	int fd = open(device, O_RDWR);
+
+	if (fd < 0) {
+		printf("{\"uacce_queue\":\"fail\",\"step\":\"open\",\"errno\":%d}\n",
+		       errno);
+		return 1;
+	}
+	printf("{\"step\":\"open\",\"ok\":true}\n");
+	expect_ioctl("start_q", fd, UACCE_CMD_START_Q, NULL, 0);
+	expect_ioctl("start_q_again", fd, UACCE_CMD_START_Q, NULL, EINVAL);
+	expect_ioctl("put_q", fd, UACCE_CMD_PUT_Q, NULL, 0);
+	if (close(fd))
+		failures++;
+	printf("{\"uacce_queue\":\"%s\",\"pid\":%d,\"device\":\"%s\","
+	       "\"start_q\":2,\"put_q\":1,\"failures\":%d}\n",
+	       failures ? "fail" : "ok", getpid(), name, failures);
+	return failures ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	long page = sysconf(_SC_PAGESIZE);
@@ -118,6 +179,10 @@ int main(int argc, char **argv)
 	int fd;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc == 2 && !strcmp(argv[1], "--hold-pasid"))
+		return hold_pasid();
+	if (argc == 3 && !strcmp(argv[1], "--queue"))
+		return queue_cycle(argv[2]);
 	if (pages <= 0) {
 		fprintf(stderr, "usage: uacce-ctrl-pin [PAGES > 0]\n");
 		return 2;

@@ -427,6 +427,8 @@ impl Aggregator {
             Event::PinIoctl(i) => self.ingest_ioctl(i),
             // Binds matter to attribution, which the source already did.
             Event::Pasid(_) => {}
+            // Queue life cycle: shown by `trace`, not aggregated (yet).
+            Event::Queue(_) => {}
             Event::Loss(l) => {
                 self.dropped = self.dropped.max(l.dropped);
                 self.unanswered = self.unanswered.max(l.unanswered);

@@ -73,6 +73,15 @@ fn ioctl(ts: u64, tgid: u32, cmd: PinIoctl, addr: u64, size: u64) -> Event {
         hook: HookType::Tracepoint,
         pin_calls: 1,
         pages: size.div_ceil(4096),
+        driver_call: None,
+    })
+}
+
+fn loss(ts: u64, dropped: u64, unanswered: u64) -> Event {
+    Event::Loss(LossSample {
+        ts_ns: ts,
+        dropped,
+        unanswered,
     })
 }
 
@@ -114,18 +123,10 @@ fn intervals_split_samples_and_loss() {
         ..Default::default()
     });
     a.ingest(&pin(10, 1, 0x1000, 1, 100));
-    a.ingest(&Event::Loss(LossSample {
-        ts_ns: 20,
-        dropped: 3,
-        unanswered: 1,
-    }));
+    a.ingest(&loss(20, 3, 1));
     let w1 = a.take_interval(1000);
     a.ingest(&pin(1010, 1, 0x2000, 1, 200));
-    a.ingest(&Event::Loss(LossSample {
-        ts_ns: 1020,
-        dropped: 5,
-        unanswered: 1,
-    }));
+    a.ingest(&loss(1020, 5, 1));
     let w2 = a.take_interval(2000);
     let w3 = a.take_interval(3000);
     assert_eq!(

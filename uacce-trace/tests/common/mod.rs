@@ -120,6 +120,7 @@ fn ioctl(ts: u64, cmd: PinIoctl, addr: u64, size: u64, latency: u64) -> Event {
         hook: HookType::Tracepoint,
         pin_calls: 1,
         pages: size / 4096,
+        driver_call: None,
     })
 }
 

@@ -30,15 +30,36 @@
  * already starts at that page), -ENOENT (UNPIN of nothing pinned), -EFAULT
  * (bad argument pointer, or not every page could be pinned: the pages that
  * were are released again), -ENOMEM, -ENOTTY (unknown command).
+ *
+ * Two test-only additions, not in the RFC, so that uacce-trace can be
+ * tested against what a real SVA accelerator leaves in the kernel:
+ *
+ * - UACCE_CTRL_TEST_MM_PASID = _IOR('W', 0x7e, __u32): gives the calling
+ *   process's mm a PASID exactly as iommu_sva_bind_device() leaves it
+ *   (iommu_alloc_mm_data() in drivers/iommu/iommu-sva.c): a PASID from the
+ *   global IDA (iommu_alloc_global_pasid()), a kzalloc'ed struct
+ *   iommu_mm_data holding it, published in mm->iommu_mm with a release
+ *   store. The kernel frees both at mm teardown (mm_pasid_drop() from
+ *   __mmdrop()), as for a real bind. Writes the PASID to the argument; an
+ *   mm that already has one keeps it. The tracer's start-up scan must find
+ *   it without ever having seen a bind.
+ * - A uacce device "uacce_fixture" registered with uacce_alloc() and
+ *   uacce_register() (no UACCE_DEV_SVA, so no IOMMU is needed), so that
+ *   /dev/uacce_fixture-0 exists and the real uacce_fops_open/release and
+ *   UACCE_CMD_START_Q/PUT_Q paths of drivers/misc/uacce/uacce.c run.
  */
 
+#include <linux/err.h>
 #include <linux/fs.h>
 #include <linux/init.h>
+#include <linux/iommu.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/sched/mm.h>
 #include <linux/slab.h>
+#include <linux/uacce.h>
 #include <linux/uaccess.h>
 #include <linux/xarray.h>
 
@@ -52,6 +73,9 @@ struct uacce_pin_address {
 
 static_assert(UACCE_CMD_PIN == 0x40105702);
 static_assert(UACCE_CMD_UNPIN == 0x40105703);
+
+/* Test only: give current->mm a PASID as an SVA bind would (see above). */
+#define UACCE_CTRL_TEST_MM_PASID _IOR('W', 0x7e, __u32)
 
 /*
  * The tracer attaches to these functions: keep each one whole, neither
@@ -233,12 +257,66 @@ UACCE_CTRL_HOOK int uacce_ctrl_release(struct inode *inode, struct file *file)
 	return 0;
 }
 
+#ifdef CONFIG_IOMMU_MM_DATA
+/*
+ * iommu_alloc_global_pasid() reads only dev->iommu->max_pasids; this stands
+ * for a device with 20 PASID bits, the PCIe maximum.
+ */
+static struct dev_iommu uacce_ctrl_pasid_iommu = { .max_pasids = 1U << 20 };
+static struct device uacce_ctrl_pasid_dev = { .iommu = &uacce_ctrl_pasid_iommu };
+static DEFINE_MUTEX(uacce_ctrl_pasid_lock);
+
+/* The PASID of current->mm, allocated as iommu_alloc_mm_data() does. */
+static long uacce_ctrl_test_mm_pasid(u32 __user *out)
+{
+	struct mm_struct *mm = current->mm;
+	struct iommu_mm_data *iommu_mm;
+	ioasid_t pasid;
+	long ret = 0;
+
+	if (!mm)
+		return -EINVAL;
+	mutex_lock(&uacce_ctrl_pasid_lock);
+	iommu_mm = READ_ONCE(mm->iommu_mm);
+	if (!iommu_mm) {
+		iommu_mm = kzalloc(sizeof(*iommu_mm), GFP_KERNEL);
+		if (!iommu_mm) {
+			ret = -ENOMEM;
+			goto unlock;
+		}
+		pasid = iommu_alloc_global_pasid(&uacce_ctrl_pasid_dev);
+		if (pasid == IOMMU_PASID_INVALID) {
+			kfree(iommu_mm);
+			ret = -ENOSPC;
+			goto unlock;
+		}
+		iommu_mm->pasid = pasid;
+		INIT_LIST_HEAD(&iommu_mm->sva_domains);
+		/* Fields before the pointer, as iommu_alloc_mm_data(). */
+		smp_store_release(&mm->iommu_mm, iommu_mm);
+	}
+	pasid = iommu_mm->pasid;
+unlock:
+	mutex_unlock(&uacce_ctrl_pasid_lock);
+	if (!ret && put_user(pasid, out))
+		ret = -EFAULT;
+	return ret;
+}
+#else
+static long uacce_ctrl_test_mm_pasid(u32 __user *out)
+{
+	return -EOPNOTSUPP;
+}
+#endif
+
 UACCE_CTRL_HOOK long uacce_ctrl_unl_ioctl(struct file *filep, unsigned int cmd,
 					  unsigned long arg)
 {
 	struct uacce_pin_container *priv = filep->private_data;
 	struct uacce_pin_address addr;
 
+	if (cmd == UACCE_CTRL_TEST_MM_PASID)
+		return uacce_ctrl_test_mm_pasid((u32 __user *)arg);
 	if (cmd != UACCE_CMD_PIN && cmd != UACCE_CMD_UNPIN)
 		return -ENOTTY;
 	if (copy_from_user(&addr, (void __user *)arg, sizeof(addr)))
@@ -263,7 +341,84 @@ static struct miscdevice uacce_ctrl_miscdev = {
 	.mode = 0600,
 };
 
-module_misc_device(uacce_ctrl_miscdev);
+/* ------------------------------------------------------------------ uacce */
+
+/*
+ * A uacce device without hardware: queues need no resources, so the ops
+ * only keep count. uacce.c calls them under uacce->mutex.
+ */
+static int uacce_fixture_available(struct uacce_device *uacce)
+{
+	return 16;
+}
+
+static int uacce_fixture_get_queue(struct uacce_device *uacce,
+				   unsigned long pasid, struct uacce_queue *q)
+{
+	return 0;
+}
+
+static void uacce_fixture_put_queue(struct uacce_queue *q)
+{
+}
+
+static int uacce_fixture_start_queue(struct uacce_queue *q)
+{
+	return 0;
+}
+
+static void uacce_fixture_stop_queue(struct uacce_queue *q)
+{
+}
+
+static const struct uacce_ops uacce_fixture_ops = {
+	.get_available_instances = uacce_fixture_available,
+	.get_queue = uacce_fixture_get_queue,
+	.put_queue = uacce_fixture_put_queue,
+	.start_queue = uacce_fixture_start_queue,
+	.stop_queue = uacce_fixture_stop_queue,
+};
+
+static struct uacce_device *uacce_fixture;
+
+static int __init uacce_ctrl_init(void)
+{
+	struct uacce_interface iface = {
+		.name = "uacce_fixture",
+		.flags = 0,	/* no UACCE_DEV_SVA: no IOMMU needed */
+		.ops = &uacce_fixture_ops,
+	};
+	int ret;
+
+	ret = misc_register(&uacce_ctrl_miscdev);
+	if (ret)
+		return ret;
+	uacce_fixture = uacce_alloc(uacce_ctrl_miscdev.this_device, &iface);
+	if (IS_ERR(uacce_fixture)) {
+		ret = PTR_ERR(uacce_fixture);
+		goto deregister;
+	}
+	ret = uacce_register(uacce_fixture);
+	if (ret) {
+		uacce_remove(uacce_fixture);
+		goto deregister;
+	}
+	return 0;
+
+deregister:
+	uacce_fixture = NULL;
+	misc_deregister(&uacce_ctrl_miscdev);
+	return ret;
+}
+
+static void __exit uacce_ctrl_exit(void)
+{
+	uacce_remove(uacce_fixture);
+	misc_deregister(&uacce_ctrl_miscdev);
+}
+
+module_init(uacce_ctrl_init);
+module_exit(uacce_ctrl_exit);
 
 MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("uacce_ctrl pin/unpin ioctls (RFC ABI), uacce-trace test fixture");

@@ -51,14 +51,44 @@ pub const GUEST_IOPF_WORKLOAD: &str = "/usr/bin/iopf-workload";
 /// The `/dev/uacce_ctrl` pin test program.
 pub const GUEST_UACCE_CTRL_PIN: &str = "/usr/bin/uacce-ctrl-pin";
 
-/// Arguments of the two concurrent IOPF workloads: PASIDs 1 and 2,
-/// response delay classes 0, 200 µs and 2 ms in different orders, and
-/// disjoint group ids and addresses.
+/// Arguments of the two concurrent IOPF workloads: PASIDs 257 and 258
+/// (owned by no process: attributed to the reporting task, which the mock
+/// makes the workload itself), response delay classes 0, 200 µs and 2 ms in
+/// different orders, and disjoint group ids and addresses. Not PASID 1: the
+/// PASID holder takes the first global PASID.
 pub const IOPF_A_ARGS: &str =
-    "--count 12 --delays-us 0,200,2000 --pasid 1 --grpid 1 --addr 0x10000000";
+    "--count 12 --delays-us 0,200,2000 --pasid 257 --grpid 1 --addr 0x10000000";
 /// Second IOPF workload.
 pub const IOPF_B_ARGS: &str =
-    "--count 12 --delays-us 2000,0,200 --pasid 2 --grpid 1001 --addr 0x20000000";
+    "--count 12 --delays-us 2000,0,200 --pasid 258 --grpid 1001 --addr 0x20000000";
+/// Third IOPF workload, run with the PASID holder's PASID: its faults
+/// belong to the holder (another process, bound before the tracer
+/// started), not to the workload that reports them.
+pub const IOPF_C_ARGS: &str = "--count 6 --delays-us 0,200 --grpid 2001 --addr 0x30000000";
+/// Command name of the PASID holder (a copy of `uacce-ctrl-pin`).
+pub const PASID_HOLDER_COMM: &str = "pasid-holder";
+/// The fixture's uacce device (no SVA).
+pub const UACCE_FIXTURE_DEV: &str = "/dev/uacce_fixture-0";
+
+/// Test kernel, before the tracer starts: a process takes a PASID through
+/// the fixture and keeps it (the tracer's start-up scan must find it).
+fn pasid_holder_block() -> String {
+    format!(
+        r#"
+cp "{uacce}" /tmp/{holder}
+/tmp/{holder} --hold-pasid > /tmp/pasid-holder.json 2> /tmp/pasid-holder.err &
+hpid=$!
+n=0
+while [ "$n" -lt 50 ] && ! grep -q pasid_holder /tmp/pasid-holder.json; do
+    usleep 100000
+    n=$((n + 1))
+done
+holder_pasid=$(sed -n 's/.*"pasid":\([0-9]*\).*/\1/p' /tmp/pasid-holder.json)
+"#,
+        uacce = GUEST_UACCE_CTRL_PIN,
+        holder = PASID_HOLDER_COMM,
+    )
+}
 
 /// The test-kernel block of the script: IOPF workloads, then the uacce_ctrl
 /// fixture with vmstat read around it.
@@ -77,13 +107,30 @@ grep '^nr_foll_pin' /proc/vmstat > /tmp/vmstat-uacce-before
 uacce_rc=$?
 echo 1 > /proc/sys/vm/stat_refresh
 grep '^nr_foll_pin' /proc/vmstat > /tmp/vmstat-uacce-after
+"{iopf}" {c} --pasid "${{holder_pasid:-0}}" > /tmp/iopf-c.json 2> /tmp/iopf-c.err
+"{uacce}" --queue {dev} > /tmp/uacce-queue.json 2> /tmp/uacce-queue.err
 "#,
         iopf = GUEST_IOPF_WORKLOAD,
         uacce = GUEST_UACCE_CTRL_PIN,
         a = IOPF_A_ARGS,
         b = IOPF_B_ARGS,
+        c = IOPF_C_ARGS,
+        dev = UACCE_FIXTURE_DEV,
     )
 }
+
+/// Test kernel, after the tracer stopped: the holder exits, and the kernel
+/// frees its PASID at mm teardown (`mm_pasid_drop`); kernel warnings (an
+/// `ida_free` of a PASID not allocated, a bad free) are collected.
+const PASID_HOLDER_END: &str = r#"
+if [ -n "$hpid" ]; then
+    kill "$hpid" 2>/dev/null
+    wait "$hpid" 2>/dev/null
+    sleep 1
+    dmesg | grep -e 'ida_free' -e 'WARNING:' -e 'BUG:' > /tmp/holder-warnings
+    echo "holder_exit=done" >> /tmp/holder-warnings
+fi
+"#;
 
 /// Extra sections of a test-kernel run.
 pub const TEST_KERNEL_SECTIONS: &[(&str, &str)] = &[
@@ -95,6 +142,13 @@ pub const TEST_KERNEL_SECTIONS: &[(&str, &str)] = &[
     ("uacce-ctrl.err", "/tmp/uacce-ctrl.err"),
     ("vmstat-uacce-before", "/tmp/vmstat-uacce-before"),
     ("vmstat-uacce-after", "/tmp/vmstat-uacce-after"),
+    ("pasid-holder", "/tmp/pasid-holder.json"),
+    ("pasid-holder.err", "/tmp/pasid-holder.err"),
+    ("holder-warnings", "/tmp/holder-warnings"),
+    ("iopf-c", "/tmp/iopf-c.json"),
+    ("iopf-c.err", "/tmp/iopf-c.err"),
+    ("uacce-queue", "/tmp/uacce-queue.json"),
+    ("uacce-queue.err", "/tmp/uacce-queue.err"),
 ];
 
 /// Sections the script prints, in order: (name, guest file).
@@ -126,6 +180,11 @@ pub fn init_script(plan: &GuestPlan<'_>) -> String {
         test_kernel_block()
     } else {
         String::new()
+    };
+    let (holder_start, holder_end) = if plan.test_kernel {
+        (pasid_holder_block(), PASID_HOLDER_END.to_string())
+    } else {
+        (String::new(), String::new())
     };
     format!(
         r#"#!/bin/sh
@@ -171,6 +230,7 @@ section() {{
 echo 1 > /proc/sys/vm/stat_refresh
 grep '^nr_foll_pin' /proc/vmstat > /tmp/vmstat-before
 
+{holder_start}
 started=0
 tpid=
 if [ -n "$HOOKS" ]; then
@@ -212,7 +272,7 @@ if [ -n "$tpid" ]; then
     "$TOOL" doctor --json > /tmp/doctor.json 2> /tmp/doctor.err
     doctor_rc=$?
 fi
-
+{holder_end}
 {{
     echo "kernel=$(uname -r)"
     echo "hooks=$HOOKS"
@@ -245,6 +305,8 @@ poweroff -f
         start_ticks = TRACE_START_TIMEOUT_S * 10,
         stop_s = TRACE_STOP_TIMEOUT_S,
         test_kernel = test_kernel,
+        holder_start = holder_start,
+        holder_end = holder_end,
     )
 }
 
@@ -279,5 +341,11 @@ mod tests {
         assert!(script.contains("section uacce-ctrl /tmp/uacce-ctrl.json\n"));
         assert!(script.contains("HOOKS='kprobe'\n"));
         assert!(script.contains("wait_gone \"$tpid\" 20 && break"));
+        // The PASID holder starts before the tracer; its PASID reaches the
+        // third IOPF workload.
+        let holder = script.find("--hold-pasid").expect("holder started");
+        assert!(holder < script.find("\"$TOOL\" trace").expect("tracer started"));
+        assert!(script.contains(r#"sed -n 's/.*"pasid":\([0-9]*\).*/\1/p'"#));
+        assert!(script.contains(r#"--pasid "${holder_pasid:-0}""#));
     }
 }

@@ -213,8 +213,8 @@ fn status_map(console: &Console) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The `nr_foll_pin_*` counters of a vmstat section.
-fn vmstat(console: &Console, name: &str) -> Option<(u64, u64)> {
+/// The `nr_foll_pin_*` counters of a vmstat section: (acquired, released).
+pub(super) fn vmstat(console: &Console, name: &str) -> Option<(u64, u64)> {
     let mut acquired = None;
     let mut released = None;
     for line in console.lines(name) {

@@ -12,12 +12,25 @@
 //! - (j) the fixture's pin ioctls are linked to the `pin_user_pages_fast`
 //!   calls they caused; the fixture process's pinned/unpinned pages equal
 //!   the `/proc/vmstat` deltas around it; closing the fd unpinned all.
+//! - (k) start-up PASID scan: a process that took a PASID through the
+//!   fixture before the tracer started is in the tracer's `pasid_scan`
+//!   line (and doctor's), and the faults a third IOPF workload reports
+//!   with that PASID are attributed to it, not to the workload (which the
+//!   current-task fallback would name); its exit frees the PASID without
+//!   kernel warnings.
+//! - (l) uacce queue life cycle on the fixture's uacce device: open,
+//!   START_Q, START_Q again (-EINVAL), PUT_Q, release, each once, in order,
+//!   with the program's pid/comm and the device name.
+//! - (m) the fixture's own functions are hooked: every uacce_ctrl ioctl is
+//!   recorded once, by `uacce_ctrl_unl_ioctl` (not the syscall
+//!   tracepoint), with the `uacce_pin_page`/`uacce_unpin_page` it reached
+//!   and that function's return value equal to the ioctl's.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::report::{Console, Verdict};
+use super::report::{vmstat, Console, Verdict};
 
 /// One fault as the workload saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,29 +94,28 @@ fn workload_faults(console: &Console, section: &str) -> Result<Vec<Fault>, Strin
 }
 
 fn vmstat_delta(console: &Console, before: &str, after: &str) -> Option<(u64, u64)> {
-    let read = |name: &str| -> Option<(u64, u64)> {
-        let mut acq = None;
-        let mut rel = None;
-        for l in console.lines(name) {
-            let mut it = l.split_whitespace();
-            match (it.next(), it.next().and_then(|v| v.parse::<u64>().ok())) {
-                (Some("nr_foll_pin_acquired"), Some(v)) => acq = Some(v),
-                (Some("nr_foll_pin_released"), Some(v)) => rel = Some(v),
-                _ => {}
-            }
-        }
-        Some((acq?, rel?))
-    };
-    let (a0, r0) = read(before)?;
-    let (a1, r1) = read(after)?;
+    let (a0, r0) = vmstat(console, before)?;
+    let (a1, r1) = vmstat(console, after)?;
     Some((a1.saturating_sub(a0), r1.saturating_sub(r0)))
 }
 
-/// (i) and (j) on a parsed console.
+/// (i) to (m) on a parsed console.
 pub fn check(console: &Console, v: &mut Verdict) {
     let events = json_lines(console, "events");
     check_iopf(console, &events, v);
     check_uacce_ctrl(console, &events, v);
+    check_scan(console, &events, v);
+    check_queue(console, &events, v);
+    check_symbol_ioctls(console, &events, v);
+}
+
+/// The PASID holder: (pid, pasid).
+fn holder(console: &Console) -> Option<(u64, u64)> {
+    json_lines(console, "pasid-holder").iter().find_map(|l| {
+        (l.get("pasid_holder").and_then(Value::as_str) == Some("ok"))
+            .then(|| Some((u(l, "pid")?, u(l, "pasid")?)))
+            .flatten()
+    })
 }
 
 fn check_iopf(console: &Console, events: &[Value], v: &mut Verdict) {
@@ -113,6 +125,21 @@ fn check_iopf(console: &Console, events: &[Value], v: &mut Verdict) {
             Ok(f) => faults.extend(f),
             Err(e) => v.fail(&[section, &format!("{section}.err")], format!("(i) {e}")),
         }
+    }
+    // (k) The third workload's faults carry the holder's PASID: they are
+    // the holder's.
+    match (workload_faults(console, "iopf-c"), holder(console)) {
+        (Ok(f), Some((pid, pasid))) => {
+            if f.iter().any(|f| f.pasid != pasid) {
+                v.fail(&["iopf-c"], "(k) iopf-c did not use the holder's PASID");
+            }
+            faults.extend(f.into_iter().map(|f| Fault { pid, ..f }));
+        }
+        (Err(e), _) => v.fail(&["iopf-c", "iopf-c.err"], format!("(k) {e}")),
+        (_, None) => v.fail(
+            &["pasid-holder", "pasid-holder.err"],
+            "(k) the PASID holder did not report its PASID",
+        ),
     }
     if faults.is_empty() {
         v.fail(
@@ -216,7 +243,7 @@ fn check_iopf(console: &Console, events: &[Value], v: &mut Verdict) {
         let (lo_min, lo_med) = stat(&margins_low);
         let (hi_min, hi_med) = stat(&margins_high);
         v.notes.push(format!(
-            "IOPF: {} faults from 2 processes, each once, attributed and inside its bracket; \
+            "IOPF: {} faults from 3 processes (one attributed to the PASID holder), each once, attributed and inside its bracket; \
              latency above read->write by min {lo_min} ns / median {lo_med} ns, below \
              trigger->write-done by min {hi_min} ns / median {hi_med} ns",
             faults.len()
@@ -314,6 +341,245 @@ fn check_uacce_ctrl(console: &Console, events: &[Value], v: &mut Verdict) {
     ));
 }
 
+fn events_of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e.get("event").and_then(Value::as_str) == Some(kind))
+        .collect()
+}
+
+fn owners_of(scan: &Value) -> Vec<(u64, u64, String)> {
+    scan.get("owners")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| {
+                    Some((
+                        u(o, "pasid")?,
+                        u(o, "tgid")?,
+                        o.get("comm")?.as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// (k) The start-up scan found the holder, in `trace` and in `doctor`.
+fn check_scan(console: &Console, events: &[Value], v: &mut Verdict) {
+    let Some((pid, pasid)) = holder(console) else {
+        return; // reported by check_iopf
+    };
+    let want = (pasid, pid, super::guest::PASID_HOLDER_COMM.to_string());
+    let scans = events_of(events, "pasid_scan");
+    match scans.as_slice() {
+        [scan] => {
+            if scan.get("ok").and_then(Value::as_bool) != Some(true) {
+                v.fail(
+                    &["events"],
+                    format!("(k) the start-up scan did not run: {scan}"),
+                );
+            } else if !owners_of(scan).contains(&want) {
+                v.fail(
+                    &["events", "pasid-holder"],
+                    format!("(k) the start-up scan missed pasid {pasid} of pid {pid}: {scan}"),
+                );
+            } else {
+                v.notes.push(format!(
+                    "PASID scan: {} processes walked, holder pid {pid} with pasid {pasid} found ({})",
+                    u(scan, "tasks").unwrap_or(0),
+                    scan.get("pasid_field").and_then(Value::as_str).unwrap_or("?")
+                ));
+            }
+        }
+        other => v.fail(
+            &["events"],
+            format!(
+                "(k) {} pasid_scan lines in the trace output, want 1",
+                other.len()
+            ),
+        ),
+    }
+    let doctor: Option<Value> = console
+        .sections
+        .get("doctor")
+        .and_then(|s| serde_json::from_str(&s.text()).ok());
+    let in_doctor = doctor
+        .as_ref()
+        .and_then(|d| d.get("pasid_scan"))
+        .is_some_and(|s| owners_of(s).contains(&want));
+    if !in_doctor {
+        v.fail(
+            &["doctor"],
+            "(k) doctor's pasid_scan does not show the holder",
+        );
+    }
+    // The test kernel has a vendor IOPF entry: Intel's PRQ tracepoint on
+    // x86 (CONFIG_INTEL_IOMMU_SVM), the SMMUv3 driver's page response on
+    // arm64 (CONFIG_ARM_SMMU_V3_SVA). The planner must see it and prefer
+    // the core function.
+    const VENDOR_ROWS: &[(&str, &str)] = &[
+        ("intel_iommu:prq_report", "iommu_report_device_fault"),
+        ("arm_smmu_page_response", "iopf_group_response"),
+    ];
+    let plan = doctor
+        .as_ref()
+        .and_then(|d| d.get("plan"))
+        .and_then(Value::as_array);
+    let vendor = VENDOR_ROWS.iter().find_map(|(function, core)| {
+        plan.and_then(|p| {
+            p.iter().find(|h| {
+                h.get("function").and_then(Value::as_str) == Some(*function)
+                    && h.get("absent").and_then(Value::as_bool) == Some(false)
+            })
+        })
+        .map(|h| (*function, *core, h))
+    });
+    match vendor {
+        Some((function, core, h))
+            if h.get("chosen").is_some_and(Value::is_null)
+                && h.to_string()
+                    .contains(&format!("core function {core} is hooked and preferred")) =>
+        {
+            v.notes.push(format!(
+                "plan: {function} present, core function {core} preferred"
+            ));
+        }
+        other => v.fail(
+            &["doctor"],
+            format!(
+                "(k) no vendor IOPF row (intel_iommu:prq_report, arm_smmu_page_response) \
+                 planned as a fallback: {other:?}"
+            ),
+        ),
+    }
+    let warnings: Vec<&String> = console
+        .lines("holder-warnings")
+        .iter()
+        .filter(|l| !l.starts_with("holder_exit="))
+        .collect();
+    if !console
+        .lines("holder-warnings")
+        .iter()
+        .any(|l| l == "holder_exit=done")
+    {
+        v.fail(
+            &["holder-warnings"],
+            "(k) the holder's exit was not checked",
+        );
+    } else if !warnings.is_empty() {
+        v.fail(
+            &["holder-warnings"],
+            format!("(k) kernel warnings after the holder exited: {warnings:?}"),
+        );
+    }
+}
+
+/// (l) The queue life cycle of `uacce-ctrl-pin --queue`.
+fn check_queue(console: &Console, events: &[Value], v: &mut Verdict) {
+    let lines = json_lines(console, "uacce-queue");
+    let Some(result) = lines.iter().find(|l| l.get("uacce_queue").is_some()) else {
+        v.fail(
+            &["uacce-queue", "uacce-queue.err"],
+            "(l) no result from the queue program",
+        );
+        return;
+    };
+    if result.get("uacce_queue").and_then(Value::as_str) != Some("ok") {
+        v.fail(
+            &["uacce-queue"],
+            format!("(l) the queue program failed: {result}"),
+        );
+        return;
+    }
+    let pid = u(result, "pid");
+    let device = result.get("device").and_then(Value::as_str).unwrap_or("");
+    let seen: Vec<(String, i64, String, String)> = events_of(events, "uacce_queue")
+        .iter()
+        .filter(|e| u(e, "tgid") == pid)
+        .map(|e| {
+            let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            (
+                s("op"),
+                e.get("ret").and_then(Value::as_i64).unwrap_or(i64::MIN),
+                s("device"),
+                s("comm"),
+            )
+        })
+        .collect();
+    let want: Vec<(String, i64, String, String)> = [
+        ("open", 0),
+        ("start_q", 0),
+        ("start_q", -22),
+        ("put_q", 0),
+        ("release", 0),
+    ]
+    .iter()
+    .map(|(op, ret)| {
+        (
+            (*op).to_string(),
+            *ret,
+            device.to_string(),
+            FIXTURE_COMM.to_string(),
+        )
+    })
+    .collect();
+    if seen != want {
+        v.fail(
+            &["events", "uacce-queue"],
+            format!("(l) queue events of pid {pid:?}: {seen:?}, want {want:?}"),
+        );
+    } else {
+        v.notes.push(format!(
+            "uacce queue: open, start_q, start_q (-EINVAL), put_q, release on {device}, each once"
+        ));
+    }
+}
+
+/// (m) uacce_ctrl ioctls through the driver's own functions, once each.
+fn check_symbol_ioctls(console: &Console, events: &[Value], v: &mut Verdict) {
+    let issued = json_lines(console, "uacce-ctrl")
+        .iter()
+        .filter(|l| l.get("want_errno").is_some())
+        .count();
+    let ioctls: Vec<&Value> = events_of(events, "pin_ioctl")
+        .into_iter()
+        .filter(|e| e.get("comm").and_then(Value::as_str) == Some(FIXTURE_COMM))
+        .collect();
+    if ioctls.len() != issued {
+        v.fail(
+            &["events", "uacce-ctrl"],
+            format!(
+                "(m) {} uacce_ctrl ioctl records for {issued} ioctls",
+                ioctls.len()
+            ),
+        );
+    }
+    for e in &ioctls {
+        let hook = e.get("hook").and_then(Value::as_str).unwrap_or("");
+        let want_fn = match e.get("cmd").and_then(Value::as_str) {
+            Some("uacce_pin") => "uacce_pin_page",
+            _ => "uacce_unpin_page",
+        };
+        let ret = e.get("ret").and_then(Value::as_i64);
+        let driver_ret = e.get("driver_ret").and_then(Value::as_i64);
+        if hook == "tracepoint"
+            || e.get("driver_call").and_then(Value::as_str) != Some(want_fn)
+            || driver_ret != ret
+        {
+            v.fail(
+                &["events"],
+                format!("(m) ioctl not recorded through uacce_ctrl_unl_ioctl/{want_fn}: {e}"),
+            );
+        }
+    }
+    if issued > 0 && !v.failures.iter().any(|f| f.starts_with("(m)")) {
+        v.notes.push(format!(
+            "uacce_ctrl symbols: {issued} ioctls, each recorded once by uacce_ctrl_unl_ioctl with its uacce_(un)pin_page return"
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,9 +609,12 @@ mod tests {
             &json_lines(&console(4000, 50), "events"),
             &mut v,
         );
-        // iopf-b is missing: that alone fails, but nothing about the fault.
+        // iopf-b, iopf-c and the holder are missing: that alone fails, but
+        // nothing about the fault.
         assert!(
-            v.failures.iter().all(|f| f.contains("iopf-b")),
+            v.failures
+                .iter()
+                .all(|f| f.contains("iopf-b") || f.contains("iopf-c") || f.contains("holder")),
             "{:?}",
             v.failures
         );
@@ -367,5 +636,73 @@ mod tests {
             "{:?}",
             v.failures
         );
+    }
+
+    fn section(name: &str, lines: &[&str]) -> String {
+        let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+        format!(
+            "@@UT-BEGIN {name}\n{}@@UT-END {name} lines={} bytes={bytes}\n",
+            lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+            lines.len()
+        )
+    }
+
+    fn queue_console(ops: &[(&str, i64)], owner_tgid: u64) -> Console {
+        let mut events = vec![format!(
+            r#"{{"event":"pasid_scan","ok":true,"tasks":40,"owners":[{{"pasid":1,"tgid":{owner_tgid},"comm":"pasid-holder"}}]}}"#
+        )];
+        for (op, ret) in ops {
+            events.push(format!(
+                r#"{{"event":"uacce_queue","op":"{op}","tgid":77,"comm":"uacce-ctrl-pin","device":"uacce_fixture-0","ret":{ret}}}"#
+            ));
+        }
+        let events: Vec<&str> = events.iter().map(String::as_str).collect();
+        let doctor = format!(
+            r#"{{"pasid_scan":{{"owners":[{{"pasid":1,"tgid":{owner_tgid},"comm":"pasid-holder"}}]}},"plan":[{{"function":"intel_iommu:prq_report","absent":false,"chosen":null,"rejected":[{{"hook":"tracepoint","reason":"core function iommu_report_device_fault is hooked and preferred"}}]}}]}}"#
+        );
+        let log = String::from("@@UT-BOOTED 6.12.117\n")
+            + &section(
+                "pasid-holder",
+                &[r#"{"pasid_holder":"ok","pid":48,"pasid":1}"#],
+            )
+            + &section("holder-warnings", &["holder_exit=done"])
+            + &section("doctor", &[&doctor])
+            + &section(
+                "uacce-queue",
+                &[r#"{"uacce_queue":"ok","pid":77,"device":"uacce_fixture-0"}"#],
+            )
+            + &section("events", &events)
+            + "@@UT-DONE\n";
+        parse(&log)
+    }
+
+    #[test]
+    fn scan_and_queue_checks() {
+        let good = [
+            ("open", 0),
+            ("start_q", 0),
+            ("start_q", -22),
+            ("put_q", 0),
+            ("release", 0),
+        ];
+        let c = queue_console(&good, 48);
+        let events = json_lines(&c, "events");
+        let mut v = Verdict::default();
+        check_scan(&c, &events, &mut v);
+        check_queue(&c, &events, &mut v);
+        assert!(v.failures.is_empty(), "{:?}", v.failures);
+        // A missed release, or a scan that names someone else, fails.
+        let c = queue_console(&good[..4], 49);
+        let events = json_lines(&c, "events");
+        let mut v = Verdict::default();
+        check_scan(&c, &events, &mut v);
+        check_queue(&c, &events, &mut v);
+        let all = v.failures.join("\n");
+        assert!(
+            all.contains("(k) the start-up scan missed pasid 1"),
+            "{all}"
+        );
+        assert!(all.contains("doctor's pasid_scan"), "{all}");
+        assert!(all.contains("(l) queue events"), "{all}");
     }
 }
