@@ -1,5 +1,6 @@
 //! `uacce-trace top` end to end: the real binary in a tmux pane (80x24) on
-//! a raw recording written here from synthetic events. It starts, shows the
+//! a raw recording written here from synthetic events, and on the demo
+//! recording shipped in `tests/data/demo.utrace` (made in the demo VM). It starts, shows the
 //! expected processes, sorts and filters on keys, drills down, quits on `q`
 //! with exit status 0, and the terminal is restored (alternate screen left,
 //! the shell prompt back). Skips, saying why, when tmux is not installed.
@@ -126,6 +127,15 @@ fn recording(path: &Path) {
     w.finish().unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// True, after saying the test is skipped, where tmux is not installed.
+fn tmux_missing() -> bool {
+    let missing = Command::new("tmux").arg("-V").output().is_err();
+    if missing {
+        eprintln!("skipped: tmux is not installed (apt-get install tmux)");
+    }
+    missing
+}
+
 /// A tmux server of our own (its own socket, no user config), killed on drop.
 struct Tmux {
     socket: String,
@@ -155,6 +165,21 @@ impl Tmux {
         ]);
         assert!(o.status.success(), "tmux new-session: {o:?}");
         t
+    }
+
+    /// A bash with no user config and a known prompt in a fresh server
+    /// (socket `uacce-trace-e2e-<name>-<pid>`), once the prompt shows.
+    fn clean_shell(name: &str) -> Tmux {
+        let shell = format!(
+            "env -i PATH=/usr/bin:/bin TERM=xterm-256color PS1='{PROMPT}' HOME=/tmp \
+             bash --norc --noprofile -i"
+        );
+        let tmux = Tmux::start(
+            format!("uacce-trace-e2e-{name}-{}", std::process::id()),
+            &shell,
+        );
+        tmux.wait_for("the shell prompt", |s| s.contains(PROMPT.trim_end()));
+        tmux
     }
 
     fn keys(&self, keys: &[&str]) {
@@ -224,17 +249,14 @@ fn scratch(test: &str) -> PathBuf {
 
 #[test]
 fn top_replays_sorts_filters_drills_down_and_restores_the_terminal() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("skipped: tmux is not installed (apt-get install tmux)");
+    if tmux_missing() {
         return;
     }
     let dir = scratch("keys");
     let rec = dir.join("e2e.utrace");
     recording(&rec);
     let bin = env!("CARGO_BIN_EXE_uacce-trace");
-    let shell = format!("env -i PATH=/usr/bin:/bin TERM=xterm-256color PS1='{PROMPT}' HOME=/tmp bash --norc --noprofile -i");
-    let tmux = Tmux::start(format!("uacce-trace-e2e-{}", std::process::id()), &shell);
-    tmux.wait_for("the shell prompt", |s| s.contains(PROMPT.trim_end()));
+    let tmux = Tmux::clean_shell("keys");
     tmux.text(&format!(
         "clear; {bin} top --replay {} --fast; echo \"top exited $?\"",
         rec.display()
@@ -328,25 +350,129 @@ fn top_replays_sorts_filters_drills_down_and_restores_the_terminal() {
     let _ = fs::remove_dir_all(&dir);
 }
 
+/// The recording shipped in the repository, made by
+/// `cargo xtask demo --no-tui --record` on the test kernel (README "Demo").
+const DEMO_RECORDING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/demo.utrace");
+
+/// The demo's processes: command name -> (tgid, IOPFs, faults on the
+/// process's pinned pages are not counted here), read from the recording.
+fn demo_processes() -> std::collections::BTreeMap<String, (u32, u64)> {
+    use uacce_trace::rawfile::{RawReader, Record};
+    let file = fs::File::open(DEMO_RECORDING).unwrap_or_else(|e| panic!("{DEMO_RECORDING}: {e}"));
+    let (mut reader, _) = RawReader::open(std::io::BufReader::new(file))
+        .unwrap_or_else(|e| panic!("{DEMO_RECORDING}: {e}"));
+    let mut procs = std::collections::BTreeMap::new();
+    for rec in reader
+        .read_all()
+        .unwrap_or_else(|e| panic!("{DEMO_RECORDING}: {e}"))
+    {
+        let (tgid, comm, fault) = match &rec {
+            Record::Event(Event::Iopf(f)) => match f.tgid {
+                Some(t) => (t, f.comm.clone(), 1),
+                None => continue,
+            },
+            Record::Event(Event::Pin(p)) => (p.tgid, p.comm.clone(), 0),
+            Record::Event(Event::PinIoctl(i)) => (i.tgid, i.comm.clone(), 0),
+            _ => continue,
+        };
+        let e = procs.entry(comm).or_insert((tgid, 0));
+        assert_eq!(e.0, tgid, "one process per demo command name");
+        e.1 += fault;
+    }
+    procs
+}
+
+/// `top` on the shipped demo recording: the four demo processes with their
+/// pids, sorted by faults inside pinned ranges (only `ml-infer` has them:
+/// it pinned its buffer and faulted 1.5 s more), filtered, drilled into.
+#[test]
+fn top_shows_the_shipped_demo_recording() {
+    if tmux_missing() {
+        return;
+    }
+    let procs = demo_processes();
+    for comm in ["dma-copy", "ml-infer", "zip-job", "rdma-reg"] {
+        assert!(
+            procs.contains_key(comm),
+            "{comm} not in {DEMO_RECORDING}: {procs:?}"
+        );
+    }
+    assert_eq!(procs["rdma-reg"].1, 0, "rdma-reg only pins");
+    let bin = env!("CARGO_BIN_EXE_uacce-trace");
+    let tmux = Tmux::clean_shell("demo");
+    tmux.text(&format!(
+        "clear; {bin} top --replay {DEMO_RECORDING} --fast; echo \"top exited $?\""
+    ));
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait_for("the replay to finish", |s| s.contains("replay finished"));
+    assert!(s.contains("replay demo.utrace (fast)"), "{s}");
+    let rows = table_rows(&s);
+    for (comm, (pid, _)) in &procs {
+        assert!(
+            rows.iter()
+                .any(|r| r.contains(&pid.to_string()) && r.contains(comm.as_str())),
+            "no row with {pid} {comm}:\n{s}"
+        );
+    }
+
+    // Sort by INPIN: `s`, Right until it is the sort column, Enter.
+    tmux.keys(&["s"]);
+    tmux.wait_for("sort mode", |s| s.contains("SORT by"));
+    for _ in 0..12 {
+        if tmux.capture().contains("SORT by INPIN") {
+            break;
+        }
+        tmux.keys(&["Right"]);
+    }
+    tmux.wait_for("sort by INPIN", |s| s.contains("SORT by INPIN ▼"));
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait_for("the table sorted by INPIN", |s| {
+        s.contains("sort INPIN ▼") && s.contains("q quit")
+    });
+    let rows = table_rows(&s);
+    assert!(
+        rows[0].contains("ml-infer"),
+        "the process that faulted on its pinned buffer first:\n{s}"
+    );
+
+    // Filter on the pinning process and drill down.
+    let (pid, faults) = procs["ml-infer"];
+    tmux.keys(&["/"]);
+    tmux.text("infer");
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait_for("the filtered table", |s| s.contains("filter \"infer\""));
+    let rows = table_rows(&s);
+    assert_eq!(rows.len(), 1, "{s}");
+    assert!(rows[0].contains(&pid.to_string()), "{s}");
+    tmux.keys(&["Enter"]);
+    let header = format!("PID {pid} ml-infer");
+    let s = tmux.wait_for("the drill-down", |s| s.contains(&header));
+    for want in [
+        format!("IOPF latency ({faults} faults)"),
+        "PASIDs 2".to_string(),
+        "hottest fault regions".to_string(),
+        "Esc back".to_string(),
+    ] {
+        assert!(s.contains(&want), "no {want:?} in the drill-down:\n{s}");
+    }
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the table again", |s| s.contains("filter \"infer\""));
+    tmux.keys(&["q"]);
+    let s = tmux.wait_for("top to exit", |s| s.contains("top exited"));
+    assert!(s.contains("top exited 0"), "{s}");
+    assert!(!tmux.alternate_on(), "alternate screen still on:\n{s}");
+}
+
 #[test]
 fn top_restores_the_terminal_on_sigterm() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("skipped: tmux is not installed (apt-get install tmux)");
+    if tmux_missing() {
         return;
     }
     let dir = scratch("sigterm");
     let rec = dir.join("term.utrace");
     recording(&rec);
     let bin = env!("CARGO_BIN_EXE_uacce-trace");
-    let shell = format!(
-        "env -i PATH=/usr/bin:/bin TERM=xterm-256color PS1='{PROMPT}' HOME=/tmp \
-         bash --norc --noprofile -i"
-    );
-    let tmux = Tmux::start(
-        format!("uacce-trace-e2e-term-{}", std::process::id()),
-        &shell,
-    );
-    tmux.wait_for("the shell prompt", |s| s.contains(PROMPT.trim_end()));
+    let tmux = Tmux::clean_shell("term");
     // At the recorded pace, with a fast tick.
     tmux.text(&format!(
         "clear; {bin} top --replay {} --interval 100ms; echo \"top exited $?\"",

@@ -1,61 +1,132 @@
-//! `cargo xtask demo`: the README's main command. Shows `uacce-trace trace`
-//! live on a real kernel without touching the host's kernel.
+//! `cargo xtask demo`: the README's main command. Boots the project's test
+//! kernel under QEMU with a workload of a few processes that fault through
+//! iommufd's mock device and pin pages, traces them with `uacce-trace`
+//! inside the guest, and shows `uacce-trace top` live in this terminal.
+//! Nothing is loaded into this machine's kernel.
 //!
-//! Runs setup (idempotent; the stock kernels come from it), builds the
-//! release binaries, then boots a stock Debian kernel (6.12 unless
-//! `--kernel`) under QEMU (TCG) with an initramfs whose `/init` starts
-//! `uacce-trace trace` (human-readable, on the serial console) and runs the
-//! `uacce-workload` guest program for a few rounds with pauses: each round
-//! registers one io_uring buffer of a different size (the kernel pins it
-//! long-term) and unregisters it (unpins). Then the guest compares the
-//! workload's pages with the kernel's `nr_foll_pin_*` counters and powers
-//! off. The serial console is copied to the terminal as it comes and to
-//! `vm/demo/console.log` in the cache.
+//! # Data path
 //!
-//! QEMU shows only the guest's console (no firmware banners) and gets no
-//! terminal on stdin (so it never switches the terminal to raw mode); Ctrl-C reaches QEMU and xtask alike, xtask kills QEMU if it is
-//! still there and restores the terminal settings it saw at start.
+//! ```text
+//! guest: uacce-trace record --format raw -o /dev/ttyS1   (second serial port, raw mode)
+//!   -> QEMU -serial pipe: (the VM's second serial port into a FIFO in the cache)
+//!   -> xtask (copies the stream; --record tees it into a file)
+//!   -> host: uacce-trace top --replay -   (owns the terminal)
+//! ```
 //!
-//! Reuses the VM test pieces: the image builder ([`vm::image`]) and the QEMU
-//! command line ([`vm::qemu`]).
+//! The guest's console (first serial port, QEMU's stdout) goes to
+//! `vm/demo/console.log` in the cache and QEMU's own messages to
+//! `vm/demo/qemu.log`, never over the screen. Until the raw stream starts (boot, BPF verification under
+//! TCG) this prints progress: the build steps and the guest's `[demo]`
+//! lines. `top` starts when the stream's first bytes arrive.
+//!
+//! # The workload ([`workload`], guest program `xtask/kernel/uacce_demo.c`)
+//!
+//! Four processes for `--seconds`: `dma-copy` faults steadily with short
+//! response delays; `ml-infer` faults with a long tail of delays, then
+//! (at 40 % of the run) pins its buffer through `/dev/uacce_ctrl`: its
+//! faults go on for 1.5 s inside the pinned range (`FINPIN` counts them),
+//! then stop; `zip-job` faults in bursts; `rdma-reg` pins a buffer with
+//! io_uring and keeps registering and unregistering another one (pin
+//! calls/s, no faults).
+//!
+//! Without the test kernel (it could not be built) the demo falls back to
+//! a stock Debian kernel with pins only (io_uring buffer registrations of
+//! the `uacce-workload` program), and says so.
+//!
+//! # Ending
+//!
+//! `q` (or Ctrl-C, a key while `top` has the terminal) quits `top`; then
+//! QEMU is killed. When the guest finishes first, the stream ends and `top`
+//! shows the final state until `q`. Ctrl-C before `top` started stops
+//! QEMU. QEMU runs in its own process group, so the terminal's Ctrl-C
+//! reaches only xtask (and `top`), which kill it; the terminal settings
+//! seen at start are restored at the end.
+//!
+//! `--no-tui` runs without `top` (for tests and for making the shipped
+//! recording), `--record FILE` keeps the stream, and `--check` then
+//! verifies the recording through `uacce-trace record --replay` and
+//! `uacce-trace report` ([`check_recording`]).
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::path::Path;
-use std::process::Stdio;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use serde_json::Value;
 
 use crate::vm::{self, image, qemu, Hooks};
-use crate::{cache, setup};
+use crate::{cache, kernel, setup};
 
-/// Buffer sizes (KiB) of the workload's rounds, one io_uring registration
-/// each; kept small-ish because every unpinned page is one trace line on
-/// kernels that unpin page by page.
-const ROUND_SIZES_KIB: &[u32] = &[16, 64, 4, 128, 32, 8, 256, 16, 64, 4];
-/// Pause after each round.
-const ROUND_PAUSE_US: u32 = 1_500_000;
-/// Tenths of a second the guest waits for `tracing started` (BTF parsing
-/// and BPF verification are slow under TCG).
-const TRACE_START_TICKS: u32 = 600;
+/// Tenths of a second the guest waits for the tracer's "recording to" line
+/// (BTF parsing and BPF verification are slow under TCG).
+const TRACE_START_TICKS: u32 = 900;
 /// The line the guest prints when everything ran.
 const DONE: &str = "[demo] done.";
+/// Where the guest finds the demo program.
+const GUEST_DEMO: &str = "/usr/bin/uacce-demo";
+/// The guest's tty that carries the raw recording (QEMU's second `-serial`).
+const STREAM_TTY: &str = "/dev/ttyS1";
+/// Raw recording interval in the guest: the stream is flushed at least this
+/// often, so `top` lags the guest by at most about this much.
+const STREAM_INTERVAL: &str = "250ms";
+/// Stock kernel of the fallback.
+const FALLBACK_KERNEL: &str = "debian-6.12";
 
 /// Options of `cargo xtask demo`.
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
-    /// Stock kernel to boot: debian-6.1, debian-6.12 or debian-7.2 (or just
-    /// 6.1, 6.12, 7.2).
-    #[arg(long, default_value = "debian-6.12")]
-    kernel: String,
-    /// Hooks the tracer uses (`uacce-trace trace --hooks`).
+    /// Seconds the guest workload runs (the live view stays until `q`).
+    #[arg(long, default_value_t = 60)]
+    seconds: u32,
+    /// Do not start `top`: print progress until the guest is done (tests,
+    /// making a recording).
+    #[arg(long)]
+    no_tui: bool,
+    /// Also write the raw recording streamed from the guest to FILE.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+    /// After the run, check the recording (faulting and pinning processes,
+    /// the pinning process's faults stopping); exit status 1 when it fails.
+    /// Needs --record.
+    #[arg(long, requires = "record")]
+    check: bool,
+    /// Boot a stock kernel (debian-6.1, debian-6.12, debian-7.2) instead
+    /// of the test kernel: pins only, no IOPFs.
+    #[arg(long, value_name = "NAME")]
+    stock: Option<String>,
+    /// Hooks the tracer uses (`uacce-trace record --hooks`).
     #[arg(long, value_enum, default_value_t = Hooks::Auto)]
     hooks: Hooks,
-    /// Seconds before QEMU is stopped.
-    #[arg(long, default_value_t = 240)]
-    timeout: u64,
+    /// Seconds before QEMU is stopped (default: the workload plus 5 minutes).
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Use the release binaries already in target/ (no cargo build).
+    #[arg(long)]
+    no_build: bool,
+}
+
+impl DemoArgs {
+    /// The VM tier's check of the demo path (`cargo xtask test`): no TUI, a
+    /// 12-s workload recorded into `record`, checked.
+    pub fn for_test(record: PathBuf, no_build: bool) -> DemoArgs {
+        DemoArgs {
+            seconds: 12,
+            no_tui: true,
+            record: Some(record),
+            check: true,
+            stock: None,
+            hooks: Hooks::Auto,
+            timeout: Some(300),
+            no_build,
+        }
+    }
 }
 
 /// Set by the SIGINT/SIGTERM handler.
@@ -65,29 +136,47 @@ extern "C" fn on_signal(_sig: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-/// Runs the demo; `Ok(false)` when the guest did not get to the end.
+/// Which kernel the demo boots.
+enum Guest {
+    /// The test kernel folder (bzImage and the guest programs).
+    Test(PathBuf),
+    /// A stock kernel: its vmlinuz and a name for messages.
+    Stock { vmlinuz: PathBuf, name: String },
+}
+
+/// Runs the demo; `Ok(false)` when the guest did not get to the end or the
+/// check failed.
 pub fn run(args: &DemoArgs) -> Result<bool> {
     if !cfg!(target_arch = "x86_64") {
         bail!("the demo boots an x86-64 guest with binaries built for the host; run it on an x86-64 machine");
     }
-    let kernel = find_kernel(&args.kernel)?;
+    if args.seconds < 5 {
+        bail!("--seconds must be at least 5");
+    }
     println!(
-        "uacce-trace demo: installs what it needs (first run: several minutes), builds the tool,\n\
-         then boots Debian {} under QEMU and shows `uacce-trace trace` live while an io_uring\n\
-         workload pins and unpins buffers. Nothing is loaded into this machine's kernel.",
-        kernel.series
+        "uacce-trace demo: installs what it needs (first run: several minutes; the test kernel\n\
+         builds once, about 6 min on 2 cores), builds the tool, boots the test kernel under QEMU and\n\
+         shows `uacce-trace top` live while four processes fault and pin in the VM.\n\
+         Nothing is loaded into this machine's kernel."
     );
     let _ = std::io::stdout().flush();
     setup::ensure_all()?;
     qemu::check_installed()?;
-    let dir = setup::kernel_dir(kernel.name)?;
-    let vmlinuz = dir.join("vmlinuz");
-    if !vmlinuz.is_file() {
-        bail!("{} is missing after setup", vmlinuz.display());
-    }
-    let release = setup::kernel_release(kernel.name)?;
+    let guest = match &args.stock {
+        Some(name) => stock_guest(name)?,
+        None => match kernel::ensure_test_kernel() {
+            Ok(dir) => Guest::Test(dir),
+            Err(e) => {
+                println!(
+                    "demo: the test kernel could not be built ({e:#});\n\
+                     demo: falling back to stock Debian {FALLBACK_KERNEL}: pins only, no IO page faults."
+                );
+                stock_guest(FALLBACK_KERNEL)?
+            }
+        },
+    };
 
-    let (tool, workload) = vm::build(false, false)?;
+    let (tool, workload) = vm::build(false, args.no_build)?;
     let tool = tool.context("the build did not produce uacce-trace")?;
     let work = cache::vm_work()?.join("demo");
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
@@ -98,54 +187,145 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     })?;
     image::write_gzip(&raw, &base)?;
     let initrd = work.join("initramfs.cpio.gz");
-    image::write_vm_image(&base, &init_script(args.hooks), &initrd)?;
-    let log = work.join("console.log");
+    let (kernel_image, script, extra) = match &guest {
+        Guest::Test(dir) => (
+            dir.join("bzImage"),
+            init_script(args.hooks, args.seconds, true),
+            vec![(dir.join(kernel::DEMO_BINARY), GUEST_DEMO)],
+        ),
+        Guest::Stock { vmlinuz, .. } => (
+            vmlinuz.clone(),
+            init_script(args.hooks, args.seconds, false),
+            Vec::new(),
+        ),
+    };
+    if extra.is_empty() {
+        image::write_vm_image(&base, &script, &initrd)?;
+    } else {
+        image::write_vm_image_with(&base, &script, &extra, &initrd)?;
+    }
+    let console = work.join("console.log");
+    let qemu_log = work.join("qemu.log");
 
+    let what = match &guest {
+        Guest::Test(dir) => format!(
+            "the test kernel ({})",
+            fs::read_to_string(dir.join("version"))
+                .unwrap_or_default()
+                .trim()
+        ),
+        Guest::Stock { name, .. } => format!("stock {name} (pins only)"),
+    };
     println!();
     println!(
-        "booting Debian {} ({release}) under QEMU (TCG, ~15 s), then ~{} s of live trace \
-         (hooks: {}); Ctrl-C stops it.",
-        kernel.series,
-        ROUND_SIZES_KIB.len() as u64 * u64::from(ROUND_PAUSE_US) / 1_000_000 + 5,
-        args.hooks.as_str()
+        "booting {what} under QEMU (TCG): ~1 min until the tracer runs, then a {} s workload{}.",
+        args.seconds,
+        if args.no_tui {
+            ""
+        } else {
+            "; `top` starts with the stream, q quits"
+        }
     );
-    println!();
+    println!("guest console: {}", console.display());
     let _ = std::io::stdout().flush();
 
+    let timeout = Duration::from_secs(
+        args.timeout
+            .unwrap_or(u64::from(args.seconds) + 300)
+            .max(30),
+    );
     let terminal = Terminal::save();
-    let outcome = boot(&vmlinuz, &initrd, &log, Duration::from_secs(args.timeout));
+    let outcome = boot(&Boot {
+        kernel: &kernel_image,
+        initrd: &initrd,
+        console: &console,
+        qemu_log: &qemu_log,
+        tool: &tool,
+        record: args.record.as_deref(),
+        tui: !args.no_tui,
+        timeout,
+    });
     terminal.restore();
     let outcome = outcome?;
 
     println!();
-    println!("console log: {}", log.display());
+    println!("guest console: {}", console.display());
+    if let Some(r) = &args.record {
+        println!(
+            "recording: {} ({} bytes)",
+            r.display(),
+            outcome.stream_bytes
+        );
+    }
+    if let Some(code) = outcome.top_status {
+        if code != 0 {
+            println!("uacce-trace top exited with status {code}");
+        }
+    }
     if outcome.interrupted {
         println!("interrupted: QEMU stopped");
         return Ok(false);
     }
     if outcome.timed_out {
-        println!("QEMU stopped after {} s (--timeout)", args.timeout);
+        println!("QEMU stopped after {} s (--timeout)", timeout.as_secs());
         return Ok(false);
     }
+    if outcome.quit_early {
+        println!("top quit before the guest finished: QEMU stopped");
+        return Ok(outcome.top_status == Some(0));
+    }
     if !outcome.done {
-        println!("the guest did not finish the demo (see the console output above)");
+        println!(
+            "the guest did not finish the demo; its console is in {}",
+            console.display()
+        );
+        if let Ok(text) = fs::read_to_string(&console) {
+            for line in text.lines().rev().take(15).collect::<Vec<_>>().iter().rev() {
+                println!("  | {}", line.trim_end());
+            }
+        }
         return Ok(false);
     }
     println!(
-        "demo finished in {:.1} s. Next: `cargo xtask test` runs every test tier.",
-        outcome.elapsed.as_secs_f64()
+        "demo finished in {:.1} s ({} bytes streamed).",
+        outcome.elapsed.as_secs_f64(),
+        outcome.stream_bytes
     );
+    if args.check {
+        let Some(rec) = &args.record else {
+            bail!("--check needs --record");
+        };
+        let console_text = fs::read_to_string(&console)
+            .with_context(|| format!("reading {}", console.display()))?;
+        let test_kernel = matches!(guest, Guest::Test(_));
+        return match check_recording(&tool, rec, &console_text, test_kernel) {
+            Ok(lines) => {
+                for l in lines {
+                    println!("check: ok: {l}");
+                }
+                println!("demo check passed");
+                Ok(true)
+            }
+            Err(e) => {
+                println!("demo check FAILED: {e:#}");
+                Ok(false)
+            }
+        };
+    }
+    if !args.no_tui {
+        println!("Next: `cargo xtask test` runs every test tier.");
+    }
     Ok(true)
 }
 
-/// The stock kernel named `name` (`debian-6.12` or `6.12`).
-fn find_kernel(name: &str) -> Result<setup::StockKernel> {
+/// The stock kernel `name` (`debian-6.12` or `6.12`), installed by setup.
+fn stock_guest(name: &str) -> Result<Guest> {
     let full = if name.starts_with("debian-") {
         name.to_string()
     } else {
         format!("debian-{name}")
     };
-    setup::kernel_list()
+    let kernel = setup::kernel_list()
         .iter()
         .find(|k| k.name == full)
         .copied()
@@ -158,18 +338,109 @@ fn find_kernel(name: &str) -> Result<setup::StockKernel> {
                     .collect::<Vec<_>>()
                     .join(", ")
             )
-        })
+        })?;
+    let vmlinuz = setup::kernel_dir(kernel.name)?.join("vmlinuz");
+    if !vmlinuz.is_file() {
+        bail!("{} is missing after setup", vmlinuz.display());
+    }
+    Ok(Guest::Stock {
+        vmlinuz,
+        name: kernel.name.to_string(),
+    })
 }
 
+/// One process of the demo workload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoProcess {
+    /// Its command name (what `top` shows).
+    pub name: &'static str,
+    /// Arguments of `uacce-demo` after `--name NAME --seconds S`.
+    pub args: String,
+    /// Whether it faults.
+    pub faults: bool,
+    /// Whether it pins.
+    pub pins: bool,
+}
+
+/// The test-kernel workload for a run of `seconds` (see the module docs).
+pub fn workload(seconds: u32) -> Vec<DemoProcess> {
+    let pin_at = f64::from(seconds) * 0.4;
+    vec![
+        DemoProcess {
+            name: "dma-copy",
+            args: "--rate 20 --delay-us 20,400 --pasid 1 --pages 128".into(),
+            faults: true,
+            pins: false,
+        },
+        DemoProcess {
+            name: "ml-infer",
+            args: format!(
+                "--rate 30 --delay-us 50,4000 --pasid 2 --pages 256 --pin-with uacce \
+                 --pin-at {pin_at:.1} --faults-after-pin 1.5"
+            ),
+            faults: true,
+            pins: true,
+        },
+        DemoProcess {
+            name: "zip-job",
+            args: "--rate 60 --burst 2000,3000 --delay-us 10,250 --pasid 3 --pages 64".into(),
+            faults: true,
+            pins: false,
+        },
+        DemoProcess {
+            name: "rdma-reg",
+            args: "--pin-with iouring --pin-at 1 --pages 32 --churn-ms 1000 --churn-pages 8".into(),
+            faults: false,
+            pins: true,
+        },
+    ]
+}
+
+/// The name of the process that pins and then stops faulting.
+pub const PINNING_PROCESS: &str = "ml-infer";
+
 /// The guest's `/init`.
-fn init_script(hooks: Hooks) -> String {
-    let sizes: Vec<String> = ROUND_SIZES_KIB.iter().map(u32::to_string).collect();
+fn init_script(hooks: Hooks, seconds: u32, test_kernel: bool) -> String {
+    let run = if test_kernel {
+        let mut s = String::new();
+        s.push_str(&format!(
+            "say \"workload: 4 processes for {seconds} s (dma-copy, ml-infer, zip-job fault through the iommufd mock; \
+             ml-infer pins its buffer at {:.0} s and its faults stop; rdma-reg pins with io_uring)\"\n",
+            f64::from(seconds) * 0.4
+        ));
+        s.push_str("pids=\"\"\n");
+        for p in workload(seconds) {
+            s.push_str(&format!(
+                "\"$DEMO\" --name {name} --seconds {seconds} {args} 2> /tmp/{name}.err &\npids=\"$pids $!\"\n",
+                name = p.name,
+                args = p.args,
+            ));
+        }
+        s.push_str(
+            "for p in $pids; do wait \"$p\" || failed=1; done\n\
+             for f in /tmp/*.err; do [ -s \"$f\" ] && sed \"s|^|[demo] $f: |\" \"$f\"; done\n",
+        );
+        s
+    } else {
+        format!(
+            "say \"workload (stock kernel: pins only): io_uring buffer registrations for {seconds} s\"\n\
+             end=$(( $(cut -d. -f1 /proc/uptime) + {seconds} ))\n\
+             while [ \"$(cut -d. -f1 /proc/uptime)\" -lt \"$end\" ]; do\n\
+             \x20   for kib in 16 64 4 128 32; do\n\
+             \x20       \"$WORKLOAD\" iouring --size-kib \"$kib\" --count 1 > /dev/null 2> /tmp/w.err || failed=1\n\
+             \x20       usleep 500000\n\
+             \x20   done\n\
+             done\n\
+             [ -s /tmp/w.err ] && sed 's/^/[demo] workload: /' /tmp/w.err\n"
+        )
+    };
     format!(
         r#"#!/bin/sh
 # Generated by `cargo xtask demo`; runs as PID 1 in the demo VM.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 TOOL={tool}
 WORKLOAD={workload}
+DEMO={demo}
 HOOKS={hooks}
 
 mount -t proc proc /proc
@@ -180,20 +451,17 @@ mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 
 say() {{ echo "[demo] $*"; }}
 alive() {{ [ -r "/proc/$1/status" ] && ! grep -q '^State:.*Z' "/proc/$1/status"; }}
-counter() {{
-    echo 1 > /proc/sys/vm/stat_refresh
-    grep "^$1 " /proc/vmstat | cut -d' ' -f2
-}}
 
-say "Linux $(uname -r) is up; starting: uacce-trace trace --hooks $HOOKS"
-acq0=$(counter nr_foll_pin_acquired)
-rel0=$(counter nr_foll_pin_released)
-"$TOOL" trace --hooks "$HOOKS" 2> /tmp/trace.err &
+say "Linux $(uname -r) is up"
+# The raw recording is binary: no newline translation, echo or flow control.
+stty -F {tty} raw -echo -ixon -ixoff -crtscts clocal 115200 || say "stty {tty} failed"
+say "starting the tracer: uacce-trace record --format raw -o {tty} (streamed to the host)"
+"$TOOL" record --format raw --interval {interval} --hooks "$HOOKS" -o {tty} 2> /tmp/rec.err &
 tpid=$!
 n=0
 started=0
 while [ "$n" -lt {start_ticks} ]; do
-    if grep -q '^uacce-trace: tracing started' /tmp/trace.err; then
+    if grep -q '^uacce-trace: recording to' /tmp/rec.err; then
         started=1
         break
     fi
@@ -201,23 +469,12 @@ while [ "$n" -lt {start_ticks} ]; do
     usleep 100000
     n=$((n + 1))
 done
-cat /tmp/trace.err
+sed 's/^/[demo] tracer: /' /tmp/rec.err
 
+failed=0
 if [ "$started" = 1 ]; then
-    say "hooks attached after $((n / 10)).$((n % 10)) s; now {rounds} rounds of io_uring buffer registration"
-    round=0
-    pinned=0
-    for kib in {sizes}; do
-        round=$((round + 1))
-        say "round $round/{rounds}: register a $kib KiB io_uring buffer (pinned long-term), then unregister it"
-        if "$WORKLOAD" iouring --size-kib "$kib" --count 1 > /tmp/w.json 2> /tmp/w.err; then
-            p=$(sed -n 's/.*"expected_pinned_pages":\([0-9]*\).*/\1/p' /tmp/w.json)
-            pinned=$((pinned + ${{p:-0}}))
-        else
-            say "the workload failed: $(cat /tmp/w.err)"
-        fi
-        usleep {pause_us}
-    done
+    say "tracer ready after $((n / 10)).$((n % 10)) s"
+{run}    say "workload finished (failed=$failed); stopping the tracer"
     for sig in INT TERM KILL; do
         kill -"$sig" "$tpid" 2>/dev/null
         n=0
@@ -225,26 +482,36 @@ if [ "$started" = 1 ]; then
         alive "$tpid" || break
     done
     wait "$tpid" 2>/dev/null
-    grep -v '^uacce-trace: tracing started' /tmp/trace.err
-    acq1=$(counter nr_foll_pin_acquired)
-    rel1=$(counter nr_foll_pin_released)
-    say "the workload pinned $pinned pages; the kernel's nr_foll_pin_acquired moved by $((acq1 - acq0)), nr_foll_pin_released by $((rel1 - rel0))"
-    say "done."
+    grep -v '^uacce-trace: recording to' /tmp/rec.err | sed 's/^/[demo] tracer: /'
+    # Let the serial port drain the end of the recording.
+    sleep 2
+    [ "$failed" = 0 ] && say "done."
 else
-    say "uacce-trace trace did not start (its messages are above)"
+    say "uacce-trace record did not start (its messages are above)"
 fi
 say "powering off"
-sleep 1
 poweroff -f
 "#,
         tool = image::GUEST_TOOL,
         workload = image::GUEST_WORKLOAD,
+        demo = GUEST_DEMO,
         hooks = hooks.as_str(),
+        tty = STREAM_TTY,
+        interval = STREAM_INTERVAL,
         start_ticks = TRACE_START_TICKS,
-        rounds = ROUND_SIZES_KIB.len(),
-        sizes = sizes.join(" "),
-        pause_us = ROUND_PAUSE_US,
     )
+}
+
+/// What [`boot`] needs.
+struct Boot<'a> {
+    kernel: &'a Path,
+    initrd: &'a Path,
+    console: &'a Path,
+    qemu_log: &'a Path,
+    tool: &'a Path,
+    record: Option<&'a Path>,
+    tui: bool,
+    timeout: Duration,
 }
 
 /// How the demo VM ended.
@@ -253,12 +520,60 @@ struct Outcome {
     done: bool,
     interrupted: bool,
     timed_out: bool,
+    /// `top` was quit while the guest still ran.
+    quit_early: bool,
+    /// `top`'s exit status, when it ran.
+    top_status: Option<i32>,
+    stream_bytes: u64,
     elapsed: Duration,
 }
 
-/// Boots the VM with its console copied to our stdout and to `log`.
-fn boot(vmlinuz: &Path, initrd: &Path, log: &Path, timeout: Duration) -> Result<Outcome> {
-    let mut log_file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+/// The QEMU command: the console (first serial port) on QEMU's stdout, the
+/// stream (second serial port) into the FIFO `<fifo>.out` (QEMU's `pipe:`
+/// backend also opens `<fifo>.in` for the guest's input, which stays empty).
+fn qemu_command(b: &Boot<'_>, fifo: &Path) -> Command {
+    let mut cmd = qemu::command(b.kernel, b.initrd, qemu::Console::Terminal);
+    let mut pipe = std::ffi::OsString::from("pipe:");
+    pipe.push(fifo);
+    cmd.arg("-serial").arg(pipe);
+    cmd
+}
+
+/// Creates the FIFOs `<base>.in` and `<base>.out` afresh.
+fn make_fifos(base: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    for ext in ["in", "out"] {
+        let path = base.with_extension(ext);
+        let _ = fs::remove_file(&path);
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .with_context(|| format!("{} contains a NUL byte", path.display()))?;
+        // SAFETY: mkfifo reads the NUL-terminated path, which outlives the call.
+        if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("creating the FIFO {}", path.display()));
+        }
+    }
+    Ok(())
+}
+
+/// Boots the VM, waits for the stream, runs `top` on it (or not), and
+/// reaps everything.
+fn boot(b: &Boot<'_>) -> Result<Outcome> {
+    let mut console_log =
+        File::create(b.console).with_context(|| format!("creating {}", b.console.display()))?;
+    let qemu_err =
+        File::create(b.qemu_log).with_context(|| format!("creating {}", b.qemu_log.display()))?;
+    let mut record = match b.record {
+        Some(p) => Some(BufWriter::new(
+            File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => None,
+    };
+    // Per process: a second demo (or the test tier's) must not share it.
+    let fifo = b
+        .console
+        .with_file_name(format!("stream-{}", std::process::id()));
+    make_fifos(&fifo)?;
     INTERRUPTED.store(false, Ordering::SeqCst);
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is
@@ -266,76 +581,389 @@ fn boot(vmlinuz: &Path, initrd: &Path, log: &Path, timeout: Duration) -> Result<
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
     let start = Instant::now();
-    let mut child = qemu::command(vmlinuz, initrd, qemu::Console::Terminal)
+    // Its own process group: the terminal's Ctrl-C is ours to handle.
+    let mut qemu = qemu_command(b, &fifo)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(qemu_err)
+        .process_group(0)
         .spawn()
         .context("starting qemu-system-x86_64")?;
-    let mut console = child
+    let console = qemu
         .stdout
         .take()
         .context("QEMU's stdout was not captured")?;
-    let copier = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        let mut out = std::io::stdout();
-        let mut to_terminal = true;
-        let mut buf = [0u8; 4096];
+    let (con_tx, con_rx) = mpsc::channel::<String>();
+    let console_thread = std::thread::spawn(move || {
+        let mut reader = BufReader::new(console);
+        let mut line = Vec::new();
         loop {
-            match console.read(&mut buf) {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let _ = console_log.write_all(&line);
+                    let text = String::from_utf8_lossy(&line);
+                    if con_tx.send(text.trim_end().to_string()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = console_log.flush();
+    });
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let out_fifo = fifo.with_extension("out");
+    let stream_thread = std::thread::spawn(move || {
+        // Blocks until QEMU opens its end; EOF once QEMU has exited.
+        let Ok(mut stream) = File::open(&out_fifo) else {
+            return;
+        };
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match stream.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    let chunk = &buf[..n];
-                    if to_terminal && (out.write_all(chunk).is_err() || out.flush().is_err()) {
-                        // stdout went away (e.g. `| head`): keep the log.
-                        to_terminal = false;
+                    if tx.send(buf[..n].to_vec()).is_err() {
+                        break;
                     }
-                    let _ = log_file.write_all(chunk);
-                    seen.extend_from_slice(chunk);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             }
         }
-        seen
     });
 
-    let (mut interrupted, mut timed_out) = (false, false);
+    let mut out = Outcome {
+        done: false,
+        interrupted: false,
+        timed_out: false,
+        quit_early: false,
+        top_status: None,
+        stream_bytes: 0,
+        elapsed: Duration::ZERO,
+    };
+    let mut top: Option<(Child, Option<ChildStdin>)> = None;
+    let mut top_started = false;
+    let mut stream_open = true;
+    let mut qemu_done = false;
+    let mut last_flush = Instant::now();
     loop {
-        if child.try_wait().context("waiting for QEMU")?.is_some() {
-            break;
+        // Guest progress goes to the terminal until top owns it.
+        while let Ok(line) = con_rx.try_recv() {
+            if line == DONE {
+                out.done = true;
+            }
+            if !top_started && line.starts_with("[demo]") {
+                println!("{line}");
+            }
+        }
+        let _ = std::io::stdout().flush();
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(chunk) => {
+                out.stream_bytes += chunk.len() as u64;
+                if let Some(r) = record.as_mut() {
+                    r.write_all(&chunk).context("writing the recording")?;
+                }
+                if b.tui && !top_started {
+                    top_started = true;
+                    let mut child = Command::new(b.tool)
+                        .args(["top", "--replay", "-"])
+                        .stdin(Stdio::piped())
+                        .spawn()
+                        .with_context(|| format!("starting {} top", b.tool.display()))?;
+                    let stdin = child.stdin.take();
+                    top = Some((child, stdin));
+                }
+                if let Some((_, stdin)) = top.as_mut() {
+                    // top gone (write error): the exit check below sees it.
+                    if stdin.as_mut().is_some_and(|s| s.write_all(&chunk).is_err()) {
+                        *stdin = None;
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                if stream_open {
+                    stream_open = false;
+                    // EOF for top: it shows the end of the recording.
+                    if let Some((_, stdin)) = top.as_mut() {
+                        *stdin = None;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        if last_flush.elapsed() >= Duration::from_millis(500) {
+            if let Some(r) = record.as_mut() {
+                r.flush().context("writing the recording")?;
+            }
+            last_flush = Instant::now();
+        }
+        if !qemu_done && qemu.try_wait().context("waiting for QEMU")?.is_some() {
+            qemu_done = true;
+            if !top_started {
+                // The stream thread may still wait for QEMU to open the FIFO.
+                let _ = File::options()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(fifo.with_extension("out"));
+            }
+        }
+        if let Some((child, _)) = top.as_mut() {
+            if let Some(status) = child.try_wait().context("waiting for top")? {
+                out.top_status = Some(status.code().unwrap_or(1));
+                out.quit_early = !qemu_done;
+                top = None;
+                break;
+            }
         }
         if INTERRUPTED.load(Ordering::SeqCst) {
-            interrupted = true;
-        } else if start.elapsed() >= timeout {
-            timed_out = true;
-        }
-        if interrupted || timed_out {
-            // QEMU usually went away with the same Ctrl-C; either way reap it.
-            let _ = child.kill();
-            let _ = child.wait();
+            out.interrupted = true;
             break;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        if !qemu_done && start.elapsed() >= b.timeout {
+            out.timed_out = true;
+            break;
+        }
+        // Without top the run ends with QEMU and the end of its stream.
+        if qemu_done && !stream_open && top.is_none() {
+            break;
+        }
     }
-    // Ctrl-C after QEMU's own exit still counts as an interruption.
-    interrupted |= INTERRUPTED.load(Ordering::SeqCst);
-    let seen = copier.join().unwrap_or_default();
+    // QEMU first (it may still run), then top (on Ctrl-C before it quit).
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    if let Some((mut child, stdin)) = top.take() {
+        drop(stdin);
+        // SAFETY: kill(2) of our own child, not yet reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let status = child.wait().context("waiting for top")?;
+        out.top_status = Some(status.code().unwrap_or(1));
+    }
+    // Unblock a stream thread still opening the FIFO (QEMU never did).
+    let _ = File::options()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(fifo.with_extension("out"));
+    drop(rx);
+    let _ = stream_thread.join();
+    let _ = console_thread.join();
+    while let Ok(line) = con_rx.try_recv() {
+        if line == DONE {
+            out.done = true;
+        }
+        if !top_started && line.starts_with("[demo]") {
+            println!("{line}");
+        }
+    }
+    if let Some(mut r) = record.take() {
+        r.flush().context("writing the recording")?;
+    }
+    for ext in ["in", "out"] {
+        let _ = fs::remove_file(fifo.with_extension(ext));
+    }
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: restores the default disposition; no handler runs after.
         unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
-    let text = String::from_utf8_lossy(&seen);
-    Ok(Outcome {
-        done: text.lines().any(|l| l.trim_end() == DONE),
-        interrupted,
-        timed_out,
-        elapsed: start.elapsed(),
-    })
+    out.interrupted |= INTERRUPTED.load(Ordering::SeqCst);
+    out.elapsed = start.elapsed();
+    Ok(out)
 }
 
-/// The terminal settings of stdin at start, restored at the end (QEMU never
-/// gets the terminal, but a killed child must not leave it raw either).
+/// IOPF and pin counts per interval of one process, from the JSON replay.
+#[derive(Debug, Default, Clone)]
+struct ProcSeries {
+    /// Interval start (s from the recording's start) -> IOPFs.
+    iopf: BTreeMap<u64, u64>,
+    /// Pin calls (`pin` series) and uacce_ctrl ioctls.
+    pins: u64,
+    ioctls: u64,
+}
+
+impl ProcSeries {
+    /// Start of the last interval with an IOPF, `None` without any.
+    fn last_fault_s(&self) -> Option<u64> {
+        self.iopf
+            .iter()
+            .rev()
+            .find(|(_, &c)| c > 0)
+            .map(|(&k, _)| k)
+    }
+}
+
+/// Checks a demo recording: it is complete; the faulting processes have
+/// IOPFs and the pinning ones pins; the pinning process's faults stop
+/// after its pin while another process goes on faulting; faults inside
+/// pinned ranges were seen. On a stock kernel: pins only. Returns what was
+/// checked, one line each.
+pub fn check_recording(
+    tool: &Path,
+    recording: &Path,
+    console: &str,
+    test_kernel: bool,
+) -> Result<Vec<String>> {
+    let mut ok = Vec::new();
+    let report = Command::new(tool)
+        .arg("report")
+        .arg(recording)
+        .output()
+        .with_context(|| format!("running {} report", tool.display()))?;
+    let report_text = String::from_utf8_lossy(&report.stdout).into_owned();
+    if !report.status.success() {
+        bail!(
+            "`uacce-trace report {}` failed ({}): {}",
+            recording.display(),
+            report.status,
+            String::from_utf8_lossy(&report.stderr).trim()
+        );
+    }
+    ok.push("the recording is complete and readable (`uacce-trace report`)".into());
+    let json = Command::new(tool)
+        .args(["record", "--format", "json", "--interval", "1s", "--replay"])
+        .arg(recording)
+        .args(["-o", "/dev/stdout"])
+        .output()
+        .with_context(|| format!("running {} record --replay", tool.display()))?;
+    if !json.status.success() {
+        bail!(
+            "`uacce-trace record --replay` failed ({}): {}",
+            json.status,
+            String::from_utf8_lossy(&json.stderr).trim()
+        );
+    }
+    let series = series_by_comm(&String::from_utf8_lossy(&json.stdout));
+    ok.extend(check_series(&series, console, &report_text, test_kernel)?);
+    Ok(ok)
+}
+
+/// The checks of [`check_recording`] on the replay's per-process series,
+/// the guest console (the pinning process's phase lines) and the text of
+/// `uacce-trace report`.
+fn check_series(
+    series: &BTreeMap<String, ProcSeries>,
+    console: &str,
+    report_text: &str,
+    test_kernel: bool,
+) -> Result<Vec<String>> {
+    let mut ok = Vec::new();
+    if !test_kernel {
+        let pins: u64 = series.values().map(|s| s.pins).sum();
+        if pins == 0 {
+            bail!("no pin calls in the recording");
+        }
+        ok.push(format!("{pins} pin calls (stock kernel: pins only)"));
+        return Ok(ok);
+    }
+    let get = |name: &str| -> Result<&ProcSeries> {
+        series
+            .get(name)
+            .with_context(|| format!("no events of process {name} in the recording"))
+    };
+    for p in workload(60) {
+        let s = get(p.name)?;
+        let faults: u64 = s.iopf.values().sum();
+        if p.faults && faults == 0 {
+            bail!("{}: no IOPFs", p.name);
+        }
+        if !p.faults && faults > 0 {
+            bail!("{}: {faults} IOPFs, expected none", p.name);
+        }
+        if p.pins && s.pins + s.ioctls == 0 {
+            bail!("{}: no pin calls", p.name);
+        }
+        ok.push(format!(
+            "{}: {faults} IOPFs, {} pin calls, {} uacce_ctrl ioctls",
+            p.name, s.pins, s.ioctls
+        ));
+    }
+    // The phase lines of the pinning process, from the console.
+    let phase_t = |phase: &str| -> Option<u64> {
+        console.lines().find_map(|l| {
+            let v: Value = serde_json::from_str(l.get(l.find('{')?..)?.trim()).ok()?;
+            (v.get("demo")?.as_str()? == PINNING_PROCESS && v.get("phase")?.as_str()? == phase)
+                .then(|| v.get("t")?.as_u64())
+                .flatten()
+        })
+    };
+    let (Some(t0), Some(_pinned), Some(t_stop), Some(t_end)) = (
+        phase_t("start"),
+        phase_t("pinned"),
+        phase_t("faults_stopped"),
+        phase_t("end"),
+    ) else {
+        bail!("the console lacks {PINNING_PROCESS}'s phase lines (start, pinned, faults_stopped, end)");
+    };
+    let pinner = get(PINNING_PROCESS)?;
+    let other = get("dma-copy")?;
+    let first_s = *pinner.iopf.keys().next().unwrap_or(&0);
+    let (Some(last_pinner), Some(last_other)) = (pinner.last_fault_s(), other.last_fault_s())
+    else {
+        bail!("no IOPF intervals");
+    };
+    // Faults stop at t_stop - t0 after the process started; the recording's
+    // intervals count from the tracer's start, earlier: compare lengths.
+    let fault_span = t_stop.saturating_sub(t0) / 1_000_000_000;
+    let run_span = t_end.saturating_sub(t0) / 1_000_000_000;
+    if last_pinner.saturating_sub(first_s) > fault_span + 1 {
+        bail!(
+            "{PINNING_PROCESS} faulted until {last_pinner} s (first at {first_s} s), after its faults should have stopped ({fault_span} s in)"
+        );
+    }
+    if last_other < last_pinner + run_span.saturating_sub(fault_span) / 2 {
+        bail!(
+            "dma-copy stopped faulting at {last_other} s, not clearly after {PINNING_PROCESS} ({last_pinner} s)"
+        );
+    }
+    ok.push(format!(
+        "{PINNING_PROCESS}: IOPFs from {first_s} s to {last_pinner} s, none after its pin \
+         (+1.5 s); dma-copy faulted until {last_other} s"
+    ));
+    let in_pinned = report_text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("faults inside pinned ranges:")
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .context("the report has no `faults inside pinned ranges` line")?;
+    if in_pinned == 0 {
+        bail!("no faults inside pinned ranges (ml-infer faults for 1.5 s after its pin)");
+    }
+    ok.push(format!("{in_pinned} faults inside pinned ranges"));
+    Ok(ok)
+}
+
+/// Per command name, from `record --format json` lines.
+fn series_by_comm(json: &str) -> BTreeMap<String, ProcSeries> {
+    let mut out: BTreeMap<String, ProcSeries> = BTreeMap::new();
+    for line in json.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let (Some(kind), Some(comm)) = (
+            v.get("kind").and_then(Value::as_str),
+            v.get("comm").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let count = v.get("count").and_then(Value::as_u64).unwrap_or(0);
+        let start = v.get("start").and_then(Value::as_f64).unwrap_or(0.0);
+        let s = out.entry(comm.to_string()).or_default();
+        match kind {
+            "iopf" => *s.iopf.entry(start.max(0.0) as u64).or_default() += count,
+            "pin" => s.pins += count,
+            "uacce_ctrl" => s.ioctls += count,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The terminal settings of stdin at start, restored at the end (`top`
+/// restores them itself; this covers a killed `top`).
 struct Terminal(Option<libc::termios>);
 
 impl Terminal {
@@ -367,21 +995,96 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kernel_names() -> Result<()> {
-        assert_eq!(find_kernel("6.12")?.name, "debian-6.12");
-        assert_eq!(find_kernel("debian-7.2")?.name, "debian-7.2");
-        assert!(find_kernel("5.10").is_err());
+    fn stock_kernel_names() -> Result<()> {
+        assert!(stock_guest("5.10").is_err());
         Ok(())
     }
 
     #[test]
-    fn script() {
-        let s = init_script(Hooks::Kprobe);
+    fn script_runs_every_process() {
+        let s = init_script(Hooks::Kprobe, 30, true);
         assert!(s.starts_with("#!/bin/sh\n"));
         assert!(s.contains("HOOKS=kprobe\n"));
-        assert!(s.contains("for kib in 16 64 4 128 32 8 256 16 64 4; do"));
+        assert!(s.contains("-o /dev/ttyS1"));
+        assert!(s.contains("stty -F /dev/ttyS1 raw"));
+        for p in workload(30) {
+            assert!(s.contains(&format!("\"$DEMO\" --name {} --seconds 30 ", p.name)));
+        }
+        assert!(s.contains("--pin-at 12.0"));
         assert!(s.contains("say \"done.\""));
-        assert!(s.contains("usleep 1500000"));
-        assert!(s.contains("${p:-0}"));
+        let stock = init_script(Hooks::Auto, 30, false);
+        assert!(stock.contains("\"$WORKLOAD\" iouring"));
+        assert!(!stock.contains("$DEMO\" --name"));
+    }
+
+    #[test]
+    fn names_fit_the_comm_column() {
+        // Shown whole in top's COMM column at 80 columns (8 characters),
+        // and within the kernel's TASK_COMM_LEN - 1 anyway.
+        for p in workload(60) {
+            assert!(p.name.len() <= 8, "{}", p.name);
+        }
+        assert!(workload(60).iter().any(|p| p.name == PINNING_PROCESS));
+    }
+
+    /// Series like a 20-s demo run's: `ml-infer` faults for 9.5 s.
+    fn demo_series(pinner_until: u64) -> BTreeMap<String, ProcSeries> {
+        let mut json = String::new();
+        for s in 0..20u64 {
+            json.push_str(&format!(
+                "{{\"comm\":\"dma-copy\",\"count\":20,\"kind\":\"iopf\",\"start\":{s}.0}}\n\
+                 {{\"comm\":\"zip-job\",\"count\":30,\"kind\":\"iopf\",\"start\":{s}.0}}\n\
+                 {{\"comm\":\"rdma-reg\",\"count\":1,\"kind\":\"pin\",\"start\":{s}.0}}\n"
+            ));
+            if s <= pinner_until {
+                json.push_str(&format!(
+                    "{{\"comm\":\"ml-infer\",\"count\":30,\"kind\":\"iopf\",\"start\":{s}.0}}\n"
+                ));
+            }
+        }
+        json.push_str(
+            "{\"comm\":\"ml-infer\",\"count\":2,\"kind\":\"uacce_ctrl\",\"start\":8.0}\n",
+        );
+        series_by_comm(&json)
+    }
+
+    const CONSOLE: &str = "[    1.0] noise\n\
+        {\"demo\":\"ml-infer\",\"pid\":9,\"phase\":\"start\",\"t\":1000000000}\n\
+        {\"demo\":\"ml-infer\",\"pid\":9,\"phase\":\"pinned\",\"t\":9000000000,\"addr\":1,\"pages\":256}\n\
+        {\"demo\":\"ml-infer\",\"pid\":9,\"phase\":\"faults_stopped\",\"t\":10500000000,\"faults\":285}\n\
+        {\"demo\":\"ml-infer\",\"pid\":9,\"phase\":\"end\",\"t\":21000000000,\"faults\":285,\"churn\":0}\n";
+    const REPORT: &str = "faults inside pinned ranges: 45 (should be 0: ...)\n";
+
+    #[test]
+    fn the_check_passes_a_good_run_and_fails_bad_ones() {
+        let good = check_series(&demo_series(9), CONSOLE, REPORT, true);
+        assert!(good.is_ok(), "{good:?}");
+        // Faults that do not stop after the pin.
+        let err = check_series(&demo_series(19), CONSOLE, REPORT, true);
+        assert!(format!("{err:?}").contains("faulted until 19 s"), "{err:?}");
+        // No fault inside a pinned range.
+        let none = "faults inside pinned ranges: 0 (should be 0)\n";
+        assert!(check_series(&demo_series(9), CONSOLE, none, true).is_err());
+        // A process missing, or the phase lines.
+        let mut partial = demo_series(9);
+        partial.remove("rdma-reg");
+        assert!(check_series(&partial, CONSOLE, REPORT, true).is_err());
+        assert!(check_series(&demo_series(9), "", REPORT, true).is_err());
+        // Stock kernel: pins are enough.
+        assert!(check_series(&demo_series(9), "", "", false).is_ok());
+        assert!(check_series(&BTreeMap::new(), "", "", false).is_err());
+    }
+
+    #[test]
+    fn json_series_by_comm() {
+        let json = r#"{"comm":"a","count":3,"kind":"iopf","start":0.000}
+{"comm":"a","count":2,"kind":"iopf","start":1.000}
+{"comm":"a","count":1,"kind":"uacce_ctrl","start":1.000}
+{"comm":"b","count":4,"kind":"pin","start":2.000}
+{"drops":1,"duration":1.0,"kind":"loss","start":3.0,"unanswered":0}"#;
+        let s = series_by_comm(json);
+        assert_eq!(s["a"].iopf.values().sum::<u64>(), 5);
+        assert_eq!(s["a"].iopf.keys().copied().collect::<Vec<_>>(), [0, 1]);
+        assert_eq!((s["a"].ioctls, s["b"].pins), (1, 4));
     }
 }

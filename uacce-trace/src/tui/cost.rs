@@ -1,57 +1,18 @@
 //! The tool's own cost in the kernel while `top` runs live: BPF run-time
-//! statistics (`BPF_ENABLE_STATS`, kernel 5.8+) summed over the loaded
-//! programs whose names are ours, turned into ns per program run and CPU
-//! share per interval.
+//! statistics (`BPF_ENABLE_STATS`, kernel 5.8+) summed over the programs
+//! the tracer loaded (their kernel ids, from
+//! [`Tracer::loaded_programs`](crate::source::Tracer::loaded_programs): no
+//! list of names to keep in step with the eBPF crate, and another
+//! instance's programs are never counted), turned into ns per program run
+//! and CPU share per interval.
 //!
 //! The one place besides `source` that calls aya, and only to read program
 //! info: nothing is loaded or attached here. [`cost_between`] and
-//! [`program_names`] are pure; [`CostProbe`] does the syscalls.
+//! [`sum_ours`] are pure; [`CostProbe`] does the syscalls.
 
-use std::{
-    collections::HashSet,
-    os::fd::OwnedFd,
-    time::{Duration, SystemTime},
-};
-
-use uacce_trace_common::PinFunc;
+use std::{collections::HashSet, os::fd::OwnedFd};
 
 use super::app::CostState;
-
-/// Kernel program names are cut to this many bytes (`BPF_OBJ_NAME_LEN` − 1).
-pub const KERNEL_NAME_LEN: usize = 15;
-
-/// Programs of the eBPF object besides the pin/unpin ones (see
-/// `uacce-trace-ebpf/src/iopf.rs`).
-const OTHER_PROGRAMS: [&str; 13] = [
-    "iopf_report_fentry",
-    "iopf_report_kprobe",
-    "iopf_group_response_fentry",
-    "iopf_group_response_kprobe",
-    "iommu_page_response_fentry",
-    "iommu_page_response_kprobe",
-    "ioctl_enter",
-    "ioctl_exit",
-    "sva_get_pasid_fexit",
-    "sva_get_pasid_kprobe",
-    "sva_get_pasid_kretprobe",
-    "sva_unbind_fentry",
-    "sva_unbind_kprobe",
-];
-
-/// The names our programs have in the kernel (cut to [`KERNEL_NAME_LEN`]).
-pub fn program_names() -> HashSet<String> {
-    let mut names = HashSet::new();
-    for f in PinFunc::ALL {
-        for suffix in ["fentry", "fexit", "kprobe", "kretprobe"] {
-            names.insert(format!("{}_{suffix}", f.program_base()));
-        }
-    }
-    names.extend(OTHER_PROGRAMS.iter().map(|s| s.to_string()));
-    names
-        .into_iter()
-        .map(|n| n.chars().take(KERNEL_NAME_LEN).collect())
-        .collect()
-}
 
 /// Run time and runs of our programs at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -77,48 +38,63 @@ pub fn cost_between(prev: Totals, cur: Totals) -> CostState {
     }
 }
 
+/// One program's statistics: kernel id, run time (ns), runs.
+pub type ProgramStats = (u32, u64, u64);
+
+/// Sums the statistics of the programs whose ids are in `ours`.
+pub fn sum_ours(
+    at_ns: u64,
+    ours: &HashSet<u32>,
+    programs: impl IntoIterator<Item = ProgramStats>,
+) -> Totals {
+    let mut t = Totals {
+        at_ns,
+        ..Totals::default()
+    };
+    for (id, run_time_ns, run_count) in programs {
+        if ours.contains(&id) {
+            t.run_time_ns = t.run_time_ns.saturating_add(run_time_ns);
+            t.run_count = t.run_count.saturating_add(run_count);
+        }
+    }
+    t
+}
+
 /// Keeps BPF statistics enabled while it lives and reads them.
 pub struct CostProbe {
     /// Statistics stay enabled while this descriptor is open.
     _stats: OwnedFd,
-    names: HashSet<String>,
-    /// Programs loaded before this (another instance's) are not ours.
-    loaded_since: SystemTime,
+    /// Kernel ids of our programs.
+    ids: HashSet<u32>,
     last: Option<Totals>,
 }
 
 impl CostProbe {
-    /// Enable statistics. `loaded_since`: just before our programs were
-    /// loaded. The error says why the cost cannot be shown.
-    pub fn start(loaded_since: SystemTime) -> Result<CostProbe, String> {
+    /// Enable statistics for `programs` (`(id, name)` from
+    /// [`Tracer::loaded_programs`](crate::source::Tracer::loaded_programs)).
+    /// The error says why the cost cannot be shown.
+    pub fn start(programs: &[(u32, String)]) -> Result<CostProbe, String> {
+        if programs.is_empty() {
+            return Err("no BPF program ids".into());
+        }
         let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
             .map_err(|e| format!("BPF stats: {}", e.io_error))?;
         Ok(CostProbe {
             _stats: fd,
-            names: program_names(),
-            loaded_since: loaded_since
-                .checked_sub(Duration::from_secs(2))
-                .unwrap_or(loaded_since),
+            ids: programs.iter().map(|(id, _)| *id).collect(),
             last: None,
         })
     }
 
     fn totals(&self, at_ns: u64) -> Totals {
-        let mut t = Totals {
-            at_ns,
-            ..Totals::default()
-        };
-        for info in aya::programs::loaded_programs().flatten() {
-            let ours = info.name_as_str().is_some_and(|n| self.names.contains(n))
-                && info.loaded_at().is_none_or(|at| at >= self.loaded_since);
-            if ours {
-                t.run_time_ns = t
-                    .run_time_ns
-                    .saturating_add(u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX));
-                t.run_count = t.run_count.saturating_add(info.run_count());
-            }
-        }
-        t
+        let stats = aya::programs::loaded_programs().flatten().map(|info| {
+            (
+                info.id(),
+                u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                info.run_count(),
+            )
+        });
+        sum_ours(at_ns, &self.ids, stats)
     }
 
     /// Read the statistics at `at_ns` and return the cost since the last read.
@@ -138,12 +114,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_are_cut_like_the_kernel_does() {
-        let names = program_names();
-        assert!(names.contains("pup_fast_fentry"));
-        assert!(names.contains("iommu_page_resp"));
-        assert!(names.contains("ioctl_enter"));
-        assert!(names.iter().all(|n| n.len() <= KERNEL_NAME_LEN));
+    fn only_our_programs_are_summed() {
+        let ours: HashSet<u32> = [7, 9].into_iter().collect();
+        let t = sum_ours(
+            42,
+            &ours,
+            [(7, 1_000, 10), (8, 50_000, 500), (9, 2_000, 5), (10, 1, 1)],
+        );
+        assert_eq!(
+            t,
+            Totals {
+                at_ns: 42,
+                run_time_ns: 3_000,
+                run_count: 15,
+            }
+        );
+        assert_eq!(sum_ours(1, &HashSet::new(), [(7, 1, 1)]).run_count, 0);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use anyhow::Context;
@@ -128,7 +128,6 @@ pub fn run(opts: TopOptions) -> anyhow::Result<u8> {
 }
 
 fn start_live(opts: &TopOptions) -> Result<Source, u8> {
-    let loaded_since = SystemTime::now();
     let (tracer, inspection) = match Tracer::start(opts.tracer) {
         Ok(t) => t,
         Err(e) => {
@@ -148,6 +147,7 @@ fn start_live(opts: &TopOptions) -> Result<Source, u8> {
         },
         warning: tracer.plan().core_problem(),
     };
+    let cost = CostProbe::start(&tracer.loaded_programs());
     let start_ns = monotonic_ns();
     let (tx, rx) = mpsc::channel::<Input>(64);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -175,7 +175,7 @@ fn start_live(opts: &TopOptions) -> Result<Source, u8> {
         rx,
         stop: Some(stop_tx),
         task: Some(task),
-        cost: Some(CostProbe::start(loaded_since)),
+        cost: Some(cost),
     })
 }
 

@@ -214,31 +214,15 @@ fn one_process_events() -> Vec<Event> {
 fn many_events() -> Vec<Event> {
     let mut rng = Lcg(42);
     let mut evs = Vec::new();
-    faulting(
-        &mut rng,
-        &mut evs,
+    for f in [
         fa(1234, "fio", DEV_A, 3, 5, 200, 12_000),
-    );
-    faulting(
-        &mut rng,
-        &mut evs,
         fa(2001, "qemu-system-x86", DEV_B, 5, 5, 50, 40_000),
-    );
-    faulting(
-        &mut rng,
-        &mut evs,
         fa(2002, "zip_bench", DEV_A, 7, 5, 400, 6_000),
-    );
-    faulting(
-        &mut rng,
-        &mut evs,
         fa(2002, "zip_bench", DEV_B, 8, 5, 20, 9_000),
-    );
-    faulting(
-        &mut rng,
-        &mut evs,
         fa(3100, "sec_test", DEV_B, 9, 3, 10, 150_000),
-    );
+    ] {
+        faulting(&mut rng, &mut evs, f);
+    }
     pinning(&mut rng, &mut evs, 1234, "fio", 5);
     pinning(&mut rng, &mut evs, 4000, "io_uring-bench", 5);
     pinning(&mut rng, &mut evs, 4100, "rdma_server", 2);
@@ -255,6 +239,7 @@ fn many_events() -> Vec<Event> {
         hook: HookType::Tracepoint,
         pin_calls: 1,
         pages: 256,
+        driver_call: None,
     }));
     evs.push(bind(START + 4 * SEC, 2001, "qemu-system-x86", 5, false));
     for i in 0..30 {

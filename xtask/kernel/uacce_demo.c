@@ -1,0 +1,516 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+/*
+ * uacce-demo: guest program of `cargo xtask demo` on the uacce-trace test
+ * kernel. One process of the demo's workload: it faults through iommufd's
+ * self-test mock device (the kernel's real IOPF path, as iopf-workload does)
+ * at a given rate, with response delays drawn from a range (mostly short,
+ * with a long tail), and pins pages through /dev/uacce_ctrl (the fixture)
+ * or io_uring buffer registration, on a timeline:
+ *
+ *   uacce-demo --name COMM --seconds S [--rate R] [--delay-us MIN,MAX]
+ *              [--pasid P] [--pages N] [--burst ON_MS,OFF_MS]
+ *              [--pin-with uacce|iouring] [--pin-at T] [--faults-after-pin T]
+ *              [--churn-ms MS] [--churn-pages N]
+ *
+ * - COMM becomes the process's command name (prctl PR_SET_NAME), so the
+ *   demo's processes are told apart in `top`.
+ * - R faults per second (0: none) for S seconds, on the pages of an
+ *   N-page buffer (addresses inside it, hot pages more often), PASID P.
+ *   With --burst the faults come only during ON_MS of every ON_MS+OFF_MS.
+ * - --pin-at T: T seconds after the start the whole buffer is pinned
+ *   (uacce: UACCE_CMD_PIN on /dev/uacce_ctrl; iouring: one registered
+ *   buffer); the faults go on for --faults-after-pin seconds (default 1.5,
+ *   inside the pinned range: a device that has not seen the new mapping
+ *   yet) and then stop. The buffer is unpinned at the end of the run.
+ * - --churn-ms MS: every MS milliseconds pin and unpin a separate
+ *   N-page buffer (--churn-pages, default 8) with the --pin-with method.
+ *
+ * Output, one JSON object per line on stdout, times CLOCK_MONOTONIC ns:
+ *   {"demo":"COMM","pid":N,"phase":"start","t":ns}
+ *   {"demo":"COMM","pid":N,"phase":"pinned","t":ns,"addr":A,"pages":N}
+ *   {"demo":"COMM","pid":N,"phase":"faults_stopped","t":ns,"faults":F}
+ *   {"demo":"COMM","pid":N,"phase":"end","t":ns,"faults":F,"churn":C}
+ * Exit status 0 when every step worked, 1 otherwise (the reason on stderr).
+ *
+ * Built with `gcc -static -I <headers of the kernel tree>` by
+ * `cargo xtask kernel` (iommufd_test.h's op numbers are positional).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/iommufd.h>
+#include <linux/io_uring.h>
+#include "iommufd_test.h"
+
+struct uacce_pin_address {
+	uint64_t addr;
+	uint64_t size;
+};
+
+#define UACCE_CMD_PIN _IOW('W', 2, struct uacce_pin_address)
+#define UACCE_CMD_UNPIN _IOW('W', 3, struct uacce_pin_address)
+
+enum pin_with { PIN_UACCE, PIN_IOURING };
+
+struct options {
+	const char *name;
+	double seconds;
+	double rate;
+	double delay_min_us, delay_max_us;
+	uint32_t pasid;
+	long pages;
+	long burst_on_ms, burst_off_ms;
+	enum pin_with pin_with;
+	double pin_at; /* < 0: never */
+	double faults_after_pin;
+	long churn_ms; /* 0: no churn */
+	long churn_pages;
+};
+
+static const char *prog = "uacce-demo";
+
+static void die(const char *what)
+{
+	fprintf(stderr, "%s: %s: %s\n", prog, what, strerror(errno));
+	exit(1);
+}
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: uacce-demo --name COMM --seconds S [--rate R] [--delay-us MIN,MAX]\n"
+		"       [--pasid P] [--pages N] [--burst ON_MS,OFF_MS]\n"
+		"       [--pin-with uacce|iouring] [--pin-at T] [--faults-after-pin T]\n"
+		"       [--churn-ms MS] [--churn-pages N]\n");
+	exit(2);
+}
+
+static double parse_double(const char *s)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || v < 0)
+		usage();
+	return v;
+}
+
+static long parse_long(const char *s)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 0);
+	if (errno || end == s || *end || v < 0)
+		usage();
+	return v;
+}
+
+/* "A,B" into two numbers. */
+static void parse_pair(const char *s, double *a, double *b)
+{
+	char buf[64];
+	char *comma;
+
+	if (strlen(s) >= sizeof(buf))
+		usage();
+	strcpy(buf, s);
+	comma = strchr(buf, ',');
+	if (!comma)
+		usage();
+	*comma = 0;
+	*a = parse_double(buf);
+	*b = parse_double(comma + 1);
+}
+
+static void parse_args(int argc, char **argv, struct options *o)
+{
+	int i;
+
+	memset(o, 0, sizeof(*o));
+	o->delay_min_us = 20;
+	o->delay_max_us = 500;
+	o->pasid = 1;
+	o->pages = 64;
+	o->pin_at = -1;
+	o->faults_after_pin = 1.5;
+	o->churn_pages = 8;
+	for (i = 1; i < argc; i++) {
+		const char *arg = argv[i];
+		const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+		double a, b;
+
+		if (!val)
+			usage();
+		if (!strcmp(arg, "--name"))
+			o->name = val;
+		else if (!strcmp(arg, "--seconds"))
+			o->seconds = parse_double(val);
+		else if (!strcmp(arg, "--rate"))
+			o->rate = parse_double(val);
+		else if (!strcmp(arg, "--delay-us")) {
+			parse_pair(val, &a, &b);
+			if (a < 1 || b < a)
+				usage();
+			o->delay_min_us = a;
+			o->delay_max_us = b;
+		} else if (!strcmp(arg, "--pasid"))
+			o->pasid = (uint32_t)parse_long(val);
+		else if (!strcmp(arg, "--pages"))
+			o->pages = parse_long(val);
+		else if (!strcmp(arg, "--burst")) {
+			parse_pair(val, &a, &b);
+			o->burst_on_ms = (long)a;
+			o->burst_off_ms = (long)b;
+		} else if (!strcmp(arg, "--pin-with")) {
+			if (!strcmp(val, "uacce"))
+				o->pin_with = PIN_UACCE;
+			else if (!strcmp(val, "iouring"))
+				o->pin_with = PIN_IOURING;
+			else
+				usage();
+		} else if (!strcmp(arg, "--pin-at"))
+			o->pin_at = parse_double(val);
+		else if (!strcmp(arg, "--faults-after-pin"))
+			o->faults_after_pin = parse_double(val);
+		else if (!strcmp(arg, "--churn-ms"))
+			o->churn_ms = parse_long(val);
+		else if (!strcmp(arg, "--churn-pages"))
+			o->churn_pages = parse_long(val);
+		else
+			usage();
+		i++;
+	}
+	if (!o->name || o->seconds <= 0 || o->pages < 1 || o->churn_pages < 1)
+		usage();
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+static void sleep_until_ns(uint64_t t)
+{
+	struct timespec ts = {
+		.tv_sec = t / 1000000000ull,
+		.tv_nsec = t % 1000000000ull,
+	};
+
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+		;
+}
+
+/* xorshift64*: deterministic per process, no libc state. */
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static double uniform(void)
+{
+	rng_state ^= rng_state >> 12;
+	rng_state ^= rng_state << 25;
+	rng_state ^= rng_state >> 27;
+	return (double)((rng_state * 0x2545f4914f6cdd1dull) >> 11) / 9007199254740992.0;
+}
+
+/* ---- iommufd mock device ---------------------------------------------- */
+
+struct mock {
+	int fd;
+	int fault_fd;
+	uint32_t idev_id;
+};
+
+static void test_cmd(int fd, struct iommu_test_cmd *cmd, const char *what)
+{
+	cmd->size = sizeof(*cmd);
+	if (ioctl(fd, IOMMU_TEST_CMD, cmd))
+		die(what);
+}
+
+/* Same set-up as iopf-workload: a mock device on a nested HWPT with a
+ * fault queue. */
+static void mock_setup(struct mock *m)
+{
+	struct iommu_hwpt_selftest selftest = { .iotlb = IOMMU_TEST_IOTLB_DEFAULT };
+	struct iommu_ioas_alloc ioas = { .size = sizeof(ioas) };
+	struct iommu_fault_alloc fault_alloc = { .size = sizeof(fault_alloc) };
+	struct iommu_hwpt_alloc parent = { .size = sizeof(parent) };
+	struct iommu_hwpt_alloc iopf = { .size = sizeof(iopf) };
+	struct iommu_test_cmd cmd;
+	uint32_t stdev_id;
+
+	m->fd = open("/dev/iommu", O_RDWR);
+	if (m->fd < 0)
+		die("open /dev/iommu");
+	if (ioctl(m->fd, IOMMU_IOAS_ALLOC, &ioas))
+		die("IOMMU_IOAS_ALLOC");
+	memset(&cmd, 0, sizeof(cmd));
+	cmd.op = IOMMU_TEST_OP_MOCK_DOMAIN;
+	cmd.id = ioas.out_ioas_id;
+	test_cmd(m->fd, &cmd, "IOMMU_TEST_OP_MOCK_DOMAIN");
+	stdev_id = cmd.mock_domain.out_stdev_id;
+	m->idev_id = cmd.mock_domain.out_idev_id;
+
+	parent.flags = IOMMU_HWPT_ALLOC_NEST_PARENT;
+	parent.dev_id = m->idev_id;
+	parent.pt_id = ioas.out_ioas_id;
+	parent.data_type = IOMMU_HWPT_DATA_NONE;
+	if (ioctl(m->fd, IOMMU_HWPT_ALLOC, &parent))
+		die("IOMMU_HWPT_ALLOC (nest parent)");
+	if (ioctl(m->fd, IOMMU_FAULT_QUEUE_ALLOC, &fault_alloc))
+		die("IOMMU_FAULT_QUEUE_ALLOC");
+	m->fault_fd = (int)fault_alloc.out_fault_fd;
+
+	iopf.flags = IOMMU_HWPT_FAULT_ID_VALID;
+	iopf.dev_id = m->idev_id;
+	iopf.pt_id = parent.out_hwpt_id;
+	iopf.data_type = IOMMU_HWPT_DATA_SELFTEST;
+	iopf.data_len = sizeof(selftest);
+	iopf.data_uptr = (uintptr_t)&selftest;
+	iopf.fault_id = fault_alloc.out_fault_id;
+	if (ioctl(m->fd, IOMMU_HWPT_ALLOC, &iopf))
+		die("IOMMU_HWPT_ALLOC (iopf)");
+
+	memset(&cmd, 0, sizeof(cmd));
+	cmd.op = IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE;
+	cmd.id = stdev_id;
+	cmd.mock_domain_replace.pt_id = iopf.out_hwpt_id;
+	test_cmd(m->fd, &cmd, "IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE");
+}
+
+/* One fault at addr, answered delay_ns after it was read. */
+static void mock_fault(struct mock *m, uint32_t pasid, uint32_t grpid, uint64_t addr,
+		       uint64_t delay_ns)
+{
+	struct iommu_hwpt_page_response response = { .code = IOMMUFD_PAGE_RESP_SUCCESS };
+	struct pollfd pfd = { .fd = m->fault_fd, .events = POLLIN };
+	struct iommu_hwpt_pgfault fault;
+	struct iommu_test_cmd cmd;
+	ssize_t n;
+	int tries;
+
+	memset(&cmd, 0, sizeof(cmd));
+	cmd.op = IOMMU_TEST_OP_TRIGGER_IOPF;
+	cmd.trigger_iopf.dev_id = m->idev_id;
+	cmd.trigger_iopf.pasid = pasid;
+	cmd.trigger_iopf.grpid = grpid;
+	cmd.trigger_iopf.perm = IOMMU_PGFAULT_PERM_READ | IOMMU_PGFAULT_PERM_WRITE;
+	cmd.trigger_iopf.addr = addr;
+	test_cmd(m->fd, &cmd, "IOMMU_TEST_OP_TRIGGER_IOPF");
+	for (tries = 0;; tries++) {
+		n = read(m->fault_fd, &fault, sizeof(fault));
+		if (n == sizeof(fault))
+			break;
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			die("read fault fd");
+		if (tries == 2) {
+			errno = ETIMEDOUT;
+			die("no fault to read");
+		}
+		if (poll(&pfd, 1, 1000) < 0 && errno != EINTR)
+			die("poll fault fd");
+	}
+	if (delay_ns)
+		sleep_until_ns(now_ns() + delay_ns);
+	response.cookie = fault.cookie;
+	if (write(m->fault_fd, &response, sizeof(response)) != sizeof(response))
+		die("write page response");
+}
+
+/* ---- pinning ---------------------------------------------------------- */
+
+struct pinner {
+	enum pin_with with;
+	int fd; /* /dev/uacce_ctrl or the io_uring */
+};
+
+static void pinner_open(struct pinner *p, enum pin_with with)
+{
+	p->with = with;
+	if (with == PIN_UACCE) {
+		p->fd = open("/dev/uacce_ctrl", O_RDWR);
+		if (p->fd < 0)
+			die("open /dev/uacce_ctrl");
+	} else {
+		struct io_uring_params params;
+
+		memset(&params, 0, sizeof(params));
+		p->fd = (int)syscall(__NR_io_uring_setup, 4, &params);
+		if (p->fd < 0)
+			die("io_uring_setup");
+	}
+}
+
+static void pin(struct pinner *p, void *addr, size_t len)
+{
+	if (p->with == PIN_UACCE) {
+		struct uacce_pin_address a = { .addr = (uintptr_t)addr, .size = len };
+
+		if (ioctl(p->fd, UACCE_CMD_PIN, &a))
+			die("UACCE_CMD_PIN");
+	} else {
+		struct iovec iov = { .iov_base = addr, .iov_len = len };
+
+		if (syscall(__NR_io_uring_register, p->fd, IORING_REGISTER_BUFFERS, &iov, 1))
+			die("IORING_REGISTER_BUFFERS");
+	}
+}
+
+static void unpin(struct pinner *p, void *addr, size_t len)
+{
+	if (p->with == PIN_UACCE) {
+		struct uacce_pin_address a = { .addr = (uintptr_t)addr, .size = len };
+
+		if (ioctl(p->fd, UACCE_CMD_UNPIN, &a))
+			die("UACCE_CMD_UNPIN");
+	} else if (syscall(__NR_io_uring_register, p->fd, IORING_UNREGISTER_BUFFERS, NULL, 0)) {
+		die("IORING_UNREGISTER_BUFFERS");
+	}
+}
+
+static char *map_pages(long pages, long page)
+{
+	char *buf = mmap(NULL, pages * page, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (buf == MAP_FAILED)
+		die("mmap");
+	/* Real pages, not the shared zero page. */
+	memset(buf, 0x5a, pages * page);
+	return buf;
+}
+
+static void phase(const struct options *o, const char *name, const char *extra)
+{
+	printf("{\"demo\":\"%s\",\"pid\":%d,\"phase\":\"%s\",\"t\":%" PRIu64 "%s}\n", o->name,
+	       getpid(), name, now_ns(), extra);
+}
+
+int main(int argc, char **argv)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	struct pinner buf_pinner = { .fd = -1 }, churn_pinner = { .fd = -1 };
+	uint64_t start, end, next_fault, next_churn, pin_at = UINT64_MAX;
+	uint64_t stop_faults_at = UINT64_MAX;
+	unsigned long faults = 0, churns = 0;
+	int pinned = 0, stopped = 0;
+	char extra[128];
+	char *buf, *churn_buf = NULL;
+	struct options o;
+	struct mock m = { .fd = -1, .fault_fd = -1 };
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	parse_args(argc, argv, &o);
+	prog = o.name;
+	if (prctl(PR_SET_NAME, o.name, 0, 0, 0))
+		die("prctl PR_SET_NAME");
+	rng_state ^= (uint64_t)getpid() * 0x100000001b3ull;
+
+	buf = map_pages(o.pages, page);
+	if (o.rate > 0)
+		mock_setup(&m);
+	if (o.churn_ms) {
+		churn_buf = map_pages(o.churn_pages, page);
+		pinner_open(&churn_pinner, o.pin_with);
+	}
+
+	start = now_ns();
+	end = start + (uint64_t)(o.seconds * 1e9);
+	if (o.pin_at >= 0) {
+		pin_at = start + (uint64_t)(o.pin_at * 1e9);
+		stop_faults_at = pin_at + (uint64_t)(o.faults_after_pin * 1e9);
+	}
+	next_fault = o.rate > 0 ? start : UINT64_MAX;
+	next_churn = o.churn_ms ? start : UINT64_MAX;
+	phase(&o, "start", "");
+
+	for (;;) {
+		uint64_t t = now_ns();
+		uint64_t next;
+
+		if (t >= end)
+			break;
+		if (!pinned && t >= pin_at) {
+			pinner_open(&buf_pinner, o.pin_with);
+			pin(&buf_pinner, buf, (size_t)(o.pages * page));
+			pinned = 1;
+			snprintf(extra, sizeof(extra), ",\"addr\":%" PRIuPTR ",\"pages\":%ld",
+				 (uintptr_t)buf, o.pages);
+			phase(&o, "pinned", extra);
+		}
+		if (!stopped && t >= stop_faults_at) {
+			stopped = 1;
+			next_fault = UINT64_MAX;
+			snprintf(extra, sizeof(extra), ",\"faults\":%lu", faults);
+			phase(&o, "faults_stopped", extra);
+		}
+		if (t >= next_fault) {
+			uint64_t period = (uint64_t)(1e9 / o.rate);
+			uint64_t cycle_ms = o.burst_on_ms + o.burst_off_ms;
+			int on = !cycle_ms || ((t - start) / 1000000) % cycle_ms < (uint64_t)o.burst_on_ms;
+
+			if (on) {
+				/* Hot pages: the low quarter of the buffer gets half. */
+				long pg = uniform() < 0.5 ? (long)(uniform() * (o.pages / 4 + 1))
+							  : (long)(uniform() * o.pages);
+				double u = uniform();
+				/* Mostly short, with a long tail (u^3). */
+				double delay_us = o.delay_min_us +
+						  (o.delay_max_us - o.delay_min_us) * u * u * u;
+
+				if (pg >= o.pages)
+					pg = o.pages - 1;
+				mock_fault(&m, o.pasid, (uint32_t)(faults + 1),
+					   (uintptr_t)buf + (uint64_t)pg * page + 0x40,
+					   (uint64_t)(delay_us * 1000));
+				faults++;
+			}
+			next_fault += period;
+			if (next_fault < t)
+				next_fault = t + period / 2;
+		}
+		if (t >= next_churn) {
+			pin(&churn_pinner, churn_buf, (size_t)(o.churn_pages * page));
+			unpin(&churn_pinner, churn_buf, (size_t)(o.churn_pages * page));
+			churns++;
+			next_churn += (uint64_t)o.churn_ms * 1000000;
+		}
+		next = end;
+		if (next_fault < next)
+			next = next_fault;
+		if (next_churn < next)
+			next = next_churn;
+		if (!pinned && pin_at < next)
+			next = pin_at;
+		if (!stopped && stop_faults_at < next)
+			next = stop_faults_at;
+		sleep_until_ns(next);
+	}
+	/* Unpin here, in this process: a ring torn down at exit would be
+	 * unpinned later by a kernel worker. */
+	if (pinned)
+		unpin(&buf_pinner, buf, (size_t)(o.pages * page));
+	snprintf(extra, sizeof(extra), ",\"faults\":%lu,\"churn\":%lu", faults, churns);
+	phase(&o, "end", extra);
+	return 0;
+}
