@@ -214,6 +214,7 @@ fn event_tgid(ev: &Event) -> Option<Option<u32>> {
         Event::Iopf(f) => Some(f.tgid),
         Event::PinIoctl(i) => Some(Some(i.tgid)),
         Event::Pasid(p) => Some(Some(p.tgid)),
+        Event::Queue(q) => Some(Some(q.tgid)),
         Event::Loss(_) => None,
     }
 }
@@ -354,9 +355,16 @@ impl<F: FnMut(u32) -> Option<u32>> Recorder<F> {
         Ok(())
     }
 
-    /// Close the current interval at `end_ns` and write it.
+    /// Close the current interval at `end_ns` and write it. A raw recording
+    /// is flushed instead, so that one streamed live (`-o` a pipe or a
+    /// serial port, read by `top --replay -`) lags by at most an interval.
     pub fn close_interval(&mut self, end_ns: u64) -> Result<(), RecordError> {
         self.next_end_ns = end_ns.saturating_add(self.interval_ns);
+        if let Sink::Raw(w) = &mut self.sink {
+            if let Err(e) = w.flush() {
+                return Err(self.out_err(e.into()));
+            }
+        }
         if let Sink::Intervals(w) = &mut self.sink {
             let win = self.agg.take_interval(end_ns);
             self.intervals += 1;
@@ -432,12 +440,16 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<u8> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
         match &opts.replay {
             Some(input) => replay(&opts, input).await,
             None => live(&opts).await,
         }
-    })
+    });
+    // A replay reader blocked on a stalled standard input must not keep
+    // the process alive after a signal.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    code
 }
 
 type NoFilter = fn(u32) -> Option<u32>;
@@ -449,32 +461,82 @@ async fn replay(opts: &RecordOptions, input: &str) -> anyhow::Result<u8> {
         name: name.clone(),
         source,
     };
-    let reader: Box<dyn io::Read> = if input == "-" {
-        Box::new(io::stdin())
-    } else {
-        match std::fs::File::open(input) {
-            Ok(f) => Box::new(io::BufReader::new(f)),
-            Err(e) => return Ok(report_error(&in_err(e.into()))),
+    // Signal handlers first. Opening and reading happen on a blocking
+    // thread: a standard input on which nothing arrives (a stalled pipe
+    // from another machine) must not keep SIGINT/SIGTERM from being
+    // handled. The events of the batch being read when the input stalls
+    // (at most 10 ms of event time) are not in the file.
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let (header_tx, header_rx) = tokio::sync::oneshot::channel();
+    let (item_tx, mut items) = tokio::sync::mpsc::channel::<Result<ReplayItem, RawError>>(4);
+    let source = input.to_string();
+    tokio::task::spawn_blocking(move || {
+        let opened = if source == "-" {
+            Ok(Box::new(io::stdin()) as Box<dyn io::Read + Send>)
+        } else {
+            std::fs::File::open(&source)
+                .map(|f| Box::new(io::BufReader::new(f)) as Box<dyn io::Read + Send>)
+                .map_err(RawError::from)
+        };
+        match opened.and_then(RawReader::open) {
+            Ok((reader, header)) => {
+                if header_tx.send(Ok(header)).is_ok() {
+                    for item in Replay::new(reader) {
+                        if item_tx.blocking_send(item).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = header_tx.send(Err(e));
+            }
         }
+    });
+    let header = tokio::select! {
+        h = header_rx => h,
+        // Stopped before the recording's header arrived: there is nothing
+        // to write a valid file from.
+        _ = int.recv() => return Ok(stopped_before_header(&name)),
+        _ = term.recv() => return Ok(stopped_before_header(&name)),
     };
-    let (reader, header) = match RawReader::open(reader) {
-        Ok(r) => r,
-        Err(e) => return Ok(report_error(&in_err(e))),
+    let header = match header {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return Ok(report_error(&in_err(e))),
+        Err(_) => {
+            let e = io::Error::other("the reading thread ended without a header");
+            return Ok(report_error(&in_err(e.into())));
+        }
     };
     let mut rec: Recorder<NoFilter> =
         match Recorder::create(&opts.output, opts.format, &header, opts.interval_ns, None) {
             Ok(r) => r,
             Err(e) => return Ok(report_error(&e)),
         };
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
     let started = tokio::time::Instant::now();
     let stop_at = opts
         .duration_ns
         .map(|d| header.start_mono_ns.saturating_add(d));
     let mut last_ts = header.start_mono_ns;
     let mut interrupted = false;
-    'items: for item in Replay::new(reader) {
+    loop {
+        // Yielding lets the runtime run its signal driver even when items
+        // are always ready (a fast replay), so a long replay stops promptly.
+        tokio::task::yield_now().await;
+        let item = tokio::select! {
+            biased;
+            _ = int.recv() => None,
+            _ = term.recv() => None,
+            item = items.recv() => match item {
+                Some(i) => Some(i),
+                None => break,
+            },
+        };
+        let Some(item) = item else {
+            interrupted = true;
+            break;
+        };
         let item = match item {
             Ok(i) => i,
             Err(e) => {
@@ -499,21 +561,7 @@ async fn replay(opts: &RecordOptions, input: &str) -> anyhow::Result<u8> {
                         _ = term.recv() => { interrupted = true; }
                     }
                     if interrupted {
-                        break 'items;
-                    }
-                } else {
-                    // As fast as possible: look for a signal between batches
-                    // (without waiting), so a long replay stops as promptly.
-                    // Yielding lets the runtime run its signal driver.
-                    tokio::task::yield_now().await;
-                    tokio::select! {
-                        biased;
-                        _ = int.recv() => { interrupted = true; }
-                        _ = term.recv() => { interrupted = true; }
-                        () = std::future::ready(()) => {}
-                    }
-                    if interrupted {
-                        break 'items;
+                        break;
                     }
                 }
                 let mut batch = events;
@@ -532,7 +580,7 @@ async fn replay(opts: &RecordOptions, input: &str) -> anyhow::Result<u8> {
                     return Ok(report_error(&e));
                 }
                 if stop_at.is_some_and(|s| last_ts >= s) {
-                    break 'items;
+                    break;
                 }
             }
         }
@@ -553,6 +601,15 @@ async fn replay(opts: &RecordOptions, input: &str) -> anyhow::Result<u8> {
         opts.format
     );
     Ok(if interrupted { 130 } else { 0 })
+}
+
+/// SIGINT/SIGTERM before a replay's header arrived: nothing is written (a
+/// valid file needs the header); exit 130 like any interrupted replay.
+fn stopped_before_header(name: &str) -> u8 {
+    eprintln!(
+        "uacce-trace: interrupted before {name} delivered a recording header; nothing written"
+    );
+    130
 }
 
 /// Exit code of a finished command, shell style.

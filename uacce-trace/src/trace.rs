@@ -84,6 +84,23 @@ pub fn json_line(ev: &Event) -> String {
             pin_calls: i.pin_calls,
             pages: i.pages,
             hook: i.hook.name(),
+            driver_call: i.driver_call.map(|d| d.function),
+            driver_ret: i.driver_call.map(|d| d.ret),
+        })
+        .unwrap_or_default(),
+        Event::Queue(q) => serde_json::to_string(&QueueJson {
+            event: "uacce_queue",
+            op: q.op.name(),
+            ts_ns: q.ts_ns,
+            latency_ns: q.latency_ns,
+            tgid: q.tgid,
+            tid: q.tid,
+            comm: &q.comm,
+            device: &q.device,
+            pasid: q.pasid,
+            ret: q.ret,
+            queue: format!("{:#x}", q.queue),
+            hook: q.hook.name(),
         })
         .unwrap_or_default(),
         Event::Pasid(p) => serde_json::to_string(&PasidJson {
@@ -141,6 +158,27 @@ struct IoctlJson<'a> {
     ret: i64,
     pin_calls: u32,
     pages: u64,
+    hook: &'static str,
+    /// `uacce_pin_page`/`uacce_unpin_page` reached inside the ioctl.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    driver_call: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    driver_ret: Option<i32>,
+}
+
+#[derive(Serialize)]
+struct QueueJson<'a> {
+    event: &'static str,
+    op: &'static str,
+    ts_ns: u64,
+    latency_ns: u64,
+    tgid: u32,
+    tid: u32,
+    comm: &'a str,
+    device: &'a str,
+    pasid: u32,
+    ret: i64,
+    queue: String,
     hook: &'static str,
 }
 
@@ -200,13 +238,22 @@ pub fn fmt_ns(ns: u64) -> String {
 pub const HUMAN_HEADER: &str =
     "TIME(s)          PID     TID COMM             EVENT FUNCTION                          PAGES RESULT   LATENCY  HOOK   FLAGS";
 
+/// The format of the columns of [`HUMAN_HEADER`] from TIME to HOOK, for
+/// `concat!` in front of each kind's FLAGS: one layout for every event
+/// with a latency, so that all line up under the header.
+macro_rules! human_cols {
+    () => {
+        "{:>14.6} {:>7} {:>7} {:<16} {:<5} {:<32} {:>6} {:<8} {:>8}  {:<6} "
+    };
+}
+
 fn human_pin(p: &PinEvent) -> String {
     let result = match p.errno() {
         Some(e) => format!("-{e}"),
         None => p.pages().to_string(),
     };
     format!(
-        "{:>14.6} {:>7} {:>7} {:<16} {:<5} {:<32} {:>6} {:<8} {:>8}  {:<6} {:#x}{}",
+        concat!(human_cols!(), "{:#x}{}"),
         p.ts_ns as f64 / 1e9,
         p.tgid,
         p.tid,
@@ -227,11 +274,15 @@ pub fn human_line(ev: &Event) -> String {
     match ev {
         Event::Pin(p) => human_pin(p),
         Event::Iopf(f) => format!(
-            "{:>14.6} {:>7} {:>7} {:<16} {:<5} {:<32} {:>6} {:<8} {:>8}  {:<6} pasid={} grpid={} perm={} addr={:#x}",
+            concat!(human_cols!(), "pasid={} grpid={} perm={} addr={:#x}"),
             f.ts_ns as f64 / 1e9,
             f.tgid.map_or("-".to_string(), |t| t.to_string()),
             "-",
-            if f.tgid.is_some() { f.comm.clone() } else { format!("pasid {}?", f.pasid) },
+            if f.tgid.is_some() {
+                f.comm.clone()
+            } else {
+                format!("pasid {}?", f.pasid)
+            },
             "iopf",
             f.device,
             "",
@@ -244,7 +295,7 @@ pub fn human_line(ev: &Event) -> String {
             f.addr,
         ),
         Event::PinIoctl(i) => format!(
-            "{:>14.6} {:>7} {:>7} {:<16} {:<5} {:<32} {:>6} {:<8} {:>8}  {:<6} addr={:#x} size={} pin_calls={}",
+            concat!(human_cols!(), "addr={:#x} size={} pin_calls={}"),
             i.ts_ns as f64 / 1e9,
             i.tgid,
             i.tid,
@@ -268,6 +319,21 @@ pub fn human_line(ev: &Event) -> String {
             if p.bound { "bind" } else { "unbind" },
             p.pasid,
             if p.bound { "bound" } else { "released" },
+        ),
+        Event::Queue(q) => format!(
+            concat!(human_cols!(), "pasid={} queue={:#x}"),
+            q.ts_ns as f64 / 1e9,
+            q.tgid,
+            q.tid,
+            q.comm,
+            "queue",
+            format!("{} {}", q.device, q.op.name()),
+            "",
+            q.ret,
+            fmt_ns(q.latency_ns),
+            q.hook.name(),
+            q.pasid,
+            q.queue,
         ),
         // Losses are summarised at exit; JSON carries the samples.
         Event::Loss(_) => String::new(),
@@ -333,50 +399,221 @@ pub fn run(opts: TracerOptions, as_json: bool) -> anyhow::Result<u8> {
         if let Some(problem) = tracer.plan().core_problem() {
             eprintln!("uacce-trace: warning: {problem}");
         }
+        eprintln!("uacce-trace: pasid scan: {}", tracer.pasid_scan().summary());
+        if as_json {
+            // First line of the stream: who held a PASID before we started.
+            let mut line = serde_json::to_value(tracer.pasid_scan())?;
+            if let Some(map) = line.as_object_mut() {
+                map.insert("event".into(), "pasid_scan".into());
+            }
+            let mut out = io::stdout();
+            writeln!(out, "{line}")?;
+            out.flush()?;
+        }
         eprintln!(
             "uacce-trace: tracing started ({} hooks attached; {})",
             tracer.hooks_attached(),
             tracer.plan().summary()
         );
         let (tx, mut rx) = mpsc::channel::<Vec<Event>>(64);
+        // Our own view of the stop signals (every listener is woken): a
+        // stop must end the run even while standard output is blocked.
+        let mut stopped = Box::pin(stop_signal()?);
         let reader = tokio::spawn(tracer.run(tx, stop));
-        let stdout = io::stdout();
-        let mut out = io::BufWriter::new(stdout.lock());
-        if !as_json {
-            writeln!(out, "{HUMAN_HEADER}")?;
-            out.flush()?;
-        }
-        let mut events = 0u64;
-        let mut closed = false;
-        while let Some(batch) = rx.recv().await {
-            if closed {
-                continue;
-            }
-            for ev in &batch {
-                let line = if as_json {
-                    json_line(ev)
-                } else {
-                    human_line(ev)
-                };
-                if writeln!(out, "{line}").is_err() {
-                    closed = true;
-                    break;
-                }
-                events += 1;
-            }
-            if !closed && out.flush().is_err() {
-                closed = true;
-            }
-            if closed {
+        let writer = Writer::start(as_json);
+        let mut stopping = false;
+        let mut stalled = false;
+        // Events handed to the writer or given up on.
+        let mut received = 0u64;
+        loop {
+            let batch = tokio::select! {
+                b = rx.recv() => b,
+                () = &mut stopped, if !stopping => { stopping = true; continue; }
+            };
+            let Some(batch) = batch else { break };
+            if writer.closed() {
                 // stdout went away (e.g. `| head`): stop reading.
                 rx.close();
+                continue;
+            }
+            received += batch.len() as u64;
+            if stalled {
+                continue;
+            }
+            match writer.send(batch, &mut stopped, &mut stopping).await {
+                Sent::Yes => {}
+                Sent::Closed => rx.close(),
+                Sent::Stalled => stalled = true,
             }
         }
-        let _ = out.flush();
+        let (written, closed) = writer.finish(stalled).await;
         let counters = reader.await??;
-        eprintln!("{}", summary(events, &counters));
+        let mut line = summary(written, &counters);
+        if written < received && !closed {
+            line.push_str(&format!(
+                "; {} events not written: standard output stopped taking data",
+                received - written
+            ));
+        }
+        eprintln!("{line}");
         Ok(0)
     })
+}
+
+/// How long a writer blocked on standard output may make no progress after
+/// a stop signal before `trace` gives up on the rest of its output.
+const STALL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+enum Sent {
+    Yes,
+    /// Standard output is closed (write error, e.g. EPIPE).
+    Closed,
+    /// Stopping, and standard output took nothing for [`STALL_GRACE`].
+    Stalled,
+}
+
+/// Standard output on a thread of its own: a `write(2)` to a full pipe
+/// nobody reads blocks, and a signal does not interrupt it (the handlers
+/// restart system calls), so the task that handles stop signals must never
+/// be the one writing.
+struct Writer {
+    tx: mpsc::Sender<Vec<Event>>,
+    /// Events formatted into the buffer so far (progress).
+    written: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Events known to be out (the buffer flushed after them).
+    flushed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Writer {
+    fn start(as_json: bool) -> Writer {
+        use std::sync::atomic::Ordering;
+        let (tx, mut rx) = mpsc::channel::<Vec<Event>>(4);
+        let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let flushed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (w, c, f) = (written.clone(), closed.clone(), flushed.clone());
+        std::thread::spawn(move || {
+            let mut lines = 0u64;
+            let stdout = io::stdout();
+            let mut out = io::BufWriter::new(stdout.lock());
+            let mut ok =
+                as_json || (writeln!(out, "{HUMAN_HEADER}").is_ok() && out.flush().is_ok());
+            while ok {
+                let Some(batch) = rx.blocking_recv() else {
+                    break;
+                };
+                for ev in &batch {
+                    let line = if as_json {
+                        json_line(ev)
+                    } else {
+                        human_line(ev)
+                    };
+                    if writeln!(out, "{line}").is_err() {
+                        ok = false;
+                        break;
+                    }
+                    lines += 1;
+                    w.fetch_add(1, Ordering::Relaxed);
+                }
+                ok = ok && out.flush().is_ok();
+                if ok {
+                    f.store(lines, Ordering::Relaxed);
+                }
+            }
+            if !ok {
+                c.store(true, Ordering::Relaxed);
+            }
+            let _ = out.flush();
+            let _ = done_tx.send(());
+        });
+        Writer {
+            tx,
+            written,
+            flushed,
+            closed,
+            done,
+        }
+    }
+
+    fn closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn written(&self) -> u64 {
+        self.written.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Hand a batch to the writing thread, waiting while it is busy; once
+    /// stopping, wait only as long as it keeps making progress.
+    async fn send(
+        &self,
+        batch: Vec<Event>,
+        stopped: &mut std::pin::Pin<Box<impl std::future::Future<Output = ()>>>,
+        stopping: &mut bool,
+    ) -> Sent {
+        let mut progress = self.written();
+        let reserve = self.tx.reserve();
+        tokio::pin!(reserve);
+        loop {
+            tokio::select! {
+                permit = &mut reserve => {
+                    return match permit {
+                        Ok(p) => {
+                            p.send(batch);
+                            Sent::Yes
+                        }
+                        Err(_) => Sent::Closed,
+                    };
+                }
+                () = stopped.as_mut(), if !*stopping => { *stopping = true; }
+                () = tokio::time::sleep(STALL_GRACE), if *stopping => {
+                    let now = self.written();
+                    if now == progress && !self.closed() {
+                        return Sent::Stalled;
+                    }
+                    progress = now;
+                }
+            }
+        }
+    }
+
+    /// Let the thread write what it has (unless output stalled, or as long
+    /// as it makes progress) and return the number of events written and
+    /// whether standard output was closed. A thread still blocked in
+    /// `write(2)` is left behind; the process exits without it.
+    async fn finish(self, stalled: bool) -> (u64, bool) {
+        let Writer {
+            tx,
+            written,
+            flushed,
+            done,
+            closed,
+        } = self;
+        drop(tx);
+        if !stalled {
+            tokio::pin!(done);
+            let mut progress = written.load(std::sync::atomic::Ordering::Relaxed);
+            loop {
+                tokio::select! {
+                    _ = &mut done => break,
+                    () = tokio::time::sleep(STALL_GRACE) => {
+                        let now = written.load(std::sync::atomic::Ordering::Relaxed);
+                        if now == progress {
+                            break;
+                        }
+                        progress = now;
+                    }
+                }
+            }
+        }
+        (
+            flushed.load(std::sync::atomic::Ordering::Relaxed),
+            closed.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
 }
 
 #[cfg(test)]

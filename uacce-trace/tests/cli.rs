@@ -299,6 +299,11 @@ fn bad_inputs() -> Vec<(&'static str, Vec<u8>)> {
         ("hugeheader.utrace", huge_header),
         ("hugerecord.utrace", huge_record),
         ("cut.hlog", hlog.as_bytes()[..hlog.len() * 2 / 3].to_vec()),
+        (
+            "version.hlog",
+            hlog.replacen("format version 1.3]", "format version 2.0]", 1)
+                .into_bytes(),
+        ),
         ("v1hist.hlog", hlog_with(&v1)),
         ("hugez.hlog", hlog_with(&huge_z)),
         ("hugepayload.hlog", hlog_with(&huge_payload)),
@@ -398,6 +403,14 @@ fn bad_input_matrix_over_every_command() {
         }
     }
     eprintln!("{checked} bad-input cases, all exit 2 naming the file");
+    // The hlog version is refused by name, not misread.
+    let version = dir.join("version.hlog");
+    let o = run_limited(&["report", s(&version)], Duration::from_secs(20));
+    assert!(
+        stderr(&o).contains("line 1: unsupported HdrHistogram log format version `2.0`"),
+        "{}",
+        stderr(&o)
+    );
     // Usage errors with huge or absurd values are clap's exit 2 too.
     for args in [
         &["record", "--replay", "x", "-o", "y", "--interval", "1e30s"][..],
@@ -559,6 +572,7 @@ fn extreme_values_never_panic() {
             hook: HookType::Tracepoint,
             pin_calls: u32::MAX,
             pages: u64::MAX,
+            driver_call: None,
         }));
         events.push(Event::Pasid(PasidEvent {
             ts_ns: ts,

@@ -308,8 +308,22 @@ fn every_truncation_of_every_seed() {
     }
 }
 
+/// Where proptest keeps the inputs that failed, to try them first next time.
+/// The default (`SourceParallel`) looks for a `lib.rs`/`main.rs` above the
+/// test's source and finds none for an integration test (and says so on
+/// every run); cargo runs tests in the package folder, so this is
+/// `uacce-trace/tests/fuzz_smoke.proptest-regressions` (commit it when it
+/// appears).
+const REGRESSIONS: &str = "tests/fuzz_smoke.proptest-regressions";
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(REGRESSIONS),
+        )),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn random_bytes(target in 0usize..4, data in proptest::collection::vec(any::<u8>(), 0..2048)) {

@@ -626,3 +626,100 @@ impl StillRunning for Child {
         state != "Z" && state != "X"
     }
 }
+
+/// `record --replay -` with a standard input on which nothing more arrives
+/// (a stalled pipe from another machine): SIGINT/SIGTERM still end it at
+/// once, with the events that did arrive in a complete file; stopped
+/// before the header arrived, it writes nothing and says so.
+#[test]
+fn record_replay_from_a_stalled_stdin_stops() {
+    let dir = common::scratch("signals-stalled-record");
+    let paced = fs::read(recording(&dir, 6)).expect("recording");
+    for (sig, name) in [(libc::SIGINT, "int"), (libc::SIGTERM, "term")] {
+        // Half a recording, then nothing (the pipe stays open).
+        for ext in ["hlog", "utrace"] {
+            let out = dir.join(format!("stalled-{name}.{ext}"));
+            let mut child = bin()
+                .args(["record", "--replay", "-", "-o"])
+                .arg(&out)
+                .stdin(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start record");
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(&paced[..paced.len() / 2]).expect("feed");
+            stdin.flush().expect("flush");
+            let temp = temp_of(&out, child.id());
+            wait_for(|| temp.exists(), Duration::from_secs(10), "record to start");
+            std::thread::sleep(Duration::from_millis(500));
+            signal(&child, sig);
+            let o = wait_limited(child, Duration::from_secs(5), "record with a stalled stdin");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(130), "{:?} {err}", o.status);
+            assert!(!err.contains("panicked"), "{err}");
+            assert!(!temp.exists(), "temporary file left");
+            assert_complete(&out);
+            drop(stdin);
+        }
+        // Nothing at all: no header, so no file.
+        let out = dir.join(format!("nothing-{name}.hlog"));
+        let mut child = bin()
+            .args(["record", "--replay", "-", "-o"])
+            .arg(&out)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start record");
+        let stdin = child.stdin.take();
+        std::thread::sleep(Duration::from_millis(300));
+        signal(&child, sig);
+        let o = wait_limited(child, Duration::from_secs(5), "record waiting for a header");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(130), "{:?} {err}", o.status);
+        assert!(err.contains("nothing written"), "{err}");
+        assert!(!out.exists());
+        drop(stdin);
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// `trace` writing to a full pipe nobody reads (its `write(2)` blocks):
+/// SIGINT/SIGTERM still end it, with the summary saying how many events
+/// could not be written.
+#[test]
+fn trace_with_a_blocked_stdout_stops() {
+    if let Some(why) = live_skip_reason() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let (r, w) = pipe();
+        let (child, log) = match start_trace(Stdio::from(w)) {
+            Ok(c) => c,
+            Err(why) => {
+                eprintln!("SKIP: trace cannot start here: {why}");
+                return;
+            }
+        };
+        // Far more than a 64 KiB pipe holds (a line is ~250 bytes).
+        make_ioctls(3000);
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(child.try_wait_ref_is_running(), "trace ended by itself");
+        signal(&child, sig);
+        let o = wait_limited(
+            child,
+            Duration::from_secs(10),
+            "trace with a blocked stdout",
+        );
+        assert_eq!(o.status.code(), Some(0), "{:?}", o.status);
+        std::thread::sleep(Duration::from_millis(100));
+        let log: Vec<String> = log.try_iter().collect();
+        let summary = log
+            .iter()
+            .find(|l| l.starts_with("uacce-trace: stopped:"))
+            .unwrap_or_else(|| panic!("no summary: {log:?}"));
+        assert!(summary.contains("not written"), "{summary}");
+        assert!(!log.iter().any(|l| l.contains("panicked")), "{log:?}");
+        drop(r);
+    }
+}

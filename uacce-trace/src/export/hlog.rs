@@ -32,6 +32,12 @@ use crate::model::{Hist, IntervalWindow};
 
 /// First line of every log.
 pub const VERSION_LINE: &str = "#[Histogram log format version 1.3]";
+/// What the version line starts with.
+const VERSION_PREFIX: &str = "#[Histogram log format version ";
+/// Log versions read: 1.2 (HdrHistogram 2.1.x) and 1.3 (adds `Tag=`), both
+/// with V2 histograms. Older logs hold V0/V1 histograms; a newer version
+/// may change the rows: refused with a message rather than misread.
+const SUPPORTED_VERSIONS: &[&str] = &["1.2", "1.3"];
 /// The legend line.
 pub const LEGEND: &str =
     "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"";
@@ -228,6 +234,17 @@ pub fn read(text: &str) -> Result<Recording, ReadError> {
             continue;
         }
         saw_anything = true;
+        if let Some(rest) = line.strip_prefix(VERSION_PREFIX) {
+            let version = rest.trim_end().trim_end_matches(']').trim();
+            if !SUPPORTED_VERSIONS.contains(&version) {
+                return Err(err(format!(
+                    "unsupported HdrHistogram log format version `{}` (this reader handles {})",
+                    one_line(&version.chars().take(40).collect::<String>()),
+                    SUPPORTED_VERSIONS.join(" and ")
+                )));
+            }
+            continue;
+        }
         if let Some(rest) = line.strip_prefix("#[StartTime:") {
             rec.start_unix_s =
                 Some(header_number(rest).ok_or_else(|| err("StartTime without a number".into()))?);
@@ -348,6 +365,21 @@ mod tests {
         let ours = format!("{VERSION_LINE}\n#uacce-trace: kernel x\n{LEGEND}\n");
         assert!(matches!(read(&ours), Err(ReadError::Truncated(_))));
         let done = format!("{ours}#[uacce-trace totals: dropped 3 unanswered 4]\n");
+        for bad in ["2.0", "1.01", "", "1.3x"] {
+            let text = format!("#[Histogram log format version {bad}]\n{LEGEND}\n");
+            match read(&text) {
+                Err(ReadError::Line { line: 1, reason }) => {
+                    assert!(
+                        reason.contains("unsupported HdrHistogram log format version"),
+                        "{reason}"
+                    );
+                    assert!(reason.contains("1.2 and 1.3"), "{reason}");
+                }
+                other => panic!("version {bad:?}: {other:?}"),
+            }
+        }
+        let v12 = "#[Histogram log format version 1.2]\n";
+        assert!(read(v12).is_ok());
         let rec = read(&done).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((rec.dropped, rec.unanswered), (Some(3), Some(4)));
     }
