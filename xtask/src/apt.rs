@@ -306,13 +306,20 @@ pub struct PrivateApt {
 }
 
 impl PrivateApt {
-    /// Writes the private configuration for `suite` under `dir`.
+    /// Writes the private configuration for `suite` (amd64 packages) under `dir`.
     pub fn new(dir: &Path, mirror: &Mirror, suite: &str) -> Result<Self> {
+        Self::for_arch(dir, mirror, suite, "amd64")
+    }
+
+    /// [`PrivateApt::new`] for the packages of Debian architecture `arch`
+    /// (e.g. `arm64`): the sources entry is restricted to it and apt takes it
+    /// as its native architecture, so `show` and `download` see its packages.
+    pub fn for_arch(dir: &Path, mirror: &Mirror, suite: &str, arch: &str) -> Result<Self> {
         for sub in ["lists/partial", "cache/archives/partial", "preferences.d"] {
             let path = dir.join(sub);
             fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         }
-        let mut options = vec!["arch=amd64".to_owned(), "target=Packages".to_owned()];
+        let mut options = vec![format!("arch={arch}"), "target=Packages".to_owned()];
         if let Some(key) = &mirror.signed_by {
             options.push(format!("signed-by={key}"));
         }
@@ -341,6 +348,8 @@ impl PrivateApt {
              Dir::Cache::pkgcache \"pkgcache.bin\";\n\
              Dir::Cache::srcpkgcache \"srcpkgcache.bin\";\n\
              Acquire::Languages \"none\";\n\
+             APT::Architecture \"{arch}\";\n\
+             APT::Architectures {{ \"{arch}\"; }};\n\
              #clear APT::Update::Pre-Invoke;\n\
              #clear APT::Update::Post-Invoke;\n\
              #clear APT::Update::Post-Invoke-Success;\n\

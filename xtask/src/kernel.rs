@@ -34,6 +34,12 @@
 //! both guest programs under the function tracer and prints `SMOKE ...`
 //! lines that are checked here.
 //!
+//! `--arm64` cross-compiles the same for arm64 (`ARCH=arm64
+//! CROSS_COMPILE=aarch64-linux-gnu-`, fragment
+//! `xtask/kernel/test-kernel-6.12-arm64.config`, result `Image`, guest
+//! programs with `aarch64-linux-gnu-gcc`) into `test-kernels/<key>-arm64/`,
+//! built in `test-kernels/build/<version>-arm64/`.
+//!
 //! This module owns no VM harness: the VM tests (`vm.rs`) call
 //! [`ensure_test_kernel`] and boot the result themselves. It needs root only
 //! to install missing Debian packages.
@@ -49,6 +55,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::apt::{self, PrivateApt};
+use crate::build::Arch;
 use crate::cache;
 use crate::setup::capture;
 use crate::setup::list_dir;
@@ -60,12 +67,42 @@ const SOURCE_SUITE: &str = "trixie";
 
 /// Config fragment merged over `make tinyconfig`.
 const FRAGMENT: &str = include_str!("../kernel/test-kernel-6.12.config");
+/// The arm64 fragment (`--arm64`): PL011 console, SMMUv3 with SVA (which
+/// selects IOMMU_IOPF) instead of the x86 console and Intel IOMMU.
+const FRAGMENT_ARM64: &str = include_str!("../kernel/test-kernel-6.12-arm64.config");
+
+/// The config fragment of `arch`.
+fn fragment(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => FRAGMENT,
+        Arch::Aarch64 => FRAGMENT_ARM64,
+    }
+}
+
+/// File name of the kernel image in the result folder (`bzImage` on x86,
+/// the uncompressed `Image` on arm64, which QEMU boots directly).
+pub fn image_name(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "bzImage",
+        Arch::Aarch64 => "Image",
+    }
+}
+
+/// The make target and its output in the build folder.
+fn image_target(arch: Arch) -> (&'static str, &'static str) {
+    match arch {
+        Arch::X86_64 => ("bzImage", "arch/x86/boot/bzImage"),
+        Arch::Aarch64 => ("Image", "arch/arm64/boot/Image"),
+    }
+}
 /// The `/dev/uacce_ctrl` fixture, built into the kernel.
 const FIXTURE: &str = include_str!("../kernel/uacce_ctrl/uacce_ctrl.c");
 /// Guest program: pins through `/dev/uacce_ctrl`, checks the pin counters.
 const PIN_PROGRAM: &str = include_str!("../kernel/uacce_ctrl_pin.c");
 /// Guest program: IO page faults through iommufd's self-test mock device.
 const IOPF_PROGRAM: &str = include_str!("../kernel/iopf_workload.c");
+/// Guest program of `cargo xtask demo`: one faulting/pinning demo process.
+const DEMO_PROGRAM: &str = include_str!("../kernel/uacce_demo.c");
 
 /// Bumped whenever the steps below change what they produce, so that every
 /// cached kernel is rebuilt.
@@ -116,11 +153,14 @@ const RESULT_FILES: &[&str] = &[
     "source",
     PIN_BINARY,
     IOPF_BINARY,
+    DEMO_BINARY,
 ];
 /// File name of the `/dev/uacce_ctrl` guest program in the result folder.
 pub const PIN_BINARY: &str = "uacce-ctrl-pin";
 /// File name of the IOPF guest program in the result folder.
 pub const IOPF_BINARY: &str = "iopf-workload";
+/// File name of the demo's guest program in the result folder.
+pub const DEMO_BINARY: &str = "uacce-demo";
 
 /// How often a long step prints that it is still running.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
@@ -145,11 +185,23 @@ pub struct KernelArgs {
     /// Seconds the smoke VM may run before QEMU is killed.
     #[arg(long, default_value_t = 300)]
     smoke_timeout: u64,
+    /// Cross-compile the arm64 test kernel (SMMUv3 + SVA) and its guest
+    /// programs instead (Debian's aarch64-linux-gnu cross toolchain).
+    #[arg(long)]
+    arm64: bool,
 }
 
 /// `cargo xtask kernel`: prints the kernel folder on stdout.
 pub fn run(args: &KernelArgs) -> Result<()> {
-    let dir = ensure(args.refresh, args.jobs)?;
+    let arch = if args.arm64 {
+        Arch::Aarch64
+    } else {
+        Arch::X86_64
+    };
+    if args.smoke && arch != Arch::X86_64 {
+        bail!("--smoke boots the x86 kernel only; the arm64 one is checked by `cargo xtask vm-test --kernel test-6.12-arm64`");
+    }
+    let dir = ensure(args.refresh, args.jobs, arch)?;
     if args.smoke {
         smoke(&dir, Duration::from_secs(args.smoke_timeout))?;
     }
@@ -160,13 +212,18 @@ pub fn run(args: &KernelArgs) -> Result<()> {
 /// The test kernel folder (see the module docs for its files), built first
 /// when the cache has none for the current inputs. Progress goes to stderr.
 pub fn ensure_test_kernel() -> Result<PathBuf> {
-    ensure(false, None)
+    ensure(false, None, Arch::X86_64)
+}
+
+/// [`ensure_test_kernel`] for `arch` (arm64: cross-compiled).
+pub fn ensure_test_kernel_for(arch: Arch) -> Result<PathBuf> {
+    ensure(false, None, arch)
 }
 
 // ---------------------------------------------------------------------------
 // The whole build
 
-fn ensure(refresh: bool, jobs: Option<usize>) -> Result<PathBuf> {
+fn ensure(refresh: bool, jobs: Option<usize>, arch: Arch) -> Result<PathBuf> {
     let start = Instant::now();
     let root = cache::test_kernels()?;
     fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
@@ -175,8 +232,8 @@ fn ensure(refresh: bool, jobs: Option<usize>) -> Result<PathBuf> {
     let local = local_source(&root)?;
     if !refresh {
         if let Some(source) = &local {
-            let dir = root.join(cache_key(&source.version));
-            if is_complete(&dir) {
+            let dir = root.join(cache_key_for(arch, &source.version));
+            if is_complete(&dir, arch) {
                 eprintln!(
                     "kernel: ok (cached: {}, {} {})",
                     read_trimmed(&dir.join("version"))?,
@@ -189,29 +246,35 @@ fn ensure(refresh: bool, jobs: Option<usize>) -> Result<PathBuf> {
     }
 
     ensure_packages(BUILD_PACKAGES)?;
+    if arch != Arch::host() {
+        crate::setup::ensure_cross(arch)?;
+    }
     let source = get_source(&root, local, refresh)?;
-    let dir = root.join(cache_key(&source.version));
-    if is_complete(&dir) {
+    let dir = root.join(cache_key_for(arch, &source.version));
+    if is_complete(&dir, arch) {
         eprintln!("kernel: ok (cached: {SOURCE_PACKAGE} {})", source.version);
         return Ok(dir);
     }
 
-    let build_dir = root.join("build").join(&source.version);
+    let build_dir = root.join("build").join(match arch {
+        Arch::X86_64 => source.version.clone(),
+        other => format!("{}-{}", source.version, other.debian()),
+    });
     fs::create_dir_all(&build_dir).with_context(|| format!("creating {}", build_dir.display()))?;
     install_fixture(&source.tree)?;
-    configure(&source.tree, &build_dir)?;
+    configure(&source.tree, &build_dir, arch)?;
     let jobs =
         jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() + 1));
-    compile(&source.tree, &build_dir, jobs)?;
+    compile(&source.tree, &build_dir, jobs, arch)?;
     check_btf(&build_dir.join("vmlinux"))?;
 
     // Assemble next to the destination, then move it in place in one rename.
     let partial = dir.with_extension("partial");
     remove_if_exists(&partial)?;
     fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
-    build_guest_programs(&source.tree, &build_dir, &partial)?;
+    build_guest_programs(&source.tree, &build_dir, &partial, arch)?;
     for (from, to) in [
-        ("arch/x86/boot/bzImage", "bzImage"),
+        (image_target(arch).1, image_name(arch)),
         (".config", "config"),
         ("System.map", "System.map"),
         ("include/config/kernel.release", "version"),
@@ -229,10 +292,11 @@ fn ensure(refresh: bool, jobs: Option<usize>) -> Result<PathBuf> {
     fs::rename(&partial, &dir)
         .with_context(|| format!("renaming {} to {}", partial.display(), dir.display()))?;
 
-    let size = fs::metadata(dir.join("bzImage")).map_or(0, |m| m.len());
+    let size = fs::metadata(dir.join(image_name(arch))).map_or(0, |m| m.len());
     eprintln!(
-        "kernel: ok ({}, bzImage {:.1} MiB; {} in all) -> {}",
+        "kernel: ok ({}, {} {:.1} MiB; {} in all) -> {}",
         read_trimmed(&dir.join("version"))?,
+        image_name(arch),
         mib(size),
         elapsed(start),
         dir.display()
@@ -240,19 +304,40 @@ fn ensure(refresh: bool, jobs: Option<usize>) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn is_complete(dir: &Path) -> bool {
-    RESULT_FILES.iter().all(|f| dir.join(f).is_file())
+fn is_complete(dir: &Path, arch: Arch) -> bool {
+    RESULT_FILES
+        .iter()
+        .map(|f| if *f == "bzImage" { image_name(arch) } else { f })
+        .all(|f| dir.join(f).is_file())
+}
+
+/// [`cache_key`] of the kernel of `arch`: x86's is unchanged; arm64's also
+/// hashes its fragment and ends in `-arm64`.
+fn cache_key_for(arch: Arch, source_version: &str) -> String {
+    match arch {
+        Arch::X86_64 => cache_key(source_version),
+        other => format!(
+            "{}-{}",
+            cache_key(&format!(
+                "{source_version}\0{}\0{}",
+                other.debian(),
+                fragment(other)
+            )),
+            other.debian()
+        ),
+    }
 }
 
 /// Cache key: FNV-1a (64 bit) over every input, each prefixed by its length.
 fn cache_key(source_version: &str) -> String {
-    let inputs: [&[u8]; 6] = [
+    let inputs: [&[u8]; 7] = [
         RECIPE_VERSION.as_bytes(),
         source_version.as_bytes(),
         FRAGMENT.as_bytes(),
         FIXTURE.as_bytes(),
         PIN_PROGRAM.as_bytes(),
         IOPF_PROGRAM.as_bytes(),
+        DEMO_PROGRAM.as_bytes(),
     ];
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for input in inputs {
@@ -490,8 +575,13 @@ fn install_fixture(tree: &Path) -> Result<()> {
 // 3. Config
 
 /// `make` in `tree`, building out of tree into `build_dir`.
-fn make(tree: &Path, build_dir: &Path) -> Command {
+/// [`make`] for a kernel of `arch` (`ARCH=` and `CROSS_COMPILE=` when it is
+/// not the host's).
+fn make_for(tree: &Path, build_dir: &Path, arch: Arch) -> Command {
     let mut cmd = Command::new("make");
+    if arch == Arch::Aarch64 && Arch::host() != Arch::Aarch64 {
+        cmd.args(["ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-"]);
+    }
     cmd.arg("-C")
         .arg(tree)
         .arg(format!("O={}", build_dir.display()))
@@ -503,12 +593,17 @@ fn make(tree: &Path, build_dir: &Path) -> Command {
     cmd
 }
 
-fn configure(tree: &Path, build_dir: &Path) -> Result<()> {
+fn configure(tree: &Path, build_dir: &Path, arch: Arch) -> Result<()> {
     let start = Instant::now();
-    eprintln!("kernel: config: tinyconfig + xtask/kernel/test-kernel-6.12.config");
-    capture(make(tree, build_dir).arg("tinyconfig")).context("make tinyconfig")?;
+    let wanted = fragment(arch);
+    eprintln!(
+        "kernel: config ({}): tinyconfig + xtask/kernel/test-kernel-6.12{}.config",
+        arch.debian(),
+        if arch == Arch::X86_64 { "" } else { "-arm64" }
+    );
+    capture(make_for(tree, build_dir, arch).arg("tinyconfig")).context("make tinyconfig")?;
     let fragment = build_dir.join("uacce-trace.config");
-    fs::write(&fragment, FRAGMENT).with_context(|| format!("writing {}", fragment.display()))?;
+    fs::write(&fragment, wanted).with_context(|| format!("writing {}", fragment.display()))?;
     capture(
         Command::new(tree.join("scripts/kconfig/merge_config.sh"))
             .args(["-m", ".config", "uacce-trace.config"])
@@ -516,12 +611,12 @@ fn configure(tree: &Path, build_dir: &Path) -> Result<()> {
             .env("LC_ALL", "C"),
     )
     .context("merging the config fragment")?;
-    capture(make(tree, build_dir).arg("olddefconfig")).context("make olddefconfig")?;
+    capture(make_for(tree, build_dir, arch).arg("olddefconfig")).context("make olddefconfig")?;
 
     let config_path = build_dir.join(".config");
     let config = fs::read_to_string(&config_path)
         .with_context(|| format!("reading {}", config_path.display()))?;
-    let lost = lost_options(FRAGMENT, &config);
+    let lost = lost_options(wanted, &config);
     if !lost.is_empty() {
         bail!(
             "these options of xtask/kernel/test-kernel-6.12.config are not `=y` after \
@@ -554,14 +649,15 @@ fn lost_options(fragment: &str, config: &str) -> Vec<String> {
 // ---------------------------------------------------------------------------
 // 4. Compile
 
-fn compile(tree: &Path, build_dir: &Path, jobs: usize) -> Result<()> {
+fn compile(tree: &Path, build_dir: &Path, jobs: usize, arch: Arch) -> Result<()> {
     let log = build_dir.join("build.log");
+    let target = image_target(arch).0;
     eprintln!(
-        "kernel: make -j{jobs} bzImage (about 6 min on 2 cores from scratch; log {})",
+        "kernel: make -j{jobs} {target} (about 6 min on 2 cores from scratch; log {})",
         log.display()
     );
-    let mut cmd = make(tree, build_dir);
-    cmd.arg(format!("-j{jobs}")).arg("bzImage");
+    let mut cmd = make_for(tree, build_dir, arch);
+    cmd.arg(format!("-j{jobs}")).arg(target);
     run_logged(&mut cmd, &log, "build").context("building the kernel")
 }
 
@@ -678,7 +774,12 @@ const GUEST_HEADERS: &[(&str, &str)] = &[
     ("iommufd_test.h", "drivers/iommu/iommufd/iommufd_test.h"),
 ];
 
-fn build_guest_programs(tree: &Path, build_dir: &Path, out: &Path) -> Result<()> {
+fn build_guest_programs(tree: &Path, build_dir: &Path, out: &Path, arch: Arch) -> Result<()> {
+    let cc = if arch == Arch::host() {
+        "gcc"
+    } else {
+        arch.cross_gcc()
+    };
     let start = Instant::now();
     let work = build_dir.join("guest");
     let include = work.join("include");
@@ -694,11 +795,12 @@ fn build_guest_programs(tree: &Path, build_dir: &Path, out: &Path) -> Result<()>
     for (name, source, file) in [
         (PIN_BINARY, PIN_PROGRAM, "uacce_ctrl_pin.c"),
         (IOPF_BINARY, IOPF_PROGRAM, "iopf_workload.c"),
+        (DEMO_BINARY, DEMO_PROGRAM, "uacce_demo.c"),
     ] {
         let src = work.join(file);
         fs::write(&src, source).with_context(|| format!("writing {}", src.display()))?;
         capture(
-            Command::new("gcc")
+            Command::new(cc)
                 .args(["-static", "-O2", "-Wall", "-Wextra", "-I"])
                 .arg(&include)
                 .arg("-o")
@@ -708,7 +810,7 @@ fn build_guest_programs(tree: &Path, build_dir: &Path, out: &Path) -> Result<()>
         .with_context(|| format!("compiling xtask/kernel/{file}"))?;
     }
     eprintln!(
-        "kernel: guest programs ok ({PIN_BINARY}, {IOPF_BINARY}; {})",
+        "kernel: guest programs ok ({PIN_BINARY}, {IOPF_BINARY}, {DEMO_BINARY}; {})",
         elapsed(start)
     );
     Ok(())
@@ -1018,8 +1120,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn arm64_kernel_is_its_own() {
+        assert_ne!(
+            cache_key_for(Arch::X86_64, "6.12.1-1"),
+            cache_key_for(Arch::Aarch64, "6.12.1-1")
+        );
+        assert_eq!(
+            cache_key_for(Arch::X86_64, "6.12.1-1"),
+            cache_key("6.12.1-1")
+        );
+        assert!(cache_key_for(Arch::Aarch64, "6.12.1-1").ends_with("-arm64"));
+        // SVA of the SMMUv3 selects IOMMU_IOPF there; nothing x86 is asked for.
+        assert!(FRAGMENT_ARM64.contains("CONFIG_ARM_SMMU_V3_SVA=y"));
+        assert!(!FRAGMENT_ARM64.contains("INTEL_IOMMU"));
+        assert!(!FRAGMENT_ARM64.contains("SERIAL_8250"));
+        assert_eq!(image_name(Arch::Aarch64), "Image");
+    }
+
+    #[test]
     fn fragment_options_are_well_formed() {
-        for line in FRAGMENT.lines().map(str::trim) {
+        for line in FRAGMENT
+            .lines()
+            .chain(FRAGMENT_ARM64.lines())
+            .map(str::trim)
+        {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }

@@ -26,6 +26,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::apt::{self, Mirror, PackageRecord, PrivateApt};
+use crate::build::Arch;
 use crate::cache;
 
 /// The bpf-linker release that is installed.
@@ -45,8 +46,22 @@ const HOST_PACKAGES: &[&str] = &[
     "prometheus",
 ];
 
-/// The Debian meta package whose dependencies lead to the current kernel.
-const KERNEL_META_PACKAGE: &str = "linux-image-amd64";
+/// Debian packages for the arm64 tier: the emulator, and the cross C
+/// toolchain that links the arm64 tool (see `build.rs`).
+const ARM64_HOST_PACKAGES: &[&str] = &[
+    "qemu-system-arm",
+    "gcc-aarch64-linux-gnu",
+    "libc6-dev-arm64-cross",
+];
+
+/// The cross linker and C library packages of [`ARM64_HOST_PACKAGES`].
+const ARM64_CROSS_PACKAGES: &[&str] = &["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"];
+
+/// The Debian meta package whose dependencies lead to the current kernel
+/// of architecture `arch` (`linux-image-amd64`, `linux-image-arm64`).
+fn kernel_meta_package(arch: Arch) -> String {
+    format!("linux-image-{}", arch.debian())
+}
 
 /// How many dependency levels below the meta package are searched for the
 /// kernel image (7.2 in sid: meta -> linux-image-<ver> -> linux-binary-<ver>).
@@ -61,6 +76,8 @@ pub struct StockKernel {
     pub suite: &'static str,
     /// Expected `major.minor` of its release.
     pub series: &'static str,
+    /// The architecture of the kernel (and of the VM that boots it).
+    pub arch: Arch,
 }
 
 const STOCK_KERNELS: &[StockKernel] = &[
@@ -68,20 +85,53 @@ const STOCK_KERNELS: &[StockKernel] = &[
         name: "debian-6.1",
         suite: "bookworm",
         series: "6.1",
+        arch: Arch::X86_64,
     },
     StockKernel {
         name: "debian-6.12",
         suite: "trixie",
         series: "6.12",
+        arch: Arch::X86_64,
     },
     StockKernel {
         name: "debian-7.2",
         suite: "sid",
         series: "7.2",
+        arch: Arch::X86_64,
     },
 ];
 
-/// The stock kernels `setup` downloads, oldest first.
+/// Stock arm64 kernels: Debian's generic arm64 6.12. Its SMMUv3 driver is
+/// built in but without SVA, so IOMMU_IOPF is off and the IOPF core
+/// functions do not exist; the pin tests and the SMMUv3 fallback rows of the
+/// planner are checked on it.
+const ARM64_KERNELS: &[StockKernel] = &[StockKernel {
+    name: "debian-6.12-arm64",
+    suite: "trixie",
+    series: "6.12",
+    arch: Arch::Aarch64,
+}];
+
+/// The stock arm64 kernels `setup` downloads.
+#[allow(dead_code)] // for the VM test commands (the matrix names it)
+pub fn arm64_kernel_list() -> &'static [StockKernel] {
+    ARM64_KERNELS
+}
+
+/// The Debian package of the foreign guests' static busybox.
+const GUEST_BUSYBOX_PACKAGE: &str = "busybox-static";
+
+/// The static busybox for guests of `arch` (the host's own for the host
+/// architecture; Debian's arm64 `busybox-static`, downloaded by `setup`,
+/// for arm64).
+pub fn guest_busybox(arch: Arch) -> Result<PathBuf> {
+    Ok(cache::root()?
+        .join("guest")
+        .join(arch.debian())
+        .join("busybox"))
+}
+
+/// The x86-64 stock kernels `setup` downloads, oldest first.
 #[allow(dead_code)] // for the VM test commands
 pub fn kernel_list() -> &'static [StockKernel] {
     STOCK_KERNELS
@@ -182,9 +232,11 @@ pub fn run(opts: &SetupOptions) -> Result<()> {
     if opts.packages {
         ensure_host_packages()?;
         ensure_python_hdrh()?;
+        ensure_rust_target(Arch::Aarch64)?;
     }
     if opts.kernels {
         ensure_kernels()?;
+        ensure_guest_busybox(Arch::Aarch64)?;
     }
     eprintln!(
         "setup: all done in {:.1} s (cache: {})",
@@ -275,6 +327,54 @@ pub(crate) fn run_to_stderr(cmd: &mut Command) -> Result<()> {
     if !status.success() {
         bail!("`{}` failed ({status})", describe(cmd));
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Cross builds
+
+/// What `cargo xtask build --target <arch>` needs: the Rust standard
+/// library for the target (stable toolchain, the one that builds the tool)
+/// and Debian's cross linker and C library.
+pub fn ensure_cross(arch: Arch) -> Result<()> {
+    ensure_rust_target(arch)?;
+    if arch == Arch::Aarch64 {
+        let step = Step::new("Debian cross toolchain (arm64)");
+        let missing = apt::missing_packages(ARM64_CROSS_PACKAGES)?;
+        if missing.is_empty() {
+            step.cached(&ARM64_CROSS_PACKAGES.join(" "));
+        } else {
+            step.say(&format!("installing {}", missing.join(" ")));
+            apt::install_packages(&missing)?;
+            step.done(&missing.join(" "));
+        }
+    }
+    Ok(())
+}
+
+/// `rustup target add <triple>` for the toolchain cargo uses in the
+/// workspace (rustup resolves it from the workspace folder).
+fn ensure_rust_target(arch: Arch) -> Result<()> {
+    let triple = arch.rust_target();
+    let step = Step::new(format!("Rust target {triple}"));
+    let root = crate::vm::workspace_root()?;
+    let installed = capture(
+        Command::new("rustup")
+            .args(["target", "list", "--installed"])
+            .current_dir(&root),
+    )
+    .context("rustup is needed to add the Rust target")?;
+    if installed.lines().any(|l| l.trim() == triple) {
+        step.cached("");
+        return Ok(());
+    }
+    step.say(&format!("rustup target add {triple}"));
+    run_to_stderr(
+        Command::new("rustup")
+            .args(["target", "add", triple])
+            .current_dir(&root),
+    )?;
+    step.done("");
     Ok(())
 }
 
@@ -493,14 +593,19 @@ fn write_stamp(path: &Path, text: &str) -> Result<()> {
 
 fn ensure_host_packages() -> Result<()> {
     let step = Step::new("Debian packages");
-    let missing = apt::missing_packages(HOST_PACKAGES)?;
+    let wanted: Vec<&str> = HOST_PACKAGES
+        .iter()
+        .chain(ARM64_HOST_PACKAGES)
+        .copied()
+        .collect();
+    let missing = apt::missing_packages(&wanted)?;
     if missing.is_empty() {
-        step.cached(&HOST_PACKAGES.join(" "));
+        step.cached(&wanted.join(" "));
         return Ok(());
     }
     step.say(&format!("installing {}", missing.join(" ")));
     apt::install_packages(&missing)?;
-    let still = apt::missing_packages(HOST_PACKAGES)?;
+    let still = apt::missing_packages(&wanted)?;
     if !still.is_empty() {
         bail!(
             "still missing after apt-get install: {}; try: {}",
@@ -586,7 +691,7 @@ fn ensure_python_hdrh() -> Result<()> {
 
 fn ensure_kernels() -> Result<()> {
     let mut mirror: Option<Mirror> = None;
-    for kernel in STOCK_KERNELS {
+    for kernel in STOCK_KERNELS.iter().chain(ARM64_KERNELS) {
         let step = Step::new(format!("kernel {} ({})", kernel.name, kernel.suite));
         let dir = kernel_dir(kernel.name)?;
         if dir.join("vmlinuz").is_file() && dir.join("version").is_file() {
@@ -609,6 +714,73 @@ fn ensure_kernels() -> Result<()> {
     Ok(())
 }
 
+/// Private apt state of one suite and architecture (amd64 keeps the
+/// suite's plain name, as before arm64 was added).
+fn private_apt_dir(suite: &str, arch: Arch) -> Result<PathBuf> {
+    Ok(match arch {
+        Arch::X86_64 => cache::apt()?.join(suite),
+        other => cache::apt()?.join(format!("{suite}-{}", other.debian())),
+    })
+}
+
+/// Downloads Debian's `busybox-static` of `arch` into [`guest_busybox`].
+/// It comes from the host's own suite, so it is the same busybox version
+/// (and applet list) as the host's: the image builder lists the applets
+/// with the host's busybox, which cannot run the arm64 one.
+fn ensure_guest_busybox(arch: Arch) -> Result<()> {
+    if arch == Arch::host() {
+        return Ok(());
+    }
+    let step = Step::new(format!("guest busybox ({})", arch.debian()));
+    let dest = guest_busybox(arch)?;
+    if dest.is_file() {
+        step.cached(&dest.display().to_string());
+        return Ok(());
+    }
+    let suite = apt::host_codename()?;
+    let mirror = apt::host_mirror()?;
+    let apt_dir = private_apt_dir(&suite, arch)?;
+    let apt = PrivateApt::for_arch(&apt_dir, &mirror, &suite, arch.debian())?;
+    step.say(&format!(
+        "apt-get update for suite {suite} ({})",
+        arch.debian()
+    ));
+    apt.update()?;
+    let record = apt.show(GUEST_BUSYBOX_PACKAGE)?.with_context(|| {
+        format!(
+            "suite {suite} has no {GUEST_BUSYBOX_PACKAGE} for {}",
+            arch.debian()
+        )
+    })?;
+    step.say(&format!("downloading {} {}", record.name, record.version));
+    let work = apt_dir.join("work");
+    remove_if_exists(&work)?;
+    let deb = apt.download(&record, &work.join("debs"))?;
+    let unpacked = work.join("root");
+    capture(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))
+        .with_context(|| format!("unpacking {}", deb.display()))?;
+    let binary = ["usr/bin/busybox", "bin/busybox"]
+        .iter()
+        .map(|p| unpacked.join(p))
+        .find(|p| p.is_file())
+        .with_context(|| format!("no busybox binary in {}", deb.display()))?;
+    crate::build::check_elf_machine(&binary, arch)?;
+    let parent = dest.parent().context("busybox path has no parent")?;
+    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let partial = dest.with_extension("partial");
+    move_file(&binary, &partial)?;
+    fs::rename(&partial, &dest)
+        .with_context(|| format!("renaming {} to {}", partial.display(), dest.display()))?;
+    write_stamp(
+        &parent.join("busybox.package"),
+        &format!("{} {}\n", record.name, record.version),
+    )?;
+    remove_if_exists(&work)?;
+    apt.clean()?;
+    step.done(&format!("{} {}", record.name, record.version));
+    Ok(())
+}
+
 /// Files of a kernel found in unpacked packages.
 struct KernelFiles {
     vmlinuz: PathBuf,
@@ -617,20 +789,18 @@ struct KernelFiles {
 }
 
 fn download_kernel(kernel: &StockKernel, mirror: &Mirror, dest: &Path, step: &Step) -> Result<()> {
-    let apt_dir = cache::apt()?.join(kernel.suite);
-    let apt = PrivateApt::new(&apt_dir, mirror, kernel.suite)?;
+    let apt_dir = private_apt_dir(kernel.suite, kernel.arch)?;
+    let apt = PrivateApt::for_arch(&apt_dir, mirror, kernel.suite, kernel.arch.debian())?;
     step.say(&format!(
         "apt-get update for suite {} (private state in {})",
         kernel.suite,
         apt_dir.display()
     ));
     apt.update()?;
-    let meta = apt.show(KERNEL_META_PACKAGE)?.with_context(|| {
-        format!(
-            "suite {} has no package {KERNEL_META_PACKAGE}",
-            kernel.suite
-        )
-    })?;
+    let meta_name = kernel_meta_package(kernel.arch);
+    let meta = apt
+        .show(&meta_name)?
+        .with_context(|| format!("suite {} has no package {meta_name}", kernel.suite))?;
     step.say(&format!("{} {}", meta.name, meta.version));
 
     let work = apt_dir.join("work");
@@ -872,7 +1042,11 @@ mod tests {
 
     #[test]
     fn kernel_names_unique() {
-        let names: HashSet<_> = kernel_list().iter().map(|k| k.name).collect();
-        assert_eq!(names.len(), kernel_list().len());
+        let all: Vec<&StockKernel> = kernel_list().iter().chain(arm64_kernel_list()).collect();
+        let names: HashSet<_> = all.iter().map(|k| k.name).collect();
+        assert_eq!(names.len(), all.len());
+        assert!(kernel_list().iter().all(|k| k.arch == Arch::X86_64));
+        assert!(arm64_kernel_list().iter().all(|k| k.arch == Arch::Aarch64));
+        assert_eq!(kernel_meta_package(Arch::Aarch64), "linux-image-arm64");
     }
 }

@@ -8,7 +8,11 @@
 //! expectation and the kernel's `nr_foll_pin_*` counters (see [`report`]).
 //!
 //! Without `--kernel` the matrix runs: debian-6.1 with kprobes, debian-6.12
-//! with fentry and with kprobes, debian-7.2 with fentry and with `auto`.
+//! with fentry and with kprobes, debian-7.2 with fentry and with `auto`,
+//! the test kernel with fentry and kprobes, and on arm64 (an emulated
+//! `virt` machine, the tool cross-built by `xtask build`) Debian's 6.12
+//! (`debian-6.12-arm64`) and the arm64 test kernel (`test-6.12-arm64`,
+//! `cargo xtask kernel --arm64`), each with fentry and kprobes.
 //! `--no-tool` boots each kernel once with the workload alone (checks the
 //! harness and the kernel counters while the tool cannot be built).
 //!
@@ -17,6 +21,7 @@
 //! and one file per result section. The VM image is deleted after a PASS
 //! unless `--keep`.
 
+mod arm64;
 mod guest;
 pub mod image;
 pub mod qemu;
@@ -32,6 +37,7 @@ use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use serde_json::Value;
 
+use crate::build::Arch;
 use crate::cache;
 
 /// Which hooks the tool is told to use (`uacce-trace trace --hooks`).
@@ -59,8 +65,8 @@ impl Hooks {
 /// Options of `cargo xtask vm-test`.
 #[derive(clap::Args, Debug)]
 pub struct VmTestArgs {
-    /// Kernel from the cache (debian-6.1, debian-6.12, debian-7.2); without
-    /// it, the whole matrix runs.
+    /// Kernel from the cache (debian-6.1, debian-6.12, debian-7.2,
+    /// test-6.12, debian-6.12-arm64); without it, the whole matrix runs.
     #[arg(long)]
     kernel: Option<String>,
     /// Hooks to force; without --kernel, runs every kernel with them.
@@ -79,7 +85,7 @@ pub struct VmTestArgs {
     /// Rounds of the workload.
     #[arg(long, default_value_t = 4)]
     count: u32,
-    /// Seconds one VM may run before QEMU is killed.
+    /// Seconds one VM may run before QEMU is killed (arm64 VMs: four times that).
     #[arg(long, default_value_t = 180)]
     timeout: u64,
     /// Use the binaries already in target/release instead of building.
@@ -106,7 +112,31 @@ const MATRIX: &[(&str, &[Hooks])] = &[
     ("debian-6.12", &[Hooks::Fentry, Hooks::Kprobe]),
     ("debian-7.2", &[Hooks::Fentry, Hooks::Auto]),
     (TEST_KERNEL, &[Hooks::Fentry, Hooks::Kprobe]),
+    (ARM64_STOCK_KERNEL, &[Hooks::Fentry, Hooks::Kprobe]),
+    (ARM64_TEST_KERNEL, &[Hooks::Fentry, Hooks::Kprobe]),
 ];
+
+/// The project's test kernel cross-compiled for arm64 (`cargo xtask kernel
+/// --arm64`): the same IOPF mock and fixture, IOMMU_IOPF through SMMUv3 SVA.
+pub const ARM64_TEST_KERNEL: &str = "test-6.12-arm64";
+
+/// Debian's stock arm64 6.12 kernel (`cargo xtask setup`), booted in an
+/// emulated arm64 `virt` machine with the cross-built tool.
+pub const ARM64_STOCK_KERNEL: &str = "debian-6.12-arm64";
+
+/// The architecture of a kernel of the matrix: names ending in `-arm64`
+/// are arm64 kernels, the rest x86-64.
+fn arch_of(kernel: &str) -> Arch {
+    if kernel.ends_with("-arm64") {
+        Arch::Aarch64
+    } else {
+        Arch::X86_64
+    }
+}
+
+/// How much longer than an x86-64 VM an arm64 VM may run: TCG emulates
+/// arm64 about four times slower here (boot, BTF parsing, verifier).
+const ARM64_TIMEOUT_FACTOR: u32 = 4;
 
 /// The project's own 6.12 test kernel (`cargo xtask kernel`): real IO page
 /// faults through the iommufd mock and the `/dev/uacce_ctrl` fixture.
@@ -260,7 +290,8 @@ fn workload_args(args: &VmTestArgs) -> Result<String> {
 
 /// Shared state of one `vm-test` invocation.
 struct Ctx {
-    base_image: PathBuf,
+    /// The base image of each architecture the jobs need.
+    base_images: std::collections::BTreeMap<Arch, PathBuf>,
     runs: PathBuf,
     workload_args: String,
     timeout: Duration,
@@ -270,10 +301,19 @@ struct Ctx {
 /// Boots one VM and checks it; `Ok(false)` is a FAIL with its details
 /// already printed.
 fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
-    let test_kernel = job.kernel == TEST_KERNEL;
+    let arch = arch_of(&job.kernel);
+    let base_image = ctx
+        .base_images
+        .get(&arch)
+        .context("no base image for this architecture")?;
+    let timeout = match arch {
+        Arch::X86_64 => ctx.timeout,
+        Arch::Aarch64 => ctx.timeout * ARM64_TIMEOUT_FACTOR,
+    };
+    let test_kernel = job.kernel == TEST_KERNEL || job.kernel == ARM64_TEST_KERNEL;
     let (kernel_dir, vmlinuz) = if test_kernel {
-        let dir = crate::kernel::ensure_test_kernel()?;
-        let bz = dir.join("bzImage");
+        let dir = crate::kernel::ensure_test_kernel_for(arch)?;
+        let bz = dir.join(crate::kernel::image_name(arch));
         (dir, bz)
     } else {
         let dir = cache::kernels()?.join(&job.kernel);
@@ -311,10 +351,10 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     } else {
         Vec::new()
     };
-    image::write_vm_image_with(&ctx.base_image, &script, &extra, &img)?;
+    image::write_vm_image_with(base_image, &script, &extra, &img)?;
 
     let log = dir.join("console.log");
-    let boot = qemu::boot(&vmlinuz, &img, &log, ctx.timeout)?;
+    let boot = qemu::boot_for(arch, &vmlinuz, &img, &log, timeout)?;
     let text = String::from_utf8_lossy(
         &fs::read(&log).with_context(|| format!("reading {}", log.display()))?,
     )
@@ -343,13 +383,16 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     if test_kernel && job.hooks.is_some() {
         testkernel::check(&console, &mut verdict);
     }
+    if job.kernel == ARM64_STOCK_KERNEL && job.hooks.is_some() {
+        arm64::check(&console, hooks.filter(|h| *h != "auto"), &mut verdict);
+    }
     verdict
         .notes
         .insert(0, format!("QEMU ran {:.1} s", boot.elapsed.as_secs_f64()));
     match boot.status {
         None => verdict.failures.insert(
             0,
-            format!("QEMU killed after {} s (time limit)", ctx.timeout.as_secs()),
+            format!("QEMU killed after {} s (time limit)", timeout.as_secs()),
         ),
         Some(s) if !s.success() => verdict.failures.insert(0, format!("QEMU exited with {s}")),
         Some(_) => {}
@@ -444,22 +487,45 @@ pub fn run_matrix(args: &VmTestArgs) -> Result<Summary> {
     if !cfg!(target_arch = "x86_64") {
         bail!("vm-test boots x86-64 guests with binaries built for the host; run it on an x86-64 machine");
     }
-    qemu::check_installed()?;
     let workload_args = workload_args(args)?;
     let jobs = jobs(args);
-    let (tool, workload) = build(args.no_tool, args.no_build)?;
+    let arches: std::collections::BTreeSet<Arch> =
+        jobs.iter().map(|j| arch_of(&j.kernel)).collect();
 
     let work = cache::vm_work()?;
     let runs = work.join("runs");
     fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
-    let base_image = work.join("base.cpio.gz");
-    let raw = image::base_archive(&image::BaseContents {
-        tool: tool.as_deref(),
-        workload: &workload,
-    })?;
-    image::write_gzip(&raw, &base_image)?;
+    let mut base_images = std::collections::BTreeMap::new();
+    for arch in arches {
+        qemu::check_installed_for(arch)?;
+        let (tool, workload) = if arch == Arch::host() {
+            build(args.no_tool, args.no_build)?
+        } else {
+            // Cross-built every time (cargo skips it when nothing changed):
+            // the unit tier's release build is for the host only.
+            let built = crate::build::build_release(arch, !args.no_tool, true)?;
+            let workload = built
+                .workload
+                .context("the cross build reported no uacce-workload")?;
+            (built.tool, workload)
+        };
+        let base_image = if arch == Arch::host() {
+            work.join("base.cpio.gz")
+        } else {
+            work.join(format!("base-{}.cpio.gz", arch.debian()))
+        };
+        let raw = image::base_archive_for(
+            arch,
+            &image::BaseContents {
+                tool: tool.as_deref(),
+                workload: &workload,
+            },
+        )?;
+        image::write_gzip(&raw, &base_image)?;
+        base_images.insert(arch, base_image);
+    }
     let ctx = Ctx {
-        base_image,
+        base_images,
         runs,
         workload_args,
         timeout: Duration::from_secs(args.timeout),
@@ -492,6 +558,12 @@ pub fn run_matrix(args: &VmTestArgs) -> Result<Summary> {
 /// The IOPF response function a stock kernel of this name must have:
 /// `iommu_page_response` up to 6.8, `iopf_group_response` from 6.9.
 fn iopf_response_of(kernel: &str) -> Option<&'static str> {
+    if kernel.starts_with("debian-") && kernel.ends_with("-arm64") {
+        // IOMMU_IOPF is off in Debian's arm64 config: no core IOPF
+        // functions (the SMMUv3 rows stand in, see `vm/arm64.rs`).
+        return None;
+    }
+    let kernel = kernel.strip_suffix("-arm64").unwrap_or(kernel);
     let version = kernel
         .strip_prefix("debian-")
         .or_else(|| kernel.strip_prefix("test-"))?;
@@ -536,7 +608,11 @@ mod tests {
                 "debian-7.2 (fentry)",
                 "debian-7.2 (auto)",
                 "test-6.12 (fentry)",
-                "test-6.12 (kprobe)"
+                "test-6.12 (kprobe)",
+                "debian-6.12-arm64 (fentry)",
+                "debian-6.12-arm64 (kprobe)",
+                "test-6.12-arm64 (fentry)",
+                "test-6.12-arm64 (kprobe)"
             ]
         );
         assert_eq!(
@@ -545,7 +621,9 @@ mod tests {
                 "debian-6.1 (no tool)",
                 "debian-6.12 (no tool)",
                 "debian-7.2 (no tool)",
-                "test-6.12 (no tool)"
+                "test-6.12 (no tool)",
+                "debian-6.12-arm64 (no tool)",
+                "test-6.12-arm64 (no tool)"
             ]
         );
         assert_eq!(
@@ -558,9 +636,19 @@ mod tests {
                 "debian-6.1 (fentry)",
                 "debian-6.12 (fentry)",
                 "debian-7.2 (fentry)",
-                "test-6.12 (fentry)"
+                "test-6.12 (fentry)",
+                "debian-6.12-arm64 (fentry)",
+                "test-6.12-arm64 (fentry)"
             ]
         );
+    }
+
+    #[test]
+    fn arm64_kernels_are_recognised() {
+        assert_eq!(arch_of(ARM64_STOCK_KERNEL), Arch::Aarch64);
+        assert_eq!(arch_of("debian-6.12"), Arch::X86_64);
+        assert_eq!(arch_of(TEST_KERNEL), Arch::X86_64);
+        assert_eq!(arch_of(ARM64_TEST_KERNEL), Arch::Aarch64);
     }
 
     #[test]
@@ -579,5 +667,10 @@ mod tests {
         assert_eq!(iopf_response_of("debian-7.2"), Some("iopf_group_response"));
         assert_eq!(iopf_response_of("test-6.12"), Some("iopf_group_response"));
         assert_eq!(iopf_response_of("custom"), None);
+        assert_eq!(iopf_response_of(ARM64_STOCK_KERNEL), None);
+        assert_eq!(
+            iopf_response_of(ARM64_TEST_KERNEL),
+            Some("iopf_group_response")
+        );
     }
 }

@@ -16,6 +16,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+use crate::build::Arch;
+
 /// Where the guest finds the tool.
 pub const GUEST_TOOL: &str = "/usr/bin/uacce-trace";
 /// Where the guest finds the workload.
@@ -265,6 +267,15 @@ fn add_binary(cpio: &mut Newc, binary: &Path, guest: &str) -> Result<()> {
 /// Builds the uncompressed base archive: directories, device nodes, busybox
 /// and its applets, the binaries and their libraries.
 pub fn base_archive(contents: &BaseContents<'_>) -> Result<Vec<u8>> {
+    base_archive_for(Arch::host(), contents)
+}
+
+/// [`base_archive`] for a guest of `arch`. A foreign guest gets Debian's
+/// static busybox of its architecture (from `cargo xtask setup`); the applet
+/// links come from the host's busybox, which is the same Debian version, as
+/// the foreign one cannot run here. Its binaries must be static (`ldd`
+/// cannot list a foreign binary's libraries): `xtask build` links them so.
+pub fn base_archive_for(arch: Arch, contents: &BaseContents<'_>) -> Result<Vec<u8>> {
     let mut cpio = Newc::new();
     for dir in [
         "/bin",
@@ -287,7 +298,31 @@ pub fn base_archive(contents: &BaseContents<'_>) -> Result<Vec<u8>> {
     cpio.char_dev("/dev/null", 0o666, 1, 3)?;
 
     let busybox = find_busybox()?;
-    add_binary(&mut cpio, &busybox, GUEST_BUSYBOX)?;
+    if arch == Arch::host() {
+        add_binary(&mut cpio, &busybox, GUEST_BUSYBOX)?;
+    } else {
+        let guest = crate::setup::guest_busybox(arch)?;
+        if !guest.is_file() {
+            bail!(
+                "{} is missing; run `cargo xtask setup` (downloads Debian's {} busybox-static)",
+                guest.display(),
+                arch.debian()
+            );
+        }
+        crate::build::check_elf_machine(&guest, arch)?;
+        add_host_file(&mut cpio, &guest, GUEST_BUSYBOX, 0o755)?;
+        for binary in std::iter::once(contents.workload).chain(contents.tool) {
+            crate::build::check_elf_machine(binary, arch)?;
+            if crate::build::has_interpreter(binary)? {
+                bail!(
+                    "{} is dynamically linked; a {} guest needs static binaries (`cargo xtask build --target {}`)",
+                    binary.display(),
+                    arch.debian(),
+                    arch.rust_target()
+                );
+            }
+        }
+    }
     let list = Command::new(&busybox)
         .arg("--list-full")
         .stdin(Stdio::null())

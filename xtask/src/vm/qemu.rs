@@ -1,8 +1,9 @@
 //! Boots one test VM under QEMU and captures its serial console.
 //!
-//! x86-64 guests only, with TCG (multi-threaded): KVM is not usable on the
-//! machines this was written on (guests die early), and TCG boots a stock
-//! kernel with a busybox initramfs in seconds. The console (`ttyS0`) goes to
+//! x86-64 and arm64 guests, with TCG (multi-threaded): KVM is not usable on
+//! the machines this was written on (guests die early), and TCG boots a stock
+//! x86-64 kernel with a busybox initramfs in seconds (arm64: `virt` machine,
+//! console on the PL011 `ttyAMA0`, about ten times slower). The console (`ttyS0`) goes to
 //! QEMU's stdout, which is written to a log file; QEMU is killed when the
 //! time limit passes.
 
@@ -13,12 +14,44 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::build::Arch;
+
 /// The QEMU program.
 const QEMU: &str = "qemu-system-x86_64";
 
 /// Kernel command line. `quiet loglevel=1` keeps kernel messages out of the
 /// results; `panic=-1` with `-no-reboot` ends QEMU if `/init` dies.
 pub const APPEND: &str = "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init";
+
+/// [`APPEND`] for arm64 guests: the `virt` machine's serial port is a PL011.
+pub const APPEND_ARM64: &str = "console=ttyAMA0 quiet loglevel=1 panic=-1 rdinit=/init";
+
+/// The QEMU program of `arch`.
+pub const fn program(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => QEMU,
+        Arch::Aarch64 => "qemu-system-aarch64",
+    }
+}
+
+/// The Debian package of [`program`].
+const fn package(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "qemu-system-x86",
+        Arch::Aarch64 => "qemu-system-arm",
+    }
+}
+
+/// Machine and CPU arguments of `arch`. arm64: `-cpu max` with
+/// `pauth-impdef=on`, because emulating the architected pointer
+/// authentication algorithm (QARMA) makes TCG several times slower, and
+/// Debian's kernel signs every return address.
+fn machine_args(arch: Arch) -> &'static [&'static str] {
+    match arch {
+        Arch::X86_64 => &["-cpu", "max"],
+        Arch::Aarch64 => &["-M", "virt", "-cpu", "max,pauth-impdef=on"],
+    }
+}
 
 /// How a boot ended.
 pub struct Boot {
@@ -30,7 +63,14 @@ pub struct Boot {
 
 /// Fails early, with a hint, when QEMU is not installed.
 pub fn check_installed() -> Result<()> {
-    match Command::new(QEMU)
+    check_installed_for(Arch::X86_64)
+}
+
+/// [`check_installed`] for the QEMU of `arch`.
+pub fn check_installed_for(arch: Arch) -> Result<()> {
+    let qemu = program(arch);
+    let pkg = package(arch);
+    match Command::new(qemu)
         .arg("--version")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -38,9 +78,9 @@ pub fn check_installed() -> Result<()> {
         .status()
     {
         Ok(s) if s.success() => Ok(()),
-        Ok(s) => bail!("{QEMU} --version failed ({s}); run `cargo xtask setup`"),
+        Ok(s) => bail!("{qemu} --version failed ({s}); run `cargo xtask setup`"),
         Err(e) => {
-            bail!("{QEMU} not found ({e}); run `cargo xtask setup` (installs qemu-system-x86)")
+            bail!("{qemu} not found ({e}); run `cargo xtask setup` (installs {pkg})")
         }
     }
 }
@@ -62,45 +102,60 @@ pub enum Console {
 /// that is not a terminal (`Stdio::null()`): with a terminal on stdin,
 /// QEMU switches it to raw mode and catches Ctrl-C itself.
 pub fn command(kernel: &Path, initrd: &Path, console: Console) -> Command {
-    let mut cmd = Command::new(QEMU);
-    cmd.args([
-        "-accel",
-        "tcg,thread=multi",
-        "-cpu",
-        "max",
-        "-m",
-        "1024",
-        "-smp",
-        "2",
-    ])
-    .args(match console {
-        Console::Log => &["-nographic"][..],
-        Console::Terminal => &[
-            "-display", "none", "-vga", "none", "-nic", "none", "-serial", "stdio", "-monitor",
-            "none",
-        ][..],
-    })
-    .args(["-no-reboot", "-kernel"])
-    .arg(kernel)
-    .arg("-initrd")
-    .arg(initrd)
-    .args(["-append", APPEND]);
+    command_for(Arch::X86_64, kernel, initrd, console)
+}
+
+/// [`command`] for a guest of `arch`.
+pub fn command_for(arch: Arch, kernel: &Path, initrd: &Path, console: Console) -> Command {
+    let mut cmd = Command::new(program(arch));
+    cmd.args(["-accel", "tcg,thread=multi"])
+        .args(machine_args(arch))
+        .args(["-m", "1024", "-smp", "2"])
+        .args(match console {
+            Console::Log => &["-nographic"][..],
+            Console::Terminal => &[
+                "-display", "none", "-vga", "none", "-nic", "none", "-serial", "stdio", "-monitor",
+                "none",
+            ][..],
+        })
+        .args(["-no-reboot", "-kernel"])
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args([
+            "-append",
+            match arch {
+                Arch::X86_64 => APPEND,
+                Arch::Aarch64 => APPEND_ARM64,
+            },
+        ]);
     cmd
 }
 
 /// Boots `kernel` with `initrd`, console to `log`, for at most `timeout`.
 pub fn boot(kernel: &Path, initrd: &Path, log: &Path, timeout: Duration) -> Result<Boot> {
+    boot_for(Arch::X86_64, kernel, initrd, log, timeout)
+}
+
+/// [`boot`] for a guest of `arch`.
+pub fn boot_for(
+    arch: Arch,
+    kernel: &Path,
+    initrd: &Path,
+    log: &Path,
+    timeout: Duration,
+) -> Result<Boot> {
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = out
         .try_clone()
         .with_context(|| format!("opening {} twice", log.display()))?;
     let start = Instant::now();
-    let mut child = command(kernel, initrd, Console::Log)
+    let mut child = command_for(arch, kernel, initrd, Console::Log)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .spawn()
-        .with_context(|| format!("starting {QEMU}"))?;
+        .with_context(|| format!("starting {}", program(arch)))?;
     wait_with_timeout(&mut child, start, timeout)
 }
 
