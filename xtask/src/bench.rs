@@ -1,4 +1,4 @@
-//! `cargo xtask bench pipeline|hooks`: the performance goals of design.md
+//! `cargo xtask bench pipeline|hooks|tui`: the performance goals of design.md
 //! measured as ratios from one run, printed as tables and written into
 //! [`DOC`] (each command rewrites only its own section of the file).
 //!
@@ -14,6 +14,9 @@
 //!   `uacce-trace record --hooks fentry` and `--hooks kprobe`, and untraced
 //!   again; the slowdown as ratios (absolute times under TCG are not
 //!   meaningful) plus the kernel's BPF run-time statistics per program.
+//! - `tui` (host): the CPU an idle `uacce-trace top` uses at 1 Hz, live
+//!   and on an idle replay pipe, next to procps `top -d 1` and a bpftrace
+//!   one-liner that prints every second, each alone in a tmux pane.
 //!
 //! Both raise their own priority (nice −10, inherited by what they start)
 //! unless `--no-renice`: the machines this runs on are shared 2-core
@@ -50,6 +53,10 @@ enum What {
     /// VM (test kernel): pin and mock-IOPF loops untraced, with fentry and
     /// with kprobe hooks.
     Hooks(HooksArgs),
+    /// Host: CPU use of an idle `uacce-trace top` at 1 Hz (live and on an
+    /// idle replay pipe) next to procps `top -d 1` and a bpftrace
+    /// one-liner printing every second, each in its own tmux pane.
+    Tui(TuiArgs),
 }
 
 /// Options of `bench pipeline`.
@@ -94,6 +101,20 @@ struct HooksArgs {
     common: Common,
 }
 
+/// Options of `bench tui`.
+#[derive(clap::Args, Debug)]
+struct TuiArgs {
+    /// Seconds each program is measured, after the warm-up.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Seconds each program runs before measuring starts (start-up, BTF
+    /// parsing and program loading are not idle time).
+    #[arg(long, default_value_t = 8)]
+    warmup: u64,
+    #[command(flatten)]
+    common: Common,
+}
+
 #[derive(clap::Args, Debug)]
 struct Common {
     /// Use the binaries already in target/release.
@@ -112,6 +133,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.what {
         What::Pipeline(a) => pipeline(a),
         What::Hooks(a) => hooks(a),
+        What::Tui(a) => tui(a),
     }
 }
 
@@ -295,6 +317,17 @@ fn json_of(cmd: &mut Command, what: &str) -> Result<Value> {
     serde_json::from_str(line).with_context(|| format!("{what}: not JSON: {line:?}"))
 }
 
+/// Prints a command's tables and, unless `--no-write`, puts them into its
+/// section of [`DOC`].
+fn publish(name: &str, out: &str, common: &Common) -> Result<()> {
+    println!("{out}");
+    if !common.no_write {
+        let path = write_section(name, out)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 /// Replaces (or appends) the section `name` of [`DOC`] with `body`.
 fn write_section(name: &str, body: &str) -> Result<PathBuf> {
     let path = vm::workspace_root()?.join(DOC);
@@ -355,18 +388,30 @@ fn burst_for(rate: u64) -> u32 {
         .clamp(1, 16)
 }
 
+/// What every bench needs first: the eBPF toolchain and host packages (no
+/// stock Debian kernels: a bench that boots a guest boots the test kernel).
+fn setup_host() -> Result<()> {
+    crate::setup::run(&crate::setup::SetupOptions {
+        bpf_toolchain: true,
+        packages: true,
+        kernels: false,
+    })
+}
+
+/// The release tool and workload binaries (with `--no-build`, the ones
+/// already built).
+fn built_binaries(no_build: bool) -> Result<(PathBuf, PathBuf)> {
+    let (tool, workload) = vm::build(false, no_build)?;
+    Ok((tool.context("no uacce-trace binary")?, workload))
+}
+
 fn pipeline(args: &PipelineArgs) -> Result<()> {
     // SAFETY: geteuid(2) has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("bench pipeline loads BPF programs and needs root");
     }
-    crate::setup::run(&crate::setup::SetupOptions {
-        bpf_toolchain: true,
-        packages: true,
-        kernels: false,
-    })?;
-    let (tool, _) = vm::build(false, args.common.no_build)?;
-    let tool = tool.context("no uacce-trace binary")?;
+    setup_host()?;
+    let (tool, _) = built_binaries(args.common.no_build)?;
     let tool_s = tool
         .to_str()
         .filter(|s| !s.contains(char::is_whitespace))
@@ -591,8 +636,9 @@ fn pipeline(args: &PipelineArgs) -> Result<()> {
          make system calls. {} s per rate. \"consumer CPU ns/rec\" is that thread's CPU time \
          per record (ring read, decode, aggregate, wake-ups); \"→ rec/s per core\" its \
          inverse. Goal: zero drops at 1 M/s offered.\n\n\
-         Batched wake-ups (the bench programs' default): the reader is woken once per 1/8 \
-         ring of data and drains on a 10 ms timer.\n",
+         Batched wake-ups (the tool's policy, `submit_flags`): a record wakes the reader \
+         when it finds the ring empty or makes the unread data cross 1/8 of the ring; once \
+         woken, the reader drains at most every 10 ms (plus a 100 ms safety timer).\n",
         args.duration_ms as f64 / 1000.0
     );
     out.push_str(&table(&head, &rate_rows(&batched)));
@@ -665,12 +711,7 @@ fn pipeline(args: &PipelineArgs) -> Result<()> {
         ],
         &rows,
     ));
-    println!("{out}");
-    if !args.common.no_write {
-        let path = write_section("pipeline", &out)?;
-        println!("wrote {}", path.display());
-    }
-    Ok(())
+    publish("pipeline", &out, &args.common)
 }
 
 // ------------------------------------------------------------------- hooks
@@ -852,16 +893,11 @@ fn hooks(args: &HooksArgs) -> Result<()> {
     if !cfg!(target_arch = "x86_64") {
         bail!("bench hooks boots an x86-64 guest with binaries built for the host");
     }
-    crate::setup::run(&crate::setup::SetupOptions {
-        bpf_toolchain: true,
-        packages: true,
-        kernels: false,
-    })?;
+    setup_host()?;
     qemu::check_installed()?;
     let kdir = crate::kernel::ensure_test_kernel()?;
     let bz = kdir.join("bzImage");
-    let (tool, workload) = vm::build(false, args.common.no_build)?;
-    let tool = tool.context("no uacce-trace binary")?;
+    let (tool, workload) = built_binaries(args.common.no_build)?;
     let priority = raise_priority(&args.common);
     let load_before = loadavg();
     let dir = crate::cache::vm_work()?.join("bench-hooks");
@@ -899,12 +935,7 @@ fn hooks(args: &HooksArgs) -> Result<()> {
         );
     }
     let out = hooks_report(args, &console, &priority.what, &load_before, boot.elapsed);
-    println!("{out}");
-    if !args.common.no_write {
-        let path = write_section("hooks", &out)?;
-        println!("wrote {}", path.display());
-    }
-    Ok(())
+    publish("hooks", &out, &args.common)
 }
 
 /// Times of `mode`'s runs and their ratios to the mean of the untraced
@@ -1053,6 +1084,275 @@ fn hooks_report(
         }
     }
     out
+}
+
+// --------------------------------------------------------------------- tui
+
+/// The tmux server of `bench tui`: its own socket, so a user's tmux
+/// sessions are neither seen nor touched.
+const TUI_TMUX_SOCKET: &str = "uacce-bench-tui";
+
+/// The bpftrace peer: what a one-liner "live view" does — count the same
+/// syscall tracepoint our idle `top` has attached, print once a second.
+const BPFTRACE_TUI: &str =
+    "tracepoint:syscalls:sys_enter_ioctl { @[comm] = count(); } interval:s:1 { print(@); }";
+
+/// One program measured by `bench tui`.
+struct TuiCase {
+    name: &'static str,
+    /// Shell command run in the pane; it writes its own pid to `$PIDFILE`
+    /// and `exec`s the program, so that pid is the program's.
+    shell: String,
+    /// Why it cannot run here, if so.
+    skip: Option<String>,
+}
+
+/// What one program used over the measured window.
+struct TuiSample {
+    cpu_pct: f64,
+    rss_kib: u64,
+}
+
+fn tmux(args: &[&str]) -> Result<std::process::Output> {
+    Command::new("tmux")
+        .arg("-L")
+        .arg(TUI_TMUX_SOCKET)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running tmux (cargo xtask setup installs it)")
+}
+
+/// utime + stime of `pid` in seconds, and its resident set in KiB.
+fn proc_cpu(pid: u32) -> Result<(f64, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("process {pid} is gone"))?;
+    // Fields after "(comm)": state is the first, utime the 12th, stime the 13th.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("unreadable /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .context("unreadable /proc/PID/stat")
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let cpu = (ticks(11)? + ticks(12)?) as f64 / hz;
+    let rss = read_first_line(&format!("/proc/{pid}/status"), "VmRSS:")
+        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0);
+    Ok((cpu, rss))
+}
+
+/// Runs `case` in a 120x40 tmux pane, waits `warmup`, measures its CPU
+/// time over `seconds`, and stops it.
+fn measure_tui(case: &TuiCase, args: &TuiArgs, pidfile: &std::path::Path) -> Result<TuiSample> {
+    let _ = fs::remove_file(pidfile);
+    let session = "bench";
+    let _ = tmux(&["kill-server"]);
+    let cmd = format!("export PIDFILE={} ; {}", pidfile.display(), case.shell);
+    let start = || {
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "120",
+            "-y",
+            "40",
+            &cmd,
+        ])
+    };
+    // A server stopped just before may still be going away; retry.
+    let mut out = start()?;
+    for _ in 0..5 {
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        out = start()?;
+    }
+    if !out.status.success() {
+        bail!(
+            "tmux new-session failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let stop = || {
+        let _ = tmux(&["kill-server"]);
+    };
+    let started = Instant::now();
+    let pid = loop {
+        if let Some(pid) = fs::read_to_string(pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            break pid;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            stop();
+            bail!("{} did not start within 10 s", case.name);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_secs(args.warmup));
+    let screen = || {
+        tmux(&["capture-pane", "-p", "-t", session])
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_string())
+            .unwrap_or_default()
+    };
+    let Ok((cpu0, _)) = proc_cpu(pid) else {
+        let shown = screen();
+        stop();
+        bail!(
+            "{} exited during the warm-up; its screen:\n{shown}",
+            case.name
+        );
+    };
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(args.seconds));
+    let measured = proc_cpu(pid);
+    let wall = t0.elapsed().as_secs_f64();
+    let shown = screen();
+    stop();
+    let (cpu1, rss_kib) = measured
+        .with_context(|| format!("{} exited while measured; its screen:\n{shown}", case.name))?;
+    Ok(TuiSample {
+        cpu_pct: 100.0 * (cpu1 - cpu0) / wall,
+        rss_kib,
+    })
+}
+
+fn tui(args: &TuiArgs) -> Result<()> {
+    setup_host()?;
+    let (tool, _) = built_binaries(args.common.no_build)?;
+    let tool_s = tool.to_str().context("the tool's path must be UTF-8")?;
+    // SAFETY: geteuid(2) has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let need_root = |what: &str| (!root).then(|| format!("{what} needs root"));
+    let have = |prog: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {prog}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let cases = [
+        TuiCase {
+            name: "uacce-trace top (live, idle)",
+            shell: format!("echo $$ > $PIDFILE; exec {tool_s} top --interval 1s"),
+            skip: need_root("live tracing"),
+        },
+        TuiCase {
+            name: "uacce-trace top --replay - (idle pipe)",
+            shell: format!(
+                "sleep 100000 | sh -c 'echo $$ > $PIDFILE; exec {tool_s} top --replay - --interval 1s'"
+            ),
+            skip: None,
+        },
+        TuiCase {
+            name: "reference: uacce-trace trace (live, idle, no screen)",
+            shell: format!("echo $$ > $PIDFILE; exec {tool_s} trace > /dev/null"),
+            skip: need_root("live tracing"),
+        },
+        TuiCase {
+            name: "peer: procps top -d 1",
+            shell: "echo $$ > $PIDFILE; exec top -d 1".into(),
+            skip: (!have("top")).then(|| "procps top is not installed".into()),
+        },
+        TuiCase {
+            name: "peer: bpftrace, count + print every 1 s",
+            shell: format!("echo $$ > $PIDFILE; exec bpftrace -e '{BPFTRACE_TUI}'"),
+            skip: need_root("bpftrace").or_else(|| {
+                (!have("bpftrace")).then(|| "bpftrace is not installed".into())
+            }),
+        },
+    ];
+    let priority = raise_priority(&args.common);
+    let load_before = loadavg();
+    let pidfile = std::env::temp_dir().join(format!("uacce-bench-tui-{}.pid", std::process::id()));
+    let mut results: Vec<(&TuiCase, Result<TuiSample, String>)> = Vec::new();
+    for case in &cases {
+        if let Some(why) = &case.skip {
+            eprintln!("bench: {} skipped: {why}", case.name);
+            results.push((case, Err(format!("skipped: {why}"))));
+            continue;
+        }
+        eprintln!(
+            "bench: {} ({} s warm-up, {} s measured)…",
+            case.name, args.warmup, args.seconds
+        );
+        let r = measure_tui(case, args, &pidfile).map_err(|e| format!("{e:#}"));
+        if let Err(e) = &r {
+            eprintln!("bench: {}: {e}", case.name);
+        }
+        results.push((case, r));
+    }
+    let _ = fs::remove_file(&pidfile);
+    let peer = results
+        .iter()
+        .find(|(c, _)| c.name.starts_with("peer: procps"))
+        .and_then(|(_, r)| r.as_ref().ok())
+        .map(|s| s.cpu_pct);
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|(c, r)| match r {
+            Ok(s) => vec![
+                c.name.to_string(),
+                format!("{:.2} %", s.cpu_pct),
+                peer.map_or("–".into(), |p| fmt_ratio(s.cpu_pct / p)),
+                format!("{:.1}", s.rss_kib as f64 / 1024.0),
+            ],
+            Err(e) => vec![c.name.to_string(), e.clone(), "–".into(), "–".into()],
+        })
+        .collect();
+    let ours: Vec<f64> = results
+        .iter()
+        .filter(|(c, _)| c.name.starts_with("uacce-trace"))
+        .filter_map(|(_, r)| r.as_ref().ok().map(|s| s.cpu_pct))
+        .collect();
+    let worst = ours.iter().copied().fold(f64::NAN, f64::max);
+    let verdict = if ours.is_empty() {
+        "not measured".to_string()
+    } else if worst < 1.0 {
+        format!("met (worst {worst:.2} % of a core)")
+    } else {
+        format!("missed (worst {worst:.2} % of a core)")
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "## TUI idle CPU (host)\n");
+    let _ = writeln!(
+        out,
+        "Run {}; load average before: {load_before}; {}.\n",
+        utc_now(),
+        priority.what
+    );
+    for (k, v) in machine() {
+        let _ = writeln!(out, "- {k}: {v}");
+    }
+    let _ = writeln!(
+        out,
+        "\nEach program runs alone in a 120x40 tmux pane with nothing to show; \
+         after {} s of warm-up its utime+stime (/proc/PID/stat) over {} s of \
+         wall time is the CPU use. Ratio: to procps `top -d 1` in the same run. \
+         Goal (design.md): TUI idle < 1 % of a core at 1 Hz — {verdict}.\n",
+        args.warmup, args.seconds
+    );
+    out.push_str(&table(
+        &[
+            "program",
+            "CPU (% of one core)",
+            "vs procps top",
+            "RSS (MiB)",
+        ],
+        &rows,
+    ));
+    publish("tui", &out, &args.common)
 }
 
 #[cfg(test)]

@@ -5,10 +5,12 @@
 
 mod apt;
 mod bench;
+mod build;
 mod cache;
 mod demo;
 mod kernel;
 mod setup;
+mod soak;
 mod test;
 mod vm;
 
@@ -25,18 +27,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Boot Debian 6.12 in QEMU and watch `uacce-trace trace` live while a workload pins pages.
+    /// Boot the test kernel in QEMU and watch `uacce-trace top` live while processes fault and pin.
     Demo(demo::DemoArgs),
     /// Run every test tier (setup, lint, unit/golden/host BPF, VM); ends with `N passed, N failed`.
     Test(test::TestArgs),
     /// Benchmarks: `pipeline` (host, root) and `hooks` (VM); tables into xtask/docs/benchmarks.md.
     Bench(bench::BenchArgs),
+    /// Build the release tool, for the host or `--target aarch64-unknown-linux-gnu` (cross, static).
+    Build(build::BuildArgs),
     /// Print the cache folder.
     CacheDir,
     /// Install the eBPF toolchain, Debian packages and stock kernels (idempotent).
     Setup(setup::SetupArgs),
     /// Boot stock kernels in QEMU and check the tool against the kernel's pin counters.
     VmTest(vm::VmTestArgs),
+    /// Soak on the test kernel: minutes of pins, IOPFs and process churn; memory, maps and counts checked.
+    Soak(soak::SoakArgs),
     /// Build (or find cached) the test kernel: Linux 6.12 with iommufd's IOPF mock and /dev/uacce_ctrl.
     Kernel(kernel::KernelArgs),
 }
@@ -45,9 +51,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Bench(args) => bench::run(&args),
+        Cmd::Build(args) => build::run(&args),
         Cmd::CacheDir => cache::root().map(|p| println!("{}", p.display())),
         Cmd::Setup(args) => setup::run(&(&args).into()),
         Cmd::Kernel(args) => kernel::run(&args),
+        // PASS/FAIL is the last line; a FAIL exits 1 quietly.
+        Cmd::Soak(args) => match soak::run(&args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(err) => Err(err),
+        },
         Cmd::Demo(args) => match demo::run(&args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,

@@ -10,7 +10,13 @@
 //! 3. unit: `cargo test --release` of the workspace (unit, golden and, as
 //!    root, host BPF tests); the counts come from libtest's
 //!    `test result:` lines;
-//! 4. vm: the VM matrix of `cargo xtask vm-test` (each VM counts as one).
+//! 4. vm: the VM matrix of `cargo xtask vm-test` (each VM counts as one),
+//!    the demo's streamed recording checked (`cargo xtask demo --no-tui
+//!    --check`, one test), then the soak of `cargo xtask soak` (one test;
+//!    `--soak-minutes`, 10 by default, 0 skips it);
+//! 5. fuzz: every cargo-fuzz target of `uacce-trace/fuzz` for
+//!    `--fuzz-seconds` (30 by default) each; a crash fails (see
+//!    [`fuzz_tier`]).
 //!
 //! A failing tier does not stop the others. The run ends with a per-tier
 //! table, the names of the failed tests and exactly one closing line
@@ -25,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 
-use crate::{setup, vm};
+use crate::{cache, setup, soak, vm};
 
 /// A tier of `cargo xtask test`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -34,8 +40,10 @@ pub enum Tier {
     Lint,
     /// `cargo test --release`: unit, golden and host BPF tests.
     Unit,
-    /// Stock Debian kernels (and test kernels) in QEMU.
+    /// Stock Debian kernels (and test kernels) in QEMU, then the soak.
     Vm,
+    /// cargo-fuzz targets, each for a bounded time (nightly).
+    Fuzz,
 }
 
 impl Tier {
@@ -44,6 +52,7 @@ impl Tier {
             Tier::Lint => "lint",
             Tier::Unit => "unit",
             Tier::Vm => "vm",
+            Tier::Fuzz => "fuzz",
         }
     }
 }
@@ -57,9 +66,19 @@ pub struct TestArgs {
     /// Skip the lint tier (rustfmt, clippy).
     #[arg(long)]
     skip_lint: bool,
+    /// Skip the fuzz tier.
+    #[arg(long)]
+    skip_fuzz: bool,
     /// Run only this tier (setup always runs first).
-    #[arg(long, value_enum, conflicts_with_all = ["skip_vm", "skip_lint"])]
+    #[arg(long, value_enum, conflicts_with_all = ["skip_vm", "skip_lint", "skip_fuzz"])]
     only: Option<Tier>,
+    /// Minutes of the soak in the VM tier (0: no soak; 1 counts as 2, its
+    /// least). CI runs the full 10.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
+    soak_minutes: u64,
+    /// Seconds each fuzz target runs in the fuzz tier.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    fuzz_seconds: u64,
 }
 
 impl TestArgs {
@@ -70,6 +89,7 @@ impl TestArgs {
                 Tier::Lint => !self.skip_lint,
                 Tier::Unit => true,
                 Tier::Vm => !self.skip_vm,
+                Tier::Fuzz => !self.skip_fuzz,
             },
         }
     }
@@ -123,7 +143,7 @@ struct TierResult {
 pub fn run(args: &TestArgs) -> Result<bool> {
     let start = Instant::now();
     let root = vm::workspace_root()?;
-    let tiers: Vec<Tier> = [Tier::Lint, Tier::Unit, Tier::Vm]
+    let tiers: Vec<Tier> = [Tier::Lint, Tier::Unit, Tier::Vm, Tier::Fuzz]
         .into_iter()
         .filter(|t| args.runs(*t))
         .collect();
@@ -185,7 +205,22 @@ pub fn run(args: &TestArgs) -> Result<bool> {
                     "vm",
                     "kernels in QEMU (TCG): the tool against the kernel's pin counters",
                 );
-                vm_tier(release_built)
+                let mut counts = vm_tier(release_built);
+                counts.add(&demo_test(release_built));
+                counts.add(&soak_test(args.soak_minutes, release_built));
+                counts
+            }
+            Tier::Fuzz => {
+                header(
+                    i + 2,
+                    total_steps,
+                    "fuzz",
+                    &format!(
+                        "cargo-fuzz targets, {} s each (nightly, AddressSanitizer)",
+                        args.fuzz_seconds
+                    ),
+                );
+                fuzz_tier(&root, args.fuzz_seconds)
             }
         };
         results.push(finish_tier(tier.name(), counts, t));
@@ -551,9 +586,304 @@ fn vm_tier(release_built: bool) -> Counts {
     counts
 }
 
+/// `cargo xtask demo --no-tui --record --check` (12-s workload, ~2 min) as
+/// one test of the VM tier: the streamed recording shows the demo's
+/// faulting and pinning processes and the pinning one's faults stopping.
+fn demo_test(release_built: bool) -> Counts {
+    let mut counts = Counts::default();
+    let name = "demo (streamed recording, checked)";
+    let t = Instant::now();
+    let result = crate::cache::vm_work().and_then(|dir| {
+        let rec = dir.join("demo-test.utrace");
+        crate::demo::run(&crate::demo::DemoArgs::for_test(rec, release_built))
+    });
+    match result {
+        Ok(true) => {
+            println!("PASS {name} in {:.1} s", t.elapsed().as_secs_f64());
+            counts.pass();
+        }
+        Ok(false) => {
+            println!("FAIL {name} in {:.1} s", t.elapsed().as_secs_f64());
+            counts.fail(format!("vm: {name}"));
+        }
+        Err(err) => {
+            println!("FAILED: {name}: {err:#}");
+            counts.fail(format!("vm: {name}: {err}"));
+        }
+    }
+    flush();
+    counts
+}
+
+/// The soak (`cargo xtask soak`) as one test of the VM tier.
+fn soak_test(minutes: u64, release_built: bool) -> Counts {
+    let mut counts = Counts::default();
+    if minutes == 0 {
+        println!("SKIPPED: soak (--soak-minutes 0)");
+        counts.skipped += 1;
+        return counts;
+    }
+    let args = soak::SoakArgs::for_test(minutes, release_built);
+    let name = format!("soak ({} min)", args.minutes);
+    println!("booting the soak VM ({} min)…", args.minutes);
+    flush();
+    let t = Instant::now();
+    match soak::run_soak(&args) {
+        Ok(true) => {
+            println!("PASS {name} in {:.1} s", t.elapsed().as_secs_f64());
+            counts.pass();
+        }
+        Ok(false) => {
+            println!("FAIL {name} in {:.1} s", t.elapsed().as_secs_f64());
+            counts.fail(format!("vm: {name}"));
+        }
+        Err(err) => {
+            println!("FAILED: {name}: {err:#}");
+            counts.fail(format!("vm: {name}: {err}"));
+        }
+    }
+    flush();
+    counts
+}
+
+// ---------------------------------------------------------------------------
+// Fuzz tier
+
+/// The fuzz targets of `uacce-trace/fuzz/Cargo.toml`.
+const FUZZ_TARGETS: &[&str] = &["decode", "rawfile", "hlog", "json"];
+
+/// cargo-fuzz, from the project's tool cache, installed there (`cargo
+/// install --root`, from the registry cargo is configured with) when
+/// missing.
+fn cargo_fuzz() -> Result<PathBuf> {
+    let root = cache::tools()?;
+    let bin = root.join("bin").join("cargo-fuzz");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let status = run_inherit(
+        Command::new("cargo")
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .args(["install", "cargo-fuzz", "--locked", "--root"])
+            .arg(&root),
+    )?;
+    if !status.success() || !bin.is_file() {
+        anyhow::bail!(
+            "`cargo install cargo-fuzz --root {}` failed ({status})",
+            root.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// The host triple of nightly (cargo-fuzz builds for it explicitly, so the
+/// binaries are under `<target-dir>/<triple>/release/`).
+fn nightly_host() -> Result<String> {
+    let out = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "-vV"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .stdin(Stdio::null())
+        .output()
+        .context("running rustc -vV (nightly)")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .context("`rustc -vV` of nightly names no host")
+}
+
+/// What libFuzzer's `-print_final_stats=1` says: executions, and the
+/// `Done N runs in S second(s)` line.
+fn fuzz_execs(output: &str) -> Option<u64> {
+    output.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("stat::number_of_executed_units:")
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// Builds every target once (`cargo +nightly fuzz build -a`: AddressSanitizer,
+/// debug assertions and overflow checks), then runs each for `seconds`
+/// (`-max_total_time`) from the committed seeds (`fuzz/seeds/<target>`) and
+/// the corpus the earlier runs left. The target folder and the corpus live
+/// in the cache (`fuzz/`), outside the clone, so a second run only
+/// rebuilds what changed and starts from what the last one learnt. Each
+/// target is one test: a crash (libFuzzer's non-zero exit) fails it and
+/// names the input libFuzzer saved under `uacce-trace/fuzz/artifacts/`.
+fn fuzz_tier(root: &Path, seconds: u64) -> Counts {
+    let mut counts = Counts::default();
+    let fuzz_dir = root.join("uacce-trace").join("fuzz");
+    let cache = match cache::root() {
+        Ok(c) => c.join("fuzz"),
+        Err(e) => {
+            counts.fail(format!("fuzz: cache folder: {e:#}"));
+            return counts;
+        }
+    };
+    let nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !nightly {
+        println!(
+            "FAILED: the fuzz tier needs the nightly toolchain (rustup toolchain install nightly)"
+        );
+        counts.fail("fuzz: no nightly toolchain");
+        return counts;
+    }
+    let t = Instant::now();
+    let bin = match cargo_fuzz() {
+        Ok(b) => b,
+        Err(e) => {
+            println!("FAILED: cargo-fuzz: {e:#}");
+            counts.fail(format!("fuzz: cargo-fuzz: {e}"));
+            return counts;
+        }
+    };
+    println!(
+        "cargo-fuzz: {} ({:.1} s)",
+        bin.display(),
+        t.elapsed().as_secs_f64()
+    );
+    let target_dir = cache.join("target");
+    let fuzz = |args: &[&str]| {
+        let mut cmd = Command::new("rustup");
+        cmd.current_dir(root.join("uacce-trace"))
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WRAPPER")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            // The library alone: no eBPF object, no bpf-linker.
+            .env("UACCE_TRACE_EBPF_STUB", "1")
+            .args(["run", "nightly"])
+            .arg(&bin)
+            .arg("fuzz")
+            .args(args);
+        cmd
+    };
+    let t = Instant::now();
+    let target_s = target_dir.to_string_lossy().into_owned();
+    match run_inherit(&mut fuzz(&["build", "-a", "--target-dir", &target_s])) {
+        Ok(s) if s.success() => {
+            println!(
+                "built the fuzz targets in {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+        }
+        other => {
+            let why = match other {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("{e:#}"),
+            };
+            println!("FAILED: cargo fuzz build ({why})");
+            counts.fail("fuzz: build");
+            return counts;
+        }
+    }
+    // The binaries just built are run directly (what `cargo fuzz run` does
+    // after building again): the run tests exactly what was built, even
+    // when the sources change meanwhile.
+    let bin_dir = match nightly_host() {
+        Ok(triple) => target_dir.join(triple).join("release"),
+        Err(e) => {
+            println!("FAILED: {e:#}");
+            counts.fail(format!("fuzz: {e}"));
+            return counts;
+        }
+    };
+    let mut table = Vec::new();
+    for target in FUZZ_TARGETS {
+        let corpus = cache.join("corpus").join(target);
+        let artifacts = fuzz_dir.join("artifacts").join(target);
+        if let Err(e) =
+            std::fs::create_dir_all(&corpus).and_then(|()| std::fs::create_dir_all(&artifacts))
+        {
+            counts.fail(format!("fuzz {target}: corpus/artifacts folder: {e}"));
+            continue;
+        }
+        let seeds = fuzz_dir.join("seeds").join(target);
+        let mut cmd = Command::new(bin_dir.join(target));
+        cmd.arg(format!("-artifact_prefix={}/", artifacts.display()))
+            .arg(format!("-max_total_time={seconds}"))
+            .args(["-timeout=10", "-rss_limit_mb=2048", "-print_final_stats=1"])
+            .arg(&corpus);
+        if seeds.is_dir() {
+            cmd.arg(&seeds);
+        }
+        println!("$ {}", describe(&cmd));
+        flush();
+        let t = Instant::now();
+        // libFuzzer reports on stderr: keep it for the stats, show the tail.
+        let out = cmd.stdin(Stdio::null()).output();
+        let secs = t.elapsed().as_secs_f64();
+        match out {
+            Ok(o) => {
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                let execs = fuzz_execs(&text);
+                let shown = execs.map_or_else(|| "?".into(), |n| n.to_string());
+                table.push(format!(
+                    "  {target:<8} {shown:>12} execs  {secs:>6.1} s  {}",
+                    if o.status.success() { "ok" } else { "CRASH" }
+                ));
+                if o.status.success() && execs.is_some_and(|n| n > 0) {
+                    println!("ok: fuzz {target}: {shown} execs in {secs:.1} s");
+                    counts.pass();
+                } else {
+                    let lines: Vec<&str> = text.lines().collect();
+                    // The panic message (with its location), then the tail
+                    // (libFuzzer's summary and the input's file name).
+                    for (i, l) in lines.iter().enumerate() {
+                        if l.contains("panicked at") || l.contains("ERROR: AddressSanitizer") {
+                            for l in lines.iter().skip(i).take(2) {
+                                println!("  | {l}");
+                            }
+                            println!("  | …");
+                            break;
+                        }
+                    }
+                    for l in lines.iter().skip(lines.len().saturating_sub(20)) {
+                        println!("  | {l}");
+                    }
+                    println!(
+                        "FAILED: fuzz {target} ({}); a crashing input is kept under {}",
+                        o.status,
+                        fuzz_dir.join("artifacts").join(target).display()
+                    );
+                    counts.fail(format!("fuzz: {target}"));
+                }
+            }
+            Err(e) => {
+                println!("FAILED: fuzz {target}: {e}");
+                counts.fail(format!("fuzz: {target}: {e}"));
+            }
+        }
+        flush();
+    }
+    println!("fuzz targets (execs in {seconds} s each):");
+    for row in table {
+        println!("{row}");
+    }
+    counts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn libfuzzer_stats() {
+        let out = "INFO: Seed: 1\n#2 INITED\nDone 123 runs in 30 second(s)\n\
+                   stat::number_of_executed_units: 123456\nstat::peak_rss_mb: 80\n";
+        assert_eq!(fuzz_execs(out), Some(123_456));
+        assert_eq!(fuzz_execs("crash\n"), None);
+    }
 
     #[test]
     fn libtest_lines() {
@@ -605,14 +935,21 @@ mod tests {
         let a = TestArgs {
             skip_vm: true,
             skip_lint: false,
+            skip_fuzz: false,
             only: None,
+            soak_minutes: 10,
+            fuzz_seconds: 30,
         };
         assert!(a.runs(Tier::Lint) && a.runs(Tier::Unit) && !a.runs(Tier::Vm));
         let a = TestArgs {
             skip_vm: false,
             skip_lint: false,
+            skip_fuzz: false,
             only: Some(Tier::Vm),
+            soak_minutes: 2,
+            fuzz_seconds: 30,
         };
         assert!(!a.runs(Tier::Lint) && !a.runs(Tier::Unit) && a.runs(Tier::Vm));
+        assert!(!a.runs(Tier::Fuzz));
     }
 }
