@@ -10,18 +10,11 @@
 //! `DIR/<target>/` (how `uacce-trace/fuzz/seeds/` was made).
 
 mod common;
+/// The fuzz targets' bodies, shared with `uacce-trace/fuzz/fuzz_targets/`.
+#[path = "../fuzz/targets.rs"]
+mod targets;
 
 use proptest::prelude::*;
-use uacce_trace::{
-    analysis,
-    attribution::Attributor,
-    decode::{decode, DecodeContext},
-    export::{self, Format},
-    model::{Aggregator, ModelConfig},
-    rawfile::{RawReader, Replay, ReplayItem},
-    serve::metrics,
-    trace,
-};
 use uacce_trace_common::{
     ioctl_cmd, BindRecord, IoctlRecord, IopfRecord, PinFunc, PinRecord, RecordHeader, BIND_OP_BIND,
     BIND_OP_UNBIND, HOOK_FENTRY, HOOK_KPROBE, HOOK_TRACEPOINT, KIND_BIND, KIND_IOCTL, KIND_IOPF,
@@ -132,100 +125,6 @@ fn golden(name: &str) -> Vec<u8> {
     std::fs::read(common::golden_dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-// ---- the targets (same bodies as uacce-trace/fuzz/fuzz_targets/*.rs) ---
-
-fn target_decode(data: &[u8]) {
-    let Some((&sel, mut rest)) = data.split_first() else {
-        return;
-    };
-    let ctx = DecodeContext {
-        foll_longterm: (sel & 1 == 1).then(|| 1u32 << (sel >> 3)),
-    };
-    let mut attributor = Attributor::new();
-    let mut agg = Aggregator::new(ModelConfig {
-        max_processes: 4,
-        max_grants: 8,
-        max_fault_blocks: 8,
-        idle_after_ns: 1_000,
-        ..Default::default()
-    });
-    while !rest.is_empty() {
-        let size = rest
-            .get(4..8)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-            .filter(|&s| s >= 8 && s <= rest.len())
-            .unwrap_or(rest.len());
-        let (record, tail) = rest.split_at(size);
-        rest = tail;
-        if let Ok(mut ev) = decode(record, &ctx) {
-            attributor.process(&mut ev);
-            let _ = trace::json_line(&ev);
-            let _ = trace::human_line(&ev);
-            agg.ingest(&ev);
-            if sel & 2 == 2 {
-                let _ = agg.take_interval(ev.ts_ns());
-            }
-        }
-    }
-    let snap = agg.snapshot(agg.latest_ns());
-    let _ = metrics::render(&metrics::Exposition {
-        snapshot: &snap,
-        mode: "live",
-        kernel: "fuzz",
-        replay_complete: None,
-        self_stats: None,
-        bpf: None,
-    });
-}
-
-fn target_rawfile(data: &[u8]) {
-    if let Ok((reader, header)) = RawReader::open(data) {
-        let mut agg = Aggregator::new(ModelConfig {
-            start_ns: Some(header.start_mono_ns),
-            max_processes: 4,
-            max_grants: 8,
-            max_fault_blocks: 8,
-            ..Default::default()
-        });
-        let mut windows = Vec::new();
-        for item in Replay::new(reader) {
-            match item {
-                Ok(ReplayItem::Batch { events, .. }) => agg.ingest_all(&events),
-                Ok(ReplayItem::Mark(ts)) => windows.push(agg.take_interval(ts)),
-                Err(_) => break,
-            }
-        }
-        windows.push(agg.take_interval(agg.latest_ns()));
-        for format in [Format::Hlog, Format::Json, Format::Csv] {
-            let _ = export::render(format, &header.run_meta(), &windows);
-        }
-    }
-    if let Ok(loaded) = analysis::load_bytes("fuzz.utrace", data) {
-        let _ = analysis::report::render_all(&[loaded]);
-    }
-}
-
-fn target_text(data: &[u8], hlog: bool) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let read = if hlog {
-        export::hlog::read(text)
-    } else {
-        export::json::read(text)
-    };
-    if let Ok(rec) = read {
-        let _ = rec.merged();
-        let _ = (rec.interval_count(), rec.span_s());
-    }
-    if let Ok(loaded) = analysis::load_bytes("fuzz", data) {
-        let _ = analysis::report::render_all(std::slice::from_ref(&loaded));
-        let c = analysis::compare::compare(&loaded, &loaded, &Default::default());
-        let _ = analysis::compare::render_text(&c);
-        let _ = analysis::compare::render_json(&c);
-    }
-}
-
 // ---- seeds and mutations ----------------------------------------------
 
 fn seeds() -> [(&'static str, Vec<Vec<u8>>); 4] {
@@ -247,10 +146,10 @@ fn seeds() -> [(&'static str, Vec<Vec<u8>>); 4] {
 
 fn run_target(name: &str, data: &[u8]) {
     match name {
-        "decode" => target_decode(data),
-        "rawfile" => target_rawfile(data),
-        "hlog" => target_text(data, true),
-        _ => target_text(data, false),
+        "decode" => targets::decode_records(data),
+        "rawfile" => targets::raw_recording(data),
+        "hlog" => targets::text_recording(data, true),
+        _ => targets::text_recording(data, false),
     }
 }
 

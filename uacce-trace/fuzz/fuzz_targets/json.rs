@@ -1,23 +1,12 @@
-//! uacce-trace NDJSON recordings: the reader (`export::json::read`), then
-//! `report` and `compare` on what it read.
+//! uacce-trace NDJSON recordings: `targets::text_recording`.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use uacce_trace::{analysis, export};
+
+#[path = "../targets.rs"]
+mod targets;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    if let Ok(rec) = export::json::read(text) {
-        let _ = rec.merged();
-        let _ = (rec.interval_count(), rec.span_s());
-    }
-    if let Ok(loaded) = analysis::load_bytes("fuzz.json", data) {
-        let _ = analysis::report::render_all(std::slice::from_ref(&loaded));
-        let c = analysis::compare::compare(&loaded, &loaded, &Default::default());
-        let _ = analysis::compare::render_text(&c);
-        let _ = analysis::compare::render_json(&c);
-    }
+    targets::text_recording(data, false);
 });
