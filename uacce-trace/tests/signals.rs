@@ -280,6 +280,40 @@ fn record_fast_replay_is_interruptible() {
     let _ = fs::remove_dir_all(&dir);
 }
 
+/// Reads `child`'s stderr until `started` recognises a line; then its
+/// value and the rest of stderr, line by line, on a channel. `Err` with
+/// what it printed when it exits before that.
+fn await_start<T>(
+    child: &mut Child,
+    started: impl Fn(&str) -> Option<T>,
+) -> Result<(T, std::sync::mpsc::Receiver<String>), String> {
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    let value = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(v) = started(&line) {
+                    break v;
+                }
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+            _ => {
+                let _ = child.wait();
+                return Err(seen);
+            }
+        }
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    Ok((value, rx))
+}
+
 /// A pipe as two `Stdio`-convertible ends.
 fn pipe() -> (fs::File, fs::File) {
     use std::os::fd::FromRawFd;
@@ -322,35 +356,11 @@ impl Serve {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let mut seen = String::new();
-        let addr = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(rest) = line.strip_prefix("uacce-trace: serving http://") {
-                        break rest.split('/').next().unwrap_or_default().to_string();
-                    }
-                    seen.push_str(&line);
-                    seen.push('\n');
-                }
-                _ => {
-                    let _ = child.wait();
-                    return Err(seen);
-                }
-            }
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in lines.map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        Ok(Serve {
-            child,
-            addr,
-            log: rx,
-        })
+        let (addr, log) = await_start(&mut child, |line| {
+            line.strip_prefix("uacce-trace: serving http://")
+                .map(|rest| rest.split('/').next().unwrap_or_default().to_string())
+        })?;
+        Ok(Serve { child, addr, log })
     }
 
     /// Send `sig`, expect a clean exit 0, the summary, and the port closed.
@@ -506,29 +516,10 @@ fn start_trace(stdout: Stdio) -> Result<(Child, std::sync::mpsc::Receiver<String
         .stderr(Stdio::piped())
         .spawn()
         .expect("start trace");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let mut seen = String::new();
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.starts_with("uacce-trace: tracing started") => break,
-            Some(Ok(l)) => {
-                seen.push_str(&l);
-                seen.push('\n');
-            }
-            _ => {
-                let _ = child.wait();
-                return Err(seen);
-            }
-        }
-    }
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in lines.map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    Ok((child, rx))
+    let ((), log) = await_start(&mut child, |l| {
+        l.starts_with("uacce-trace: tracing started").then_some(())
+    })?;
+    Ok((child, log))
 }
 
 /// Pin ioctls on /dev/null (ENOTTY): events for the ioctl tracepoints.

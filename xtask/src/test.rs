@@ -590,13 +590,19 @@ fn vm_tier(release_built: bool) -> Counts {
 /// one test of the VM tier: the streamed recording shows the demo's
 /// faulting and pinning processes and the pinning one's faults stopping.
 fn demo_test(release_built: bool) -> Counts {
-    let mut counts = Counts::default();
     let name = "demo (streamed recording, checked)";
     let t = Instant::now();
     let result = crate::cache::vm_work().and_then(|dir| {
         let rec = dir.join("demo-test.utrace");
         crate::demo::run(&crate::demo::DemoArgs::for_test(rec, release_built))
     });
+    vm_outcome(name, t, result)
+}
+
+/// One VM-tier test that ran as a whole since `t`: `Ok(true)` passed,
+/// `Ok(false)` failed its checks, `Err` could not run.
+fn vm_outcome(name: &str, t: Instant, result: Result<bool>) -> Counts {
+    let mut counts = Counts::default();
     match result {
         Ok(true) => {
             println!("PASS {name} in {:.1} s", t.elapsed().as_secs_f64());
@@ -617,9 +623,9 @@ fn demo_test(release_built: bool) -> Counts {
 
 /// The soak (`cargo xtask soak`) as one test of the VM tier.
 fn soak_test(minutes: u64, release_built: bool) -> Counts {
-    let mut counts = Counts::default();
     if minutes == 0 {
         println!("SKIPPED: soak (--soak-minutes 0)");
+        let mut counts = Counts::default();
         counts.skipped += 1;
         return counts;
     }
@@ -628,22 +634,7 @@ fn soak_test(minutes: u64, release_built: bool) -> Counts {
     println!("booting the soak VM ({} min)…", args.minutes);
     flush();
     let t = Instant::now();
-    match soak::run_soak(&args) {
-        Ok(true) => {
-            println!("PASS {name} in {:.1} s", t.elapsed().as_secs_f64());
-            counts.pass();
-        }
-        Ok(false) => {
-            println!("FAIL {name} in {:.1} s", t.elapsed().as_secs_f64());
-            counts.fail(format!("vm: {name}"));
-        }
-        Err(err) => {
-            println!("FAILED: {name}: {err:#}");
-            counts.fail(format!("vm: {name}: {err}"));
-        }
-    }
-    flush();
-    counts
+    vm_outcome(&name, t, soak::run_soak(&args))
 }
 
 // ---------------------------------------------------------------------------
