@@ -28,8 +28,14 @@ pub const HOOK_KPROBE: u8 = 2;
 pub const COMM_LEN: usize = 16;
 
 /// `RecordHeader::kind` of an [`IopfRecord`]: a fault group reported and
-/// answered.
+/// answered (paired; what user space makes of a report and its response).
 pub const KIND_IOPF: u16 = 3;
+/// `RecordHeader::kind` of an [`IopfRecord`] written by a report hook: one
+/// fault, `latency_ns`, `response` and `hook` still 0. User space pairs it
+/// with the group's [`IopfResponseRecord`].
+pub const KIND_IOPF_REPORT: u16 = 7;
+/// `RecordHeader::kind` of an [`IopfResponseRecord`].
+pub const KIND_IOPF_RESPONSE: u16 = 8;
 /// `RecordHeader::kind` of an [`IoctlRecord`]: a pin/unpin ioctl.
 pub const KIND_IOCTL: u16 = 4;
 /// `RecordHeader::kind` of a [`BindRecord`]: a PASID bound to or unbound
@@ -122,20 +128,42 @@ pub struct IopfRecord {
     pub _pad: [u8; 7],
 }
 
-/// Key of the IOPF pairing map: a fault group.
+/// A fault group: what pairs a report with its response.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct IopfKey {
     pub dev: u64,
     pub pasid: u32,
     pub grpid: u32,
 }
 
-/// Value of the IOPF pairing map: a reported, not yet answered group.
-/// Built by the report hook, completed into an [`IopfRecord`] by the
-/// response hook. User space sweeps entries older than its timeout and
-/// counts them as unanswered.
-pub type IopfPending = IopfRecord;
+/// A response to a fault group ([`KIND_IOPF_RESPONSE`]).
+///
+/// The hooks do not pair reports with responses: a report writes its
+/// [`IopfRecord`] to the ring at once and the response this record, and
+/// user space pairs them by [`IopfKey`], falling back to device 0 for
+/// reports from hooks that do not know the device. Pairing in the kernel
+/// took a hash-map insert at every report and a lookup and delete at every
+/// response, which cost more than both ring-buffer writes together (`cargo
+/// xtask bench pipeline`). The ring keeps reservation order, and a
+/// response is always reserved after its report (the report hooks run
+/// before the fault is handed on), so user space sees the report first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IopfResponseRecord {
+    pub header: RecordHeader,
+    /// `bpf_ktime_get_ns()` at the response.
+    pub ts_ns: u64,
+    /// `struct device *` (identity only; 0 where unknown).
+    pub dev: u64,
+    pub pasid: u32,
+    pub grpid: u32,
+    /// Response code (`enum iommu_page_response_code`).
+    pub response: u32,
+    /// [`HOOK_FENTRY`], [`HOOK_KPROBE`] or [`HOOK_TRACEPOINT`].
+    pub hook: u8,
+    pub _pad: [u8; 3],
+}
 
 /// The ioctls whose `cmd` the syscall tracepoints keep.
 pub mod ioctl_cmd {
@@ -452,13 +480,12 @@ pub mod counter {
     pub const NESTED: u32 = 2;
     /// An entry could not be stored in the in-flight map.
     pub const INFLIGHT_FULL: u32 = 3;
-    /// An IOPF report could not be stored in the pairing map (full).
+    /// Unused since IOPFs are paired in user space (which counts pairing
+    /// losses itself); kept so that the indices stay stable.
     pub const IOPF_PENDING_FULL: u32 = 4;
-    /// A response matched no reported fault (reported before we attached,
-    /// or swept as unanswered).
+    /// Unused, as [`IOPF_PENDING_FULL`].
     pub const RESPONSE_WITHOUT_REPORT: u32 = 5;
-    /// Faults reported again for a group already pending (multi-page
-    /// groups); folded into the group's record.
+    /// Unused, as [`IOPF_PENDING_FULL`].
     pub const IOPF_GROUP_FAULTS: u32 = 6;
     /// Number of counters.
     pub const COUNT: u32 = 7;
@@ -592,6 +619,8 @@ const _: () = {
     assert!(offset_of!(IopfRecord, reporter_comm) == 72);
     assert!(offset_of!(IopfRecord, dev_name) == 88);
     assert!(offset_of!(IopfRecord, hook) == 120);
+    assert!(size_of::<IopfResponseRecord>() == 40);
+    assert!(offset_of!(IopfResponseRecord, response) == 32);
     assert!(size_of::<IopfKey>() == 16);
     assert!(size_of::<IoctlRecord>() == 96);
     assert!(offset_of!(IoctlRecord, tgid) == 48);
@@ -624,6 +653,8 @@ mod user {
     unsafe impl aya::Pod for super::PinInflight {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::IopfRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IopfResponseRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::IopfKey {}
     // SAFETY: as above.

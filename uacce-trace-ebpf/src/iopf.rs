@@ -2,30 +2,32 @@
 //! tracepoints, and PASID bind/unbind.
 //!
 //! Report hooks (`iommu_report_device_fault`, both signatures: the second
-//! argument points at a struct that starts with `struct iommu_fault`) store
-//! the group in `IOPF_PENDING`, keyed by (device, pasid, grpid). Response
-//! hooks (`iopf_group_response` 6.9+, `iommu_page_response` ≤6.8) complete
-//! it into an `IopfRecord` with the latency computed here. Offsets come
-//! from user space (`CONFIG`, computed from the running kernel's BTF).
+//! argument points at a struct that starts with `struct iommu_fault`) write
+//! each fault to the ring as an `IopfRecord` of kind `KIND_IOPF_REPORT`;
+//! response hooks (`iopf_group_response` 6.9+, `iommu_page_response` ≤6.8)
+//! write an `IopfResponseRecord`. User space pairs them by (device, pasid,
+//! grpid) and computes the latency (no pairing map here: see
+//! `IopfResponseRecord` for why). Offsets come from user space (`CONFIG`,
+//! computed from the running kernel's BTF).
 
 use aya_ebpf::EbpfContext as _;
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user,
     },
     macros::{fentry, fexit, kprobe, kretprobe, map, tracepoint},
-    maps::{Array, HashMap, LruHashMap},
+    maps::{Array, LruHashMap},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use uacce_trace_common::{
-    counter, ioctl_cmd, BindRecord, IoctlInflight, IoctlRecord, IopfKey, IopfPending, IopfRecord,
-    KernelConfig, RecordHeader, BIND_OP_BIND, BIND_OP_UNBIND, COMM_LEN, DEV_NAME_LEN, HOOK_FENTRY,
-    HOOK_KPROBE, HOOK_TRACEPOINT, IOPF_REPORTER_IS_USER, KIND_BIND, KIND_IOCTL, KIND_IOPF,
-    RECORD_VERSION,
+    counter, ioctl_cmd, BindRecord, IoctlInflight, IoctlRecord, IopfKey, IopfRecord,
+    IopfResponseRecord, KernelConfig, RecordHeader, BIND_OP_BIND, BIND_OP_UNBIND, COMM_LEN,
+    HOOK_FENTRY, HOOK_KPROBE, HOOK_TRACEPOINT, IOPF_REPORTER_IS_USER, KIND_BIND, KIND_IOCTL,
+    KIND_IOPF_REPORT, KIND_IOPF_RESPONSE, RECORD_VERSION,
 };
 
-use crate::{count, emit};
+use crate::{comm_into, count, emit, kernel_str_into, submit_flags, zero_fill, EVENTS};
 
 /// Offsets and constants of the running kernel, set by user space at load.
 #[unsafe(no_mangle)]
@@ -37,12 +39,6 @@ pub(crate) fn cfg() -> KernelConfig {
     // the default value (user space rewrites it before load).
     unsafe { core::ptr::read_volatile(&CONFIG) }
 }
-
-/// Reported fault groups awaiting a response. A plain hash map (not LRU):
-/// an unanswered group stays until user space sweeps it and counts it, so
-/// nothing disappears silently.
-#[map]
-pub(crate) static IOPF_PENDING: HashMap<IopfKey, IopfPending> = HashMap::with_max_entries(16384, 0);
 
 /// In-flight pin ioctls per thread.
 #[map]
@@ -89,21 +85,17 @@ fn on_report(dev: u64, fault_container: u64) {
         pasid: read_u32(fault + u64::from(c.prm_pasid)),
         grpid: read_u32(fault + u64::from(c.prm_grpid)),
     };
-    let mut dev_name = [0u8; DEV_NAME_LEN];
-    if known(c.device_name) {
-        let name_ptr = read_u64(dev + u64::from(c.device_name));
-        if name_ptr != 0 {
-            // SAFETY: probe read of a kernel string into our buffer.
-            let _ =
-                unsafe { bpf_probe_read_kernel_str_bytes(name_ptr as *const u8, &mut dev_name) };
-        }
-    }
+    let name = if known(c.device_name) {
+        read_u64(dev + u64::from(c.device_name))
+    } else {
+        0
+    };
     let fields = ReportFields {
         addr: read_u64(fault + u64::from(c.prm_addr)),
         perm: read_u32(fault + u64::from(c.prm_perm)),
         flags: read_u32(fault + u64::from(c.prm_flags)),
     };
-    store_report(key, fields, dev_name);
+    store_report(key, fields, name);
 }
 
 /// What a report says besides its key.
@@ -113,82 +105,78 @@ struct ReportFields {
     flags: u32,
 }
 
-/// Opens (or extends) the pending group `key`.
+/// Writes the report of one fault of group `key`; `dev_name` is the
+/// kernel address of the device's name (0: unknown).
 #[inline(always)]
-fn store_report(key: IopfKey, fields: ReportFields, dev_name: [u8; DEV_NAME_LEN]) {
+fn store_report(key: IopfKey, fields: ReportFields, dev_name: u64) {
     let c = cfg();
-    if let Some(pending) = IOPF_PENDING.get_ptr_mut(key) {
-        // SAFETY: valid map value pointer; concurrent increments may race,
-        // which only affects this informational count.
-        unsafe { (*pending).nr_faults = (*pending).nr_faults.wrapping_add(1) };
-        count(counter::IOPF_GROUP_FAULTS);
-        return;
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let mut flags2 = 0;
+    let mut user = false;
     if known(c.task_flags) {
         // SAFETY: helper without preconditions.
         let task = unsafe { bpf_get_current_task() };
         let task_flags = read_u32(task + u64::from(c.task_flags));
-        if task_flags & c.pf_kthread == 0 && (pid_tgid >> 32) != 0 {
-            flags2 |= IOPF_REPORTER_IS_USER;
+        user = task_flags & c.pf_kthread == 0 && (bpf_get_current_pid_tgid() >> 32) != 0;
+    }
+    emit_report(|r| {
+        r.dev = key.dev;
+        r.addr = fields.addr;
+        r.pasid = key.pasid;
+        r.grpid = key.grpid;
+        r.perm = fields.perm;
+        r.flags = fields.flags;
+        if user {
+            r.flags2 = IOPF_REPORTER_IS_USER;
         }
-    }
-    let pending = IopfRecord {
-        header: RecordHeader {
-            kind: KIND_IOPF,
-            version: RECORD_VERSION,
-            size: core::mem::size_of::<IopfRecord>() as u32,
-        },
-        // SAFETY: helper without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        latency_ns: 0,
-        dev: key.dev,
-        addr: fields.addr,
-        pasid: key.pasid,
-        grpid: key.grpid,
-        perm: fields.perm,
-        flags: fields.flags,
-        response: 0,
-        nr_faults: 1,
-        reporter_tgid: (pid_tgid >> 32) as u32,
-        flags2,
-        reporter_comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
-        dev_name,
-        hook: 0,
-        _pad: [0; 7],
-    };
-    if IOPF_PENDING.insert(key, pending, 0).is_err() {
-        count(counter::IOPF_PENDING_FULL);
-    }
+        kernel_str_into(dev_name, &mut r.dev_name);
+    });
 }
 
+/// Writes a fault report ([`KIND_IOPF_REPORT`]) straight into the ring:
+/// time, reporting task and comm here, the fault's fields by `fill`. No
+/// pairing map: user space pairs it with the response (see
+/// `IopfResponseRecord`). A full ring is counted, never silent.
 #[inline(always)]
-pub(crate) fn on_response(mut key: IopfKey, code: u32, hook: u8) {
-    let pending = match IOPF_PENDING.get_ptr(key) {
-        Some(p) => p,
-        None => {
-            // Reports from vendor tracepoints carry no device pointer:
-            // they are keyed with device 0.
-            key.dev = 0;
-            match IOPF_PENDING.get_ptr(key) {
-                Some(p) => p,
-                None => {
-                    count(counter::RESPONSE_WITHOUT_REPORT);
-                    return;
-                }
-            }
-        }
+pub(crate) fn emit_report(fill: impl FnOnce(&mut IopfRecord)) {
+    let Some(mut slot) = EVENTS.reserve::<IopfRecord>(0) else {
+        count(counter::RINGBUF_FULL);
+        return;
     };
-    // SAFETY: valid map value pointer.
-    let mut record = unsafe { *pending };
-    let _ = IOPF_PENDING.remove(key);
+    let r = zero_fill(&mut slot);
+    r.header = RecordHeader {
+        kind: KIND_IOPF_REPORT,
+        version: RECORD_VERSION,
+        size: core::mem::size_of::<IopfRecord>() as u32,
+    };
     // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    record.latency_ns = now.wrapping_sub(record.ts_ns);
-    record.response = code;
-    record.hook = hook;
-    emit(record);
+    r.ts_ns = unsafe { bpf_ktime_get_ns() };
+    r.nr_faults = 1;
+    r.reporter_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    comm_into(&mut r.reporter_comm);
+    fill(r);
+    slot.submit(submit_flags(core::mem::size_of::<IopfRecord>()));
+}
+
+/// Writes the response to group `key` ([`KIND_IOPF_RESPONSE`]).
+#[inline(always)]
+pub(crate) fn on_response(key: IopfKey, code: u32, hook: u8) {
+    let Some(mut slot) = EVENTS.reserve::<IopfResponseRecord>(0) else {
+        count(counter::RINGBUF_FULL);
+        return;
+    };
+    let r = zero_fill(&mut slot);
+    r.header = RecordHeader {
+        kind: KIND_IOPF_RESPONSE,
+        version: RECORD_VERSION,
+        size: core::mem::size_of::<IopfResponseRecord>() as u32,
+    };
+    // SAFETY: helper without preconditions.
+    r.ts_ns = unsafe { bpf_ktime_get_ns() };
+    r.dev = key.dev;
+    r.pasid = key.pasid;
+    r.grpid = key.grpid;
+    r.response = code;
+    r.hook = hook;
+    slot.submit(submit_flags(core::mem::size_of::<IopfResponseRecord>()));
 }
 
 /// 6.9+: `iopf_group_response(struct iopf_group *group, enum … status)`.
@@ -271,19 +259,17 @@ pub fn iommu_page_response_kprobe(ctx: ProbeContext) -> u32 {
 
 // ------------------------------------------------- vendor tracepoints
 
-/// Device name from a `__data_loc char[]` field (offset in the low 16
-/// bits, length in the high 16, relative to the record).
+/// Address of the device name in a `__data_loc char[]` field (offset in
+/// the low 16 bits, length in the high 16, relative to the record); 0
+/// where the field is unknown.
 #[inline(always)]
-fn tp_dev_name(ctx: &TracePointContext, field: u32) -> [u8; DEV_NAME_LEN] {
-    let mut name = [0u8; DEV_NAME_LEN];
-    if known(field) {
-        // SAFETY: probe read relative to the tracepoint record.
-        let loc = unsafe { ctx.read_at::<u32>(field as usize) }.unwrap_or(0);
-        let at = ctx.as_ptr() as u64 + u64::from(loc & 0xffff);
-        // SAFETY: probe read of the string inside the record.
-        let _ = unsafe { bpf_probe_read_kernel_str_bytes(at as *const u8, &mut name) };
+fn tp_dev_name(ctx: &TracePointContext, field: u32) -> u64 {
+    if !known(field) {
+        return 0;
     }
-    name
+    // SAFETY: probe read relative to the tracepoint record.
+    let loc = unsafe { ctx.read_at::<u32>(field as usize) }.unwrap_or(0);
+    ctx.as_ptr() as u64 + u64::from(loc & 0xffff)
 }
 
 #[inline(always)]
@@ -452,30 +438,33 @@ pub(crate) fn ioctl_end(ret: i64, hook: u8) {
     let _ = IOCTL_INFLIGHT.remove(tid);
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let record = IoctlRecord {
-        header: RecordHeader {
-            kind: KIND_IOCTL,
-            version: RECORD_VERSION,
-            size: core::mem::size_of::<IoctlRecord>() as u32,
-        },
-        ts_ns: entry.ts_ns,
-        latency_ns: now.wrapping_sub(entry.ts_ns),
-        addr: entry.addr,
-        size: entry.size,
-        ret,
-        tgid: (pid_tgid >> 32) as u32,
-        tid,
-        cmd: entry.cmd,
-        fd: entry.fd,
-        comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
-        hook,
-        inner: entry.inner,
-        pin_calls: entry.pin_calls.min(u32::from(u16::MAX)) as u16,
-        pages: entry.pages,
-        inner_ret: entry.inner_ret,
-        _pad: 0,
+    let Some(mut slot) = EVENTS.reserve::<IoctlRecord>(0) else {
+        count(counter::RINGBUF_FULL);
+        return;
     };
-    emit(record);
+    // Filled in place in the ring (see `zero_fill`).
+    let r = zero_fill(&mut slot);
+    r.header = RecordHeader {
+        kind: KIND_IOCTL,
+        version: RECORD_VERSION,
+        size: core::mem::size_of::<IoctlRecord>() as u32,
+    };
+    r.ts_ns = entry.ts_ns;
+    r.latency_ns = now.wrapping_sub(entry.ts_ns);
+    r.addr = entry.addr;
+    r.size = entry.size;
+    r.ret = ret;
+    r.tgid = (pid_tgid >> 32) as u32;
+    r.tid = tid;
+    r.cmd = entry.cmd;
+    r.fd = entry.fd;
+    r.hook = hook;
+    r.inner = entry.inner;
+    r.pin_calls = entry.pin_calls.min(u32::from(u16::MAX)) as u16;
+    r.pages = entry.pages;
+    r.inner_ret = entry.inner_ret;
+    comm_into(&mut r.comm);
+    slot.submit(submit_flags(core::mem::size_of::<IoctlRecord>()));
 }
 
 /// The driver's `uacce_pin_page`/`uacce_unpin_page` returned inside the
@@ -526,7 +515,7 @@ fn emit_bind(mut record: BindRecord) {
 #[inline(always)]
 fn on_get_pasid(handle: u64, pasid: u32, hook: u8) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let record = BindRecord {
+    let mut record = BindRecord {
         header: RecordHeader::default(),
         // SAFETY: helper without preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
@@ -535,12 +524,13 @@ fn on_get_pasid(handle: u64, pasid: u32, hook: u8) {
         pasid,
         op: BIND_OP_BIND,
         hook: u32::from(hook),
-        comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
+        comm: [0; COMM_LEN],
     };
     if SVA_HANDLES.get_ptr(handle).is_some() {
         // Already known (get_pasid is called again on the same handle).
         return;
     }
+    comm_into(&mut record.comm);
     let _ = SVA_HANDLES.insert(handle, record, 0);
     emit_bind(record);
 }

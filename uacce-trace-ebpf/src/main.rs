@@ -15,14 +15,14 @@
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated},
     macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use uacce_trace_common::{
-    counter, InflightKey, PinFunc, PinInflight, PinRecord, RecordHeader, HOOK_FENTRY, HOOK_KPROBE,
-    KIND_PIN, KIND_UNPIN, RECORD_VERSION,
+    counter, InflightKey, PinFunc, PinInflight, PinRecord, RecordHeader, COMM_LEN, DEV_NAME_LEN,
+    HOOK_FENTRY, HOOK_KPROBE, KIND_PIN, KIND_UNPIN, RECORD_VERSION,
 };
 
 mod bench;
@@ -47,6 +47,14 @@ static PIN_INFLIGHT: LruHashMap<InflightKey, PinInflight> = LruHashMap::with_max
 #[map]
 static UNPIN_INFLIGHT: LruHashMap<InflightKey, PinInflight> = LruHashMap::with_max_entries(8192, 0);
 
+/// Wake-up policy of every submit, set by user space: 1 = the batching of
+/// [`submit_flags`] (the default), 0 = the kernel's default (wake the
+/// reader whenever it has caught up, so a fast reader is woken for nearly
+/// every record). Only `uacce-trace bench pipeline --wakeup adaptive` sets
+/// 0, to compare both.
+#[unsafe(no_mangle)]
+static BENCH_WAKEUP: u32 = 1;
+
 /// Flags for submitting a record of `size` bytes to [`EVENTS`]: wake the
 /// reader once per batch, not once per record. The kernel's default wakes
 /// it whenever it has caught up, i.e. for nearly every record when it keeps
@@ -65,6 +73,11 @@ static UNPIN_INFLIGHT: LruHashMap<InflightKey, PinInflight> = LruHashMap::with_m
 /// concurrent producers missed. Call between reserve and submit.
 #[inline(always)]
 pub(crate) fn submit_flags(size: usize) -> u64 {
+    // SAFETY: a read of a global; volatile so the default is not folded
+    // (user space may rewrite it before load).
+    if unsafe { core::ptr::read_volatile(&BENCH_WAKEUP) } == 0 {
+        return 0;
+    }
     // Unread bytes, the record just reserved and its 8-byte header included.
     let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     let ring = EVENTS.query(BPF_RB_RING_SIZE as u64);
@@ -91,6 +104,62 @@ pub(crate) fn emit<T: 'static>(record: T) {
             slot.submit(submit_flags(core::mem::size_of::<T>()));
         }
         None => count(counter::RINGBUF_FULL),
+    }
+}
+
+/// Zero-fills `slot` with 8-byte stores and returns it as a record, to be
+/// filled field by field in place.
+///
+/// Not struct literals: rustc zero-fills a literal's byte arrays and
+/// padding with `memset` calls, and on BPF every `memset` is a call of
+/// aya-ebpf's byte-at-a-time loop (about 200 instructions per IOPF report
+/// before this). The stores are volatile so that LLVM can neither merge
+/// them back into such a call nor move the record to another stack slot.
+#[inline(always)]
+pub(crate) fn zero_fill<T: Copy>(slot: &mut core::mem::MaybeUninit<T>) -> &mut T {
+    const { assert!(core::mem::size_of::<T>().is_multiple_of(8) && core::mem::align_of::<T>() >= 8) };
+    let words = slot.as_mut_ptr().cast::<u64>();
+    let mut i = 0;
+    while i < core::mem::size_of::<T>() / 8 {
+        // SAFETY: in bounds of `slot`, 8-byte aligned (asserted above).
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+        i += 1;
+    }
+    // SAFETY: every byte is initialised, and all-zero is a valid value of
+    // the plain-data records this is used for.
+    unsafe { slot.assume_init_mut() }
+}
+
+/// Writes the current task's comm straight into `out` (a field of the
+/// record being built); the kernel zero-fills it on failure.
+///
+/// Not aya's `bpf_get_current_comm()`: it returns the array by value in a
+/// `Result`, which rustc lowers on BPF to byte-by-byte copies and calls of
+/// a byte-loop `memset` subprogram (over 100 single-byte instructions per
+/// record in the IOPF report programs). Filled in place, an 8-byte aligned
+/// field costs the helper call and two zeroing stores.
+#[inline(always)]
+pub(crate) fn comm_into(out: &mut [u8; COMM_LEN]) {
+    // SAFETY: the helper writes at most COMM_LEN bytes into `out`.
+    unsafe { generated::bpf_get_current_comm(out.as_mut_ptr().cast(), COMM_LEN as u32) };
+}
+
+/// Copies the kernel C string at `src` straight into `out` (NUL-terminated,
+/// truncated to fit; the bytes after the NUL keep their value, so build
+/// `out` zeroed). `src` 0 leaves `out` alone. In place for the same reason
+/// as [`comm_into`].
+#[inline(always)]
+pub(crate) fn kernel_str_into(src: u64, out: &mut [u8; DEV_NAME_LEN]) {
+    if src != 0 {
+        // SAFETY: probe read of a kernel string into `out`; faults are
+        // returned as errors (and leave `out` zeroed).
+        unsafe {
+            generated::bpf_probe_read_kernel_str(
+                out.as_mut_ptr().cast(),
+                DEV_NAME_LEN as u32,
+                src as *const _,
+            )
+        };
     }
 }
 
@@ -168,28 +237,27 @@ fn on_exit(func: PinFunc, hook: u8, ret: Option<i64>) {
         count(counter::RINGBUF_FULL);
         return;
     };
-    let record = PinRecord {
-        header: RecordHeader {
-            kind: if func.is_pin() { KIND_PIN } else { KIND_UNPIN },
-            version: RECORD_VERSION,
-            size: core::mem::size_of::<PinRecord>() as u32,
-        },
-        ts_ns: entry_value.ts_ns,
-        latency_ns: now.wrapping_sub(entry_value.ts_ns),
-        tgid: (pid_tgid >> 32) as u32,
-        tid,
-        comm: bpf_get_current_comm().unwrap_or_default(),
-        start: entry_value.start,
-        nr_pages: entry_value.nr_pages,
-        ret: ret.unwrap_or(entry_value.nr_pages as i64),
-        gup_flags: entry_value.gup_flags,
-        func: func as u16,
-        hook,
-        _pad: 0,
+    // Filled in place in the ring (see `zero_fill`).
+    let r = zero_fill(&mut slot);
+    r.header = RecordHeader {
+        kind: if func.is_pin() { KIND_PIN } else { KIND_UNPIN },
+        version: RECORD_VERSION,
+        size: core::mem::size_of::<PinRecord>() as u32,
     };
-    slot.write(record);
+    r.ts_ns = entry_value.ts_ns;
+    r.latency_ns = now.wrapping_sub(entry_value.ts_ns);
+    r.tgid = (pid_tgid >> 32) as u32;
+    r.tid = tid;
+    r.start = entry_value.start;
+    r.nr_pages = entry_value.nr_pages;
+    r.ret = ret.unwrap_or(entry_value.nr_pages as i64);
+    r.gup_flags = entry_value.gup_flags;
+    r.func = func as u16;
+    r.hook = hook;
+    comm_into(&mut r.comm);
+    let pages = u64::try_from(r.ret).unwrap_or(0);
     slot.submit(submit_flags(core::mem::size_of::<PinRecord>()));
-    iopf::credit_pin_to_ioctl(tid, u64::try_from(record.ret).unwrap_or(0));
+    iopf::credit_pin_to_ioctl(tid, pages);
 }
 
 /// Where a function keeps the arguments we read. `None` = not an argument.

@@ -15,26 +15,18 @@
 //! stream id goes into the record's device name (`smmu-sid-<hex>`).
 //!
 //! Response: `arm_smmu_page_response(struct device *, <fault> *, struct
-//! iommu_page_response *)` (every version with stall support). It
-//! completes the group reported for this device by the core hook when
-//! there is one, else the one the SMMU report hook keyed with device 0.
+//! iommu_page_response *)` (every version with stall support). User space
+//! pairs it with the group reported for this device by the core hook when
+//! there is one, else with the one the SMMU report hook keyed with device 0.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-    },
+    helpers::bpf_probe_read_kernel,
     macros::{fentry, kprobe},
     programs::{FEntryContext, ProbeContext},
 };
-use uacce_trace_common::{
-    counter, IopfKey, IopfRecord, RecordHeader, COMM_LEN, DEV_NAME_LEN, HOOK_FENTRY, HOOK_KPROBE,
-    KIND_IOPF, RECORD_VERSION,
-};
+use uacce_trace_common::{IopfKey, DEV_NAME_LEN, HOOK_FENTRY, HOOK_KPROBE};
 
-use crate::{
-    count,
-    iopf::{cfg, on_response, read_u32, IOPF_PENDING},
-};
+use crate::iopf::{cfg, emit_report, on_response, read_u32};
 
 // Event queue record fields (drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h).
 const EVTQ_0_ID_MASK: u64 = 0xff;
@@ -61,10 +53,9 @@ const PERM_PRIV: u32 = 1 << 3;
 
 /// `smmu-sid-` followed by the stream id in hex.
 #[inline(always)]
-fn sid_name(sid: u32) -> [u8; DEV_NAME_LEN] {
+fn sid_name(sid: u32, name: &mut [u8; DEV_NAME_LEN]) {
     const PREFIX: &[u8; 9] = b"smmu-sid-";
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut name = [0u8; DEV_NAME_LEN];
     let mut i = 0;
     while i < PREFIX.len() {
         name[i] = PREFIX[i];
@@ -76,7 +67,6 @@ fn sid_name(sid: u32) -> [u8; DEV_NAME_LEN] {
         name[PREFIX.len() + n] = HEX[nibble as usize];
         n += 1;
     }
-    name
 }
 
 #[inline(always)]
@@ -109,48 +99,18 @@ fn on_smmu_event(evt: u64) {
         flags |= PAGE_REQUEST_PASID_VALID;
         pasid = ((raw[0] >> EVTQ_0_SSID_SHIFT) & EVTQ_0_SSID_MASK) as u32;
     }
-    let key = IopfKey {
-        dev: 0,
-        pasid,
-        grpid: (raw[1] & EVTQ_1_STAG_MASK) as u32,
-    };
-    if let Some(pending) = IOPF_PENDING.get_ptr_mut(key) {
-        // SAFETY: valid map value pointer; a racing increment only affects
-        // this informational count.
-        unsafe { (*pending).nr_faults = (*pending).nr_faults.wrapping_add(1) };
-        count(counter::IOPF_GROUP_FAULTS);
-        return;
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let pending = IopfRecord {
-        header: RecordHeader {
-            kind: KIND_IOPF,
-            version: RECORD_VERSION,
-            size: core::mem::size_of::<IopfRecord>() as u32,
-        },
-        // SAFETY: helper without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        latency_ns: 0,
-        dev: 0,
-        addr: raw[2],
-        pasid,
-        grpid: key.grpid,
-        perm,
-        flags,
-        response: 0,
-        nr_faults: 1,
-        reporter_tgid: (pid_tgid >> 32) as u32,
-        // The event queue thread is a kernel thread: never the faulting
-        // process, so no IOPF_REPORTER_IS_USER.
-        flags2: 0,
-        reporter_comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
-        dev_name: sid_name((raw[0] >> EVTQ_0_SID_SHIFT) as u32),
-        hook: 0,
-        _pad: [0; 7],
-    };
-    if IOPF_PENDING.insert(key, pending, 0).is_err() {
-        count(counter::IOPF_PENDING_FULL);
-    }
+    let grpid = (raw[1] & EVTQ_1_STAG_MASK) as u32;
+    let sid = (raw[0] >> EVTQ_0_SID_SHIFT) as u32;
+    // Keyed with device 0; the event queue thread is a kernel thread, never
+    // the faulting process, so no IOPF_REPORTER_IS_USER.
+    emit_report(|r| {
+        r.addr = raw[2];
+        r.pasid = pasid;
+        r.grpid = grpid;
+        r.perm = perm;
+        r.flags = flags;
+        sid_name(sid, &mut r.dev_name);
+    });
 }
 
 #[inline(always)]
@@ -159,13 +119,9 @@ fn on_smmu_response(dev: u64, resp: u64, hook: u8) {
     let pasid = read_u32(resp + u64::from(c.resp_pasid));
     let grpid = read_u32(resp + u64::from(c.resp_grpid));
     let code = read_u32(resp + u64::from(c.resp_code));
-    let core = IopfKey { dev, pasid, grpid };
-    let key = if IOPF_PENDING.get_ptr(core).is_some() {
-        core
-    } else {
-        IopfKey { dev: 0, ..core }
-    };
-    on_response(key, code, hook);
+    // User space pairs it with this device's report from the core hook
+    // when there is one, else with the SMMU hook's (device 0).
+    on_response(IopfKey { dev, pasid, grpid }, code, hook);
 }
 
 #[fentry]

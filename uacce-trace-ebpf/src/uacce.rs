@@ -11,8 +11,8 @@
 use aya_ebpf::{
     cty::c_void,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_loop,
+        bpf_probe_read_kernel,
     },
     macros::{fentry, fexit, kprobe, kretprobe, map, tracepoint},
     maps::{Array, LruHashMap},
@@ -27,9 +27,9 @@ use uacce_trace_common::{
 };
 
 use crate::{
-    count, emit,
+    comm_into, count, emit,
     iopf::{cfg, ioctl_begin, ioctl_end, ioctl_inner, known, read_u32, read_u64},
-    EVENTS,
+    kernel_str_into, EVENTS,
 };
 
 // ------------------------------------------------------------ queue life
@@ -53,26 +53,22 @@ fn emit_queue(op: u32, ts_ns: u64, file: u64, ret: i64, hook: u8) {
     let c = cfg();
     let queue = queue_of(file);
     let mut pasid = 0;
-    let mut dev_name = [0u8; DEV_NAME_LEN];
+    let mut name_ptr = 0;
     if queue != 0 {
         if known(c.queue_pasid) {
             pasid = read_u32(queue + u64::from(c.queue_pasid));
         }
         if known(c.queue_uacce) && known(c.uacce_dev) && known(c.device_name) {
             let uacce = read_u64(queue + u64::from(c.queue_uacce));
-            let name_ptr = read_u64(uacce + u64::from(c.uacce_dev) + u64::from(c.device_name));
-            if uacce != 0 && name_ptr != 0 {
-                // SAFETY: probe read of a kernel string into our buffer.
-                let _ = unsafe {
-                    bpf_probe_read_kernel_str_bytes(name_ptr as *const u8, &mut dev_name)
-                };
+            if uacce != 0 {
+                name_ptr = read_u64(uacce + u64::from(c.uacce_dev) + u64::from(c.device_name));
             }
         }
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let record = QueueRecord {
+    let mut record = QueueRecord {
         header: RecordHeader {
             kind: KIND_QUEUE,
             version: RECORD_VERSION,
@@ -86,11 +82,13 @@ fn emit_queue(op: u32, ts_ns: u64, file: u64, ret: i64, hook: u8) {
         tid: pid_tgid as u32,
         op,
         pasid,
-        comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
-        dev_name,
+        comm: [0; COMM_LEN],
+        dev_name: [0; DEV_NAME_LEN],
         hook,
         _pad: [0; 7],
     };
+    comm_into(&mut record.comm);
+    kernel_str_into(name_ptr, &mut record.dev_name);
     emit(record);
 }
 

@@ -6,7 +6,7 @@
 use uacce_trace::{
     analysis,
     attribution::Attributor,
-    decode::{decode, DecodeContext},
+    decode::{DecodeContext, Decoder},
     export::{self, Format},
     model::{Aggregator, ModelConfig},
     rawfile::{RawReader, Replay, ReplayItem},
@@ -14,7 +14,8 @@ use uacce_trace::{
     trace,
 };
 
-/// Ring-buffer records → events (`decode::decode`), then what the live
+/// Ring-buffer records → events (`decode::Decoder`, IOPF pairing
+/// included), then what the live
 /// path does with them: attribution, the aggregator, the `trace` lines,
 /// the Prometheus exposition. The first byte picks the decode context; the
 /// rest is one record, or several records cut at `size` fields when they
@@ -23,9 +24,9 @@ pub fn decode_records(data: &[u8]) {
     let Some((&sel, mut rest)) = data.split_first() else {
         return;
     };
-    let ctx = DecodeContext {
+    let mut decoder = Decoder::new(DecodeContext {
         foll_longterm: (sel & 1 == 1).then(|| 1u32 << (sel >> 3)),
-    };
+    });
     let mut attributor = Attributor::new();
     let mut agg = Aggregator::new(ModelConfig {
         max_processes: 4,
@@ -44,7 +45,7 @@ pub fn decode_records(data: &[u8]) {
             .unwrap_or(rest.len());
         let (record, tail) = rest.split_at(size);
         rest = tail;
-        if let Ok(mut ev) = decode(record, &ctx) {
+        if let Ok(Some(mut ev)) = decoder.decode(record) {
             attributor.process(&mut ev);
             let _ = trace::json_line(&ev);
             let _ = trace::human_line(&ev);

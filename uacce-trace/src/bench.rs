@@ -29,12 +29,13 @@ use std::{
 
 use serde::Serialize;
 use uacce_trace_common::{
-    IopfRecord, RecordHeader, HOOK_TRACEPOINT, IOPF_REPORTER_IS_USER, KIND_IOPF, RECORD_VERSION,
+    IopfRecord, IopfResponseRecord, RecordHeader, HOOK_TRACEPOINT, IOPF_REPORTER_IS_USER,
+    KIND_IOPF_REPORT, KIND_IOPF_RESPONSE, RECORD_VERSION,
 };
 
 use crate::{
     attribution::Attributor,
-    decode::{decode, DecodeContext},
+    decode::Decoder,
     event::Event,
     export::{Format, IntervalWriter, RunMeta},
     model::{Aggregator, ModelConfig},
@@ -673,43 +674,51 @@ async fn pipeline_async(opts: PipelineOptions) -> anyhow::Result<PipelineResult>
 
 // ------------------------------------------------------------------ decode
 
-/// A bench record as the kernel program writes it (`seq` varies the
-/// timestamp, latency, address and group like the real stream does).
-pub fn bench_record(seq: u64, tgid: u32) -> IopfRecord {
-    let mut r = IopfRecord {
+/// A bench fault as the kernel programs write it: the report (`seq`
+/// varies the timestamp, address and group like the real stream does) and
+/// the response to its group.
+pub fn bench_records(seq: u64, tgid: u32) -> (IopfRecord, IopfResponseRecord) {
+    let mut report = IopfRecord {
         header: RecordHeader {
-            kind: KIND_IOPF,
+            kind: KIND_IOPF_REPORT,
             version: RECORD_VERSION,
             size: std::mem::size_of::<IopfRecord>() as u32,
         },
         ts_ns: 1_000_000_000 + seq * 500,
-        latency_ns: 150 + (seq * 2_654_435_761) % 5000,
         dev: 0xbe4c_0000_0000_0001,
         addr: 0x7f00_0000_0000 + (seq % 1024) * 4096,
         pasid: 1,
         grpid: (seq & 0x1ff) as u32,
         perm: 3,
         flags: 2,
-        response: 0,
         nr_faults: 1,
         reporter_tgid: tgid,
         flags2: IOPF_REPORTER_IS_USER,
-        hook: HOOK_TRACEPOINT,
         ..Default::default()
     };
-    r.reporter_comm[..11].copy_from_slice(b"uacce-trace");
-    r.dev_name[..6].copy_from_slice(b"bench0");
-    r
+    report.reporter_comm[..11].copy_from_slice(b"uacce-trace");
+    report.dev_name[..6].copy_from_slice(b"bench0");
+    let response = IopfResponseRecord {
+        header: RecordHeader {
+            kind: KIND_IOPF_RESPONSE,
+            version: RECORD_VERSION,
+            size: std::mem::size_of::<IopfResponseRecord>() as u32,
+        },
+        ts_ns: report.ts_ns + 150 + (seq * 2_654_435_761) % 5000,
+        dev: report.dev,
+        pasid: report.pasid,
+        grpid: report.grpid,
+        response: 0,
+        hook: HOOK_TRACEPOINT,
+        _pad: [0; 3],
+    };
+    (report, response)
 }
 
-fn record_bytes(r: &IopfRecord) -> &[u8] {
-    // SAFETY: IopfRecord is repr(C) plain data without implicit padding.
-    unsafe {
-        std::slice::from_raw_parts(
-            (r as *const IopfRecord).cast::<u8>(),
-            std::mem::size_of::<IopfRecord>(),
-        )
-    }
+fn record_bytes<T: Copy>(r: &T) -> &[u8] {
+    // SAFETY: the wire records are repr(C) plain data without implicit
+    // padding.
+    unsafe { std::slice::from_raw_parts((r as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
 /// Result of `bench decode`.
@@ -723,12 +732,14 @@ pub struct DecodeResult {
     pub peak_rss_kib: u64,
 }
 
-/// Decode + attribute + aggregate `events` records in batches, the way
-/// [`Tracer::run`] and `record` do, on this thread.
+/// Decode + pair + attribute + aggregate `events` IO page faults (a report
+/// and a response record each) in batches, the way [`Tracer::run`] and
+/// `record` do, on this thread.
 pub fn decode_aggregate(events: u64, batch: usize) -> DecodeResult {
-    // A ring's worth of distinct records, cycled.
-    let records: Vec<IopfRecord> = (0..32_768).map(|s| bench_record(s, 4242)).collect();
-    let ctx = DecodeContext::default();
+    // A ring's worth of distinct faults, cycled.
+    let records: Vec<(IopfRecord, IopfResponseRecord)> =
+        (0..32_768).map(|s| bench_records(s, 4242)).collect();
+    let mut decoder = Decoder::default();
     let mut attributor = Attributor::new();
     let mut agg = Aggregator::new(ModelConfig {
         start_ns: Some(1_000_000_000),
@@ -741,10 +752,12 @@ pub fn decode_aggregate(events: u64, batch: usize) -> DecodeResult {
         let n = (events - done).min(batch as u64);
         let mut out = Vec::new();
         for i in done..done + n {
-            let r = &records[(i % records.len() as u64) as usize];
-            if let Ok(mut ev) = decode(record_bytes(r), &ctx) {
-                attributor.process(&mut ev);
-                out.push(ev);
+            let (report, response) = &records[(i % records.len() as u64) as usize];
+            for bytes in [record_bytes(report), record_bytes(response)] {
+                if let Ok(Some(mut ev)) = decoder.decode(bytes) {
+                    attributor.process(&mut ev);
+                    out.push(ev);
+                }
             }
         }
         agg.ingest_all(&out);
@@ -774,14 +787,17 @@ mod tests {
 
     #[test]
     fn bench_records_decode_as_attributed_iopfs() {
-        let r = bench_record(7, 99);
-        let Ok(Event::Iopf(e)) = decode(record_bytes(&r), &DecodeContext::default()) else {
-            panic!("bench record does not decode");
+        let (report, response) = bench_records(7, 99);
+        let mut decoder = Decoder::default();
+        assert!(matches!(decoder.decode(record_bytes(&report)), Ok(None)));
+        let Ok(Some(Event::Iopf(e))) = decoder.decode(record_bytes(&response)) else {
+            panic!("bench records do not decode");
         };
         assert_eq!(
             (e.tgid, e.comm.as_str(), e.device.as_str()),
             (Some(99), "uacce-trace", "bench0")
         );
+        assert_eq!(e.latency_ns, response.ts_ns - report.ts_ns);
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! Decoding of ring-buffer records (wire types from `uacce-trace-common`)
 //! into domain [`Event`]s. Pure and total: any byte string yields an event
-//! or a [`DecodeError`], never a panic (it is a fuzz target).
+//! or a [`DecodeError`], never a panic (it is a fuzz target). [`decode`]
+//! takes one record on its own; [`Decoder`] takes the ring's stream, in
+//! which an IO page fault arrives as a report and a response that it pairs
+//! (`crate::pairing`).
 
 use thiserror::Error;
 use uacce_trace_common::{
-    ioctl_cmd, BindRecord, IoctlRecord, IopfRecord, PinFunc, PinRecord, QueueRecord, RecordHeader,
-    BIND_OP_BIND, BIND_OP_SCAN, BIND_OP_UNBIND, IOCTL_INNER_PIN_PAGE, IOCTL_INNER_UNPIN_PAGE,
-    IOPF_REPORTER_IS_USER, KIND_BIND, KIND_IOCTL, KIND_IOPF, KIND_PIN, KIND_QUEUE, KIND_UNPIN,
-    QUEUE_OP_OPEN, QUEUE_OP_PUT, QUEUE_OP_RELEASE, QUEUE_OP_START, RECORD_VERSION,
+    ioctl_cmd, BindRecord, IoctlRecord, IopfRecord, IopfResponseRecord, PinFunc, PinRecord,
+    QueueRecord, RecordHeader, BIND_OP_BIND, BIND_OP_SCAN, BIND_OP_UNBIND, IOCTL_INNER_PIN_PAGE,
+    IOCTL_INNER_UNPIN_PAGE, IOPF_REPORTER_IS_USER, KIND_BIND, KIND_IOCTL, KIND_IOPF,
+    KIND_IOPF_REPORT, KIND_IOPF_RESPONSE, KIND_PIN, KIND_QUEUE, KIND_UNPIN, QUEUE_OP_OPEN,
+    QUEUE_OP_PUT, QUEUE_OP_RELEASE, QUEUE_OP_START, RECORD_VERSION,
 };
 
 use crate::{
@@ -16,6 +20,7 @@ use crate::{
         comm_to_string, DriverCall, Event, HookType, IopfEvent, PasidEvent, PinEvent, PinIoctl,
         PinIoctlEvent, QueueEvent, QueueOp,
     },
+    pairing::IopfPairing,
 };
 
 /// Why a record could not be decoded.
@@ -39,6 +44,8 @@ pub enum DecodeError {
     QueueOp(u32),
     #[error("not a start-up scan record")]
     NotScan,
+    #[error("record kind {0} is half of an IO page fault: decode it with a Decoder")]
+    Unpaired(u16),
 }
 
 /// What decoding needs to know about the running kernel.
@@ -62,15 +69,87 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-/// Decode one ring-buffer record.
-pub fn decode(bytes: &[u8], ctx: &DecodeContext) -> Result<Event, DecodeError> {
+fn header(bytes: &[u8]) -> Result<RecordHeader, DecodeError> {
     let header: RecordHeader = read(bytes)?;
     if header.version != RECORD_VERSION {
         return Err(DecodeError::Version {
             found: header.version,
         });
     }
+    Ok(header)
+}
+
+/// Decodes the ring buffer's record stream: IO page fault reports and
+/// responses through an [`IopfPairing`] (an event once the response
+/// arrives), every other record on its own ([`decode`]).
+#[derive(Debug, Default)]
+pub struct Decoder {
+    pub ctx: DecodeContext,
+    pub pairing: IopfPairing,
+}
+
+impl Decoder {
+    pub fn new(ctx: DecodeContext) -> Self {
+        Decoder {
+            ctx,
+            pairing: IopfPairing::new(),
+        }
+    }
+
+    /// The event a record completes: `Ok(None)` for a report (held until
+    /// its response) and for a response without a report (counted in
+    /// [`IopfPairing::counts`]).
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<Option<Event>, DecodeError> {
+        match header(bytes)?.kind {
+            KIND_IOPF_REPORT => {
+                self.pairing.report(read(bytes)?);
+                Ok(None)
+            }
+            KIND_IOPF_RESPONSE => {
+                let response: IopfResponseRecord = read(bytes)?;
+                HookType::from_wire(response.hook).ok_or(DecodeError::Hook(response.hook))?;
+                self.pairing
+                    .respond(&response)
+                    .map(|r| iopf_event(&r))
+                    .transpose()
+            }
+            _ => decode(bytes, &self.ctx).map(Some),
+        }
+    }
+}
+
+/// A paired IO page fault ([`KIND_IOPF`]) as an event.
+fn iopf_event(r: &IopfRecord) -> Result<Event, DecodeError> {
+    let hook = HookType::from_wire(r.hook).ok_or(DecodeError::Hook(r.hook))?;
+    // Attribution starts from the reporting task when it is a user task;
+    // `attribution` replaces it with the PASID's owner.
+    let user = r.flags2 & IOPF_REPORTER_IS_USER != 0;
+    Ok(Event::Iopf(IopfEvent {
+        ts_ns: r.ts_ns,
+        latency_ns: r.latency_ns,
+        tgid: user.then_some(r.reporter_tgid),
+        comm: if user {
+            comm_to_string(&r.reporter_comm)
+        } else {
+            String::new()
+        },
+        device: comm_to_string(&r.dev_name),
+        pasid: r.pasid,
+        grpid: r.grpid,
+        perm: r.perm,
+        flags: r.flags,
+        addr: r.addr,
+        response: r.response,
+        hook,
+    }))
+}
+
+/// Decode one ring-buffer record on its own; the two halves of an IO page
+/// fault are [`DecodeError::Unpaired`] here ([`Decoder`] pairs them).
+pub fn decode(bytes: &[u8], ctx: &DecodeContext) -> Result<Event, DecodeError> {
+    let header = header(bytes)?;
     match header.kind {
+        KIND_IOPF_REPORT | KIND_IOPF_RESPONSE => Err(DecodeError::Unpaired(header.kind)),
         KIND_PIN | KIND_UNPIN => {
             let r: PinRecord = read(bytes)?;
             let func = PinFunc::from_u16(r.func).ok_or(DecodeError::Func(r.func))?;
@@ -91,31 +170,7 @@ pub fn decode(bytes: &[u8], ctx: &DecodeContext) -> Result<Event, DecodeError> {
                     && ctx.foll_longterm.is_some_and(|bit| r.gup_flags & bit != 0),
             }))
         }
-        KIND_IOPF => {
-            let r: IopfRecord = read(bytes)?;
-            let hook = HookType::from_wire(r.hook).ok_or(DecodeError::Hook(r.hook))?;
-            // Attribution starts from the reporting task when it is a user
-            // task; `attribution` replaces it with the PASID's owner.
-            let user = r.flags2 & IOPF_REPORTER_IS_USER != 0;
-            Ok(Event::Iopf(IopfEvent {
-                ts_ns: r.ts_ns,
-                latency_ns: r.latency_ns,
-                tgid: user.then_some(r.reporter_tgid),
-                comm: if user {
-                    comm_to_string(&r.reporter_comm)
-                } else {
-                    String::new()
-                },
-                device: comm_to_string(&r.dev_name),
-                pasid: r.pasid,
-                grpid: r.grpid,
-                perm: r.perm,
-                flags: r.flags,
-                addr: r.addr,
-                response: r.response,
-                hook,
-            }))
-        }
+        KIND_IOPF => iopf_event(&read(bytes)?),
         KIND_IOCTL => {
             let r: IoctlRecord = read(bytes)?;
             let hook = HookType::from_wire(r.hook).ok_or(DecodeError::Hook(r.hook))?;
@@ -203,13 +258,7 @@ pub fn decode(bytes: &[u8], ctx: &DecodeContext) -> Result<Event, DecodeError> {
 /// Decode one record of the start-up PASID scan (a [`BindRecord`] with
 /// `BIND_OP_SCAN`).
 pub fn decode_scan(bytes: &[u8]) -> Result<PasidOwner, DecodeError> {
-    let header: RecordHeader = read(bytes)?;
-    if header.version != RECORD_VERSION {
-        return Err(DecodeError::Version {
-            found: header.version,
-        });
-    }
-    if header.kind != KIND_BIND {
+    if header(bytes)?.kind != KIND_BIND {
         return Err(DecodeError::NotScan);
     }
     let r: BindRecord = read(bytes)?;

@@ -229,7 +229,7 @@ pub struct LossSample {
     pub ts_ns: u64,
     /// Records lost in the kernel (ring buffer or in-flight map full).
     pub dropped: u64,
-    /// IOPFs reported but never answered (evicted from the pairing map).
+    /// IOPFs reported but never answered (swept from the pairing table).
     pub unanswered: u64,
 }
 

@@ -4,7 +4,9 @@
 //! Module map (design.md "Data flow"):
 //! - `source`: the only aya user: inspect the kernel, plan, load, attach,
 //!   read the ring buffer, decode into events;
-//! - `decode`, `event`: wire records → domain events (pure);
+//! - `decode`, `event`: wire records → domain events (pure); `pairing`:
+//!   IO page fault reports + responses → complete faults (pure); `inthash`:
+//!   the hasher of maps keyed by kernel-chosen integers;
 //! - `plan`: hook planning as data (pure); `system`: facts read from files;
 //!   `btf`: a small parser of kernel BTF;
 //! - `model`: the aggregator (histograms, pin ledger, fault regions;
@@ -35,8 +37,10 @@ pub mod decode;
 pub mod doctor;
 pub mod event;
 pub mod export;
+pub mod inthash;
 pub mod kconfig;
 pub mod model;
+pub mod pairing;
 pub mod plan;
 pub mod rawfile;
 pub mod record;

@@ -6,7 +6,6 @@
 use std::{collections::BTreeMap, os::fd::AsRawFd};
 
 use aya::{
-    maps::HashMap as AyaHashMap,
     maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{FEntry, FExit, KProbe, TracePoint},
     Btf as AyaBtf, Ebpf, EbpfLoader,
@@ -17,12 +16,12 @@ use tokio::{
     io::{unix::AsyncFd, Interest},
     sync::mpsc,
 };
-use uacce_trace_common::{counter, IopfKey, IopfPending, KernelConfig, PinFunc, ScanState};
+use uacce_trace_common::{counter, KernelConfig, PinFunc, ScanState};
 
 use crate::{
     attribution::{Attributor, PasidOwner},
     btf::Btf,
-    decode::{decode, decode_scan, DecodeContext},
+    decode::{decode_scan, DecodeContext, Decoder},
     event::{Event, HookType, LossSample},
     kconfig,
     plan::{self, Facts, HookPreference, Plan, Program},
@@ -292,7 +291,7 @@ pub struct Counters {
     pub nested: u64,
     /// Entries that could not be stored.
     pub inflight_full: u64,
-    /// IOPF reports that found the pairing map full.
+    /// IOPF reports that found the pairing table full.
     pub iopf_pending_full: u64,
     /// IOPF responses without a seen report.
     pub response_without_report: u64,
@@ -319,11 +318,10 @@ pub struct Tracer {
     _ebpf: Ebpf,
     ring: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
-    pending: AyaHashMap<MapData, IopfKey, IopfPending>,
-    ctx: DecodeContext,
+    /// Decodes records and pairs IO page fault reports with responses.
+    decoder: Decoder,
     attributor: Attributor,
     undecodable: u64,
-    unanswered: u64,
     plan: Plan,
     hooks_attached: usize,
     scan: PasidScan,
@@ -541,7 +539,7 @@ pub const RING_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 pub const RING_SAFETY_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How long a reported IOPF group may wait for its response before it is
-/// counted as unanswered and dropped from the pairing map.
+/// counted as unanswered and dropped from the pairing table.
 pub const IOPF_TIMEOUT_NS: u64 = 5_000_000_000;
 
 fn monotonic_ns() -> u64 {
@@ -645,13 +643,6 @@ impl Tracer {
             name: "COUNTERS",
             source,
         })?;
-        let pending_map = ebpf
-            .take_map("IOPF_PENDING")
-            .ok_or(SourceError::Missing("map IOPF_PENDING"))?;
-        let pending = AyaHashMap::try_from(pending_map).map_err(|source| SourceError::Map {
-            name: "IOPF_PENDING",
-            source,
-        })?;
         let plan = inspection.plan.clone();
         Ok((
             Tracer {
@@ -661,13 +652,11 @@ impl Tracer {
                 ring: unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
                     .map_err(std::io::Error::from)?,
                 counters,
-                pending,
-                ctx: DecodeContext {
+                decoder: Decoder::new(DecodeContext {
                     foll_longterm: inspection.foll_longterm.value,
-                },
+                }),
                 attributor,
                 undecodable: 0,
-                unanswered: 0,
                 plan,
                 hooks_attached: attached,
                 scan,
@@ -708,11 +697,12 @@ impl Tracer {
             let Some(item) = ring.next() else {
                 return false;
             };
-            match decode(&item, &self.ctx) {
-                Ok(mut ev) => {
+            match self.decoder.decode(&item) {
+                Ok(Some(mut ev)) => {
                     self.attributor.process(&mut ev);
                     out.push(ev);
                 }
+                Ok(None) => {}
                 Err(err) => {
                     self.undecodable += 1;
                     log::warn!("undecodable record: {err}");
@@ -749,36 +739,26 @@ impl Tracer {
                 .map(|v| v.iter().copied().fold(0u64, u64::wrapping_add))
                 .unwrap_or(0)
         };
+        // IO page faults are paired here, so their counts are too.
+        let pairing = self.decoder.pairing.counts();
         Counters {
             ringbuf_full: get(counter::RINGBUF_FULL),
             exit_without_entry: get(counter::EXIT_WITHOUT_ENTRY),
             nested: get(counter::NESTED),
             inflight_full: get(counter::INFLIGHT_FULL),
-            iopf_pending_full: get(counter::IOPF_PENDING_FULL),
-            response_without_report: get(counter::RESPONSE_WITHOUT_REPORT),
-            iopf_group_faults: get(counter::IOPF_GROUP_FAULTS),
-            unanswered: self.unanswered,
+            iopf_pending_full: pairing.pending_full,
+            response_without_report: pairing.response_without_report,
+            iopf_group_faults: pairing.group_faults,
+            unanswered: pairing.unanswered,
             pending_at_exit: 0,
             undecodable: self.undecodable,
         }
     }
 
-    /// Remove IOPF groups older than `timeout_ns` from the pairing map,
+    /// Remove IOPF groups older than `timeout_ns` from the pairing table,
     /// counting them as unanswered; returns how many remain.
     fn sweep(&mut self, now_ns: u64, timeout_ns: u64) -> u64 {
-        let stale: Vec<IopfKey> = self
-            .pending
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, v)| now_ns.saturating_sub(v.ts_ns) > timeout_ns)
-            .map(|(k, _)| k)
-            .collect();
-        for key in &stale {
-            if self.pending.remove(key).is_ok() {
-                self.unanswered += 1;
-            }
-        }
-        self.pending.keys().filter(Result::is_ok).count() as u64
+        self.decoder.pairing.sweep(now_ns, timeout_ns)
     }
 
     fn loss_sample(&self, ts_ns: u64) -> Event {
@@ -1071,8 +1051,6 @@ impl Tracer {
         let map_err = |name: &'static str| move |source| SourceError::Map { name, source };
         let ring = RingBuf::try_from(take("EVENTS")?).map_err(map_err("EVENTS"))?;
         let counters = PerCpuArray::try_from(take("COUNTERS")?).map_err(map_err("COUNTERS"))?;
-        let pending =
-            AyaHashMap::try_from(take("IOPF_PENDING")?).map_err(map_err("IOPF_PENDING"))?;
         Ok(Tracer {
             _ebpf: ebpf,
             // SAFETY: as in `start`: the RingBuf owns its map fd until the
@@ -1080,11 +1058,9 @@ impl Tracer {
             ring: unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
                 .map_err(std::io::Error::from)?,
             counters,
-            pending,
-            ctx: DecodeContext::default(),
+            decoder: Decoder::default(),
             attributor: Attributor::new(),
             undecodable: 0,
-            unanswered: 0,
             plan: Plan::default(),
             hooks_attached: BENCH_PROGRAMS.len(),
             scan: PasidScan::skipped("not run by the bench source"),

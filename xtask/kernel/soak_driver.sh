@@ -64,7 +64,7 @@ sample() {
         procs=$((procs + ${p:-0}))
     done
     rec=$(stat -c %s /tmp/.soak.utrace.*.tmp 2>/dev/null | head -n 1)
-    echo "t=$(($(now) - start)) rss_kb=${rss:-?} hwm_kb=${hwm:-?} iopf_pending=$(map_entries IOPF_PENDING) pin_inflight=$(map_entries PIN_INFLIGHT) unpin_inflight=$(map_entries UNPIN_INFLIGHT) ioctl_inflight=$(map_entries IOCTL_INFLIGHT) get_pasid_inflight=$(map_entries GET_PASID_INFLI) queue_inflight=$(map_entries QUEUE_INFLIGHT) procs=$procs recording_bytes=${rec:-0}"
+    echo "t=$(($(now) - start)) rss_kb=${rss:-?} hwm_kb=${hwm:-?} pin_inflight=$(map_entries PIN_INFLIGHT) unpin_inflight=$(map_entries UNPIN_INFLIGHT) ioctl_inflight=$(map_entries IOCTL_INFLIGHT) get_pasid_inflight=$(map_entries GET_PASID_INFLI) queue_inflight=$(map_entries QUEUE_INFLIGHT) procs=$procs recording_bytes=${rec:-0}"
 }
 
 # tally LANE LINE: replaces the lane's tally file at once (the sampler

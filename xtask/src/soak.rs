@@ -18,9 +18,9 @@
 //!   `/proc/vmstat` (after `vm/stat_refresh`) and the guest programs' own
 //!   tallies;
 //! - IOPF records equal the faults the IOPF lanes triggered and read back;
-//! - no IOPF group unanswered, nothing dropped, and every pairing map empty
-//!   once the workload is over (`IOPF_PENDING`, `PIN_INFLIGHT`,
-//!   `UNPIN_INFLIGHT`, `IOCTL_INFLIGHT`);
+//! - no IOPF group unanswered (IOPFs are paired in user space), nothing
+//!   dropped, and every kernel pairing map empty once the workload is over
+//!   (`PIN_INFLIGHT`, `UNPIN_INFLIGHT`, `IOCTL_INFLIGHT`, …);
 //! - memory bounded: the tracer's VmHWM grows by less than
 //!   [`HWM_GROWTH_BOUND_KB`] after the warm-up ([`WARMUP_S`]), i.e. the
 //!   peak is reached early and churn does not add to it;
@@ -63,7 +63,6 @@ const GUEST_BPFTOOL: &str = "/usr/sbin/bpftool";
 /// the tracer must have them: `QUEUE_INFLIGHT` is newer than the others
 /// and only checked where it exists.
 const MAPS: &[(&str, bool)] = &[
-    ("iopf_pending", true),
     ("pin_inflight", true),
     ("unpin_inflight", true),
     ("ioctl_inflight", true),
@@ -655,8 +654,8 @@ mod tests {
             "noise\n\x1bc\x1b[?7l@@UT-BOOTED 6.12.117\n\
 @@UT-BEGIN status\nrecord_start_wait_ds=80\nrecord_started=1\nrecord_rc=130\nrecord_stop_signal=INT\nreport_rc=0\n@@UT-END status lines=5 bytes=1\n\
 @@UT-BEGIN samples\n\
-t=0 rss_kb=9000 hwm_kb=9000 iopf_pending=0 pin_inflight=0 unpin_inflight=0 ioctl_inflight=0 get_pasid_inflight=0 procs=0 recording_bytes=100\n\
-t=60 rss_kb=10000 hwm_kb=11000 iopf_pending=1 pin_inflight=2 unpin_inflight=0 ioctl_inflight=0 get_pasid_inflight=0 procs=300 recording_bytes=2048\n\
+t=0 rss_kb=9000 hwm_kb=9000 pin_inflight=0 unpin_inflight=0 ioctl_inflight=0 get_pasid_inflight=0 procs=0 recording_bytes=100\n\
+t=60 rss_kb=10000 hwm_kb=11000 pin_inflight=2 unpin_inflight=0 ioctl_inflight=0 get_pasid_inflight=0 procs=300 recording_bytes=2048\n\
 t=122 rss_kb=10000 hwm_kb={hwm_end} {last_maps} procs=600 recording_bytes=4096\n\
 @@UT-END samples lines=3 bytes=1\n\
 @@UT-BEGIN tallies\n\
@@ -673,7 +672,7 @@ iouring procs=100 pinned=1000 unpinned=1000 fails=0\nuacce procs=300 pinned=500 
     const GOOD: &str = "iopf_records=3200 iopf_rows=200 pin_calls=900 unpin_calls=900 \
 pinned_pages=1500 unpinned_pages=1500 held_pages=0 ledger_rows=400 dropped=0 unanswered=0";
     const EMPTY_MAPS: &str =
-        "iopf_pending=0 pin_inflight=0 unpin_inflight=0 ioctl_inflight=0 get_pasid_inflight=0";
+        "pin_inflight=0 unpin_inflight=0 ioctl_inflight=0 get_pasid_inflight=0";
 
     #[test]
     fn a_clean_soak_passes() {
@@ -706,9 +705,9 @@ pinned_pages=1500 unpinned_pages=1500 held_pages=0 ledger_rows=400 dropped=0 una
             ),
             (
                 GOOD,
-                &EMPTY_MAPS.replace("iopf_pending=0", "iopf_pending=3"),
+                &EMPTY_MAPS.replace("pin_inflight=0", "pin_inflight=3"),
                 12000,
-                "iopf_pending=3",
+                "pin_inflight=3",
             ),
             (GOOD, EMPTY_MAPS, 11000 + HWM_GROWTH_BOUND_KB, "VmHWM grew"),
             (

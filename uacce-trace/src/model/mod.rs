@@ -37,12 +37,12 @@ pub mod faults;
 pub mod hist;
 pub mod ledger;
 
-use std::{
-    collections::HashMap,
-    hash::{BuildHasherDefault, Hasher},
-};
+use std::collections::HashMap;
 
-use crate::event::{Event, IopfEvent, PinEvent, PinIoctl, PinIoctlEvent};
+use crate::{
+    event::{Event, IopfEvent, PinEvent, PinIoctl, PinIoctlEvent},
+    inthash::BuildIntHasher,
+};
 
 pub use self::{
     faults::{FaultMap, FaultRegion},
@@ -321,40 +321,11 @@ pub struct IntervalWindow {
     pub unanswered_total: u64,
 }
 
-/// Hasher of the per-process map: one multiply per pid instead of SipHash
-/// (which was an eighth of the ingest time in `cargo xtask bench
-/// pipeline`'s profile). Pids are handed out by the kernel, not chosen to
-/// collide, and the map holds at most `max_processes` entries.
-#[derive(Clone, Copy, Debug, Default)]
-struct PidHasher(u64);
-
-impl Hasher for PidHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing: the odd multiplier keeps the low bits (the
-        // bucket index) distinct for distinct pids.
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
 /// The aggregator. See the module docs.
 #[derive(Clone, Debug)]
 pub struct Aggregator {
     cfg: ModelConfig,
-    procs: HashMap<u32, ProcState, BuildHasherDefault<PidHasher>>,
+    procs: HashMap<u32, ProcState, BuildIntHasher>,
     unattributed: ProcState,
     other: ProcState,
     folded: FoldedTotals,
