@@ -178,7 +178,7 @@ pub fn build_release(arch: Arch, tool: bool, workload: bool) -> Result<Built> {
         .context("running cargo build")?;
     if !out.status.success() {
         bail!(
-            "cargo build --release --target {} failed ({})",
+            "cargo build --release failed for {} ({})",
             arch.rust_target(),
             out.status
         );

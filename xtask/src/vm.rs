@@ -30,12 +30,10 @@ mod testkernel;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
-use serde_json::Value;
 
 use crate::build::Arch;
 use crate::cache;
@@ -222,51 +220,11 @@ pub fn build(no_tool: bool, no_build: bool) -> Result<(Option<PathBuf>, PathBuf)
         }
         return Ok(((!no_tool).then_some(tool), workload));
     }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root).args([
-        "build",
-        "--release",
-        "--message-format=json-render-diagnostics",
-    ]);
-    if !no_tool {
-        cmd.args(["-p", "uacce-trace", "--bin", "uacce-trace"]);
-    }
-    cmd.args(["-p", "xtask", "--bin", "uacce-workload"]);
-    eprintln!("building release binaries…");
-    let out = cmd
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running cargo build")?;
-    if !out.status.success() {
-        bail!("cargo build --release failed ({})", out.status);
-    }
-    let mut tool = None;
-    let mut workload = None;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        if msg.get("reason").and_then(Value::as_str) != Some("compiler-artifact") {
-            continue;
-        }
-        let name = msg.pointer("/target/name").and_then(Value::as_str);
-        let exe = msg
-            .get("executable")
-            .and_then(Value::as_str)
-            .map(PathBuf::from);
-        match name {
-            Some("uacce-trace") if exe.is_some() => tool = exe,
-            Some("uacce-workload") => workload = exe,
-            _ => {}
-        }
-    }
-    let workload = workload.context("cargo build did not report the uacce-workload executable")?;
-    if !no_tool && tool.is_none() {
-        bail!("cargo build did not report the uacce-trace executable");
-    }
-    Ok((tool, workload))
+    let built = crate::build::build_release(Arch::host(), !no_tool, true)?;
+    let workload = built
+        .workload
+        .context("cargo build did not report the uacce-workload executable")?;
+    Ok((built.tool, workload))
 }
 
 /// Refuses workload options that could not be passed to `sh` verbatim.

@@ -19,7 +19,7 @@
 
 use serde_json::Value;
 
-use super::report::{Console, Section, Verdict};
+use super::report::{plan_row, Console, Section, Verdict};
 
 /// Checks (s1) and (s2); `hook` is the forced hook type, if any.
 pub fn check(console: &Console, hook: Option<&str>, v: &mut Verdict) {
@@ -32,16 +32,7 @@ pub fn check(console: &Console, hook: Option<&str>, v: &mut Verdict) {
         // report::check already failed (g) for this.
         return;
     };
-    let plan = doc
-        .get("plan")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let entry = |f: &str| {
-        plan.iter()
-            .find(|h| h.get("function").and_then(Value::as_str) == Some(f))
-            .cloned()
-    };
+    let entry = |f: &str| plan_row(&doc, f);
     let absent = |f: &str| entry(f).and_then(|h| h.get("absent").and_then(Value::as_bool));
     for core in ["iommu_report_device_fault", "iopf_group_response"] {
         if absent(core) != Some(true) {

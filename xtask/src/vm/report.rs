@@ -564,20 +564,19 @@ pub fn check(console: &Console, expect: &Expect<'_>) -> Verdict {
     v
 }
 
+/// The row of `function` in `doctor --json`'s plan, if it has one.
+pub fn plan_row<'a>(doc: &'a Value, function: &str) -> Option<&'a Value> {
+    doc.get("plan")?
+        .as_array()?
+        .iter()
+        .find(|h| h.get("function").and_then(Value::as_str) == Some(function))
+}
+
 /// (h) The IOPF hooks of the kernel's era: report and the era's response
 /// function chosen by doctor's plan, the other response function absent,
 /// and the tracer attached an IOPF response hook.
 fn check_iopf_era(v: &mut Verdict, doc: &Value, expected: &str, console: &Console) {
-    let plan = doc
-        .get("plan")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let entry = |f: &str| {
-        plan.iter()
-            .find(|h| h.get("function").and_then(Value::as_str) == Some(f))
-            .cloned()
-    };
+    let entry = |f: &str| plan_row(doc, f);
     let other = if expected == "iopf_group_response" {
         "iommu_page_response"
     } else {
