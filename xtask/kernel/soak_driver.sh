@@ -22,28 +22,12 @@
 # recording; awk sums the report's per-process rows into totals.
 #
 # Output sections: @@UT-BEGIN <name> ... @@UT-END <name> lines=N bytes=M.
+# Mounts, `alive`, `wait_started` and `section` come from guest_lib.sh,
+# which soak.rs puts in front of this file.
 
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
-mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 echo "@@UT-BOOTED $(uname -r)"
 echo "booted_at_uptime=$(cut -d. -f1 /proc/uptime)" > /tmp/boot-status
-
-section() {
-    [ -f "$2" ] || return 0
-    { cat "$2"; [ -n "$(tail -c 1 "$2")" ] && echo; } > /tmp/section.out
-    echo "@@UT-BEGIN $1"
-    cat /tmp/section.out
-    echo "@@UT-END $1 lines=$(wc -l < /tmp/section.out) bytes=$(wc -c < /tmp/section.out)"
-}
-
-alive() {
-    [ -r "/proc/$1/status" ] && ! grep -q '^State:.*Z' "/proc/$1/status"
-}
 
 now() { cut -d. -f1 /proc/uptime; }
 
@@ -136,17 +120,7 @@ lane_iopf() {
 soak_body() {
     "$TOOL" record --raw -o /tmp/soak.utrace --hooks "$HOOKS" > /tmp/record.out 2> /tmp/record.err &
     tpid=$!
-    started=0
-    n=0
-    while [ "$n" -lt 1200 ]; do
-        if grep -q '^uacce-trace: recording to' /tmp/record.err; then
-            started=1
-            break
-        fi
-        alive "$tpid" || break
-        usleep 100000
-        n=$((n + 1))
-    done
+    wait_started "$tpid" /tmp/record.err '^uacce-trace: recording to' 1200
     cat /tmp/boot-status > /tmp/status
     echo "record_start_wait_ds=$n" >> /tmp/status
     echo "record_started_at_uptime=$(now)" >> /tmp/status

@@ -22,7 +22,7 @@
 //! unless `--keep`.
 
 mod arm64;
-mod guest;
+pub mod guest;
 pub mod image;
 pub mod qemu;
 mod report;
