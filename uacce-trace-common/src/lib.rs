@@ -46,6 +46,10 @@ pub const KIND_BIND: u16 = 5;
 /// started (`UACCE_CMD_START_Q`), put (`UACCE_CMD_PUT_Q`) or released.
 pub const KIND_QUEUE: u16 = 6;
 
+/// `RecordHeader::kind` of a process-tree record (fork, exit) from the
+/// `sched_process_fork` / `sched_process_exit` tracepoints.
+pub const KIND_PROC: u16 = 9;
+
 /// `IopfRecord::flags2` bit: the task that reported the fault was a user
 /// task (the iommufd mock reports from the faulting process's ioctl; real
 /// hardware reports from an IRQ thread, never the owner).
@@ -470,15 +474,19 @@ pub struct PinInflight {
     pub depth: u16,
 }
 
-/// Indices into the per-CPU `COUNTERS` array.
+/// Indices into the per-CPU `COUNTERS` array: the kernel half of the loss
+/// ledger (user space adds its own reasons; see `docs/architecture.md`).
 pub mod counter {
-    /// Ring buffer reservation failed: a record was lost.
+    /// Unused since ring-buffer losses are counted per record kind
+    /// ([`ringbuf_full`]); kept so that the indices stay stable.
     pub const RINGBUF_FULL: u32 = 0;
-    /// An exit hook found no entry (entry missed or evicted).
+    /// Loss: an exit hook found no entry once attaching was done (the
+    /// kprobe missed the entry, or the LRU in-flight map evicted it).
     pub const EXIT_WITHOUT_ENTRY: u32 = 1;
-    /// Nested calls folded into their outer call.
+    /// Not a loss: a nested call folded into its outer call (only
+    /// `unpin_user_pages_dirty_lock` → `unpin_user_pages`).
     pub const NESTED: u32 = 2;
-    /// An entry could not be stored in the in-flight map.
+    /// Loss: an entry could not be stored in an in-flight map.
     pub const INFLIGHT_FULL: u32 = 3;
     /// Unused since IOPFs are paired in user space (which counts pairing
     /// losses itself); kept so that the indices stay stable.
@@ -487,8 +495,35 @@ pub mod counter {
     pub const RESPONSE_WITHOUT_REPORT: u32 = 5;
     /// Unused, as [`IOPF_PENDING_FULL`].
     pub const IOPF_GROUP_FAULTS: u32 = 6;
+    /// Loss: an entry found a leftover in-flight record of its thread that
+    /// cannot be its caller, i.e. the exit of that earlier call was missed
+    /// (a kretprobe out of instances, a call in flight while its hooks were
+    /// attached); the leftover was replaced, the earlier call is lost.
+    pub const STALE_INFLIGHT: u32 = 7;
+    /// Not a loss of the traced window: an exit without entry while the
+    /// tracer was attaching or within [`ATTACH_EDGE_NS`] after (a call
+    /// already in flight when tracing started).
+    pub const EXIT_AT_ATTACH: u32 = 8;
+    /// Attribution loss: an SVA unbind of a handle whose bind was not seen
+    /// (bound before the tracer started, or evicted from the handle map).
+    pub const UNBIND_UNKNOWN: u32 = 9;
+    /// First of the per-record-kind ring-buffer losses ([`ringbuf_full`]).
+    pub const RINGBUF_FULL_BASE: u32 = 16;
     /// Number of counters.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 32;
+
+    /// Loss: a record of `kind` (a `KIND_*` value) did not fit in the ring.
+    pub const fn ringbuf_full(kind: u16) -> u32 {
+        RINGBUF_FULL_BASE + (kind as u32 & 15)
+    }
+
+    /// How long after attaching an exit without entry still counts as a
+    /// call in flight at start ([`EXIT_AT_ATTACH`]) rather than a loss.
+    pub const ATTACH_EDGE_NS: u64 = 1_000_000_000;
+
+    /// Index of the attach-done time in the `RUNTIME` array map: user space
+    /// writes `bpf_ktime_get_ns()` there once every hook is attached.
+    pub const RUNTIME_ATTACH_DONE: u32 = 0;
 }
 
 /// The kernel functions whose calls become [`PinRecord`]s.
@@ -506,6 +541,10 @@ pub enum PinFunc {
     PinUserPagesRemote = 2,
     /// `pin_user_pages_unlocked(start, nr_pages, pages, gup_flags)`
     PinUserPagesUnlocked = 3,
+    /// `memfd_pin_folios(memfd, start, end, folios, max_folios, offset)`
+    /// (6.11+, udmabuf): returns the folios pinned, one pin reference (and
+    /// one `nr_foll_pin_acquired`) each; `start` is a file offset.
+    MemfdPinFolios = 4,
     /// `unpin_user_page(page)`
     UnpinUserPage = 16,
     /// `unpin_user_pages(pages, npages)`
@@ -524,11 +563,12 @@ pub enum PinFunc {
 
 impl PinFunc {
     /// Every hooked function, pin variants first.
-    pub const ALL: [PinFunc; 11] = [
+    pub const ALL: [PinFunc; 12] = [
         PinFunc::PinUserPages,
         PinFunc::PinUserPagesFast,
         PinFunc::PinUserPagesRemote,
         PinFunc::PinUserPagesUnlocked,
+        PinFunc::MemfdPinFolios,
         PinFunc::UnpinUserPage,
         PinFunc::UnpinUserPages,
         PinFunc::UnpinUserPagesDirtyLock,
@@ -545,6 +585,7 @@ impl PinFunc {
             PinFunc::PinUserPagesFast => "pin_user_pages_fast",
             PinFunc::PinUserPagesRemote => "pin_user_pages_remote",
             PinFunc::PinUserPagesUnlocked => "pin_user_pages_unlocked",
+            PinFunc::MemfdPinFolios => "memfd_pin_folios",
             PinFunc::UnpinUserPage => "unpin_user_page",
             PinFunc::UnpinUserPages => "unpin_user_pages",
             PinFunc::UnpinUserPagesDirtyLock => "unpin_user_pages_dirty_lock",
@@ -563,6 +604,7 @@ impl PinFunc {
             PinFunc::PinUserPagesFast => "pup_fast",
             PinFunc::PinUserPagesRemote => "pup_remote",
             PinFunc::PinUserPagesUnlocked => "pup_unlocked",
+            PinFunc::MemfdPinFolios => "memfd_pin",
             PinFunc::UnpinUserPage => "unpin_page",
             PinFunc::UnpinUserPages => "unpin_pages",
             PinFunc::UnpinUserPagesDirtyLock => "unpin_pages_dirty",
@@ -585,6 +627,7 @@ impl PinFunc {
             1 => PinFunc::PinUserPagesFast,
             2 => PinFunc::PinUserPagesRemote,
             3 => PinFunc::PinUserPagesUnlocked,
+            4 => PinFunc::MemfdPinFolios,
             16 => PinFunc::UnpinUserPage,
             17 => PinFunc::UnpinUserPages,
             18 => PinFunc::UnpinUserPagesDirtyLock,
@@ -671,8 +714,8 @@ mod tests {
     fn func_numbering_round_trips() {
         for f in PinFunc::ALL {
             assert_eq!(PinFunc::from_u16(f as u16), Some(f));
-            assert_eq!(f.is_pin(), f.symbol().starts_with("pin_"));
+            assert_eq!(f.is_pin(), !f.symbol().starts_with("unpin_"));
         }
-        assert_eq!(PinFunc::from_u16(4), None);
+        assert_eq!(PinFunc::from_u16(5), None);
     }
 }

@@ -27,7 +27,7 @@ use uacce_trace_common::{
     KIND_IOPF_REPORT, KIND_IOPF_RESPONSE, RECORD_VERSION,
 };
 
-use crate::{comm_into, count, emit, kernel_str_into, submit_flags, zero_fill, EVENTS};
+use crate::{comm_into, count, count_ring_full, emit, kernel_str_into, submit_flags, zero_fill, EVENTS};
 
 /// Offsets and constants of the running kernel, set by user space at load.
 #[unsafe(no_mangle)]
@@ -138,7 +138,7 @@ fn store_report(key: IopfKey, fields: ReportFields, dev_name: u64) {
 #[inline(always)]
 pub(crate) fn emit_report(fill: impl FnOnce(&mut IopfRecord)) {
     let Some(mut slot) = EVENTS.reserve::<IopfRecord>(0) else {
-        count(counter::RINGBUF_FULL);
+        count_ring_full(KIND_IOPF_REPORT);
         return;
     };
     let r = zero_fill(&mut slot);
@@ -160,7 +160,7 @@ pub(crate) fn emit_report(fill: impl FnOnce(&mut IopfRecord)) {
 #[inline(always)]
 pub(crate) fn on_response(key: IopfKey, code: u32, hook: u8) {
     let Some(mut slot) = EVENTS.reserve::<IopfResponseRecord>(0) else {
-        count(counter::RINGBUF_FULL);
+        count_ring_full(KIND_IOPF_RESPONSE);
         return;
     };
     let r = zero_fill(&mut slot);
@@ -417,6 +417,10 @@ pub(crate) fn ioctl_begin(cmd: u32, arg: u64, fd: u32, hook: u8) {
         _pad: 0,
         inner_ret: 0,
     };
+    if IOCTL_INFLIGHT.get_ptr(tid).is_some() {
+        // An earlier ioctl of this thread never saw its exit.
+        count(counter::STALE_INFLIGHT);
+    }
     if IOCTL_INFLIGHT.insert(tid, value, 0).is_err() {
         count(counter::INFLIGHT_FULL);
     }
@@ -439,7 +443,7 @@ pub(crate) fn ioctl_end(ret: i64, hook: u8) {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let Some(mut slot) = EVENTS.reserve::<IoctlRecord>(0) else {
-        count(counter::RINGBUF_FULL);
+        count_ring_full(KIND_IOCTL);
         return;
     };
     // Filled in place in the ring (see `zero_fill`).
@@ -509,7 +513,7 @@ fn emit_bind(mut record: BindRecord) {
         version: RECORD_VERSION,
         size: core::mem::size_of::<BindRecord>() as u32,
     };
-    emit(record);
+    emit(KIND_BIND, record);
 }
 
 #[inline(always)]
@@ -538,6 +542,9 @@ fn on_get_pasid(handle: u64, pasid: u32, hook: u8) {
 #[inline(always)]
 fn on_unbind(handle: u64, hook: u8) {
     let Some(bound) = SVA_HANDLES.get_ptr(handle) else {
+        // Bound before the tracer started, or evicted: its owner is not
+        // known here (user space may still know it from the scan).
+        count(counter::UNBIND_UNKNOWN);
         return;
     };
     // SAFETY: valid map value pointer.

@@ -17,7 +17,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated},
     macros::{fentry, fexit, kprobe, kretprobe, map},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use uacce_trace_common::{
@@ -37,6 +37,12 @@ pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 /// Per-CPU counters, indexed by `uacce_trace_common::counter`.
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Values user space sets while tracing; index
+/// `counter::RUNTIME_ATTACH_DONE`: `bpf_ktime_get_ns()` once every hook is
+/// attached (0 while attaching).
+#[map]
+static RUNTIME: Array<u64> = Array::with_max_entries(1, 0);
 
 /// In-flight pin calls, per thread.
 #[map]
@@ -97,15 +103,22 @@ pub(crate) fn submit_flags(size: usize) -> u64 {
 /// ring is counted (`RINGBUF_FULL`), never silent. For records built
 /// before the reservation; the pin exit reserves first and writes in place.
 #[inline(always)]
-pub(crate) fn emit<T: 'static>(record: T) {
+pub(crate) fn emit<T: 'static>(kind: u16, record: T) {
     match EVENTS.reserve::<T>(0) {
         Some(mut slot) => {
             slot.write(record);
             slot.submit(submit_flags(core::mem::size_of::<T>()));
         }
-        None => count(counter::RINGBUF_FULL),
+        None => count_ring_full(kind),
     }
 }
+
+/// Counts a record of `kind` lost to a full ring.
+#[inline(always)]
+pub(crate) fn count_ring_full(kind: u16) {
+    count(counter::ringbuf_full(kind));
+}
+
 
 /// Zero-fills `slot` with 8-byte stores and returns it as a record, to be
 /// filled field by field in place.
@@ -188,19 +201,47 @@ struct PinArgs {
     gup_flags: u32,
 }
 
+/// True when a call of `inner` may legitimately run inside a call of
+/// `outer` on the same thread, i.e. the kernel nests these exported
+/// functions. The only such path in 5.8 – 7.x is
+/// `unpin_user_pages_dirty_lock(pages, n, make_dirty = false)`, which calls
+/// `unpin_user_pages(pages, n)` (mm/gup.c; process_vm_readv takes it).
+/// No exported pin function calls another one; unpins inside a pin call
+/// (the long-term pin migration path, `memfd_pin_folios`'s error path) go
+/// to the separate unpin map. Anything else found in flight on entry is a
+/// leftover whose exit was missed.
+#[inline(always)]
+fn may_nest(outer: u16, inner: PinFunc) -> bool {
+    outer == PinFunc::UnpinUserPagesDirtyLock as u16 && matches!(inner, PinFunc::UnpinUserPages)
+}
+
+/// A nested call must start within this long of its outer call; an older
+/// in-flight record is a leftover (no unpin takes seconds).
+const NEST_MAX_NS: u64 = 10_000_000_000;
+
 #[inline(always)]
 fn on_entry(func: PinFunc, args: PinArgs) {
     let tid = bpf_get_current_pid_tgid() as u32;
     let map = inflight_map(func);
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
     if let Some(outer) = map.get_ptr_mut(tid) {
         // SAFETY: valid map value pointer; only this thread uses its key.
-        unsafe { (*outer).depth = (*outer).depth.wrapping_add(1) };
-        count(counter::NESTED);
-        return;
+        let (outer_func, outer_ts, outer_depth) =
+            unsafe { ((*outer).func, (*outer).ts_ns, (*outer).depth) };
+        if outer_depth == 0 && may_nest(outer_func, func) && now.wrapping_sub(outer_ts) < NEST_MAX_NS
+        {
+            // SAFETY: as above.
+            unsafe { (*outer).depth = 1 };
+            count(counter::NESTED);
+            return;
+        }
+        // The earlier call of this thread never saw its exit: replaced
+        // below, counted as lost.
+        count(counter::STALE_INFLIGHT);
     }
     let value = PinInflight {
-        // SAFETY: helper without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: now,
         start: args.start,
         nr_pages: args.nr_pages,
         gup_flags: args.gup_flags,
@@ -212,29 +253,53 @@ fn on_entry(func: PinFunc, args: PinArgs) {
     }
 }
 
+/// Counts an exit whose entry is unknown: a call already in flight while
+/// the tracer attached (or just after) is at the edge of the traced
+/// window, not a loss; later it is one (a missed or evicted entry).
+#[inline(always)]
+pub(crate) fn count_exit_without_entry(now: u64) {
+    let done = RUNTIME
+        .get(counter::RUNTIME_ATTACH_DONE)
+        .copied()
+        .unwrap_or(0);
+    if done == 0 || now < done.saturating_add(counter::ATTACH_EDGE_NS) {
+        count(counter::EXIT_AT_ATTACH);
+    } else {
+        count(counter::EXIT_WITHOUT_ENTRY);
+    }
+}
+
 /// `ret`: the function's return value; `None` for the void unpin functions.
 #[inline(always)]
 fn on_exit(func: PinFunc, hook: u8, ret: Option<i64>) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let map = inflight_map(func);
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
     let Some(entry) = map.get_ptr_mut(tid) else {
-        count(counter::EXIT_WITHOUT_ENTRY);
+        count_exit_without_entry(now);
         return;
     };
     // SAFETY: valid map value pointer; only this thread uses its key.
-    let entry_value = unsafe {
-        if (*entry).depth > 0 {
-            (*entry).depth -= 1;
-            return;
+    let entry_value = unsafe { *entry };
+    if entry_value.func != func as u16 {
+        if entry_value.depth > 0 {
+            // The nested call returns; its outer call reports the pages.
+            // SAFETY: as above.
+            unsafe { (*entry).depth = 0 };
+        } else {
+            // Not this call's record: its own entry was missed. The record
+            // stays for the call it belongs to.
+            count_exit_without_entry(now);
         }
-        *entry
-    };
+        return;
+    }
+    // The outer call returns (a nested call whose exit was missed leaves
+    // `depth` 1: the outer call still reports its pages).
     let _ = map.remove(tid);
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
     let Some(mut slot) = EVENTS.reserve::<PinRecord>(0) else {
-        count(counter::RINGBUF_FULL);
+        count_ring_full(if func.is_pin() { KIND_PIN } else { KIND_UNPIN });
         return;
     };
     // Filled in place in the ring (see `zero_fill`).
@@ -277,6 +342,8 @@ const fn spec(func: PinFunc) -> ArgSpec {
         PinFunc::PinUserPagesFast => (Some(0), Some(1), true, Some(2), true),
         PinFunc::PinUserPagesRemote => (Some(1), Some(2), false, Some(3), false),
         PinFunc::PinUserPagesUnlocked => (Some(0), Some(1), false, Some(3), false),
+        // (memfd, start offset, end, folios, max_folios: unsigned int, offset)
+        PinFunc::MemfdPinFolios => (Some(1), Some(4), true, None, false),
         PinFunc::UnpinUserPage | PinFunc::UnpinFolio => (None, None, false, None, false),
         PinFunc::UnpinUserPages
         | PinFunc::UnpinUserPagesDirtyLock
@@ -378,6 +445,13 @@ pin_programs!(
     pup_unlocked_fexit,
     pup_unlocked_kprobe,
     pup_unlocked_kretprobe
+);
+pin_programs!(
+    PinFunc::MemfdPinFolios,
+    memfd_pin_fentry,
+    memfd_pin_fexit,
+    memfd_pin_kprobe,
+    memfd_pin_kretprobe
 );
 pin_programs!(
     PinFunc::UnpinUserPage,

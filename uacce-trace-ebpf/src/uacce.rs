@@ -89,7 +89,7 @@ fn emit_queue(op: u32, ts_ns: u64, file: u64, ret: i64, hook: u8) {
     };
     comm_into(&mut record.comm);
     kernel_str_into(name_ptr, &mut record.dev_name);
-    emit(record);
+    emit(KIND_QUEUE, record);
 }
 
 #[inline(always)]
@@ -116,6 +116,10 @@ fn queue_enter(op: u32, file: u64) {
         op,
         _pad: 0,
     };
+    if QUEUE_INFLIGHT.get_ptr(tid).is_some() {
+        // An earlier call of this thread never saw its exit.
+        count(counter::STALE_INFLIGHT);
+    }
     if QUEUE_INFLIGHT.insert(tid, value, 0).is_err() {
         count(counter::INFLIGHT_FULL);
     }
@@ -125,7 +129,7 @@ fn queue_enter(op: u32, file: u64) {
 fn queue_return(ret: i64) {
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(entry) = QUEUE_INFLIGHT.get_ptr(tid) else {
-        count(counter::EXIT_WITHOUT_ENTRY);
+        crate::count_exit_without_entry(now_ns());
         return;
     };
     // SAFETY: valid map value pointer.

@@ -354,16 +354,21 @@ enum Attach {
     Tracepoint(&'static str, &'static str),
 }
 
-/// The programs serving `program` through `hook`, in attach order.
+/// The programs serving `program` through `hook`, in attach order: every
+/// exit half before its entry half. Attached the other way round, a call
+/// that is inside the function when its entry hook attaches but returns
+/// before its exit hook does leaves an in-flight record behind, which
+/// stood for a call forever; exit first, such a call only meets an exit
+/// without entry, counted as `EXIT_AT_ATTACH` (in flight at start).
 fn programs(program: Program, hook: HookType) -> Vec<(String, Attach)> {
     let pair = |base: &str| match hook {
         HookType::Fentry => vec![
-            (format!("{base}_fentry"), Attach::FEntry),
             (format!("{base}_fexit"), Attach::FExit),
+            (format!("{base}_fentry"), Attach::FEntry),
         ],
         _ => vec![
-            (format!("{base}_kprobe"), Attach::KProbe),
             (format!("{base}_kretprobe"), Attach::KRetProbe),
+            (format!("{base}_kprobe"), Attach::KProbe),
         ],
     };
     let entry = |base: &str| match hook {
@@ -399,12 +404,12 @@ fn programs(program: Program, hook: HookType) -> Vec<(String, Attach)> {
         (Program::SvaUnbind, _) => entry("sva_unbind"),
         (Program::PinIoctl, HookType::Tracepoint) => vec![
             (
-                "ioctl_enter".into(),
-                Attach::Tracepoint("syscalls", "sys_enter_ioctl"),
-            ),
-            (
                 "ioctl_exit".into(),
                 Attach::Tracepoint("syscalls", "sys_exit_ioctl"),
+            ),
+            (
+                "ioctl_enter".into(),
+                Attach::Tracepoint("syscalls", "sys_enter_ioctl"),
             ),
         ],
         (Program::PinIoctl, _) => Vec::new(),
@@ -621,6 +626,24 @@ impl Tracer {
                 source,
             })?;
         }
+        // Every hook is attached: from now on an exit without entry is a
+        // loss, not a call that was in flight at start.
+        {
+            let mut runtime: Array<_, u64> = Array::try_from(
+                ebpf.map_mut("RUNTIME")
+                    .ok_or(SourceError::Missing("map RUNTIME"))?,
+            )
+            .map_err(|source| SourceError::Map {
+                name: "RUNTIME",
+                source,
+            })?;
+            runtime
+                .set(counter::RUNTIME_ATTACH_DONE, monotonic_ns(), 0)
+                .map_err(|source| SourceError::Map {
+                    name: "RUNTIME",
+                    source,
+                })?;
+        }
         // After attaching, so a bind from now on is seen by its hook and
         // one before is found here: seeds the owner table before the first
         // event is read.
@@ -742,7 +765,9 @@ impl Tracer {
         // IO page faults are paired here, so their counts are too.
         let pairing = self.decoder.pairing.counts();
         Counters {
-            ringbuf_full: get(counter::RINGBUF_FULL),
+            ringbuf_full: (counter::RINGBUF_FULL_BASE..counter::COUNT)
+                .map(get)
+                .fold(get(counter::RINGBUF_FULL), u64::wrapping_add),
             exit_without_entry: get(counter::EXIT_WITHOUT_ENTRY),
             nested: get(counter::NESTED),
             inflight_full: get(counter::INFLIGHT_FULL),
