@@ -276,7 +276,10 @@ mod tests {
         p.report(last(report(7, 3, 50_000)));
         let done = p.respond(&response(7, 3, 50_700)).expect("paired");
         // The new group's latency, not the stale one's.
-        assert_eq!((done.ts_ns, done.latency_ns, done.nr_faults), (50_000, 700, 1));
+        assert_eq!(
+            (done.ts_ns, done.latency_ns, done.nr_faults),
+            (50_000, 700, 1)
+        );
         let c = p.counts();
         assert_eq!((c.unanswered, c.superseded, c.group_faults), (1, 1, 1));
         assert_eq!(p.waiting(), 0);
@@ -302,11 +305,13 @@ mod tests {
         p.report(last(report(7, 1, 1_000)));
         p.report(last(report(8, 1, 2_000)));
         assert_eq!(
-            p.respond(&response(8, 1, 2_500)).map(|r| (r.dev, r.latency_ns)),
+            p.respond(&response(8, 1, 2_500))
+                .map(|r| (r.dev, r.latency_ns)),
             Some((8, 500))
         );
         assert_eq!(
-            p.respond(&response(7, 1, 4_000)).map(|r| (r.dev, r.latency_ns)),
+            p.respond(&response(7, 1, 4_000))
+                .map(|r| (r.dev, r.latency_ns)),
             Some((7, 3_000))
         );
         assert_eq!(p.counts(), PairingCounts::default());
