@@ -166,8 +166,11 @@ pub fn decode(bytes: &[u8], ctx: &DecodeContext) -> Result<Event, DecodeError> {
                 nr_pages: r.nr_pages,
                 ret: r.ret,
                 gup_flags: r.gup_flags,
-                longterm: func.is_pin()
-                    && ctx.foll_longterm.is_some_and(|bit| r.gup_flags & bit != 0),
+                // memfd_pin_folios takes no gup_flags; its pins (udmabuf)
+                // are long-term by design (FOLL_PIN | FOLL_LONGTERM inside).
+                longterm: func == PinFunc::MemfdPinFolios
+                    || (func.is_pin()
+                        && ctx.foll_longterm.is_some_and(|bit| r.gup_flags & bit != 0)),
             }))
         }
         KIND_IOPF => iopf_event(&read(bytes)?),

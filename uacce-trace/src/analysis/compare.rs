@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::{fmt_ns, table, Loaded};
-use crate::model::{hist, Hist, Kind, Summary, OTHER_COMM, UNATTRIBUTED_COMM};
+use crate::model::{hist, is_bucket_comm, Hist, Kind, Summary};
 
 /// Exit code: the goal is met.
 pub const EXIT_MET: u8 = 0;
@@ -315,7 +315,7 @@ pub fn compare(base: &Loaded, cand: &Loaded, o: &CompareOptions) -> Comparison {
         let cs = metric_of(c.kind_hist.get(comm), &o.metric);
         // The [unattributed] and [other] buckets are not processes that
         // can fail to run: their absence means no samples.
-        let is_bucket = comm.as_str() == UNATTRIBUTED_COMM || comm.as_str() == OTHER_COMM;
+        let is_bucket = is_bucket_comm(comm);
         let present_in_c = is_bucket || c.procs.contains_key(comm);
         let change_pct = match (bs.metric_ns, cs.metric_ns) {
             (Some(bm), Some(cm)) if bm > 0 => Some((cm as f64 - bm as f64) / bm as f64 * 100.0),

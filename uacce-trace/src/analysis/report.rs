@@ -135,7 +135,7 @@ fn render_raw(out: &mut String, snap: &crate::model::Snapshot) {
     let procs: Vec<_> = snap
         .processes
         .iter()
-        .filter(|p| p.proc_id != ProcId::Unattributed)
+        .filter(|p| !matches!(p.proc_id, ProcId::Unattributed(_)))
         .collect();
     out.push_str("\npin ledger (pages; ranges are the union of pinned address ranges now):\n");
     if procs.is_empty() {

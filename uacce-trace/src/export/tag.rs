@@ -6,12 +6,12 @@
 //! ```text
 //! KIND/PID/COMM/DEVICE          e.g.  iopf/1234/fio/0000:00:02.0
 //!                                     pin/1234/fio/-
-//!                                     iopf/-/[unattributed]/0000:00:02.0
+//!                                     iopf/-/[unattrib:5]/0000:00:02.0
 //!                                     unpin/-/[other]/-
 //! ```
 //!
 //! - `KIND`: `iopf`, `pin`, `unpin` or `uacce_ctrl`;
-//! - `PID`: the process's tgid in decimal, or `-` for the `[unattributed]`
+//! - `PID`: the process's tgid in decimal, or `-` for the `[unattrib:PASID]`
 //!   and `[other]` buckets;
 //! - `COMM`: the command name; `DEVICE`: the device name, `-` when there is
 //!   none (everything but IOPFs).
@@ -22,7 +22,7 @@
 //! break (what the HdrHistogram log format forbids) and always splits into
 //! exactly four fields at `/`.
 
-use crate::model::{Kind, ProcId, SeriesKey, OTHER_COMM, UNATTRIBUTED_COMM};
+use crate::model::{is_bucket_comm, Kind, ProcId, SeriesKey};
 
 /// Replace what a tag field must not hold (see the module docs).
 pub fn sanitize(s: &str) -> String {
@@ -44,7 +44,7 @@ pub fn sanitize(s: &str) -> String {
 pub fn tag(key: &SeriesKey) -> String {
     let pid = match key.proc_id {
         ProcId::Pid(p) => p.to_string(),
-        ProcId::Unattributed | ProcId::Other => "-".to_string(),
+        ProcId::Unattributed(_) | ProcId::Other => "-".to_string(),
     };
     format!(
         "{}/{}/{}/{}",
@@ -84,7 +84,7 @@ impl TagInfo {
 
     /// True for `[unattributed]` and `[other]`.
     pub fn is_bucket(&self) -> bool {
-        self.pid.is_none() && (self.comm == UNATTRIBUTED_COMM || self.comm == OTHER_COMM)
+        self.pid.is_none() && is_bucket_comm(&self.comm)
     }
 }
 
@@ -127,6 +127,7 @@ pub fn parse(tag: &str) -> TagInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::OTHER_COMM;
 
     fn key(kind: Kind, proc_id: ProcId, comm: &str, device: &str) -> SeriesKey {
         SeriesKey {

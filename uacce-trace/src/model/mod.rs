@@ -12,7 +12,8 @@
 //! `uacce_ctrl`), process and device (`""` for everything but IOPFs). A
 //! process is identified by its tgid; the command name shown is the one of
 //! the first event seen from it (threads may rename themselves). IOPFs whose
-//! owner is unknown go to the `[unattributed]` process.
+//! owner is unknown go to one `[unattrib:PASID]` process per PASID (its
+//! series are per device, so each (device, PASID) has its own histogram).
 //!
 //! # Bounded memory under process churn
 //!
@@ -37,7 +38,7 @@ pub mod faults;
 pub mod hist;
 pub mod ledger;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::{
     event::{Event, IopfEvent, PinEvent, PinIoctl, PinIoctlEvent},
@@ -88,14 +89,27 @@ impl Kind {
 pub enum ProcId {
     /// A process by tgid.
     Pid(u32),
-    /// IOPFs whose PASID owner is unknown.
-    Unattributed,
+    /// IOPFs of this PASID whose owner is unknown.
+    Unattributed(u32),
     /// Processes folded away for memory's sake (see the module docs).
     Other,
 }
 
-/// Command name of [`ProcId::Unattributed`].
-pub const UNATTRIBUTED_COMM: &str = "[unattributed]";
+/// Prefix of the command name of [`ProcId::Unattributed`]
+/// (`[unattrib:PASID]`, see [`unattributed_comm`]; short enough for
+/// `top`'s COMM column).
+pub const UNATTRIBUTED_COMM: &str = "[unattrib:";
+
+/// Command name of the `[unattributed]` row of `pasid`.
+pub fn unattributed_comm(pasid: u32) -> String {
+    format!("{UNATTRIBUTED_COMM}{pasid}]")
+}
+
+/// True for the command names of the `[unattrib:PASID]` and `[other]`
+/// rows, which are not processes.
+pub fn is_bucket_comm(comm: &str) -> bool {
+    comm == OTHER_COMM || comm.starts_with(UNATTRIBUTED_COMM)
+}
 /// Command name of [`ProcId::Other`].
 pub const OTHER_COMM: &str = "[other]";
 
@@ -326,7 +340,7 @@ pub struct IntervalWindow {
 pub struct Aggregator {
     cfg: ModelConfig,
     procs: HashMap<u32, ProcState, BuildIntHasher>,
-    unattributed: ProcState,
+    unattributed: BTreeMap<u32, ProcState>,
     other: ProcState,
     folded: FoldedTotals,
     start_ns: Option<u64>,
@@ -343,7 +357,7 @@ impl Aggregator {
     /// An empty aggregator.
     pub fn new(cfg: ModelConfig) -> Aggregator {
         Aggregator {
-            unattributed: ProcState::new(UNATTRIBUTED_COMM, 0, &cfg),
+            unattributed: BTreeMap::new(),
             other: ProcState::new(OTHER_COMM, 0, &cfg),
             procs: HashMap::default(),
             folded: FoldedTotals::default(),
@@ -452,10 +466,13 @@ impl Aggregator {
             }
             None => {
                 // Addresses of unknown owners mean nothing together: count only.
-                self.unattributed.last_seen_ns = self.unattributed.last_seen_ns.max(f.ts_ns);
-                self.unattributed
-                    .series(Kind::Iopf, &f.device)
-                    .record(f.latency_ns, error);
+                let cfg = &self.cfg;
+                let st = self
+                    .unattributed
+                    .entry(f.pasid)
+                    .or_insert_with(|| ProcState::new(&unattributed_comm(f.pasid), f.ts_ns, cfg));
+                st.last_seen_ns = st.last_seen_ns.max(f.ts_ns);
+                st.series(Kind::Iopf, &f.device).record(f.latency_ns, error);
             }
         }
     }
@@ -499,10 +516,12 @@ impl Aggregator {
         pids.sort_unstable();
         pids.into_iter()
             .filter_map(|p| self.procs.get(&p).map(|s| (ProcId::Pid(p), s)))
-            .chain([
-                (ProcId::Unattributed, &self.unattributed),
-                (ProcId::Other, &self.other),
-            ])
+            .chain(
+                self.unattributed
+                    .iter()
+                    .map(|(&pasid, st)| (ProcId::Unattributed(pasid), st)),
+            )
+            .chain([(ProcId::Other, &self.other)])
     }
 
     /// Close the current interval at `end_ns` and return what it held;
@@ -528,7 +547,9 @@ impl Aggregator {
         for (&pid, st) in self.procs.iter_mut() {
             take(ProcId::Pid(pid), st);
         }
-        take(ProcId::Unattributed, &mut self.unattributed);
+        for (&pasid, st) in self.unattributed.iter_mut() {
+            take(ProcId::Unattributed(pasid), st);
+        }
         take(ProcId::Other, &mut self.other);
         series.sort_by(|a, b| a.key.cmp(&b.key));
         let window = IntervalWindow {
@@ -598,7 +619,7 @@ impl Aggregator {
                     fault_block_bytes: st.faults.block_bytes(),
                     folded_processes: 0,
                 },
-                ProcId::Unattributed => {
+                ProcId::Unattributed(_) => {
                     if st.series.is_empty() {
                         continue;
                     }

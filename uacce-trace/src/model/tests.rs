@@ -99,7 +99,7 @@ fn faults_inside_pinned_ranges_are_counted_at_that_moment() {
     assert_eq!((p.faults, p.faults_in_pinned), (2, 1));
     assert_eq!(p.ledger.pinned_pages, 0);
     assert_eq!(p.fault_regions.len(), 1);
-    assert_eq!(s.processes[1].proc_id, ProcId::Unattributed);
+    assert_eq!(s.processes[1].proc_id, ProcId::Unattributed(1));
     let kinds: Vec<(Kind, ProcId, u64)> = s
         .series
         .iter()
@@ -109,7 +109,7 @@ fn faults_inside_pinned_ranges_are_counted_at_that_moment() {
         kinds,
         vec![
             (Kind::Iopf, ProcId::Pid(7), 2),
-            (Kind::Iopf, ProcId::Unattributed, 1),
+            (Kind::Iopf, ProcId::Unattributed(1), 1),
             (Kind::Pin, ProcId::Pid(7), 1),
             (Kind::Unpin, ProcId::Pid(7), 1),
         ]

@@ -362,7 +362,7 @@ pub fn render(e: &Exposition<'_>) -> String {
     for p in snap
         .processes
         .iter()
-        .filter(|p| p.proc_id != ProcId::Unattributed)
+        .filter(|p| !matches!(p.proc_id, ProcId::Unattributed(_)))
     {
         o.sample(
             "uacce_trace_pinned_pages",
@@ -656,7 +656,7 @@ mod tests {
             format!("uacce_trace_iopf_latency_seconds_bucket{{{pid7},le=\"+Inf\"}} 2"),
             format!("uacce_trace_iopf_latency_seconds_count{{{pid7}}} 2"),
             format!("uacce_trace_iopf_errors_total{{{pid7}}} 1"),
-            r#"uacce_trace_iopf_latency_seconds_count{pid="",comm="[unattributed]",device="0000:00:02.0"} 1"#.into(),
+            r#"uacce_trace_iopf_latency_seconds_count{pid="",comm="[unattrib:1]",device="0000:00:02.0"} 1"#.into(),
             r#"uacce_trace_pin_errors_total{pid="9",comm="p9"} 1"#.into(),
             r#"uacce_trace_pin_pages_total{pid="9",comm="p9"} 4"#.into(),
             r#"uacce_trace_pinned_pages{pid="9",comm="p9"} 4"#.into(),

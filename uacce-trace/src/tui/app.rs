@@ -121,7 +121,7 @@ impl Column {
     /// What the column means (help screen).
     pub const fn meaning(self) -> &'static str {
         match self {
-            Column::Pid => "process id (- for the [unattributed] and [other] buckets)",
+            Column::Pid => "process id (- for the [unattrib:PASID] and [other] rows)",
             Column::Comm => "command name",
             Column::Device => "devices that faulted for the process (+N: more)",
             Column::IopfRate => "IO page faults per second, last interval",

@@ -249,7 +249,7 @@ impl Feed {
         let (proc_id, ts, pasid, bound, device) = match ev {
             Event::Pasid(p) => (ProcId::Pid(p.tgid), p.ts_ns, p.pasid, Some(p.bound), None),
             Event::Iopf(f) => (
-                f.tgid.map_or(ProcId::Unattributed, ProcId::Pid),
+                f.tgid.map_or(ProcId::Unattributed(f.pasid), ProcId::Pid),
                 f.ts_ns,
                 f.pasid,
                 None,

@@ -525,7 +525,7 @@ fn sorting_cycles_and_reverses() {
     // Direct keys in the table.
     press(&mut app, KeyCode::Char('>'));
     assert_eq!(app.sort(), (Column::Comm, false));
-    assert_eq!(app.visible_rows()[0].comm, "[unattributed]");
+    assert_eq!(app.visible_rows()[0].comm, "[unattrib:11]");
     for _ in 0..8 {
         press(&mut app, KeyCode::Char('>'));
     }
@@ -667,7 +667,7 @@ fn feed_rates_history_and_pasids() {
     let unattributed = data
         .rows
         .iter()
-        .find(|r| r.proc_id == ProcId::Unattributed)
+        .find(|r| r.proc_id == ProcId::Unattributed(11))
         .unwrap_or_else(|| panic!("no [unattributed]"));
     assert_eq!(unattributed.iopf_total, 30);
     assert_eq!(unattributed.detail.pasids[0].pasid, 11);
