@@ -131,7 +131,7 @@ fn check(dir: &Path, hlog: &Path) -> usize {
 #[test]
 fn python_hdrh_decodes_the_synthetic_run() {
     if let Some(why) = hdrh_missing() {
-        eprintln!("SKIP: {why}");
+        common::skip(common::Lack::Setup, &why);
         return;
     }
     let dir = scratch("hdrh");
@@ -145,7 +145,7 @@ fn python_hdrh_decodes_the_synthetic_run() {
 #[test]
 fn python_hdrh_decodes_wide_ranges() {
     if let Some(why) = hdrh_missing() {
-        eprintln!("SKIP: {why}");
+        common::skip(common::Lack::Setup, &why);
         return;
     }
     let dir = scratch("hdrh-wide");

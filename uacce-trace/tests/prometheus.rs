@@ -238,7 +238,7 @@ fn prometheus_histogram_quantile_agrees_with_the_model() {
     let prom = match prometheus() {
         Ok(p) => p,
         Err(why) => {
-            eprintln!("SKIP: {why}");
+            common::skip(common::Lack::Setup, &why);
             return;
         }
     };
