@@ -6,7 +6,8 @@
 //!   (`--replay --realtime`), so it needs no root;
 //! - `trace` needs root (or CAP_BPF + CAP_PERFMON) and an attachable hook
 //!   (on a host like this one only the ioctl tracepoints attach, which is
-//!   enough: the test makes pin ioctls on /dev/null); otherwise it skips;
+//!   enough: the test makes pin ioctls on /dev/null); otherwise it skips
+//!   (without root or the eBPF object, a failure under `CI=true`);
 //! - `serve` replays (no root) and, where tracing works, also runs live.
 
 mod common;

@@ -327,12 +327,6 @@ fn header(n: usize, of: usize, name: &str, what: &str) {
 
 fn finish_tier(name: &'static str, counts: Counts, start: Instant) -> TierResult {
     let elapsed = start.elapsed();
-    for (test, text) in &counts.notes {
-        println!("note: {test}: {text}");
-    }
-    for (test, why) in &counts.skips {
-        println!("SKIPPED: {test}: {why}");
-    }
     println!(
         "---- {name}: {} in {:.1} s",
         counts.line(),

@@ -19,6 +19,8 @@ use uacce_trace::{
 };
 use uacce_trace_common::PinFunc;
 
+// Not every test binary uses each of them.
+#[allow(unused_imports)]
 pub use skip::{note, skip, skip_part, Lack};
 
 /// CLOCK_MONOTONIC at the start of the synthetic runs.

@@ -119,6 +119,15 @@ fn append(path: Option<&std::ffi::OsStr>, name: &str, text: &str) {
     }
 }
 
+/// Why a skip is a failure under CI (`why`, unless `reason` says it).
+fn ci_failure(reason: &str, why: &str) -> String {
+    if reason.contains(why) {
+        "a failure under CI=true".to_string()
+    } else {
+        format!("a failure under CI=true: {why}")
+    }
+}
+
 /// The running test cannot run: fails under `CI=true` when `lack` is
 /// something the project provides, else records the skip and returns (the
 /// caller returns right after).
@@ -135,7 +144,7 @@ pub fn skip(lack: Lack, reason: &str) {
 pub fn skip_in(lack: Lack, reason: &str, ci: bool, file: Option<&std::ffi::OsStr>) {
     let name = test_name();
     if let (true, Some(why)) = (ci, lack.fails_in_ci()) {
-        panic!("{name} cannot run: {reason} (a failure under CI=true: {why})");
+        panic!("{name} cannot run: {reason} ({})", ci_failure(reason, why));
     }
     eprintln!("SKIP {name}: {reason}");
     append(file, &name, reason);
@@ -147,7 +156,10 @@ pub fn skip_in(lack: Lack, reason: &str, ci: bool, file: Option<&std::ffi::OsStr
 pub fn skip_part(lack: Lack, part: &str, reason: &str) {
     let name = test_name();
     if let (true, Some(why)) = (ci(), lack.fails_in_ci()) {
-        panic!("{name}: the {part} cannot run: {reason} (a failure under CI=true: {why})");
+        panic!(
+            "{name}: the {part} cannot run: {reason} ({})",
+            ci_failure(reason, why)
+        );
     }
     eprintln!("SKIP {name} ({part}): {reason}");
     append(
