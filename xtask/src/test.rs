@@ -267,16 +267,24 @@ pub fn run(args: &TestArgs) -> Result<bool> {
         results.push(finish_tier(tier.name(), counts, t));
     }
 
-    // Tiers left out count as skipped, saying why.
-    for tier in [Tier::Lint, Tier::Unit, Tier::Vm, Tier::Fuzz] {
+    // Tiers left out count as skipped, saying why, in their place.
+    for (i, tier) in [Tier::Lint, Tier::Unit, Tier::Vm, Tier::Fuzz]
+        .into_iter()
+        .enumerate()
+    {
         if let Some(why) = args.left_out(tier) {
             let mut counts = Counts::default();
             counts.skip(format!("{} tier", tier.name()), why);
-            results.push(TierResult {
-                name: tier.name(),
-                counts,
-                elapsed: Duration::ZERO,
-            });
+            // After setup and the tiers before this one.
+            let at = (i + 1).min(results.len());
+            results.insert(
+                at,
+                TierResult {
+                    name: tier.name(),
+                    counts,
+                    elapsed: Duration::ZERO,
+                },
+            );
         }
     }
 
