@@ -1913,9 +1913,9 @@ mod tests {
                     std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
                 ) =>
             {
-                eprintln!(
-                    "skipping live_vmlinux: cannot read {}: {source}",
-                    path.display()
+                crate::test_skip::skip(
+                    crate::test_skip::Lack::Host,
+                    &format!("cannot read {}: {source}", path.display()),
                 );
                 return;
             }

@@ -381,9 +381,15 @@ mod tests {
 
     #[test]
     fn live_btf_agrees_with_the_stable_layout() {
-        let Ok(btf) = Btf::from_sys_fs() else {
-            eprintln!("SKIP: no readable kernel BTF");
-            return;
+        let btf = match Btf::from_sys_fs() {
+            Ok(btf) => btf,
+            Err(e) => {
+                crate::test_skip::skip(
+                    crate::test_skip::Lack::Host,
+                    &format!("no readable kernel BTF on this host: {e}"),
+                );
+                return;
+            }
         };
         let r = resolve(Some(&btf), Some(ENTER), None);
         if btf.struct_size("iommu_fault").is_some() {

@@ -49,3 +49,9 @@ pub mod source;
 pub mod system;
 pub mod trace;
 pub mod tui;
+
+/// How a test that cannot run says so (shared with the integration tests
+/// and xtask's).
+#[cfg(test)]
+#[path = "../tests/common/skip.rs"]
+pub(crate) mod test_skip;

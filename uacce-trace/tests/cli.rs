@@ -744,8 +744,18 @@ fn full_disk_and_permissions_name_the_file() {
             })
             .unwrap_or_default();
         assert!(left.is_empty(), "left on the full file system: {left:?}");
+    } else if !root {
+        common::skip_part(
+            common::Lack::Root,
+            "full tmpfs part",
+            "not root: mounting a 64-KiB tmpfs needs root; /dev/full only",
+        );
     } else {
-        eprintln!("SKIP (tmpfs part): not root or mount refused; /dev/full only");
+        common::skip_part(
+            common::Lack::Host,
+            "full tmpfs part",
+            "this host refused to mount a tmpfs; /dev/full only",
+        );
     }
     for ext in ["hlog", "raw"] {
         let o = run(&[
@@ -821,7 +831,11 @@ fn full_disk_and_permissions_name_the_file() {
                 );
             }
         }
-        _ => eprintln!("SKIP (permission part): cannot run as another user (setpriv)"),
+        _ => common::skip_part(
+            common::Lack::Host,
+            "permission part",
+            "cannot run as another user (setpriv, util-linux)",
+        ),
     }
     let _ = fs::remove_dir_all(&dir);
 }

@@ -170,10 +170,14 @@ fn mutate(seed: &[u8], edits: &[(usize, u8)], cut: usize, insert: &[u8]) -> Vec<
     out
 }
 
+/// Not a test: writes the fuzz seeds when asked (ignored otherwise, so it
+/// shows as skipped rather than as a pass that checked nothing).
 #[test]
+#[ignore = "writes the fuzz seeds: UACCE_TRACE_FUZZ_SEEDS=DIR cargo test --test fuzz_smoke \
+            write_seeds -- --ignored"]
 fn write_seeds_when_asked() {
     let Some(dir) = std::env::var_os("UACCE_TRACE_FUZZ_SEEDS") else {
-        return;
+        panic!("UACCE_TRACE_FUZZ_SEEDS=DIR names the folder the seeds are written to");
     };
     for (target, inputs) in seeds() {
         let d = std::path::Path::new(&dir).join(target);

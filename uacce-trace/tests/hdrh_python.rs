@@ -1,7 +1,8 @@
 //! An independent implementation reads our hlog: the `hdrhistogram` package
 //! from PyPI (module `hdrh`) decodes every row, and its counts, min, max,
 //! percentiles and buckets must equal ours. Skips, saying why, when
-//! `python3 -c 'import hdrh'` fails (`cargo xtask setup` installs it).
+//! `python3 -c 'import hdrh'` fails (`cargo xtask setup` installs it: a
+//! failure under `CI=true`).
 //!
 //! Percentiles: the Java reference and the Rust crate take the value at rank
 //! ceil(q·n); the Python package rounds (floor(q·n + 0.5)). Python's own
@@ -131,7 +132,7 @@ fn check(dir: &Path, hlog: &Path) -> usize {
 #[test]
 fn python_hdrh_decodes_the_synthetic_run() {
     if let Some(why) = hdrh_missing() {
-        eprintln!("SKIP: {why}");
+        common::skip(common::Lack::Setup, &why);
         return;
     }
     let dir = scratch("hdrh");
@@ -145,7 +146,7 @@ fn python_hdrh_decodes_the_synthetic_run() {
 #[test]
 fn python_hdrh_decodes_wide_ranges() {
     if let Some(why) = hdrh_missing() {
-        eprintln!("SKIP: {why}");
+        common::skip(common::Lack::Setup, &why);
         return;
     }
     let dir = scratch("hdrh-wide");

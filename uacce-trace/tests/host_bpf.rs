@@ -1,27 +1,36 @@
-//! Host BPF tier: every program in the object goes through the running
-//! kernel's verifier, and `doctor` tells the truth about this host.
+//! Host BPF tier: every program in the object is loaded through the running
+//! kernel's verifier (the test says which ones this host verified and which
+//! it refused, and why: where the host forbids fentry, those load with
+//! EPERM), and `doctor` tells the truth about this host.
 //!
 //! Needs root (or CAP_BPF+CAP_PERFMON) and a binary built with its eBPF
-//! object; otherwise each test prints why it skips.
+//! object; otherwise each test skips, saying why (a failure under
+//! `CI=true`: CI runs as root and builds the object).
 
-use std::{path::Path, process::Command};
+mod common;
 
+use std::{collections::BTreeMap, path::Path, process::Command};
+
+use common::Lack;
 use uacce_trace::{event::HookType, plan::HookPreference, source, system};
 
-fn skip_reason() -> Option<String> {
+fn skip_reason() -> Option<(Lack, String)> {
     if let Err(e) = system::check_privileges() {
-        return Some(e);
+        return Some((Lack::Root, e));
     }
     if let Err(source::SourceError::StubObject) = source::verify_all_programs().map(|_| ()) {
-        return Some("built with UACCE_TRACE_EBPF_STUB=1".into());
+        return Some((
+            Lack::Setup,
+            "built with UACCE_TRACE_EBPF_STUB=1: no eBPF object".into(),
+        ));
     }
     None
 }
 
 macro_rules! skip_unless_privileged {
     () => {
-        if let Some(why) = skip_reason() {
-            eprintln!("SKIP: {why}");
+        if let Some((lack, why)) = skip_reason() {
+            common::skip(lack, &why);
             return;
         }
     };
@@ -38,26 +47,55 @@ fn every_program_passes_the_verifier() {
         .iter()
         .filter(|r| r.hook == HookType::Kprobe)
         .count();
+    // What this host verified, and what it refused by why (for the notes).
+    let mut verified = Vec::new();
+    let mut refused: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for r in &results {
         match (r.hook, &r.result) {
             (HookType::Kprobe, Ok(())) => kprobe_ok += 1,
             (HookType::Tracepoint, Ok(())) => tracepoint_ok += 1,
             (HookType::Fentry, Ok(())) => fentry_ok += 1,
-            (HookType::Fentry, Err(e)) if e.contains("target not in kernel BTF") => {}
+            (HookType::Fentry, Err(e)) if e.contains("target not in kernel BTF") => {
+                refused
+                    .entry("fentry-type, target not in this kernel's BTF (not loaded)")
+                    .or_default()
+                    .push(&r.program);
+            }
             // Where the kernel forbids tracing programs (this sandbox: EPERM),
             // the refusal must be the permission error, not the verifier's.
             (HookType::Fentry, Err(e))
                 if inspection.fentry.is_err() && e.contains("Operation not permitted") =>
             {
-                fentry_refused += 1
+                fentry_refused += 1;
+                refused
+                    .entry("fentry-type, refused by this host (EPERM: it forbids fentry/fexit)")
+                    .or_default()
+                    .push(&r.program);
             }
             (_, Err(e)) => failures.push(format!("{} ({}): {e}", r.program, r.target)),
         }
+        if r.result.is_ok() {
+            verified.push(r.program.as_str());
+        }
     }
-    eprintln!(
+    common::note(&format!(
+        "verified by this host's verifier ({}): {}",
+        verified.len(),
+        verified.join(", ")
+    ));
+    for (why, programs) in &refused {
+        common::note(&format!(
+            "not verified here ({}), {why}: {}",
+            programs.len(),
+            programs.join(", ")
+        ));
+    }
+    common::note(&format!(
         "kprobe-type programs loaded: {kprobe_ok}/{kprobe_total}; tracepoint: {tracepoint_ok}; \
-         fentry-type loaded: {fentry_ok}; fentry-type refused by policy: {fentry_refused}"
-    );
+         fentry-type loaded: {fentry_ok}; fentry-type refused by policy: {fentry_refused}; \
+         rejected: {}",
+        failures.len()
+    ));
     assert!(
         failures.is_empty(),
         "programs rejected:\n{}",
@@ -150,9 +188,12 @@ fn unprivileged_trace_names_what_is_missing() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("CAP_BPF"));
         return;
     }
-    let Ok(out) = tool_as_nobody().arg("trace").output() else {
-        eprintln!("SKIP: setpriv not available");
-        return;
+    let out = match tool_as_nobody().arg("trace").output() {
+        Ok(out) => out,
+        Err(e) => {
+            common::skip(Lack::Host, &format!("setpriv (util-linux) cannot run: {e}"));
+            return;
+        }
     };
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -275,9 +316,12 @@ fn unprivileged_live_modes_name_what_is_missing() {
         } else {
             tool_as_nobody()
         };
-        let Ok(o) = cmd.args(args).stdin(std::process::Stdio::null()).output() else {
-            eprintln!("SKIP: setpriv not available");
-            return;
+        let o = match cmd.args(args).stdin(std::process::Stdio::null()).output() {
+            Ok(o) => o,
+            Err(e) => {
+                common::skip(Lack::Host, &format!("setpriv (util-linux) cannot run: {e}"));
+                return;
+            }
         };
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {stderr}");

@@ -6,7 +6,8 @@
 //!   (`--replay --realtime`), so it needs no root;
 //! - `trace` needs root (or CAP_BPF + CAP_PERFMON) and an attachable hook
 //!   (on a host like this one only the ioctl tracepoints attach, which is
-//!   enough: the test makes pin ioctls on /dev/null); otherwise it skips;
+//!   enough: the test makes pin ioctls on /dev/null); otherwise it skips
+//!   (without root or the eBPF object, a failure under `CI=true`);
 //! - `serve` replays (no root) and, where tracing works, also runs live.
 
 mod common;
@@ -19,6 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::Lack;
 use uacce_trace::{
     event::{Event, HookType, IopfEvent, PinEvent},
     rawfile::{RawHeader, RawWriter},
@@ -475,28 +477,34 @@ fn serve_with_a_stalled_stdin_still_stops() {
 }
 
 /// Why live tracing cannot run here, if it cannot.
-fn live_skip_reason() -> Option<String> {
+fn live_skip_reason() -> Option<(Lack, String)> {
     if let Err(e) = uacce_trace::system::check_privileges() {
-        return Some(e);
+        return Some((Lack::Root, e));
     }
     if let Err(uacce_trace::source::SourceError::StubObject) =
         uacce_trace::source::verify_all_programs().map(|_| ())
     {
-        return Some("built with UACCE_TRACE_EBPF_STUB=1".into());
+        return Some((
+            Lack::Setup,
+            "built with UACCE_TRACE_EBPF_STUB=1: no eBPF object".into(),
+        ));
     }
     None
 }
 
 #[test]
 fn serve_live_stops_cleanly() {
-    if let Some(why) = live_skip_reason() {
-        eprintln!("SKIP: {why}");
+    if let Some((lack, why)) = live_skip_reason() {
+        common::skip(lack, &why);
         return;
     }
     let serve = match Serve::start(&["--bpf-stats"]) {
         Ok(s) => s,
         Err(log) => {
-            eprintln!("SKIP: serve could not start tracing here: {log}");
+            common::skip(
+                Lack::Host,
+                &format!("serve could not start tracing on this host: {log}"),
+            );
             return;
         }
     };
@@ -535,8 +543,8 @@ fn make_ioctls(n: usize) {
 
 #[test]
 fn trace_survives_sigint_sigterm_and_sigpipe() {
-    if let Some(why) = live_skip_reason() {
-        eprintln!("SKIP: {why}");
+    if let Some((lack, why)) = live_skip_reason() {
+        common::skip(lack, &why);
         return;
     }
     let dir = common::scratch("signals-trace");
@@ -546,7 +554,10 @@ fn trace_survives_sigint_sigterm_and_sigpipe() {
         let (child, log) = match start_trace(Stdio::from(file)) {
             Ok(c) => c,
             Err(why) => {
-                eprintln!("SKIP: trace cannot start here: {why}");
+                common::skip(
+                    Lack::Host,
+                    &format!("trace could not start tracing on this host: {why}"),
+                );
                 return;
             }
         };
@@ -679,8 +690,8 @@ fn record_replay_from_a_stalled_stdin_stops() {
 /// could not be written.
 #[test]
 fn trace_with_a_blocked_stdout_stops() {
-    if let Some(why) = live_skip_reason() {
-        eprintln!("SKIP: {why}");
+    if let Some((lack, why)) = live_skip_reason() {
+        common::skip(lack, &why);
         return;
     }
     for sig in [libc::SIGINT, libc::SIGTERM] {
@@ -688,7 +699,10 @@ fn trace_with_a_blocked_stdout_stops() {
         let (child, log) = match start_trace(Stdio::from(w)) {
             Ok(c) => c,
             Err(why) => {
-                eprintln!("SKIP: trace cannot start here: {why}");
+                common::skip(
+                    Lack::Host,
+                    &format!("trace could not start tracing on this host: {why}"),
+                );
                 return;
             }
         };

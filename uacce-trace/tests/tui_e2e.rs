@@ -3,8 +3,11 @@
 //! recording shipped in `tests/data/demo.utrace` (made in the demo VM). It starts, shows the
 //! expected processes, sorts and filters on keys, drills down, quits on `q`
 //! with exit status 0, and the terminal is restored (alternate screen left,
-//! the shell prompt back). Skips, saying why, when tmux is not installed.
+//! the shell prompt back). Skips, saying why, when tmux is not installed
+//! (a failure under `CI=true`: `cargo xtask setup` installs it).
 //! No root needed.
+
+mod common;
 
 use std::{
     fs,
@@ -129,11 +132,16 @@ fn recording(path: &Path) {
 
 /// True, after saying the test is skipped, where tmux is not installed.
 fn tmux_missing() -> bool {
-    let missing = Command::new("tmux").arg("-V").output().is_err();
-    if missing {
-        eprintln!("skipped: tmux is not installed (apt-get install tmux)");
+    match Command::new("tmux").arg("-V").output() {
+        Ok(_) => false,
+        Err(e) => {
+            common::skip(
+                common::Lack::Setup,
+                &format!("tmux cannot run ({e}); `cargo xtask setup` installs it"),
+            );
+            true
+        }
     }
-    missing
 }
 
 /// A tmux server of our own (its own socket, no user config), killed on drop.

@@ -12,6 +12,10 @@ mod kernel;
 mod setup;
 mod soak;
 mod test;
+/// How a test that cannot run says so (shared with uacce-trace's tests).
+#[cfg(test)]
+#[path = "../../uacce-trace/tests/common/skip.rs"]
+mod test_skip;
 mod vm;
 
 use std::process::ExitCode;

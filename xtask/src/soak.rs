@@ -765,7 +765,10 @@ pinned_pages=1500 unpinned_pages=1500 held_pages=0 ledger_rows=400 dropped=0 una
         {
             Ok(o) => o,
             Err(e) => {
-                eprintln!("SKIP: busybox not runnable ({e}); `cargo xtask setup` installs it");
+                crate::test_skip::skip(
+                    crate::test_skip::Lack::Setup,
+                    &format!("busybox not runnable ({e}); `cargo xtask setup` installs it"),
+                );
                 return;
             }
         };

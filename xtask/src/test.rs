@@ -19,9 +19,19 @@
 //!    [`fuzz_tier`]).
 //!
 //! A failing tier does not stop the others. The run ends with a per-tier
-//! table, the names of the failed tests and exactly one closing line
-//! `N passed, N failed, N skipped`; the exit status is non-zero when
-//! anything failed.
+//! table, the tests' notes (e.g. which programs this host's verifier
+//! refused), the skipped tests with their reasons, the names of the failed
+//! tests and exactly one closing line `N passed, N failed, N skipped`; the
+//! exit status is non-zero when anything failed.
+//!
+//! Skips: a Rust test that cannot run calls the helper of
+//! `uacce-trace/tests/common/skip.rs`, which appends `binary<TAB>test<TAB>
+//! reason` to the file `UACCE_TRACE_SKIP_FILE` names (set here for the unit
+//! tier); libtest counts such a test as passed, so the runner moves it to
+//! skipped (see [`LibtestParser`]). Under `CI=true` the helper fails the
+//! test instead when what is missing is the project's to install, or root.
+//! Tiers left out, `#[ignore]`d tests, a soak of 0 minutes and the demo's
+//! stock-kernel fallback (a failure under `CI=true`) count as skipped too.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -31,6 +41,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 
+use crate::demo::DemoResult;
 use crate::{cache, setup, soak, vm};
 
 /// A tier of `cargo xtask test`.
@@ -82,6 +93,17 @@ pub struct TestArgs {
 }
 
 impl TestArgs {
+    /// Why `tier` does not run, if it does not.
+    fn left_out(&self, tier: Tier) -> Option<String> {
+        if self.runs(tier) {
+            return None;
+        }
+        Some(match self.only {
+            Some(only) => format!("not run (--only {})", only.name()),
+            None => format!("not run (--skip-{})", tier.name()),
+        })
+    }
+
     fn runs(&self, tier: Tier) -> bool {
         match self.only {
             Some(only) => only == tier,
@@ -103,6 +125,11 @@ struct Counts {
     skipped: u64,
     /// Names of the failed tests.
     failures: Vec<String>,
+    /// The skipped tests: name, and why.
+    skips: Vec<(String, String)>,
+    /// Lines a test asked to be shown (`note` of the tests' skip helper,
+    /// e.g. which programs this host's verifier refused): test, text.
+    notes: Vec<(String, String)>,
 }
 
 impl Counts {
@@ -115,20 +142,33 @@ impl Counts {
         self.failures.push(name.into());
     }
 
+    fn skip(&mut self, name: impl Into<String>, why: impl Into<String>) {
+        self.skipped += 1;
+        self.skips.push((name.into(), why.into()));
+    }
+
     fn add(&mut self, other: &Counts) {
         self.passed += other.passed;
         self.failed += other.failed;
         self.skipped += other.skipped;
         self.failures.extend(other.failures.iter().cloned());
+        self.skips.extend(other.skips.iter().cloned());
+        self.notes.extend(other.notes.iter().cloned());
     }
 
     fn line(&self) -> String {
-        let mut s = format!("{} passed, {} failed", self.passed, self.failed);
-        if self.skipped > 0 {
-            s.push_str(&format!(", {} skipped", self.skipped));
-        }
-        s
+        format!(
+            "{} passed, {} failed, {} skipped",
+            self.passed, self.failed, self.skipped
+        )
     }
+}
+
+/// Whether this is a CI run (`CI=true`, or `CI=1`): a prerequisite the
+/// project installs itself that is missing then fails instead of skipping,
+/// and so does the demo's stock-kernel fallback.
+pub(crate) fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
 /// What one tier did, for the closing table.
@@ -138,8 +178,9 @@ struct TierResult {
     elapsed: Duration,
 }
 
-/// Runs `cargo xtask test`; `Ok(false)` when some test failed. The last
-/// line printed is `N passed, N failed[, N skipped]`.
+/// Runs `cargo xtask test`; `Ok(false)` when some test failed (skips do
+/// not fail the run). The last line printed is `N passed, N failed, N
+/// skipped`.
 pub fn run(args: &TestArgs) -> Result<bool> {
     let start = Instant::now();
     let root = vm::workspace_root()?;
@@ -226,6 +267,27 @@ pub fn run(args: &TestArgs) -> Result<bool> {
         results.push(finish_tier(tier.name(), counts, t));
     }
 
+    // Tiers left out count as skipped, saying why, in their place.
+    for (i, tier) in [Tier::Lint, Tier::Unit, Tier::Vm, Tier::Fuzz]
+        .into_iter()
+        .enumerate()
+    {
+        if let Some(why) = args.left_out(tier) {
+            let mut counts = Counts::default();
+            counts.skip(format!("{} tier", tier.name()), why);
+            // After setup and the tiers before this one.
+            let at = (i + 1).min(results.len());
+            results.insert(
+                at,
+                TierResult {
+                    name: tier.name(),
+                    counts,
+                    elapsed: Duration::ZERO,
+                },
+            );
+        }
+    }
+
     let mut total = Counts::default();
     println!();
     println!("==== summary ====");
@@ -244,14 +306,36 @@ pub fn run(args: &TestArgs) -> Result<bool> {
         "",
         start.elapsed().as_secs_f64()
     );
-    if !total.failures.is_empty() {
-        println!("failed:");
-        for name in &total.failures {
-            println!("  {name}");
+    print!("{}", closing(&total));
+    Ok(total.failed == 0)
+}
+
+/// The end of the summary: the tests' notes, the skipped tests with their
+/// reasons, the failed ones, and the closing line `N passed, N failed, N
+/// skipped`.
+fn closing(total: &Counts) -> String {
+    let mut out = String::new();
+    if !total.notes.is_empty() {
+        out.push_str("notes:\n");
+        for (name, text) in &total.notes {
+            out.push_str(&format!("  {name}: {text}\n"));
         }
     }
-    println!("{}", total.line());
-    Ok(total.failed == 0)
+    if !total.skips.is_empty() {
+        out.push_str("skipped:\n");
+        for (name, why) in &total.skips {
+            out.push_str(&format!("  {name}: {why}\n"));
+        }
+    }
+    if !total.failures.is_empty() {
+        out.push_str("failed:\n");
+        for name in &total.failures {
+            out.push_str(&format!("  {name}\n"));
+        }
+    }
+    out.push_str(&total.line());
+    out.push('\n');
+    out
 }
 
 fn header(n: usize, of: usize, name: &str, what: &str) {
@@ -396,9 +480,15 @@ fn lint(root: &Path) -> Counts {
                 .arg(target.join("bpf-lint"))
                 .args(["--", "-D", "warnings"]),
         ),
+        // rustup installs clippy for nightly just above: under CI its
+        // absence is a failure.
+        Err(why) if ci() => {
+            println!("FAILED: {EBPF}: {why} (a failure under CI=true)");
+            counts.fail(format!("lint: {EBPF}: {why}"));
+        }
         Err(why) => {
             println!("SKIPPED: {EBPF}: {why}");
-            counts.skipped += 1;
+            counts.skip(format!("lint: {EBPF}"), why);
         }
     }
     counts
@@ -463,13 +553,31 @@ fn unit(root: &Path) -> (Counts, bool) {
         println!("(build failed; cargo test below shows the errors)");
     }
 
+    let mut counts = Counts::default();
+    let mut parser = LibtestParser::default();
+    // The files the tests record their skips and notes in.
+    let records = target_dir(root).join("xtask-test");
     let mut cmd = cargo(root);
+    for (env, file, slot) in [
+        (SKIP_FILE_ENV, "skips.tsv", &mut parser.skip_file),
+        (NOTE_FILE_ENV, "notes.tsv", &mut parser.note_file),
+    ] {
+        match RecordFile::create(records.join(file)) {
+            Ok(f) => {
+                cmd.env(env, &f.path);
+                *slot = Some(f);
+            }
+            Err(e) => {
+                println!("FAILED: {e:#}");
+                counts.fail(format!("unit: {env}: {e}"));
+            }
+        }
+    }
     cmd.args(["test", "--release"])
         .args(HOST_CRATES)
         .arg("--no-fail-fast");
     println!("$ {}", describe(&cmd));
     flush();
-    let mut counts = Counts::default();
     let mut child = match cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -483,7 +591,6 @@ fn unit(root: &Path) -> (Counts, bool) {
             return (counts, built);
         }
     };
-    let mut parser = LibtestParser::default();
     if let Some(stdout) = child.stdout.take() {
         let mut reader = BufReader::new(stdout);
         let mut buf = Vec::new();
@@ -523,19 +630,109 @@ fn unit(root: &Path) -> (Counts, bool) {
     (counts, built)
 }
 
-/// Reads libtest's output: `test NAME ... FAILED` and
-/// `test result: ok. N passed; M failed; K ignored; ...`.
+/// The variable naming the file the tests' skip helper
+/// (`uacce-trace/tests/common/skip.rs`) appends its skips to.
+const SKIP_FILE_ENV: &str = "UACCE_TRACE_SKIP_FILE";
+/// The same for its notes.
+const NOTE_FILE_ENV: &str = "UACCE_TRACE_NOTE_FILE";
+
+/// One line of the skip or note file: `binary<TAB>test<TAB>text`, as the
+/// helper writes it (`test<TAB>text` is read too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Record {
+    /// The test binary (`host_bpf`, `uacce_trace`), or empty.
+    binary: String,
+    /// The test's name as libtest prints it.
+    test: String,
+    text: String,
+}
+
+impl Record {
+    fn parse(line: &str) -> Option<Record> {
+        let mut f = line.splitn(3, '\t');
+        let (a, b, c) = (f.next()?, f.next()?, f.next());
+        Some(match c {
+            Some(c) => Record {
+                binary: a.into(),
+                test: b.into(),
+                text: c.into(),
+            },
+            None => Record {
+                binary: String::new(),
+                test: a.into(),
+                text: b.into(),
+            },
+        })
+    }
+
+    /// `unit: binary: test`.
+    fn name(&self) -> String {
+        if self.binary.is_empty() {
+            format!("unit: {}", self.test)
+        } else {
+            format!("unit: {}: {}", self.binary, self.test)
+        }
+    }
+}
+
+/// A file the tests append records to; read as they come.
+struct RecordFile {
+    path: PathBuf,
+    /// Bytes read so far.
+    offset: usize,
+}
+
+impl RecordFile {
+    /// An empty file at `path` (the folder is made).
+    fn create(path: PathBuf) -> Result<RecordFile> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(&path, b"").with_context(|| format!("creating {}", path.display()))?;
+        Ok(RecordFile { path, offset: 0 })
+    }
+
+    /// The whole lines written since the last call.
+    fn take_new(&mut self) -> Vec<Record> {
+        let Ok(bytes) = std::fs::read(&self.path) else {
+            return Vec::new();
+        };
+        let Some(new) = bytes.get(self.offset..) else {
+            return Vec::new();
+        };
+        let Some(end) = new.iter().rposition(|&b| b == b'\n') else {
+            return Vec::new();
+        };
+        self.offset += end + 1;
+        String::from_utf8_lossy(&new[..end])
+            .lines()
+            .filter_map(Record::parse)
+            .collect()
+    }
+}
+
+/// Reads libtest's output (`test NAME ... ok|FAILED|ignored[, reason]`,
+/// `test result: ok. N passed; M failed; K ignored; ...`) and, at each
+/// `test result:` line (one test binary done), the skips and notes its tests
+/// recorded: a recorded skip of a test libtest counted as passed moves it
+/// from passed to skipped.
 #[derive(Default)]
 struct LibtestParser {
     counts: Counts,
     /// `test result:` lines seen.
     results: u32,
+    /// Tests of the current binary reported `ok`, and `FAILED`.
+    ok: Vec<String>,
+    failed: Vec<String>,
+    skip_file: Option<RecordFile>,
+    note_file: Option<RecordFile>,
 }
 
 impl LibtestParser {
     fn line(&mut self, line: &str) {
         if let Some(rest) = line.strip_prefix("test result: ") {
             self.results += 1;
+            let mut passed = 0;
             // "ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in …"
             let body = rest.split_once(". ").map_or(rest, |(_, b)| b);
             for part in body.split(';') {
@@ -545,17 +742,69 @@ impl LibtestParser {
                 };
                 let Ok(n) = n.parse::<u64>() else { continue };
                 match what {
-                    "passed" => self.counts.passed += n,
+                    "passed" => passed += n,
                     "failed" => self.counts.failed += n,
                     "ignored" => self.counts.skipped += n,
                     _ => {}
                 }
             }
+            let skips = self
+                .skip_file
+                .as_mut()
+                .map(RecordFile::take_new)
+                .unwrap_or_default();
+            for r in skips {
+                self.binary_skip(r, &mut passed);
+            }
+            self.counts.passed += passed;
+            if let Some(f) = self.note_file.as_mut() {
+                for r in f.take_new() {
+                    println!("note: {}: {}", r.name(), r.text);
+                    self.counts.notes.push((r.name(), r.text));
+                }
+            }
+            self.ok.clear();
+            self.failed.clear();
         } else if let Some(rest) = line.strip_prefix("test ") {
-            if let Some(name) = rest.strip_suffix(" ... FAILED") {
+            let Some((name, outcome)) = rest.split_once(" ... ") else {
+                return;
+            };
+            let name = name.strip_suffix(" - should panic").unwrap_or(name);
+            if outcome == "ok" {
+                self.ok.push(name.to_string());
+            } else if outcome == "FAILED" {
+                self.failed.push(name.to_string());
                 self.counts.failures.push(format!("unit: {name}"));
+            } else if outcome == "ignored" {
+                self.counts
+                    .skips
+                    .push((format!("unit: {name}"), "#[ignore]".into()));
+            } else if let Some(why) = outcome.strip_prefix("ignored, ") {
+                self.counts
+                    .skips
+                    .push((format!("unit: {name}"), format!("#[ignore]: {why}")));
             }
         }
+    }
+
+    /// A skip recorded by a test of the binary that just ended, whose
+    /// `passed` count it comes out of.
+    fn binary_skip(&mut self, r: Record, passed: &mut u64) {
+        if let Some(i) = self.ok.iter().position(|n| *n == r.test) {
+            self.ok.swap_remove(i);
+        } else if self.failed.contains(&r.test) || *passed == 0 {
+            // It failed after all (or libtest counted it as nothing): the
+            // failure stands.
+            println!(
+                "note: {} recorded a skip but did not pass: {}",
+                r.name(),
+                r.text
+            );
+            return;
+        }
+        *passed -= 1;
+        println!("SKIPPED: {}: {}", r.name(), r.text);
+        self.counts.skip(r.name(), r.text);
     }
 }
 
@@ -589,14 +838,44 @@ fn vm_tier(release_built: bool) -> Counts {
 /// `cargo xtask demo --no-tui --record --check` (12-s workload, ~2 min) as
 /// one test of the VM tier: the streamed recording shows the demo's
 /// faulting and pinning processes and the pinning one's faults stopping.
+///
+/// Where the test kernel cannot be built, the demo falls back to a stock
+/// kernel and its check only asks for pin calls: that counts as skipped,
+/// with the reason, and fails under `CI=true`.
 fn demo_test(release_built: bool) -> Counts {
     let name = "demo (streamed recording, checked)";
     let t = Instant::now();
     let result = crate::cache::vm_work().and_then(|dir| {
         let rec = dir.join("demo-test.utrace");
-        crate::demo::run(&crate::demo::DemoArgs::for_test(rec, release_built))
+        crate::demo::run_demo(&crate::demo::DemoArgs::for_test(rec, release_built))
     });
-    vm_outcome(name, t, result)
+    demo_outcome(name, t, result, ci())
+}
+
+/// The VM-tier counts of a demo run (see [`demo_test`]).
+fn demo_outcome(name: &str, t: Instant, result: Result<DemoResult>, ci: bool) -> Counts {
+    match result {
+        Ok(DemoResult::Fallback(why)) => {
+            let why = format!(
+                "FALLBACK: stock-kernel run, only pins > 0 checked, no IO page fault checks \
+                 ({why})"
+            );
+            let mut counts = Counts::default();
+            if ci {
+                println!("FAIL {name}: {why} (a failure under CI=true)");
+                counts.fail(format!("vm: {name}: {why}"));
+            } else {
+                println!(
+                    "SKIPPED {name} in {:.1} s: {why}",
+                    t.elapsed().as_secs_f64()
+                );
+                counts.skip(format!("vm: {name}"), why);
+            }
+            flush();
+            counts
+        }
+        other => vm_outcome(name, t, other.map(|o| o == DemoResult::Passed)),
+    }
 }
 
 /// One VM-tier test that ran as a whole since `t`: `Ok(true)` passed,
@@ -626,7 +905,7 @@ fn soak_test(minutes: u64, release_built: bool) -> Counts {
     if minutes == 0 {
         println!("SKIPPED: soak (--soak-minutes 0)");
         let mut counts = Counts::default();
-        counts.skipped += 1;
+        counts.skip("vm: soak", "--soak-minutes 0");
         return counts;
     }
     let args = soak::SoakArgs::for_test(minutes, release_built);
@@ -886,7 +1165,8 @@ mod tests {
             "test a::d ... ignored",
             "test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out; \
              finished in 0.01s",
-            "test result: ok. 7 passed; 0 failed; 0 ignored; 0 measured; 2 filtered out; \
+            "test e ... ignored, writes the seeds",
+            "test result: ok. 7 passed; 0 failed; 1 ignored; 0 measured; 2 filtered out; \
              finished in 1.00s",
             "test x ... FAILED extra",
         ] {
@@ -898,10 +1178,147 @@ mod tests {
             Counts {
                 passed: 8,
                 failed: 1,
-                skipped: 1,
+                skipped: 2,
                 failures: vec!["unit: a::c".into()],
+                skips: vec![
+                    ("unit: a::d".into(), "#[ignore]".into()),
+                    ("unit: e".into(), "#[ignore]: writes the seeds".into()),
+                ],
+                notes: vec![],
             }
         );
+    }
+
+    /// A scratch file for one test.
+    fn scratch_file(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch folder");
+        dir.join(name)
+    }
+
+    /// Appends raw lines to a record file.
+    fn append(path: &Path, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .expect("open");
+        f.write_all(text.as_bytes()).expect("write");
+    }
+
+    /// Skips recorded during a binary's run move its tests from passed to
+    /// skipped at its `test result:` line, by name; a test that failed
+    /// keeps its failure; a half-written line waits for its end.
+    #[test]
+    fn recorded_skips_move_tests_from_passed_to_skipped() {
+        let skips = scratch_file("skips.tsv");
+        let notes = scratch_file("notes.tsv");
+        let mut p = LibtestParser {
+            skip_file: Some(RecordFile::create(skips.clone()).expect("skip file")),
+            note_file: Some(RecordFile::create(notes.clone()).expect("note file")),
+            ..LibtestParser::default()
+        };
+        p.line("running 4 tests");
+        append(&skips, "host_bpf\tdoctor\tnot root\n");
+        append(&skips, "host_bpf\tbroken\tno tmux\n");
+        append(&notes, "host_bpf\tverifier\tverified (2): a, b\n");
+        for line in [
+            "test doctor ... ok",
+            "test verifier ... ok",
+            "test plain ... ok",
+            "test broken ... FAILED",
+        ] {
+            p.line(line);
+        }
+        // The next binary's skip, half written when this one ends.
+        append(&skips, "cli\tlater");
+        p.line("test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
+        assert_eq!(
+            (p.counts.passed, p.counts.failed, p.counts.skipped),
+            (2, 1, 1)
+        );
+        assert_eq!(
+            p.counts.skips,
+            vec![("unit: host_bpf: doctor".into(), "not root".into())]
+        );
+        assert_eq!(
+            p.counts.notes,
+            vec![(
+                "unit: host_bpf: verifier".into(),
+                "verified (2): a, b".into()
+            )]
+        );
+        assert_eq!(p.counts.failures, vec!["unit: broken".to_string()]);
+
+        append(&skips, "\ttmux missing\n");
+        p.line("test later ... ok");
+        p.line("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
+        assert_eq!(
+            (p.counts.passed, p.counts.failed, p.counts.skipped),
+            (2, 1, 2)
+        );
+        assert_eq!(
+            p.counts.skips[1],
+            ("unit: cli: later".into(), "tmux missing".into())
+        );
+        // A record whose name libtest did not print (a skip from another
+        // thread) still moves one pass; never below zero.
+        append(&skips, "unknown-name\twhy\nmore\twhy\n");
+        p.line("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
+        assert_eq!(
+            (p.counts.passed, p.counts.failed, p.counts.skipped),
+            (2, 1, 3)
+        );
+        assert_eq!(
+            p.counts.skips[2],
+            ("unit: unknown-name".into(), "why".into())
+        );
+        let _ = std::fs::remove_file(skips);
+        let _ = std::fs::remove_file(notes);
+    }
+
+    /// What the tests' helper writes is what the runner reads; under CI a
+    /// missing prerequisite the project installs fails instead.
+    #[test]
+    fn the_tests_helper_writes_what_the_runner_reads() {
+        use crate::test_skip::{self as helper, Lack};
+        assert_eq!(helper::SKIP_FILE_ENV, SKIP_FILE_ENV);
+        assert_eq!(helper::NOTE_FILE_ENV, NOTE_FILE_ENV);
+        let path = scratch_file("helper.tsv");
+        let mut file = RecordFile::create(path.clone()).expect("record file");
+        let reason = "no\ttmux\nsecond line";
+        helper::skip_in(Lack::Setup, reason, false, Some(path.as_os_str()));
+        helper::skip_in(Lack::Host, "no BTF", true, Some(path.as_os_str()));
+        let records = file.take_new();
+        let me = helper::test_name();
+        assert!(
+            me.ends_with("the_tests_helper_writes_what_the_runner_reads"),
+            "{me}"
+        );
+        assert_eq!(
+            records,
+            vec![
+                Record {
+                    binary: "xtask".into(),
+                    test: me.clone(),
+                    text: "no tmux | second line".into(),
+                },
+                Record {
+                    binary: "xtask".into(),
+                    test: me,
+                    text: "no BTF".into(),
+                },
+            ]
+        );
+        for lack in [Lack::Setup, Lack::Root] {
+            let p = path.clone();
+            let failed = std::thread::spawn(move || {
+                helper::skip_in(lack, "missing", true, Some(p.as_os_str()));
+            })
+            .join();
+            assert!(failed.is_err(), "{lack:?} under CI must fail");
+        }
+        assert!(file.take_new().is_empty(), "a CI failure records no skip");
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]
@@ -909,9 +1326,40 @@ mod tests {
         let mut c = Counts::default();
         c.pass();
         c.fail("x");
-        assert_eq!(c.line(), "1 passed, 1 failed");
-        c.skipped = 2;
-        assert_eq!(c.line(), "1 passed, 1 failed, 2 skipped");
+        assert_eq!(c.line(), "1 passed, 1 failed, 0 skipped");
+        c.skip("unit: host_bpf: doctor", "not root");
+        c.skip("vm tier", "not run (--only unit)");
+        c.notes
+            .push(("unit: host_bpf: v".into(), "verified (1): a".into()));
+        assert_eq!(
+            closing(&c),
+            "notes:\n  unit: host_bpf: v: verified (1): a\n\
+             skipped:\n  unit: host_bpf: doctor: not root\n  vm tier: not run (--only unit)\n\
+             failed:\n  x\n\
+             1 passed, 1 failed, 2 skipped\n"
+        );
+        let mut ok = Counts::default();
+        ok.pass();
+        assert_eq!(closing(&ok), "1 passed, 0 failed, 0 skipped\n");
+    }
+
+    /// The demo's stock-kernel fallback is a skip with its reason, and a
+    /// failure under CI.
+    #[test]
+    fn demo_fallback_is_not_a_pass() {
+        let t = Instant::now();
+        let fallback = || Ok(DemoResult::Fallback("no compiler".into()));
+        let c = demo_outcome("demo", t, fallback(), false);
+        assert_eq!((c.passed, c.failed, c.skipped), (0, 0, 1));
+        assert!(c.skips[0].1.contains("FALLBACK") && c.skips[0].1.contains("no compiler"));
+        let c = demo_outcome("demo", t, fallback(), true);
+        assert_eq!((c.passed, c.failed, c.skipped), (0, 1, 0));
+        let c = demo_outcome("demo", t, Ok(DemoResult::Passed), true);
+        assert_eq!((c.passed, c.failed, c.skipped), (1, 0, 0));
+        let c = demo_outcome("demo", t, Ok(DemoResult::Failed), false);
+        assert_eq!((c.passed, c.failed, c.skipped), (0, 1, 0));
+        let c = demo_outcome("demo", t, Err(anyhow::anyhow!("no qemu")), false);
+        assert_eq!((c.passed, c.failed, c.skipped), (0, 1, 0));
     }
 
     #[test]
@@ -942,5 +1390,28 @@ mod tests {
         };
         assert!(!a.runs(Tier::Lint) && !a.runs(Tier::Unit) && a.runs(Tier::Vm));
         assert!(!a.runs(Tier::Fuzz));
+        assert_eq!(a.left_out(Tier::Vm), None);
+        assert_eq!(
+            a.left_out(Tier::Lint).as_deref(),
+            Some("not run (--only vm)")
+        );
+    }
+
+    #[test]
+    fn left_out_tiers_say_why() {
+        let a = TestArgs {
+            skip_vm: true,
+            skip_lint: false,
+            skip_fuzz: true,
+            only: None,
+            soak_minutes: 10,
+            fuzz_seconds: 30,
+        };
+        assert_eq!(a.left_out(Tier::Vm).as_deref(), Some("not run (--skip-vm)"));
+        assert_eq!(
+            a.left_out(Tier::Fuzz).as_deref(),
+            Some("not run (--skip-fuzz)")
+        );
+        assert_eq!(a.left_out(Tier::Lint), None);
     }
 }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod skip;
+
 use std::path::{Path, PathBuf};
 
 pub use uacce_trace::export::Format;
@@ -16,6 +18,10 @@ use uacce_trace::{
     record::Recorder,
 };
 use uacce_trace_common::PinFunc;
+
+// Not every test binary uses each of them.
+#[allow(unused_imports)]
+pub use skip::{note, skip, skip_part, Lack};
 
 /// CLOCK_MONOTONIC at the start of the synthetic runs.
 pub const START_MONO: u64 = 1_000_000_000_000;
