@@ -402,8 +402,8 @@ pub struct KernelConfig {
 }
 
 impl KernelConfig {
-    /// The layout that has held from 5.x through 7.x (kernel-interfaces.md
-    /// §2); used where BTF does not say otherwise.
+    /// The layout that has held from 5.x through 7.x (docs/architecture.md,
+    /// "Hook planning", kernel offsets); used where BTF does not say otherwise.
     pub const FALLBACK: KernelConfig = KernelConfig {
         fault_in_report: 0,
         fault_in_group: 0,
@@ -475,7 +475,8 @@ pub struct PinInflight {
 }
 
 /// Indices into the per-CPU `COUNTERS` array: the kernel half of the loss
-/// ledger (user space adds its own reasons; see `docs/architecture.md`).
+/// ledger (user space adds its own reasons; docs/architecture.md, "Loss
+/// ledger").
 pub mod counter {
     /// Unused since ring-buffer losses are counted per record kind
     /// ([`ringbuf_full`]); kept so that the indices stay stable.

@@ -101,7 +101,7 @@ pub struct IopfEvent {
     pub ts_ns: u64,
     /// Report to response.
     pub latency_ns: u64,
-    /// Process owning the PASID (attribution rules in design.md); `None`
+    /// Process owning the PASID (docs/architecture.md, "Attribution"); `None`
     /// when unattributed.
     pub tgid: Option<u32>,
     /// Owner's command name, empty when unattributed.

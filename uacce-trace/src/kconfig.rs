@@ -1,7 +1,8 @@
 //! The kernel facts the programs need as numbers: struct offsets from the
 //! running kernel's BTF (falling back to the layout that held from 5.x to
-//! 7.x, kernel-interfaces.md §2) and tracepoint field offsets from tracefs
-//! `format` files. Each value records where it came from, for `doctor`.
+//! 7.x; docs/architecture.md, "Hook planning", kernel offsets) and
+//! tracepoint field offsets from tracefs `format` files. Each value records
+//! where it came from, for `doctor`.
 //!
 //! Pure: the BTF and format text are arguments. No aya.
 

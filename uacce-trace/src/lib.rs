@@ -1,7 +1,7 @@
 //! uacce-trace: IO page faults and page pinning of SVA accelerators (uacce,
 //! idxd, AMD PPR), per process.
 //!
-//! Module map (design.md "Data flow"):
+//! Module map (docs/architecture.md, "Data flow and layers"):
 //! - `source`: the only aya user: inspect the kernel, plan, load, attach,
 //!   read the ring buffer, decode into events;
 //! - `decode`, `event`: wire records → domain events (pure); `pairing`:

@@ -1,4 +1,4 @@
-//! Hook planning as data (design.md "Hook planning is data").
+//! Hook planning as data (docs/architecture.md, "Hook planning").
 //!
 //! For every event kind an ordered list of candidate hooks; each candidate is
 //! checked against [`Facts`] about the running kernel and either kept (in

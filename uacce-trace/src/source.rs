@@ -878,7 +878,7 @@ pub struct ScanFound {
     pub owners: Vec<PasidOwner>,
 }
 
-/// The start-up PASID scan (design.md "Attribution rules"): processes that
+/// The start-up PASID scan (docs/architecture.md, "Attribution"): processes that
 /// bound a PASID before the tool started, found by walking the task list
 /// in a BPF program. Never fatal: `result` says why it could not run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

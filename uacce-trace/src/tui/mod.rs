@@ -1,7 +1,7 @@
 //! `uacce-trace top`: the live per-process view (ratatui + crossterm),
 //! from the tracer or a raw recording.
 //!
-//! Structure (bandwhich/bpftop style, see style.md):
+//! Structure (bandwhich/bpftop style):
 //! - [`feed`]: pure; the aggregator plus rates, history and PASIDs, turned
 //!   into an owned [`feed::TopData`] per tick. No clock, no terminal.
 //! - [`app`]: pure; the screen state, key → [`app::Msg`] → `update`.
