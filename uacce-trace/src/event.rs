@@ -224,7 +224,7 @@ pub struct PasidEvent {
 
 /// Cumulative loss counters by reason, sampled by the source (the model
 /// keeps the latest; a recording carries them so a replay shows them too).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LossSample {
     pub ts_ns: u64,
     /// Everything lost so far, by reason.

@@ -173,18 +173,17 @@ pub fn pin_not_credited(ev: &PinIoctlEvent) -> bool {
     ev.pin_calls == 0 && ev.driver_call.is_some_and(|d| d.ret == 0)
 }
 
-/// Cumulative counts by [`LossReason`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// Cumulative counts by [`LossReason`]. Boxed: it travels in every loss
+/// sample, and [`crate::event::Event`] stays small.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Ledger {
-    counts: [u64; LossReason::COUNT],
+    counts: Box<[u64; LossReason::COUNT]>,
 }
 
 impl Ledger {
     /// Nothing counted.
-    pub const fn new() -> Ledger {
-        Ledger {
-            counts: [0; LossReason::COUNT],
-        }
+    pub fn new() -> Ledger {
+        Ledger::default()
     }
 
     /// A ledger with these counts (the rest 0).
@@ -250,16 +249,16 @@ impl Ledger {
     /// Per reason, the larger count (two cumulative samples of one source:
     /// the newer state, even when samples arrive out of order).
     pub fn max(&mut self, other: &Ledger) {
-        for (c, o) in self.counts.iter_mut().zip(other.counts) {
-            *c = (*c).max(o);
+        for (c, o) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *c = (*c).max(*o);
         }
     }
 
     /// Per reason, what `self` counts beyond `earlier` (saturating at 0).
     pub fn since(&self, earlier: &Ledger) -> Ledger {
-        let mut d = *self;
-        for (c, o) in d.counts.iter_mut().zip(earlier.counts) {
-            *c = c.saturating_sub(o);
+        let mut d = self.clone();
+        for (c, o) in d.counts.iter_mut().zip(earlier.counts.iter()) {
+            *c = c.saturating_sub(*o);
         }
         d
     }
@@ -275,7 +274,10 @@ impl Ledger {
     /// Adds a count recorded under `name`: an unknown name (a newer
     /// recording) is summed into [`LossReason::Unknown`].
     pub fn add_named(&mut self, name: &str, n: u64) {
-        self.add(LossReason::from_name(name).unwrap_or(LossReason::Unknown), n);
+        self.add(
+            LossReason::from_name(name).unwrap_or(LossReason::Unknown),
+            n,
+        );
     }
 }
 
@@ -321,7 +323,10 @@ mod tests {
             .sum();
         assert_eq!(l.total(), expect);
         assert_eq!(
-            LossReason::ALL.iter().filter(|r| !r.is_loss()).collect::<Vec<_>>(),
+            LossReason::ALL
+                .iter()
+                .filter(|r| !r.is_loss())
+                .collect::<Vec<_>>(),
             [&LossReason::Nested]
         );
     }
@@ -330,10 +335,7 @@ mod tests {
     fn names_are_unique_stable_snake_case() {
         let mut names: Vec<&str> = LossReason::ALL.iter().map(|r| r.name()).collect();
         for n in &names {
-            assert!(
-                n.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
-                "{n}"
-            );
+            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{n}");
             assert_eq!(LossReason::from_name(n).map(LossReason::name), Some(*n));
         }
         // Names are a file format and label values: these must never change.
@@ -363,7 +365,10 @@ mod tests {
             LossReason::of_kernel_counter(counter::EXIT_AT_ATTACH),
             Some(LossReason::InFlightAtStart)
         );
-        assert_eq!(LossReason::of_kernel_counter(counter::IOPF_PENDING_FULL), None);
+        assert_eq!(
+            LossReason::of_kernel_counter(counter::IOPF_PENDING_FULL),
+            None
+        );
         assert_eq!(LossReason::of_kernel_counter(counter::COUNT), None);
     }
 
@@ -375,9 +380,12 @@ mod tests {
         let mut b = Ledger::new();
         b.set(LossReason::RingFullPin, 3);
         b.set(LossReason::Undecodable, 2);
-        let mut m = a;
+        let mut m = a.clone();
         m.max(&b);
-        assert_eq!(m.breakdown(), "ring_full_pin 5, undecodable 2, iopf_unanswered 1");
+        assert_eq!(
+            m.breakdown(),
+            "ring_full_pin 5, undecodable 2, iopf_unanswered 1"
+        );
         assert_eq!(m.since(&a).breakdown(), "undecodable 2");
         m.merge(&b);
         assert_eq!(m.get(LossReason::RingFullPin), 8);

@@ -962,7 +962,7 @@ mod tests {
     fn only_loss(bytes: &[u8]) -> Result<LossSample, RawError> {
         let (mut r, _) = RawReader::open(bytes)?;
         match r.read_all()?.as_slice() {
-            [Record::Event(Event::Loss(l))] => Ok(*l),
+            [Record::Event(Event::Loss(l))] => Ok(l.clone()),
             other => panic!("expected one loss sample, got {other:?}"),
         }
     }
@@ -976,10 +976,7 @@ mod tests {
         e.u64(6);
         let l = only_loss(&file_with(&e.0))?;
         assert_eq!(l.ts_ns, 77);
-        assert_eq!(
-            l.losses.breakdown(),
-            "iopf_unanswered 6, legacy_dropped 5"
-        );
+        assert_eq!(l.losses.breakdown(), "iopf_unanswered 6, legacy_dropped 5");
         assert_eq!(l.losses.total(), 11);
         Ok(())
     }

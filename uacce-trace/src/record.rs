@@ -318,7 +318,7 @@ impl<F: FnMut(u32) -> Option<u32>> Recorder<F> {
         let placed;
         let ev = match ev {
             Event::Loss(l) => {
-                let mut l = *l;
+                let mut l = l.clone();
                 l.losses
                     .add(LossReason::ProcUnplaceable, self.unplaceable());
                 placed = Event::Loss(l);

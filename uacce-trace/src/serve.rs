@@ -91,8 +91,7 @@ impl Default for ServeOptions {
 enum Source {
     Live {
         stop: Option<tokio::sync::oneshot::Sender<()>>,
-        reader:
-            tokio::task::JoinHandle<Result<crate::losses::Ledger, crate::source::SourceError>>,
+        reader: tokio::task::JoinHandle<Result<crate::losses::Ledger, crate::source::SourceError>>,
         stats_fd: Option<std::os::fd::OwnedFd>,
     },
     Replay {

@@ -23,8 +23,8 @@ use crate::{
     btf::Btf,
     decode::{decode_scan, DecodeContext, Decoder},
     event::{Event, HookType, LossSample},
-    losses::{self, Ledger, LossReason},
     kconfig,
+    losses::{self, Ledger, LossReason},
     plan::{self, Facts, HookPreference, Plan, Program},
     system,
 };
@@ -808,7 +808,7 @@ impl Tracer {
                     // run stays quiet.
                     let c = self.counters();
                     if c != last_loss {
-                        last_loss = c;
+                        last_loss = c.clone();
                         if tx.send(vec![Self::loss_sample(now, c)]).await.is_err() {
                             return Ok(self.counters());
                         }
@@ -840,7 +840,7 @@ impl Tracer {
         let mut losses = self.counters();
         losses.add(LossReason::IopfPendingAtExit, remaining);
         // Always, even when nothing was lost: the final state.
-        let _ = tx.send(vec![Self::loss_sample(now, losses)]).await;
+        let _ = tx.send(vec![Self::loss_sample(now, losses.clone())]).await;
         log::debug!("ring fd {} drained", self.ring.get_ref().as_raw_fd());
         Ok(losses)
     }

@@ -480,10 +480,16 @@ pub fn run(opts: TracerOptions, as_json: bool) -> anyhow::Result<u8> {
         let (written, closed) = writer.finish(stalled).await;
         let losses = reader.await??;
         if as_json && !closed && !stalled {
-            // (Not when standard output stopped taking data: it would block.)
-            let mut out = io::stdout();
-            let _ = writeln!(out, "{}", stopped_json(written, &losses));
-            let _ = out.flush();
+            // On a thread of its own, as every write to standard output: a
+            // reader that stopped reading must not keep us from exiting.
+            let line = stopped_json(written, &losses);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                let mut out = io::stdout().lock();
+                let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+                let _ = tx.send(());
+            });
+            let _ = tokio::time::timeout(STALL_GRACE, rx).await;
         }
         let mut line = summary(written, &losses);
         if written < received && !closed {

@@ -81,7 +81,7 @@ fn formats_agree_with_each_other() {
         assert_eq!(l.recording.dropped, Some(3), "{}", l.name);
         assert_eq!(l.recording.unanswered, Some(1), "{}", l.name);
         assert_eq!(
-            l.recording.losses.map(|x| x.breakdown()),
+            l.recording.losses.as_ref().map(|x| x.breakdown()),
             Some("ring_full_pin 2, iopf_unanswered 1".into()),
             "{}",
             l.name

@@ -262,7 +262,10 @@ fn tiny_ring_losses_are_counted_by_reason() {
     assert_eq!(dropped, sum, "drops are the sum of the reasons: {last}");
     // Everything of ours was either traced or lost (other processes'
     // ioctls may be lost too, hence at least).
-    assert!(seen + lost_ioctls >= BURST, "{seen} + {lost_ioctls} < {BURST}");
+    assert!(
+        seen + lost_ioctls >= BURST,
+        "{seen} + {lost_ioctls} < {BURST}"
+    );
     // The last loss sample carries the final state, by reason.
     let sample = records
         .iter()

@@ -156,7 +156,7 @@ pub struct ProcessVerdict {
 }
 
 /// Loss counters of one input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Loss {
     /// Everything lost (every reason).
     pub dropped: Option<u64>,
@@ -397,7 +397,7 @@ pub fn compare(base: &Loaded, cand: &Loaded, o: &CompareOptions) -> Comparison {
     let loss = |l: &Loaded| Loss {
         dropped: l.recording.dropped,
         unanswered: l.recording.unanswered,
-        losses: l.recording.losses,
+        losses: l.recording.losses.clone(),
     };
     let loss_candidate = loss(cand);
     if !o.allow_drops {

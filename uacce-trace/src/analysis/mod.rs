@@ -126,7 +126,7 @@ pub fn replay_raw(bytes: &[u8]) -> Result<(Recording, RawDetails), String> {
             .collect(),
         dropped: Some(snapshot.losses.total()),
         unanswered: Some(snapshot.losses.get(LossReason::IopfUnanswered)),
-        losses: Some(snapshot.losses),
+        losses: Some(snapshot.losses.clone()),
     };
     Ok((
         recording,

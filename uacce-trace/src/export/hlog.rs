@@ -126,7 +126,7 @@ impl<W: Write> HlogWriter<W> {
                 win.losses.breakdown()
             )?;
         }
-        self.losses_total = win.losses_total;
+        self.losses_total = win.losses_total.clone();
         Ok(())
     }
 

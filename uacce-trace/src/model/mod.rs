@@ -41,8 +41,8 @@ use std::collections::HashMap;
 
 use crate::{
     event::{Event, IopfEvent, PinEvent, PinIoctl, PinIoctlEvent},
-    losses::{Ledger, LossReason},
     inthash::BuildIntHasher,
+    losses::{Ledger, LossReason},
 };
 
 pub use self::{
@@ -369,7 +369,7 @@ impl Aggregator {
     /// Everything lost so far, by reason: the source's latest cumulative
     /// sample plus the losses counted with [`Aggregator::count_loss`].
     pub fn losses(&self) -> Ledger {
-        let mut l = self.sampled_losses;
+        let mut l = self.sampled_losses.clone();
         l.merge(&self.local_losses);
         l
     }

@@ -448,7 +448,11 @@ fn header_never_says_drops_0_while_any_reason_counts() {
         let frame = render(&app, 80, 24);
         if r.is_loss() {
             assert!(!frame.contains("drops 0"), "{}: {frame}", r.name());
-            assert!(frame.contains("drops 1 (incomplete"), "{}: {frame}", r.name());
+            assert!(
+                frame.contains("drops 1 (incomplete"),
+                "{}: {frame}",
+                r.name()
+            );
         } else {
             // Folded nested calls are not a loss.
             assert!(frame.contains("drops 0"), "{}: {frame}", r.name());

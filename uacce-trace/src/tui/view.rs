@@ -188,7 +188,9 @@ fn footer(app: &App) -> Line<'static> {
     let (col, desc) = app.sort();
     let text = match app.mode() {
         Mode::Table => {
-            format!(" q quit  ↑↓ move  ⏎ open  s sort  / filter  p pause  +/- {iv}  d drops  ? help")
+            format!(
+                " q quit  ↑↓ move  ⏎ open  s sort  / filter  p pause  +/- {iv}  d drops  ? help"
+            )
         }
         Mode::Sort => format!(
             " SORT by {} {}  ←/→ or s: column  r: reverse  ⏎/Esc: done",
@@ -830,12 +832,16 @@ fn help(f: &mut Frame, area: Rect) {
 /// The losses panel: every reason with its count and meaning, non-zero
 /// reasons first (bold), then the zeros; what does not fit is summarised.
 fn losses_panel(f: &mut Frame, area: Rect, app: &App) {
-    let l = app.data().map_or_else(Ledger::new, |d| d.losses);
+    let l = app.data().map_or_else(Ledger::new, |d| d.losses.clone());
     let mut lines = vec![Line::styled(
         format!(
             "{} lost in total{}",
             l.total(),
-            if l.total() == 0 { " — nothing lost" } else { "" }
+            if l.total() == 0 {
+                " — nothing lost"
+            } else {
+                ""
+            }
         ),
         BOLD,
     )];
