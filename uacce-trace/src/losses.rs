@@ -271,6 +271,18 @@ impl Ledger {
             .join(", ")
     }
 
+    /// The kernel's per-CPU counters (`uacce_trace_common::counter`, summed
+    /// over CPUs by `get`) by reason; unused indices are left out.
+    pub fn from_kernel_counters(get: impl Fn(u32) -> u64) -> Ledger {
+        let mut l = Ledger::new();
+        for i in 0..counter::COUNT {
+            if let Some(r) = LossReason::of_kernel_counter(i) {
+                l.add(r, get(i));
+            }
+        }
+        l
+    }
+
     /// Adds a count recorded under `name`: an unknown name (a newer
     /// recording) is summed into [`LossReason::Unknown`].
     pub fn add_named(&mut self, name: &str, n: u64) {
@@ -370,6 +382,35 @@ mod tests {
             None
         );
         assert_eq!(LossReason::of_kernel_counter(counter::COUNT), None);
+    }
+
+    #[test]
+    fn every_used_kernel_counter_is_in_the_ledger() {
+        // Index i holds i + 1: every used index shows up once, unused ones
+        // (4, 5, 6, 10..16) not at all.
+        let l = Ledger::from_kernel_counters(|i| u64::from(i) + 1);
+        assert_eq!(l.get(LossReason::ExitWithoutEntry), 2);
+        assert_eq!(l.get(LossReason::Nested), 3);
+        assert_eq!(l.get(LossReason::InflightFull), 4);
+        assert_eq!(l.get(LossReason::StaleInflight), 8);
+        assert_eq!(l.get(LossReason::InFlightAtStart), 9);
+        assert_eq!(l.get(LossReason::UnbindUnknown), 10);
+        assert_eq!(
+            l.get(LossReason::RingFullIoctl),
+            u64::from(counter::ringbuf_full(KIND_IOCTL)) + 1
+        );
+        // ring_full_other: legacy index 0, and kinds 0, 3 (KIND_IOPF, never
+        // in the ring now) and 10..15.
+        let other: u64 = [0u32, 16, 19, 26, 27, 28, 29, 30, 31]
+            .iter()
+            .map(|&i| u64::from(i) + 1)
+            .sum();
+        assert_eq!(l.get(LossReason::RingFullOther), other);
+        let used: u64 = (0..counter::COUNT)
+            .filter(|i| ![2, 4, 5, 6, 10, 11, 12, 13, 14, 15].contains(i))
+            .map(|i| u64::from(i) + 1)
+            .sum();
+        assert_eq!(l.total(), used, "every used counter but NESTED counts");
     }
 
     #[test]

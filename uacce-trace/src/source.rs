@@ -738,12 +738,7 @@ impl Tracer {
                 .map(|v| v.iter().copied().fold(0u64, u64::wrapping_add))
                 .unwrap_or(0)
         };
-        let mut l = Ledger::new();
-        for i in 0..counter::COUNT {
-            if let Some(r) = LossReason::of_kernel_counter(i) {
-                l.add(r, get(i));
-            }
-        }
+        let mut l = Ledger::from_kernel_counters(get);
         // IO page faults are paired here, so their counts are too.
         let pairing = self.decoder.pairing.counts();
         l.add(LossReason::IopfPendingFull, pairing.pending_full);
@@ -752,9 +747,14 @@ impl Tracer {
             pairing.response_without_report,
         );
         l.add(LossReason::IopfUnanswered, pairing.unanswered);
-        // LEAD: not fed yet. `iopf_ambiguous_response` (a `PairingCounts`
-        // field) and `iopf_unattributed` / `pasid_owner_evicted`
-        // (`Attributor` counts) are added here once those counts exist:
+        // (`pairing.superseded` is part of `unanswered`.)
+        l.add(
+            LossReason::IopfUnattributed,
+            self.attributor.counts().unattributed,
+        );
+        // LEAD: not fed yet, 0 until a count exists: `iopf_ambiguous_response`
+        // (a `PairingCounts` field) and `pasid_owner_evicted` (an
+        // `AttributionCounts` field, once the owner table is bounded):
         // `l.add(LossReason::IopfAmbiguousResponse, pairing.<field>)` etc.
         l.add(LossReason::Undecodable, self.undecodable);
         l.add(LossReason::PinNotCredited, self.pin_not_credited);
