@@ -283,6 +283,24 @@ impl Ledger {
         l
     }
 
+    /// For people: the non-zero loss reasons, `reason n, reason n`, then
+    /// what was counted without a loss, `; not lost: nested n` ("" when
+    /// nothing was counted). [`Ledger::breakdown`] is the plain list.
+    pub fn human(&self) -> String {
+        let part = |loss: bool| {
+            self.iter_nonzero()
+                .filter(|(r, _)| r.is_loss() == loss)
+                .map(|(r, n)| format!("{} {n}", r.name()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match (part(true), part(false)) {
+            (lost, info) if info.is_empty() => lost,
+            (lost, info) if lost.is_empty() => format!("not lost: {info}"),
+            (lost, info) => format!("{lost}; not lost: {info}"),
+        }
+    }
+
     /// Adds a count recorded under `name`: an unknown name (a newer
     /// recording) is summed into [`LossReason::Unknown`].
     pub fn add_named(&mut self, name: &str, n: u64) {
@@ -433,6 +451,12 @@ mod tests {
         m.add(LossReason::RingFullPin, u64::MAX);
         assert_eq!(m.total(), u64::MAX);
         assert_eq!(Ledger::new().breakdown(), "");
+        let mut n = Ledger::from_counts(&[(LossReason::Nested, 4)]);
+        assert_eq!(n.human(), "not lost: nested 4");
+        n.add(LossReason::Undecodable, 1);
+        assert_eq!(n.human(), "undecodable 1; not lost: nested 4");
+        assert_eq!(n.breakdown(), "undecodable 1, nested 4");
+        assert_eq!(Ledger::new().human(), "");
     }
 
     #[test]

@@ -371,23 +371,14 @@ pub fn human_line(ev: &Event) -> String {
 /// loss reason, then what was folded without a loss (`nested`). `0
 /// dropped` only when every loss reason is 0.
 pub fn dropped_text(l: &Ledger) -> String {
-    let part = |loss: bool| {
-        l.iter_nonzero()
-            .filter(|(r, _)| r.is_loss() == loss)
-            .map(|(r, n)| format!("{} {n}", r.name()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let mut s = format!("{} dropped", l.total());
-    let lost = part(true);
-    if !lost.is_empty() {
-        s.push_str(&format!(" ({lost})"));
+    let human = l.human();
+    if l.total() > 0 {
+        format!("{} dropped ({human})", l.total())
+    } else if !human.is_empty() {
+        format!("0 dropped; {human}")
+    } else {
+        "0 dropped".to_string()
     }
-    let info = part(false);
-    if !info.is_empty() {
-        s.push_str(&format!("; not lost: {info}"));
-    }
-    s
 }
 
 /// Summary printed on stderr at exit.

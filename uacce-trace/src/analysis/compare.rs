@@ -168,8 +168,8 @@ pub struct Loss {
 impl Loss {
     /// ` (reason n, reason n)` of the non-zero reasons, or "".
     fn reasons(&self) -> String {
-        match self.losses.as_ref().filter(|l| l.total() > 0) {
-            Some(l) => format!(" ({})", l.breakdown()),
+        match self.losses.as_ref().filter(|l| !l.is_empty()) {
+            Some(l) => format!(" ({})", l.human()),
             None => String::new(),
         }
     }
