@@ -39,6 +39,7 @@ use crate::{
     decode::Decoder,
     event::Event,
     export::{Format, IntervalWriter, RunMeta},
+    losses::LossReason,
     model::{Aggregator, ModelConfig},
     source::{Tracer, BENCH_PROGRAMS},
 };
@@ -657,8 +658,8 @@ async fn pipeline_async(opts: PipelineOptions) -> anyhow::Result<PipelineResult>
         produced_per_s: (trig.calls * burst) as f64 * 1e9 / trig.elapsed_ns.max(1) as f64,
         consumed,
         consumed_per_s: consumed as f64 * 1e9 / trig.elapsed_ns.max(1) as f64,
-        dropped: counters.ringbuf_full,
-        undecodable: counters.undecodable,
+        dropped: counters.ring_full(),
+        undecodable: counters.get(LossReason::Undecodable),
         missing: produced.saturating_sub(consumed),
         consumer_cpu_ns: cpu,
         consumer_cpu_ns_per_event: cpu as f64 / consumed.max(1) as f64,

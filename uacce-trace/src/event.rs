@@ -222,15 +222,13 @@ pub struct PasidEvent {
     pub hook: HookType,
 }
 
-/// Cumulative loss counters, sampled by the source (the model keeps the
-/// latest; a recording carries them so a replay shows them too).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Cumulative loss counters by reason, sampled by the source (the model
+/// keeps the latest; a recording carries them so a replay shows them too).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LossSample {
     pub ts_ns: u64,
-    /// Records lost in the kernel (ring buffer or in-flight map full).
-    pub dropped: u64,
-    /// IOPFs reported but never answered (swept from the pairing table).
-    pub unanswered: u64,
+    /// Everything lost so far, by reason.
+    pub losses: crate::losses::Ledger,
 }
 
 /// Everything the tool reports, in arrival order.

@@ -12,7 +12,8 @@
 //! - `model`: the aggregator (histograms, pin ledger, fault regions;
 //!   pure, no clock); `export`: hlog/json/csv writers and readers;
 //!   `rawfile`: the raw recording format and replay; `analysis`: `report`
-//!   and `compare`;
+//!   and `compare`; `losses`: the loss ledger by reason, shown by every
+//!   output;
 //! - consumers: `trace` (one line per event), `doctor`, `record`, `tui`
 //!   (`top`, the live per-process screen), `serve` (Prometheus `/metrics`);
 //! - `cli`: argument parsing and validation.
@@ -39,6 +40,7 @@ pub mod event;
 pub mod export;
 pub mod inthash;
 pub mod kconfig;
+pub mod losses;
 pub mod model;
 pub mod pairing;
 pub mod plan;

@@ -23,11 +23,18 @@
 //!              size u64, ret i64, hook u8, pin_calls u32, pages u64
 //!              (the driver call an ioctl reached is not recorded)
 //!   4 loss     ts u64, dropped u64, unanswered u64
+//!              (written by older versions; read as `legacy_dropped` and
+//!              `iopf_unanswered` of the loss ledger)
 //!   5 pasid    ts u64, tgid u32, comm str, pasid u32, bound u8, hook u8
 //!   6 mark     ts u64                     (an interval boundary, e.g. SIGUSR1)
 //!   7 queue    ts u64, latency u64, tgid u32, tid u32, comm str, op u8, device str,
 //!              pasid u32, ret i64, queue u64, hook u8
 //!              (added later in version 1: older readers stop at it)
+//!   8 losses   ts u64, n u16, n × (reason str, count u64)
+//!              the cumulative loss ledger by reason (`losses::LossReason`
+//!              names); a reason this version does not know (a newer
+//!              file) is summed into `unknown`, not an error. Replaces
+//!              type 4 (added later in version 1: older readers stop at it)
 //!   255 end    events u64                 (last record: the file is complete)
 //! ```
 //!
@@ -42,6 +49,7 @@ use crate::event::{
     Event, HookType, IopfEvent, LossSample, PasidEvent, PinEvent, PinIoctl, PinIoctlEvent,
     QueueEvent, QueueOp,
 };
+use crate::losses::{Ledger, LossReason};
 
 /// First bytes of every raw recording.
 pub const MAGIC: &[u8; 8] = b"\x89UTRACE\n";
@@ -57,6 +65,7 @@ const T_LOSS: u8 = 4;
 const T_PASID: u8 = 5;
 const T_MARK: u8 = 6;
 const T_QUEUE: u8 = 7;
+const T_LOSSES: u8 = 8;
 const T_END: u8 = 255;
 
 /// Why a raw recording could not be read or written.
@@ -235,10 +244,15 @@ fn encode_event(ev: &Event) -> Vec<u8> {
             e.u64(i.pages);
         }
         Event::Loss(l) => {
-            e.u8(T_LOSS);
+            e.u8(T_LOSSES);
             e.u64(l.ts_ns);
-            e.u64(l.dropped);
-            e.u64(l.unanswered);
+            // Zero counts are implied; a ledger has fewer than 2^16 reasons.
+            let nonzero: Vec<_> = l.losses.iter_nonzero().collect();
+            e.u16(nonzero.len() as u16);
+            for (r, n) in nonzero {
+                e.str(r.name());
+                e.u64(n);
+            }
         }
         Event::Queue(q) => {
             e.u8(T_QUEUE);
@@ -491,11 +505,27 @@ fn decode_body(body: &[u8], base: u64) -> Result<Item, RawError> {
                 hook: d.hook()?,
             })))
         }
-        T_LOSS => Item::Record(Record::Event(Event::Loss(LossSample {
-            ts_ns: d.u64()?,
-            dropped: d.u64()?,
-            unanswered: d.u64()?,
-        }))),
+        T_LOSS => {
+            // The old record: `dropped` summed several reasons (ring buffer
+            // full, in-flight map full, pairing table full, undecodable)
+            // that cannot be told apart now, so it becomes `legacy_dropped`
+            // rather than a guess; `unanswered` is `iopf_unanswered`.
+            let ts_ns = d.u64()?;
+            let mut losses = Ledger::new();
+            losses.set(LossReason::LegacyDropped, d.u64()?);
+            losses.set(LossReason::IopfUnanswered, d.u64()?);
+            Item::Record(Record::Event(Event::Loss(LossSample { ts_ns, losses })))
+        }
+        T_LOSSES => {
+            let ts_ns = d.u64()?;
+            let n = d.u16()?;
+            let mut losses = Ledger::new();
+            for _ in 0..n {
+                let name = d.str()?;
+                losses.add_named(&name, d.u64()?);
+            }
+            Item::Record(Record::Event(Event::Loss(LossSample { ts_ns, losses })))
+        }
         T_PASID => Item::Record(Record::Event(Event::Pasid(PasidEvent {
             ts_ns: d.u64()?,
             tgid: d.u32()?,
@@ -828,8 +858,13 @@ mod tests {
             }),
             Event::Loss(LossSample {
                 ts_ns: 30_000_002,
-                dropped: 5,
-                unanswered: 6,
+                losses: {
+                    let mut l = Ledger::new();
+                    l.set(LossReason::RingFullIoctl, 5);
+                    l.set(LossReason::IopfUnanswered, 6);
+                    l.set(LossReason::Nested, 1);
+                    l
+                },
             }),
         ]
     }
@@ -914,5 +949,64 @@ mod tests {
             RawReader::open(&huge[..]),
             Err(RawError::Corrupt { .. })
         ));
+    }
+
+    /// A recording with one hand-made record body in place of the events.
+    fn file_with(body: &[u8]) -> Vec<u8> {
+        let mut w = RawWriter::new(Vec::new(), &header()).unwrap_or_else(|e| panic!("{e}"));
+        w.record(body).unwrap_or_else(|e| panic!("{e}"));
+        w.events += 1;
+        w.finish().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn only_loss(bytes: &[u8]) -> Result<LossSample, RawError> {
+        let (mut r, _) = RawReader::open(bytes)?;
+        match r.read_all()?.as_slice() {
+            [Record::Event(Event::Loss(l))] => Ok(l.clone()),
+            other => panic!("expected one loss sample, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn old_loss_record_reads_as_legacy_dropped_and_unanswered() -> Result<(), RawError> {
+        let mut e = Enc(Vec::new());
+        e.u8(T_LOSS);
+        e.u64(77);
+        e.u64(5);
+        e.u64(6);
+        let l = only_loss(&file_with(&e.0))?;
+        assert_eq!(l.ts_ns, 77);
+        assert_eq!(l.losses.breakdown(), "iopf_unanswered 6, legacy_dropped 5");
+        assert_eq!(l.losses.total(), 11);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_loss_reasons_are_summed_not_errors() -> Result<(), RawError> {
+        let mut e = Enc(Vec::new());
+        e.u8(T_LOSSES);
+        e.u64(9);
+        e.u16(3);
+        e.str("ring_full_pin");
+        e.u64(2);
+        e.str("a_reason_from_a_newer_version");
+        e.u64(3);
+        e.str("another_one");
+        e.u64(4);
+        let l = only_loss(&file_with(&e.0))?;
+        assert_eq!(l.losses.get(LossReason::RingFullPin), 2);
+        assert_eq!(l.losses.get(LossReason::Unknown), 7);
+        assert_eq!(l.losses.total(), 9);
+        // Counts that overflow saturate instead of wrapping or panicking.
+        let mut e = Enc(Vec::new());
+        e.u8(T_LOSSES);
+        e.u64(9);
+        e.u16(2);
+        e.str("x");
+        e.u64(u64::MAX);
+        e.str("y");
+        e.u64(u64::MAX);
+        assert_eq!(only_loss(&file_with(&e.0))?.losses.total(), u64::MAX);
+        Ok(())
     }
 }

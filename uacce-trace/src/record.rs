@@ -41,6 +41,7 @@ use thiserror::Error;
 use crate::{
     event::Event,
     export::{AtomicFile, ExportError, Format, IntervalWriter},
+    losses::LossReason,
     model::{Aggregator, ModelConfig},
     rawfile::{RawError, RawHeader, RawReader, RawWriter, Replay, ReplayItem},
     source::TracerOptions,
@@ -312,6 +313,19 @@ impl<F: FnMut(u32) -> Option<u32>> Recorder<F> {
         if !matches!(ev, Event::Loss(_)) {
             self.events += 1;
         }
+        // The source's loss samples carry the events this recorder could
+        // not place (a cumulative count too), so the file shows them.
+        let placed;
+        let ev = match ev {
+            Event::Loss(l) => {
+                let mut l = l.clone();
+                l.losses
+                    .add(LossReason::ProcUnplaceable, self.unplaceable());
+                placed = Event::Loss(l);
+                &placed
+            }
+            other => other,
+        };
         match &mut self.sink {
             Sink::Raw(w) => w.write_event(ev).map_err(|e| RecordError::Output {
                 path: self.path.clone(),
@@ -759,9 +773,10 @@ async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
             }
         }
     }
-    let counters = reader.await??;
+    let mut losses = reader.await??;
     let end = monotonic_ns();
     let (events, filtered, unplaceable) = (rec.events, rec.filtered_out, rec.unplaceable());
+    losses.add(LossReason::ProcUnplaceable, unplaceable);
     if let Some(e) = failure {
         return Ok(report_error(&e));
     }
@@ -769,14 +784,14 @@ async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
         return Ok(report_error(&e));
     }
     eprintln!(
-        "uacce-trace: wrote {} ({events} events{}; {} dropped)",
+        "uacce-trace: wrote {} ({events} events{}; {})",
         opts.output.display(),
         if child_pid.is_some() {
             format!(", {filtered} from other processes left out, {unplaceable} unplaceable")
         } else {
             String::new()
         },
-        counters.dropped()
+        crate::trace::dropped_text(&losses)
     );
     if let Some(code) = status {
         return Ok(if timed_out { 0 } else { code });

@@ -91,8 +91,7 @@ impl Default for ServeOptions {
 enum Source {
     Live {
         stop: Option<tokio::sync::oneshot::Sender<()>>,
-        reader:
-            tokio::task::JoinHandle<Result<crate::source::Counters, crate::source::SourceError>>,
+        reader: tokio::task::JoinHandle<Result<crate::losses::Ledger, crate::source::SourceError>>,
         stats_fd: Option<std::os::fd::OwnedFd>,
     },
     Replay {
@@ -376,7 +375,7 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
     let mut dropped = String::new();
     if let Source::Live { reader, .. } = source {
         match reader.await {
-            Ok(Ok(counters)) => dropped = format!(", {} dropped", counters.dropped()),
+            Ok(Ok(losses)) => dropped = format!(", {}", crate::trace::dropped_text(&losses)),
             Ok(Err(e)) => {
                 eprintln!("uacce-trace: error: {e}");
                 return Ok(1);

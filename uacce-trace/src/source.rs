@@ -24,6 +24,7 @@ use crate::{
     decode::{decode_scan, DecodeContext, Decoder},
     event::{Event, HookType, LossSample},
     kconfig,
+    losses::{self, Ledger, LossReason},
     plan::{self, Facts, HookPreference, Plan, Program},
     system,
 };
@@ -280,38 +281,6 @@ pub fn inspect(pref: HookPreference) -> Inspection {
     }
 }
 
-/// Per-CPU counters summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Counters {
-    /// Records lost because the ring buffer was full.
-    pub ringbuf_full: u64,
-    /// Exit hooks that found no entry (entry missed or evicted).
-    pub exit_without_entry: u64,
-    /// Nested calls folded into their outer call.
-    pub nested: u64,
-    /// Entries that could not be stored.
-    pub inflight_full: u64,
-    /// IOPF reports that found the pairing table full.
-    pub iopf_pending_full: u64,
-    /// IOPF responses without a seen report.
-    pub response_without_report: u64,
-    /// Extra faults folded into a pending group.
-    pub iopf_group_faults: u64,
-    /// IOPF groups never answered within [`IOPF_TIMEOUT_NS`] (swept).
-    pub unanswered: u64,
-    /// IOPF groups still awaiting a response when tracing stopped.
-    pub pending_at_exit: u64,
-    /// Records user space could not decode.
-    pub undecodable: u64,
-}
-
-impl Counters {
-    /// Records lost for any reason.
-    pub fn dropped(&self) -> u64 {
-        self.ringbuf_full + self.inflight_full + self.iopf_pending_full + self.undecodable
-    }
-}
-
 /// Loaded and attached programs plus the ring buffer.
 pub struct Tracer {
     /// Owns the programs and their links: dropping it detaches everything.
@@ -322,6 +291,8 @@ pub struct Tracer {
     decoder: Decoder,
     attributor: Attributor,
     undecodable: u64,
+    /// Pin ioctls with no pin call credited ([`losses::pin_not_credited`]).
+    pin_not_credited: u64,
     plan: Plan,
     hooks_attached: usize,
     scan: PasidScan,
@@ -680,6 +651,7 @@ impl Tracer {
                 }),
                 attributor,
                 undecodable: 0,
+                pin_not_credited: 0,
                 plan,
                 hooks_attached: attached,
                 scan,
@@ -722,6 +694,9 @@ impl Tracer {
             };
             match self.decoder.decode(&item) {
                 Ok(Some(mut ev)) => {
+                    if let Event::PinIoctl(i) = &ev {
+                        self.pin_not_credited += u64::from(losses::pin_not_credited(i));
+                    }
                     self.attributor.process(&mut ev);
                     out.push(ev);
                 }
@@ -754,30 +729,39 @@ impl Tracer {
         }
     }
 
-    /// Counters summed over CPUs.
-    pub fn counters(&self) -> Counters {
+    /// Everything lost so far, by reason: the kernel counters summed over
+    /// CPUs and the user side's counts.
+    pub fn counters(&self) -> Ledger {
         let get = |i: u32| -> u64 {
             self.counters
                 .get(&i, 0)
                 .map(|v| v.iter().copied().fold(0u64, u64::wrapping_add))
                 .unwrap_or(0)
         };
+        let mut l = Ledger::from_kernel_counters(get);
         // IO page faults are paired here, so their counts are too.
         let pairing = self.decoder.pairing.counts();
-        Counters {
-            ringbuf_full: (counter::RINGBUF_FULL_BASE..counter::COUNT)
-                .map(get)
-                .fold(get(counter::RINGBUF_FULL), u64::wrapping_add),
-            exit_without_entry: get(counter::EXIT_WITHOUT_ENTRY),
-            nested: get(counter::NESTED),
-            inflight_full: get(counter::INFLIGHT_FULL),
-            iopf_pending_full: pairing.pending_full,
-            response_without_report: pairing.response_without_report,
-            iopf_group_faults: pairing.group_faults,
-            unanswered: pairing.unanswered,
-            pending_at_exit: 0,
-            undecodable: self.undecodable,
+        l.add(LossReason::IopfPendingFull, pairing.pending_full);
+        l.add(
+            LossReason::IopfResponseWithoutReport,
+            pairing.response_without_report,
+        );
+        l.add(LossReason::IopfUnanswered, pairing.unanswered);
+        // (`pairing.superseded` is part of `unanswered`.)
+        l.add(
+            LossReason::IopfUnattributed,
+            self.attributor.counts().unattributed,
+        );
+        // LEAD: not fed yet, 0 until a count exists: `iopf_ambiguous_response`
+        // (a `PairingCounts` field) and `pasid_owner_evicted` (an
+        // `AttributionCounts` field, once the owner table is bounded):
+        // `l.add(LossReason::IopfAmbiguousResponse, pairing.<field>)` etc.
+        l.add(LossReason::Undecodable, self.undecodable);
+        l.add(LossReason::PinNotCredited, self.pin_not_credited);
+        if let Ok(found) = &self.scan.result {
+            l.add(LossReason::ScanLost, u64::from(found.lost));
         }
+        l
     }
 
     /// Remove IOPF groups older than `timeout_ns` from the pairing table,
@@ -786,27 +770,23 @@ impl Tracer {
         self.decoder.pairing.sweep(now_ns, timeout_ns)
     }
 
-    fn loss_sample(&self, ts_ns: u64) -> Event {
-        let c = self.counters();
-        Event::Loss(LossSample {
-            ts_ns,
-            dropped: c.dropped(),
-            unanswered: c.unanswered,
-        })
+    fn loss_sample(ts_ns: u64, losses: Ledger) -> Event {
+        Event::Loss(LossSample { ts_ns, losses })
     }
 
     /// Read events and send them in batches until `stop` resolves; then
     /// drain what is left, so nothing recorded before the stop is lost.
-    /// Returns the final counters.
+    /// Returns the final losses (IOPF groups still waiting counted as
+    /// `iopf_pending_at_exit`), which the last loss sample carries too.
     pub async fn run(
         mut self,
         tx: mpsc::Sender<Vec<Event>>,
         stop: impl std::future::Future<Output = ()>,
-    ) -> Result<Counters, SourceError> {
+    ) -> Result<Ledger, SourceError> {
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_loss = (0, 0);
+        let mut last_loss = Ledger::new();
         let mut poll = tokio::time::interval(RING_SAFETY_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_drain = tokio::time::Instant::now();
@@ -827,9 +807,9 @@ impl Tracer {
                     // A loss sample only when something changed, so a quiet
                     // run stays quiet.
                     let c = self.counters();
-                    if (c.dropped(), c.unanswered) != last_loss {
-                        last_loss = (c.dropped(), c.unanswered);
-                        if tx.send(vec![self.loss_sample(now)]).await.is_err() {
+                    if c != last_loss {
+                        last_loss = c.clone();
+                        if tx.send(vec![Self::loss_sample(now, c)]).await.is_err() {
                             return Ok(self.counters());
                         }
                     }
@@ -857,11 +837,12 @@ impl Tracer {
         self.forward(&tx).await;
         let now = monotonic_ns();
         let remaining = self.sweep(now, IOPF_TIMEOUT_NS);
-        let _ = tx.send(vec![self.loss_sample(now)]).await;
+        let mut losses = self.counters();
+        losses.add(LossReason::IopfPendingAtExit, remaining);
+        // Always, even when nothing was lost: the final state.
+        let _ = tx.send(vec![Self::loss_sample(now, losses.clone())]).await;
         log::debug!("ring fd {} drained", self.ring.get_ref().as_raw_fd());
-        let mut counters = self.counters();
-        counters.pending_at_exit = remaining;
-        Ok(counters)
+        Ok(losses)
     }
 }
 
@@ -1086,6 +1067,7 @@ impl Tracer {
             decoder: Decoder::default(),
             attributor: Attributor::new(),
             undecodable: 0,
+            pin_not_credited: 0,
             plan: Plan::default(),
             hooks_attached: BENCH_PROGRAMS.len(),
             scan: PasidScan::skipped("not run by the bench source"),

@@ -1,5 +1,7 @@
 //! `uacce-trace trace`: one line per event, human-readable or NDJSON with
-//! stable field names, until Ctrl-C/SIGTERM; then a drop summary on stderr.
+//! stable field names, until Ctrl-C/SIGTERM; then a loss summary on stderr
+//! (and, with `--json`, a last `"event":"stopped"` line with the losses by
+//! reason).
 
 use std::io::{self, Write};
 
@@ -9,7 +11,8 @@ use tokio::sync::mpsc;
 use crate::{
     attribution::owner_label,
     event::{Event, PinEvent, PinIoctl},
-    source::{Counters, Tracer, TracerOptions},
+    losses::{Ledger, LossReason},
+    source::{Tracer, TracerOptions},
 };
 
 /// NDJSON form of a pin/unpin event. Field names are a stable interface.
@@ -119,8 +122,9 @@ pub fn json_line(ev: &Event) -> String {
         Event::Loss(l) => serde_json::to_string(&LossJson {
             event: "loss",
             ts_ns: l.ts_ns,
-            dropped: l.dropped,
-            unanswered: l.unanswered,
+            dropped: l.losses.total(),
+            unanswered: l.losses.get(LossReason::IopfUnanswered),
+            losses: &l.losses,
         })
         .unwrap_or_default(),
     }
@@ -192,12 +196,35 @@ struct PasidJson<'a> {
     hook: &'static str,
 }
 
+/// A cumulative loss sample: `dropped` is everything lost (every reason),
+/// `losses` the non-zero reasons (`losses::LossReason` names).
 #[derive(Serialize)]
-struct LossJson {
+struct LossJson<'a> {
     event: &'static str,
     ts_ns: u64,
     dropped: u64,
     unanswered: u64,
+    losses: &'a Ledger,
+}
+
+/// The last line of `--json`: events written and everything lost.
+#[derive(Serialize)]
+struct StoppedJson<'a> {
+    event: &'static str,
+    events: u64,
+    dropped: u64,
+    losses: &'a Ledger,
+}
+
+/// The `--json` stream's last line.
+pub fn stopped_json(events: u64, losses: &Ledger) -> String {
+    serde_json::to_string(&StoppedJson {
+        event: "stopped",
+        events,
+        dropped: losses.total(),
+        losses,
+    })
+    .unwrap_or_default()
 }
 
 /// Stable name of a pin ioctl.
@@ -340,31 +367,26 @@ pub fn human_line(ev: &Event) -> String {
     }
 }
 
+/// `M dropped (reason n, reason n)`: everything lost and every non-zero
+/// loss reason, then what was folded without a loss (`nested`). `0
+/// dropped` only when every loss reason is 0.
+pub fn dropped_text(l: &Ledger) -> String {
+    let human = l.human();
+    if l.total() > 0 {
+        format!("{} dropped ({human})", l.total())
+    } else if !human.is_empty() {
+        format!("0 dropped; {human}")
+    } else {
+        "0 dropped".to_string()
+    }
+}
+
 /// Summary printed on stderr at exit.
-pub fn summary(events: u64, c: &Counters) -> String {
-    let mut s = format!(
-        "uacce-trace: stopped: {events} events, {} dropped",
-        c.dropped()
-    );
-    if c.dropped() > 0 {
-        s.push_str(&format!(
-            " (ring buffer full: {}, in-flight map full: {}, undecodable: {})",
-            c.ringbuf_full, c.inflight_full, c.undecodable
-        ));
-    }
-    if c.unanswered > 0 || c.pending_at_exit > 0 {
-        s.push_str(&format!(
-            "; IOPF groups unanswered: {} (timed out), {} pending at exit",
-            c.unanswered, c.pending_at_exit
-        ));
-    }
-    if c.exit_without_entry > 0 {
-        s.push_str(&format!(
-            "; {} exits without a seen entry",
-            c.exit_without_entry
-        ));
-    }
-    s
+pub fn summary(events: u64, losses: &Ledger) -> String {
+    format!(
+        "uacce-trace: stopped: {events} events, {}",
+        dropped_text(losses)
+    )
 }
 
 /// Resolves on SIGINT or SIGTERM. Handlers are installed when this is
@@ -447,8 +469,20 @@ pub fn run(opts: TracerOptions, as_json: bool) -> anyhow::Result<u8> {
             }
         }
         let (written, closed) = writer.finish(stalled).await;
-        let counters = reader.await??;
-        let mut line = summary(written, &counters);
+        let losses = reader.await??;
+        if as_json && !closed && !stalled {
+            // On a thread of its own, as every write to standard output: a
+            // reader that stopped reading must not keep us from exiting.
+            let line = stopped_json(written, &losses);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                let mut out = io::stdout().lock();
+                let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+                let _ = tx.send(());
+            });
+            let _ = tokio::time::timeout(STALL_GRACE, rx).await;
+        }
+        let mut line = summary(written, &losses);
         if written < received && !closed {
             line.push_str(&format!(
                 "; {} events not written: standard output stopped taking data",
@@ -668,18 +702,37 @@ mod tests {
     }
 
     #[test]
-    fn summary_mentions_drops() {
-        let c = Counters {
-            ringbuf_full: 3,
-            ..Default::default()
-        };
+    fn summary_lists_every_nonzero_reason() {
+        let mut l = Ledger::new();
+        l.set(LossReason::RingFullIoctl, 3);
+        l.set(LossReason::ExitWithoutEntry, 1);
+        l.set(LossReason::IopfPendingAtExit, 2);
         assert_eq!(
-            summary(10, &c),
-            "uacce-trace: stopped: 10 events, 3 dropped (ring buffer full: 3, in-flight map full: 0, undecodable: 0)"
+            summary(10, &l),
+            "uacce-trace: stopped: 10 events, 6 dropped (ring_full_ioctl 3, exit_without_entry 1, iopf_pending_at_exit 2)"
         );
         assert_eq!(
-            summary(10, &Counters::default()),
+            summary(10, &Ledger::new()),
             "uacce-trace: stopped: 10 events, 0 dropped"
+        );
+        // Folded nested calls are no loss: still "0 dropped", but shown.
+        let mut n = Ledger::new();
+        n.set(LossReason::Nested, 4);
+        assert_eq!(
+            summary(1, &n),
+            "uacce-trace: stopped: 1 events, 0 dropped; not lost: nested 4"
+        );
+        assert_eq!(
+            stopped_json(10, &l),
+            r#"{"event":"stopped","events":10,"dropped":6,"losses":{"ring_full_ioctl":3,"exit_without_entry":1,"iopf_pending_at_exit":2}}"#
+        );
+        let sample = json_line(&Event::Loss(crate::event::LossSample {
+            ts_ns: 5,
+            losses: l,
+        }));
+        assert_eq!(
+            sample,
+            r#"{"event":"loss","ts_ns":5,"dropped":6,"unanswered":0,"losses":{"ring_full_ioctl":3,"exit_without_entry":1,"iopf_pending_at_exit":2}}"#
         );
     }
 }

@@ -584,8 +584,10 @@ fn extreme_values_never_panic() {
         }));
         events.push(Event::Loss(LossSample {
             ts_ns: ts,
-            dropped: u64::MAX - i,
-            unanswered: u64::MAX,
+            losses: uacce_trace::losses::Ledger::from_counts(&[
+                (uacce_trace::losses::LossReason::RingFullOther, u64::MAX - i),
+                (uacce_trace::losses::LossReason::IopfUnanswered, u64::MAX),
+            ]),
         }));
     }
     let raw = dir.join("extreme.utrace");

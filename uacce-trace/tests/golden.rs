@@ -77,8 +77,15 @@ fn formats_agree_with_each_other() {
                 l.name
             );
         }
-        assert_eq!(l.recording.dropped, Some(2), "{}", l.name);
+        // Every reason counts: 2 ring-buffer losses + 1 unanswered IOPF.
+        assert_eq!(l.recording.dropped, Some(3), "{}", l.name);
         assert_eq!(l.recording.unanswered, Some(1), "{}", l.name);
+        assert_eq!(
+            l.recording.losses.as_ref().map(|x| x.breakdown()),
+            Some("ring_full_pin 2, iopf_unanswered 1".into()),
+            "{}",
+            l.name
+        );
     }
 }
 

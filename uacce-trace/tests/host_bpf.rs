@@ -208,13 +208,20 @@ fn unprivileged_trace_names_what_is_missing() {
 /// `trace --json` running as a child until it says it is attached.
 struct TraceChild {
     child: std::process::Child,
+    /// stderr after "tracing started", read by a thread.
+    stderr: std::thread::JoinHandle<Vec<String>>,
 }
 
 impl TraceChild {
     fn start() -> TraceChild {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> TraceChild {
         use std::io::{BufRead, BufReader};
         let mut child = Command::new(env!("CARGO_BIN_EXE_uacce-trace"))
             .args(["trace", "--json"])
+            .args(extra)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -231,21 +238,95 @@ impl TraceChild {
             }
         }
         // Keep draining stderr so the child never blocks on it.
-        std::thread::spawn(move || lines.for_each(drop));
-        TraceChild { child }
+        let stderr = std::thread::spawn(move || lines.map_while(Result::ok).collect());
+        TraceChild { child, stderr }
     }
 
     /// SIGINT, wait, and return the NDJSON records.
     fn stop(self) -> Vec<serde_json::Value> {
+        self.stop_with_stderr().0
+    }
+
+    /// SIGINT, wait, and return the NDJSON records and the stderr lines.
+    fn stop_with_stderr(self) -> (Vec<serde_json::Value>, Vec<String>) {
         // SAFETY: sending a signal to our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let out = self.child.wait_with_output().expect("wait for trace");
         assert!(out.status.success(), "trace exit status {:?}", out.status);
-        String::from_utf8_lossy(&out.stdout)
+        let records = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| serde_json::from_str(l).expect("NDJSON line"))
-            .collect()
+            .collect();
+        (records, self.stderr.join().unwrap_or_default())
     }
+}
+
+/// A ring buffer too small for a burst of pin ioctls loses records, and
+/// every output says so by reason: the `--json` loss samples and final
+/// line carry `ring_full_ioctl`, the stderr summary names it, and the
+/// drops count is the sum of the reasons.
+#[test]
+fn tiny_ring_losses_are_counted_by_reason() {
+    skip_unless_privileged!();
+    use std::os::fd::AsRawFd;
+    let tracer = TraceChild::start_with(&["--ring-size", "4K"]);
+    let devnull = std::fs::File::open("/dev/null").expect("open /dev/null");
+    let range: [u64; 2] = [0x7f12_3456_7000, 4096];
+    const BURST: u64 = 20_000;
+    for _ in 0..BURST {
+        // SAFETY: UACCE_CMD_PIN on /dev/null with a pointer to our buffer;
+        // fails with ENOTTY, and the tracepoint hook records it anyway.
+        unsafe { libc::ioctl(devnull.as_raw_fd(), 0x4010_5702u64 as _, range.as_ptr()) };
+    }
+    let (records, stderr) = tracer.stop_with_stderr();
+    let pid = std::process::id();
+    let seen = records
+        .iter()
+        .filter(|r| r["event"] == "pin_ioctl" && r["tgid"] == pid)
+        .count() as u64;
+    let last = records.last().expect("a final line");
+    assert_eq!(last["event"], "stopped", "{last}");
+    let lost_ioctls = last["losses"]["ring_full_ioctl"].as_u64().unwrap_or(0);
+    let dropped = last["dropped"].as_u64().expect("dropped");
+    let sum: u64 = last["losses"]
+        .as_object()
+        .expect("losses object")
+        .iter()
+        .filter(|(k, _)| k.as_str() != "nested")
+        .filter_map(|(_, v)| v.as_u64())
+        .sum();
+    eprintln!(
+        "{BURST} ioctls: {seen} traced, {lost_ioctls} lost (ring_full_ioctl); final line {last}"
+    );
+    assert!(lost_ioctls > 0, "a 4 KiB ring kept up with {BURST} ioctls?");
+    assert!(dropped >= lost_ioctls);
+    assert_eq!(dropped, sum, "drops are the sum of the reasons: {last}");
+    // Everything of ours was either traced or lost (other processes'
+    // ioctls may be lost too, hence at least).
+    assert!(
+        seen + lost_ioctls >= BURST,
+        "{seen} + {lost_ioctls} < {BURST}"
+    );
+    // The last loss sample carries the final state, by reason.
+    let sample = records
+        .iter()
+        .rev()
+        .find(|r| r["event"] == "loss")
+        .expect("a loss sample");
+    assert_eq!(sample["losses"], last["losses"], "{sample}");
+    assert_eq!(sample["dropped"], last["dropped"], "{sample}");
+    let summary = stderr
+        .iter()
+        .find(|l| l.starts_with("uacce-trace: stopped:"))
+        .unwrap_or_else(|| panic!("no summary in {stderr:?}"));
+    assert!(
+        summary.contains(&format!("{dropped} dropped (")),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!("ring_full_ioctl {lost_ioctls}")),
+        "{summary}"
+    );
 }
 
 #[test]

@@ -150,8 +150,10 @@ fn events() -> Vec<Event> {
     }
     v.push(Event::Loss(LossSample {
         ts_ns: START + 2_000_000_000,
-        dropped: 3,
-        unanswered: 1,
+        losses: uacce_trace::losses::Ledger::from_counts(&[
+            (uacce_trace::losses::LossReason::RingFullIoctl, 2),
+            (uacce_trace::losses::LossReason::IopfUnanswered, 1),
+        ]),
     }));
     v
 }
@@ -330,6 +332,25 @@ fn prometheus_histogram_quantile_agrees_with_the_model() {
     );
     assert_eq!(
         query(prom_port, "uacce_trace_dropped_records_total"),
+        Some(3.0)
+    );
+    // By reason: every reason a series, summing to the total.
+    assert_eq!(
+        query(
+            prom_port,
+            "uacce_trace_lost_total{job=\"uacce\",reason=\"ring_full_ioctl\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        query(
+            prom_port,
+            "uacce_trace_lost_total{job=\"uacce\",reason=\"stale_inflight\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        query(prom_port, "sum(uacce_trace_lost_total{job=\"uacce\"})"),
         Some(3.0)
     );
 

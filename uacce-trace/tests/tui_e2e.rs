@@ -110,8 +110,7 @@ fn recording(path: &Path) {
     }
     evs.push(Event::Loss(LossSample {
         ts_ns: START + 2 * SEC,
-        dropped: 0,
-        unanswered: 0,
+        losses: Default::default(),
     }));
     evs.sort_by_key(Event::ts_ns);
     let header = RawHeader {

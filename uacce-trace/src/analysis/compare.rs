@@ -156,10 +156,23 @@ pub struct ProcessVerdict {
 }
 
 /// Loss counters of one input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Loss {
+    /// Everything lost (every reason).
     pub dropped: Option<u64>,
     pub unanswered: Option<u64>,
+    /// By reason (non-zero ones), when the input says.
+    pub losses: Option<crate::losses::Ledger>,
+}
+
+impl Loss {
+    /// ` (reason n, reason n)` of the non-zero reasons, or "".
+    fn reasons(&self) -> String {
+        match self.losses.as_ref().filter(|l| !l.is_empty()) {
+            Some(l) => format!(" ({})", l.human()),
+            None => String::new(),
+        }
+    }
 }
 
 /// The whole comparison.
@@ -384,12 +397,14 @@ pub fn compare(base: &Loaded, cand: &Loaded, o: &CompareOptions) -> Comparison {
     let loss = |l: &Loaded| Loss {
         dropped: l.recording.dropped,
         unanswered: l.recording.unanswered,
+        losses: l.recording.losses.clone(),
     };
     let loss_candidate = loss(cand);
     if !o.allow_drops {
         if let Some(d) = loss_candidate.dropped.filter(|d| *d > 0) {
             reasons.push(format!(
-                "CANDIDATE lost {d} records; its counts cannot be trusted (--allow-drops to accept)"
+                "CANDIDATE lost {d} records{}; its counts cannot be trusted (--allow-drops to accept)",
+                loss_candidate.reasons()
             ));
         }
     }
@@ -443,8 +458,9 @@ fn arrow(b: Option<u64>, c: Option<u64>, latency: bool) -> String {
 fn loss_text(l: &Loss) -> String {
     let f = |v: Option<u64>| v.map_or_else(|| "unknown".to_string(), |v| v.to_string());
     format!(
-        "dropped {}, unanswered IOPFs {}",
+        "dropped {}{}, unanswered IOPFs {}",
         f(l.dropped),
+        l.reasons(),
         f(l.unanswered)
     )
 }
@@ -580,6 +596,7 @@ mod tests {
                 series,
                 dropped: Some(dropped),
                 unanswered: Some(0),
+                losses: None,
             },
             raw: None,
         }

@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use crate::{
     export::{self, RecordedSeries, Recording, Sniffed, TagInfo},
+    losses::LossReason,
     model::{Aggregator, ModelConfig, Snapshot},
     rawfile::{RawHeader, RawReader, Record},
 };
@@ -123,8 +124,9 @@ pub fn replay_raw(bytes: &[u8]) -> Result<(Recording, RawDetails), String> {
                 errors: Some(s.errors),
             })
             .collect(),
-        dropped: Some(snapshot.dropped),
-        unanswered: Some(snapshot.unanswered),
+        dropped: Some(snapshot.losses.total()),
+        unanswered: Some(snapshot.losses.get(LossReason::IopfUnanswered)),
+        losses: Some(snapshot.losses.clone()),
     };
     Ok((
         recording,

@@ -65,6 +65,9 @@ pub fn render(input: &Loaded) -> String {
             raw.marks,
         );
     }
+    if let Some(l) = rec.losses.as_ref().filter(|l| !l.is_empty()) {
+        let _ = writeln!(out, "losses by reason: {}", l.human());
+    }
     if rec.dropped.is_some_and(|d| d > 0) {
         let _ = writeln!(
             out,

@@ -3,15 +3,20 @@
 //! seconds with three decimals, `mean` with three decimals). Text fields are
 //! quoted (RFC 4180) when they hold a comma, quote or line break. An
 //! interval with losses but no samples writes a row of kind `loss`.
+//! `drops` is everything lost in the interval, `losses` the same by reason
+//! (`reason=count;…`, non-zero reasons), `unanswered` one of them.
 //! No aya, tokio, ratatui, no clock.
 
 use std::io::Write;
 
 use super::{f3, tag, ExportError, RunMeta};
-use crate::model::{IntervalWindow, Summary};
+use crate::{
+    losses::LossReason,
+    model::{IntervalWindow, Summary},
+};
 
 /// The header line.
-pub const HEADER: &str = "start,duration,kind,pid,comm,device,tag,unit,count,min,mean,p50,p90,p99,p99.9,max,errors,drops,unanswered";
+pub const HEADER: &str = "start,duration,kind,pid,comm,device,tag,unit,count,min,mean,p50,p90,p99,p99.9,max,errors,drops,unanswered,losses";
 
 /// Quote a field when it needs it.
 pub fn field(s: &str) -> String {
@@ -42,11 +47,20 @@ impl<W: Write> CsvWriter<W> {
     pub fn write_interval(&mut self, win: &IntervalWindow) -> Result<(), ExportError> {
         let start = f3(self.meta.offset_s(win.start_ns));
         let duration = f3(win.end_ns.saturating_sub(win.start_ns) as f64 / 1e9);
+        let drops = win.losses.total();
+        let unanswered = win.losses.get(LossReason::IopfUnanswered);
+        // `reason=count;reason=count`: no comma, no quote to escape.
+        let losses = win
+            .losses
+            .iter_nonzero()
+            .map(|(r, n)| format!("{}={n}", r.name()))
+            .collect::<Vec<_>>()
+            .join(";");
         for s in &win.series {
             let m = Summary::of(&s.hist);
             writeln!(
                 self.w,
-                "{start},{duration},{},{},{},{},{},ns,{},{},{},{},{},{},{},{},{},{},{}",
+                "{start},{duration},{},{},{},{},{},ns,{},{},{},{},{},{},{},{},{},{},{},{}",
                 s.key.kind.name(),
                 s.key
                     .proc_id
@@ -65,15 +79,15 @@ impl<W: Write> CsvWriter<W> {
                 m.p999,
                 m.max,
                 s.errors,
-                win.dropped,
-                win.unanswered,
+                drops,
+                unanswered,
+                losses,
             )?;
         }
-        if win.series.is_empty() && (win.dropped > 0 || win.unanswered > 0) {
+        if win.series.is_empty() && !win.losses.is_empty() {
             writeln!(
                 self.w,
-                "{start},{duration},loss,,,,,,,,,,,,,,,{},{}",
-                win.dropped, win.unanswered
+                "{start},{duration},loss,,,,,,,,,,,,,,,{drops},{unanswered},{losses}",
             )?;
         }
         Ok(())
@@ -95,6 +109,6 @@ mod tests {
         assert_eq!(field("fio"), "fio");
         assert_eq!(field("a,b"), "\"a,b\"");
         assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(HEADER.split(',').count(), 19);
+        assert_eq!(HEADER.split(',').count(), 20);
     }
 }

@@ -28,7 +28,10 @@ use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerial
 use super::{
     f3, iso8601_utc, one_line, tag, ExportError, ReadError, RecordedSeries, Recording, RunMeta,
 };
-use crate::model::{Hist, IntervalWindow};
+use crate::{
+    losses::{Ledger, LossReason},
+    model::{Hist, IntervalWindow},
+};
 
 /// First line of every log.
 pub const VERSION_LINE: &str = "#[Histogram log format version 1.3]";
@@ -59,8 +62,7 @@ pub struct HlogWriter<W: Write> {
     ser: V2DeflateSerializer,
     buf: Vec<u8>,
     text: String,
-    dropped_total: u64,
-    unanswered_total: u64,
+    losses_total: Ledger,
 }
 
 impl<W: Write> HlogWriter<W> {
@@ -92,8 +94,7 @@ impl<W: Write> HlogWriter<W> {
             ser: V2DeflateSerializer::new(),
             buf: Vec::new(),
             text: String::new(),
-            dropped_total: 0,
-            unanswered_total: 0,
+            losses_total: Ledger::new(),
         })
     }
 
@@ -116,15 +117,16 @@ impl<W: Write> HlogWriter<W> {
                 self.text
             )?;
         }
-        if win.dropped > 0 || win.unanswered > 0 {
+        if !win.losses.is_empty() {
             writeln!(
                 self.w,
-                "#[uacce-trace loss: interval {start} dropped {} unanswered {}]",
-                win.dropped, win.unanswered
+                "#[uacce-trace loss: interval {start} dropped {} unanswered {} ({})]",
+                win.losses.total(),
+                win.losses.get(LossReason::IopfUnanswered),
+                win.losses.breakdown()
             )?;
         }
-        self.dropped_total = win.dropped_total;
-        self.unanswered_total = win.unanswered_total;
+        self.losses_total = win.losses_total.clone();
         Ok(())
     }
 
@@ -133,7 +135,14 @@ impl<W: Write> HlogWriter<W> {
         writeln!(
             self.w,
             "#[uacce-trace totals: dropped {} unanswered {}]",
-            self.dropped_total, self.unanswered_total
+            self.losses_total.total(),
+            self.losses_total.get(LossReason::IopfUnanswered)
+        )?;
+        // A line of its own: readers of the totals line above stay happy.
+        writeln!(
+            self.w,
+            "#[uacce-trace losses: {}]",
+            self.losses_total.breakdown()
         )?;
         self.w.flush()?;
         Ok(self.w)
@@ -216,6 +225,19 @@ fn loss_totals(rest: &str) -> Option<(u64, u64)> {
     }
 }
 
+fn loss_reasons(rest: &str) -> Option<Ledger> {
+    // " reason N, reason N]" (empty when nothing was lost)
+    let mut l = Ledger::new();
+    for part in rest.trim().trim_end_matches(']').split(',') {
+        if part.trim().is_empty() {
+            continue;
+        }
+        let (name, n) = part.trim().split_once(' ')?;
+        l.add_named(name, n.trim().parse().ok()?);
+    }
+    Some(l)
+}
+
 /// Read a whole hlog.
 pub fn read(text: &str) -> Result<Recording, ReadError> {
     let mut rec = Recording::default();
@@ -261,6 +283,13 @@ pub fn read(text: &str) -> Result<Recording, ReadError> {
             rec.dropped = Some(d);
             rec.unanswered = Some(u);
             totals = true;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("#[uacce-trace losses:") {
+            rec.losses = Some(
+                loss_reasons(rest)
+                    .ok_or_else(|| err("unreadable uacce-trace losses line".into()))?,
+            );
             continue;
         }
         if line.starts_with("#uacce-trace:") {
@@ -382,5 +411,18 @@ mod tests {
         assert!(read(v12).is_ok());
         let rec = read(&done).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((rec.dropped, rec.unanswered), (Some(3), Some(4)));
+        assert_eq!(rec.losses, None);
+        let by_reason = format!(
+            "{done}#[uacce-trace losses: ring_full_pin 2, iopf_unanswered 4, from_a_newer_version 1]\n"
+        );
+        let rec = read(&by_reason).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            rec.losses.map(|l| l.breakdown()),
+            Some("ring_full_pin 2, iopf_unanswered 4, unknown 1".into())
+        );
+        let empty = read(&format!("{done}#[uacce-trace losses: ]\n"));
+        assert_eq!(empty.map(|r| r.losses), Ok(Some(Ledger::new())));
+        let bad = read(&format!("{done}#[uacce-trace losses: ring_full_pin x]\n"));
+        assert!(matches!(bad, Err(ReadError::Line { line: 5, .. })));
     }
 }

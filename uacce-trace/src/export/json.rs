@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! {"buckets":[[1001,3],[2003,1]],"comm":"fio","count":4,"device":"0000:00:02.0",
-//!  "drops":0,"duration":1.000,"errors":0,"kind":"iopf","max":2003,"mean":1251.500,
+//!  "drops":0,"duration":1.000,"errors":0,"kind":"iopf","losses":{},"max":2003,"mean":1251.500,
 //!  "min":1000,"p50":1001,"p90":2003,"p99":2003,"p99.9":2003,"pid":1234,
 //!  "start":0.000,"tag":"iopf/1234/fio/0000:00:02.0","unanswered":0,"unit":"ns"}
 //! ```
@@ -11,18 +11,23 @@
 //! (one line in the file). `start` and `duration` are seconds (start since
 //! the run start); `buckets` lists every non-empty histogram bucket as
 //! `[highest value in the bucket, count]`, enough to rebuild the histogram
-//! exactly; `drops`/`unanswered` are the records lost / IOPFs left
-//! unanswered in that interval (for the whole run, not the series); `pid`
+//! exactly; `drops` is everything lost in that interval (for the whole
+//! run, not the series), `losses` the same by reason (non-zero reasons,
+//! `losses::LossReason` names), `unanswered` the IOPFs left unanswered
+//! (also in `drops` and `losses`, as `iopf_unanswered`); `pid`
 //! is `null` for the `[unattributed]` and `[other]` buckets. An interval
 //! with losses but no samples writes `{"drops":..,"duration":..,"kind":"loss",
-//! "start":..,"unanswered":..}`. No aya, tokio, ratatui, no clock.
+//! "losses":{..},"start":..,"unanswered":..}`. No aya, tokio, ratatui, no clock.
 
 use std::io::Write;
 
 use serde::Deserialize;
 
 use super::{f3, tag, ExportError, ReadError, RecordedSeries, Recording, RunMeta};
-use crate::model::{hist, IntervalWindow, Summary};
+use crate::{
+    losses::{Ledger, LossReason},
+    model::{hist, IntervalWindow, Summary},
+};
 
 /// Writes NDJSON rows.
 pub struct JsonWriter<W: Write> {
@@ -48,6 +53,9 @@ impl<W: Write> JsonWriter<W> {
     pub fn write_interval(&mut self, win: &IntervalWindow) -> Result<(), ExportError> {
         let start = f3(self.meta.offset_s(win.start_ns));
         let duration = f3(win.end_ns.saturating_sub(win.start_ns) as f64 / 1e9);
+        let drops = win.losses.total();
+        let unanswered = win.losses.get(LossReason::IopfUnanswered);
+        let losses = serde_json::to_string(&win.losses).unwrap_or_else(|_| "{}".into());
         for s in &win.series {
             let sum = Summary::of(&s.hist);
             let buckets: Vec<String> = hist::buckets(&s.hist)
@@ -61,12 +69,12 @@ impl<W: Write> JsonWriter<W> {
                 .map_or_else(|| "null".to_string(), |p| p.to_string());
             writeln!(
                 self.w,
-                "{{\"buckets\":[{}],\"comm\":{},\"count\":{},\"device\":{},\"drops\":{},\"duration\":{duration},\"errors\":{},\"kind\":\"{}\",\"max\":{},\"mean\":{},\"min\":{},\"p50\":{},\"p90\":{},\"p99\":{},\"p99.9\":{},\"pid\":{pid},\"start\":{start},\"tag\":{},\"unanswered\":{},\"unit\":\"ns\"}}",
+                "{{\"buckets\":[{}],\"comm\":{},\"count\":{},\"device\":{},\"drops\":{},\"duration\":{duration},\"errors\":{},\"kind\":\"{}\",\"losses\":{losses},\"max\":{},\"mean\":{},\"min\":{},\"p50\":{},\"p90\":{},\"p99\":{},\"p99.9\":{},\"pid\":{pid},\"start\":{start},\"tag\":{},\"unanswered\":{},\"unit\":\"ns\"}}",
                 buckets.join(","),
                 json_str(&s.key.comm),
                 sum.count,
                 json_str(&s.key.device),
-                win.dropped,
+                drops,
                 s.errors,
                 s.key.kind.name(),
                 sum.max,
@@ -77,14 +85,13 @@ impl<W: Write> JsonWriter<W> {
                 sum.p99,
                 sum.p999,
                 json_str(&tag::tag(&s.key)),
-                win.unanswered,
+                unanswered,
             )?;
         }
-        if win.series.is_empty() && (win.dropped > 0 || win.unanswered > 0) {
+        if win.series.is_empty() && !win.losses.is_empty() {
             writeln!(
                 self.w,
-                "{{\"drops\":{},\"duration\":{duration},\"kind\":\"loss\",\"start\":{start},\"unanswered\":{}}}",
-                win.dropped, win.unanswered
+                "{{\"drops\":{drops},\"duration\":{duration},\"kind\":\"loss\",\"losses\":{losses},\"start\":{start},\"unanswered\":{unanswered}}}",
             )?;
         }
         Ok(())
@@ -117,13 +124,17 @@ struct Row {
     drops: Option<u64>,
     #[serde(default)]
     unanswered: Option<u64>,
+    /// By reason (files from older versions have none).
+    #[serde(default)]
+    losses: Option<Ledger>,
 }
 
 /// Read a whole NDJSON file written by [`JsonWriter`].
 pub fn read(text: &str) -> Result<Recording, ReadError> {
     let mut rec = Recording::default();
     // Loss per interval start (ms), counted once per interval.
-    let mut loss: std::collections::BTreeMap<i64, (u64, u64)> = Default::default();
+    let mut loss: std::collections::BTreeMap<i64, (u64, u64, Ledger)> = Default::default();
+    let mut by_reason = false;
     let mut any = false;
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
@@ -144,6 +155,10 @@ pub fn read(text: &str) -> Result<Recording, ReadError> {
         let e = loss.entry(key).or_default();
         e.0 = e.0.max(row.drops.unwrap_or(0));
         e.1 = e.1.max(row.unanswered.unwrap_or(0));
+        if let Some(l) = &row.losses {
+            by_reason = true;
+            e.2.max(l);
+        }
         if row.kind == "loss" {
             continue;
         }
@@ -176,6 +191,13 @@ pub fn read(text: &str) -> Result<Recording, ReadError> {
     }
     rec.dropped = Some(loss.values().map(|l| l.0).sum());
     rec.unanswered = Some(loss.values().map(|l| l.1).sum());
+    if by_reason {
+        let mut total = Ledger::new();
+        for l in loss.values() {
+            total.merge(&l.2);
+        }
+        rec.losses = Some(total);
+    }
     Ok(rec)
 }
 

@@ -182,6 +182,9 @@ pub struct Recording {
     pub dropped: Option<u64>,
     /// IOPFs unanswered, when the file says.
     pub unanswered: Option<u64>,
+    /// Everything lost by reason, when the file says (files of older
+    /// versions only have `dropped`).
+    pub losses: Option<crate::losses::Ledger>,
 }
 
 /// All intervals of one tag merged.

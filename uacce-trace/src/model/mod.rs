@@ -43,6 +43,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::{
     event::{Event, IopfEvent, PinEvent, PinIoctl, PinIoctlEvent},
     inthash::BuildIntHasher,
+    losses::{Ledger, LossReason},
 };
 
 pub use self::{
@@ -305,10 +306,9 @@ pub struct Snapshot {
     pub series: Vec<SeriesSnapshot>,
     /// Processes sorted by id (`[unattributed]` and `[other]` last, when present).
     pub processes: Vec<ProcessSnapshot>,
-    /// Records lost in the kernel (latest cumulative sample).
-    pub dropped: u64,
-    /// IOPFs never answered (latest cumulative sample).
-    pub unanswered: u64,
+    /// Everything lost, by reason (latest cumulative sample plus what the
+    /// consumer counted, [`Aggregator::count_loss`]).
+    pub losses: Ledger,
 }
 
 /// One series of one interval.
@@ -326,13 +326,10 @@ pub struct IntervalWindow {
     pub end_ns: u64,
     /// Series with samples in the interval, sorted by key.
     pub series: Vec<WindowSeries>,
-    /// Records lost in the interval.
-    pub dropped: u64,
-    /// IOPFs left unanswered in the interval.
-    pub unanswered: u64,
-    /// Cumulative loss counters at the end of the interval.
-    pub dropped_total: u64,
-    pub unanswered_total: u64,
+    /// Lost in the interval, by reason.
+    pub losses: Ledger,
+    /// Lost since the start, by reason, at the end of the interval.
+    pub losses_total: Ledger,
 }
 
 /// The aggregator. See the module docs.
@@ -347,10 +344,11 @@ pub struct Aggregator {
     interval_start_ns: Option<u64>,
     latest_ns: u64,
     events: u64,
-    dropped: u64,
-    unanswered: u64,
-    dropped_at_interval_start: u64,
-    unanswered_at_interval_start: u64,
+    /// Per reason, the largest cumulative loss sample.
+    sampled_losses: Ledger,
+    /// Losses the consumer counted itself ([`Aggregator::count_loss`]).
+    local_losses: Ledger,
+    losses_at_interval_start: Ledger,
 }
 
 impl Aggregator {
@@ -365,10 +363,9 @@ impl Aggregator {
             interval_start_ns: cfg.start_ns,
             latest_ns: cfg.start_ns.unwrap_or(0),
             events: 0,
-            dropped: 0,
-            unanswered: 0,
-            dropped_at_interval_start: 0,
-            unanswered_at_interval_start: 0,
+            sampled_losses: Ledger::new(),
+            local_losses: Ledger::new(),
+            losses_at_interval_start: Ledger::new(),
             cfg,
         }
     }
@@ -381,6 +378,22 @@ impl Aggregator {
     /// Number of processes held (without the two buckets).
     pub fn process_count(&self) -> usize {
         self.procs.len()
+    }
+
+    /// Everything lost so far, by reason: the source's latest cumulative
+    /// sample plus the losses counted with [`Aggregator::count_loss`].
+    pub fn losses(&self) -> Ledger {
+        let mut l = self.sampled_losses.clone();
+        l.merge(&self.local_losses);
+        l
+    }
+
+    /// Count `n` losses of `reason` that the consumer itself found (not in
+    /// the source's samples), e.g. `record -- COMMAND`'s events it could
+    /// not place in the process tree ([`LossReason::ProcUnplaceable`]).
+    /// Shown in every snapshot and interval from now on.
+    pub fn count_loss(&mut self, reason: LossReason, n: u64) {
+        self.local_losses.add(reason, n);
     }
 
     /// Timestamp of the newest event (or the configured start).
@@ -414,10 +427,7 @@ impl Aggregator {
             Event::Pasid(_) => {}
             // Queue life cycle: shown by `trace`, not aggregated (yet).
             Event::Queue(_) => {}
-            Event::Loss(l) => {
-                self.dropped = self.dropped.max(l.dropped);
-                self.unanswered = self.unanswered.max(l.unanswered);
-            }
+            Event::Loss(l) => self.sampled_losses.max(&l.losses),
         }
     }
 
@@ -556,13 +566,10 @@ impl Aggregator {
             start_ns,
             end_ns,
             series,
-            dropped: self.dropped - self.dropped_at_interval_start.min(self.dropped),
-            unanswered: self.unanswered - self.unanswered_at_interval_start.min(self.unanswered),
-            dropped_total: self.dropped,
-            unanswered_total: self.unanswered,
+            losses: self.losses().since(&self.losses_at_interval_start),
+            losses_total: self.losses(),
         };
-        self.dropped_at_interval_start = self.dropped;
-        self.unanswered_at_interval_start = self.unanswered;
+        self.losses_at_interval_start = self.losses();
         self.interval_start_ns = Some(end_ns);
         if self.start_ns.is_none() {
             self.start_ns = Some(start_ns);
@@ -664,8 +671,7 @@ impl Aggregator {
             events: self.events,
             series,
             processes,
-            dropped: self.dropped,
-            unanswered: self.unanswered,
+            losses: self.losses(),
         }
     }
 }

@@ -5,6 +5,7 @@ use uacce_trace_common::PinFunc;
 
 use super::*;
 use crate::event::{HookType, LossSample};
+use crate::losses::{Ledger, LossReason};
 
 const P: u64 = 4096;
 
@@ -78,11 +79,10 @@ fn ioctl(ts: u64, tgid: u32, cmd: PinIoctl, addr: u64, size: u64) -> Event {
 }
 
 fn loss(ts: u64, dropped: u64, unanswered: u64) -> Event {
-    Event::Loss(LossSample {
-        ts_ns: ts,
-        dropped,
-        unanswered,
-    })
+    let mut losses = Ledger::new();
+    losses.set(LossReason::RingFullPin, dropped);
+    losses.set(LossReason::IopfUnanswered, unanswered);
+    Event::Loss(LossSample { ts_ns: ts, losses })
 }
 
 #[test]
@@ -129,14 +129,26 @@ fn intervals_split_samples_and_loss() {
     a.ingest(&loss(1020, 5, 1));
     let w2 = a.take_interval(2000);
     let w3 = a.take_interval(3000);
+    let un = |l: &Ledger| l.get(LossReason::IopfUnanswered);
     assert_eq!(
-        (w1.start_ns, w1.end_ns, w1.dropped, w1.unanswered),
-        (0, 1000, 3, 1)
+        (w1.start_ns, w1.end_ns, w1.losses.total(), un(&w1.losses)),
+        (0, 1000, 4, 1)
     );
     assert_eq!(
-        (w2.start_ns, w2.dropped, w2.unanswered, w2.dropped_total),
-        (1000, 2, 0, 5)
+        (
+            w2.start_ns,
+            w2.losses.total(),
+            un(&w2.losses),
+            w2.losses_total.total()
+        ),
+        (1000, 2, 0, 6)
     );
+    assert_eq!(w2.losses.breakdown(), "ring_full_pin 2");
+    // A loss the consumer counts itself is added to the samples'.
+    a.count_loss(LossReason::ProcUnplaceable, 4);
+    let w4 = a.take_interval(4000);
+    assert_eq!(w4.losses.breakdown(), "proc_unplaceable 4");
+    assert_eq!(a.snapshot(4000).losses.total(), 10);
     assert_eq!(w1.series.len(), 1);
     assert_eq!(w2.series[0].hist.len(), 1);
     assert!(w3.series.is_empty());

@@ -25,8 +25,14 @@
 //! and pin counters); `_sum` is their total latency.
 //!
 //! Whole tool: `uacce_trace_info` (version, mode, kernel),
-//! `uacce_trace_events_total`, `uacce_trace_dropped_records_total` (records
-//! lost in the kernel), `uacce_trace_unanswered_iopfs_total`,
+//! `uacce_trace_events_total`, `uacce_trace_lost_total{reason}` (everything
+//! lost, by reason: one series per `losses::LossReason` that is a loss,
+//! zeros included, so that a dashboard sees every reason before it
+//! happens), `uacce_trace_dropped_records_total` (the sum of
+//! `uacce_trace_lost_total`, kept for dashboards that predate the reasons),
+//! `uacce_trace_nested_calls_total` (nested calls folded into their outer
+//! call: no loss), `uacce_trace_unanswered_iopfs_total` (also
+//! `lost_total{reason="iopf_unanswered"}`),
 //! `uacce_trace_processes` (processes held), `uacce_trace_folded_processes_total`
 //! (aged out), `uacce_trace_replay_complete` (replay only); the tool's own
 //! overhead as the standard `process_cpu_seconds_total`,
@@ -70,7 +76,10 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{Hist, Kind, ProcId, Snapshot};
+use crate::{
+    losses::LossReason,
+    model::{Hist, Kind, ProcId, Snapshot},
+};
 
 /// Upper bounds (`le`) of the histogram buckets, in ns: 1-2-5 per decade,
 /// 1 µs to 10 s.
@@ -386,14 +395,14 @@ pub fn render(e: &Exposition<'_>) -> String {
         (
             "uacce_trace_dropped_records_total",
             "counter",
-            "Records lost in the kernel (ring buffer or in-flight map full, undecodable).",
-            snap.dropped,
+            "Everything lost, every reason: the sum of uacce_trace_lost_total (kept for compatibility).",
+            snap.losses.total(),
         ),
         (
             "uacce_trace_unanswered_iopfs_total",
             "counter",
-            "IO page faults reported but never answered.",
-            snap.unanswered,
+            "IO page faults reported but never answered (also uacce_trace_lost_total{reason=\"iopf_unanswered\"}).",
+            snap.losses.get(LossReason::IopfUnanswered),
         ),
         (
             "uacce_trace_processes",
@@ -412,6 +421,28 @@ pub fn render(e: &Exposition<'_>) -> String {
         o.family(name, kind, help);
         o.sample(name, "", &v.to_string());
     }
+    o.family(
+        "uacce_trace_lost_total",
+        "counter",
+        "Events lost or misattributed, by reason (every reason, zeros included).",
+    );
+    for (r, n) in snap.losses.iter().filter(|(r, _)| r.is_loss()) {
+        o.sample(
+            "uacce_trace_lost_total",
+            &format!("reason=\"{}\"", r.name()),
+            &n.to_string(),
+        );
+    }
+    o.family(
+        "uacce_trace_nested_calls_total",
+        "counter",
+        "Nested calls folded into their outer call (not a loss).",
+    );
+    o.sample(
+        "uacce_trace_nested_calls_total",
+        "",
+        &snap.losses.get(LossReason::Nested).to_string(),
+    );
     if let Some(done) = e.replay_complete {
         o.family(
             "uacce_trace_replay_complete",
@@ -510,6 +541,7 @@ mod tests {
     use super::*;
     use crate::{
         event::{Event, HookType, IopfEvent, LossSample, PinEvent},
+        losses::Ledger,
         model::{hist, Aggregator, ModelConfig},
     };
     use uacce_trace_common::PinFunc;
@@ -605,11 +637,11 @@ mod tests {
         // Process 11 pins and unpins, then idles out into [other].
         agg.ingest(&pin(600, 11, PinFunc::PinUserPagesFast, 2));
         agg.ingest(&pin(700, 11, PinFunc::UnpinUserPages, 2));
-        agg.ingest(&Event::Loss(LossSample {
-            ts_ns: 800,
-            dropped: 3,
-            unanswered: 2,
-        }));
+        let mut losses = Ledger::new();
+        losses.set(LossReason::RingFullPin, 1);
+        losses.set(LossReason::IopfUnanswered, 2);
+        losses.set(LossReason::Nested, 5);
+        agg.ingest(&Event::Loss(LossSample { ts_ns: 800, losses }));
         agg.take_interval(10_750);
         agg.snapshot(10_750)
     }
@@ -663,6 +695,10 @@ mod tests {
             r#"uacce_trace_pinned_pages{pid="",comm="[other]"} 0"#.into(),
             "uacce_trace_dropped_records_total 3".into(),
             "uacce_trace_unanswered_iopfs_total 2".into(),
+            r#"uacce_trace_lost_total{reason="ring_full_pin"} 1"#.into(),
+            r#"uacce_trace_lost_total{reason="iopf_unanswered"} 2"#.into(),
+            r#"uacce_trace_lost_total{reason="stale_inflight"} 0"#.into(),
+            "uacce_trace_nested_calls_total 5".into(),
             "uacce_trace_folded_processes_total 1".into(),
             "uacce_trace_processes 2".into(),
             "uacce_trace_replay_complete 1".into(),
@@ -673,6 +709,22 @@ mod tests {
         ] {
             assert!(text.contains(&format!("{want}\n")), "missing {want}:\n{text}");
         }
+        // One lost_total series per loss reason, none for `nested`; they
+        // sum to the total.
+        let lost: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("uacce_trace_lost_total{"))
+            .collect();
+        assert_eq!(
+            lost.len(),
+            LossReason::ALL.iter().filter(|r| r.is_loss()).count()
+        );
+        assert!(!text.contains(r#"reason="nested""#), "{text}");
+        let sum: u64 = lost
+            .iter()
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert_eq!(sum, 3);
         // The folded process (11) has no series of its own.
         assert!(!text.contains("pid=\"11\""), "{text}");
         assert!(!text.contains("_count{pid=\"\",comm=\"[other]\""), "{text}");

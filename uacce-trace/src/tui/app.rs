@@ -190,6 +190,8 @@ pub enum Msg {
     LongerInterval,
     ShorterInterval,
     ToggleHelp,
+    /// Open/close the losses panel (every loss reason and its count).
+    ToggleLosses,
     SortMode,
     SortNext,
     SortPrev,
@@ -222,6 +224,7 @@ pub struct App {
     cost: CostState,
     mode: Mode,
     help: bool,
+    losses: bool,
     sort: Column,
     descending: bool,
     filter: String,
@@ -247,6 +250,7 @@ impl App {
             cost,
             mode: Mode::Table,
             help: false,
+            losses: false,
             sort: Column::IopfRate,
             descending: true,
             filter: String::new(),
@@ -274,6 +278,10 @@ impl App {
     }
     pub fn help(&self) -> bool {
         self.help
+    }
+    /// The losses panel is open.
+    pub fn losses(&self) -> bool {
+        self.losses
     }
     pub fn sort(&self) -> (Column, bool) {
         (self.sort, self.descending)
@@ -432,6 +440,7 @@ impl App {
                 }
             }
             Msg::ToggleHelp => self.help = !self.help,
+            Msg::ToggleLosses => self.losses = !self.losses,
             Msg::SortMode => self.mode = Mode::Sort,
             Msg::SortNext | Msg::SortPrev => {
                 self.sort = self.sort.step(if msg == Msg::SortNext { 1 } else { -1 });
@@ -508,6 +517,12 @@ pub fn key_to_msg(app: &App, key: KeyEvent) -> Option<Msg> {
             _ => Msg::ToggleHelp,
         });
     }
+    if app.losses {
+        return Some(match key.code {
+            KeyCode::Char('q') => Msg::Quit,
+            _ => Msg::ToggleLosses,
+        });
+    }
     let common = |code: KeyCode| -> Option<Msg> {
         Some(match code {
             KeyCode::Char('q') => Msg::Quit,
@@ -521,6 +536,7 @@ pub fn key_to_msg(app: &App, key: KeyEvent) -> Option<Msg> {
             KeyCode::Char('+') | KeyCode::Char('=') => Msg::LongerInterval,
             KeyCode::Char('-') | KeyCode::Char('_') => Msg::ShorterInterval,
             KeyCode::Char('?') | KeyCode::F(1) => Msg::ToggleHelp,
+            KeyCode::Char('d') | KeyCode::Char('L') => Msg::ToggleLosses,
             _ => return None,
         })
     };

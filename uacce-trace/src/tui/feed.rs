@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crate::{
     event::Event,
+    losses::Ledger,
     model::{
         hist, Aggregator, FaultRegion, Hist, Kind, LedgerSummary, ModelConfig, ProcId,
         ProcessSnapshot, SeriesSnapshot, Summary,
@@ -141,10 +142,8 @@ pub struct TopData {
     pub events: u64,
     /// Events per second over the last closed interval.
     pub events_per_s: f64,
-    /// Records lost in the kernel (cumulative).
-    pub dropped: u64,
-    /// IOPFs never answered (cumulative).
-    pub unanswered: u64,
+    /// Everything lost, by reason (cumulative).
+    pub losses: Ledger,
     /// By process id (`[unattributed]` and `[other]` last).
     pub rows: Vec<ProcRow>,
 }
@@ -387,8 +386,7 @@ impl Feed {
             now_ns,
             events: self.events,
             events_per_s: per_s(self.last.events, self.last.span_ns),
-            dropped: snap.dropped,
-            unanswered: snap.unanswered,
+            losses: snap.losses,
             rows,
         }
     }

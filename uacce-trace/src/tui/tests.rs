@@ -16,6 +16,7 @@ use crate::{
     event::{
         Event, HookType, IopfEvent, LossSample, PasidEvent, PinEvent, PinIoctl, PinIoctlEvent,
     },
+    losses::{Ledger, LossReason},
     model::{ModelConfig, ProcId},
 };
 
@@ -416,13 +417,97 @@ fn frame_drops() {
     let mut evs = many_events();
     evs.push(Event::Loss(LossSample {
         ts_ns: START + 4 * SEC,
-        dropped: 1234,
-        unanswered: 5,
+        losses: Ledger::from_counts(&[
+            (LossReason::RingFullPin, 1229),
+            (LossReason::IopfUnanswered, 5),
+        ]),
     }));
     let app = app_with(replay_info(), data_of(&sorted(evs)));
     let frame = render(&app, 80, 24);
-    assert!(frame.contains("drops 1234 (incomplete)"), "{frame}");
+    assert!(frame.contains("drops 1234 (incomplete"), "{frame}");
     frames("drops", &app);
+}
+
+/// One loss sample with `losses`, a second after some traffic.
+fn data_with_losses(losses: Ledger) -> Box<TopData> {
+    let mut evs = many_events();
+    evs.push(Event::Loss(LossSample {
+        ts_ns: START + 4 * SEC,
+        losses,
+    }));
+    data_of(&sorted(evs))
+}
+
+#[test]
+fn header_never_says_drops_0_while_any_reason_counts() {
+    for &r in LossReason::ALL {
+        let app = app_with(
+            replay_info(),
+            data_with_losses(Ledger::from_counts(&[(r, 1)])),
+        );
+        let frame = render(&app, 80, 24);
+        if r.is_loss() {
+            assert!(!frame.contains("drops 0"), "{}: {frame}", r.name());
+            assert!(
+                frame.contains("drops 1 (incomplete"),
+                "{}: {frame}",
+                r.name()
+            );
+        } else {
+            // Folded nested calls are not a loss.
+            assert!(frame.contains("drops 0"), "{}: {frame}", r.name());
+        }
+    }
+    // Nothing counted at all: "drops 0".
+    let app = app_with(replay_info(), data_with_losses(Ledger::new()));
+    assert!(render(&app, 80, 24).contains("drops 0"));
+}
+
+#[test]
+fn losses_panel_lists_every_reason_with_its_count() {
+    let losses = Ledger::from_counts(&[
+        (LossReason::ExitWithoutEntry, 7),
+        (LossReason::RingFullIoctl, 3),
+    ]);
+    let mut app = app_with(replay_info(), data_with_losses(losses));
+    press(&mut app, KeyCode::Char('d'));
+    assert!(app.losses());
+    let frame = render(&app, 120, 40);
+    assert!(frame.contains("losses by reason"), "{frame}");
+    assert!(frame.contains("10 lost in total"), "{frame}");
+    for (r, n) in [
+        (LossReason::ExitWithoutEntry, 7),
+        (LossReason::RingFullIoctl, 3),
+    ] {
+        let line = frame
+            .lines()
+            .find(|l| l.contains(r.name()))
+            .unwrap_or_else(|| panic!("{} not listed: {frame}", r.name()));
+        assert!(line.contains(&format!("{n} {}", r.name())), "{line}");
+        assert!(line.contains(r.describe()), "{line}");
+    }
+    // Every reason is listed at 40 rows (zeros too).
+    for r in LossReason::ALL {
+        assert!(frame.contains(r.name()), "{} missing: {frame}", r.name());
+    }
+    frames("losses_panel", &app);
+    // Any key closes it; `L` opens it too, also from the drill-down,
+    // whose header shows the drops as well.
+    press(&mut app, KeyCode::Esc);
+    assert!(!app.losses());
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.mode(), Mode::Detail);
+    assert!(render(&app, 80, 24).contains("drops 10 (incomplete"));
+    press(&mut app, KeyCode::Char('L'));
+    assert!(app.losses());
+    // 80x24 cannot hold every reason: the non-zero ones come first.
+    let small = render(&app, 80, 24);
+    assert!(small.contains("exit_without_entry"), "{small}");
+    assert!(small.contains("more reasons at 0"), "{small}");
+    // The help lists the key.
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Char('?'));
+    assert!(render(&app, 100, 30).contains("d L      losses"));
 }
 
 #[test]
@@ -791,8 +876,13 @@ fn extreme_values_render_without_panicking() {
         evs.push(unpin(ts, u32::MAX, "x", u64::MAX));
         evs.push(Event::Loss(LossSample {
             ts_ns: ts,
-            dropped: u64::MAX,
-            unanswered: u64::MAX,
+            losses: {
+                let mut l = Ledger::new();
+                for &r in LossReason::ALL {
+                    l.set(r, u64::MAX);
+                }
+                l
+            },
         }));
     }
     let mut feed = Feed::new(1, Some(0), ModelConfig::default());
@@ -807,6 +897,8 @@ fn extreme_values_render_without_panicking() {
             KeyCode::Down,
             KeyCode::Esc,
             KeyCode::Char('?'),
+            KeyCode::Esc,
+            KeyCode::Char('d'),
             KeyCode::Esc,
         ] {
             press(&mut app, k);

@@ -5,7 +5,9 @@
 //! Layout, top to bottom: three header lines (source and kernel, hook plan,
 //! events/drops/unanswered/cost), banners (error, replay finished, paused,
 //! warning), the body (process table or drill-down) and one footer line
-//! with the keys of the current mode. Fits 80x24; wider terminals give the
+//! with the keys of the current mode; overlays: help (`?`) and the losses
+//! panel (`d`: every loss reason, its count and what it means). `drops 0`
+//! only when every loss reason is 0. Fits 80x24; wider terminals give the
 //! extra columns to COMM, DEV and the numbers, taller ones to rows.
 
 use ratatui::{
@@ -21,7 +23,10 @@ use super::{
     feed::{ProcRow, Sample},
     fmt,
 };
-use crate::model::ProcId;
+use crate::{
+    losses::{Ledger, LossReason},
+    model::ProcId,
+};
 
 const BOLD: Style = Style::new().add_modifier(Modifier::BOLD);
 const DIM: Style = Style::new().add_modifier(Modifier::DIM);
@@ -48,6 +53,9 @@ pub fn draw(f: &mut Frame, app: &App) {
         Paragraph::new(footer(app)).style(Style::new().add_modifier(Modifier::REVERSED)),
         foot,
     );
+    if app.losses() {
+        losses_panel(f, area, app);
+    }
     if app.help() {
         help(f, area);
     }
@@ -86,7 +94,12 @@ fn header(app: &App) -> Vec<Line<'static>> {
         }),
     ]);
     let (events, rate, dropped, unanswered) = app.data().map_or((0, 0.0, 0, 0), |d| {
-        (d.events, d.events_per_s, d.dropped, d.unanswered)
+        (
+            d.events,
+            d.events_per_s,
+            d.losses.total(),
+            d.losses.get(LossReason::IopfUnanswered),
+        )
     });
     let mut l3 = vec![Span::raw(format!(
         "events {}/s ({}){SEP}",
@@ -95,7 +108,7 @@ fn header(app: &App) -> Vec<Line<'static>> {
     ))];
     if dropped > 0 {
         l3.push(Span::styled(
-            format!("drops {} (incomplete)", fmt::count(dropped)),
+            format!("drops {} (incomplete, d: why)", fmt::count(dropped)),
             Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
         ));
     } else {
@@ -175,7 +188,9 @@ fn footer(app: &App) -> Line<'static> {
     let (col, desc) = app.sort();
     let text = match app.mode() {
         Mode::Table => {
-            format!(" q quit  ↑↓/jk move  ⏎ details  s sort  / filter  p pause  +/- {iv}  ? help")
+            format!(
+                " q quit  ↑↓ move  ⏎ open  s sort  / filter  p pause  +/- {iv}  d drops  ? help"
+            )
         }
         Mode::Sort => format!(
             " SORT by {} {}  ←/→ or s: column  r: reverse  ⏎/Esc: done",
@@ -187,7 +202,7 @@ fn footer(app: &App) -> Line<'static> {
             app.filter()
         ),
         Mode::Detail => {
-            format!(" Esc back  ↑↓/jk other process  p pause  +/- {iv}  ? help  q quit")
+            format!(" Esc back  ↑↓/jk other process  p pause  +/- {iv}  d drops  ? help  q quit")
         }
     };
     Line::raw(text)
@@ -787,6 +802,7 @@ fn help(f: &mut Frame, area: Rect) {
         Line::raw("  s        sort mode: ←/→ or s column, r reverse, ⏎ done;  < > r direct"),
         Line::raw("  / f      filter (PID, COMM or device), ⏎ keep, Esc clear"),
         Line::raw("  p space  pause       + -            longer/shorter interval"),
+        Line::raw("  d L      losses: every reason events were lost, with counts"),
         Line::raw("  ?        this help   q Ctrl-C       quit"),
         Line::raw(""),
         Line::styled("columns", BOLD),
@@ -808,6 +824,66 @@ fn help(f: &mut Frame, area: Rect) {
             Block::default()
                 .borders(Borders::ALL)
                 .title(" help — any key closes "),
+        ),
+        r,
+    );
+}
+
+/// The losses panel: every reason with its count and meaning, non-zero
+/// reasons first (bold), then the zeros; what does not fit is summarised.
+fn losses_panel(f: &mut Frame, area: Rect, app: &App) {
+    let l = app.data().map_or_else(Ledger::new, |d| d.losses.clone());
+    let mut lines = vec![Line::styled(
+        format!(
+            "{} lost in total{}",
+            l.total(),
+            if l.total() == 0 {
+                " — nothing lost"
+            } else {
+                ""
+            }
+        ),
+        BOLD,
+    )];
+    let row = |r: LossReason, n: u64| {
+        let text = format!("{:>9} {:<28} {}", fmt::count(n), r.name(), r.describe());
+        let style = match (n, r.is_loss()) {
+            (0, _) => DIM,
+            (_, true) => Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            (_, false) => Style::new(),
+        };
+        Line::styled(text, style)
+    };
+    let nonzero: Vec<_> = l.iter_nonzero().collect();
+    let zero: Vec<_> = l.iter().filter(|&(_, n)| n == 0).collect();
+    let room = usize::from(area.height.saturating_sub(3));
+    for &(r, n) in &nonzero {
+        lines.push(row(r, n));
+    }
+    let left = room.saturating_sub(lines.len());
+    if zero.len() <= left {
+        lines.extend(zero.iter().map(|&(r, n)| row(r, n)));
+    } else if left > 0 {
+        lines.extend(zero[..left - 1].iter().map(|&(r, n)| row(r, n)));
+        lines.push(Line::styled(
+            format!("  … and {} more reasons at 0", zero.len() - (left - 1)),
+            DIM,
+        ));
+    }
+    let w = area.width.min(120);
+    let h = (lines.len() as u16 + 2).min(area.height);
+    let r = Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    };
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" losses by reason — any key closes "),
         ),
         r,
     );

@@ -233,8 +233,10 @@ pub fn before() -> Vec<Item> {
         t3,
         Event::Loss(LossSample {
             ts_ns: t3,
-            dropped: 2,
-            unanswered: 1,
+            losses: uacce_trace::losses::Ledger::from_counts(&[
+                (uacce_trace::losses::LossReason::RingFullPin, 2),
+                (uacce_trace::losses::LossReason::IopfUnanswered, 1),
+            ]),
         }),
     ));
     let t4 = START_MONO + 2_900_000_000;

@@ -225,7 +225,7 @@ fn check_iopf(console: &Console, events: &[Value], v: &mut Verdict) {
         .find(|l| l.starts_with("uacce-trace: stopped"))
         .cloned()
         .unwrap_or_default();
-    if stopped.contains("unanswered") {
+    if stopped.contains("iopf_unanswered") || stopped.contains("iopf_pending_at_exit") {
         v.fail(
             &["trace.err"],
             format!("(i) pairing entries left: {stopped}"),
