@@ -746,16 +746,15 @@ impl Tracer {
             LossReason::IopfResponseWithoutReport,
             pairing.response_without_report,
         );
-        l.add(LossReason::IopfUnanswered, pairing.unanswered);
-        // (`pairing.superseded` is part of `unanswered`.)
+        l.add(
+            LossReason::IopfUnanswered,
+            pairing.unanswered - pairing.superseded,
+        );
+        l.add(LossReason::IopfSuperseded, pairing.superseded);
         l.add(
             LossReason::IopfUnattributed,
             self.attributor.counts().unattributed,
         );
-        // LEAD: not fed yet, 0 until a count exists: `iopf_ambiguous_response`
-        // (a `PairingCounts` field) and `pasid_owner_evicted` (an
-        // `AttributionCounts` field, once the owner table is bounded):
-        // `l.add(LossReason::IopfAmbiguousResponse, pairing.<field>)` etc.
         l.add(LossReason::Undecodable, self.undecodable);
         l.add(LossReason::PinNotCredited, self.pin_not_credited);
         if let Ok(found) = &self.scan.result {

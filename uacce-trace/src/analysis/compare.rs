@@ -19,7 +19,7 @@
 //!   BASELINE;
 //! - **unchanged**: otherwise (also: no samples in either run);
 //! - **missing**: samples in BASELINE, the process absent from CANDIDATE
-//!   (it did not run: nothing can be concluded). The `[unattributed]` and
+//!   (it did not run: nothing can be concluded). The `[unattrib:PASID]` and
 //!   `[other]` buckets are never missing: their absence is no samples.
 //!
 //! # Goal and exit code
@@ -326,7 +326,7 @@ pub fn compare(base: &Loaded, cand: &Loaded, o: &CompareOptions) -> Comparison {
     for comm in comms {
         let bs = metric_of(b.kind_hist.get(comm), &o.metric);
         let cs = metric_of(c.kind_hist.get(comm), &o.metric);
-        // The [unattributed] and [other] buckets are not processes that
+        // The [unattrib:PASID] and [other] buckets are not processes that
         // can fail to run: their absence means no samples.
         let is_bucket = is_bucket_comm(comm);
         let present_in_c = is_bucket || c.procs.contains_key(comm);

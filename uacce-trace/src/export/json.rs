@@ -15,7 +15,7 @@
 //! run, not the series), `losses` the same by reason (non-zero reasons,
 //! `losses::LossReason` names), `unanswered` the IOPFs left unanswered
 //! (also in `drops` and `losses`, as `iopf_unanswered`); `pid`
-//! is `null` for the `[unattributed]` and `[other]` buckets. An interval
+//! is `null` for the `[unattrib:PASID]` and `[other]` buckets. An interval
 //! with losses but no samples writes `{"drops":..,"duration":..,"kind":"loss",
 //! "losses":{..},"start":..,"unanswered":..}`. No aya, tokio, ratatui, no clock.
 

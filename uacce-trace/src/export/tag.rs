@@ -82,7 +82,7 @@ impl TagInfo {
         Kind::from_name(&self.kind)
     }
 
-    /// True for `[unattributed]` and `[other]`.
+    /// True for `[unattrib:PASID]` and `[other]`.
     pub fn is_bucket(&self) -> bool {
         self.pid.is_none() && is_bucket_comm(&self.comm)
     }

@@ -101,7 +101,7 @@ pub enum ProcId {
 /// `top`'s COMM column).
 pub const UNATTRIBUTED_COMM: &str = "[unattrib:";
 
-/// Command name of the `[unattributed]` row of `pasid`.
+/// Command name of the `[unattrib:PASID]` row of `pasid`.
 pub fn unattributed_comm(pasid: u32) -> String {
     format!("{UNATTRIBUTED_COMM}{pasid}]")
 }
@@ -304,7 +304,7 @@ pub struct Snapshot {
     pub events: u64,
     /// Series sorted by key.
     pub series: Vec<SeriesSnapshot>,
-    /// Processes sorted by id (`[unattributed]` and `[other]` last, when present).
+    /// Processes sorted by id (`[unattrib:PASID]` and `[other]` last, when present).
     pub processes: Vec<ProcessSnapshot>,
     /// Everything lost, by reason (latest cumulative sample plus what the
     /// consumer counted, [`Aggregator::count_loss`]).

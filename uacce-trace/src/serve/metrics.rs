@@ -60,7 +60,7 @@
 //! # Bounded cardinality
 //!
 //! Series exist only for processes the model holds: at most
-//! `--max-processes` (default 128) plus `[unattributed]` (IOPFs of unknown
+//! `--max-processes` (default 128) plus `[unattrib:PASID]` (IOPFs of unknown
 //! owner, `pid=""`). A process with no event for `--idle-after` (default
 //! 60 s) and no pinned pages ages out: its series disappear (Prometheus
 //! marks them stale, as for a finished pod) and its history moves into the

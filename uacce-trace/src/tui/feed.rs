@@ -144,7 +144,7 @@ pub struct TopData {
     pub events_per_s: f64,
     /// Everything lost, by reason (cumulative).
     pub losses: Ledger,
-    /// By process id (`[unattributed]` and `[other]` last).
+    /// By process id (`[unattrib:PASID]` and `[other]` last).
     pub rows: Vec<ProcRow>,
 }
 
