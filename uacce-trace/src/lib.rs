@@ -42,6 +42,7 @@ pub mod kconfig;
 pub mod model;
 pub mod pairing;
 pub mod plan;
+pub mod proctree;
 pub mod rawfile;
 pub mod record;
 pub mod serve;

@@ -400,6 +400,8 @@ impl Aggregator {
             Event::Pasid(_) => {}
             // Queue life cycle: shown by `trace`, not aggregated (yet).
             Event::Queue(_) => {}
+            // The process tree only decides which events are recorded.
+            Event::Proc(_) => {}
             Event::Loss(l) => {
                 self.dropped = self.dropped.max(l.dropped);
                 self.unanswered = self.unanswered.max(l.unanswered);
