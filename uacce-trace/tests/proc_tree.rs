@@ -216,13 +216,16 @@ fn three_commands_in_a_row() -> Result<(), String> {
     Ok(())
 }
 
+/// A test: `Err` says why it failed.
+type Test = fn() -> Result<(), String>;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("pin-ioctls") {
         let n = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(0);
         return pin_ioctls(n);
     }
-    let tests: [(&str, fn() -> Result<(), String>); 2] = [
+    let tests: [(&str, Test); 2] = [
         ("three_commands_in_a_row", three_commands_in_a_row),
         ("every_descendant_is_recorded", every_descendant_is_recorded),
     ];
