@@ -353,6 +353,45 @@ mod tests {
         assert!(!e.longterm);
     }
 
+    #[test]
+    fn process_tree_records() {
+        let mut r = ProcRecord {
+            header: RecordHeader {
+                kind: KIND_PROC,
+                version: RECORD_VERSION,
+                size: core::mem::size_of::<ProcRecord>() as u32,
+            },
+            ts_ns: 5,
+            op: PROC_OP_FORK,
+            tgid: 101,
+            parent_tgid: 100,
+            tid: 100,
+            lost: 0,
+            comm: *b"sh\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+        };
+        let ctx = DecodeContext::default();
+        let Ok(Event::Proc(e)) = decode(&as_bytes(&r), &ctx) else {
+            panic!("a fork decodes");
+        };
+        assert_eq!(
+            (e.tgid, e.parent, e.tid, e.comm.as_str()),
+            (101, Some(100), 100, "sh")
+        );
+        r.op = PROC_OP_EXIT;
+        r.lost = 3;
+        let Ok(Event::Proc(e)) = decode(&as_bytes(&r), &ctx) else {
+            panic!("an exit decodes");
+        };
+        assert_eq!((e.tgid, e.parent, e.lost), (101, None, 3));
+        r.op = 9;
+        assert_eq!(decode(&as_bytes(&r), &ctx), Err(DecodeError::ProcOp(9)));
+        let bytes = as_bytes(&r);
+        assert!(matches!(
+            decode(&bytes[..40], &ctx),
+            Err(DecodeError::Short { .. })
+        ));
+    }
+
     fn as_bytes<T>(r: &T) -> Vec<u8> {
         // SAFETY: wire types are repr(C) plain data without implicit padding.
         unsafe {

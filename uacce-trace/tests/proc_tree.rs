@@ -6,7 +6,7 @@
 //! Runs on the host's real tracepoints: needs root (or CAP_BPF and
 //! CAP_PERFMON) and a binary built with its eBPF object; otherwise each
 //! test prints `SKIP` and why. No test harness (`harness = false`): the
-//! same executable is the workload, `proc_tree pin-ioctls N` makes N
+//! same executable is the workload, `proc_tree helper-pin-ioctls N` makes N
 //! `UACCE_CMD_PIN` ioctls on /dev/null (they fail with ENOTTY, and the
 //! `sys_enter_ioctl` tracepoint records each one).
 
@@ -39,6 +39,31 @@ fn pin_ioctls(n: u64) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `proc_tree helper-threads N`: four threads make N ioctls each, once the main
+/// thread (the thread-group leader) has exited on its own; the first also
+/// forks a child making N more (a fork from a thread whose leader is
+/// gone). The process ends with its last thread: 5 N ioctls in all.
+fn threads(n: u64) -> ExitCode {
+    let me = std::env::current_exe().expect("current exe");
+    for t in 0..4 {
+        let me = me.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let _ = pin_ioctls(n);
+            if t == 0 {
+                let status = Command::new(&me)
+                    .args(["helper-pin-ioctls", &n.to_string()])
+                    .status();
+                assert!(status.is_ok_and(|s| s.success()), "the child failed");
+            }
+        });
+    }
+    // SAFETY: ends only this thread (SYS_exit, not exit_group); the others
+    // go on and the process ends with the last of them.
+    unsafe { libc::syscall(libc::SYS_exit, 0) };
+    ExitCode::FAILURE
 }
 
 fn skip_reason() -> Option<String> {
@@ -116,7 +141,7 @@ struct Stranger(std::process::Child);
 
 impl Stranger {
     fn start() -> Stranger {
-        let script = format!("while :; do '{}' pin-ioctls 7; done", me());
+        let script = format!("while :; do '{}' helper-pin-ioctls 7; done", me());
         Stranger(
             Command::new("sh")
                 .args(["-c", &script])
@@ -143,12 +168,12 @@ fn tree_script(dir: &Path) -> (PathBuf, u64) {
     let d = dir.display();
     let script = format!(
         r#"P='{p}'
-i=0; while [ $i -lt 40 ]; do "$P" pin-ioctls 3; i=$((i+1)); done
-i=0; while [ $i -lt 20 ]; do sh -c "'$P' pin-ioctls 2; true"; i=$((i+1)); done
-i=0; while [ $i -lt 20 ]; do "$P" pin-ioctls 5 & i=$((i+1)); done
+i=0; while [ $i -lt 40 ]; do "$P" helper-pin-ioctls 3; i=$((i+1)); done
+i=0; while [ $i -lt 20 ]; do sh -c "'$P' helper-pin-ioctls 2; true"; i=$((i+1)); done
+i=0; while [ $i -lt 20 ]; do "$P" helper-pin-ioctls 5 & i=$((i+1)); done
 wait
-i=0; while [ $i -lt 10 ]; do sh -c "sh -c \"'$P' pin-ioctls 1; true\"; true"; i=$((i+1)); done
-i=0; while [ $i -lt 10 ]; do sh -c "('$P' pin-ioctls 4; touch '{d}/orphan.'$i) & exit 0"; i=$((i+1)); done
+i=0; while [ $i -lt 10 ]; do sh -c "sh -c \"'$P' helper-pin-ioctls 1; true\"; true"; i=$((i+1)); done
+i=0; while [ $i -lt 10 ]; do sh -c "('$P' helper-pin-ioctls 4; touch '{d}/orphan.'$i) & exit 0"; i=$((i+1)); done
 n=0
 while [ "$(ls '{d}' | grep -c orphan)" -lt 10 ] && [ $n -lt 500 ]; do sleep 0.01; n=$((n+1)); done
 "#
@@ -197,7 +222,9 @@ fn every_descendant_is_recorded() -> Result<(), String> {
 /// to 100 of its 600 ioctls.
 fn three_commands_in_a_row() -> Result<(), String> {
     let p = me();
-    let command = format!("'{p}' pin-ioctls 100; '{p}' pin-ioctls 200; '{p}' pin-ioctls 300");
+    let command = format!(
+        "'{p}' helper-pin-ioctls 100; '{p}' helper-pin-ioctls 200; '{p}' helper-pin-ioctls 300"
+    );
     for run in 0..RUNS {
         let dir = scratch(&format!("three{run}"));
         let r = record(&dir.join("r.json"), &["sh", "-c", &command]);
@@ -216,18 +243,47 @@ fn three_commands_in_a_row() -> Result<(), String> {
     Ok(())
 }
 
+/// Membership is per process: threads are not forks, and a process whose
+/// leader thread exited early is still followed (and may still fork) until
+/// its last thread exits.
+fn threads_outlive_their_leader() -> Result<(), String> {
+    let p = me();
+    for run in 0..RUNS {
+        let dir = scratch(&format!("threads{run}"));
+        let r = record(
+            &dir.join("r.json"),
+            &["sh", "-c", &format!("'{p}' helper-threads 20; true")],
+        );
+        eprintln!(
+            "run {run}: {} of 100 ioctls recorded; {}",
+            r.ioctls, r.summary
+        );
+        if r.ioctls != 100 || summary_count(&r.summary, "unplaceable") != 0 {
+            return Err(format!(
+                "run {run}: {} ioctls recorded, expected 100; {}",
+                r.ioctls, r.summary
+            ));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
+
 /// A test: `Err` says why it failed.
 type Test = fn() -> Result<(), String>;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("pin-ioctls") {
-        let n = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(0);
-        return pin_ioctls(n);
+    let n = || args.get(2).and_then(|n| n.parse().ok()).unwrap_or(0);
+    match args.get(1).map(String::as_str) {
+        Some("helper-pin-ioctls") => return pin_ioctls(n()),
+        Some("helper-threads") => return threads(n()),
+        _ => {}
     }
-    let tests: [(&str, Test); 2] = [
+    let tests: [(&str, Test); 3] = [
         ("three_commands_in_a_row", three_commands_in_a_row),
         ("every_descendant_is_recorded", every_descendant_is_recorded),
+        ("threads_outlive_their_leader", threads_outlive_their_leader),
     ];
     // libtest-style filter: the first non-flag argument.
     let filter = args.iter().skip(1).find(|a| !a.starts_with('-'));
