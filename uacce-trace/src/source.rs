@@ -261,7 +261,21 @@ pub fn inspect(pref: HookPreference) -> Inspection {
         symbols,
         tracepoints,
     };
-    let plan = plan::plan(&facts, pref);
+    let mut plan = plan::plan(&facts, pref);
+    // The process-tree rows: say when they are used, and what stops them.
+    let follow_problem = config.follow_problem();
+    for h in plan
+        .hooks
+        .iter_mut()
+        .filter(|h| h.program.follows_processes())
+    {
+        h.note = Some("attached only by `record -- COMMAND`".into());
+        if let Some(why) = &follow_problem {
+            while let Some(chosen) = h.chosen {
+                h.reject_chosen(chosen, why.clone());
+            }
+        }
+    }
     Inspection {
         foll_longterm: foll_longterm(btf_ref, &kernel),
         kernel,
