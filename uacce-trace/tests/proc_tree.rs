@@ -288,23 +288,36 @@ fn main() -> ExitCode {
     // libtest-style filter: the first non-flag argument.
     let filter = args.iter().skip(1).find(|a| !a.starts_with('-'));
     let skip = skip_reason();
-    let mut failed = 0;
+    // libtest's lines, so that `cargo xtask test` counts these tests (a
+    // skip counts as ignored there, i.e. skipped).
+    let (mut passed, mut failed, mut skipped, mut filtered) = (0, 0, 0, 0);
     for (name, test) in tests {
         if filter.is_some_and(|f| !name.contains(f.as_str())) {
+            filtered += 1;
             continue;
         }
         if let Some(why) = &skip {
-            eprintln!("test {name} ... SKIP: {why}");
+            println!("test {name} ... SKIP: {why}");
+            skipped += 1;
             continue;
         }
         match test() {
-            Ok(()) => eprintln!("test {name} ... ok"),
+            Ok(()) => {
+                println!("test {name} ... ok");
+                passed += 1;
+            }
             Err(e) => {
-                eprintln!("test {name} ... FAILED: {e}");
+                eprintln!("{name}: {e}");
+                println!("test {name} ... FAILED");
                 failed += 1;
             }
         }
     }
+    println!(
+        "test result: {}. {passed} passed; {failed} failed; {skipped} ignored; 0 measured; \
+         {filtered} filtered out",
+        if failed > 0 { "FAILED" } else { "ok" }
+    );
     if failed > 0 {
         ExitCode::FAILURE
     } else {
