@@ -27,7 +27,9 @@ use uacce_trace_common::{
     KIND_IOPF_REPORT, KIND_IOPF_RESPONSE, RECORD_VERSION,
 };
 
-use crate::{comm_into, count, count_ring_full, emit, kernel_str_into, submit_flags, zero_fill, EVENTS};
+use crate::{
+    comm_into, count, count_ring_full, emit, kernel_str_into, submit_flags, zero_fill, EVENTS,
+};
 
 /// Offsets and constants of the running kernel, set by user space at load.
 #[unsafe(no_mangle)]
@@ -48,6 +50,12 @@ pub(crate) static IOCTL_INFLIGHT: LruHashMap<u32, IoctlInflight> =
 /// PASID of each live SVA handle, to report unbinds.
 #[map]
 static SVA_HANDLES: LruHashMap<u64, BindRecord> = LruHashMap::with_max_entries(4096, 0);
+
+/// Live binds per SVA handle: since 6.2 a second bind of the same (device,
+/// mm) returns the same handle with its `users` count raised, and each
+/// unbind lowers it; the handle's PASID stays bound until the last one.
+#[map]
+static SVA_HANDLE_BINDS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
 
 /// Handle argument of an in-flight `iommu_sva_get_pasid` (kprobe path).
 #[map]
@@ -530,11 +538,15 @@ fn on_get_pasid(handle: u64, pasid: u32, hook: u8) {
         hook: u32::from(hook),
         comm: [0; COMM_LEN],
     };
-    if SVA_HANDLES.get_ptr(handle).is_some() {
-        // Already known (get_pasid is called again on the same handle).
-        return;
-    }
     comm_into(&mut record.comm);
+    if let Some(binds) = SVA_HANDLE_BINDS.get_ptr_mut(handle) {
+        // A further bind of a known handle (each bind asks for the PASID
+        // once): user space counts binds per owner, so it is reported too.
+        // SAFETY: valid map value pointer.
+        unsafe { *binds = (*binds).saturating_add(1) };
+    } else {
+        let _ = SVA_HANDLE_BINDS.insert(handle, 1, 0);
+    }
     let _ = SVA_HANDLES.insert(handle, record, 0);
     emit_bind(record);
 }
@@ -549,7 +561,18 @@ fn on_unbind(handle: u64, hook: u8) {
     };
     // SAFETY: valid map value pointer.
     let mut record = unsafe { *bound };
-    let _ = SVA_HANDLES.remove(handle);
+    let left = match SVA_HANDLE_BINDS.get_ptr_mut(handle) {
+        // SAFETY: valid map value pointer.
+        Some(binds) => unsafe {
+            *binds = (*binds).saturating_sub(1);
+            *binds
+        },
+        None => 0,
+    };
+    if left == 0 {
+        let _ = SVA_HANDLES.remove(handle);
+        let _ = SVA_HANDLE_BINDS.remove(handle);
+    }
     // SAFETY: helper without preconditions.
     record.ts_ns = unsafe { bpf_ktime_get_ns() };
     record.op = BIND_OP_UNBIND;

@@ -1,14 +1,18 @@
-//! IOPF attribution (design.md "Attribution rules"): a fault belongs to
-//! the process that owns its PASID, never blindly to `current`.
+//! IOPF attribution (docs/architecture.md, "Attribution"): a fault
+//! belongs to the process that owns its PASID, never blindly to `current`.
 //!
 //! 1. The PASID → (tgid, comm) table, learnt from bind events (process
 //!    context: `iommu_sva_get_pasid` return during uacce/idxd open) and
-//!    forgotten at unbind. A PASID reused by another process after an
-//!    unbind is attributed to the new owner.
+//!    forgotten at unbind. Binds are counted per owner: an mm bound twice
+//!    (two queues, two devices) keeps its owner until the last unbind. A
+//!    PASID reused by another process after an unbind is attributed to
+//!    the new owner.
 //! 2. Otherwise the reporting task, only when it was a user task (the
 //!    decoder leaves `tgid` empty for kernel threads: on real hardware
-//!    faults are reported from IRQ threads).
-//! 3. Otherwise unattributed: "pasid N (unattributed)".
+//!    faults are reported from IRQ threads and workqueues; only iommufd's
+//!    self-test mock reports from the faulting process's ioctl).
+//! 3. Otherwise unattributed: shown per (device, PASID), counted in
+//!    [`AttributionCounts::unattributed`] (a loss reason of the ledger).
 //!
 //! Processes that bound their PASID before the tool started are found by
 //! the start-up scan (`source::scan_pasids`, a walk of the task list
@@ -32,10 +36,30 @@ pub struct PasidOwner {
     pub comm: String,
 }
 
+/// How the IOPFs seen so far were attributed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AttributionCounts {
+    /// To the PASID's owner (bind, uacce queue or start-up scan).
+    pub by_owner: u64,
+    /// To the reporting task, a user task, for want of an owner.
+    pub by_reporter: u64,
+    /// To nobody: no owner known and reported by a kernel thread.
+    pub unattributed: u64,
+}
+
+/// One PASID's owner and how many of its binds are live.
+#[derive(Debug, Clone)]
+struct Owner {
+    tgid: u32,
+    comm: String,
+    binds: u32,
+}
+
 /// The PASID owner table.
 #[derive(Debug, Default, Clone)]
 pub struct Attributor {
-    owners: HashMap<u32, (u32, String)>,
+    owners: HashMap<u32, Owner>,
+    counts: AttributionCounts,
 }
 
 impl Attributor {
@@ -44,10 +68,52 @@ impl Attributor {
     }
 
     /// Seed the table with owners found before any event (the start-up
-    /// scan); a later bind of the same PASID replaces them.
+    /// scan); a later bind of the same PASID by another process replaces
+    /// them.
     pub fn seed(&mut self, owners: &[PasidOwner]) {
         for o in owners {
-            self.owners.insert(o.pasid, (o.tgid, o.comm.clone()));
+            self.owners.insert(
+                o.pasid,
+                Owner {
+                    tgid: o.tgid,
+                    comm: o.comm.clone(),
+                    binds: 1,
+                },
+            );
+        }
+    }
+
+    /// A bind of `pasid` by `tgid`: one more bind of the same owner, or a
+    /// new owner (the PASID was reused).
+    fn bind(&mut self, pasid: u32, tgid: u32, comm: &str) {
+        match self.owners.get_mut(&pasid) {
+            Some(o) if o.tgid == tgid => {
+                o.binds = o.binds.saturating_add(1);
+                comm.clone_into(&mut o.comm);
+            }
+            _ => {
+                self.owners.insert(
+                    pasid,
+                    Owner {
+                        tgid,
+                        comm: comm.to_string(),
+                        binds: 1,
+                    },
+                );
+            }
+        }
+    }
+
+    /// An unbind of `pasid` by `tgid`: forgets the owner at its last
+    /// unbind; an unbind by anyone else must not drop the owner.
+    fn unbind(&mut self, pasid: u32, tgid: u32) {
+        if let Some(o) = self.owners.get_mut(&pasid) {
+            if o.tgid == tgid {
+                o.binds = o.binds.saturating_sub(1);
+                if o.binds == 0 {
+                    self.owners.remove(&pasid);
+                }
+            }
         }
     }
 
@@ -56,41 +122,33 @@ impl Attributor {
     pub fn process(&mut self, ev: &mut Event) {
         match ev {
             Event::Queue(q) if q.pasid != 0 && q.ret == 0 && q.op == QueueOp::Open => {
-                self.owners.insert(q.pasid, (q.tgid, q.comm.clone()));
+                self.bind(q.pasid, q.tgid, &q.comm);
             }
-            Event::Queue(q)
-                if q.pasid != 0
-                    && q.op == QueueOp::Release
-                    && self
-                        .owners
-                        .get(&q.pasid)
-                        .is_some_and(|(tgid, _)| *tgid == q.tgid) =>
-            {
-                self.owners.remove(&q.pasid);
+            Event::Queue(q) if q.pasid != 0 && q.op == QueueOp::Release => {
+                self.unbind(q.pasid, q.tgid);
             }
-            Event::Pasid(p) if p.bound => {
-                self.owners.insert(p.pasid, (p.tgid, p.comm.clone()));
-            }
-            // Forget only if the unbinding process is the known owner: an
-            // unbind by someone else must not drop the new owner.
-            Event::Pasid(p)
-                if self
-                    .owners
-                    .get(&p.pasid)
-                    .is_some_and(|(tgid, _)| *tgid == p.tgid) =>
-            {
-                self.owners.remove(&p.pasid);
-            }
+            Event::Pasid(p) if p.bound => self.bind(p.pasid, p.tgid, &p.comm),
+            Event::Pasid(p) => self.unbind(p.pasid, p.tgid),
             Event::Iopf(f) => self.attribute(f),
             _ => {}
         }
     }
 
-    fn attribute(&self, f: &mut IopfEvent) {
-        if let Some((tgid, comm)) = self.owners.get(&f.pasid) {
-            f.tgid = Some(*tgid);
-            f.comm.clone_from(comm);
+    fn attribute(&mut self, f: &mut IopfEvent) {
+        if let Some(o) = self.owners.get(&f.pasid) {
+            f.tgid = Some(o.tgid);
+            f.comm.clone_from(&o.comm);
+            self.counts.by_owner += 1;
+        } else if f.tgid.is_some() {
+            self.counts.by_reporter += 1;
+        } else {
+            self.counts.unattributed += 1;
         }
+    }
+
+    /// How the IOPFs seen so far were attributed.
+    pub fn counts(&self) -> AttributionCounts {
+        self.counts
     }
 
     /// Number of PASIDs with a known owner.
@@ -230,6 +288,36 @@ mod tests {
         assert_eq!(owner(&mut a, fault(3)), "5/zip");
         a.process(&mut q(QueueOp::Release, 3));
         assert_eq!(owner(&mut a, fault(3)), "pasid 3 (unattributed)");
+    }
+
+    #[test]
+    fn a_second_bind_survives_the_first_unbind() {
+        let mut a = Attributor::new();
+        // One process binds its mm twice (two queues or two devices).
+        a.process(&mut bind(4, "twice", 11, true));
+        a.process(&mut bind(4, "twice", 11, true));
+        a.process(&mut bind(4, "twice", 11, false));
+        assert_eq!(owner(&mut a, fault(11)), "4/twice");
+        a.process(&mut bind(4, "twice", 11, false));
+        assert_eq!(owner(&mut a, fault(11)), "pasid 11 (unattributed)");
+        let c = a.counts();
+        assert_eq!((c.by_owner, c.by_reporter, c.unattributed), (1, 0, 1));
+    }
+
+    #[test]
+    fn kernel_thread_reports_are_never_charged_to_anyone_but_the_owner() {
+        let mut a = Attributor::new();
+        // A kworker reports (no user reporter): unattributed, counted.
+        assert_eq!(owner(&mut a, fault(12)), "pasid 12 (unattributed)");
+        a.seed(&[PasidOwner {
+            pasid: 12,
+            tgid: 70,
+            comm: "owner".into(),
+        }]);
+        assert_eq!(owner(&mut a, fault(12)), "70/owner");
+        assert_eq!(owner(&mut a, fault_reported_by(13, 42, "mock")), "42/mock");
+        let c = a.counts();
+        assert_eq!((c.by_owner, c.by_reporter, c.unattributed), (1, 1, 1));
     }
 
     #[test]

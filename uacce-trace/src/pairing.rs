@@ -7,6 +7,18 @@
 //! response is reserved after its report, so here a response always finds
 //! its report already seen, unless the report was lost or came before the
 //! tracer attached. Pure: no aya, no clock (sweeps get the time).
+//!
+//! Groups follow the kernel's (and PCIe PRI's) semantics. A page request
+//! group (device, PASID, group index) stays open while its faults arrive;
+//! the fault flagged `LAST_PAGE` closes it, and only then does the kernel
+//! answer the group (one response for the whole group). A device may not
+//! reuse a group index before that response, so a report for a key whose
+//! group is closed and still waiting is a new group: the waiting one never
+//! got a response the tracer saw (its response took a path no hook sees,
+//! or its record was lost) and is counted as unanswered, never given the
+//! new group's latency; a report never folds into a stale group. Group
+//! indices wrap (9 bits in PRI), which is the same case once the earlier
+//! group was answered.
 
 use std::collections::HashMap;
 
@@ -19,6 +31,10 @@ use crate::inthash::BuildIntHasher;
 /// this replaces); reports beyond it are counted as lost.
 pub const MAX_PENDING: usize = 16_384;
 
+/// `iommu_fault_page_request.flags` bit: the last fault of its group
+/// (`IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE`, the same bit in every kernel).
+pub const FLAG_LAST_PAGE: u32 = 1 << 1;
+
 /// What pairing could not pair, and what it folded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PairingCounts {
@@ -27,17 +43,27 @@ pub struct PairingCounts {
     /// Responses to a group with no report seen (reported before the
     /// tracer attached, its report lost, or swept as unanswered).
     pub response_without_report: u64,
-    /// Faults reported again for a group already waiting (multi-page
-    /// groups); folded into the group's `nr_faults`.
+    /// Faults reported again for a group still open (multi-page groups);
+    /// folded into the group's `nr_faults`.
     pub group_faults: u64,
-    /// Groups never answered within the sweep's timeout.
+    /// Groups never answered within the sweep's timeout, or superseded by
+    /// a new group of the same key before their response was seen.
     pub unanswered: u64,
+    /// Of `unanswered`: groups superseded by a new report of their key.
+    pub superseded: u64,
+}
+
+/// A reported group: its first fault, and whether its last came.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    record: IopfRecord,
+    closed: bool,
 }
 
 /// Reported groups awaiting their response.
 #[derive(Debug, Default)]
 pub struct IopfPairing {
-    pending: HashMap<IopfKey, IopfRecord, BuildIntHasher>,
+    pending: HashMap<IopfKey, Group, BuildIntHasher>,
     counts: PairingCounts,
 }
 
@@ -50,20 +76,39 @@ impl IopfPairing {
         Self::default()
     }
 
-    /// A report: opens its group, or counts one more fault of a group
-    /// already waiting (the group's first report is kept).
+    /// A report: one more fault of its group while the group is open, or
+    /// a new group (see the module docs); the group's first report is
+    /// kept, a `LAST_PAGE` report closes it.
     pub fn report(&mut self, record: IopfRecord) {
         let key = key_of(record.dev, record.pasid, record.grpid);
-        if let Some(open) = self.pending.get_mut(&key) {
-            open.nr_faults = open.nr_faults.wrapping_add(1);
-            self.counts.group_faults += 1;
+        let last = record.flags & FLAG_LAST_PAGE != 0;
+        if let Some(group) = self.pending.get_mut(&key) {
+            if !group.closed {
+                group.record.nr_faults = group.record.nr_faults.wrapping_add(1);
+                group.closed = last;
+                self.counts.group_faults += 1;
+                return;
+            }
+            // A closed group still waiting: its response was not seen.
+            self.counts.unanswered += 1;
+            self.counts.superseded += 1;
+            *group = Group {
+                record,
+                closed: last,
+            };
             return;
         }
         if self.pending.len() >= MAX_PENDING {
             self.counts.pending_full += 1;
             return;
         }
-        self.pending.insert(key, record);
+        self.pending.insert(
+            key,
+            Group {
+                record,
+                closed: last,
+            },
+        );
     }
 
     /// A response: closes its group, reported for the same device or, for
@@ -76,7 +121,7 @@ impl IopfPairing {
             .pending
             .remove(&key)
             .or_else(|| self.pending.remove(&IopfKey { dev: 0, ..key }));
-        let Some(mut record) = open else {
+        let Some(Group { mut record, .. }) = open else {
             self.counts.response_without_report += 1;
             return None;
         };
@@ -92,7 +137,7 @@ impl IopfPairing {
     pub fn sweep(&mut self, now_ns: u64, timeout_ns: u64) -> u64 {
         let before = self.pending.len();
         self.pending
-            .retain(|_, r| now_ns.saturating_sub(r.ts_ns) <= timeout_ns);
+            .retain(|_, g| now_ns.saturating_sub(g.record.ts_ns) <= timeout_ns);
         self.counts.unanswered += (before - self.pending.len()) as u64;
         self.pending.len() as u64
     }
@@ -212,6 +257,64 @@ mod tests {
         }
         assert_eq!(p.waiting(), MAX_PENDING);
         assert_eq!(p.counts().pending_full, 10);
+    }
+
+    fn last(r: IopfRecord) -> IopfRecord {
+        IopfRecord {
+            flags: FLAG_LAST_PAGE,
+            ..r
+        }
+    }
+
+    #[test]
+    fn a_report_for_a_closed_group_starts_a_new_one() {
+        let mut p = IopfPairing::new();
+        // Group 3: two faults, the second is its last page.
+        p.report(report(7, 3, 1_000));
+        p.report(last(report(7, 3, 1_100)));
+        // Its response is never seen; the device reuses index 3.
+        p.report(last(report(7, 3, 50_000)));
+        let done = p.respond(&response(7, 3, 50_700)).expect("paired");
+        // The new group's latency, not the stale one's.
+        assert_eq!(
+            (done.ts_ns, done.latency_ns, done.nr_faults),
+            (50_000, 700, 1)
+        );
+        let c = p.counts();
+        assert_eq!((c.unanswered, c.superseded, c.group_faults), (1, 1, 1));
+        assert_eq!(p.waiting(), 0);
+    }
+
+    #[test]
+    fn group_indices_that_wrap_pair_exactly() {
+        let mut p = IopfPairing::new();
+        // 2000 single-fault groups over 9-bit group indices: each answered
+        // before its index comes round again, each latency its own.
+        for i in 0..2_000u64 {
+            let g = (i % 512) as u32;
+            p.report(last(report(7, g, i * 100)));
+            let done = p.respond(&response(7, g, i * 100 + 7)).expect("paired");
+            assert_eq!((done.ts_ns, done.latency_ns), (i * 100, 7));
+        }
+        assert_eq!(p.counts(), PairingCounts::default());
+    }
+
+    #[test]
+    fn two_devices_sharing_a_pasid_do_not_mix() {
+        let mut p = IopfPairing::new();
+        p.report(last(report(7, 1, 1_000)));
+        p.report(last(report(8, 1, 2_000)));
+        assert_eq!(
+            p.respond(&response(8, 1, 2_500))
+                .map(|r| (r.dev, r.latency_ns)),
+            Some((8, 500))
+        );
+        assert_eq!(
+            p.respond(&response(7, 1, 4_000))
+                .map(|r| (r.dev, r.latency_ns)),
+            Some((7, 3_000))
+        );
+        assert_eq!(p.counts(), PairingCounts::default());
     }
 
     #[test]
