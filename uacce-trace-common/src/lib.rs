@@ -46,9 +46,54 @@ pub const KIND_BIND: u16 = 5;
 /// started (`UACCE_CMD_START_Q`), put (`UACCE_CMD_PUT_Q`) or released.
 pub const KIND_QUEUE: u16 = 6;
 
-/// `RecordHeader::kind` of a process-tree record (fork, exit) from the
-/// `sched_process_fork` / `sched_process_exit` tracepoints.
+/// `RecordHeader::kind` of a [`ProcRecord`]: a process-tree record (fork,
+/// exit) from the `sched_process_fork` / `sched_process_exit` tracepoints.
 pub const KIND_PROC: u16 = 9;
+
+/// `ProcRecord::op`: a followed process forked a new process (`tgid`).
+pub const PROC_OP_FORK: u32 = 1;
+/// `ProcRecord::op`: the last thread of followed process `tgid` exited.
+pub const PROC_OP_EXIT: u32 = 2;
+
+/// `FOLLOW` map value: a followed process (its children are followed, and
+/// its exit is reported).
+pub const FOLLOW_MEMBER: u32 = 1;
+/// `FOLLOW` map value: only the children of this process are followed (the
+/// tracer itself, which starts the command).
+pub const FOLLOW_CHILDREN: u32 = 2;
+
+/// Most processes followed at once (entries of the `FOLLOW` map).
+pub const FOLLOW_MAX: u32 = 65_536;
+
+/// A followed process forked or exited ([`KIND_PROC`]).
+///
+/// Only processes in the kernel's `FOLLOW` set are reported: a fork whose
+/// parent process is followed (the child joins the set there and then, in
+/// the parent's context, before the child runs) and the exit of a followed
+/// process's last thread (it leaves the set). Thread creation is not a
+/// fork here (the child's `tgid` is the parent's).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcRecord {
+    pub header: RecordHeader,
+    /// `bpf_ktime_get_ns()` at the fork or exit.
+    pub ts_ns: u64,
+    /// [`PROC_OP_FORK`] or [`PROC_OP_EXIT`].
+    pub op: u32,
+    /// Fork: the new process. Exit: the process that ended.
+    pub tgid: u32,
+    /// Fork: the forking process. Exit: 0.
+    pub parent_tgid: u32,
+    /// Fork: the forking thread. Exit: the last thread.
+    pub tid: u32,
+    /// Process-tree records lost so far (ring buffer full, `FOLLOW` full),
+    /// all CPUs; concurrent losses may count once, but once a loss happened
+    /// it is never 0 again: a reader that sees it non-zero knows its tree
+    /// may have a gap.
+    pub lost: u64,
+    /// The forking (exiting) task's comm.
+    pub comm: [u8; COMM_LEN],
+}
 
 /// `IopfRecord::flags2` bit: the task that reported the fault was a user
 /// task (the iommufd mock reports from the faulting process's ioctl; real
@@ -399,6 +444,10 @@ pub struct KernelConfig {
     pub tp_resp_pasid: u32,
     pub tp_resp_grpid: u32,
     pub tp_resp_code: u32,
+    /// Process tree: `task_struct.signal` and `signal_struct.live` (threads
+    /// not yet exiting; 0 once the last one is in `do_exit`).
+    pub task_signal: u32,
+    pub signal_live: u32,
 }
 
 impl KernelConfig {
@@ -449,6 +498,8 @@ impl KernelConfig {
         tp_resp_pasid: 0xffff_ffff,
         tp_resp_grpid: 0xffff_ffff,
         tp_resp_code: 0xffff_ffff,
+        task_signal: 0xffff_ffff,
+        signal_live: 0xffff_ffff,
     };
 
     /// Marker for "offset unknown: do not read".
@@ -508,6 +559,9 @@ pub mod counter {
     /// Attribution loss: an SVA unbind of a handle whose bind was not seen
     /// (bound before the tracer started, or evicted from the handle map).
     pub const UNBIND_UNKNOWN: u32 = 9;
+    /// Loss: a forked process could not join the kernel's `FOLLOW` set (map
+    /// full), so its own children are not followed.
+    pub const FOLLOW_FULL: u32 = 10;
     /// First of the per-record-kind ring-buffer losses ([`ringbuf_full`]).
     pub const RINGBUF_FULL_BASE: u32 = 16;
     /// Number of counters.
@@ -684,7 +738,17 @@ const _: () = {
     assert!(size_of::<ScanState>() == 16);
     assert!(size_of::<BindRecord>() == 56);
     assert!(offset_of!(BindRecord, comm) == 40);
-    assert!(size_of::<KernelConfig>() == 176);
+    assert!(size_of::<KernelConfig>() == 184);
+    assert!(offset_of!(KernelConfig, task_signal) == 176);
+    assert!(offset_of!(KernelConfig, signal_live) == 180);
+    assert!(size_of::<ProcRecord>() == 56);
+    assert!(offset_of!(ProcRecord, ts_ns) == 8);
+    assert!(offset_of!(ProcRecord, op) == 16);
+    assert!(offset_of!(ProcRecord, tgid) == 20);
+    assert!(offset_of!(ProcRecord, parent_tgid) == 24);
+    assert!(offset_of!(ProcRecord, tid) == 28);
+    assert!(offset_of!(ProcRecord, lost) == 32);
+    assert!(offset_of!(ProcRecord, comm) == 40);
     assert!(offset_of!(PinInflight, depth) == 30);
 };
 

@@ -27,6 +27,7 @@ use uacce_trace_common::{
 
 mod bench;
 mod iopf;
+mod proc;
 mod smmu;
 mod uacce;
 

@@ -113,8 +113,10 @@ pub enum Command {
     /// closes the current interval (a benchmark phase mark).
     ///
     /// With `-- COMMAND ARGS...` the command is started once the hooks are
-    /// attached; only it and its descendants are recorded, recording stops
-    /// when it exits, and the exit status is the command's. Exit status 2
+    /// attached; only it and its descendants are recorded (followed from
+    /// the kernel's fork and exit events, so even a child that lives for
+    /// microseconds is kept), recording stops when it exits, and the exit
+    /// status is the command's. Exit status 2
     /// for unusable input or output files, 1 when tracing cannot start.
     Record {
         /// Output file.

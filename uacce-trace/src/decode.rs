@@ -8,17 +8,18 @@
 use thiserror::Error;
 use uacce_trace_common::{
     ioctl_cmd, BindRecord, IoctlRecord, IopfRecord, IopfResponseRecord, PinFunc, PinRecord,
-    QueueRecord, RecordHeader, BIND_OP_BIND, BIND_OP_SCAN, BIND_OP_UNBIND, IOCTL_INNER_PIN_PAGE,
-    IOCTL_INNER_UNPIN_PAGE, IOPF_REPORTER_IS_USER, KIND_BIND, KIND_IOCTL, KIND_IOPF,
-    KIND_IOPF_REPORT, KIND_IOPF_RESPONSE, KIND_PIN, KIND_QUEUE, KIND_UNPIN, QUEUE_OP_OPEN,
-    QUEUE_OP_PUT, QUEUE_OP_RELEASE, QUEUE_OP_START, RECORD_VERSION,
+    ProcRecord, QueueRecord, RecordHeader, BIND_OP_BIND, BIND_OP_SCAN, BIND_OP_UNBIND,
+    IOCTL_INNER_PIN_PAGE, IOCTL_INNER_UNPIN_PAGE, IOPF_REPORTER_IS_USER, KIND_BIND, KIND_IOCTL,
+    KIND_IOPF, KIND_IOPF_REPORT, KIND_IOPF_RESPONSE, KIND_PIN, KIND_PROC, KIND_QUEUE, KIND_UNPIN,
+    PROC_OP_EXIT, PROC_OP_FORK, QUEUE_OP_OPEN, QUEUE_OP_PUT, QUEUE_OP_RELEASE, QUEUE_OP_START,
+    RECORD_VERSION,
 };
 
 use crate::{
     attribution::PasidOwner,
     event::{
         comm_to_string, DriverCall, Event, HookType, IopfEvent, PasidEvent, PinEvent, PinIoctl,
-        PinIoctlEvent, QueueEvent, QueueOp,
+        PinIoctlEvent, ProcEvent, QueueEvent, QueueOp,
     },
     pairing::IopfPairing,
 };
@@ -42,6 +43,8 @@ pub enum DecodeError {
     BindOp(u32),
     #[error("unknown uacce queue operation {0}")]
     QueueOp(u32),
+    #[error("unknown process-tree operation {0}")]
+    ProcOp(u32),
     #[error("not a start-up scan record")]
     NotScan,
     #[error("record kind {0} is half of an IO page fault: decode it with a Decoder")]
@@ -254,6 +257,22 @@ pub fn decode(bytes: &[u8], ctx: &DecodeContext) -> Result<Event, DecodeError> {
                 hook,
             }))
         }
+        KIND_PROC => {
+            let r: ProcRecord = read(bytes)?;
+            let parent = match r.op {
+                PROC_OP_FORK => Some(r.parent_tgid),
+                PROC_OP_EXIT => None,
+                other => return Err(DecodeError::ProcOp(other)),
+            };
+            Ok(Event::Proc(ProcEvent {
+                ts_ns: r.ts_ns,
+                tgid: r.tgid,
+                parent,
+                tid: r.tid,
+                comm: comm_to_string(&r.comm),
+                lost: r.lost,
+            }))
+        }
         other => Err(DecodeError::Kind(other)),
     }
 }
@@ -335,6 +354,45 @@ mod tests {
             panic!("decode failed")
         };
         assert!(!e.longterm);
+    }
+
+    #[test]
+    fn process_tree_records() {
+        let mut r = ProcRecord {
+            header: RecordHeader {
+                kind: KIND_PROC,
+                version: RECORD_VERSION,
+                size: core::mem::size_of::<ProcRecord>() as u32,
+            },
+            ts_ns: 5,
+            op: PROC_OP_FORK,
+            tgid: 101,
+            parent_tgid: 100,
+            tid: 100,
+            lost: 0,
+            comm: *b"sh\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+        };
+        let ctx = DecodeContext::default();
+        let Ok(Event::Proc(e)) = decode(&as_bytes(&r), &ctx) else {
+            panic!("a fork decodes");
+        };
+        assert_eq!(
+            (e.tgid, e.parent, e.tid, e.comm.as_str()),
+            (101, Some(100), 100, "sh")
+        );
+        r.op = PROC_OP_EXIT;
+        r.lost = 3;
+        let Ok(Event::Proc(e)) = decode(&as_bytes(&r), &ctx) else {
+            panic!("an exit decodes");
+        };
+        assert_eq!((e.tgid, e.parent, e.lost), (101, None, 3));
+        r.op = 9;
+        assert_eq!(decode(&as_bytes(&r), &ctx), Err(DecodeError::ProcOp(9)));
+        let bytes = as_bytes(&r);
+        assert!(matches!(
+            decode(&bytes[..40], &ctx),
+            Err(DecodeError::Short { .. })
+        ));
     }
 
     fn as_bytes<T>(r: &T) -> Vec<u8> {

@@ -231,6 +231,23 @@ pub struct LossSample {
     pub losses: crate::losses::Ledger,
 }
 
+/// A followed process forked or ended (`record -- COMMAND` only): the
+/// process tree, in ring order with the other events (`crate::proctree`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcEvent {
+    pub ts_ns: u64,
+    /// Fork: the new process. Exit: the process that ended.
+    pub tgid: u32,
+    /// `Some(parent process)` for a fork, `None` for an exit.
+    pub parent: Option<u32>,
+    /// Fork: the forking thread. Exit: the last thread.
+    pub tid: u32,
+    pub comm: String,
+    /// Process-tree records the kernel lost before this one (non-zero:
+    /// the tree may have a gap).
+    pub lost: u64,
+}
+
 /// Everything the tool reports, in arrival order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -240,6 +257,8 @@ pub enum Event {
     Pasid(PasidEvent),
     Queue(QueueEvent),
     Loss(LossSample),
+    /// Process tree; only while following a command's processes.
+    Proc(ProcEvent),
 }
 
 impl Event {
@@ -252,6 +271,7 @@ impl Event {
             Event::Pasid(e) => e.ts_ns,
             Event::Queue(e) => e.ts_ns,
             Event::Loss(e) => e.ts_ns,
+            Event::Proc(e) => e.ts_ns,
         }
     }
 }

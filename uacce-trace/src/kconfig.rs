@@ -156,6 +156,10 @@ pub fn resolve(
     let task_tgid = r.offset("task_tgid", &[("task_struct", "tgid")], unknown);
     let task_mm = r.offset("task_mm", &[("task_struct", "mm")], unknown);
     let task_comm = r.offset("task_comm", &[("task_struct", "comm")], unknown);
+    // Process tree (`record -- COMMAND`): a thread group ends when
+    // `signal->live` drops to 0.
+    let task_signal = r.offset("task_signal", &[("task_struct", "signal")], unknown);
+    let signal_live = r.offset("signal_live", &[("signal_struct", "live")], unknown);
     // 6.8+ keeps the PASID in `mm->iommu_mm->pasid`, 5.18–6.7 in `mm->pasid`.
     let mm_iommu_mm = r.offset("mm_iommu_mm", &[("mm_struct", "iommu_mm")], unknown);
     let iommu_mm_pasid = r.offset("iommu_mm_pasid", &[("iommu_mm_data", "pasid")], unknown);
@@ -217,6 +221,8 @@ pub fn resolve(
             queue_pasid,
             queue_uacce,
             uacce_dev,
+            task_signal,
+            signal_live,
             ..fb
         },
         origins: r.origins,
@@ -290,6 +296,15 @@ impl Resolved {
             return Some("task_struct offsets unknown (no usable kernel BTF)".into());
         }
         None
+    }
+
+    /// Why processes cannot be followed on this kernel (`record --
+    /// COMMAND`), if they cannot: the fork program reads the new task's
+    /// tgid. (Without `signal_struct.live` a process ends when its leader
+    /// thread exits.)
+    pub fn follow_problem(&self) -> Option<String> {
+        (self.config.task_tgid == KernelConfig::UNKNOWN)
+            .then(|| "task_struct.tgid offset unknown (no usable kernel BTF)".into())
     }
 
     /// Where this kernel keeps an mm's PASID, for `doctor`.

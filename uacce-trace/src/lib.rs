@@ -44,6 +44,7 @@ pub mod losses;
 pub mod model;
 pub mod pairing;
 pub mod plan;
+pub mod proctree;
 pub mod rawfile;
 pub mod record;
 pub mod serve;

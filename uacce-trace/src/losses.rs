@@ -104,6 +104,9 @@ reasons! {
     ScanLost = "scan_lost", true, "start-up PASID scan records lost (owners not learnt)";
     /// `record -- COMMAND` events not placeable in the process tree.
     ProcUnplaceable = "proc_unplaceable", true, "events of the traced command not placeable in its process tree";
+    /// A forked process of `record -- COMMAND` could not join the
+    /// kernel's follow set (map full): its children are not followed.
+    ProcFollowFull = "proc_follow_full", true, "processes of the traced command not followed: follow map full";
     /// Old recordings: records lost, reason not recorded.
     LegacyDropped = "legacy_dropped", true, "records lost (older recording: reason not recorded)";
     /// A reason a newer uacce-trace recorded that this one does not know.
@@ -147,6 +150,7 @@ impl LossReason {
             counter::STALE_INFLIGHT => LossReason::StaleInflight,
             counter::EXIT_AT_ATTACH => LossReason::InFlightAtStart,
             counter::UNBIND_UNKNOWN => LossReason::UnbindUnknown,
+            counter::FOLLOW_FULL => LossReason::ProcFollowFull,
             i if (counter::RINGBUF_FULL_BASE..counter::COUNT).contains(&i) => {
                 // The index is `RINGBUF_FULL_BASE + (kind & 15)`.
                 LossReason::ring_full((i - counter::RINGBUF_FULL_BASE) as u16)
@@ -376,7 +380,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), LossReason::COUNT);
         assert!(LossReason::ALL.iter().all(|r| !r.describe().is_empty()));
-        assert_eq!(LossReason::ALL.len(), 27);
+        assert_eq!(LossReason::ALL.len(), 28);
     }
 
     #[test]
@@ -424,7 +428,7 @@ mod tests {
             .sum();
         assert_eq!(l.get(LossReason::RingFullOther), other);
         let used: u64 = (0..counter::COUNT)
-            .filter(|i| ![2, 4, 5, 6, 10, 11, 12, 13, 14, 15].contains(i))
+            .filter(|i| ![2, 4, 5, 6, 11, 12, 13, 14, 15].contains(i))
             .map(|i| u64::from(i) + 1)
             .sum();
         assert_eq!(l.total(), used, "every used counter but NESTED counts");

@@ -27,6 +27,10 @@ pub enum EventKind {
     PasidUnbind,
     /// uacce queue open/release and START_Q/PUT_Q.
     Queue,
+    /// Process forks and exits (`record -- COMMAND` follows the command's
+    /// processes with them). Not in [`EventKind::ALL`], the kinds every
+    /// mode reports: attached only when following.
+    Process,
 }
 
 impl EventKind {
@@ -51,6 +55,7 @@ impl EventKind {
             EventKind::PasidBind => "pasid_bind",
             EventKind::PasidUnbind => "pasid_unbind",
             EventKind::Queue => "uacce_queue",
+            EventKind::Process => "process",
         }
     }
 }
@@ -99,6 +104,19 @@ pub enum Program {
     SmmuEvent,
     /// ARM SMMUv3 `arm_smmu_page_response` (the driver's resume command).
     SmmuPageResponse,
+    /// `sched_process_fork` (raw tracepoint: it needs the child's task) and
+    /// `sched:sched_process_exit`: the process tree of `record -- COMMAND`
+    /// (`uacce-trace-ebpf/src/proc.rs`).
+    ProcFork,
+    ProcExit,
+}
+
+impl Program {
+    /// Programs that follow processes, attached only when asked to
+    /// (`TracerOptions::follow_processes`).
+    pub const fn follows_processes(self) -> bool {
+        matches!(self, Program::ProcFork | Program::ProcExit)
+    }
 }
 
 /// One hook target: a kernel function (or tracepoint) and the hook types
@@ -278,6 +296,21 @@ pub fn targets() -> Vec<Target> {
             function: "iommu_sva_unbind_device",
             program: Program::SvaUnbind,
             hooks: FENTRY_THEN_KPROBE,
+        },
+        // The process tree (`record -- COMMAND` only). The fork program is
+        // a raw tracepoint of the same event; both exist wherever the
+        // tracefs format does.
+        Target {
+            kind: EventKind::Process,
+            function: "sched:sched_process_fork",
+            program: Program::ProcFork,
+            hooks: TRACEPOINT,
+        },
+        Target {
+            kind: EventKind::Process,
+            function: "sched:sched_process_exit",
+            program: Program::ProcExit,
+            hooks: TRACEPOINT,
         },
     ]);
     t
@@ -593,6 +626,10 @@ impl Plan {
                 types.join("+")
             };
             parts.push(format!("{}: {}", kind.name(), chosen));
+        }
+        // Only where processes are followed (`record -- COMMAND`).
+        if self.chosen().any(|h| h.kind == EventKind::Process) {
+            parts.push(format!("{}: tracepoint", EventKind::Process.name()));
         }
         parts.join(" · ")
     }

@@ -205,6 +205,8 @@ wire_codes!(ioctl_code, ioctl_from, PinIoctl {
 fn encode_event(ev: &Event) -> Vec<u8> {
     let mut e = Enc(Vec::with_capacity(96));
     match ev {
+        // Not stored (`RawWriter::write_event`).
+        Event::Proc(_) => return Vec::new(),
         Event::Pin(p) => {
             e.u8(T_PIN);
             e.task(p.ts_ns, p.latency_ns, p.tgid, p.tid, &p.comm);
@@ -305,7 +307,12 @@ impl<W: Write> RawWriter<W> {
     }
 
     /// Append one event.
+    /// Process-tree events are left out: the recording is already of the
+    /// command's processes, so a replay has nothing to decide with them.
     pub fn write_event(&mut self, ev: &Event) -> io::Result<()> {
+        if matches!(ev, Event::Proc(_)) {
+            return Ok(());
+        }
         self.events += 1;
         self.record(&encode_event(ev))
     }

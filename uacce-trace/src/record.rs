@@ -19,18 +19,15 @@
 //! # Which events belong to the command
 //!
 //! An event belongs to the command when its process (tgid; an IOPF's PASID
-//! owner) is the command or descends from it: the ppid chain from
-//! `/proc/<pid>/stat` is walked up until the command (yes), pid 1 or an
-//! unknown process (no), with a cache. uacce-trace makes itself a child
-//! subreaper, so descendants orphaned by a parent's exit are re-parented to
-//! it and still count. Limitations: a process that has already exited when
-//! its first event is examined cannot be placed and its events are left out
-//! (counted in the summary as "unplaceable"); events are examined as they
-//! arrive, typically within milliseconds, so only very short-lived children
-//! are affected; a reused pid keeps the verdict cached for its predecessor.
+//! owner) is the command or descends from it. The kernel reports the
+//! command's process tree as it grows, in ring order with the events
+//! (`sched_process_fork`/`sched_process_exit` programs, attached only
+//! here, before the command starts), so every descendant is placed when it
+//! is born, however short its life: see `crate::proctree`. Events that
+//! cannot be decided (the kernel lost process-tree records) are left out
+//! and counted as "unplaceable".
 
 use std::{
-    collections::HashMap,
     io,
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -43,6 +40,7 @@ use crate::{
     export::{AtomicFile, ExportError, Format, IntervalWriter},
     losses::LossReason,
     model::{Aggregator, ModelConfig},
+    proctree::{event_tgid, ProcTree, Verdict},
     rawfile::{RawError, RawHeader, RawReader, RawWriter, Replay, ReplayItem},
     source::TracerOptions,
 };
@@ -126,100 +124,6 @@ fn parse_with_units(s: &str, bare_unit_ns: f64) -> Result<u64, String> {
     Ok(ns.round() as u64)
 }
 
-/// Is a process the command or one of its descendants? See the module docs.
-pub struct Ancestry<F: FnMut(u32) -> Option<u32>> {
-    roots: Vec<u32>,
-    exclude: u32,
-    cache: HashMap<u32, bool>,
-    parent_of: F,
-    /// Lookups that hit a process that no longer exists.
-    pub unplaceable: u64,
-}
-
-/// Entries kept before the cache is dropped and rebuilt.
-const ANCESTRY_CACHE_MAX: usize = 65_536;
-
-impl<F: FnMut(u32) -> Option<u32>> Ancestry<F> {
-    /// `roots`: the command's pid (and our own pid, when we are the
-    /// subreaper of its orphans); `exclude`: our own pid.
-    pub fn new(roots: Vec<u32>, exclude: u32, parent_of: F) -> Self {
-        Ancestry {
-            roots,
-            exclude,
-            cache: HashMap::new(),
-            parent_of,
-            unplaceable: 0,
-        }
-    }
-
-    /// True when `pid` is a root or descends from one.
-    pub fn contains(&mut self, pid: u32) -> bool {
-        if pid == self.exclude {
-            return false;
-        }
-        if let Some(&v) = self.cache.get(&pid) {
-            return v;
-        }
-        let mut chain = Vec::new();
-        let mut cur = pid;
-        let verdict = loop {
-            if self.roots.contains(&cur) {
-                break Some(true);
-            }
-            if let Some(&v) = self.cache.get(&cur) {
-                break Some(v);
-            }
-            if cur <= 1 || chain.len() > 4096 {
-                break Some(false);
-            }
-            match (self.parent_of)(cur) {
-                Some(pp) => {
-                    chain.push(cur);
-                    cur = pp;
-                }
-                None => break None,
-            }
-        };
-        let Some(v) = verdict else {
-            self.unplaceable += 1;
-            // Cache what is known: ancestors found on the way are not
-            // cached either (the chain is broken).
-            return false;
-        };
-        if self.cache.len() > ANCESTRY_CACHE_MAX {
-            self.cache.clear();
-        }
-        for p in chain {
-            self.cache.insert(p, v);
-        }
-        v
-    }
-}
-
-/// The parent of `pid` from `/proc/<pid>/stat`.
-pub fn proc_parent(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat_ppid(&stat)
-}
-
-/// The ppid field of a `/proc/<pid>/stat` line (the comm may hold spaces
-/// and parentheses: fields start after the last `)`).
-pub fn parse_stat_ppid(stat: &str) -> Option<u32> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn event_tgid(ev: &Event) -> Option<Option<u32>> {
-    match ev {
-        Event::Pin(p) => Some(Some(p.tgid)),
-        Event::Iopf(f) => Some(f.tgid),
-        Event::PinIoctl(i) => Some(Some(i.tgid)),
-        Event::Pasid(p) => Some(Some(p.tgid)),
-        Event::Queue(q) => Some(Some(q.tgid)),
-        Event::Loss(_) => None,
-    }
-}
-
 enum Sink {
     Intervals(IntervalWriter<AtomicFile>),
     Raw(RawWriter<AtomicFile>),
@@ -227,11 +131,11 @@ enum Sink {
 
 /// Everything between events and the output file. Synchronous: the async
 /// live loop and the replay loop both drive it.
-pub struct Recorder<F: FnMut(u32) -> Option<u32>> {
+pub struct Recorder {
     agg: Aggregator,
     sink: Sink,
     path: String,
-    filter: Option<Ancestry<F>>,
+    filter: Option<ProcTree>,
     interval_ns: u64,
     /// End of the current interval (event-time driven recordings).
     next_end_ns: u64,
@@ -243,14 +147,14 @@ pub struct Recorder<F: FnMut(u32) -> Option<u32>> {
     pub intervals: u64,
 }
 
-impl<F: FnMut(u32) -> Option<u32>> Recorder<F> {
+impl Recorder {
     /// Create the output (a temporary file next to `path`) and write its header.
     pub fn create(
         path: &Path,
         format: Format,
         header: &RawHeader,
         interval_ns: u64,
-        filter: Option<Ancestry<F>>,
+        filter: Option<ProcTree>,
     ) -> Result<Self, RecordError> {
         let name = path.display().to_string();
         let out_err = |source: ExportError| RecordError::Output {
@@ -293,22 +197,34 @@ impl<F: FnMut(u32) -> Option<u32>> Recorder<F> {
         }
     }
 
-    fn keep(&mut self, ev: &Event) -> bool {
+    fn keep(&mut self, ev: &Event) -> Verdict {
         let Some(filter) = self.filter.as_mut() else {
-            return true;
+            return Verdict::Member;
         };
         match event_tgid(ev) {
-            None => true,
-            Some(None) => false,
-            Some(Some(tgid)) => filter.contains(tgid),
+            None => Verdict::Member,
+            Some(None) => Verdict::Other,
+            Some(Some(tgid)) => filter.verdict(tgid, ev.ts_ns()),
         }
     }
 
     /// Take one event (already in time order within its batch).
     fn event(&mut self, ev: &Event) -> Result<(), RecordError> {
-        if !self.keep(ev) {
-            self.filtered_out += 1;
+        if let Event::Proc(p) = ev {
+            // The tree decides; it is not recorded itself.
+            if let Some(tree) = self.filter.as_mut() {
+                tree.observe(p);
+            }
             return Ok(());
+        }
+        match self.keep(ev) {
+            Verdict::Member => {}
+            Verdict::Other => {
+                self.filtered_out += 1;
+                return Ok(());
+            }
+            // Counted by the tree (`proc_unplaceable`).
+            Verdict::Unplaceable => return Ok(()),
         }
         if !matches!(ev, Event::Loss(_)) {
             self.events += 1;
@@ -320,7 +236,7 @@ impl<F: FnMut(u32) -> Option<u32>> Recorder<F> {
             Event::Loss(l) => {
                 let mut l = l.clone();
                 l.losses
-                    .add(LossReason::ProcUnplaceable, self.unplaceable());
+                    .add(LossReason::ProcUnplaceable, self.proc_unplaceable());
                 placed = Event::Loss(l);
                 &placed
             }
@@ -401,9 +317,10 @@ impl<F: FnMut(u32) -> Option<u32>> Recorder<F> {
         self.close_interval(ts_ns)
     }
 
-    /// Events left out because their process could not be placed.
-    pub fn unplaceable(&self) -> u64 {
-        self.filter.as_ref().map_or(0, |f| f.unplaceable)
+    /// Events left out because their process could not be placed (the
+    /// loss reason `proc_unplaceable`).
+    pub fn proc_unplaceable(&self) -> u64 {
+        self.filter.as_ref().map_or(0, |f| f.proc_unplaceable)
     }
 
     /// Close the last interval at `end_ns`, finish the format and rename
@@ -466,8 +383,6 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<u8> {
     code
 }
 
-type NoFilter = fn(u32) -> Option<u32>;
-
 async fn replay(opts: &RecordOptions, input: &str) -> anyhow::Result<u8> {
     use tokio::signal::unix::{signal, SignalKind};
     let name = crate::analysis::display_name(input);
@@ -523,11 +438,11 @@ async fn replay(opts: &RecordOptions, input: &str) -> anyhow::Result<u8> {
             return Ok(report_error(&in_err(e.into())));
         }
     };
-    let mut rec: Recorder<NoFilter> =
-        match Recorder::create(&opts.output, opts.format, &header, opts.interval_ns, None) {
-            Ok(r) => r,
-            Err(e) => return Ok(report_error(&e)),
-        };
+    let mut rec = match Recorder::create(&opts.output, opts.format, &header, opts.interval_ns, None)
+    {
+        Ok(r) => r,
+        Err(e) => return Ok(report_error(&e)),
+    };
     let started = tokio::time::Instant::now();
     let stop_at = opts
         .duration_ns
@@ -645,13 +560,25 @@ async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
-    let (tracer, inspection) = match Tracer::start(opts.tracer) {
+    let follow = !opts.command.is_empty();
+    let (mut tracer, inspection) = match Tracer::start_with(opts.tracer, follow) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("uacce-trace: {e}");
             return Ok(1);
         }
     };
+    if follow {
+        // Before the command starts: its fork is the first one followed.
+        if let Err(why) = tracer.follows_processes() {
+            eprintln!("uacce-trace: cannot follow the command's processes: {why}");
+            return Ok(1);
+        }
+        if let Err(e) = tracer.follow_children_of(std::process::id()) {
+            eprintln!("uacce-trace: cannot follow the command's processes: {e}");
+            return Ok(1);
+        }
+    }
     if let Some(problem) = tracer.plan().core_problem() {
         eprintln!("uacce-trace: warning: {problem}");
     }
@@ -665,9 +592,6 @@ async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
     let me = std::process::id();
     let mut child = None;
     if let Some((prog, args)) = opts.command.split_first() {
-        // Orphaned descendants re-parent to us and stay traceable.
-        // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument.
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         match std::process::Command::new(prog).args(args).spawn() {
             Ok(c) => child = Some(c),
             Err(e) => {
@@ -677,7 +601,7 @@ async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
         }
     }
     let child_pid = child.as_ref().map(|c| c.id());
-    let filter = child_pid.map(|pid| Ancestry::new(vec![pid, me], me, proc_parent));
+    let filter = child_pid.map(|pid| ProcTree::new(pid, me));
     let mut rec =
         match Recorder::create(&opts.output, opts.format, &header, opts.interval_ns, filter) {
             Ok(r) => r,
@@ -775,7 +699,7 @@ async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
     }
     let mut losses = reader.await??;
     let end = monotonic_ns();
-    let (events, filtered, unplaceable) = (rec.events, rec.filtered_out, rec.unplaceable());
+    let (events, filtered, unplaceable) = (rec.events, rec.filtered_out, rec.proc_unplaceable());
     losses.add(LossReason::ProcUnplaceable, unplaceable);
     if let Some(e) = failure {
         return Ok(report_error(&e));
@@ -829,53 +753,5 @@ mod tests {
         assert_eq!(parse_latency("800"), Ok(800));
         assert_eq!(parse_latency("250us"), Ok(250_000));
         assert_eq!(parse_latency("1.5ms"), Ok(1_500_000));
-    }
-
-    #[test]
-    fn stat_ppid_survives_odd_comms() {
-        assert_eq!(parse_stat_ppid("42 (a) b) c) S 7 42 42 0"), Some(7));
-        assert_eq!(parse_stat_ppid("42 (bash) S 1 42"), Some(1));
-        assert_eq!(parse_stat_ppid("garbage"), None);
-    }
-
-    #[test]
-    fn ancestry_walks_and_caches() {
-        // 1 ← 10 (us) ← 100 (command) ← 101 ← 102;  1 ← 50 ← 51;
-        // 300 is an orphan of the command re-parented to us.
-        let parents: HashMap<u32, u32> = [
-            (10, 1),
-            (100, 10),
-            (101, 100),
-            (102, 101),
-            (50, 1),
-            (51, 50),
-            (300, 10),
-        ]
-        .into_iter()
-        .collect();
-        let mut lookups = 0;
-        let mut a = Ancestry::new(vec![100, 10], 10, |p| {
-            lookups += 1;
-            parents.get(&p).copied()
-        });
-        assert!(a.contains(102));
-        assert!(a.contains(101));
-        assert!(a.contains(100));
-        assert!(!a.contains(51));
-        assert!(!a.contains(10), "our own events are never the command's");
-        assert!(a.contains(300));
-        assert!(!a.contains(999), "gone processes are left out");
-        assert_eq!(a.unplaceable, 1);
-        drop(a);
-        assert!(lookups <= 7, "{lookups} lookups: the cache is not used");
-    }
-
-    #[test]
-    fn ancestry_of_this_process() {
-        let me = std::process::id();
-        let parent = proc_parent(me);
-        assert!(parent.is_some());
-        let mut a = Ancestry::new(parent.into_iter().collect(), 0, proc_parent);
-        assert!(a.contains(me));
     }
 }

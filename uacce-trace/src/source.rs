@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, os::fd::AsRawFd};
 
 use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{FEntry, FExit, KProbe, TracePoint},
+    programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint},
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
 use serde::Serialize;
@@ -262,7 +262,21 @@ pub fn inspect(pref: HookPreference) -> Inspection {
         symbols,
         tracepoints,
     };
-    let plan = plan::plan(&facts, pref);
+    let mut plan = plan::plan(&facts, pref);
+    // The process-tree rows: say when they are used, and what stops them.
+    let follow_problem = config.follow_problem();
+    for h in plan
+        .hooks
+        .iter_mut()
+        .filter(|h| h.program.follows_processes())
+    {
+        h.note = Some("attached only by `record -- COMMAND`".into());
+        if let Some(why) = &follow_problem {
+            while let Some(chosen) = h.chosen {
+                h.reject_chosen(chosen, why.clone());
+            }
+        }
+    }
     Inspection {
         foll_longterm: foll_longterm(btf_ref, &kernel),
         kernel,
@@ -323,6 +337,8 @@ enum Attach {
     KProbe,
     KRetProbe,
     Tracepoint(&'static str, &'static str),
+    /// A raw tracepoint, by event name.
+    RawTracepoint(&'static str),
 }
 
 /// The programs serving `program` through `hook`, in attach order: every
@@ -361,6 +377,15 @@ fn programs(program: Program, hook: HookType) -> Vec<(String, Attach)> {
             "dev_page_response_tp".into(),
             Attach::Tracepoint("iommu", "dev_page_response"),
         )],
+        (Program::ProcFork, HookType::Tracepoint) => vec![(
+            "proc_fork".into(),
+            Attach::RawTracepoint("sched_process_fork"),
+        )],
+        (Program::ProcExit, HookType::Tracepoint) => vec![(
+            "proc_exit".into(),
+            Attach::Tracepoint("sched", "sched_process_exit"),
+        )],
+        (Program::ProcFork | Program::ProcExit, _) => Vec::new(),
         (_, HookType::Tracepoint) if program != Program::PinIoctl => Vec::new(),
         (Program::Pin(f), _) => pair(f.program_base()),
         (Program::IopfReport, _) => entry("iopf_report"),
@@ -438,6 +463,7 @@ fn load_one(
             .map_err(desc),
         Attach::KProbe | Attach::KRetProbe => typed::<KProbe>(ebpf, name)?.load().map_err(desc),
         Attach::Tracepoint(..) => typed::<TracePoint>(ebpf, name)?.load().map_err(desc),
+        Attach::RawTracepoint(_) => typed::<RawTracePoint>(ebpf, name)?.load().map_err(desc),
     }
 }
 
@@ -457,6 +483,10 @@ fn attach_one(ebpf: &mut Ebpf, name: &str, attach: Attach, symbol: &str) -> Resu
             .attach(category, tp)
             .map(drop)
             .map_err(desc),
+        Attach::RawTracepoint(tp) => typed::<RawTracePoint>(ebpf, name)?
+            .attach(tp)
+            .map(drop)
+            .map_err(desc),
     }
 }
 
@@ -467,6 +497,7 @@ fn unload_one(ebpf: &mut Ebpf, name: &str, attach: Attach) {
         Attach::FExit => typed::<FExit>(ebpf, name).map(|p| p.unload()),
         Attach::KProbe | Attach::KRetProbe => typed::<KProbe>(ebpf, name).map(|p| p.unload()),
         Attach::Tracepoint(..) => typed::<TracePoint>(ebpf, name).map(|p| p.unload()),
+        Attach::RawTracepoint(_) => typed::<RawTracePoint>(ebpf, name).map(|p| p.unload()),
     };
 }
 
@@ -532,6 +563,15 @@ impl Tracer {
     /// Check privileges, plan, load and attach. Fails when the core events
     /// cannot be traced.
     pub fn start(opts: TracerOptions) -> Result<(Tracer, Inspection), SourceError> {
+        Self::start_with(opts, false)
+    }
+
+    /// [`Tracer::start`], and with `follow_processes` the process-tree
+    /// programs too (`record -- COMMAND`; see [`Tracer::follow_children_of`]).
+    pub fn start_with(
+        opts: TracerOptions,
+        follow_processes: bool,
+    ) -> Result<(Tracer, Inspection), SourceError> {
         system::check_privileges().map_err(SourceError::Privileges)?;
         if OBJECT.is_empty() {
             return Err(SourceError::StubObject);
@@ -552,7 +592,21 @@ impl Tracer {
             // A vendor row comes after its core rows: their attach results
             // decide whether it is needed.
             inspection.plan.reconsider_vendor_row(i);
+            let follow_problem = inspection.config.follow_problem();
             let hook = &mut inspection.plan.hooks[i];
+            if hook.program.follows_processes() {
+                let why = if !follow_processes {
+                    Some("not needed: only `record -- COMMAND` follows processes".to_string())
+                } else {
+                    follow_problem
+                };
+                if let Some(why) = why {
+                    while let Some(chosen) = hook.chosen {
+                        hook.reject_chosen(chosen, why.clone());
+                    }
+                    continue;
+                }
+            }
             while let Some(chosen) = hook.chosen {
                 match attach_target(
                     &mut ebpf,
@@ -663,6 +717,54 @@ impl Tracer {
     /// The plan after attaching (attach failures recorded).
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+
+    /// Whether the process-tree programs are attached, or why not.
+    pub fn follows_processes(&self) -> Result<(), String> {
+        let rows: Vec<_> = self
+            .plan
+            .hooks
+            .iter()
+            .filter(|h| h.program.follows_processes())
+            .collect();
+        if !rows.is_empty() && rows.iter().all(|h| h.chosen.is_some()) {
+            return Ok(());
+        }
+        let why: Vec<String> = rows
+            .iter()
+            .filter(|h| h.chosen.is_none())
+            .map(|h| {
+                let reasons: Vec<&str> = h.rejected.iter().map(|r| r.reason.as_str()).collect();
+                format!("{}: {}", h.function, reasons.join("; "))
+            })
+            .collect();
+        Err(if why.is_empty() {
+            "no process-tree hook in the plan".into()
+        } else {
+            why.join(", ")
+        })
+    }
+
+    /// Follow the children of process `tgid` from now on (the tracer's
+    /// own pid, before it starts the command): each becomes a followed
+    /// process, and so do its descendants, reported as
+    /// [`Event::Proc`](crate::event::Event::Proc) in ring order.
+    pub fn follow_children_of(&mut self, tgid: u32) -> Result<(), SourceError> {
+        self.set_follow(tgid, uacce_trace_common::FOLLOW_CHILDREN)
+    }
+
+    fn set_follow(&mut self, tgid: u32, value: u32) -> Result<(), SourceError> {
+        let map_err = |source| SourceError::Map {
+            name: "FOLLOW",
+            source,
+        };
+        let mut follow: aya::maps::HashMap<_, u32, u32> = aya::maps::HashMap::try_from(
+            self._ebpf
+                .map_mut("FOLLOW")
+                .ok_or(SourceError::Missing("map FOLLOW"))?,
+        )
+        .map_err(map_err)?;
+        follow.insert(tgid, value, 0).map_err(map_err)
     }
 
     /// Number of functions hooked.

@@ -127,6 +127,16 @@ pub fn json_line(ev: &Event) -> String {
             losses: &l.losses,
         })
         .unwrap_or_default(),
+        Event::Proc(p) => serde_json::json!({
+            "event": if p.parent.is_some() { "fork" } else { "exit" },
+            "ts_ns": p.ts_ns,
+            "tgid": p.tgid,
+            "parent": p.parent,
+            "tid": p.tid,
+            "comm": p.comm,
+            "lost": p.lost,
+        })
+        .to_string(),
     }
 }
 
@@ -364,6 +374,17 @@ pub fn human_line(ev: &Event) -> String {
         ),
         // Losses are summarised at exit; JSON carries the samples.
         Event::Loss(_) => String::new(),
+        Event::Proc(p) => format!(
+            "{:>14.6} {:>7} {:>7} {:<16} {}",
+            p.ts_ns as f64 / 1e9,
+            p.tgid,
+            p.tid,
+            p.comm,
+            match p.parent {
+                Some(parent) => format!("fork from {parent}"),
+                None => "exit".to_string(),
+            },
+        ),
     }
 }
 

@@ -107,9 +107,10 @@ fn every_program_passes_the_verifier() {
     assert_eq!(kprobe_ok, kprobe_total);
     assert_eq!(
         tracepoint_ok,
-        2 + 3 + 1 + source::BENCH_PROGRAMS.len(),
+        2 + 3 + 1 + 2 + source::BENCH_PROGRAMS.len(),
         "sys_enter_ioctl and sys_exit_ioctl programs, the vendor IOPF tracepoints' \
-         (prq_report, dev_fault, dev_page_response), the PASID scan's and the bench source's"
+         (prq_report, dev_fault, dev_page_response), the PASID scan's, the process tree's \
+         (proc_fork, a raw tracepoint, and proc_exit) and the bench source's"
     );
     assert_eq!(
         inspection.fentry.is_ok(),

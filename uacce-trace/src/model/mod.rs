@@ -427,6 +427,8 @@ impl Aggregator {
             Event::Pasid(_) => {}
             // Queue life cycle: shown by `trace`, not aggregated (yet).
             Event::Queue(_) => {}
+            // The process tree only decides which events are recorded.
+            Event::Proc(_) => {}
             Event::Loss(l) => self.sampled_losses.max(&l.losses),
         }
     }

@@ -295,9 +295,8 @@ pub fn after() -> Vec<Item> {
 
 /// Write `items` through the library's recorder, as `record --replay` does.
 pub fn record(path: &Path, format: Format, items: &[Item], command: &str) {
-    let mut rec =
-        Recorder::<fn(u32) -> Option<u32>>::create(path, format, &header(command), SEC, None)
-            .unwrap_or_else(|e| panic!("{e}"));
+    let mut rec = Recorder::create(path, format, &header(command), SEC, None)
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut last = START_MONO;
     for item in items {
         let res = match item {
