@@ -440,6 +440,12 @@ pub(crate) fn ioctl_end(ret: i64, hook: u8) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let Some(entry) = IOCTL_INFLIGHT.get_ptr(tid) else {
+        // The syscall tracepoint's exit sees every ioctl of the machine;
+        // only the driver's own exit hook knows an entry was due.
+        if hook != HOOK_TRACEPOINT {
+            // SAFETY: helper without preconditions.
+            crate::count_exit_without_entry(unsafe { bpf_ktime_get_ns() });
+        }
         return;
     };
     // SAFETY: valid map value pointer.
@@ -599,6 +605,8 @@ pub fn sva_get_pasid_kprobe(ctx: ProbeContext) -> u32 {
 pub fn sva_get_pasid_kretprobe(ctx: RetProbeContext) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(handle) = GET_PASID_INFLIGHT.get_ptr(tid) else {
+        // SAFETY: helper without preconditions.
+        crate::count_exit_without_entry(unsafe { bpf_ktime_get_ns() });
         return 0;
     };
     // SAFETY: valid map value pointer.

@@ -1098,17 +1098,22 @@ fn run_scan(config: &kconfig::Resolved) -> Result<ScanFound, String> {
     let ring_map = ebpf.take_map("EVENTS").ok_or("map EVENTS missing")?;
     let mut ring = RingBuf::try_from(ring_map).map_err(|e| format!("map EVENTS: {e}"))?;
     let mut owners = Vec::new();
+    let mut undecodable = 0u32;
     while let Some(item) = ring.next() {
         match decode_scan(&item) {
             Ok(owner) => owners.push(owner),
-            Err(e) => log::warn!("undecodable scan record: {e}"),
+            Err(e) => {
+                // An owner not learnt: counted with the scan's losses.
+                undecodable = undecodable.saturating_add(1);
+                log::warn!("undecodable scan record: {e}");
+            }
         }
     }
     owners.sort_by_key(|o| o.pasid);
     Ok(ScanFound {
         tasks: state.visited,
         complete: state.complete == 1,
-        lost: state.lost,
+        lost: state.lost.saturating_add(undecodable),
         owners,
     })
 }
