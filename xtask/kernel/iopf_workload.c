@@ -34,7 +34,9 @@
  *   --orphans O   then O faults on one more mock device that stays on its
  *                 plain domain: no fault handler, so the kernel answers
  *                 with the driver's page_response op directly and
- *                 iopf_group_response() never runs.
+ *                 iopf_group_response() never runs. They share one
+ *                 group id (G + N): each is a whole group (LAST_PAGE) of
+ *                 its own on the same (device, PASID, group) key.
  * The address of page j of device k in round i is
  * A + ((i * K + k) * M + j) * 4096; a group is known by its first page.
  *
@@ -537,7 +539,9 @@ int main(int argc, char **argv)
 
 	for (i = 0; i < o.orphans; i++) {
 		uint32_t pasid = o.pasids[i % o.n_pasids];
-		uint32_t grpid = o.grpid + (uint32_t)(o.count + i);
+		/* One group id for all: each has LAST_PAGE, so each is a group
+		 * of its own that no response ever closes. */
+		uint32_t grpid = o.grpid + (uint32_t)o.count;
 		uint64_t addr = o.addr + (o.count * o.devices + i) * o.pages * 4096;
 		uint64_t t = now_ns();
 

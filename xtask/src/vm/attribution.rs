@@ -27,10 +27,10 @@
 //!   /dev/iommu closed: iommufd answers them with INVALID through
 //!   `iopf_group_response()`, so each is one record with response 1 and a
 //!   latency inside [close start - read, close done - trigger]; then three
-//!   faults with one group id on a device without a fault handler (the
-//!   driver's `page_response` op answers them, `iopf_group_response()`
-//!   never runs): no record, and three unanswered groups (each had
-//!   LAST_PAGE: a report for a closed key is a new group), counted by the
+//!   faults with one group id, each with LAST_PAGE, on a device without a
+//!   fault handler (the driver's `page_response` op answers them,
+//!   `iopf_group_response()` never runs): no record, and three unanswered
+//!   groups (a report for a closed key is a new group), counted by the
 //!   tool's exit line `IOPF groups unanswered: N (timed out), M pending at
 //!   exit` (N + M) or a loss-ledger counter `iopf_unanswered`.
 //!
@@ -39,8 +39,9 @@
 //!
 //! Fields of `uacce-trace trace --json` relied on: IOPF records
 //! `{"event":"iopf","tgid":N|null,"comm":S,"device":S,"pasid":N,
-//! "grpid":N,"addr":"0x..","latency_ns":N,"response":N}`; the stderr line
-//! starting `uacce-trace: stopped`.
+//! "grpid":N,"addr":"0x..","latency_ns":N,"response":N}` (and
+//! `"nr_faults":N`, checked against the group's pages when present); the
+//! stderr line starting `uacce-trace: stopped`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -287,7 +288,7 @@ fn reported_unanswered(console: &Console) -> (u64, Option<u64>) {
         while let Some(i) = rest.find("iopf_unanswered") {
             rest = &rest[i + "iopf_unanswered".len()..];
             let digits: String = rest
-                .trim_start_matches(|c: char| c == '"' || c == ':' || c == '=' || c == ' ')
+                .trim_start_matches(['"', ':', '=', ' '])
                 .chars()
                 .take_while(char::is_ascii_digit)
                 .collect();
@@ -422,6 +423,12 @@ pub fn check(console: &Console, v: &mut Verdict) {
                         ));
                     }
                 }
+            }
+            if let Some(n) = u(e, "nr_faults").filter(|n| *n != g.pages) {
+                bad.push(format!(
+                    "addr {:#x}: nr_faults {n}, want the group's {} pages",
+                    g.addr, g.pages
+                ));
             }
             if u(e, "response") != Some(g.code) {
                 bad.push(format!(
