@@ -9,7 +9,8 @@
 //!    tarball unpacked into the cache (`test-kernels/source/<version>/`).
 //! 2. Fixture: `xtask/kernel/uacce_ctrl/uacce_ctrl.c` copied into that tree
 //!    as `drivers/misc/uacce/uacce_ctrl_fixture.c` and added to the folder's
-//!    Makefile (built in: the kernel has no module support).
+//!    Makefile (built in: the kernel has no module support). Then the
+//!    patches of [`PATCHES`] (`xtask/kernel/*.patch`), `patch -p1`, once.
 //! 3. Config: `make tinyconfig`, `xtask/kernel/test-kernel-6.12.config`
 //!    merged with `merge_config.sh -m`, `make olddefconfig`; every `=y` of
 //!    the fragment must survive.
@@ -103,6 +104,14 @@ const PIN_PROGRAM: &str = include_str!("../kernel/uacce_ctrl_pin.c");
 const IOPF_PROGRAM: &str = include_str!("../kernel/iopf_workload.c");
 /// Guest program of `cargo xtask demo`: one faulting/pinning demo process.
 const DEMO_PROGRAM: &str = include_str!("../kernel/uacce_demo.c");
+/// Patches applied to the unpacked source (`patch -p1`), in order:
+/// (file name under `xtask/kernel/`, text). The iommufd mock's
+/// TRIGGER_IOPF gets two perm bits: report from a kworker, and a page
+/// request that is not its group's last.
+const PATCHES: &[(&str, &str)] = &[(
+    "iommufd-selftest-iopf.patch",
+    include_str!("../kernel/iommufd-selftest-iopf.patch"),
+)];
 
 /// Bumped whenever the steps below change what they produce, so that every
 /// cached kernel is rebuilt.
@@ -139,6 +148,7 @@ const BUILD_PACKAGES: &[&str] = &[
     "rsync",
     "xz-utils",
     "bpftool",
+    "patch",
 ];
 
 /// Debian packages `--smoke` needs.
@@ -227,23 +237,21 @@ fn ensure(refresh: bool, jobs: Option<usize>, arch: Arch) -> Result<PathBuf> {
     let start = Instant::now();
     let root = cache::test_kernels()?;
     fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let _lock = Lock::acquire(&root.join(".lock"))?;
-
-    let local = local_source(&root)?;
+    // A finished kernel is renamed into place whole, so it can be used
+    // without waiting for a build of another kernel (arm64's takes long).
     if !refresh {
-        if let Some(source) = &local {
-            let dir = root.join(cache_key_for(arch, &source.version));
-            if is_complete(&dir, arch) {
-                eprintln!(
-                    "kernel: ok (cached: {}, {} {})",
-                    read_trimmed(&dir.join("version"))?,
-                    SOURCE_PACKAGE,
-                    source.version
-                );
-                return Ok(dir);
-            }
+        if let Some(dir) = cached(&root, arch)? {
+            return Ok(dir);
         }
     }
+    let _lock = Lock::acquire(&root.join(".lock"))?;
+
+    if !refresh {
+        if let Some(dir) = cached(&root, arch)? {
+            return Ok(dir);
+        }
+    }
+    let local = local_source(&root)?;
 
     ensure_packages(BUILD_PACKAGES)?;
     if arch != Arch::host() {
@@ -262,6 +270,7 @@ fn ensure(refresh: bool, jobs: Option<usize>, arch: Arch) -> Result<PathBuf> {
     });
     fs::create_dir_all(&build_dir).with_context(|| format!("creating {}", build_dir.display()))?;
     install_fixture(&source.tree)?;
+    apply_patches(&source.tree)?;
     configure(&source.tree, &build_dir, arch)?;
     let jobs =
         jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() + 1));
@@ -304,6 +313,24 @@ fn ensure(refresh: bool, jobs: Option<usize>, arch: Arch) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The finished kernel of `arch` for the unpacked source, if there is one.
+fn cached(root: &Path, arch: Arch) -> Result<Option<PathBuf>> {
+    let Some(source) = local_source(root)? else {
+        return Ok(None);
+    };
+    let dir = root.join(cache_key_for(arch, &source.version));
+    if !is_complete(&dir, arch) {
+        return Ok(None);
+    }
+    eprintln!(
+        "kernel: ok (cached: {}, {} {})",
+        read_trimmed(&dir.join("version"))?,
+        SOURCE_PACKAGE,
+        source.version
+    );
+    Ok(Some(dir))
+}
+
 fn is_complete(dir: &Path, arch: Arch) -> bool {
     RESULT_FILES
         .iter()
@@ -330,7 +357,7 @@ fn cache_key_for(arch: Arch, source_version: &str) -> String {
 
 /// Cache key: FNV-1a (64 bit) over every input, each prefixed by its length.
 fn cache_key(source_version: &str) -> String {
-    let inputs: [&[u8]; 7] = [
+    let fixed: [&[u8]; 7] = [
         RECIPE_VERSION.as_bytes(),
         source_version.as_bytes(),
         FRAGMENT.as_bytes(),
@@ -339,6 +366,10 @@ fn cache_key(source_version: &str) -> String {
         IOPF_PROGRAM.as_bytes(),
         DEMO_PROGRAM.as_bytes(),
     ];
+    let patches = PATCHES
+        .iter()
+        .flat_map(|(name, text)| [name.as_bytes(), text.as_bytes()]);
+    let inputs: Vec<&[u8]> = fixed.into_iter().chain(patches).collect();
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for input in inputs {
         let len = u64::try_from(input.len()).unwrap_or(u64::MAX).to_le_bytes();
@@ -569,6 +600,63 @@ fn install_fixture(tree: &Path) -> Result<()> {
         fs::write(&makefile, text).with_context(|| format!("writing {}", makefile.display()))?;
     }
     Ok(())
+}
+
+/// Applies [`PATCHES`] to `tree` (shared by every build of this source
+/// version): a patch that already reverses cleanly is in place and left
+/// alone (the file keeps its time, so make does not rebuild it); one that
+/// neither reverses nor applies fails the build with patch's own words.
+fn apply_patches(tree: &Path) -> Result<()> {
+    for (name, text) in PATCHES {
+        if run_patch(tree, text, &["-R", "--dry-run"])?.is_ok() {
+            continue;
+        }
+        if let Err(out) = run_patch(tree, text, &["--forward", "--dry-run"])? {
+            bail!(
+                "xtask/kernel/{name} does not apply to {} (a new source version?): {out}",
+                tree.display()
+            );
+        }
+        if let Err(out) = run_patch(tree, text, &["--forward"])? {
+            bail!("applying xtask/kernel/{name} to {}: {out}", tree.display());
+        }
+        eprintln!("kernel: applied xtask/kernel/{name}");
+    }
+    Ok(())
+}
+
+/// `patch -p1 --force --silent ARGS < text` in `tree` (`--force`: a
+/// patch that looks reversed is not taken as reversed, as `--batch` would): Ok(()) when it
+/// succeeded, Err(its output) when it did not; Err(_) outside when it
+/// could not run.
+fn run_patch(tree: &Path, text: &str, args: &[&str]) -> Result<Result<(), String>> {
+    use std::io::Write;
+    let mut child = Command::new("patch")
+        .args(["-p1", "--force", "--silent"])
+        .args(args)
+        .current_dir(tree)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting patch (Debian package patch)")?;
+    child
+        .stdin
+        .take()
+        .context("patch's stdin")?
+        .write_all(text.as_bytes())
+        .context("writing to patch")?;
+    let out = child.wait_with_output().context("waiting for patch")?;
+    if out.status.success() {
+        Ok(Ok(()))
+    } else {
+        Ok(Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1176,6 +1264,28 @@ mod tests {
             missing_btf_funcs(dump, &["uacce_pin_page", "uacce_unpin_page", "int"]),
             vec!["uacce_unpin_page", "int"]
         );
+    }
+
+    /// The patches apply to the unpacked source, or are already in it.
+    #[test]
+    fn patches_fit_the_unpacked_source() {
+        let Ok(root) = cache::test_kernels() else {
+            eprintln!("SKIP: no cache folder");
+            return;
+        };
+        let Ok(Some(source)) = local_source(&root) else {
+            eprintln!("SKIP: no unpacked kernel source (`cargo xtask kernel` unpacks one)");
+            return;
+        };
+        for (name, text) in PATCHES {
+            let reverses = run_patch(&source.tree, text, &["-R", "--dry-run"]).unwrap();
+            let applies = run_patch(&source.tree, text, &["--forward", "--dry-run"]).unwrap();
+            // Exactly one: in place, or applies.
+            assert!(
+                reverses.is_ok() != applies.is_ok(),
+                "{name}: {reverses:?} {applies:?}"
+            );
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! unless `--keep`.
 
 mod arm64;
+mod attribution;
 pub mod guest;
 pub mod image;
 pub mod qemu;
@@ -340,6 +341,7 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     );
     if test_kernel && job.hooks.is_some() {
         testkernel::check(&console, &mut verdict);
+        attribution::check(&console, &mut verdict);
     }
     if job.kernel == ARM64_STOCK_KERNEL && job.hooks.is_some() {
         arm64::check(&console, hooks.filter(|h| *h != "auto"), &mut verdict);

@@ -112,13 +112,14 @@ echo 1 > /proc/sys/vm/stat_refresh
 grep '^nr_foll_pin' /proc/vmstat > /tmp/vmstat-uacce-after
 "{iopf}" {c} --pasid "${{holder_pasid:-0}}" > /tmp/iopf-c.json 2> /tmp/iopf-c.err
 "{uacce}" --queue {dev} > /tmp/uacce-queue.json 2> /tmp/uacce-queue.err
-"#,
+{attribution}"#,
         iopf = GUEST_IOPF_WORKLOAD,
         uacce = GUEST_UACCE_CTRL_PIN,
         a = IOPF_A_ARGS,
         b = IOPF_B_ARGS,
         c = IOPF_C_ARGS,
         dev = UACCE_FIXTURE_DEV,
+        attribution = super::attribution::guest_block(GUEST_IOPF_WORKLOAD, GUEST_UACCE_CTRL_PIN),
     )
 }
 
@@ -176,7 +177,12 @@ pub fn init_script(plan: &GuestPlan<'_>) -> String {
     } else {
         &[]
     };
-    for (name, file) in SECTIONS.iter().chain(extra) {
+    let attribution: &[(&str, &str)] = if plan.test_kernel {
+        super::attribution::SECTIONS
+    } else {
+        &[]
+    };
+    for (name, file) in SECTIONS.iter().chain(extra).chain(attribution) {
         sections.push_str(&format!("section {name} {file}\n"));
     }
     let test_kernel = if plan.test_kernel {
