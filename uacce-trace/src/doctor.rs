@@ -64,6 +64,16 @@ fn to_json(
     })
 }
 
+/// How IOPFs are attributed, and which sources the project's tests prove
+/// (README, "IOPF attribution and pairing: what the tests prove").
+const ATTRIBUTION: &str = "\nIOPF attribution, in order (an IOPF is never charged to a kernel thread):
+  1. PASID owner: start-up PASID scan      proven in tests (test-kernel VM, kworker-raised faults)
+                  SVA bind/unbind hooks    verifier only: no IOMMU in the test VMs takes the bind path
+                  uacce queue open (SVA)   verifier only: the test fixture's uacce device has no SVA
+  2. the reporting task, if a user task    proven in tests (iommufd mock reports from the ioctl)
+  3. otherwise [unattrib:PASID], per device proven in tests; counted as iopf_unattributed
+";
+
 fn render(
     i: &Inspection,
     pref: HookPreference,
@@ -137,6 +147,7 @@ fn render(
         "PASID scan",
         format!("{} (mm PASID in {})", scan.summary(), scan.pasid_field),
     );
+    s.push_str(ATTRIBUTION);
     s.push_str(&format!(
         "\nhook plan (--hooks {}): {}\n",
         format!("{pref:?}").to_lowercase(),

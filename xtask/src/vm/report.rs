@@ -242,6 +242,50 @@ fn num(record: &Value, key: &str) -> Option<u64> {
 }
 
 /// The number after `key` in `uacce-trace: stopped: 12 events, 0 dropped`.
+/// The reasons of the loss ledger in `trace --json`'s final `stopped`
+/// line that the run did not provoke on purpose, as `reason n`. On purpose:
+/// IOPFs whose PASID has no owner (`iopf_unattributed`, which must equal
+/// the IOPF records without a tgid) and, where the attribution block ran,
+/// the IOPF groups its orphan faults leave unanswered (checked exactly by
+/// its (s)). Every other reason is a loss.
+fn unexplained_losses(console: &Console) -> Vec<String> {
+    let records: Vec<Value> = console
+        .lines("events")
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let Some(losses) = records
+        .iter()
+        .rev()
+        .find(|r| r.get("event").and_then(Value::as_str) == Some("stopped"))
+        .and_then(|r| r.get("losses"))
+        .and_then(Value::as_object)
+    else {
+        return vec!["no final `stopped` line with a loss ledger".into()];
+    };
+    let unowned = records
+        .iter()
+        .filter(|r| r.get("event").and_then(Value::as_str) == Some("iopf"))
+        .filter(|r| r.get("tgid").is_none_or(Value::is_null))
+        .count() as u64;
+    let attribution_ran = !console.lines("attr-noresp").is_empty();
+    losses
+        .iter()
+        .filter_map(|(reason, n)| Some((reason, n.as_u64()?)))
+        .filter(|&(reason, n)| {
+            n > 0
+                && !(reason == "iopf_unattributed" && n == unowned)
+                && !(attribution_ran
+                    && matches!(
+                        reason.as_str(),
+                        "iopf_unanswered" | "iopf_superseded" | "iopf_pending_at_exit"
+                    ))
+                && reason != "nested"
+        })
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect()
+}
+
 fn count_before(line: &str, word: &str) -> Option<u64> {
     let tokens: Vec<&str> = line.split_whitespace().collect();
     let at = tokens
@@ -461,7 +505,18 @@ pub fn check(console: &Console, expect: &Expect<'_>) -> Verdict {
         .find(|l| l.starts_with("uacce-trace: stopped"));
     match stopped.and_then(|l| count_before(l, "dropped")) {
         Some(0) => {}
-        Some(d) => v.fail(&trace_err, format!("(f) the tracer dropped {d} events")),
+        Some(d) => {
+            let unexplained = unexplained_losses(console);
+            if !unexplained.is_empty() {
+                v.fail(
+                    &trace_err,
+                    format!(
+                        "(f) the tracer dropped {d} events: {}",
+                        unexplained.join(", ")
+                    ),
+                );
+            }
+        }
         None => v.fail(
             &trace_err,
             "(f) no `uacce-trace: stopped: N events, D dropped` line",
