@@ -316,6 +316,21 @@ fn await_start<T>(
     Ok((value, rx))
 }
 
+/// Every line the child wrote to stderr. Call after the child exited: the
+/// reader thread may still be forwarding its last lines, so wait until it
+/// reaches end of file (the channel disconnects), at most 10 s.
+fn drain_log(rx: &std::sync::mpsc::Receiver<String>) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => out.push(line),
+            Err(_) => return out,
+        }
+    }
+}
+
 /// A pipe as two `Stdio`-convertible ends.
 fn pipe() -> (fs::File, fs::File) {
     use std::os::fd::FromRawFd;
@@ -370,7 +385,7 @@ impl Serve {
         signal(&self.child, sig);
         let o = wait_limited(self.child, Duration::from_secs(10), "serve");
         assert_eq!(o.status.code(), Some(0), "{:?}", o.status);
-        let log: Vec<String> = self.log.try_iter().collect();
+        let log = drain_log(&self.log);
         assert!(
             log.iter()
                 .any(|l| l.starts_with("uacce-trace: stopped serving")),
@@ -567,7 +582,7 @@ fn trace_survives_sigint_sigterm_and_sigpipe() {
         let o = wait_limited(child, Duration::from_secs(10), "trace");
         assert_eq!(o.status.code(), Some(0), "{:?}", o.status);
         std::thread::sleep(Duration::from_millis(100));
-        let log: Vec<String> = log.try_iter().collect();
+        let log = drain_log(&log);
         assert!(
             log.iter().any(|l| l.starts_with("uacce-trace: stopped:")),
             "{log:?}"
@@ -718,7 +733,7 @@ fn trace_with_a_blocked_stdout_stops() {
         );
         assert_eq!(o.status.code(), Some(0), "{:?}", o.status);
         std::thread::sleep(Duration::from_millis(100));
-        let log: Vec<String> = log.try_iter().collect();
+        let log = drain_log(&log);
         let summary = log
             .iter()
             .find(|l| l.starts_with("uacce-trace: stopped:"))
