@@ -72,6 +72,9 @@ reasons! {
     /// A record of another kind (or counted by an older eBPF object at
     /// the legacy total index) did not fit in the ring buffer.
     RingFullOther = "ring_full_other", true, "other records lost: ring buffer full";
+    /// Runs of the tool's programs the kernel skipped because the same
+    /// program was already running on that CPU (`recursion_misses`).
+    ProgRecursionMiss = "prog_recursion_miss", true, "events the kernel skipped: the program was already running on that CPU (bpf_prog_info.recursion_misses)";
     /// An entry could not be stored in an in-flight map.
     InflightFull = "inflight_full", true, "calls lost: in-flight map full at entry";
     /// An exit found no entry after attaching.
@@ -380,7 +383,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), LossReason::COUNT);
         assert!(LossReason::ALL.iter().all(|r| !r.describe().is_empty()));
-        assert_eq!(LossReason::ALL.len(), 28);
+        assert_eq!(LossReason::ALL.len(), 29);
     }
 
     #[test]

@@ -781,6 +781,17 @@ impl Tracer {
             .collect()
     }
 
+    /// Runs the kernel skipped, summed over the tool's programs (see
+    /// [`system::prog_recursion_misses`]).
+    fn recursion_misses(&self) -> u64 {
+        use std::os::fd::AsFd;
+        self._ebpf
+            .programs()
+            .filter_map(|(_, p)| p.fd().ok())
+            .filter_map(|fd| system::prog_recursion_misses(fd.as_fd()))
+            .fold(0, u64::wrapping_add)
+    }
+
     /// The start-up PASID scan that seeded attribution.
     pub fn pasid_scan(&self) -> &PasidScan {
         &self.scan
@@ -857,6 +868,7 @@ impl Tracer {
             LossReason::IopfUnattributed,
             self.attributor.counts().unattributed,
         );
+        l.add(LossReason::ProgRecursionMiss, self.recursion_misses());
         l.add(LossReason::Undecodable, self.undecodable);
         l.add(LossReason::PinNotCredited, self.pin_not_credited);
         if let Ok(found) = &self.scan.result {
