@@ -22,8 +22,10 @@
 //! unless `--keep`.
 
 mod arm64;
+mod busy;
 pub mod guest;
 pub mod image;
+mod pinpaths;
 pub mod qemu;
 mod report;
 mod testkernel;
@@ -89,6 +91,22 @@ pub struct VmTestArgs {
     /// Use the binaries already in target/release instead of building.
     #[arg(long)]
     no_build: bool,
+    /// Which VMs: `main` (io_uring pins, IOPFs, fixture), `pins` (every
+    /// pin path, then the tracer started onto a busy workload three
+    /// times; `vm/pinpaths.rs`, `vm/busy.rs`) or `all`.
+    #[arg(long, value_enum, default_value_t = Suite::All)]
+    suite: Suite,
+}
+
+/// Which kind of VM (`--suite`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Suite {
+    /// Both.
+    All,
+    /// The io_uring/IOPF/fixture VM.
+    Main,
+    /// The pin-path and busy-start VM.
+    Pins,
 }
 
 impl VmTestArgs {
@@ -111,6 +129,17 @@ const MATRIX: &[(&str, &[Hooks])] = &[
     ("debian-7.2", &[Hooks::Fentry, Hooks::Auto]),
     (TEST_KERNEL, &[Hooks::Fentry, Hooks::Kprobe]),
     (ARM64_STOCK_KERNEL, &[Hooks::Fentry, Hooks::Kprobe]),
+    (ARM64_TEST_KERNEL, &[Hooks::Fentry, Hooks::Kprobe]),
+];
+
+/// The kernels and hook modes of the `pins` VMs ([`pinpaths`], [`busy`]):
+/// each pin path on every kernel that has it, with fentry and kprobes;
+/// the arm64 test kernel once per hook type.
+const PINS_MATRIX: &[(&str, &[Hooks])] = &[
+    ("debian-6.1", &[Hooks::Kprobe]),
+    ("debian-6.12", &[Hooks::Fentry]),
+    ("debian-7.2", &[Hooks::Fentry]),
+    (TEST_KERNEL, &[Hooks::Fentry, Hooks::Kprobe]),
     (ARM64_TEST_KERNEL, &[Hooks::Fentry, Hooks::Kprobe]),
 ];
 
@@ -144,28 +173,62 @@ pub const TEST_KERNEL: &str = "test-6.12";
 struct Job {
     kernel: String,
     hooks: Option<Hooks>,
+    /// A `pins` VM (pin paths and busy start) rather than the main one.
+    pins: bool,
 }
 
 impl Job {
     fn label(&self) -> String {
         format!(
-            "{} ({})",
+            "{} ({}{})",
             self.kernel,
-            self.hooks.map_or("no tool", Hooks::as_str)
+            self.hooks.map_or("no tool", Hooks::as_str),
+            if self.pins { ", pins" } else { "" }
         )
     }
 
     fn dir_name(&self) -> String {
         format!(
-            "{}-{}",
+            "{}-{}{}",
             self.kernel,
-            self.hooks.map_or("no-tool", Hooks::as_str)
+            self.hooks.map_or("no-tool", Hooks::as_str),
+            if self.pins { "-pins" } else { "" }
         )
     }
 }
 
 /// The VMs `args` asks for.
 fn jobs(args: &VmTestArgs) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    if args.suite != Suite::Pins {
+        jobs.extend(main_jobs(args));
+    }
+    if args.suite != Suite::Main && !args.no_tool {
+        match &args.kernel {
+            Some(k) => jobs.push(Job {
+                kernel: k.clone(),
+                hooks: Some(args.hooks.unwrap_or(Hooks::Auto)),
+                pins: true,
+            }),
+            None => {
+                for (kernel, hooks) in PINS_MATRIX {
+                    let hooks = args.hooks.map_or_else(|| hooks.to_vec(), |h| vec![h]);
+                    for h in hooks {
+                        jobs.push(Job {
+                            kernel: (*kernel).to_string(),
+                            hooks: Some(h),
+                            pins: true,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    jobs
+}
+
+/// The main VMs `args` asks for.
+fn main_jobs(args: &VmTestArgs) -> Vec<Job> {
     let kernels: Vec<(String, Vec<Hooks>)> = match &args.kernel {
         Some(k) => vec![(k.clone(), vec![args.hooks.unwrap_or(Hooks::Auto)])],
         None => MATRIX
@@ -182,12 +245,14 @@ fn jobs(args: &VmTestArgs) -> Vec<Job> {
             jobs.push(Job {
                 kernel,
                 hooks: None,
+                pins: false,
             });
         } else {
             for h in hooks {
                 jobs.push(Job {
                     kernel: kernel.clone(),
                     hooks: Some(h),
+                    pins: false,
                 });
             }
         }
@@ -292,11 +357,15 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
     let hooks = job.hooks.map(Hooks::as_str);
-    let script = guest::init_script(&guest::GuestPlan {
-        hooks,
-        workload_args: &ctx.workload_args,
-        test_kernel,
-    });
+    let script = if job.pins {
+        pinpaths::init_script(hooks.unwrap_or("auto"), test_kernel)
+    } else {
+        guest::init_script(&guest::GuestPlan {
+            hooks,
+            workload_args: &ctx.workload_args,
+            test_kernel,
+        })
+    };
     let img = dir.join("initramfs.cpio.gz");
     let extra: Vec<(PathBuf, &str)> = if test_kernel {
         vec![
@@ -312,7 +381,14 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     image::write_vm_image_with(base_image, &script, &extra, &img)?;
 
     let log = dir.join("console.log");
-    let boot = qemu::boot_for(arch, &vmlinuz, &img, &log, timeout)?;
+    // The pins VM attaches onto functions other vCPUs are running:
+    // single-threaded TCG (see `qemu::Tcg::Single`).
+    let tcg = if job.pins {
+        qemu::Tcg::Single
+    } else {
+        qemu::Tcg::Multi
+    };
+    let boot = qemu::boot_with(arch, &vmlinuz, &img, &log, timeout, tcg)?;
     let text = String::from_utf8_lossy(
         &fs::read(&log).with_context(|| format!("reading {}", log.display()))?,
     )
@@ -321,8 +397,59 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     for (name, section) in &console.sections {
         let _ = fs::write(dir.join(name), section.text());
     }
+    let mut verdict = if job.pins {
+        let mut v = pins_verdict(&console);
+        pinpaths::check(&console, hooks, test_kernel, &mut v);
+        busy::check(&console, &mut v);
+        v
+    } else {
+        main_verdict(&console, job, hooks, test_kernel)
+    };
+    verdict
+        .notes
+        .insert(0, format!("QEMU ran {:.1} s", boot.elapsed.as_secs_f64()));
+    match boot.status {
+        None => verdict.failures.insert(
+            0,
+            format!("QEMU killed after {} s (time limit)", timeout.as_secs()),
+        ),
+        Some(s) if !s.success() => verdict.failures.insert(0, format!("QEMU exited with {s}")),
+        Some(_) => {}
+    }
+    finish(ctx, &kernel_dir, &console, verdict, &img, &log, &text)
+}
+
+/// The start of a `pins` VM's verdict: booted and complete.
+fn pins_verdict(console: &report::Console) -> report::Verdict {
+    let mut v = report::Verdict::default();
+    if console.booted.is_none() {
+        v.fail(
+            &[],
+            "the guest never reached /init (no boot marker on the console)",
+        );
+    } else if !console.done {
+        v.fail(
+            &[],
+            "the guest output is incomplete (no end marker): /init died or timed out",
+        );
+    }
+    for (name, section) in &console.sections {
+        if let Some(problem) = &section.problem {
+            v.fail(&[name], format!("section {name}: {problem}"));
+        }
+    }
+    v
+}
+
+/// The checks of a main VM.
+fn main_verdict(
+    console: &report::Console,
+    job: &Job,
+    hooks: Option<&str>,
+    test_kernel: bool,
+) -> report::Verdict {
     let mut verdict = report::check(
-        &console,
+        console,
         &report::Expect {
             tool: job.hooks.is_some(),
             forced_hook: hooks.filter(|h| *h != "auto"),
@@ -339,23 +466,24 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
         },
     );
     if test_kernel && job.hooks.is_some() {
-        testkernel::check(&console, &mut verdict);
+        testkernel::check(console, &mut verdict);
     }
     if job.kernel == ARM64_STOCK_KERNEL && job.hooks.is_some() {
-        arm64::check(&console, hooks.filter(|h| *h != "auto"), &mut verdict);
+        arm64::check(console, hooks.filter(|h| *h != "auto"), &mut verdict);
     }
     verdict
-        .notes
-        .insert(0, format!("QEMU ran {:.1} s", boot.elapsed.as_secs_f64()));
-    match boot.status {
-        None => verdict.failures.insert(
-            0,
-            format!("QEMU killed after {} s (time limit)", timeout.as_secs()),
-        ),
-        Some(s) if !s.success() => verdict.failures.insert(0, format!("QEMU exited with {s}")),
-        Some(_) => {}
-    }
+}
 
+/// Prints a checked VM's outcome; `Ok(false)` is a FAIL.
+fn finish(
+    ctx: &Ctx,
+    kernel_dir: &Path,
+    console: &report::Console,
+    verdict: report::Verdict,
+    img: &Path,
+    log: &Path,
+    text: &str,
+) -> Result<bool> {
     let cached = fs::read_to_string(kernel_dir.join("version")).unwrap_or_default();
     match console.booted.as_deref() {
         Some(booted) => println!("  kernel {booted}"),
@@ -366,7 +494,7 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     }
     if verdict.failures.is_empty() {
         if !ctx.keep {
-            let _ = fs::remove_file(&img);
+            let _ = fs::remove_file(img);
         }
         return Ok(true);
     }
@@ -374,7 +502,7 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     for failure in &verdict.failures {
         println!("  FAILED: {failure}");
     }
-    print_sections(&console, &verdict, &text);
+    print_sections(console, &verdict, text);
     Ok(false)
 }
 
@@ -548,6 +676,7 @@ mod tests {
             count: 4,
             timeout: 180,
             no_build: false,
+            suite: Suite::Main,
         }
     }
 
@@ -599,6 +728,36 @@ mod tests {
                 "test-6.12-arm64 (fentry)"
             ]
         );
+    }
+
+    #[test]
+    fn pins_matrix() {
+        let mut a = args(None, None, false);
+        a.suite = Suite::Pins;
+        assert_eq!(
+            labels(&a),
+            [
+                "debian-6.1 (kprobe, pins)",
+                "debian-6.12 (fentry, pins)",
+                "debian-7.2 (fentry, pins)",
+                "test-6.12 (fentry, pins)",
+                "test-6.12 (kprobe, pins)",
+                "test-6.12-arm64 (fentry, pins)",
+                "test-6.12-arm64 (kprobe, pins)"
+            ]
+        );
+        a.suite = Suite::All;
+        assert_eq!(labels(&a).len(), 11 + 7);
+        let mut a = args(Some("test-6.12"), Some(Hooks::Kprobe), false);
+        a.suite = Suite::All;
+        assert_eq!(
+            labels(&a),
+            ["test-6.12 (kprobe)", "test-6.12 (kprobe, pins)"]
+        );
+        // Without the tool there is nothing to compare: no pins VM.
+        let mut a = args(None, None, true);
+        a.suite = Suite::All;
+        assert!(!labels(&a).iter().any(|l| l.contains("pins")));
     }
 
     #[test]
