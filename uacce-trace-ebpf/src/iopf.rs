@@ -27,7 +27,9 @@ use uacce_trace_common::{
     KIND_IOPF_REPORT, KIND_IOPF_RESPONSE, RECORD_VERSION,
 };
 
-use crate::{comm_into, count, count_ring_full, emit, kernel_str_into, submit_flags, zero_fill, EVENTS};
+use crate::{
+    comm_into, count, count_ring_full, emit, kernel_str_into, submit_flags, zero_fill, EVENTS,
+};
 
 /// Offsets and constants of the running kernel, set by user space at load.
 #[unsafe(no_mangle)]

@@ -119,7 +119,6 @@ pub(crate) fn count_ring_full(kind: u16) {
     count(counter::ringbuf_full(kind));
 }
 
-
 /// Zero-fills `slot` with 8-byte stores and returns it as a record, to be
 /// filled field by field in place.
 ///
@@ -229,7 +228,9 @@ fn on_entry(func: PinFunc, args: PinArgs) {
         // SAFETY: valid map value pointer; only this thread uses its key.
         let (outer_func, outer_ts, outer_depth) =
             unsafe { ((*outer).func, (*outer).ts_ns, (*outer).depth) };
-        if outer_depth == 0 && may_nest(outer_func, func) && now.wrapping_sub(outer_ts) < NEST_MAX_NS
+        if outer_depth == 0
+            && may_nest(outer_func, func)
+            && now.wrapping_sub(outer_ts) < NEST_MAX_NS
         {
             // SAFETY: as above.
             unsafe { (*outer).depth = 1 };

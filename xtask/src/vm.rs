@@ -15,6 +15,10 @@
 //! `cargo xtask kernel --arm64`), each with fentry and kprobes.
 //! `--no-tool` boots each kernel once with the workload alone (checks the
 //! harness and the kernel counters while the tool cannot be built).
+//! Then the `pins` VMs ([`pinpaths`], [`busy`]; `--suite main|pins|all`):
+//! every pin path with a real user, checked per function against the
+//! workload's tally and vmstat, and the tracer started onto a busy
+//! workload, stopped while it runs, three times.
 //!
 //! Work files go to `vm/` in the cache: the shared base image, and per VM
 //! `runs/<kernel>-<hooks>/` with `console.log` (the whole serial console)
@@ -133,14 +137,15 @@ const MATRIX: &[(&str, &[Hooks])] = &[
 ];
 
 /// The kernels and hook modes of the `pins` VMs ([`pinpaths`], [`busy`]):
-/// each pin path on every kernel that has it, with fentry and kprobes;
-/// the arm64 test kernel once per hook type.
+/// each pin path on every x86 kernel that has it, with fentry and kprobes.
+/// The arm64 test kernel is not in it (not yet run: its rebuild with the
+/// block/udmabuf config takes most of an hour here); run it by hand with
+/// `--kernel test-6.12-arm64 --suite pins --hooks fentry|kprobe`.
 const PINS_MATRIX: &[(&str, &[Hooks])] = &[
     ("debian-6.1", &[Hooks::Kprobe]),
     ("debian-6.12", &[Hooks::Fentry]),
     ("debian-7.2", &[Hooks::Fentry]),
     (TEST_KERNEL, &[Hooks::Fentry, Hooks::Kprobe]),
-    (ARM64_TEST_KERNEL, &[Hooks::Fentry, Hooks::Kprobe]),
 ];
 
 /// The project's test kernel cross-compiled for arm64 (`cargo xtask kernel
@@ -333,6 +338,9 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
         Arch::X86_64 => ctx.timeout,
         Arch::Aarch64 => ctx.timeout * ARM64_TIMEOUT_FACTOR,
     };
+    // A pins VM starts the tracer four times, three of them onto a busy
+    // workload, under single-threaded TCG.
+    let timeout = if job.pins { timeout * 2 } else { timeout };
     let test_kernel = job.kernel == TEST_KERNEL || job.kernel == ARM64_TEST_KERNEL;
     let (kernel_dir, vmlinuz) = if test_kernel {
         let dir = crate::kernel::ensure_test_kernel_for(arch)?;
@@ -367,7 +375,7 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
         })
     };
     let img = dir.join("initramfs.cpio.gz");
-    let extra: Vec<(PathBuf, &str)> = if test_kernel {
+    let mut extra: Vec<(PathBuf, &str)> = if test_kernel {
         vec![
             (kernel_dir.join("iopf-workload"), guest::GUEST_IOPF_WORKLOAD),
             (
@@ -378,6 +386,12 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     } else {
         Vec::new()
     };
+    let bpftool_files = if job.pins && arch == Arch::X86_64 {
+        busy::bpftool_files()?
+    } else {
+        Vec::new()
+    };
+    extra.extend(bpftool_files.iter().map(|(h, g)| (h.clone(), g.as_str())));
     image::write_vm_image_with(base_image, &script, &extra, &img)?;
 
     let log = dir.join("console.log");
@@ -595,10 +609,14 @@ pub fn run_matrix(args: &VmTestArgs) -> Result<Summary> {
                 .context("the cross build reported no uacce-workload")?;
             (built.tool, workload)
         };
+        // One base image per checkout: the cache is shared by every clone
+        // and worktree on the machine, and another one's `vm-test` must
+        // not swap the guest programs under a run of this one.
+        let checkout = checkout_tag()?;
         let base_image = if arch == Arch::host() {
-            work.join("base.cpio.gz")
+            work.join(format!("base-{checkout}.cpio.gz"))
         } else {
-            work.join(format!("base-{}.cpio.gz", arch.debian()))
+            work.join(format!("base-{}-{checkout}.cpio.gz", arch.debian()))
         };
         let raw = image::base_archive_for(
             arch,
@@ -639,6 +657,17 @@ pub fn run_matrix(args: &VmTestArgs) -> Result<Summary> {
         }
     }
     Ok(summary)
+}
+
+/// A short tag of this checkout's path (FNV-1a), for per-checkout files in
+/// the shared cache.
+fn checkout_tag() -> Result<String> {
+    let root = workspace_root()?;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in root.to_string_lossy().bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    Ok(format!("{:08x}", h as u32))
 }
 
 /// The IOPF response function a stock kernel of this name must have:
@@ -741,13 +770,11 @@ mod tests {
                 "debian-6.12 (fentry, pins)",
                 "debian-7.2 (fentry, pins)",
                 "test-6.12 (fentry, pins)",
-                "test-6.12 (kprobe, pins)",
-                "test-6.12-arm64 (fentry, pins)",
-                "test-6.12-arm64 (kprobe, pins)"
+                "test-6.12 (kprobe, pins)"
             ]
         );
         a.suite = Suite::All;
-        assert_eq!(labels(&a).len(), 11 + 7);
+        assert_eq!(labels(&a).len(), 11 + 5);
         let mut a = args(Some("test-6.12"), Some(Hooks::Kprobe), false);
         a.suite = Suite::All;
         assert_eq!(

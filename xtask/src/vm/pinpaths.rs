@@ -28,7 +28,8 @@
 //! - (p5) the tracer stopped on SIGINT with status 0 and 0 dropped.
 //!
 //! The kernel's pin/unpin symbols (`/proc/kallsyms`) are printed as a note
-//! next to the functions each mode exercised: the README's table of which
+//! next to the functions each mode exercised ("verifier only": present,
+//! hooked by doctor's plan, never called by a workload): the README's table of which
 //! function is exercised by which workload comes from these notes.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -465,11 +466,20 @@ pub fn check(console: &Console, hooks: Option<&str>, test_kernel: bool, v: &mut 
     ]
     .into_iter()
     .collect();
+    let doctor: Option<Value> = serde_json::from_str(&console.lines("doctor").join("\n")).ok();
+    let hooked = |f: &str| {
+        doctor
+            .as_ref()
+            .and_then(|d| super::report::plan_row(d, f))
+            .and_then(|r| r.get("chosen"))
+            .is_some_and(|c| !c.is_null())
+    };
     let mut table = Vec::new();
     for f in &traced {
         let entry = match (symbols.contains(*f), exercised.get(*f)) {
             (_, Some(modes)) => modes.iter().cloned().collect::<Vec<_>>().join("+"),
-            (true, None) => "verifier only".to_string(),
+            (true, None) if hooked(f) => "verifier only".to_string(),
+            (true, None) => "present, not hooked".to_string(),
             (false, None) => "absent".to_string(),
         };
         table.push(format!("{f}={entry}"));
