@@ -483,7 +483,7 @@ fn busy(o: &Opts, len: usize, page: usize) -> ExitCode {
                 let mut calls = Vec::new();
                 let mut i = 0u64;
                 loop {
-                    if i % 32 == 0
+                    if i.is_multiple_of(32)
                         && (Instant::now() >= deadline
                             || stop_file
                                 .as_deref()
