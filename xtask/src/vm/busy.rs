@@ -35,7 +35,8 @@
 //!   exactly one `pin_user_pages_fast` call of their pages.
 //!
 //! Before the fix of in-flight state left at attach (exit hooks first,
-//! leftovers replaced), the first window showed 0 records: (b3) fails.
+//! leftovers replaced), every window showed 0 records of the workload
+//! (run with the tool of that time on test-6.12, fentry): (b3) fails.
 //!
 //! What the tool says about the calls in flight at the edges is read from
 //! its `stopped:` line robustly: any `N <words>` pair whose words mention
