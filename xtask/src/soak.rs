@@ -122,7 +122,7 @@ fn init_script(args: &SoakArgs) -> String {
 }
 
 /// Finds the host's bpftool (Debian package bpftool, installed by setup).
-fn find_bpftool() -> Result<PathBuf> {
+pub(crate) fn find_bpftool() -> Result<PathBuf> {
     for p in ["/usr/sbin/bpftool", "/sbin/bpftool", "/usr/bin/bpftool"] {
         if Path::new(p).is_file() {
             return Ok(PathBuf::from(p));

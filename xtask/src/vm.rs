@@ -15,6 +15,10 @@
 //! `cargo xtask kernel --arm64`), each with fentry and kprobes.
 //! `--no-tool` boots each kernel once with the workload alone (checks the
 //! harness and the kernel counters while the tool cannot be built).
+//! Then the `pins` VMs ([`pinpaths`], [`busy`]; `--suite main|pins|all`):
+//! every pin path with a real user, checked per function against the
+//! workload's tally and vmstat, and the tracer started onto a busy
+//! workload, stopped while it runs, three times.
 //!
 //! Work files go to `vm/` in the cache: the shared base image, and per VM
 //! `runs/<kernel>-<hooks>/` with `console.log` (the whole serial console)
@@ -23,8 +27,10 @@
 
 mod arm64;
 mod attribution;
+mod busy;
 pub mod guest;
 pub mod image;
+mod pinpaths;
 pub mod qemu;
 mod report;
 mod testkernel;
@@ -90,6 +96,22 @@ pub struct VmTestArgs {
     /// Use the binaries already in target/release instead of building.
     #[arg(long)]
     no_build: bool,
+    /// Which VMs: `main` (io_uring pins, IOPFs, fixture), `pins` (every
+    /// pin path, then the tracer started onto a busy workload three
+    /// times; `vm/pinpaths.rs`, `vm/busy.rs`) or `all`.
+    #[arg(long, value_enum, default_value_t = Suite::All)]
+    suite: Suite,
+}
+
+/// Which kind of VM (`--suite`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Suite {
+    /// Both.
+    All,
+    /// The io_uring/IOPF/fixture VM.
+    Main,
+    /// The pin-path and busy-start VM.
+    Pins,
 }
 
 impl VmTestArgs {
@@ -113,6 +135,18 @@ const MATRIX: &[(&str, &[Hooks])] = &[
     (TEST_KERNEL, &[Hooks::Fentry, Hooks::Kprobe]),
     (ARM64_STOCK_KERNEL, &[Hooks::Fentry, Hooks::Kprobe]),
     (ARM64_TEST_KERNEL, &[Hooks::Fentry, Hooks::Kprobe]),
+];
+
+/// The kernels and hook modes of the `pins` VMs ([`pinpaths`], [`busy`]):
+/// each pin path on every x86 kernel that has it, with fentry and kprobes.
+/// The arm64 test kernel is not in it (not yet run: its rebuild with the
+/// block/udmabuf config takes most of an hour here); run it by hand with
+/// `--kernel test-6.12-arm64 --suite pins --hooks fentry|kprobe`.
+const PINS_MATRIX: &[(&str, &[Hooks])] = &[
+    ("debian-6.1", &[Hooks::Kprobe]),
+    ("debian-6.12", &[Hooks::Fentry]),
+    ("debian-7.2", &[Hooks::Fentry]),
+    (TEST_KERNEL, &[Hooks::Fentry, Hooks::Kprobe]),
 ];
 
 /// The project's test kernel cross-compiled for arm64 (`cargo xtask kernel
@@ -145,28 +179,62 @@ pub const TEST_KERNEL: &str = "test-6.12";
 struct Job {
     kernel: String,
     hooks: Option<Hooks>,
+    /// A `pins` VM (pin paths and busy start) rather than the main one.
+    pins: bool,
 }
 
 impl Job {
     fn label(&self) -> String {
         format!(
-            "{} ({})",
+            "{} ({}{})",
             self.kernel,
-            self.hooks.map_or("no tool", Hooks::as_str)
+            self.hooks.map_or("no tool", Hooks::as_str),
+            if self.pins { ", pins" } else { "" }
         )
     }
 
     fn dir_name(&self) -> String {
         format!(
-            "{}-{}",
+            "{}-{}{}",
             self.kernel,
-            self.hooks.map_or("no-tool", Hooks::as_str)
+            self.hooks.map_or("no-tool", Hooks::as_str),
+            if self.pins { "-pins" } else { "" }
         )
     }
 }
 
 /// The VMs `args` asks for.
 fn jobs(args: &VmTestArgs) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    if args.suite != Suite::Pins {
+        jobs.extend(main_jobs(args));
+    }
+    if args.suite != Suite::Main && !args.no_tool {
+        match &args.kernel {
+            Some(k) => jobs.push(Job {
+                kernel: k.clone(),
+                hooks: Some(args.hooks.unwrap_or(Hooks::Auto)),
+                pins: true,
+            }),
+            None => {
+                for (kernel, hooks) in PINS_MATRIX {
+                    let hooks = args.hooks.map_or_else(|| hooks.to_vec(), |h| vec![h]);
+                    for h in hooks {
+                        jobs.push(Job {
+                            kernel: (*kernel).to_string(),
+                            hooks: Some(h),
+                            pins: true,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    jobs
+}
+
+/// The main VMs `args` asks for.
+fn main_jobs(args: &VmTestArgs) -> Vec<Job> {
     let kernels: Vec<(String, Vec<Hooks>)> = match &args.kernel {
         Some(k) => vec![(k.clone(), vec![args.hooks.unwrap_or(Hooks::Auto)])],
         None => MATRIX
@@ -183,12 +251,14 @@ fn jobs(args: &VmTestArgs) -> Vec<Job> {
             jobs.push(Job {
                 kernel,
                 hooks: None,
+                pins: false,
             });
         } else {
             for h in hooks {
                 jobs.push(Job {
                     kernel: kernel.clone(),
                     hooks: Some(h),
+                    pins: false,
                 });
             }
         }
@@ -269,6 +339,9 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
         Arch::X86_64 => ctx.timeout,
         Arch::Aarch64 => ctx.timeout * ARM64_TIMEOUT_FACTOR,
     };
+    // A pins VM starts the tracer four times, three of them onto a busy
+    // workload, under single-threaded TCG.
+    let timeout = if job.pins { timeout * 2 } else { timeout };
     let test_kernel = job.kernel == TEST_KERNEL || job.kernel == ARM64_TEST_KERNEL;
     let (kernel_dir, vmlinuz) = if test_kernel {
         let dir = crate::kernel::ensure_test_kernel_for(arch)?;
@@ -293,13 +366,17 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
     let hooks = job.hooks.map(Hooks::as_str);
-    let script = guest::init_script(&guest::GuestPlan {
-        hooks,
-        workload_args: &ctx.workload_args,
-        test_kernel,
-    });
+    let script = if job.pins {
+        pinpaths::init_script(hooks.unwrap_or("auto"), test_kernel)
+    } else {
+        guest::init_script(&guest::GuestPlan {
+            hooks,
+            workload_args: &ctx.workload_args,
+            test_kernel,
+        })
+    };
     let img = dir.join("initramfs.cpio.gz");
-    let extra: Vec<(PathBuf, &str)> = if test_kernel {
+    let mut extra: Vec<(PathBuf, &str)> = if test_kernel {
         vec![
             (kernel_dir.join("iopf-workload"), guest::GUEST_IOPF_WORKLOAD),
             (
@@ -310,10 +387,23 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     } else {
         Vec::new()
     };
+    let bpftool_files = if job.pins && arch == Arch::X86_64 {
+        busy::bpftool_files()?
+    } else {
+        Vec::new()
+    };
+    extra.extend(bpftool_files.iter().map(|(h, g)| (h.clone(), g.as_str())));
     image::write_vm_image_with(base_image, &script, &extra, &img)?;
 
     let log = dir.join("console.log");
-    let boot = qemu::boot_for(arch, &vmlinuz, &img, &log, timeout)?;
+    // The pins VM attaches onto functions other vCPUs are running:
+    // single-threaded TCG (see `qemu::Tcg::Single`).
+    let tcg = if job.pins {
+        qemu::Tcg::Single
+    } else {
+        qemu::Tcg::Multi
+    };
+    let boot = qemu::boot_with(arch, &vmlinuz, &img, &log, timeout, tcg)?;
     let text = String::from_utf8_lossy(
         &fs::read(&log).with_context(|| format!("reading {}", log.display()))?,
     )
@@ -322,8 +412,59 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     for (name, section) in &console.sections {
         let _ = fs::write(dir.join(name), section.text());
     }
+    let mut verdict = if job.pins {
+        let mut v = pins_verdict(&console);
+        pinpaths::check(&console, hooks, test_kernel, &mut v);
+        busy::check(&console, &mut v);
+        v
+    } else {
+        main_verdict(&console, job, hooks, test_kernel)
+    };
+    verdict
+        .notes
+        .insert(0, format!("QEMU ran {:.1} s", boot.elapsed.as_secs_f64()));
+    match boot.status {
+        None => verdict.failures.insert(
+            0,
+            format!("QEMU killed after {} s (time limit)", timeout.as_secs()),
+        ),
+        Some(s) if !s.success() => verdict.failures.insert(0, format!("QEMU exited with {s}")),
+        Some(_) => {}
+    }
+    finish(ctx, &kernel_dir, &console, verdict, &img, &log, &text)
+}
+
+/// The start of a `pins` VM's verdict: booted and complete.
+fn pins_verdict(console: &report::Console) -> report::Verdict {
+    let mut v = report::Verdict::default();
+    if console.booted.is_none() {
+        v.fail(
+            &[],
+            "the guest never reached /init (no boot marker on the console)",
+        );
+    } else if !console.done {
+        v.fail(
+            &[],
+            "the guest output is incomplete (no end marker): /init died or timed out",
+        );
+    }
+    for (name, section) in &console.sections {
+        if let Some(problem) = &section.problem {
+            v.fail(&[name], format!("section {name}: {problem}"));
+        }
+    }
+    v
+}
+
+/// The checks of a main VM.
+fn main_verdict(
+    console: &report::Console,
+    job: &Job,
+    hooks: Option<&str>,
+    test_kernel: bool,
+) -> report::Verdict {
     let mut verdict = report::check(
-        &console,
+        console,
         &report::Expect {
             tool: job.hooks.is_some(),
             forced_hook: hooks.filter(|h| *h != "auto"),
@@ -340,24 +481,25 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
         },
     );
     if test_kernel && job.hooks.is_some() {
-        testkernel::check(&console, &mut verdict);
-        attribution::check(&console, &mut verdict);
+        testkernel::check(console, &mut verdict);
+        attribution::check(console, &mut verdict);
     }
     if job.kernel == ARM64_STOCK_KERNEL && job.hooks.is_some() {
-        arm64::check(&console, hooks.filter(|h| *h != "auto"), &mut verdict);
+        arm64::check(console, hooks.filter(|h| *h != "auto"), &mut verdict);
     }
     verdict
-        .notes
-        .insert(0, format!("QEMU ran {:.1} s", boot.elapsed.as_secs_f64()));
-    match boot.status {
-        None => verdict.failures.insert(
-            0,
-            format!("QEMU killed after {} s (time limit)", timeout.as_secs()),
-        ),
-        Some(s) if !s.success() => verdict.failures.insert(0, format!("QEMU exited with {s}")),
-        Some(_) => {}
-    }
+}
 
+/// Prints a checked VM's outcome; `Ok(false)` is a FAIL.
+fn finish(
+    ctx: &Ctx,
+    kernel_dir: &Path,
+    console: &report::Console,
+    verdict: report::Verdict,
+    img: &Path,
+    log: &Path,
+    text: &str,
+) -> Result<bool> {
     let cached = fs::read_to_string(kernel_dir.join("version")).unwrap_or_default();
     match console.booted.as_deref() {
         Some(booted) => println!("  kernel {booted}"),
@@ -368,7 +510,7 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     }
     if verdict.failures.is_empty() {
         if !ctx.keep {
-            let _ = fs::remove_file(&img);
+            let _ = fs::remove_file(img);
         }
         return Ok(true);
     }
@@ -376,7 +518,7 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     for failure in &verdict.failures {
         println!("  FAILED: {failure}");
     }
-    print_sections(&console, &verdict, &text);
+    print_sections(console, &verdict, text);
     Ok(false)
 }
 
@@ -469,10 +611,14 @@ pub fn run_matrix(args: &VmTestArgs) -> Result<Summary> {
                 .context("the cross build reported no uacce-workload")?;
             (built.tool, workload)
         };
+        // One base image per checkout: the cache is shared by every clone
+        // and worktree on the machine, and another one's `vm-test` must
+        // not swap the guest programs under a run of this one.
+        let checkout = checkout_tag()?;
         let base_image = if arch == Arch::host() {
-            work.join("base.cpio.gz")
+            work.join(format!("base-{checkout}.cpio.gz"))
         } else {
-            work.join(format!("base-{}.cpio.gz", arch.debian()))
+            work.join(format!("base-{}-{checkout}.cpio.gz", arch.debian()))
         };
         let raw = image::base_archive_for(
             arch,
@@ -515,6 +661,17 @@ pub fn run_matrix(args: &VmTestArgs) -> Result<Summary> {
     Ok(summary)
 }
 
+/// A short tag of this checkout's path (FNV-1a), for per-checkout files in
+/// the shared cache.
+fn checkout_tag() -> Result<String> {
+    let root = workspace_root()?;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in root.to_string_lossy().bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    Ok(format!("{:08x}", h as u32))
+}
+
 /// The IOPF response function a stock kernel of this name must have:
 /// `iommu_page_response` up to 6.8, `iopf_group_response` from 6.9.
 fn iopf_response_of(kernel: &str) -> Option<&'static str> {
@@ -550,6 +707,7 @@ mod tests {
             count: 4,
             timeout: 180,
             no_build: false,
+            suite: Suite::Main,
         }
     }
 
@@ -601,6 +759,34 @@ mod tests {
                 "test-6.12-arm64 (fentry)"
             ]
         );
+    }
+
+    #[test]
+    fn pins_matrix() {
+        let mut a = args(None, None, false);
+        a.suite = Suite::Pins;
+        assert_eq!(
+            labels(&a),
+            [
+                "debian-6.1 (kprobe, pins)",
+                "debian-6.12 (fentry, pins)",
+                "debian-7.2 (fentry, pins)",
+                "test-6.12 (fentry, pins)",
+                "test-6.12 (kprobe, pins)"
+            ]
+        );
+        a.suite = Suite::All;
+        assert_eq!(labels(&a).len(), 11 + 5);
+        let mut a = args(Some("test-6.12"), Some(Hooks::Kprobe), false);
+        a.suite = Suite::All;
+        assert_eq!(
+            labels(&a),
+            ["test-6.12 (kprobe)", "test-6.12 (kprobe, pins)"]
+        );
+        // Without the tool there is nothing to compare: no pins VM.
+        let mut a = args(None, None, true);
+        a.suite = Suite::All;
+        assert!(!labels(&a).iter().any(|l| l.contains("pins")));
     }
 
     #[test]

@@ -8,7 +8,14 @@
 //!
 //! ```text
 //! uacce-workload iouring [--size-kib 1024[,64,4]] [--count 4]
+//! uacce-workload odirect|pvm|udmabuf [--size-kib 64] [--count 4] [--dev /dev/ram0]
+//! uacce-workload busy --log FILE [--threads 2] [--size-kib 64] [--seconds 60] [--stop-file F] [--nice N] [--pause-us U]
+//! uacce-workload now
 //! ```
+//!
+//! The other pin paths (`odirect`, `pvm`, `udmabuf`) and the `busy` loop
+//! are in `pinpaths` below; `now` prints CLOCK_MONOTONIC in ns (the clock
+//! of the tool's `ts_ns`), for guest scripts that time their steps.
 //!
 //! Each of `count` rounds creates a ring (`io_uring_setup`), maps one
 //! anonymous private buffer per size, writes every page of it (so the pages
@@ -26,34 +33,34 @@
 //! (one line; wrapped here). On any failed syscall it prints the call and the
 //! errno on stderr and exits with status 1.
 //!
-//! An O_DIRECT mode is not offered: the test VMs boot an initramfs with no
-//! block device, and whether a direct-IO read pins (`FOLL_PIN`) or only takes
-//! references (`FOLL_GET`) depends on the kernel version and the filesystem,
-//! so its expected count would not be exact. io_uring buffer registration
-//! pins with `FOLL_PIN | FOLL_LONGTERM` on every kernel since 5.x.
+//! io_uring buffer registration pins with `FOLL_PIN | FOLL_LONGTERM` on
+//! every kernel since 5.x.
 
 use std::ffi::c_void;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
+#[path = "../workload/pinpaths.rs"]
+mod pinpaths;
+
 /// `IORING_REGISTER_BUFFERS` opcode of `io_uring_register(2)`.
-const IORING_REGISTER_BUFFERS: libc::c_uint = 0;
+pub(crate) const IORING_REGISTER_BUFFERS: libc::c_uint = 0;
 /// `IORING_UNREGISTER_BUFFERS` opcode of `io_uring_register(2)`.
-const IORING_UNREGISTER_BUFFERS: libc::c_uint = 1;
+pub(crate) const IORING_UNREGISTER_BUFFERS: libc::c_uint = 1;
 /// Entries of the submission queue; nothing is ever submitted.
-const RING_ENTRIES: u32 = 8;
+pub(crate) const RING_ENTRIES: u32 = 8;
 /// Size of `struct io_uring_params` (stable uapi layout: 120 bytes).
 const IO_URING_PARAMS_WORDS: usize = 15;
 
 /// A failed system call: its name and errno.
-struct SysError {
-    call: &'static str,
-    errno: i32,
+pub(crate) struct SysError {
+    pub(crate) call: &'static str,
+    pub(crate) errno: i32,
 }
 
 impl SysError {
     /// The current `errno` for `call`.
-    fn last(call: &'static str) -> Self {
+    pub(crate) fn last(call: &'static str) -> Self {
         let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
         Self { call, errno }
     }
@@ -72,14 +79,14 @@ impl std::fmt::Display for SysError {
 }
 
 /// An anonymous private mapping, unmapped on drop.
-struct Mapping {
-    addr: *mut c_void,
-    len: usize,
+pub(crate) struct Mapping {
+    pub(crate) addr: *mut c_void,
+    pub(crate) len: usize,
 }
 
 impl Mapping {
     /// Maps `len` bytes (a multiple of the page size) and writes every page.
-    fn new_touched(len: usize, page_size: usize) -> Result<Self, SysError> {
+    pub(crate) fn new_touched(len: usize, page_size: usize) -> Result<Self, SysError> {
         // SAFETY: an anonymous mapping with no address hint; the result is
         // checked against MAP_FAILED before use.
         let addr = unsafe {
@@ -113,13 +120,13 @@ impl Drop for Mapping {
 }
 
 /// An io_uring instance, closed on drop.
-struct Ring {
+pub(crate) struct Ring {
     fd: libc::c_int,
 }
 
 impl Ring {
     /// `io_uring_setup(entries, &params)`; the rings are never mapped.
-    fn setup(entries: u32) -> Result<Self, SysError> {
+    pub(crate) fn setup(entries: u32) -> Result<Self, SysError> {
         let mut params = [0u64; IO_URING_PARAMS_WORDS];
         // SAFETY: `params` is a zeroed, writable buffer of the size of
         // `struct io_uring_params`, which the kernel fills in.
@@ -141,7 +148,7 @@ impl Ring {
     }
 
     /// `io_uring_register(fd, opcode, arg, nr_args)`.
-    fn register(
+    pub(crate) fn register(
         &self,
         call: &'static str,
         opcode: libc::c_uint,
@@ -173,9 +180,14 @@ struct IouringOpts {
 }
 
 /// Prints the usage on stderr and returns the exit status for bad usage.
-fn usage(msg: &str) -> ExitCode {
+pub(crate) fn usage(msg: &str) -> ExitCode {
     eprintln!("uacce-workload: {msg}");
     eprintln!("usage: uacce-workload iouring [--size-kib KIB[,KIB...]] [--count N]");
+    eprintln!(
+        "       uacce-workload odirect|pvm|udmabuf [--size-kib KIB] [--count N] [--dev PATH]"
+    );
+    eprintln!("       uacce-workload busy --log FILE [--threads N] [--size-kib KIB] [--seconds S] [--stop-file F] [--nice N] [--pause-us U]");
+    eprintln!("       uacce-workload now");
     ExitCode::from(2)
 }
 
@@ -269,7 +281,7 @@ fn run_iouring(opts: &IouringOpts, page_size: usize) -> Result<Vec<u64>, SysErro
 }
 
 /// Formats a list of numbers as a JSON array.
-fn json_list(values: &[u64]) -> String {
+pub(crate) fn json_list(values: &[u64]) -> String {
     let mut out = String::from("[");
     for (i, v) in values.iter().enumerate() {
         if i > 0 {
@@ -287,7 +299,7 @@ fn main() -> ExitCode {
         return usage("missing workload (iouring)");
     };
     if mode != "iouring" {
-        return usage(&format!("unknown workload {mode:?}"));
+        return pinpaths::main(mode, rest);
     }
     let opts = match parse_iouring(rest) {
         Ok(opts) => opts,

@@ -107,28 +107,59 @@ pub fn command(kernel: &Path, initrd: &Path, console: Console) -> Command {
 
 /// [`command`] for a guest of `arch`.
 pub fn command_for(arch: Arch, kernel: &Path, initrd: &Path, console: Console) -> Command {
+    command_with(arch, kernel, initrd, console, Tcg::Multi)
+}
+
+/// How TCG runs the guest's two vCPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tcg {
+    /// One host thread per vCPU (`thread=multi`): faster.
+    Multi,
+    /// Both vCPUs in one host thread, interleaved (`thread=single`): code
+    /// patched on one vCPU while the other executes it (fentry/kprobe
+    /// attach onto a hot function) is seen coherently. With `thread=multi`
+    /// a vCPU can still run the `int3` of a finished `text_poke_bp` and
+    /// the guest oopses ("Oops: int3" in `pin_user_pages_fast+0x5`, seen
+    /// attaching while two threads pinned at full speed).
+    Single,
+}
+
+/// [`command_for`] with the TCG threading mode.
+pub fn command_with(
+    arch: Arch,
+    kernel: &Path,
+    initrd: &Path,
+    console: Console,
+    tcg: Tcg,
+) -> Command {
     let mut cmd = Command::new(program(arch));
-    cmd.args(["-accel", "tcg,thread=multi"])
-        .args(machine_args(arch))
-        .args(["-m", "1024", "-smp", "2"])
-        .args(match console {
-            Console::Log => &["-nographic"][..],
-            Console::Terminal => &[
-                "-display", "none", "-vga", "none", "-nic", "none", "-serial", "stdio", "-monitor",
-                "none",
-            ][..],
-        })
-        .args(["-no-reboot", "-kernel"])
-        .arg(kernel)
-        .arg("-initrd")
-        .arg(initrd)
-        .args([
-            "-append",
-            match arch {
-                Arch::X86_64 => APPEND,
-                Arch::Aarch64 => APPEND_ARM64,
-            },
-        ]);
+    cmd.args([
+        "-accel",
+        match tcg {
+            Tcg::Multi => "tcg,thread=multi",
+            Tcg::Single => "tcg,thread=single",
+        },
+    ])
+    .args(machine_args(arch))
+    .args(["-m", "1024", "-smp", "2"])
+    .args(match console {
+        Console::Log => &["-nographic"][..],
+        Console::Terminal => &[
+            "-display", "none", "-vga", "none", "-nic", "none", "-serial", "stdio", "-monitor",
+            "none",
+        ][..],
+    })
+    .args(["-no-reboot", "-kernel"])
+    .arg(kernel)
+    .arg("-initrd")
+    .arg(initrd)
+    .args([
+        "-append",
+        match arch {
+            Arch::X86_64 => APPEND,
+            Arch::Aarch64 => APPEND_ARM64,
+        },
+    ]);
     cmd
 }
 
@@ -145,12 +176,24 @@ pub fn boot_for(
     log: &Path,
     timeout: Duration,
 ) -> Result<Boot> {
+    boot_with(arch, kernel, initrd, log, timeout, Tcg::Multi)
+}
+
+/// [`boot_for`] with the TCG threading mode.
+pub fn boot_with(
+    arch: Arch,
+    kernel: &Path,
+    initrd: &Path,
+    log: &Path,
+    timeout: Duration,
+    tcg: Tcg,
+) -> Result<Boot> {
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = out
         .try_clone()
         .with_context(|| format!("opening {} twice", log.display()))?;
     let start = Instant::now();
-    let mut child = command_for(arch, kernel, initrd, Console::Log)
+    let mut child = command_with(arch, kernel, initrd, Console::Log, tcg)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

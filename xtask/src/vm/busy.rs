@@ -1,0 +1,741 @@
+//! Busy start, stop mid-stream, restarts: the tracer is started onto a
+//! workload that is already pinning at full speed, stopped while it still
+//! runs, and started and stopped three times during one workload run.
+//!
+//! The guest (part of the `pins` VM, [`super::pinpaths`]) starts
+//! `uacce-workload busy` (two threads, each registering and unregistering
+//! a 16 KiB io_uring buffer in a loop, every `io_uring_register` call
+//! logged with its CLOCK_MONOTONIC entry/exit times and pages); on the
+//! test kernel a shell loop pins through `/dev/uacce_ctrl` at the same
+//! time. One second later, three times: start `trace --json`, wait for
+//! `tracing started`, note the time (`t_ready`, after attach-done), let it
+//! run 2 s, note the time (`t_stop`, before SIGINT), stop it. The tool's
+//! records (pin/unpin compacted by `uacce-workload compact`, gzip +
+//! base64) and the workload's
+//! log come back on the console.
+//!
+//! Per tracer lifetime, with calls of the busy process only:
+//!
+//! - (b1) the tracer started and stopped on SIGINT with status 0, and its
+//!   loss ledger names no reason but the edge (`in_flight_at_start`) and
+//!   the counted call losses that (b3) checks;
+//! - (b2) every record belongs to a logged call of its thread and kind
+//!   (its `ts_ns` between the call's entry and exit): no phantom pins, no
+//!   record of a call outside the tracer's life;
+//! - (b3) every call entirely inside [t_ready, t_stop] was seen with
+//!   exactly its pages (register: pinned; unregister: unpinned), so the
+//!   window's totals equal the workload's; calls at the edges were seen
+//!   with at most their pages (never double); at most 2 such calls per
+//!   thread per edge; calls inside that were missed must be covered by
+//!   losses the tool counted (`exit_without_entry`, `stale_inflight`,
+//!   `prog_recursion_miss`), else the loss was silent;
+//! - (b4) each thread has calls inside every window, and the workload
+//!   still ran after the last stop (stopped mid-stream);
+//! - (b5) the workload exited 0, and the vmstat deltas over the whole
+//!   run equal its tallies plus 2 × 16 pages per fixture run;
+//! - (b6) fixture pin ioctls that completed inside a window are linked to
+//!   exactly one `pin_user_pages_fast` call of their pages.
+//!
+//! Before the fix of in-flight state left at attach (exit hooks first,
+//! leftovers replaced), every window showed 0 records of the workload
+//! (run with the tool of that time on test-6.12, fentry): (b3) fails.
+//!
+//! What the tool says about the calls in flight at the edges is read from
+//! the loss ledger of its `stopped:` line: `in_flight_at_start` must be at
+//! most 2 per thread, and is noted with `stale_inflight`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use super::guest::GUEST_UACCE_CTRL_PIN;
+use super::report::{vmstat, Console, Verdict};
+
+/// Tracer lifetimes in one workload run.
+pub const WINDOWS: usize = 3;
+/// Seconds each tracer lifetime lasts after `tracing started`.
+const WINDOW_S: u32 = 2;
+/// Buffer each busy thread registers: 4 pages, one pin record and four
+/// unpin records per cycle (64 KiB would be 17): under TCG the two threads
+/// make ~1,700 cycles/s, and every record must leave the guest.
+const BUFFER_KIB: u32 = 16;
+/// Pause of each busy thread after a register/unregister pair. At full
+/// speed the two threads made ~1,700 cycles/s under TCG: 28 MB of NDJSON
+/// per tracer lifetime, more than the serial console carries in the time
+/// limit. With 5 ms, ~150 cycles/s per thread; a thread is still inside
+/// `io_uring_register` often enough that attaching meets calls in flight
+/// (see the notes: edge calls per window).
+const PAUSE_US: u32 = 5000;
+/// Where the host's bpftool goes in an x86 guest: before each stop the
+/// guest lists the tool's programs, whose `recursion_misses` (calls the
+/// kernel skipped because the program was already running on that CPU)
+/// the tool itself does not report.
+const GUEST_BPFTOOL: &str = "/usr/sbin/bpftool";
+
+/// The host's bpftool and its libraries: (host path, guest path).
+pub fn bpftool_files() -> anyhow::Result<Vec<(std::path::PathBuf, String)>> {
+    let bpftool = crate::soak::find_bpftool()?;
+    let mut out = vec![(bpftool.clone(), GUEST_BPFTOOL.to_string())];
+    for lib in super::image::ldd(&bpftool)? {
+        let guest = lib.to_string_lossy().into_owned();
+        out.push((lib, guest));
+    }
+    Ok(out)
+}
+
+/// Sum of `recursion_misses` over the programs `bpftool prog show` listed
+/// (None: no listing).
+fn recursion_misses(lines: &[String]) -> Option<u64> {
+    if lines.is_empty() {
+        return None;
+    }
+    let mut total = 0;
+    for line in lines {
+        let t: Vec<&str> = line.split_whitespace().collect();
+        for w in t.windows(2) {
+            if w[0] == "recursion_misses" {
+                total += w[1].parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Some(total)
+}
+
+/// Pages of each fixture run during the busy test (it pins them twice).
+const FIXTURE_PAGES: u64 = 16;
+/// Calls of one thread allowed at one edge of a window.
+const EDGE_CALLS_PER_THREAD: u64 = 2;
+
+/// The shell of the busy test (after the pin paths; `stop_tracer`,
+/// `$TOOL`, `$WORKLOAD`, `$HOOKS` and `$TEST_KERNEL` are defined).
+pub fn block(test_kernel: bool) -> String {
+    let fixture = if test_kernel {
+        format!(
+            r#"if [ -e /dev/uacce_ctrl ]; then
+    ( while [ ! -e /tmp/busy.stop ]; do "{GUEST_UACCE_CTRL_PIN}" {FIXTURE_PAGES} > /dev/null 2>&1; echo x >> /tmp/busy-ctrl.count; done ) &
+    cpid=$!
+fi
+"#
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"
+# ---- busy start, stop mid-stream, restarts
+echo 1 > /proc/sys/vm/stat_refresh
+grep '^nr_foll_pin' /proc/vmstat > /tmp/busy-vmstat-before
+rm -f /tmp/busy.stop
+: > /tmp/windows
+cpid=
+"$WORKLOAD" busy --nice 19 --pause-us {pause_us} --threads 2 --size-kib {size_kib} --seconds 600 --stop-file /tmp/busy.stop --log /tmp/busy.log > /tmp/busy.json 2> /tmp/busy.err &
+bpid=$!
+{fixture}sleep 1
+for i in {seq}; do
+    "$TOOL" trace --json --hooks "$HOOKS" > /tmp/busy-ev$i.ndjson 2> /tmp/busy-trace$i.err &
+    tpid=$!
+    wait_started "$tpid" /tmp/busy-trace$i.err '^uacce-trace: tracing started' 600
+    t_ready=$("$WORKLOAD" now)
+    sleep {window_s}
+    t_stop=$("$WORKLOAD" now)
+    if [ -x {bpftool} ]; then {bpftool} prog show > /tmp/busy-progs$i.txt 2>&1; fi
+    echo "@@UT-STEP window $i stopping $(cut -d' ' -f1 /proc/uptime) $(wc -c < /tmp/busy-ev$i.ndjson) bytes"
+    stop_tracer "$tpid"
+    t_gone=$("$WORKLOAD" now)
+    echo "@@UT-STEP window $i started=$started $(cut -d' ' -f1 /proc/uptime)"
+    echo "window=$i started=$started t_ready=$t_ready t_stop=$t_stop t_gone=$t_gone signal=$stop_sig rc=$stop_rc" >> /tmp/windows
+    sleep 1
+done
+if alive "$bpid"; then echo "busy_alive_at_end=1" >> /tmp/windows; else echo "busy_alive_at_end=0" >> /tmp/windows; fi
+touch /tmp/busy.stop
+wait "$bpid"
+echo "busy_rc=$?" >> /tmp/windows
+if [ -n "$cpid" ]; then
+    wait "$cpid"
+    echo "fixture_loop_runs=$(wc -l < /tmp/busy-ctrl.count)" >> /tmp/windows
+fi
+echo 1 > /proc/sys/vm/stat_refresh
+grep '^nr_foll_pin' /proc/vmstat > /tmp/busy-vmstat-after
+for i in {seq}; do
+    "$WORKLOAD" compact < /tmp/busy-ev$i.ndjson | gzip -c | base64 > /tmp/busy-ev$i.b64
+done
+gzip -c /tmp/busy.log | base64 > /tmp/busy-log.b64
+echo "@@UT-STEP busy done $(cut -d' ' -f1 /proc/uptime)"
+"#,
+        seq = (1..=WINDOWS)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        window_s = WINDOW_S,
+        size_kib = BUFFER_KIB,
+        pause_us = PAUSE_US,
+        bpftool = GUEST_BPFTOOL,
+    )
+}
+
+/// Sections of the busy test: (name, guest file).
+pub fn sections() -> &'static [(&'static str, &'static str)] {
+    &[
+        ("windows", "/tmp/windows"),
+        ("busy", "/tmp/busy.json"),
+        ("busy.err", "/tmp/busy.err"),
+        ("busy-vmstat-before", "/tmp/busy-vmstat-before"),
+        ("busy-vmstat-after", "/tmp/busy-vmstat-after"),
+        ("busy-trace1.err", "/tmp/busy-trace1.err"),
+        ("busy-trace2.err", "/tmp/busy-trace2.err"),
+        ("busy-trace3.err", "/tmp/busy-trace3.err"),
+        ("busy-ev1.b64", "/tmp/busy-ev1.b64"),
+        ("busy-ev2.b64", "/tmp/busy-ev2.b64"),
+        ("busy-ev3.b64", "/tmp/busy-ev3.b64"),
+        ("busy-log.b64", "/tmp/busy-log.b64"),
+        ("busy-progs1", "/tmp/busy-progs1.txt"),
+        ("busy-progs2", "/tmp/busy-progs2.txt"),
+        ("busy-progs3", "/tmp/busy-progs3.txt"),
+    ]
+}
+
+/// Counts of the tracer's `uacce-trace: stopped: N events, M dropped
+/// (reason n, …)` line: its loss ledger.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Stopped {
+    pub events: u64,
+    pub dropped: u64,
+    /// Every non-zero loss reason the line names.
+    pub losses: BTreeMap<String, u64>,
+}
+
+impl Stopped {
+    fn get(&self, reason: &str) -> u64 {
+        self.losses.get(reason).copied().unwrap_or(0)
+    }
+
+    /// Calls the tool says were in flight when it started.
+    pub fn in_flight_at_start(&self) -> u64 {
+        self.get("in_flight_at_start")
+    }
+
+    /// Calls the tool lost but counted, one by one: an exit without its
+    /// entry, a stale in-flight record replaced, a program run the kernel
+    /// skipped (recursion).
+    pub fn counted_call_losses(&self) -> u64 {
+        self.get("exit_without_entry")
+            + self.get("stale_inflight")
+            + self.get("prog_recursion_miss")
+    }
+
+    /// Reasons a busy window may show: the edge, and the counted call
+    /// losses (checked against the calls actually missed in (b3)).
+    pub fn unexpected(&self) -> Vec<String> {
+        self.losses
+            .iter()
+            .filter(|(r, _)| {
+                !matches!(
+                    r.as_str(),
+                    "in_flight_at_start"
+                        | "exit_without_entry"
+                        | "stale_inflight"
+                        | "prog_recursion_miss"
+                )
+            })
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect()
+    }
+}
+
+/// Reads the `stopped:` line (see [`Stopped`]).
+pub fn stopped_counts(lines: &[String]) -> Option<Stopped> {
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("uacce-trace: stopped"))?;
+    let number_before = |word: &str| -> Option<u64> {
+        let at = line.find(word)?;
+        line[..at].split_whitespace().last()?.parse().ok()
+    };
+    let mut out = Stopped {
+        events: number_before(" events")?,
+        dropped: number_before(" dropped")?,
+        losses: BTreeMap::new(),
+    };
+    // "… M dropped (a n, b n)[; not lost: nested n]"
+    if let Some(list) = line
+        .split_once(" dropped (")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(list, _)| list)
+    {
+        for item in list.split(", ") {
+            if let Some((reason, n)) = item.rsplit_once(' ') {
+                if let Ok(n) = n.parse() {
+                    out.losses.insert(reason.trim().to_string(), n);
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// `base64 -d | gzip -d` of a section.
+fn unpack(console: &Console, name: &str) -> Result<String, String> {
+    let text: String = console.lines(name).concat();
+    if text.is_empty() {
+        return Err(format!("section {name} is empty or missing"));
+    }
+    let run = |cmd: &str, args: &[&str], input: &[u8]| -> Result<Vec<u8>, String> {
+        let mut child = Command::new(cmd)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("running {cmd}: {e}"))?;
+        let mut stdin = child.stdin.take().ok_or("no stdin")?;
+        let data = input.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&data));
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("{cmd}: {e}"))?;
+        let _ = writer.join();
+        if !out.status.success() {
+            return Err(format!(
+                "{cmd} {args:?} of {name}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(out.stdout)
+    };
+    let gz = run("base64", &["-d"], text.as_bytes())?;
+    let raw = run("gzip", &["-dc"], &gz)?;
+    Ok(String::from_utf8_lossy(&raw).into_owned())
+}
+
+/// One logged call of the workload.
+#[derive(Debug, Clone)]
+struct Call {
+    unregister: bool,
+    t0: u64,
+    t1: u64,
+    pages: u64,
+    /// Pages the tool's records of this call add up to (this window).
+    seen: u64,
+}
+
+/// One tool record (compacted).
+#[derive(Debug)]
+struct Rec {
+    unpin: bool,
+    tgid: u64,
+    tid: u64,
+    ts: u64,
+    pages: u64,
+}
+
+fn parse_log(text: &str) -> Result<BTreeMap<u64, Vec<Call>>, String> {
+    let mut by_tid: BTreeMap<u64, Vec<Call>> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let n = |i: usize| -> Result<u64, String> {
+            f.get(i)
+                .and_then(|s| s.parse().ok())
+                .ok_or(format!("bad workload log line {line:?}"))
+        };
+        by_tid.entry(n(0)?).or_default().push(Call {
+            unregister: f.get(1) == Some(&"u"),
+            t0: n(2)?,
+            t1: n(3)?,
+            pages: n(4)?,
+            seen: 0,
+        });
+    }
+    for calls in by_tid.values_mut() {
+        calls.sort_by_key(|c| c.t0);
+    }
+    Ok(by_tid)
+}
+
+fn parse_records(text: &str) -> (Vec<Rec>, Vec<Value>) {
+    let mut recs = Vec::new();
+    let mut others = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.first() {
+            Some(&k @ ("P" | "U")) => {
+                let n = |i: usize| f.get(i).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
+                recs.push(Rec {
+                    unpin: k == "U",
+                    tgid: n(1),
+                    tid: n(2),
+                    ts: n(3),
+                    pages: n(4),
+                });
+            }
+            _ => {
+                if let Ok(v) = serde_json::from_str::<Value>(line) {
+                    others.push(v);
+                }
+            }
+        }
+    }
+    (recs, others)
+}
+
+/// A window line of `/tmp/windows`.
+#[derive(Debug, Default)]
+struct Window {
+    started: bool,
+    t_ready: u64,
+    t_stop: u64,
+    signal: String,
+    rc: String,
+}
+
+fn kv(line: &str) -> BTreeMap<&str, &str> {
+    line.split_whitespace()
+        .filter_map(|t| t.split_once('='))
+        .collect()
+}
+
+/// (b1)–(b6).
+pub fn check(console: &Console, v: &mut Verdict) {
+    let mut windows: BTreeMap<usize, Window> = BTreeMap::new();
+    let mut facts: BTreeMap<String, String> = BTreeMap::new();
+    for line in console.lines("windows") {
+        let m = kv(line);
+        if let Some(i) = m.get("window").and_then(|i| i.parse().ok()) {
+            let n = |k: &str| m.get(k).and_then(|s| s.parse().ok()).unwrap_or(0);
+            windows.insert(
+                i,
+                Window {
+                    started: m.get("started") == Some(&"1"),
+                    t_ready: n("t_ready"),
+                    t_stop: n("t_stop"),
+                    signal: m.get("signal").unwrap_or(&"").to_string(),
+                    rc: m.get("rc").unwrap_or(&"").to_string(),
+                },
+            );
+        } else {
+            for (k, val) in m {
+                facts.insert(k.to_string(), val.to_string());
+            }
+        }
+    }
+    let summary = console
+        .lines("busy")
+        .iter()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok());
+    let Some(summary) = summary else {
+        v.fail(
+            &["busy", "busy.err", "windows"],
+            "(b5) the busy workload printed no summary",
+        );
+        return;
+    };
+    if facts.get("busy_rc").map(String::as_str) != Some("0") {
+        v.fail(&["busy.err", "windows"], "(b5) the busy workload failed");
+    }
+    let u = |k: &str| super::pinpaths::u(&summary, k).unwrap_or(0);
+    let pid = u("pid");
+    let (pinned, unpinned) = (u("pinned_pages"), u("unpinned_pages"));
+    let fixture_runs = facts.get("fixture_loop_runs").cloned();
+    match (
+        vmstat(console, "busy-vmstat-before"),
+        vmstat(console, "busy-vmstat-after"),
+    ) {
+        (Some(b), Some(a)) => {
+            let d = (a.0.wrapping_sub(b.0), a.1.wrapping_sub(b.1));
+            // Each fixture run pins and unpins its 16 pages twice.
+            let fixture_pages = fixture_runs
+                .as_deref()
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .map_or(0, |n| n * 2 * FIXTURE_PAGES);
+            if d != (pinned + fixture_pages, unpinned + fixture_pages) {
+                v.fail(
+                    &["busy", "busy-vmstat-before", "busy-vmstat-after"],
+                    format!(
+                        "(b5) vmstat +{}/+{} over the busy run != its tally {pinned}/{unpinned} + fixture {fixture_pages}",
+                        d.0, d.1
+                    ),
+                );
+            }
+            v.notes.push(format!(
+                "busy: {} calls, {pinned}/{unpinned} pages, vmstat +{}/+{}{}",
+                u("calls"),
+                d.0,
+                d.1,
+                fixture_runs
+                    .as_ref()
+                    .map(|n| format!(" (with {n} fixture runs)"))
+                    .unwrap_or_default()
+            ));
+        }
+        _ => v.fail(
+            &["busy-vmstat-before", "busy-vmstat-after"],
+            "(b5) vmstat unreadable",
+        ),
+    }
+    if facts.get("busy_alive_at_end").map(String::as_str) != Some("1") {
+        v.fail(
+            &["windows"],
+            "(b4) the busy workload had ended before the last tracer stopped",
+        );
+    }
+    let log = match unpack(console, "busy-log.b64").and_then(|t| parse_log(&t)) {
+        Ok(l) => l,
+        Err(e) => {
+            v.fail(&["windows"], format!("(b3) workload log: {e}"));
+            return;
+        }
+    };
+    let threads = log.len() as u64;
+    if windows.len() != WINDOWS {
+        v.fail(
+            &["windows"],
+            format!("(b1) {} tracer lifetimes, want {WINDOWS}", windows.len()),
+        );
+    }
+    for (i, w) in &windows {
+        let err = format!("busy-trace{i}.err");
+        let ev = format!("busy-ev{i}.b64");
+        if !w.started {
+            v.fail(
+                &["windows", &err],
+                format!("(b1) window {i}: the tracer never started"),
+            );
+            continue;
+        }
+        if w.signal != "INT" || w.rc != "0" {
+            v.fail(
+                &["windows", &err],
+                format!(
+                    "(b1) window {i}: tracer stopped by SIG{} with status {}",
+                    w.signal, w.rc
+                ),
+            );
+        }
+        let stopped = stopped_counts(console.lines(&err));
+        match &stopped {
+            Some(s) if s.unexpected().is_empty() => {}
+            Some(s) => v.fail(
+                &[&err],
+                format!(
+                    "(b1) window {i}: {} dropped: {}",
+                    s.dropped,
+                    s.unexpected().join(", ")
+                ),
+            ),
+            None => v.fail(&[&err], format!("(b1) window {i}: no `stopped:` line")),
+        }
+        let (recs, others) = match unpack(console, &ev) {
+            Ok(t) => parse_records(&t),
+            Err(e) => {
+                v.fail(&[&ev], format!("(b2) window {i}: {e}"));
+                continue;
+            }
+        };
+        let mut calls = log.clone();
+        let mut phantom = Vec::new();
+        let mut ours = 0u64;
+        for r in recs.iter().filter(|r| r.tgid == pid) {
+            ours += 1;
+            let found = calls.get_mut(&r.tid).and_then(|cs| {
+                let at = cs.partition_point(|c| c.t0 <= r.ts);
+                cs[..at]
+                    .iter_mut()
+                    .rev()
+                    .take(4)
+                    .find(|c| c.unregister == r.unpin && c.t1 >= r.ts)
+            });
+            match found {
+                Some(c) => c.seen += r.pages,
+                None => phantom.push(r),
+            }
+        }
+        if let Some(first) = phantom.first() {
+            v.fail(
+                &[&ev],
+                format!(
+                    "(b2) window {i}: {} records match no logged call of their thread, first {first:?}",
+                    phantom.len()
+                ),
+            );
+        }
+        let (mut in_calls, mut in_pages, mut seen_pages) = (0u64, 0u64, 0u64);
+        let mut missed = Vec::new();
+        let mut over = Vec::new();
+        let mut edge_calls: BTreeMap<(u64, bool), u64> = BTreeMap::new();
+        let mut edge_seen = 0u64;
+        let mut inside_per_tid: BTreeMap<u64, u64> = BTreeMap::new();
+        for (tid, cs) in &calls {
+            for c in cs {
+                let inside = c.t0 >= w.t_ready && c.t1 <= w.t_stop;
+                if inside {
+                    in_calls += 1;
+                    in_pages += c.pages;
+                    seen_pages += c.seen;
+                    *inside_per_tid.entry(*tid).or_default() += 1;
+                    if c.seen != c.pages {
+                        missed.push((tid, c.clone()));
+                    }
+                } else if c.seen > c.pages {
+                    over.push((tid, c.clone()));
+                } else if c.seen > 0 {
+                    edge_seen += 1;
+                }
+                let straddles = |t: u64| c.t0 < t && c.t1 > t;
+                if straddles(w.t_ready) {
+                    *edge_calls.entry((*tid, false)).or_default() += 1;
+                }
+                if straddles(w.t_stop) {
+                    *edge_calls.entry((*tid, true)).or_default() += 1;
+                }
+            }
+        }
+        // A call the tool lost but counted (an exit without its entry, a
+        // stale in-flight record replaced, a run the kernel skipped) is
+        // not silent; the rest are.
+        let counted_losses = stopped.as_ref().map_or(0, Stopped::counted_call_losses);
+        if !missed.is_empty() && missed.len() as u64 <= counted_losses {
+            v.notes.push(format!(
+                "busy window {i}: {} calls inside missed, covered by the {counted_losses} losses the tool counted",
+                missed.len()
+            ));
+            missed.clear();
+        }
+        if let Some((tid, c)) = missed.first() {
+            v.fail(
+                &[&ev, "windows"],
+                format!(
+                    "(b3) window {i}: {} of {in_calls} calls inside [t_ready, t_stop] not seen exactly (tool {seen_pages} pages, workload {in_pages}), the tool counted {counted_losses} losses; first: tid {tid} {} {}..{} {} pages, seen {}",
+                    missed.len(),
+                    if c.unregister { "unregister" } else { "register" },
+                    c.t0,
+                    c.t1,
+                    c.pages,
+                    c.seen
+                ),
+            );
+        }
+        if let Some((tid, c)) = over.first() {
+            v.fail(
+                &[&ev],
+                format!(
+                    "(b3) window {i}: {} calls seen with more pages than they pinned; first tid {tid} {:?}",
+                    over.len(),
+                    c
+                ),
+            );
+        }
+        if let Some(((tid, at_stop), n)) =
+            edge_calls.iter().find(|(_, n)| **n > EDGE_CALLS_PER_THREAD)
+        {
+            v.fail(
+                &["windows"],
+                format!(
+                    "(b3) window {i}: {n} calls of tid {tid} straddle the {} edge",
+                    if *at_stop { "stop" } else { "start" }
+                ),
+            );
+        }
+        for tid in log.keys() {
+            if inside_per_tid.get(tid).copied().unwrap_or(0) == 0 {
+                v.fail(
+                    &["windows"],
+                    format!("(b4) window {i}: thread {tid} made no call inside the window"),
+                );
+            }
+        }
+        // (b6) fixture pin ioctls completed inside the window.
+        let mut bad_ioctls = 0;
+        let mut ok_ioctls = 0;
+        for e in others.iter().filter(|e| {
+            e.get("event").and_then(Value::as_str) == Some("pin_ioctl")
+                && e.get("cmd").and_then(Value::as_str) == Some("uacce_pin")
+                && super::pinpaths::u(e, "ret") == Some(0)
+        }) {
+            let ts = super::pinpaths::u(e, "ts_ns").unwrap_or(0);
+            if ts < w.t_ready || ts > w.t_stop {
+                continue;
+            }
+            ok_ioctls += 1;
+            let pages = super::pinpaths::u(e, "size").unwrap_or(0).div_ceil(4096);
+            if super::pinpaths::u(e, "pin_calls") != Some(1)
+                || super::pinpaths::u(e, "pages") != Some(pages)
+            {
+                bad_ioctls += 1;
+            }
+        }
+        if bad_ioctls > 0 {
+            v.fail(
+                &[&ev],
+                format!("(b6) window {i}: {bad_ioctls} of {ok_ioctls} fixture pin ioctls not linked to one pin call of their pages"),
+            );
+        }
+        let at_start = stopped.as_ref().map(Stopped::in_flight_at_start);
+        let stale = stopped.as_ref().map(|s| s.get("stale_inflight"));
+        if let Some(n) = at_start {
+            if n > EDGE_CALLS_PER_THREAD * threads {
+                v.fail(
+                    &[&err],
+                    format!("(b3) window {i}: tool reports {n} calls in flight at start, > {EDGE_CALLS_PER_THREAD} per thread"),
+                );
+            }
+        }
+        let misses = recursion_misses(console.lines(&format!("busy-progs{i}")));
+        let edges: u64 = edge_calls.values().sum();
+        v.notes.push(format!(
+            "busy window {i}: {in_calls} calls inside ({in_pages} pages), tool {seen_pages}; {} records of the workload, {edges} calls straddle the edges, {edge_seen} outside calls seen (before t_ready/at the edges); fixture ioctls {ok_ioctls}; tool says in flight at start: {}, stale: {}; kernel's recursion_misses of the tool's programs (bpftool): {}",
+            ours,
+            at_start.map_or("not reported".into(), |n| n.to_string()),
+            stale.map_or("not reported".into(), |n| n.to_string()),
+            misses.map_or("not read".into(), |n| n.to_string()),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stopped_line_forms() {
+        let l = |s: &str| vec![s.to_string()];
+        assert_eq!(
+            stopped_counts(&l("uacce-trace: stopped: 12 events, 0 dropped")),
+            Some(Stopped {
+                events: 12,
+                dropped: 0,
+                ..Default::default()
+            })
+        );
+        let s = stopped_counts(&l(
+            "uacce-trace: stopped: 12 events, 6 dropped (prog_recursion_miss 2, in_flight_at_start 2, stale_inflight 1, ring_full_pin 1); not lost: nested 4",
+        ))
+        .unwrap();
+        assert_eq!((s.events, s.dropped), (12, 6));
+        assert_eq!((s.in_flight_at_start(), s.counted_call_losses()), (2, 3));
+        assert_eq!(s.unexpected(), ["ring_full_pin 1"]);
+        assert_eq!(stopped_counts(&l("nothing")), None);
+    }
+
+    #[test]
+    fn compacted_records_parse() {
+        let text = concat!(
+            "P 7 8 5 16 pin_user_pages_fast fentry\n",
+            "U 7 8 6 1 unpin_user_page kprobe\n",
+            r#"{"event":"pin_ioctl","ts_ns":9,"pages":3}"#,
+            "\n"
+        );
+        let (recs, others) = parse_records(text);
+        assert_eq!(recs.len(), 2);
+        assert!(recs[1].unpin && recs[1].pages == 1 && recs[1].ts == 6);
+        assert_eq!(others.len(), 1);
+    }
+
+    #[test]
+    fn the_pins_script_is_valid_sh() {
+        super::super::guest::assert_sh_syntax(&super::super::pinpaths::init_script("fentry", true));
+        super::super::guest::assert_sh_syntax(&super::super::pinpaths::init_script(
+            "kprobe", false,
+        ));
+    }
+}
