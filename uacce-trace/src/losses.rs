@@ -82,7 +82,7 @@ reasons! {
     /// An entry replaced a leftover in-flight call whose exit was missed.
     StaleInflight = "stale_inflight", true, "missed exit: a leftover in-flight call replaced";
     /// Calls in flight when tracing started (exit seen, entry before it).
-    InFlightAtStart = "in_flight_at_start", true, "calls in flight when tracing started; their pages are not counted";
+    InFlightAtStart = "in_flight_at_start", true, "calls that began before every hook was attached; their pages are not counted";
     /// An SVA unbind of a handle whose bind was not seen.
     UnbindUnknown = "unbind_unknown", true, "PASID unbinds whose bind was not seen";
     /// A record user space could not decode.

@@ -40,9 +40,10 @@
 //! leftovers replaced), every window showed 0 records of the workload
 //! (run with the tool of that time on test-6.12, fentry): (b3) fails.
 //!
-//! What the tool says about the calls in flight at the edges is read from
-//! the loss ledger of its `stopped:` line: `in_flight_at_start` must be at
-//! most 2 per thread, and is noted with `stale_inflight`.
+//! What the tool says about the calls at the start edge is read from the
+//! loss ledger of its `stopped:` line and noted: `in_flight_at_start`
+//! (calls that returned while the hooks were being attached, or just
+//! after) and `stale_inflight`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -486,7 +487,6 @@ pub fn check(console: &Console, v: &mut Verdict) {
             return;
         }
     };
-    let threads = log.len() as u64;
     if windows.len() != WINDOWS {
         v.fail(
             &["windows"],
@@ -672,14 +672,10 @@ pub fn check(console: &Console, v: &mut Verdict) {
         }
         let at_start = stopped.as_ref().map(Stopped::in_flight_at_start);
         let stale = stopped.as_ref().map(|s| s.get("stale_inflight"));
-        if let Some(n) = at_start {
-            if n > EDGE_CALLS_PER_THREAD * threads {
-                v.fail(
-                    &[&err],
-                    format!("(b3) window {i}: tool reports {n} calls in flight at start, > {EDGE_CALLS_PER_THREAD} per thread"),
-                );
-            }
-        }
+        // `in_flight_at_start` counts every call that returned while the
+        // hooks were still being attached (exit halves first, seconds
+        // under TCG) or in the second after: calls before the window,
+        // which (b2)/(b3) already place; it bounds nothing inside it.
         let misses = recursion_misses(console.lines(&format!("busy-progs{i}")));
         let edges: u64 = edge_calls.values().sum();
         v.notes.push(format!(
