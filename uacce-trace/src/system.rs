@@ -261,6 +261,39 @@ pub fn check_privileges() -> Result<(), String> {
     ))
 }
 
+/// `bpf_prog_info.recursion_misses` of the program behind `fd` (5.12+):
+/// runs the kernel skipped because the program was already running on
+/// that CPU (a trampoline program preempted, or reentered from an
+/// interrupt). Such an event never reaches the program, so only this
+/// counter knows it was lost. `None` when the kernel does not say.
+pub fn prog_recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    /// `BPF_OBJ_GET_INFO_BY_FD`.
+    const CMD: libc::c_long = 15;
+    /// `struct bpf_prog_info` up to and including `recursion_misses`.
+    const INFO_LEN: usize = 216;
+    /// Offset of `recursion_misses` (uapi, stable).
+    const MISSES: usize = 208;
+    let mut info = [0u64; INFO_LEN / 8];
+    // struct { __u32 bpf_fd; __u32 info_len; __aligned_u64 info; }
+    let mut attr = [0u64; 2];
+    attr[0] = u64::from(fd.as_raw_fd() as u32) | ((INFO_LEN as u64) << 32);
+    attr[1] = info.as_mut_ptr() as u64;
+    // SAFETY: bpf(2) with a zeroed attribute of the size given; the kernel
+    // writes at most `info_len` bytes into `info` and the length it wrote
+    // back into `attr`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            CMD,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr) as libc::c_uint,
+        )
+    };
+    let written = (attr[0] >> 32) as usize;
+    (rc == 0 && written > MISSES).then(|| info[MISSES / 8])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,37 +348,4 @@ mod tests {
             Some("do_int3")
         );
     }
-}
-
-/// `bpf_prog_info.recursion_misses` of the program behind `fd` (5.12+):
-/// runs the kernel skipped because the program was already running on
-/// that CPU (a trampoline program preempted, or reentered from an
-/// interrupt). Such an event never reaches the program, so only this
-/// counter knows it was lost. `None` when the kernel does not say.
-pub fn prog_recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
-    use std::os::fd::AsRawFd;
-    /// `BPF_OBJ_GET_INFO_BY_FD`.
-    const CMD: libc::c_long = 15;
-    /// `struct bpf_prog_info` up to and including `recursion_misses`.
-    const INFO_LEN: usize = 216;
-    /// Offset of `recursion_misses` (uapi, stable).
-    const MISSES: usize = 208;
-    let mut info = [0u64; INFO_LEN / 8];
-    // struct { __u32 bpf_fd; __u32 info_len; __aligned_u64 info; }
-    let mut attr = [0u64; 2];
-    attr[0] = u64::from(fd.as_raw_fd() as u32) | ((INFO_LEN as u64) << 32);
-    attr[1] = info.as_mut_ptr() as u64;
-    // SAFETY: bpf(2) with a zeroed attribute of the size given; the kernel
-    // writes at most `info_len` bytes into `info` and the length it wrote
-    // back into `attr`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            CMD,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(&attr) as libc::c_uint,
-        )
-    };
-    let written = (attr[0] >> 32) as usize;
-    (rc == 0 && written > MISSES).then(|| info[MISSES / 8])
 }
