@@ -138,15 +138,14 @@ const MATRIX: &[(&str, &[Hooks])] = &[
 ];
 
 /// The kernels and hook modes of the `pins` VMs ([`pinpaths`], [`busy`]):
-/// each pin path on every x86 kernel that has it, with fentry and kprobes.
-/// The arm64 test kernel is not in it (not yet run: its rebuild with the
-/// block/udmabuf config takes most of an hour here); run it by hand with
-/// `--kernel test-6.12-arm64 --suite pins --hooks fentry|kprobe`.
+/// each pin path on every kernel that has it, with fentry and kprobes on
+/// the test kernels of both architectures.
 const PINS_MATRIX: &[(&str, &[Hooks])] = &[
     ("debian-6.1", &[Hooks::Kprobe]),
     ("debian-6.12", &[Hooks::Fentry]),
     ("debian-7.2", &[Hooks::Fentry]),
     (TEST_KERNEL, &[Hooks::Fentry, Hooks::Kprobe]),
+    (ARM64_TEST_KERNEL, &[Hooks::Fentry, Hooks::Kprobe]),
 ];
 
 /// The project's test kernel cross-compiled for arm64 (`cargo xtask kernel
