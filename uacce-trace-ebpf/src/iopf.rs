@@ -425,9 +425,17 @@ pub(crate) fn ioctl_begin(cmd: u32, arg: u64, fd: u32, hook: u8) {
         _pad: 0,
         inner_ret: 0,
     };
-    if IOCTL_INFLIGHT.get_ptr(tid).is_some() {
-        // An earlier ioctl of this thread never saw its exit.
-        count(counter::STALE_INFLIGHT);
+    if let Some(open) = IOCTL_INFLIGHT.get_ptr(tid) {
+        // SAFETY: valid map value pointer.
+        let open_hook = unsafe { (*open).hook };
+        // The driver's own entry hook runs inside the syscall whose
+        // tracepoint opened the entry (both record it until user space
+        // sets IOCTL_SYMBOL_LIVE right after attaching): the same call,
+        // taken over. Anything else is an earlier ioctl whose exit was
+        // missed.
+        if !(open_hook == HOOK_TRACEPOINT && hook != HOOK_TRACEPOINT) {
+            count(counter::STALE_INFLIGHT);
+        }
     }
     if IOCTL_INFLIGHT.insert(tid, value, 0).is_err() {
         count(counter::INFLIGHT_FULL);
@@ -435,14 +443,16 @@ pub(crate) fn ioctl_begin(cmd: u32, arg: u64, fd: u32, hook: u8) {
 }
 
 /// Closes the in-flight entry opened by `hook` and emits its record.
+/// `entry_due`: the caller knows this call is a pin ioctl that `hook`'s
+/// entry half recorded (the driver's fexit, which sees the command), so a
+/// missing entry is a loss; the syscall tracepoint and the kretprobe see
+/// every ioctl and cannot tell.
 #[inline(always)]
-pub(crate) fn ioctl_end(ret: i64, hook: u8) {
+pub(crate) fn ioctl_end(ret: i64, hook: u8, entry_due: bool) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let Some(entry) = IOCTL_INFLIGHT.get_ptr(tid) else {
-        // The syscall tracepoint's exit sees every ioctl of the machine;
-        // only the driver's own exit hook knows an entry was due.
-        if hook != HOOK_TRACEPOINT {
+        if entry_due {
             // SAFETY: helper without preconditions.
             crate::count_exit_without_entry(unsafe { bpf_ktime_get_ns() });
         }
@@ -514,7 +524,11 @@ pub(crate) fn credit_pin_to_ioctl(tid: u32, pages: u64) {
 
 #[tracepoint]
 pub fn ioctl_exit(ctx: TracePointContext) -> u32 {
-    ioctl_end(tp_u64(&ctx, cfg().tp_exit_ret) as i64, HOOK_TRACEPOINT);
+    ioctl_end(
+        tp_u64(&ctx, cfg().tp_exit_ret) as i64,
+        HOOK_TRACEPOINT,
+        false,
+    );
     0
 }
 

@@ -252,7 +252,7 @@ pub fn uacce_ctrl_ioctl_fentry(ctx: FEntryContext) -> i32 {
 #[fexit]
 pub fn uacce_ctrl_ioctl_fexit(ctx: FExitContext) -> i32 {
     if is_uacce_pin_cmd(ctx.arg::<u64>(1) as u32) {
-        ioctl_end(ctx.ret::<u64>().unwrap_or(0) as i64, HOOK_FENTRY);
+        ioctl_end(ctx.ret::<u64>().unwrap_or(0) as i64, HOOK_FENTRY, true);
     }
     0
 }
@@ -269,7 +269,7 @@ pub fn uacce_ctrl_ioctl_kprobe(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn uacce_ctrl_ioctl_kretprobe(ctx: RetProbeContext) -> u32 {
     // Closes only an entry this hook opened (pin commands).
-    ioctl_end(ctx.ret::<u64>() as i64, HOOK_KPROBE);
+    ioctl_end(ctx.ret::<u64>() as i64, HOOK_KPROBE, false);
     0
 }
 
