@@ -771,7 +771,9 @@ mod tests {
                 "debian-6.12 (fentry, pins)",
                 "debian-7.2 (fentry, pins)",
                 "test-6.12 (fentry, pins)",
-                "test-6.12 (kprobe, pins)"
+                "test-6.12 (kprobe, pins)",
+                "test-6.12-arm64 (fentry, pins)",
+                "test-6.12-arm64 (kprobe, pins)"
             ]
         );
         a.suite = Suite::All;

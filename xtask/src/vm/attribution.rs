@@ -47,7 +47,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::report::{Console, Verdict};
+use super::report::{json_lines, s, u, Console, Verdict};
 
 /// Fault addresses of this module's modes (the workloads' `--addr`).
 pub const ADDR_RANGE: std::ops::Range<u64> = 0x4000_0000..0x5000_0000;
@@ -130,29 +130,6 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ("attr-noresp", "/tmp/attr-noresp.json"),
     ("attr-noresp.err", "/tmp/attr-noresp.err"),
 ];
-
-fn json_lines(console: &Console, section: &str) -> Vec<Value> {
-    console
-        .lines(section)
-        .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn u(v: &Value, key: &str) -> Option<u64> {
-    match v.get(key)? {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s
-            .strip_prefix("0x")
-            .and_then(|h| u64::from_str_radix(h, 16).ok())
-            .or_else(|| s.parse().ok()),
-        _ => None,
-    }
-}
-
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
 
 /// One group as the workload saw it.
 #[derive(Debug)]

@@ -434,7 +434,7 @@ pub fn check(console: &Console, v: &mut Verdict) {
     if facts.get("busy_rc").map(String::as_str) != Some("0") {
         v.fail(&["busy.err", "windows"], "(b5) the busy workload failed");
     }
-    let u = |k: &str| super::pinpaths::u(&summary, k).unwrap_or(0);
+    let u = |k: &str| super::report::u(&summary, k).unwrap_or(0);
     let pid = u("pid");
     let (pinned, unpinned) = (u("pinned_pages"), u("unpinned_pages"));
     let fixture_runs = facts.get("fixture_loop_runs").cloned();
@@ -650,16 +650,16 @@ pub fn check(console: &Console, v: &mut Verdict) {
         for e in others.iter().filter(|e| {
             e.get("event").and_then(Value::as_str) == Some("pin_ioctl")
                 && e.get("cmd").and_then(Value::as_str) == Some("uacce_pin")
-                && super::pinpaths::u(e, "ret") == Some(0)
+                && super::report::u(e, "ret") == Some(0)
         }) {
-            let ts = super::pinpaths::u(e, "ts_ns").unwrap_or(0);
+            let ts = super::report::u(e, "ts_ns").unwrap_or(0);
             if ts < w.t_ready || ts > w.t_stop {
                 continue;
             }
             ok_ioctls += 1;
-            let pages = super::pinpaths::u(e, "size").unwrap_or(0).div_ceil(4096);
-            if super::pinpaths::u(e, "pin_calls") != Some(1)
-                || super::pinpaths::u(e, "pages") != Some(pages)
+            let pages = super::report::u(e, "size").unwrap_or(0).div_ceil(4096);
+            if super::report::u(e, "pin_calls") != Some(1)
+                || super::report::u(e, "pages") != Some(pages)
             {
                 bad_ioctls += 1;
             }

@@ -39,7 +39,7 @@ use serde_json::Value;
 
 use super::guest::{BOOTED, DONE, GUEST_UACCE_CTRL_PIN, LIB};
 use super::image::{GUEST_TOOL, GUEST_WORKLOAD};
-use super::report::{vmstat, Console, Verdict};
+use super::report::{json_lines, s, u, vmstat, Console, Verdict};
 
 /// The pin-path modes in the order the guest runs them.
 pub const MODES: &[&str] = &["iouring", "odirect", "pvm", "udmabuf", "uacce_ctrl"];
@@ -205,29 +205,6 @@ poweroff -f
         busy = super::busy::block(test_kernel),
         done = DONE,
     )
-}
-
-fn json_lines(console: &Console, section: &str) -> Vec<Value> {
-    console
-        .lines(section)
-        .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-pub(super) fn u(v: &Value, key: &str) -> Option<u64> {
-    match v.get(key)? {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s
-            .strip_prefix("0x")
-            .and_then(|h| u64::from_str_radix(h, 16).ok())
-            .or_else(|| s.parse().ok()),
-        _ => None,
-    }
-}
-
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
 /// The `key=value` pairs of a status line.

@@ -294,6 +294,33 @@ fn unexplained_losses(console: &Console) -> Vec<String> {
         .collect()
 }
 
+/// The lines of `section` that parse as JSON.
+pub fn json_lines(console: &Console, section: &str) -> Vec<Value> {
+    console
+        .lines(section)
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// A number field of a JSON record, written as a number, a decimal string
+/// or a `0x` hex string (addresses).
+pub fn u(v: &Value, key: &str) -> Option<u64> {
+    match v.get(key)? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s
+            .strip_prefix("0x")
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .or_else(|| s.parse().ok()),
+        _ => None,
+    }
+}
+
+/// A string field of a JSON record, `""` when absent.
+pub fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
 fn count_before(line: &str, word: &str) -> Option<u64> {
     let tokens: Vec<&str> = line.split_whitespace().collect();
     let at = tokens

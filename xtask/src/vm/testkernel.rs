@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::report::{vmstat, Console, Verdict};
+use super::report::{json_lines, u, vmstat, Console, Verdict};
 
 /// One fault as the workload saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,25 +43,6 @@ struct Fault {
     addr: u64,
     lower_ns: u64,
     upper_ns: u64,
-}
-
-fn json_lines(console: &Console, section: &str) -> Vec<Value> {
-    console
-        .lines(section)
-        .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn u(v: &Value, key: &str) -> Option<u64> {
-    match v.get(key)? {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s
-            .strip_prefix("0x")
-            .and_then(|h| u64::from_str_radix(h, 16).ok())
-            .or_else(|| s.parse().ok()),
-        _ => None,
-    }
 }
 
 fn workload_faults(console: &Console, section: &str) -> Result<Vec<Fault>, String> {
