@@ -777,7 +777,7 @@ mod tests {
             ]
         );
         a.suite = Suite::All;
-        assert_eq!(labels(&a).len(), 11 + 5);
+        assert_eq!(labels(&a).len(), 11 + 7);
         let mut a = args(Some("test-6.12"), Some(Hooks::Kprobe), false);
         a.suite = Suite::All;
         assert_eq!(
