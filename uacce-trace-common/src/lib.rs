@@ -552,9 +552,10 @@ pub mod counter {
     /// (a kretprobe out of instances, a call in flight while its hooks were
     /// attached); the leftover was replaced, the earlier call is lost.
     pub const STALE_INFLIGHT: u32 = 7;
-    /// Not a loss of the traced window: an exit without entry while the
-    /// tracer was attaching or within [`ATTACH_EDGE_NS`] after (a call
-    /// already in flight when tracing started).
+    /// The window's edge: an exit without entry while the tracer was
+    /// attaching or within [`ATTACH_EDGE_NS`] after (a call that began
+    /// before every hook was attached). Its pages are not in the tool's
+    /// numbers; the ledger shows it as `in_flight_at_start`.
     pub const EXIT_AT_ATTACH: u32 = 8;
     /// Attribution loss: an SVA unbind of a handle whose bind was not seen
     /// (bound before the tracer started, or evicted from the handle map).

@@ -255,9 +255,11 @@ fn on_entry(func: PinFunc, args: PinArgs) {
     }
 }
 
-/// Counts an exit whose entry is unknown: a call already in flight while
-/// the tracer attached (or just after) is at the edge of the traced
-/// window, not a loss; later it is one (a missed or evicted entry).
+/// Counts an exit whose entry is unknown: while the tracer attaches (or
+/// just after) it is a call that began before every hook was attached
+/// (`EXIT_AT_ATTACH`, the window's edge: its pages are not in the tool's
+/// numbers, and the ledger says so); later it is a missed or evicted entry
+/// (`EXIT_WITHOUT_ENTRY`).
 #[inline(always)]
 pub(crate) fn count_exit_without_entry(now: u64) {
     let done = RUNTIME
