@@ -810,23 +810,7 @@ fn help(f: &mut Frame, area: Rect) {
     for c in Column::ALL {
         lines.push(Line::raw(format!("  {:<7} {}", c.title(), c.meaning())));
     }
-    let w = area.width.min(84);
-    let h = (lines.len() as u16 + 2).min(area.height);
-    let r = Rect {
-        x: area.x + (area.width - w) / 2,
-        y: area.y + (area.height - h) / 2,
-        width: w,
-        height: h,
-    };
-    f.render_widget(Clear, r);
-    f.render_widget(
-        Paragraph::new(lines).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(" help — any key closes "),
-        ),
-        r,
-    );
+    overlay(f, area, lines, 84, " help — any key closes ");
 }
 
 /// The losses panel: every reason with its count and meaning, non-zero
@@ -870,7 +854,13 @@ fn losses_panel(f: &mut Frame, area: Rect, app: &App) {
             DIM,
         ));
     }
-    let w = area.width.min(120);
+    overlay(f, area, lines, 120, " losses by reason — any key closes ");
+}
+
+/// Draws `lines` in a bordered box titled `title`, centred in `area`, at
+/// most `max_width` wide, over whatever was there.
+fn overlay(f: &mut Frame, area: Rect, lines: Vec<Line<'static>>, max_width: u16, title: &str) {
+    let w = area.width.min(max_width);
     let h = (lines.len() as u16 + 2).min(area.height);
     let r = Rect {
         x: area.x + (area.width - w) / 2,
@@ -880,11 +870,7 @@ fn losses_panel(f: &mut Frame, area: Rect, app: &App) {
     };
     f.render_widget(Clear, r);
     f.render_widget(
-        Paragraph::new(lines).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(" losses by reason — any key closes "),
-        ),
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title)),
         r,
     );
 }
