@@ -34,6 +34,17 @@ wait_started() {
     done
 }
 
+# wait_gone PID SECONDS: polls until PID has exited; fails on timeout.
+wait_gone() {
+    n=0
+    while alive "$1"; do
+        [ "$n" -ge "$(($2 * 10))" ] && return 1
+        usleep 100000
+        n=$((n + 1))
+    done
+    return 0
+}
+
 # section NAME FILE: FILE between @@UT-BEGIN/@@UT-END markers, with line
 # and byte counts (`guest::BEGIN`, `guest::END`).
 section() {

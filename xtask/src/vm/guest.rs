@@ -206,17 +206,6 @@ WORKLOAD_ARGS='{workload_args}'
 {lib}
 echo "{booted} $(uname -r)"
 
-# wait_gone PID SECONDS: polls until PID has exited; fails on timeout.
-wait_gone() {{
-    n=0
-    while alive "$1"; do
-        [ "$n" -ge "$(($2 * 10))" ] && return 1
-        usleep 100000
-        n=$((n + 1))
-    done
-    return 0
-}}
-
 echo 1 > /proc/sys/vm/stat_refresh
 grep '^nr_foll_pin' /proc/vmstat > /tmp/vmstat-before
 

@@ -146,17 +146,6 @@ TEST_KERNEL={test_kernel}
 {lib}
 echo "{booted} $(uname -r)"
 
-# wait_gone PID SECONDS: polls until PID has exited; fails on timeout.
-wait_gone() {{
-    n=0
-    while alive "$1"; do
-        [ "$n" -ge "$(($2 * 10))" ] && return 1
-        usleep 100000
-        n=$((n + 1))
-    done
-    return 0
-}}
-
 # stop_tracer PID: SIGINT, then TERM, then KILL; sets stop_sig and stop_rc.
 stop_tracer() {{
     for sig in INT TERM KILL; do
