@@ -412,7 +412,7 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
         let _ = fs::write(dir.join(name), section.text());
     }
     let mut verdict = if job.pins {
-        let mut v = pins_verdict(&console);
+        let mut v = report::completeness(&console);
         pinpaths::check(&console, hooks, test_kernel, &mut v);
         busy::check(&console, &mut v);
         v
@@ -431,28 +431,6 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
         Some(_) => {}
     }
     finish(ctx, &kernel_dir, &console, verdict, &img, &log, &text)
-}
-
-/// The start of a `pins` VM's verdict: booted and complete.
-fn pins_verdict(console: &report::Console) -> report::Verdict {
-    let mut v = report::Verdict::default();
-    if console.booted.is_none() {
-        v.fail(
-            &[],
-            "the guest never reached /init (no boot marker on the console)",
-        );
-    } else if !console.done {
-        v.fail(
-            &[],
-            "the guest output is incomplete (no end marker): /init died or timed out",
-        );
-    }
-    for (name, section) in &console.sections {
-        if let Some(problem) = &section.problem {
-            v.fail(&[name], format!("section {name}: {problem}"));
-        }
-    }
-    v
 }
 
 /// The checks of a main VM.

@@ -432,17 +432,16 @@ fn tally(
     t
 }
 
-/// Checks a finished VM's console against `expect`.
-pub fn check(console: &Console, expect: &Expect<'_>) -> Verdict {
+/// The start of every VM's verdict: the guest booted, its output is
+/// complete, and every section arrived whole.
+pub fn completeness(console: &Console) -> Verdict {
     let mut v = Verdict::default();
     if console.booted.is_none() {
         v.fail(
             &[],
             "the guest never reached /init (no boot marker on the console)",
         );
-        return v;
-    }
-    if !console.done {
+    } else if !console.done {
         v.fail(
             &[],
             "the guest output is incomplete (no end marker): /init died or timed out",
@@ -452,6 +451,15 @@ pub fn check(console: &Console, expect: &Expect<'_>) -> Verdict {
         if let Some(problem) = &section.problem {
             v.fail(&[name], format!("section {name}: {problem}"));
         }
+    }
+    v
+}
+
+/// Checks a finished VM's console against `expect`.
+pub fn check(console: &Console, expect: &Expect<'_>) -> Verdict {
+    let mut v = completeness(console);
+    if console.booted.is_none() {
+        return v;
     }
     let status = status_map(console);
     let st = |k: &str| status.get(k).map(String::as_str).unwrap_or("");
