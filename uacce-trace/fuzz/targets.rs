@@ -5,13 +5,13 @@
 
 use uacce_trace::{
     analysis,
-    attribution::Attributor,
-    decode::{DecodeContext, Decoder},
-    export::{self, Format},
+    commands::serve::metrics,
+    commands::trace,
+    formats::{self, Format},
+    ingest::attribution::Attributor,
+    ingest::decode::{DecodeContext, Decoder},
+    ingest::rawfile::{RawReader, Replay, ReplayItem},
     model::{Aggregator, ModelConfig},
-    rawfile::{RawReader, Replay, ReplayItem},
-    serve::metrics,
-    trace,
 };
 
 /// Ring-buffer records → events (`decode::Decoder`, IOPF pairing
@@ -90,7 +90,7 @@ pub fn raw_recording(data: &[u8]) {
         }
         windows.push(agg.take_interval(agg.latest_ns()));
         for format in [Format::Hlog, Format::Json, Format::Csv] {
-            let _ = export::render(format, &header.run_meta(), &windows);
+            let _ = formats::render(format, &header.run_meta(), &windows);
         }
     }
     // The off-line path: load, report.
@@ -107,9 +107,9 @@ pub fn text_recording(data: &[u8], hlog: bool) {
         return;
     };
     let read = if hlog {
-        export::hlog::read(text)
+        formats::hlog::read(text)
     } else {
-        export::json::read(text)
+        formats::json::read(text)
     };
     if let Ok(rec) = read {
         let _ = rec.merged();

@@ -8,13 +8,14 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 use crate::{
-    analysis, doctor,
-    export::Format,
+    analysis,
+    commands::doctor,
+    commands::record::{self, RecordOptions},
+    commands::trace,
+    formats::Format,
+    ingest::live::TracerOptions,
+    kernel::plan::HookPreference,
     model::Kind,
-    plan::HookPreference,
-    record::{self, RecordOptions},
-    source::TracerOptions,
-    trace,
 };
 
 const ABOUT: &str = "See IO page faults (IOPFs) and page pinning of SVA accelerators \
@@ -210,7 +211,7 @@ pub enum Command {
     /// for an unusable recording or listen address.
     Serve {
         /// Address and port to listen on (e.g. 127.0.0.1:9435, [::1]:9435, 0.0.0.0:9435).
-        #[arg(long, default_value = crate::serve::DEFAULT_LISTEN, value_name = "ADDR:PORT")]
+        #[arg(long, default_value = crate::commands::serve::DEFAULT_LISTEN, value_name = "ADDR:PORT")]
         listen: std::net::SocketAddr,
         /// Serve a raw recording (`-`: standard input) instead of tracing.
         #[arg(long, value_name = "FILE|-")]
@@ -237,7 +238,7 @@ pub enum Command {
     },
     /// Benchmark drivers for `cargo xtask bench` (JSON on stdout).
     #[command(hide = true, subcommand)]
-    Bench(crate::bench::BenchCommand),
+    Bench(crate::commands::bench::BenchCommand),
 }
 
 /// Parse a series kind name.
@@ -375,7 +376,7 @@ pub fn run(cli: Cli) -> u8 {
             bpf_stats,
             hooks,
             ring_size,
-        } => crate::serve::run(crate::serve::ServeOptions {
+        } => crate::commands::serve::run(crate::commands::serve::ServeOptions {
             listen,
             replay,
             realtime,
@@ -387,7 +388,7 @@ pub fn run(cli: Cli) -> u8 {
                 ring_bytes: ring_size,
             },
         }),
-        Command::Bench(cmd) => crate::bench::run(cmd),
+        Command::Bench(cmd) => crate::commands::bench::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,22 +1,21 @@
 //! uacce-trace: IO page faults and page pinning of SVA accelerators (uacce,
 //! idxd, AMD PPR), per process.
 //!
-//! Module map (docs/architecture.md, "Data flow and layers"):
-//! - `source`: the only aya user: inspect the kernel, plan, load, attach,
-//!   read the ring buffer, decode into events;
-//! - `decode`, `event`: wire records → domain events (pure); `pairing`:
-//!   IO page fault reports + responses → complete faults (pure); `inthash`:
-//!   the hasher of maps keyed by kernel-chosen integers;
-//! - `plan`: hook planning as data (pure); `system`: facts read from files;
-//!   `btf`: a small parser of kernel BTF;
-//! - `model`: the aggregator (histograms, pin ledger, fault regions;
-//!   pure, no clock); `export`: hlog/json/csv writers and readers;
-//!   `rawfile`: the raw recording format and replay; `analysis`: `report`
-//!   and `compare`; `losses`: the loss ledger by reason, shown by every
-//!   output;
-//! - consumers: `trace` (one line per event), `doctor`, `record`, `tui`
-//!   (`top`, the live per-process screen), `serve` (Prometheus `/metrics`);
-//! - `cli`: argument parsing and validation.
+//! Layers, bottom to top (docs/architecture.md, "Data flow and layers");
+//! a module imports only from its own layer or the ones below:
+//! - `kernel`: the kernel boundary: what the kernel offers (`system`,
+//!   `kconfig`, `btf`), what we hook and how (`plan`);
+//! - `ingest`: where events come from: wire records → domain events
+//!   (`event`, `decode`), IO page fault pairing, PASID attribution, the
+//!   process tree, the loss ledger (`losses`), the raw recording format
+//!   (`rawfile`) and the live tracer (`live`);
+//! - `model`: the aggregator (histograms, pin ledger, fault regions; pure,
+//!   no clock);
+//! - `formats`: hlog/json/csv writers and readers;
+//! - `analysis`: `report` and `compare` (pure);
+//! - `commands`: `trace`, `record`, `serve`, `doctor` (and the benchmark
+//!   driver); `tui`: `top`, the live per-process screen;
+//! - `cli`: argument parsing and dispatch.
 
 /// `eprintln!` that never panics. std's panics when stderr is a broken pipe
 /// (`uacce-trace record … 2>&1 | head`), which would turn a finished
@@ -30,27 +29,12 @@ macro_rules! eprintln {
 }
 
 pub mod analysis;
-pub mod attribution;
-pub mod bench;
-pub mod btf;
 pub mod cli;
-pub mod decode;
-pub mod doctor;
-pub mod event;
-pub mod export;
-pub mod inthash;
-pub mod kconfig;
-pub mod losses;
+pub mod commands;
+pub mod formats;
+pub mod ingest;
+pub mod kernel;
 pub mod model;
-pub mod pairing;
-pub mod plan;
-pub mod proctree;
-pub mod rawfile;
-pub mod record;
-pub mod serve;
-pub mod source;
-pub mod system;
-pub mod trace;
 pub mod tui;
 
 /// How a test that cannot run says so (shared with the integration tests

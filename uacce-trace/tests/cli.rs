@@ -492,10 +492,10 @@ fn serve_refuses_an_unusable_listen_address() {
 fn extreme_values_never_panic() {
     use std::time::Duration;
     use uacce_trace::{
-        event::{
+        ingest::event::{
             Event, HookType, IopfEvent, LossSample, PasidEvent, PinEvent, PinIoctl, PinIoctlEvent,
         },
-        rawfile::{RawHeader, RawWriter},
+        ingest::rawfile::{RawHeader, RawWriter},
     };
     use uacce_trace_common::PinFunc;
     let dir = scratch("cli-extreme");
@@ -584,9 +584,15 @@ fn extreme_values_never_panic() {
         }));
         events.push(Event::Loss(LossSample {
             ts_ns: ts,
-            losses: uacce_trace::losses::Ledger::from_counts(&[
-                (uacce_trace::losses::LossReason::RingFullOther, u64::MAX - i),
-                (uacce_trace::losses::LossReason::IopfUnanswered, u64::MAX),
+            losses: uacce_trace::ingest::losses::Ledger::from_counts(&[
+                (
+                    uacce_trace::ingest::losses::LossReason::RingFullOther,
+                    u64::MAX - i,
+                ),
+                (
+                    uacce_trace::ingest::losses::LossReason::IopfUnanswered,
+                    u64::MAX,
+                ),
             ]),
         }));
     }

@@ -12,7 +12,7 @@ use std::fs;
 use common::{after, before, check_golden, record, scratch};
 use uacce_trace::{
     analysis::{self, compare},
-    export::Format,
+    formats::Format,
     model::hist,
 };
 

@@ -15,7 +15,7 @@ use std::{fs, path::Path, process::Command};
 
 use common::{before, record, scratch, Format, START_UNIX};
 use uacce_trace::{
-    export::{self, RunMeta},
+    formats::{self, RunMeta},
     model::{hist, Aggregator, Kind, ModelConfig, ProcId, SeriesKey, Summary, WindowSeries},
 };
 
@@ -84,7 +84,7 @@ fn python_rows(dir: &Path, hlog: &Path) -> Vec<serde_json::Value> {
 fn check(dir: &Path, hlog: &Path) -> usize {
     let py = python_rows(dir, hlog);
     let text = fs::read_to_string(hlog).unwrap_or_else(|e| panic!("{e}"));
-    let ours = export::hlog::read(&text).unwrap_or_else(|e| panic!("{e}"));
+    let ours = formats::hlog::read(&text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(py.len(), ours.series.len(), "row count");
     let start = ours.start_unix_s.unwrap_or(0.0);
     let mut agreeing = 0;
@@ -190,7 +190,7 @@ fn python_hdrh_decodes_wide_ranges() {
         kernel: "k".into(),
         plan: "p".into(),
     };
-    let bytes = export::render(Format::Hlog, &meta, &windows).unwrap_or_else(|e| panic!("{e}"));
+    let bytes = formats::render(Format::Hlog, &meta, &windows).unwrap_or_else(|e| panic!("{e}"));
     let hlog = dir.join("wide.hlog");
     fs::write(&hlog, bytes).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(check(&dir, &hlog), 2);

@@ -12,13 +12,15 @@ mod common;
 use std::{collections::BTreeMap, path::Path, process::Command};
 
 use common::Lack;
-use uacce_trace::{event::HookType, plan::HookPreference, source, system};
+use uacce_trace::{
+    ingest::event::HookType, ingest::live, kernel::plan::HookPreference, kernel::system,
+};
 
 fn skip_reason() -> Option<(Lack, String)> {
     if let Err(e) = system::check_privileges() {
         return Some((Lack::Root, e));
     }
-    if let Err(source::SourceError::StubObject) = source::verify_all_programs().map(|_| ()) {
+    if let Err(live::SourceError::StubObject) = live::verify_all_programs().map(|_| ()) {
         return Some((
             Lack::Setup,
             "built with UACCE_TRACE_EBPF_STUB=1: no eBPF object".into(),
@@ -39,8 +41,8 @@ macro_rules! skip_unless_privileged {
 #[test]
 fn every_program_passes_the_verifier() {
     skip_unless_privileged!();
-    let results = source::verify_all_programs().expect("object loads");
-    let inspection = source::inspect(HookPreference::Auto);
+    let results = live::verify_all_programs().expect("object loads");
+    let inspection = live::inspect(HookPreference::Auto);
     let mut failures = Vec::new();
     let (mut kprobe_ok, mut fentry_ok, mut fentry_refused, mut tracepoint_ok) = (0, 0, 0, 0);
     let kprobe_total = results
@@ -107,7 +109,7 @@ fn every_program_passes_the_verifier() {
     assert_eq!(kprobe_ok, kprobe_total);
     assert_eq!(
         tracepoint_ok,
-        2 + 3 + 1 + 2 + source::BENCH_PROGRAMS.len(),
+        2 + 3 + 1 + 2 + live::BENCH_PROGRAMS.len(),
         "sys_enter_ioctl and sys_exit_ioctl programs, the vendor IOPF tracepoints' \
          (prq_report, dev_fault, dev_page_response), the PASID scan's, the process tree's \
          (proc_fork, a raw tracepoint, and proc_exit) and the bench source's"
@@ -132,7 +134,7 @@ fn doctor_reports_this_host_truthfully() {
     assert_eq!(v["kernel"], system::kernel_release());
     assert_eq!(v["btf"]["ok"], Path::new(system::VMLINUX_BTF).exists());
     assert_eq!(v["ring_buffer"]["ok"], true);
-    let inspection = source::inspect(HookPreference::Auto);
+    let inspection = live::inspect(HookPreference::Auto);
     assert_eq!(v["fentry"]["ok"], inspection.fentry.is_ok());
     // Exit status follows the verdict.
     let can_trace = v["ok"].as_bool().expect("ok is a bool");
@@ -425,8 +427,8 @@ fn unprivileged_live_modes_name_what_is_missing() {
 #[test]
 fn pasid_scan_walks_the_task_list() {
     skip_unless_privileged!();
-    let inspection = source::inspect(HookPreference::Auto);
-    let scan = source::scan_pasids(&inspection.config);
+    let inspection = live::inspect(HookPreference::Auto);
+    let scan = live::scan_pasids(&inspection.config);
     let visible = std::fs::read_dir("/proc")
         .map(|d| {
             d.filter_map(Result::ok)

@@ -1,7 +1,7 @@
 //! `record -- COMMAND` keeps every event of every descendant of the
 //! command, however short-lived, and nothing of other processes: the
 //! process tree comes from the kernel's fork and exit events, in ring order
-//! with the events (`uacce_trace::proctree`).
+//! with the events (`uacce_trace::ingest::proctree`).
 //!
 //! Runs on the host's real tracepoints: needs root (or CAP_BPF and
 //! CAP_PERFMON) and a binary built with its eBPF object; otherwise each
@@ -16,7 +16,7 @@ use std::{
     process::{Command, ExitCode},
 };
 
-use uacce_trace::{source, system};
+use uacce_trace::{ingest::live, kernel::system};
 use uacce_trace_common::ioctl_cmd::UACCE_CMD_PIN;
 
 /// How many times each recording is repeated (the bug was flaky).
@@ -70,7 +70,7 @@ fn skip_reason() -> Option<String> {
     if let Err(e) = system::check_privileges() {
         return Some(e);
     }
-    if let Err(source::SourceError::StubObject) = source::verify_all_programs().map(|_| ()) {
+    if let Err(live::SourceError::StubObject) = live::verify_all_programs().map(|_| ()) {
         return Some("built with UACCE_TRACE_EBPF_STUB=1".into());
     }
     None

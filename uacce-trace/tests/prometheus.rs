@@ -18,10 +18,10 @@ use std::{
 };
 
 use uacce_trace::{
-    event::{Event, HookType, IopfEvent, LossSample, PinEvent},
+    commands::serve::metrics::{cumulative_buckets, BUCKETS_NS},
+    ingest::event::{Event, HookType, IopfEvent, LossSample, PinEvent},
+    ingest::rawfile::{RawHeader, RawWriter},
     model::{Aggregator, Kind, ModelConfig, ProcId},
-    rawfile::{RawHeader, RawWriter},
-    serve::metrics::{cumulative_buckets, BUCKETS_NS},
 };
 use uacce_trace_common::PinFunc;
 
@@ -150,9 +150,9 @@ fn events() -> Vec<Event> {
     }
     v.push(Event::Loss(LossSample {
         ts_ns: START + 2_000_000_000,
-        losses: uacce_trace::losses::Ledger::from_counts(&[
-            (uacce_trace::losses::LossReason::RingFullIoctl, 2),
-            (uacce_trace::losses::LossReason::IopfUnanswered, 1),
+        losses: uacce_trace::ingest::losses::Ledger::from_counts(&[
+            (uacce_trace::ingest::losses::LossReason::RingFullIoctl, 2),
+            (uacce_trace::ingest::losses::LossReason::IopfUnanswered, 1),
         ]),
     }));
     v

@@ -22,8 +22,8 @@ use std::{
 
 use common::Lack;
 use uacce_trace::{
-    event::{Event, HookType, IopfEvent, PinEvent},
-    rawfile::{RawHeader, RawWriter},
+    ingest::event::{Event, HookType, IopfEvent, PinEvent},
+    ingest::rawfile::{RawHeader, RawWriter},
 };
 use uacce_trace_common::PinFunc;
 
@@ -493,11 +493,11 @@ fn serve_with_a_stalled_stdin_still_stops() {
 
 /// Why live tracing cannot run here, if it cannot.
 fn live_skip_reason() -> Option<(Lack, String)> {
-    if let Err(e) = uacce_trace::system::check_privileges() {
+    if let Err(e) = uacce_trace::kernel::system::check_privileges() {
         return Some((Lack::Root, e));
     }
-    if let Err(uacce_trace::source::SourceError::StubObject) =
-        uacce_trace::source::verify_all_programs().map(|_| ())
+    if let Err(uacce_trace::ingest::live::SourceError::StubObject) =
+        uacce_trace::ingest::live::verify_all_programs().map(|_| ())
     {
         return Some((
             Lack::Setup,

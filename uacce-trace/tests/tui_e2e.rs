@@ -18,8 +18,8 @@ use std::{
 };
 
 use uacce_trace::{
-    event::{Event, HookType, IopfEvent, LossSample, PasidEvent, PinEvent},
-    rawfile::{RawHeader, RawWriter},
+    ingest::event::{Event, HookType, IopfEvent, LossSample, PasidEvent, PinEvent},
+    ingest::rawfile::{RawHeader, RawWriter},
 };
 use uacce_trace_common::PinFunc;
 
@@ -364,7 +364,7 @@ const DEMO_RECORDING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/de
 /// The demo's processes: command name -> (tgid, IOPFs, faults on the
 /// process's pinned pages are not counted here), read from the recording.
 fn demo_processes() -> std::collections::BTreeMap<String, (u32, u64)> {
-    use uacce_trace::rawfile::{RawReader, Record};
+    use uacce_trace::ingest::rawfile::{RawReader, Record};
     let file = fs::File::open(DEMO_RECORDING).unwrap_or_else(|e| panic!("{DEMO_RECORDING}: {e}"));
     let (mut reader, _) = RawReader::open(std::io::BufReader::new(file))
         .unwrap_or_else(|e| panic!("{DEMO_RECORDING}: {e}"));

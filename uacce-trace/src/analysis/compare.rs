@@ -162,7 +162,7 @@ pub struct Loss {
     pub dropped: Option<u64>,
     pub unanswered: Option<u64>,
     /// By reason (non-zero ones), when the input says.
-    pub losses: Option<crate::losses::Ledger>,
+    pub losses: Option<crate::ingest::losses::Ledger>,
 }
 
 impl Loss {
@@ -231,7 +231,7 @@ pub fn rule(o: &CompareOptions) -> String {
 }
 
 /// Matching key of a series: kind, comm, device (pids differ between runs).
-fn match_key(t: &crate::export::TagInfo) -> (String, String, String, String) {
+fn match_key(t: &crate::formats::TagInfo) -> (String, String, String, String) {
     if t.kind.is_empty() {
         (String::new(), String::new(), String::new(), t.tag.clone())
     } else {
@@ -560,7 +560,7 @@ mod tests {
     use super::*;
     use crate::{
         analysis::InputKind,
-        export::{RecordedSeries, Recording, TagInfo},
+        formats::{RecordedSeries, Recording, TagInfo},
         model::{ProcId, SeriesKey},
     };
 

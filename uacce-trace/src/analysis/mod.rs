@@ -12,10 +12,10 @@ use std::io::Read;
 use thiserror::Error;
 
 use crate::{
-    export::{self, RecordedSeries, Recording, Sniffed, TagInfo},
-    losses::LossReason,
+    formats::{self, RecordedSeries, Recording, Sniffed, TagInfo},
+    ingest::losses::LossReason,
+    ingest::rawfile::{RawHeader, RawReader, Record},
     model::{Aggregator, ModelConfig, Snapshot},
-    rawfile::{RawHeader, RawReader, Record},
 };
 
 /// An input that could not be used, with the file it came from.
@@ -145,19 +145,19 @@ pub fn load_bytes(name: &str, bytes: &[u8]) -> Result<Loaded, LoadError> {
         name: name.to_string(),
         reason,
     };
-    let kind = export::sniff(bytes).map_err(|e| err(e.to_string()))?;
+    let kind = formats::sniff(bytes).map_err(|e| err(e.to_string()))?;
     let text = || std::str::from_utf8(bytes).map_err(|_| err("not UTF-8 text".into()));
     Ok(match kind {
         Sniffed::Hlog => Loaded {
             name: name.to_string(),
             kind: InputKind::Hlog,
-            recording: export::hlog::read(text()?).map_err(|e| err(e.to_string()))?,
+            recording: formats::hlog::read(text()?).map_err(|e| err(e.to_string()))?,
             raw: None,
         },
         Sniffed::Json => Loaded {
             name: name.to_string(),
             kind: InputKind::Json,
-            recording: export::json::read(text()?).map_err(|e| err(e.to_string()))?,
+            recording: formats::json::read(text()?).map_err(|e| err(e.to_string()))?,
             raw: None,
         },
         Sniffed::Raw => {

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use super::{fmt_ns, table, Loaded};
 use crate::{
-    export::iso8601_utc,
+    formats::iso8601_utc,
     model::{ProcId, Summary},
 };
 

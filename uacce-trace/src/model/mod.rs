@@ -41,9 +41,9 @@ pub mod ledger;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::{
-    event::{Event, IopfEvent, PinEvent, PinIoctl, PinIoctlEvent},
-    inthash::BuildIntHasher,
-    losses::{Ledger, LossReason},
+    ingest::event::{Event, IopfEvent, PinEvent, PinIoctl, PinIoctlEvent},
+    ingest::inthash::BuildIntHasher,
+    ingest::losses::{Ledger, LossReason},
 };
 
 pub use self::{

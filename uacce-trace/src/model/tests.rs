@@ -4,8 +4,8 @@ use proptest::prelude::*;
 use uacce_trace_common::PinFunc;
 
 use super::*;
-use crate::event::{HookType, LossSample};
-use crate::losses::{Ledger, LossReason};
+use crate::ingest::event::{HookType, LossSample};
+use crate::ingest::losses::{Ledger, LossReason};
 
 const P: u64 = 4096;
 

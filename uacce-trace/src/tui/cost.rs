@@ -1,7 +1,7 @@
 //! The tool's own cost in the kernel while `top` runs live: BPF run-time
 //! statistics (`BPF_ENABLE_STATS`, kernel 5.8+) summed over the programs
 //! the tracer loaded (their kernel ids, from
-//! [`Tracer::loaded_programs`](crate::source::Tracer::loaded_programs): no
+//! [`Tracer::loaded_programs`](crate::ingest::live::Tracer::loaded_programs): no
 //! list of names to keep in step with the eBPF crate, and another
 //! instance's programs are never counted), turned into ns per program run
 //! and CPU share per interval.
@@ -71,7 +71,7 @@ pub struct CostProbe {
 
 impl CostProbe {
     /// Enable statistics for `programs` (`(id, name)` from
-    /// [`Tracer::loaded_programs`](crate::source::Tracer::loaded_programs)).
+    /// [`Tracer::loaded_programs`](crate::ingest::live::Tracer::loaded_programs)).
     /// The error says why the cost cannot be shown.
     pub fn start(programs: &[(u32, String)]) -> Result<CostProbe, String> {
         if programs.is_empty() {

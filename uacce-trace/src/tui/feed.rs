@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crate::{
-    event::Event,
-    losses::Ledger,
+    ingest::event::Event,
+    ingest::losses::Ledger,
     model::{
         hist, Aggregator, FaultRegion, Hist, Kind, LedgerSummary, ModelConfig, ProcId,
         ProcessSnapshot, SeriesSnapshot, Summary,

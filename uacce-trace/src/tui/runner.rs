@@ -33,11 +33,11 @@ use super::{
     term, view,
 };
 use crate::{
-    event::Event,
+    commands::record::{monotonic_ns, EXIT_BAD_INPUT},
+    ingest::event::Event,
+    ingest::live::{Tracer, TracerOptions},
+    ingest::rawfile::{RawReader, Replay, ReplayItem},
     model::ModelConfig,
-    rawfile::{RawReader, Replay, ReplayItem},
-    record::{monotonic_ns, EXIT_BAD_INPUT},
-    source::{Tracer, TracerOptions},
 };
 
 /// Options of `top`, validated.

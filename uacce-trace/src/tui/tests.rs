@@ -13,10 +13,10 @@ use super::{
     view,
 };
 use crate::{
-    event::{
+    ingest::event::{
         Event, HookType, IopfEvent, LossSample, PasidEvent, PinEvent, PinIoctl, PinIoctlEvent,
     },
-    losses::{Ledger, LossReason},
+    ingest::losses::{Ledger, LossReason},
     model::{ModelConfig, ProcId},
 };
 

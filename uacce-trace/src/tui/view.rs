@@ -24,7 +24,7 @@ use super::{
     fmt,
 };
 use crate::{
-    losses::{Ledger, LossReason},
+    ingest::losses::{Ledger, LossReason},
     model::ProcId,
 };
 

@@ -9,13 +9,13 @@ pub mod skip;
 
 use std::path::{Path, PathBuf};
 
-pub use uacce_trace::export::Format;
+pub use uacce_trace::formats::Format;
 use uacce_trace::{
-    event::{
+    commands::record::Recorder,
+    ingest::event::{
         Event, HookType, IopfEvent, LossSample, PasidEvent, PinEvent, PinIoctl, PinIoctlEvent,
     },
-    rawfile::RawHeader,
-    record::Recorder,
+    ingest::rawfile::RawHeader,
 };
 use uacce_trace_common::PinFunc;
 
@@ -233,9 +233,9 @@ pub fn before() -> Vec<Item> {
         t3,
         Event::Loss(LossSample {
             ts_ns: t3,
-            losses: uacce_trace::losses::Ledger::from_counts(&[
-                (uacce_trace::losses::LossReason::RingFullPin, 2),
-                (uacce_trace::losses::LossReason::IopfUnanswered, 1),
+            losses: uacce_trace::ingest::losses::Ledger::from_counts(&[
+                (uacce_trace::ingest::losses::LossReason::RingFullPin, 2),
+                (uacce_trace::ingest::losses::LossReason::IopfUnanswered, 1),
             ]),
         }),
     ));

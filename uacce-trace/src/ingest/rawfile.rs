@@ -45,11 +45,11 @@ use std::io::{self, Read, Write};
 use thiserror::Error;
 use uacce_trace_common::PinFunc;
 
-use crate::event::{
+use crate::ingest::event::{
     Event, HookType, IopfEvent, LossSample, PasidEvent, PinEvent, PinIoctl, PinIoctlEvent,
     QueueEvent, QueueOp,
 };
-use crate::losses::{Ledger, LossReason};
+use crate::ingest::losses::{Ledger, LossReason};
 
 /// First bytes of every raw recording.
 pub const MAGIC: &[u8; 8] = b"\x89UTRACE\n";
@@ -104,8 +104,8 @@ pub struct RawHeader {
 
 impl RawHeader {
     /// The writers' view of the run.
-    pub fn run_meta(&self) -> crate::export::RunMeta {
-        crate::export::RunMeta {
+    pub fn run_meta(&self) -> crate::formats::RunMeta {
+        crate::formats::RunMeta {
             start_unix_ns: self.start_unix_ns,
             base_mono_ns: self.start_mono_ns,
             kernel: self.kernel.clone(),

@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use super::{f3, tag, ExportError, ReadError, RecordedSeries, Recording, RunMeta};
 use crate::{
-    losses::{Ledger, LossReason},
+    ingest::losses::{Ledger, LossReason},
     model::{hist, IntervalWindow, Summary},
 };
 

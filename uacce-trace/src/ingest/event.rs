@@ -1,50 +1,11 @@
 //! Domain events: what the kernel programs observed, decoded from the wire
 //! records into owned, typed values. Independent of aya; produced by
-//! `source`, consumed by the output and aggregation code.
-
-use std::fmt;
+//! `ingest::live`, consumed by the output and aggregation code.
 
 use serde::Serialize;
-use uacce_trace_common::{PinFunc, HOOK_FENTRY, HOOK_KPROBE, HOOK_TRACEPOINT};
+use uacce_trace_common::PinFunc;
 
-/// Kind of kernel hook an event came through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HookType {
-    /// fentry/fexit (BPF trampoline).
-    Fentry,
-    /// kprobe/kretprobe.
-    Kprobe,
-    /// Static tracepoint.
-    Tracepoint,
-}
-
-impl HookType {
-    /// Name used on the command line, in `doctor` and in output.
-    pub const fn name(self) -> &'static str {
-        match self {
-            HookType::Fentry => "fentry",
-            HookType::Kprobe => "kprobe",
-            HookType::Tracepoint => "tracepoint",
-        }
-    }
-
-    /// Decode the `hook` byte of a wire record.
-    pub const fn from_wire(v: u8) -> Option<HookType> {
-        match v {
-            HOOK_FENTRY => Some(HookType::Fentry),
-            HOOK_KPROBE => Some(HookType::Kprobe),
-            HOOK_TRACEPOINT => Some(HookType::Tracepoint),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for HookType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::kernel::plan::HookType;
 
 /// One `pin_user_pages*` or `unpin_user_page*` call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -228,11 +189,11 @@ pub struct PasidEvent {
 pub struct LossSample {
     pub ts_ns: u64,
     /// Everything lost so far, by reason.
-    pub losses: crate::losses::Ledger,
+    pub losses: crate::ingest::losses::Ledger,
 }
 
 /// A followed process forked or ended (`record -- COMMAND` only): the
-/// process tree, in ring order with the other events (`crate::proctree`).
+/// process tree, in ring order with the other events (`crate::ingest::proctree`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcEvent {
     pub ts_ns: u64,

@@ -3,7 +3,7 @@
 //! or a [`DecodeError`], never a panic (it is a fuzz target). [`decode`]
 //! takes one record on its own; [`Decoder`] takes the ring's stream, in
 //! which an IO page fault arrives as a report and a response that it pairs
-//! (`crate::pairing`).
+//! (`crate::ingest::pairing`).
 
 use thiserror::Error;
 use uacce_trace_common::{
@@ -16,12 +16,12 @@ use uacce_trace_common::{
 };
 
 use crate::{
-    attribution::PasidOwner,
-    event::{
+    ingest::attribution::PasidOwner,
+    ingest::event::{
         comm_to_string, DriverCall, Event, HookType, IopfEvent, PasidEvent, PinEvent, PinIoctl,
         PinIoctlEvent, ProcEvent, QueueEvent, QueueOp,
     },
-    pairing::IopfPairing,
+    ingest::pairing::IopfPairing,
 };
 
 /// Why a record could not be decoded.

@@ -9,10 +9,10 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::{
-    attribution::owner_label,
-    event::{Event, PinEvent, PinIoctl},
-    losses::{Ledger, LossReason},
-    source::{Tracer, TracerOptions},
+    ingest::attribution::owner_label,
+    ingest::event::{Event, PinEvent, PinIoctl},
+    ingest::live::{Tracer, TracerOptions},
+    ingest::losses::{Ledger, LossReason},
 };
 
 /// NDJSON form of a pin/unpin event. Field names are a stable interface.
@@ -676,7 +676,7 @@ mod tests {
     use uacce_trace_common::PinFunc;
 
     use super::*;
-    use crate::event::HookType;
+    use crate::ingest::event::HookType;
 
     fn ev(func: PinFunc, ret: i64) -> Event {
         Event::Pin(PinEvent {
@@ -747,7 +747,7 @@ mod tests {
             stopped_json(10, &l),
             r#"{"event":"stopped","events":10,"dropped":6,"losses":{"ring_full_ioctl":3,"exit_without_entry":1,"iopf_pending_at_exit":2}}"#
         );
-        let sample = json_line(&Event::Loss(crate::event::LossSample {
+        let sample = json_line(&Event::Loss(crate::ingest::event::LossSample {
             ts_ns: 5,
             losses: l,
         }));

@@ -77,7 +77,7 @@
 use std::fmt::Write as _;
 
 use crate::{
-    losses::LossReason,
+    ingest::losses::LossReason,
     model::{Hist, Kind, ProcId, Snapshot},
 };
 
@@ -540,8 +540,8 @@ pub fn render(e: &Exposition<'_>) -> String {
 mod tests {
     use super::*;
     use crate::{
-        event::{Event, HookType, IopfEvent, LossSample, PinEvent},
-        losses::Ledger,
+        ingest::event::{Event, HookType, IopfEvent, LossSample, PinEvent},
+        ingest::losses::Ledger,
         model::{hist, Aggregator, ModelConfig},
     };
     use uacce_trace_common::PinFunc;

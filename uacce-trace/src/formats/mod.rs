@@ -132,7 +132,7 @@ pub fn sniff(bytes: &[u8]) -> Result<Sniffed, ReadError> {
     if bytes.is_empty() {
         return Err(ReadError::Empty);
     }
-    if bytes.starts_with(crate::rawfile::MAGIC) {
+    if bytes.starts_with(crate::ingest::rawfile::MAGIC) {
         return Ok(Sniffed::Raw);
     }
     let head = &bytes[..bytes.len().min(4096)];
@@ -184,7 +184,7 @@ pub struct Recording {
     pub unanswered: Option<u64>,
     /// Everything lost by reason, when the file says (files of older
     /// versions only have `dropped`).
-    pub losses: Option<crate::losses::Ledger>,
+    pub losses: Option<crate::ingest::losses::Ledger>,
 }
 
 /// All intervals of one tag merged.
@@ -371,7 +371,7 @@ mod tests {
         assert_eq!(sniff(b"\xff\xfe\x00garbage"), Err(ReadError::NotText));
         assert_eq!(sniff(b"hello"), Err(ReadError::UnknownFormat));
         assert_eq!(sniff(csv::HEADER.as_bytes()), Err(ReadError::Csv));
-        assert_eq!(sniff(crate::rawfile::MAGIC), Ok(Sniffed::Raw));
+        assert_eq!(sniff(crate::ingest::rawfile::MAGIC), Ok(Sniffed::Raw));
     }
 
     #[test]

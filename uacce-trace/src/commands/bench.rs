@@ -35,13 +35,13 @@ use uacce_trace_common::{
 };
 
 use crate::{
-    attribution::Attributor,
-    decode::Decoder,
-    event::Event,
-    export::{Format, IntervalWriter, RunMeta},
-    losses::LossReason,
+    formats::{Format, IntervalWriter, RunMeta},
+    ingest::attribution::Attributor,
+    ingest::decode::Decoder,
+    ingest::event::Event,
+    ingest::live::{Tracer, BENCH_PROGRAMS},
+    ingest::losses::LossReason,
     model::{Aggregator, ModelConfig},
-    source::{Tracer, BENCH_PROGRAMS},
 };
 
 /// `uacce-trace bench …` (hidden).

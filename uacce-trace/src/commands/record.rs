@@ -23,7 +23,7 @@
 //! command's process tree as it grows, in ring order with the events
 //! (`sched_process_fork`/`sched_process_exit` programs, attached only
 //! here, before the command starts), so every descendant is placed when it
-//! is born, however short its life: see `crate::proctree`. Events that
+//! is born, however short its life: see `crate::ingest::proctree`. Events that
 //! cannot be decided (the kernel lost process-tree records) are left out
 //! and counted as "unplaceable".
 
@@ -36,13 +36,13 @@ use std::{
 use thiserror::Error;
 
 use crate::{
-    event::Event,
-    export::{AtomicFile, ExportError, Format, IntervalWriter},
-    losses::LossReason,
+    formats::{AtomicFile, ExportError, Format, IntervalWriter},
+    ingest::event::Event,
+    ingest::live::TracerOptions,
+    ingest::losses::LossReason,
+    ingest::proctree::{event_tgid, ProcTree, Verdict},
+    ingest::rawfile::{RawError, RawHeader, RawReader, RawWriter, Replay, ReplayItem},
     model::{Aggregator, ModelConfig},
-    proctree::{event_tgid, ProcTree, Verdict},
-    rawfile::{RawError, RawHeader, RawReader, RawWriter, Replay, ReplayItem},
-    source::TracerOptions,
 };
 
 /// Exit code for bad input or output files.
@@ -554,7 +554,7 @@ fn exit_code(status: std::process::ExitStatus) -> u8 {
 async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
     use tokio::signal::unix::{signal, SignalKind};
 
-    use crate::source::Tracer;
+    use crate::ingest::live::Tracer;
 
     // Signal handlers first, so a signal right after the start is ours.
     let mut int = signal(SignalKind::interrupt())?;
@@ -617,7 +617,7 @@ async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
         "uacce-trace: recording to {} ({}, {} s intervals; {} hooks attached; {}){}",
         opts.output.display(),
         opts.format,
-        crate::export::f3(opts.interval_ns as f64 / 1e9),
+        crate::formats::f3(opts.interval_ns as f64 / 1e9),
         tracer.hooks_attached(),
         tracer.plan().summary(),
         child_pid.map_or_else(String::new, |p| format!("; command pid {p}"))
@@ -715,7 +715,7 @@ async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
         } else {
             String::new()
         },
-        crate::trace::dropped_text(&losses)
+        crate::commands::trace::dropped_text(&losses)
     );
     if let Some(code) = status {
         return Ok(if timed_out { 0 } else { code });

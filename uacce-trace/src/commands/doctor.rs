@@ -6,9 +6,9 @@ use std::io::Write;
 use serde_json::json;
 
 use crate::{
-    plan::HookPreference,
-    source::{self, Inspection},
-    system,
+    ingest::live::{self, Inspection},
+    kernel::plan::HookPreference,
+    kernel::system,
 };
 
 fn check(r: &Result<(), String>) -> (bool, String) {
@@ -33,7 +33,7 @@ fn to_json(
     i: &Inspection,
     pref: HookPreference,
     vmstat: Option<system::PinCounters>,
-    scan: &source::PasidScan,
+    scan: &live::PasidScan,
 ) -> serde_json::Value {
     let problem = problem(i);
     let c = |r: &Result<(), String>| {
@@ -78,7 +78,7 @@ fn render(
     i: &Inspection,
     pref: HookPreference,
     vmstat: Option<system::PinCounters>,
-    scan: &source::PasidScan,
+    scan: &live::PasidScan,
 ) -> String {
     let mut s = String::new();
     let mut row = |k: &str, v: String| s.push_str(&format!("  {k:<15} {v}\n"));
@@ -203,10 +203,10 @@ fn render(
 
 /// Run `doctor`; returns the process exit code.
 pub fn run(pref: HookPreference, as_json: bool, out: &mut dyn Write) -> std::io::Result<u8> {
-    let inspection = source::inspect(pref);
+    let inspection = live::inspect(pref);
     let vmstat = system::vmstat_pins(inspection.privileges.is_ok());
     // Informational: a scan that cannot run never fails doctor.
-    let scan = source::scan_pasids(&inspection.config);
+    let scan = live::scan_pasids(&inspection.config);
     if as_json {
         writeln!(out, "{}", to_json(&inspection, pref, vmstat, &scan))?;
     } else {

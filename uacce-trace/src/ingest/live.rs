@@ -19,14 +19,14 @@ use tokio::{
 use uacce_trace_common::{counter, KernelConfig, PinFunc, ScanState};
 
 use crate::{
-    attribution::{Attributor, PasidOwner},
-    btf::Btf,
-    decode::{decode_scan, DecodeContext, Decoder},
-    event::{Event, HookType, LossSample},
-    kconfig,
-    losses::{self, Ledger, LossReason},
-    plan::{self, Facts, HookPreference, Plan, Program},
-    system,
+    ingest::attribution::{Attributor, PasidOwner},
+    ingest::decode::{decode_scan, DecodeContext, Decoder},
+    ingest::event::{Event, HookType, LossSample},
+    ingest::losses::{self, Ledger, LossReason},
+    kernel::btf::Btf,
+    kernel::kconfig,
+    kernel::plan::{self, Facts, HookPreference, Plan, Program},
+    kernel::system,
 };
 
 /// The compiled kernel programs (empty when built with UACCE_TRACE_EBPF_STUB).
@@ -748,7 +748,7 @@ impl Tracer {
     /// Follow the children of process `tgid` from now on (the tracer's
     /// own pid, before it starts the command): each becomes a followed
     /// process, and so do its descendants, reported as
-    /// [`Event::Proc`](crate::event::Event::Proc) in ring order.
+    /// [`Event::Proc`](crate::ingest::event::Event::Proc) in ring order.
     pub fn follow_children_of(&mut self, tgid: u32) -> Result<(), SourceError> {
         self.set_follow(tgid, uacce_trace_common::FOLLOW_CHILDREN)
     }
@@ -1141,7 +1141,7 @@ impl Tracer {
     /// A tracer whose only programs are the bench source's: every
     /// `getppid(2)` of process `tgid` becomes an IOPF record in the ring
     /// buffer, read and decoded by [`Tracer::run`] like real ones
-    /// (`crate::bench`).
+    /// (`crate::commands::bench`).
     /// `batched_wakeup`: the programs wake the reader once per batch of
     /// records instead of whenever it has caught up (the kernel default).
     /// `burst`: records per call (1 to 16).

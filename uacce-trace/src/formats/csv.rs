@@ -11,7 +11,7 @@ use std::io::Write;
 
 use super::{f3, tag, ExportError, RunMeta};
 use crate::{
-    losses::LossReason,
+    ingest::losses::LossReason,
     model::{IntervalWindow, Summary},
 };
 

@@ -9,7 +9,7 @@
 use serde::Serialize;
 use uacce_trace_common::KernelConfig;
 
-use crate::btf::Btf;
+use crate::kernel::btf::Btf;
 
 /// Where one value of the [`KernelConfig`] came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -12,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::plan::SymbolFacts;
+use crate::kernel::plan::SymbolFacts;
 
 /// `uname -r`.
 pub fn kernel_release() -> String {

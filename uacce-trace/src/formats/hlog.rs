@@ -29,7 +29,7 @@ use super::{
     f3, iso8601_utc, one_line, tag, ExportError, ReadError, RecordedSeries, Recording, RunMeta,
 };
 use crate::{
-    losses::{Ledger, LossReason},
+    ingest::losses::{Ledger, LossReason},
     model::{Hist, IntervalWindow},
 };
 

@@ -26,7 +26,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::event::{Event, ProcEvent};
+use crate::ingest::event::{Event, ProcEvent};
 
 /// How long (event time) a member that exited stays a member, for the
 /// events its exit still causes (files closed after the exit tracepoint).

@@ -40,11 +40,11 @@ use std::{
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::{
-    event::Event,
+    commands::record::{monotonic_ns, EXIT_BAD_INPUT},
+    ingest::event::Event,
+    ingest::live::TracerOptions,
+    ingest::rawfile::{RawError, RawReader, Replay, ReplayItem},
     model::{Aggregator, ModelConfig},
-    rawfile::{RawError, RawReader, Replay, ReplayItem},
-    record::{monotonic_ns, EXIT_BAD_INPUT},
-    source::TracerOptions,
 };
 
 /// The default listen address (loopback only).
@@ -91,7 +91,9 @@ impl Default for ServeOptions {
 enum Source {
     Live {
         stop: Option<tokio::sync::oneshot::Sender<()>>,
-        reader: tokio::task::JoinHandle<Result<crate::losses::Ledger, crate::source::SourceError>>,
+        reader: tokio::task::JoinHandle<
+            Result<crate::ingest::losses::Ledger, crate::ingest::live::SourceError>,
+        >,
         stats_fd: Option<std::os::fd::OwnedFd>,
     },
     Replay {
@@ -204,7 +206,7 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
             }
         }
         None => {
-            let (tracer, inspection) = match crate::source::Tracer::start(opts.tracer) {
+            let (tracer, inspection) = match crate::ingest::live::Tracer::start(opts.tracer) {
                 Ok(t) => t,
                 Err(e) => {
                     eprintln!("uacce-trace: {e}");
@@ -375,7 +377,9 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
     let mut dropped = String::new();
     if let Source::Live { reader, .. } = source {
         match reader.await {
-            Ok(Ok(losses)) => dropped = format!(", {}", crate::trace::dropped_text(&losses)),
+            Ok(Ok(losses)) => {
+                dropped = format!(", {}", crate::commands::trace::dropped_text(&losses))
+            }
             Ok(Err(e)) => {
                 eprintln!("uacce-trace: error: {e}");
                 return Ok(1);

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use uacce_trace_common::{IopfKey, IopfRecord, IopfResponseRecord, KIND_IOPF};
 
-use crate::inthash::BuildIntHasher;
+use crate::ingest::inthash::BuildIntHasher;
 
 /// Most groups awaiting a response at once (the bound of the kernel map
 /// this replaces); reports beyond it are counted as lost.

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::event::{Event, IopfEvent, QueueOp};
+use crate::ingest::event::{Event, IopfEvent, QueueOp};
 
 /// A PASID and the process whose mm holds it (start-up scan).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -172,7 +172,7 @@ pub fn owner_label(f: &IopfEvent) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{HookType, PasidEvent};
+    use crate::ingest::event::{HookType, PasidEvent};
 
     fn bind(tgid: u32, comm: &str, pasid: u32, bound: bool) -> Event {
         Event::Pasid(PasidEvent {
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn uacce_queue_open_and_release_bind() {
-        use crate::event::QueueEvent;
+        use crate::ingest::event::QueueEvent;
         let q = |op, pasid| {
             Event::Queue(QueueEvent {
                 ts_ns: 0,

@@ -19,7 +19,7 @@ use uacce_trace_common::{
     KIND_QUEUE, KIND_UNPIN,
 };
 
-use crate::event::PinIoctlEvent;
+use crate::ingest::event::PinIoctlEvent;
 
 macro_rules! reasons {
     ($($(#[$doc:meta])* $v:ident = $name:literal, $loss:literal, $desc:literal;)*) => {
@@ -180,7 +180,7 @@ pub fn pin_not_credited(ev: &PinIoctlEvent) -> bool {
 }
 
 /// Cumulative counts by [`LossReason`]. Boxed: it travels in every loss
-/// sample, and [`crate::event::Event`] stays small.
+/// sample, and [`crate::ingest::event::Event`] stays small.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Ledger {
     counts: Box<[u64; LossReason::COUNT]>,
@@ -340,7 +340,7 @@ impl<'de> Deserialize<'de> for Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{DriverCall, HookType, PinIoctl};
+    use crate::ingest::event::{DriverCall, HookType, PinIoctl};
 
     #[test]
     fn total_leaves_out_nested_and_counts_the_rest() {

@@ -8,12 +8,49 @@
 //!
 //! Pure: no aya, no I/O. `system` gathers the facts.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, fmt};
 
 use serde::Serialize;
-use uacce_trace_common::PinFunc;
+use uacce_trace_common::{PinFunc, HOOK_FENTRY, HOOK_KPROBE, HOOK_TRACEPOINT};
 
-use crate::event::HookType;
+/// Kind of kernel hook an event came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookType {
+    /// fentry/fexit (BPF trampoline).
+    Fentry,
+    /// kprobe/kretprobe.
+    Kprobe,
+    /// Static tracepoint.
+    Tracepoint,
+}
+
+impl HookType {
+    /// Name used on the command line, in `doctor` and in output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            HookType::Fentry => "fentry",
+            HookType::Kprobe => "kprobe",
+            HookType::Tracepoint => "tracepoint",
+        }
+    }
+
+    /// Decode the `hook` byte of a wire record.
+    pub const fn from_wire(v: u8) -> Option<HookType> {
+        match v {
+            HOOK_FENTRY => Some(HookType::Fentry),
+            HOOK_KPROBE => Some(HookType::Kprobe),
+            HOOK_TRACEPOINT => Some(HookType::Tracepoint),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for HookType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// What kind of event a hook produces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,0 +1,7 @@
+//! The commands that consume events: each is a sink of the event source.
+
+pub mod bench;
+pub mod doctor;
+pub mod record;
+pub mod serve;
+pub mod trace;
