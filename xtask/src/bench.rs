@@ -330,7 +330,7 @@ fn publish(name: &str, out: &str, common: &Common) -> Result<()> {
 
 /// Replaces (or appends) the section `name` of [`DOC`] with `body`.
 fn write_section(name: &str, body: &str) -> Result<PathBuf> {
-    let path = vm::workspace_root()?.join(DOC);
+    let path = crate::base::workspace_root()?.join(DOC);
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -392,7 +392,7 @@ fn burst_for(rate: u64) -> u32 {
 /// What every bench needs first: the eBPF toolchain and host packages (no
 /// stock Debian kernels: a bench that boots a guest boots the test kernel).
 fn setup_host() -> Result<()> {
-    crate::setup::run(&crate::setup::SetupOptions {
+    crate::toolchain::setup::run(&crate::toolchain::setup::SetupOptions {
         bpf_toolchain: true,
         packages: true,
         kernels: false,
@@ -894,7 +894,7 @@ fn hooks(args: &HooksArgs) -> Result<()> {
     let (tool, workload) = built_binaries(args.common.no_build)?;
     let priority = raise_priority(&args.common);
     let load_before = loadavg();
-    let dir = crate::cache::vm_work()?.join("bench-hooks");
+    let dir = crate::base::cache::vm_work()?.join("bench-hooks");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let base = dir.join("base.cpio.gz");
     image::write_gzip(

@@ -61,8 +61,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::base::cache;
+use crate::kernel;
+use crate::toolchain::setup;
 use crate::vm::{self, image, qemu, Hooks};
-use crate::{cache, kernel, setup};
 
 /// Tenths of a second the guest waits for the tracer's "recording to" line
 /// (BTF parsing and BPF verification are slow under TCG).

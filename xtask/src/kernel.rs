@@ -55,11 +55,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::apt::{self, PrivateApt};
-use crate::build::Arch;
-use crate::cache;
-use crate::setup::capture;
-use crate::setup::list_dir;
+use crate::base::cache;
+use crate::base::fs::{
+    copy_executable, elapsed, list_dir, read_trimmed, remove_if_exists, write_if_changed,
+};
+use crate::base::process::capture;
+use crate::base::Arch;
+use crate::toolchain::apt::{self, PrivateApt};
 
 /// The Debian package holding the kernel source tarball.
 const SOURCE_PACKAGE: &str = "linux-source-6.12";
@@ -255,7 +257,7 @@ fn ensure(refresh: bool, jobs: Option<usize>, arch: Arch) -> Result<PathBuf> {
 
     ensure_packages(BUILD_PACKAGES)?;
     if arch != Arch::host() {
-        crate::setup::ensure_cross(arch)?;
+        crate::toolchain::setup::ensure_cross(arch)?;
     }
     let source = get_source(&root, local, refresh)?;
     let dir = root.join(cache_key_for(arch, &source.version));
@@ -1154,47 +1156,6 @@ fn boot(
 
 // ---------------------------------------------------------------------------
 // Small helpers
-
-fn copy_executable(from: &Path, to: &Path) -> Result<()> {
-    fs::copy(from, to)
-        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-    fs::set_permissions(to, fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("making {} executable", to.display()))
-}
-
-fn write_if_changed(path: &Path, text: &str) -> Result<()> {
-    if fs::read_to_string(path).is_ok_and(|old| old == text) {
-        return Ok(());
-    }
-    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
-}
-
-fn read_trimmed(path: &Path) -> Result<String> {
-    Ok(fs::read_to_string(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .trim()
-        .to_owned())
-}
-
-fn remove_if_exists(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => {
-            fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
-        }
-        Ok(_) => fs::remove_file(path).with_context(|| format!("removing {}", path.display())),
-        Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(err).with_context(|| format!("inspecting {}", path.display())),
-    }
-}
-
-fn elapsed(start: Instant) -> String {
-    let secs = start.elapsed().as_secs();
-    if secs >= 60 {
-        format!("{}m{:02}s", secs / 60, secs % 60)
-    } else {
-        format!("{:.1}s", start.elapsed().as_secs_f64())
-    }
-}
 
 fn mib(bytes: u64) -> f64 {
     // Display only: precision loss in the conversion does not matter.

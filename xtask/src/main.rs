@@ -3,24 +3,25 @@
 //! Commands install what they need themselves (`setup` runs first,
 //! idempotently), so the README's two commands work on a fresh machine.
 
-mod apt;
+mod base;
 mod bench;
-mod build;
-mod cache;
 mod demo;
 mod kernel;
-mod setup;
 mod soak;
 mod test;
 /// How a test that cannot run says so (shared with uacce-trace's tests).
 #[cfg(test)]
 #[path = "../../uacce-trace/tests/common/skip.rs"]
 mod test_skip;
+mod toolchain;
 mod vm;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use base::cache;
+use toolchain::{build, setup};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "uacce-trace developer tasks")]

@@ -37,8 +37,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::base::cache;
 use crate::vm::{guest, image, qemu};
-use crate::{cache, kernel, vm};
+use crate::{kernel, vm};
 
 /// The guest's `/init`, after the variables and [`guest::LIB`] that
 /// [`init_script`] puts in front.
@@ -103,7 +104,7 @@ impl SoakArgs {
 /// `cargo xtask soak`: setup first (idempotent), then the soak. `Ok(false)`
 /// on FAIL (details printed).
 pub fn run(args: &SoakArgs) -> Result<bool> {
-    crate::setup::ensure_all()?;
+    crate::toolchain::setup::ensure_all()?;
     run_soak(args)
 }
 

@@ -41,8 +41,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 
+use crate::base::cache;
 use crate::demo::DemoResult;
-use crate::{cache, setup, soak, vm};
+use crate::toolchain::setup;
+use crate::{soak, vm};
 
 /// A tier of `cargo xtask test`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -183,7 +185,7 @@ struct TierResult {
 /// skipped`.
 pub fn run(args: &TestArgs) -> Result<bool> {
     let start = Instant::now();
-    let root = vm::workspace_root()?;
+    let root = crate::base::workspace_root()?;
     let tiers: Vec<Tier> = [Tier::Lint, Tier::Unit, Tier::Vm, Tier::Fuzz]
         .into_iter()
         .filter(|t| args.runs(*t))
@@ -845,7 +847,7 @@ fn vm_tier(release_built: bool) -> Counts {
 fn demo_test(release_built: bool) -> Counts {
     let name = "demo (streamed recording, checked)";
     let t = Instant::now();
-    let result = crate::cache::vm_work().and_then(|dir| {
+    let result = crate::base::cache::vm_work().and_then(|dir| {
         let rec = dir.join("demo-test.utrace");
         crate::demo::run_demo(&crate::demo::DemoArgs::for_test(rec, release_built))
     });

@@ -42,8 +42,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 
-use crate::build::Arch;
-use crate::cache;
+use crate::base::Arch;
+use crate::base::{cache, workspace_root};
 
 /// Which hooks the tool is told to use (`uacce-trace trace --hooks`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -265,15 +265,6 @@ fn main_jobs(args: &VmTestArgs) -> Vec<Job> {
     jobs
 }
 
-/// Root of the workspace (xtask's parent folder).
-pub fn workspace_root() -> Result<PathBuf> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map(Path::to_path_buf)
-        .context("xtask's manifest folder has no parent")
-}
-
 /// Builds the release binaries; returns (tool, workload) paths.
 pub fn build(no_tool: bool, no_build: bool) -> Result<(Option<PathBuf>, PathBuf)> {
     let root = workspace_root()?;
@@ -290,7 +281,7 @@ pub fn build(no_tool: bool, no_build: bool) -> Result<(Option<PathBuf>, PathBuf)
         }
         return Ok(((!no_tool).then_some(tool), workload));
     }
-    let built = crate::build::build_release(Arch::host(), !no_tool, true)?;
+    let built = crate::toolchain::build::build_release(Arch::host(), !no_tool, true)?;
     let workload = built
         .workload
         .context("cargo build did not report the uacce-workload executable")?;
@@ -550,7 +541,7 @@ pub struct Summary {
 /// `Ok(false)` when some VM failed (the summary line `N passed, N failed` is
 /// the last thing printed).
 pub fn run(args: &VmTestArgs) -> Result<bool> {
-    crate::setup::ensure_all()?;
+    crate::toolchain::setup::ensure_all()?;
     let summary = run_matrix(args)?;
     println!(
         "{} passed, {} failed",
@@ -582,7 +573,7 @@ pub fn run_matrix(args: &VmTestArgs) -> Result<Summary> {
         } else {
             // Cross-built every time (cargo skips it when nothing changed):
             // the unit tier's release build is for the host only.
-            let built = crate::build::build_release(arch, !args.no_tool, true)?;
+            let built = crate::toolchain::build::build_release(arch, !args.no_tool, true)?;
             let workload = built
                 .workload
                 .context("the cross build reported no uacce-workload")?;

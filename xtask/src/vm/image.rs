@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::build::Arch;
+use crate::base::Arch;
 
 /// Where the guest finds the tool.
 pub const GUEST_TOOL: &str = "/usr/bin/uacce-trace";
@@ -301,7 +301,7 @@ pub fn base_archive_for(arch: Arch, contents: &BaseContents<'_>) -> Result<Vec<u
     if arch == Arch::host() {
         add_binary(&mut cpio, &busybox, GUEST_BUSYBOX)?;
     } else {
-        let guest = crate::setup::guest_busybox(arch)?;
+        let guest = crate::toolchain::setup::guest_busybox(arch)?;
         if !guest.is_file() {
             bail!(
                 "{} is missing; run `cargo xtask setup` (downloads Debian's {} busybox-static)",
@@ -309,11 +309,11 @@ pub fn base_archive_for(arch: Arch, contents: &BaseContents<'_>) -> Result<Vec<u
                 arch.debian()
             );
         }
-        crate::build::check_elf_machine(&guest, arch)?;
+        crate::base::arch::check_elf_machine(&guest, arch)?;
         add_host_file(&mut cpio, &guest, GUEST_BUSYBOX, 0o755)?;
         for binary in std::iter::once(contents.workload).chain(contents.tool) {
-            crate::build::check_elf_machine(binary, arch)?;
-            if crate::build::has_interpreter(binary)? {
+            crate::base::arch::check_elf_machine(binary, arch)?;
+            if crate::base::arch::has_interpreter(binary)? {
                 bail!(
                     "{} is dynamically linked; a {} guest needs static binaries (`cargo xtask build --target {}`)",
                     binary.display(),

@@ -18,16 +18,17 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io::ErrorKind;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::apt::{self, Mirror, PackageRecord, PrivateApt};
-use crate::build::Arch;
-use crate::cache;
+use crate::base::cache;
+use crate::base::fs::{list_dir, move_file, remove_if_exists};
+use crate::base::process::{capture, run_to_stderr};
+use crate::base::Arch;
+use crate::toolchain::apt::{self, Mirror, PackageRecord, PrivateApt};
 
 /// The bpf-linker release that is installed.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -286,51 +287,6 @@ impl Step {
 }
 
 // ---------------------------------------------------------------------------
-// Running programs
-
-fn describe(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Runs `cmd` and returns its stdout; on failure the error carries the end of
-/// its output.
-pub(crate) fn capture(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {}", describe(cmd)))?;
-    if !out.status.success() {
-        let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stdout));
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(30)..].join("\n");
-        bail!("`{}` failed ({}):\n{tail}", describe(cmd), out.status);
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Runs `cmd` with its stdout and stderr both going to our stderr.
-pub(crate) fn run_to_stderr(cmd: &mut Command) -> Result<()> {
-    let stderr = std::io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .context("duplicating stderr")?;
-    let status = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(stderr))
-        .status()
-        .with_context(|| format!("running {}", describe(cmd)))?;
-    if !status.success() {
-        bail!("`{}` failed ({status})", describe(cmd));
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------
 // Cross builds
 
 /// What `cargo xtask build --target <arch>` needs: the Rust standard
@@ -357,7 +313,7 @@ pub fn ensure_cross(arch: Arch) -> Result<()> {
 fn ensure_rust_target(arch: Arch) -> Result<()> {
     let triple = arch.rust_target();
     let step = Step::new(format!("Rust target {triple}"));
-    let root = crate::vm::workspace_root()?;
+    let root = crate::base::workspace_root()?;
     let installed = capture(
         Command::new("rustup")
             .args(["target", "list", "--installed"])
@@ -764,7 +720,7 @@ fn ensure_guest_busybox(arch: Arch) -> Result<()> {
         .map(|p| unpacked.join(p))
         .find(|p| p.is_file())
         .with_context(|| format!("no busybox binary in {}", deb.display()))?;
-    crate::build::check_elf_machine(&binary, arch)?;
+    crate::base::arch::check_elf_machine(&binary, arch)?;
     let parent = dest.parent().context("busybox path has no parent")?;
     fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let partial = dest.with_extension("partial");
@@ -963,23 +919,6 @@ fn find_kernel_files(root: &Path) -> Result<Option<KernelFiles>> {
     }))
 }
 
-/// Entries of `dir` with their names; empty when `dir` does not exist.
-pub(crate) fn list_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err).with_context(|| format!("reading {}", dir.display())),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
-        if let Some(name) = entry.file_name().to_str() {
-            out.push((entry.path(), name.to_owned()));
-        }
-    }
-    Ok(out)
-}
-
 /// Whether `release` (e.g. `6.12.57+deb13-amd64`) is of `series` (`6.12`).
 fn release_in_series(release: &str, series: &str) -> bool {
     release
@@ -995,23 +934,6 @@ fn human_size(bytes: u64) -> String {
         format!("{:.1} MiB", b / (1024.0 * 1024.0))
     } else {
         format!("{:.1} KiB", b / 1024.0)
-    }
-}
-
-fn move_file(from: &Path, to: &Path) -> Result<()> {
-    fs::rename(from, to)
-        .or_else(|_| fs::copy(from, to).map(drop))
-        .with_context(|| format!("moving {} to {}", from.display(), to.display()))
-}
-
-fn remove_if_exists(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => {
-            fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
-        }
-        Ok(_) => fs::remove_file(path).with_context(|| format!("removing {}", path.display())),
-        Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(err).with_context(|| format!("inspecting {}", path.display())),
     }
 }
 
