@@ -166,7 +166,7 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     Ok(match run_demo(args)? {
         DemoResult::Passed => true,
         DemoResult::Failed => false,
-        DemoResult::Fallback(_) if crate::test::ci() => {
+        DemoResult::Fallback(_) if crate::base::ci() => {
             println!("demo: the stock-kernel fallback fails under CI=true");
             false
         }

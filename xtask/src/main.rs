@@ -15,6 +15,7 @@ mod test;
 mod test_skip;
 mod toolchain;
 mod vm;
+mod vm_test;
 
 use std::process::ExitCode;
 
@@ -45,7 +46,7 @@ enum Cmd {
     /// Install the eBPF toolchain, Debian packages and stock kernels (idempotent).
     Setup(setup::SetupArgs),
     /// Boot stock kernels in QEMU and check the tool against the kernel's pin counters.
-    VmTest(vm::VmTestArgs),
+    VmTest(vm_test::VmTestArgs),
     /// Soak on the test kernel: minutes of pins, IOPFs and process churn; memory, maps and counts checked.
     Soak(soak::SoakArgs),
     /// Build (or find cached) the test kernel: Linux 6.12 with iommufd's IOPF mock and /dev/uacce_ctrl.
@@ -78,7 +79,7 @@ fn main() -> ExitCode {
             Err(err) => Err(err),
         },
         // The summary line must stay last: a failed matrix exits 1 quietly.
-        Cmd::VmTest(args) => match vm::run(&args) {
+        Cmd::VmTest(args) => match vm_test::run(&args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
             Err(err) => Err(err),

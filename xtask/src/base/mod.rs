@@ -22,3 +22,10 @@ pub fn workspace_root() -> Result<PathBuf> {
         .map(Path::to_path_buf)
         .context("xtask's manifest folder has no parent")
 }
+
+/// Whether this is a CI run (`CI=true`, or `CI=1`): a prerequisite the
+/// project installs itself that is missing then fails instead of skipping,
+/// and so does the demo's stock-kernel fallback.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}

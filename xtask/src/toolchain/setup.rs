@@ -286,6 +286,16 @@ impl Step {
     }
 }
 
+/// Finds the host's bpftool (Debian package bpftool, installed by setup).
+pub fn find_bpftool() -> Result<PathBuf> {
+    for p in ["/usr/sbin/bpftool", "/sbin/bpftool", "/usr/bin/bpftool"] {
+        if Path::new(p).is_file() {
+            return Ok(PathBuf::from(p));
+        }
+    }
+    bail!("bpftool not found; run `cargo xtask setup` (installs the bpftool package)")
+}
+
 // ---------------------------------------------------------------------------
 // Cross builds
 

@@ -28,11 +28,9 @@
 mod arm64;
 mod attribution;
 mod busy;
-pub mod guest;
-pub mod image;
 mod pinpaths;
-pub mod qemu;
 mod report;
+mod script;
 mod testkernel;
 
 use std::fs;
@@ -44,28 +42,8 @@ use clap::ValueEnum;
 
 use crate::base::Arch;
 use crate::base::{cache, workspace_root};
-
-/// Which hooks the tool is told to use (`uacce-trace trace --hooks`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Hooks {
-    /// The tool picks (fentry where the kernel supports it).
-    Auto,
-    /// BPF trampolines (fentry/fexit).
-    Fentry,
-    /// kprobes/kretprobes.
-    Kprobe,
-}
-
-impl Hooks {
-    /// The value of `uacce-trace --hooks`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Hooks::Auto => "auto",
-            Hooks::Fentry => "fentry",
-            Hooks::Kprobe => "kprobe",
-        }
-    }
-}
+use crate::vm::guest::{GUEST_IOPF_WORKLOAD, GUEST_UACCE_CTRL_PIN};
+use crate::vm::{build, console, image, qemu, Hooks};
 
 /// Options of `cargo xtask vm-test`.
 #[derive(clap::Args, Debug)]
@@ -265,29 +243,6 @@ fn main_jobs(args: &VmTestArgs) -> Vec<Job> {
     jobs
 }
 
-/// Builds the release binaries; returns (tool, workload) paths.
-pub fn build(no_tool: bool, no_build: bool) -> Result<(Option<PathBuf>, PathBuf)> {
-    let root = workspace_root()?;
-    if no_build {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| root.join("target"), PathBuf::from)
-            .join("release");
-        let workload = target.join("uacce-workload");
-        let tool = target.join("uacce-trace");
-        for p in std::iter::once(&workload).chain((!no_tool).then_some(&tool)) {
-            if !p.is_file() {
-                bail!("{} is missing (--no-build)", p.display());
-            }
-        }
-        return Ok(((!no_tool).then_some(tool), workload));
-    }
-    let built = crate::toolchain::build::build_release(Arch::host(), !no_tool, true)?;
-    let workload = built
-        .workload
-        .context("cargo build did not report the uacce-workload executable")?;
-    Ok((built.tool, workload))
-}
-
 /// Refuses workload options that could not be passed to `sh` verbatim.
 fn workload_args(args: &VmTestArgs) -> Result<String> {
     if args.size_kib.is_empty()
@@ -359,7 +314,7 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     let script = if job.pins {
         pinpaths::init_script(hooks.unwrap_or("auto"), test_kernel)
     } else {
-        guest::init_script(&guest::GuestPlan {
+        script::init_script(&script::GuestPlan {
             hooks,
             workload_args: &ctx.workload_args,
             test_kernel,
@@ -368,11 +323,8 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     let img = dir.join("initramfs.cpio.gz");
     let mut extra: Vec<(PathBuf, &str)> = if test_kernel {
         vec![
-            (kernel_dir.join("iopf-workload"), guest::GUEST_IOPF_WORKLOAD),
-            (
-                kernel_dir.join("uacce-ctrl-pin"),
-                guest::GUEST_UACCE_CTRL_PIN,
-            ),
+            (kernel_dir.join("iopf-workload"), GUEST_IOPF_WORKLOAD),
+            (kernel_dir.join("uacce-ctrl-pin"), GUEST_UACCE_CTRL_PIN),
         ]
     } else {
         Vec::new()
@@ -398,7 +350,7 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
         &fs::read(&log).with_context(|| format!("reading {}", log.display()))?,
     )
     .into_owned();
-    let console = report::parse(&text);
+    let console = console::parse(&text);
     for (name, section) in &console.sections {
         let _ = fs::write(dir.join(name), section.text());
     }
@@ -426,7 +378,7 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
 
 /// The checks of a main VM.
 fn main_verdict(
-    console: &report::Console,
+    console: &console::Console,
     job: &Job,
     hooks: Option<&str>,
     test_kernel: bool,
@@ -462,7 +414,7 @@ fn main_verdict(
 fn finish(
     ctx: &Ctx,
     kernel_dir: &Path,
-    console: &report::Console,
+    console: &console::Console,
     verdict: report::Verdict,
     img: &Path,
     log: &Path,
@@ -492,7 +444,7 @@ fn finish(
 
 /// Prints the sections a failure concerns (or the console's tail when the
 /// guest printed none).
-fn print_sections(console: &report::Console, verdict: &report::Verdict, log: &str) {
+fn print_sections(console: &console::Console, verdict: &report::Verdict, log: &str) {
     const MAX_LINES: usize = 40;
     let mut names: Vec<&str> = vec!["status"];
     names.extend(verdict.relevant.iter().map(String::as_str));

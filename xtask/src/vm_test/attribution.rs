@@ -47,7 +47,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::report::{json_lines, s, u, Console, Verdict};
+use super::report::Verdict;
+use crate::vm::console::{json_lines, s, u, Console};
 
 /// Fault addresses of this module's modes (the workloads' `--addr`).
 pub const ADDR_RANGE: std::ops::Range<u64> = 0x4000_0000..0x5000_0000;
@@ -553,7 +554,7 @@ pub fn check(console: &Console, v: &mut Verdict) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::report::parse;
+    use crate::vm::console::parse;
 
     fn section(name: &str, lines: &[String]) -> String {
         let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
@@ -682,9 +683,6 @@ mod tests {
     fn block_is_valid_sh() {
         let b = guest_block("/usr/bin/iopf-workload", "/usr/bin/uacce-ctrl-pin");
         assert!(b.contains("--pasid \"700\" --kworker"));
-        crate::vm::guest::assert_sh_syntax(&format!(
-            "#!/bin/sh\n{}\n{b}",
-            super::super::guest::LIB
-        ));
+        crate::vm::guest::assert_sh_syntax(&format!("#!/bin/sh\n{}\n{b}", crate::vm::guest::LIB));
     }
 }

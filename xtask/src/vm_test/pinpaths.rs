@@ -37,9 +37,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::guest::{BOOTED, DONE, GUEST_UACCE_CTRL_PIN, LIB};
-use super::image::{GUEST_TOOL, GUEST_WORKLOAD};
-use super::report::{json_lines, s, u, vmstat, Console, Verdict};
+use super::report::Verdict;
+use crate::vm::console::{json_lines, s, u, vmstat, Console};
+use crate::vm::guest::{BOOTED, DONE, GUEST_UACCE_CTRL_PIN, LIB};
+use crate::vm::image::{GUEST_TOOL, GUEST_WORKLOAD};
 
 /// The pin-path modes in the order the guest runs them.
 pub const MODES: &[&str] = &["iouring", "odirect", "pvm", "udmabuf", "uacce_ctrl"];

@@ -51,8 +51,9 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::guest::GUEST_UACCE_CTRL_PIN;
-use super::report::{vmstat, Console, Verdict};
+use super::report::Verdict;
+use crate::vm::console::{vmstat, Console};
+use crate::vm::guest::GUEST_UACCE_CTRL_PIN;
 
 /// Tracer lifetimes in one workload run.
 pub const WINDOWS: usize = 3;
@@ -77,9 +78,9 @@ const GUEST_BPFTOOL: &str = "/usr/sbin/bpftool";
 
 /// The host's bpftool and its libraries: (host path, guest path).
 pub fn bpftool_files() -> anyhow::Result<Vec<(std::path::PathBuf, String)>> {
-    let bpftool = crate::soak::find_bpftool()?;
+    let bpftool = crate::toolchain::setup::find_bpftool()?;
     let mut out = vec![(bpftool.clone(), GUEST_BPFTOOL.to_string())];
-    for lib in super::image::ldd(&bpftool)? {
+    for lib in crate::vm::image::ldd(&bpftool)? {
         let guest = lib.to_string_lossy().into_owned();
         out.push((lib, guest));
     }
@@ -434,7 +435,7 @@ pub fn check(console: &Console, v: &mut Verdict) {
     if facts.get("busy_rc").map(String::as_str) != Some("0") {
         v.fail(&["busy.err", "windows"], "(b5) the busy workload failed");
     }
-    let u = |k: &str| super::report::u(&summary, k).unwrap_or(0);
+    let u = |k: &str| crate::vm::console::u(&summary, k).unwrap_or(0);
     let pid = u("pid");
     let (pinned, unpinned) = (u("pinned_pages"), u("unpinned_pages"));
     let fixture_runs = facts.get("fixture_loop_runs").cloned();
@@ -650,16 +651,16 @@ pub fn check(console: &Console, v: &mut Verdict) {
         for e in others.iter().filter(|e| {
             e.get("event").and_then(Value::as_str) == Some("pin_ioctl")
                 && e.get("cmd").and_then(Value::as_str) == Some("uacce_pin")
-                && super::report::u(e, "ret") == Some(0)
+                && crate::vm::console::u(e, "ret") == Some(0)
         }) {
-            let ts = super::report::u(e, "ts_ns").unwrap_or(0);
+            let ts = crate::vm::console::u(e, "ts_ns").unwrap_or(0);
             if ts < w.t_ready || ts > w.t_stop {
                 continue;
             }
             ok_ioctls += 1;
-            let pages = super::report::u(e, "size").unwrap_or(0).div_ceil(4096);
-            if super::report::u(e, "pin_calls") != Some(1)
-                || super::report::u(e, "pages") != Some(pages)
+            let pages = crate::vm::console::u(e, "size").unwrap_or(0).div_ceil(4096);
+            if crate::vm::console::u(e, "pin_calls") != Some(1)
+                || crate::vm::console::u(e, "pages") != Some(pages)
             {
                 bad_ioctls += 1;
             }
@@ -729,9 +730,7 @@ mod tests {
 
     #[test]
     fn the_pins_script_is_valid_sh() {
-        super::super::guest::assert_sh_syntax(&super::super::pinpaths::init_script("fentry", true));
-        super::super::guest::assert_sh_syntax(&super::super::pinpaths::init_script(
-            "kprobe", false,
-        ));
+        crate::vm::guest::assert_sh_syntax(&super::super::pinpaths::init_script("fentry", true));
+        crate::vm::guest::assert_sh_syntax(&super::super::pinpaths::init_script("kprobe", false));
     }
 }
