@@ -63,7 +63,7 @@ use serde_json::Value;
 
 use crate::base::cache;
 use crate::kernel;
-use crate::toolchain::setup;
+use crate::toolchain::setup::{self, Need};
 use crate::vm::{self, image, qemu, Hooks};
 
 /// Tenths of a second the guest waits for the tracer's "recording to" line
@@ -147,6 +147,14 @@ enum Guest {
 }
 
 /// How a demo run ended.
+/// What the demo installs first: the eBPF toolchain (it builds the tool),
+/// QEMU, the guest's busybox and gzip for the initramfs. The test kernel
+/// builds itself; a stock kernel is fetched only for the fallback.
+const NEEDS: &[Need] = &[
+    Need::BpfToolchain,
+    Need::Packages(&["qemu-system-x86", "busybox-static", "gzip"]),
+];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DemoResult {
     /// The guest got to the end (and, with `--check`, the check passed).
@@ -189,7 +197,7 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoResult> {
          Nothing is loaded into this machine's kernel."
     );
     let _ = std::io::stdout().flush();
-    setup::ensure_all()?;
+    setup::ensure(NEEDS)?;
     qemu::check_installed()?;
     // Why the demo runs on the fallback, if it does.
     let mut fallback = None;
@@ -389,6 +397,7 @@ fn stock_guest(name: &str) -> Result<Guest> {
                     .join(", ")
             )
         })?;
+    setup::ensure_stock_kernel(kernel.name)?;
     let vmlinuz = setup::kernel_dir(kernel.name)?.join("vmlinuz");
     if !vmlinuz.is_file() {
         bail!("{} is missing after setup", vmlinuz.display());

@@ -7,6 +7,7 @@ mod base;
 mod bench;
 mod demo;
 mod kernel;
+mod smoke;
 mod soak;
 mod test;
 /// How a test that cannot run says so (shared with uacce-trace's tests).
@@ -60,7 +61,7 @@ fn main() -> ExitCode {
         Cmd::Build(args) => build::run(&args),
         Cmd::CacheDir => cache::root().map(|p| println!("{}", p.display())),
         Cmd::Setup(args) => setup::run(&(&args).into()),
-        Cmd::Kernel(args) => kernel::run(&args),
+        Cmd::Kernel(args) => smoke::run(&args),
         // PASS/FAIL is the last line; a FAIL exits 1 quietly.
         Cmd::Soak(args) => match soak::run(&args) {
             Ok(true) => Ok(()),

@@ -2,7 +2,6 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -50,14 +49,6 @@ pub fn write_if_changed(path: &Path, text: &str) -> Result<()> {
         return Ok(());
     }
     fs::write(path, text).with_context(|| format!("writing {}", path.display()))
-}
-
-/// Copies `from` to `to` and makes the copy executable.
-pub fn copy_executable(from: &Path, to: &Path) -> Result<()> {
-    fs::copy(from, to)
-        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-    fs::set_permissions(to, fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("making {} executable", to.display()))
 }
 
 /// The file's text without surrounding white space.

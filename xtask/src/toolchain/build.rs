@@ -85,6 +85,16 @@ pub fn cross_env(cmd: &mut Command, arch: Arch) {
 /// (`cargo build --release --target <triple>` for a foreign one) and
 /// returns their paths, as cargo reports them.
 pub fn build_release(arch: Arch, tool: bool, workload: bool) -> Result<Built> {
+    build_release_with(arch, tool, workload, &[])
+}
+
+/// [`build_release`] with cargo `features` (e.g. `uacce-trace/bench`).
+pub fn build_release_with(
+    arch: Arch,
+    tool: bool,
+    workload: bool,
+    features: &[&str],
+) -> Result<Built> {
     if !tool && !workload {
         return Ok(Built::default());
     }
@@ -105,6 +115,9 @@ pub fn build_release(arch: Arch, tool: bool, workload: bool) -> Result<Built> {
     }
     if workload {
         cmd.args(["-p", "xtask", "--bin", "uacce-workload"]);
+    }
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
     }
     eprintln!("building release binaries for {}…", arch.rust_target());
     let out = cmd

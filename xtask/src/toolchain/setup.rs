@@ -221,23 +221,71 @@ pub fn ensure_toolchain() -> Result<()> {
     run(&SetupOptions::toolchain_only())
 }
 
+/// What a command needs installed before it runs; each command declares
+/// its list and calls [`ensure`] (so `demo` does not wait for the arm64
+/// toolchain or stock kernels it never boots).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Nightly `rust-src` and bpf-linker: building the eBPF programs.
+    BpfToolchain,
+    /// These Debian packages on the host.
+    Packages(&'static [&'static str]),
+    /// Every host package of the test tiers ([`HOST_PACKAGES`] and the
+    /// arm64 tier's), the PyPI `hdrhistogram` and the arm64 Rust target.
+    HostPackages,
+    /// The stock Debian kernels and the arm64 guest busybox.
+    StockKernels,
+}
+
+impl SetupOptions {
+    /// The [`Need`]s these options select.
+    pub fn needs(&self) -> Vec<Need> {
+        let mut needs = Vec::new();
+        if self.bpf_toolchain {
+            needs.push(Need::BpfToolchain);
+        }
+        if self.packages {
+            needs.push(Need::HostPackages);
+        }
+        if self.kernels {
+            needs.push(Need::StockKernels);
+        }
+        needs
+    }
+}
+
 /// Runs the selected setup steps.
 pub fn run(opts: &SetupOptions) -> Result<()> {
+    ensure(&opts.needs())
+}
+
+/// Installs what `needs` lists, in order, idempotently.
+pub fn ensure(needs: &[Need]) -> Result<()> {
     let start = Instant::now();
     let root = cache::root()?;
     fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    if opts.bpf_toolchain {
-        ensure_rust_src()?;
-        ensure_bpf_linker()?;
-    }
-    if opts.packages {
-        ensure_host_packages()?;
-        ensure_python_hdrh()?;
-        ensure_rust_target(Arch::Aarch64)?;
-    }
-    if opts.kernels {
-        ensure_kernels()?;
-        ensure_guest_busybox(Arch::Aarch64)?;
+    for need in needs {
+        match need {
+            Need::BpfToolchain => {
+                ensure_rust_src()?;
+                ensure_bpf_linker()?;
+            }
+            Need::Packages(names) => ensure_packages(names)?,
+            Need::HostPackages => {
+                let wanted: Vec<&str> = HOST_PACKAGES
+                    .iter()
+                    .chain(ARM64_HOST_PACKAGES)
+                    .copied()
+                    .collect();
+                ensure_packages(&wanted)?;
+                ensure_python_hdrh()?;
+                ensure_rust_target(Arch::Aarch64)?;
+            }
+            Need::StockKernels => {
+                ensure_kernels()?;
+                ensure_guest_busybox(Arch::Aarch64)?;
+            }
+        }
     }
     eprintln!(
         "setup: all done in {:.1} s (cache: {})",
@@ -557,21 +605,17 @@ fn write_stamp(path: &Path, text: &str) -> Result<()> {
 // ---------------------------------------------------------------------------
 // 3. Host packages
 
-fn ensure_host_packages() -> Result<()> {
+/// Installs the Debian packages of `wanted` that are missing (root).
+fn ensure_packages(wanted: &[&str]) -> Result<()> {
     let step = Step::new("Debian packages");
-    let wanted: Vec<&str> = HOST_PACKAGES
-        .iter()
-        .chain(ARM64_HOST_PACKAGES)
-        .copied()
-        .collect();
-    let missing = apt::missing_packages(&wanted)?;
+    let missing = apt::missing_packages(wanted)?;
     if missing.is_empty() {
         step.cached(&wanted.join(" "));
         return Ok(());
     }
     step.say(&format!("installing {}", missing.join(" ")));
     apt::install_packages(&missing)?;
-    let still = apt::missing_packages(&wanted)?;
+    let still = apt::missing_packages(wanted)?;
     if !still.is_empty() {
         bail!(
             "still missing after apt-get install: {}; try: {}",
@@ -658,26 +702,40 @@ fn ensure_python_hdrh() -> Result<()> {
 fn ensure_kernels() -> Result<()> {
     let mut mirror: Option<Mirror> = None;
     for kernel in STOCK_KERNELS.iter().chain(ARM64_KERNELS) {
-        let step = Step::new(format!("kernel {} ({})", kernel.name, kernel.suite));
-        let dir = kernel_dir(kernel.name)?;
-        if dir.join("vmlinuz").is_file() && dir.join("version").is_file() {
-            let release = kernel_release(kernel.name)?;
-            step.cached(&release);
-            continue;
-        }
-        let mirror = match &mirror {
-            Some(m) => m.clone(),
-            None => {
-                let m = apt::host_mirror()?;
-                mirror = Some(m.clone());
-                m
-            }
-        };
-        download_kernel(kernel, &mirror, &dir, &step).with_context(|| {
-            format!("getting kernel {} from suite {}", kernel.name, kernel.suite)
-        })?;
+        ensure_kernel(kernel, &mut mirror)?;
     }
     Ok(())
+}
+
+/// The stock kernel `name` alone (the demo's fallback boots one).
+pub fn ensure_stock_kernel(name: &str) -> Result<()> {
+    let kernel = STOCK_KERNELS
+        .iter()
+        .chain(ARM64_KERNELS)
+        .find(|k| k.name == name)
+        .with_context(|| format!("unknown stock kernel {name:?}"))?;
+    ensure_kernel(kernel, &mut None)
+}
+
+/// Downloads `kernel` unless it is in the cache; `mirror` is looked up once.
+fn ensure_kernel(kernel: &StockKernel, mirror: &mut Option<Mirror>) -> Result<()> {
+    let step = Step::new(format!("kernel {} ({})", kernel.name, kernel.suite));
+    let dir = kernel_dir(kernel.name)?;
+    if dir.join("vmlinuz").is_file() && dir.join("version").is_file() {
+        let release = kernel_release(kernel.name)?;
+        step.cached(&release);
+        return Ok(());
+    }
+    let mirror = match mirror {
+        Some(m) => m.clone(),
+        None => {
+            let m = apt::host_mirror()?;
+            *mirror = Some(m.clone());
+            m
+        }
+    };
+    download_kernel(kernel, &mirror, &dir, &step)
+        .with_context(|| format!("getting kernel {} from suite {}", kernel.name, kernel.suite))
 }
 
 /// Private apt state of one suite and architecture (amd64 keeps the

@@ -43,6 +43,15 @@ impl Hooks {
 
 /// Builds the release binaries; returns (tool, workload) paths.
 pub fn build(no_tool: bool, no_build: bool) -> Result<(Option<PathBuf>, PathBuf)> {
+    build_with(no_tool, no_build, &[])
+}
+
+/// [`build`] with cargo `features` (the benchmarks: `uacce-trace/bench`).
+pub fn build_with(
+    no_tool: bool,
+    no_build: bool,
+    features: &[&str],
+) -> Result<(Option<PathBuf>, PathBuf)> {
     let root = workspace_root()?;
     if no_build {
         let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -57,7 +66,8 @@ pub fn build(no_tool: bool, no_build: bool) -> Result<(Option<PathBuf>, PathBuf)
         }
         return Ok(((!no_tool).then_some(tool), workload));
     }
-    let built = crate::toolchain::build::build_release(Arch::host(), !no_tool, true)?;
+    let built =
+        crate::toolchain::build::build_release_with(Arch::host(), !no_tool, true, features)?;
     let workload = built
         .workload
         .context("cargo build did not report the uacce-workload executable")?;
