@@ -5,7 +5,7 @@
 //! from a fixture of ours built in).
 //!
 //! 1. Source: Debian's `linux-source-6.12` (suite trixie), downloaded with
-//!    the private apt of [`crate::apt`] from the machine's own mirror, its
+//!    the private apt of [`crate::toolchain::apt`] from the machine's own mirror, its
 //!    tarball unpacked into the cache (`test-kernels/source/<version>/`).
 //! 2. Fixture: `xtask/kernel/uacce_ctrl/uacce_ctrl.c` copied into that tree
 //!    as `drivers/misc/uacce/uacce_ctrl_fixture.c` and added to the folder's

@@ -7,6 +7,7 @@ mod base;
 mod bench;
 mod demo;
 mod kernel;
+mod layers;
 mod smoke;
 mod soak;
 mod test;

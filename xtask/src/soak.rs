@@ -32,7 +32,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -687,7 +687,7 @@ pinned_pages=1500 unpinned_pages=1500 held_pages=0 ledger_rows=400 dropped=0 una
         let (Some(start), Some(end)) = (start, end) else {
             panic!("no awk program in the driver");
         };
-        let report = Path::new(env!("CARGO_MANIFEST_DIR"))
+        let report = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../uacce-trace/tests/golden/report-before.utrace.txt");
         let out = match std::process::Command::new("busybox")
             .args(["awk", &DRIVER[start..end]])
