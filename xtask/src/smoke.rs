@@ -50,10 +50,7 @@ fn init_script() -> String {
     guest::init(
         "kernel --smoke",
         &[
-            (
-                "SYMBOLS",
-                format!("'{}'", kernel::hooked_functions().join(" ")),
-            ),
+            ("SYMBOLS", kernel::hooked_functions().join(" ")),
             ("PIN", GUEST_UACCE_CTRL_PIN.into()),
             ("IOPF", GUEST_IOPF_WORKLOAD.into()),
             ("FAULTS", FAULTS.to_string()),
