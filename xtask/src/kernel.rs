@@ -30,10 +30,7 @@
 //! for a newer package). The inputs are compiled into xtask, so the result
 //! does not depend on the working directory.
 //!
-//! `--smoke` then boots the kernel under QEMU (TCG) with a busybox initramfs
-//! whose `/init` checks the devices, symbols, BTF and the kprobe PMU, runs
-//! both guest programs under the function tracer and prints `SMOKE ...`
-//! lines that are checked here.
+//! `--smoke` then boots the kernel (`smoke.rs`, a scenario on `vm/`).
 //!
 //! `--arm64` cross-compiles the same for arm64 (`ARCH=arm64
 //! CROSS_COMPILE=aarch64-linux-gnu-`, fragment
@@ -41,9 +38,10 @@
 //! programs with `aarch64-linux-gnu-gcc`) into `test-kernels/<key>-arm64/`,
 //! built in `test-kernels/build/<version>-arm64/`.
 //!
-//! This module owns no VM harness: the VM tests (`vm.rs`) call
-//! [`ensure_test_kernel`] and boot the result themselves. It needs root only
-//! to install missing Debian packages.
+//! This module owns no VM harness and imports only `base` and `toolchain`:
+//! the scenarios call [`ensure_test_kernel`] and boot the result with
+//! `vm/`. [`hooked_functions`] is the symbol list the BTF check here and the
+//! smoke test use. It needs root only to install missing Debian packages.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;

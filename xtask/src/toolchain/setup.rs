@@ -1,5 +1,5 @@
 //! `cargo xtask setup`: installs what the other xtask commands need, into the
-//! xtask cache (see `cache.rs`), idempotently.
+//! xtask cache (see `base/cache.rs`), idempotently.
 //!
 //! 1. the nightly toolchain's `rust-src` (aya-build builds the eBPF crate
 //!    with `-Z build-std=core`);
@@ -13,7 +13,7 @@
 //!
 //! Every step says on stderr what it does, or `ok (cached)` when it is done
 //! already; a second run does nothing and needs no network. Other commands
-//! call [`ensure_toolchain`] or [`ensure_all`] first.
+//! declare the [`Need`]s they have and call [`ensure`] first.
 
 use std::collections::HashSet;
 use std::fs;
@@ -875,7 +875,7 @@ fn download_kernel(kernel: &StockKernel, mirror: &Mirror, dest: &Path, step: &St
     if !release_in_series(&files.release, kernel.series) {
         bail!(
             "suite {} now carries kernel {} but {} expects {}.x; update STOCK_KERNELS in \
-             xtask/src/setup.rs",
+             xtask/src/toolchain/setup.rs",
             kernel.suite,
             files.release,
             kernel.name,
