@@ -190,7 +190,7 @@ mod tests {
         assert!(init.contains(&format!("\nFAULTS={FAULTS}\n")));
         assert!(init.contains("SYMBOLS='uacce_ctrl_open "));
         assert!(init.contains("\"$IOPF\" --count \"$FAULTS\""));
-        assert!(init.ends_with("poweroff -f\n"));
+        assert!(init.ends_with("finish \"smoke $OUT\"\n"));
         guest::assert_sh_syntax(&init);
     }
 }

@@ -122,11 +122,4 @@ echo "@@UT-STEP busy done $(cut -d' ' -f1 /proc/uptime)"
     echo "trace_rc=$pp_rc"
 } > /tmp/status
 section status /tmp/status
-while read -r name file; do
-    [ -n "$name" ] && section "$name" "$file"
-done <<EOF_SECTIONS
-$SECTIONS
-EOF_SECTIONS
-echo "@@UT-DONE"
-sleep 1
-poweroff -f
+finish "$SECTIONS"

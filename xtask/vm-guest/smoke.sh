@@ -60,7 +60,4 @@ say "ftrace report=$rep response=$resp"
 check ftrace_iopf test "$rep $resp" = "$FAULTS $FAULTS"
 at iopf
 say "done"
-section smoke $OUT
-echo "@@UT-DONE"
-sleep 1
-poweroff -f
+finish "smoke $OUT"

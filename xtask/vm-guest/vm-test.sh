@@ -136,12 +136,4 @@ fi
     fi
 } > /tmp/status
 
-while read -r name file; do
-    [ -n "$name" ] && section "$name" "$file"
-done <<EOF_SECTIONS
-$SECTIONS
-EOF_SECTIONS
-echo "@@UT-DONE"
-# Let the serial port drain before the power goes.
-sleep 1
-poweroff -f
+finish "$SECTIONS"

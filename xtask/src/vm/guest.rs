@@ -107,5 +107,6 @@ mod tests {
     fn the_lib_writes_the_markers_the_host_parses() {
         assert!(LIB.contains(&format!("echo \"{BEGIN} $1\"")), "{LIB}");
         assert!(LIB.contains(&format!("echo \"{END} $1 lines=")), "{LIB}");
+        assert!(LIB.contains(&format!("echo \"{DONE}\"")), "{LIB}");
     }
 }

@@ -152,7 +152,7 @@ mod tests {
         assert!(script.contains("\nHOOKS=''\n"));
         assert!(script.contains("WORKLOAD_ARGS='iouring --size-kib 1024 --count 4'"));
         assert!(script.contains("\nevents /tmp/events.ndjson'\n"));
-        assert!(script.contains("echo \"@@UT-DONE\"\n"));
+        assert!(script.ends_with("finish \"$SECTIONS\"\n"));
         assert!(script.contains("\nSTART_TICKS=600\n"));
         assert_sh_syntax(&script);
     }
