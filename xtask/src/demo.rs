@@ -64,6 +64,7 @@ use serde_json::Value;
 use crate::base::cache;
 use crate::kernel;
 use crate::toolchain::setup::{self, Need};
+use crate::toolchain::stock;
 use crate::vm::{self, guest, image, qemu, Hooks};
 
 /// Tenths of a second the guest waits for the tracer's "recording to" line
@@ -383,22 +384,22 @@ fn stock_guest(name: &str) -> Result<Guest> {
     } else {
         format!("debian-{name}")
     };
-    let kernel = setup::kernel_list()
+    let kernel = stock::kernel_list()
         .iter()
         .find(|k| k.name == full)
         .copied()
         .with_context(|| {
             format!(
                 "unknown kernel {name:?}; choose one of: {}",
-                setup::kernel_list()
+                stock::kernel_list()
                     .iter()
                     .map(|k| k.name)
                     .collect::<Vec<_>>()
                     .join(", ")
             )
         })?;
-    setup::ensure_stock_kernel(kernel.name)?;
-    let vmlinuz = setup::kernel_dir(kernel.name)?.join("vmlinuz");
+    stock::ensure_stock_kernel(kernel.name)?;
+    let vmlinuz = stock::kernel_dir(kernel.name)?.join("vmlinuz");
     if !vmlinuz.is_file() {
         bail!("{} is missing after setup", vmlinuz.display());
     }

@@ -298,7 +298,7 @@ pub fn busybox_archive(arch: Arch) -> Result<Newc> {
     if arch == Arch::host() {
         add_binary(&mut cpio, &busybox, GUEST_BUSYBOX)?;
     } else {
-        let guest = crate::toolchain::setup::guest_busybox(arch)?;
+        let guest = crate::toolchain::stock::guest_busybox(arch)?;
         if !guest.is_file() {
             bail!(
                 "{} is missing; run `cargo xtask setup` (downloads Debian's {} busybox-static)",
