@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::base::cache;
-use crate::toolchain::setup;
+use crate::toolchain::setup::{self, Need};
 use crate::vm::console::{self, kv, vmstat, Console};
 use crate::vm::{guest, image, qemu};
 use crate::{kernel, vm};
@@ -57,6 +57,13 @@ pub const WARMUP_S: u64 = 60;
 pub const HWM_GROWTH_BOUND_KB: u64 = 8 * 1024;
 /// Short-lived processes a minute the lanes must at least start.
 pub const MIN_PROCS_PER_MINUTE: u64 = 60;
+
+/// What the soak installs first: the eBPF toolchain (it builds the tool),
+/// QEMU, busybox and gzip for the guest, bpftool (copied into it).
+const NEEDS: &[Need] = &[
+    Need::BpfToolchain,
+    Need::Packages(&["qemu-system-x86", "busybox-static", "gzip", "bpftool"]),
+];
 
 /// Guest path of bpftool.
 const GUEST_BPFTOOL: &str = "/usr/sbin/bpftool";
@@ -104,7 +111,7 @@ impl SoakArgs {
 /// `cargo xtask soak`: setup first (idempotent), then the soak. `Ok(false)`
 /// on FAIL (details printed).
 pub fn run(args: &SoakArgs) -> Result<bool> {
-    setup::ensure_all()?;
+    setup::ensure(NEEDS)?;
     run_soak(args)
 }
 

@@ -41,7 +41,7 @@ pub struct BuildArgs {
 /// Runs `cargo xtask build`: prints the path of each binary built.
 pub fn run(args: &BuildArgs) -> Result<()> {
     let arch = Arch::from_rust_target(&args.target)?;
-    crate::toolchain::setup::ensure_toolchain()?;
+    super::setup::ensure(&[super::setup::Need::BpfToolchain])?;
     if arch != Arch::host() {
         crate::toolchain::setup::ensure_cross(arch)?;
     }

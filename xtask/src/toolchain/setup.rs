@@ -79,17 +79,6 @@ impl Default for SetupOptions {
     }
 }
 
-impl SetupOptions {
-    /// Only what building the eBPF programs needs.
-    pub fn toolchain_only() -> Self {
-        Self {
-            bpf_toolchain: true,
-            packages: false,
-            kernels: false,
-        }
-    }
-}
-
 /// Command-line flags of `cargo xtask setup`.
 #[derive(Debug, clap::Args)]
 pub struct SetupArgs {
@@ -112,18 +101,6 @@ impl From<&SetupArgs> for SetupOptions {
             kernels: !args.no_kernels,
         }
     }
-}
-
-/// Everything: toolchain, host packages, kernels (for VM tests and benches).
-#[allow(dead_code)] // for the VM test and bench commands
-pub fn ensure_all() -> Result<()> {
-    run(&SetupOptions::default())
-}
-
-/// Only what building the eBPF programs needs (rust-src, bpf-linker).
-#[allow(dead_code)] // for the build commands
-pub fn ensure_toolchain() -> Result<()> {
-    run(&SetupOptions::toolchain_only())
 }
 
 /// What a command needs installed before it runs; each command declares

@@ -20,6 +20,10 @@
 //! workload's tally and vmstat, and the tracer started onto a busy
 //! workload, stopped while it runs, three times.
 //!
+//! A scenario on [`crate::vm`]: the main VMs' `/init` is
+//! `xtask/vm-guest/vm-test.sh` ([`script`]), the `pins` VMs'
+//! `xtask/vm-guest/pins.sh`.
+//!
 //! Work files go to `vm/` in the cache: the shared base image, and per VM
 //! `runs/<kernel>-<hooks>/` with `console.log` (the whole serial console)
 //! and one file per result section. The VM image is deleted after a PASS
@@ -42,8 +46,13 @@ use clap::ValueEnum;
 
 use crate::base::Arch;
 use crate::base::{cache, workspace_root};
+use crate::toolchain::setup::{self, Need};
 use crate::vm::guest::{GUEST_IOPF_WORKLOAD, GUEST_UACCE_CTRL_PIN};
 use crate::vm::{build, console, image, qemu, Hooks};
+
+/// What vm-test installs first: everything, as the matrix boots stock
+/// kernels of both architectures.
+const NEEDS: &[Need] = &[Need::BpfToolchain, Need::HostPackages, Need::StockKernels];
 
 /// Options of `cargo xtask vm-test`.
 #[derive(clap::Args, Debug)]
@@ -493,7 +502,7 @@ pub struct Summary {
 /// `Ok(false)` when some VM failed (the summary line `N passed, N failed` is
 /// the last thing printed).
 pub fn run(args: &VmTestArgs) -> Result<bool> {
-    crate::toolchain::setup::ensure_all()?;
+    setup::ensure(NEEDS)?;
     let summary = run_matrix(args)?;
     println!(
         "{} passed, {} failed",
