@@ -248,3 +248,26 @@ fn report(
     }
     Ok(if problem(&inspection).is_none() { 0 } else { 1 })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::facts::fixtures;
+
+    /// `doctor`'s report on each supported kernel, from its recorded facts
+    /// (the PASID scan and vmstat are live-only and left out).
+    #[test]
+    fn reports_on_recorded_kernels() {
+        let scan = PasidScan::skipped("not run on recorded facts");
+        for (name, facts) in fixtures() {
+            for pref in [HookPreference::Auto, HookPreference::Kprobe] {
+                let inspection = inspect(&facts, pref);
+                let text = render(&inspection, pref, None, &scan);
+                let pref_name = format!("{pref:?}").to_lowercase();
+                insta::assert_snapshot!(format!("{name}_{pref_name}"), text);
+                let json = to_json(&inspection, pref, None, &scan);
+                assert_eq!(json["ok"], problem(&inspection).is_none(), "{name}");
+            }
+        }
+    }
+}

@@ -383,3 +383,51 @@ impl KernelFacts for Recorder<'_> {
         v
     }
 }
+
+/// The recorded facts of the supported kernels (`tests/data/facts/*.json`,
+/// written by `doctor --dump-facts` in each kernel's VM), by file stem.
+#[cfg(test)]
+pub(crate) fn fixtures() -> Vec<(String, Recorded)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/facts");
+    let mut out: Vec<(String, Recorded)> = std::fs::read_dir(&dir)
+        .expect("tests/data/facts exists")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("facts file readable");
+            let facts =
+                Recorded::from_json(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned());
+            (stem.unwrap_or_default(), facts)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recordings_replay_what_was_recorded() {
+        let fixtures = fixtures();
+        assert!(!fixtures.is_empty());
+        for (name, facts) in fixtures {
+            // Replaying through a recorder records the same facts again.
+            let recorder = Recorder::new(&facts);
+            let _ = crate::kernel::inspect::inspect(
+                &recorder,
+                crate::kernel::plan::HookPreference::Auto,
+            );
+            let again = recorder.into_recorded();
+            assert_eq!(again, facts, "{name}");
+            assert_eq!(
+                Recorded::from_json(&again.to_json()).ok(),
+                Some(again),
+                "{name}"
+            );
+        }
+    }
+}

@@ -154,3 +154,102 @@ pub fn inspect(facts: &dyn KernelFacts, pref: HookPreference) -> Inspection {
         config,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::{
+        facts::fixtures,
+        plan::{HookType, PlannedHook},
+    };
+
+    fn row<'a>(i: &'a Inspection, function: &str) -> &'a PlannedHook {
+        i.plan
+            .hooks
+            .iter()
+            .find(|h| h.function == function)
+            .unwrap_or_else(|| panic!("{function} planned"))
+    }
+
+    fn chosen(i: &Inspection, function: &str) -> Option<HookType> {
+        row(i, function).chosen
+    }
+
+    /// The plan each supported kernel gets, from its recorded facts.
+    #[test]
+    fn plans_of_the_recorded_kernels() {
+        let mut seen = Vec::new();
+        for (name, facts) in fixtures() {
+            let auto = inspect(&facts, HookPreference::Auto);
+            let kprobe = inspect(&facts, HookPreference::Kprobe);
+            // Every row of the catalog is planned, in catalog order.
+            let planned: Vec<&str> = auto.plan.hooks.iter().map(|h| h.function).collect();
+            let catalog: Vec<&str> = HOOKS.iter().map(|h| h.target).collect();
+            assert_eq!(planned, catalog, "{name}");
+            // Where kprobes work, --hooks kprobe traces pins and unpins.
+            if facts.kprobes.is_ok() {
+                assert_eq!(kprobe.plan.core_problem(), None, "{name}");
+                assert_eq!(
+                    chosen(&kprobe, "pin_user_pages_fast"),
+                    Some(HookType::Kprobe),
+                    "{name}"
+                );
+            }
+            if facts.fentry.is_ok() {
+                assert_eq!(
+                    chosen(&auto, "pin_user_pages_fast"),
+                    Some(HookType::Fentry),
+                    "{name}"
+                );
+            }
+            let report = chosen(&auto, "iommu_report_device_fault");
+            match name.as_str() {
+                "test-6.12" | "test-6.12-arm64" => {
+                    // The test kernel has the IOPF core and the uacce drivers.
+                    assert!(report.is_some(), "{name}");
+                    assert!(chosen(&auto, "iopf_group_response").is_some(), "{name}");
+                    assert!(row(&auto, "iommu_page_response").absent, "{name}");
+                    for f in uacce_trace_common::hooks::test_kernel_functions() {
+                        assert!(auto.params.contains_key(f), "{name}: {f} in BTF");
+                    }
+                }
+                "debian-6.12" | "debian-7.2" => {
+                    assert!(report.is_some(), "{name}");
+                    assert!(chosen(&auto, "iopf_group_response").is_some(), "{name}");
+                    assert!(row(&auto, "iommu_page_response").absent, "{name}");
+                    assert!(row(&auto, "uacce_fops_open").absent, "{name}: UACCE off");
+                    // The Intel tracepoint is set aside for the core function.
+                    let prq = row(&auto, "intel_iommu:prq_report");
+                    if !prq.absent {
+                        assert_eq!(prq.chosen, None, "{name}");
+                    }
+                }
+                "debian-6.1" => {
+                    assert!(report.is_some(), "{name}");
+                    assert!(chosen(&auto, "iommu_page_response").is_some(), "{name}");
+                    assert!(row(&auto, "iopf_group_response").absent, "{name}");
+                    // FOLL_LONGTERM was a #define before 6.3.
+                    assert_eq!(auto.foll_longterm.value, Some(0x10000), "{name}");
+                }
+                "debian-6.12-arm64" => {
+                    // IOMMU_IOPF off: the SMMUv3 rows stand in.
+                    assert!(row(&auto, "iommu_report_device_fault").absent, "{name}");
+                    assert!(
+                        chosen(&kprobe, "arm_smmu_page_response").is_some(),
+                        "{name}"
+                    );
+                    assert!(kprobe.plan.summary().contains("iopf_response: kprobe"));
+                }
+                _ => {
+                    // A kernel that allows neither fentry nor kprobes (this
+                    // project's sandboxed hosts) cannot trace pins.
+                    if facts.fentry.is_err() && facts.kprobes.is_err() {
+                        assert!(auto.plan.core_problem().is_some(), "{name}");
+                    }
+                }
+            }
+            seen.push(name);
+        }
+        assert!(seen.iter().any(|n| n.starts_with("debian-")), "{seen:?}");
+    }
+}

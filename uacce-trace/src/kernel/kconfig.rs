@@ -422,7 +422,7 @@ mod tests {
             }
         };
         let r = resolve(Some(&btf), Some(ENTER), None);
-        if btf.struct_size("iommu_fault").is_some() {
+        if btf.member("iommu_fault", "prm").is_some() {
             assert_eq!(r.config.prm_pasid, 12);
             assert_eq!(r.config.prm_grpid, 16);
             assert_eq!(r.config.prm_addr, 24);
