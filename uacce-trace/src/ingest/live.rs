@@ -5,11 +5,10 @@
 //! go out on a bounded channel, with the loss ledger.
 
 use aya::{
-    maps::{Array, MapData, PerCpuArray, RingBuf},
-    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray},
+    Ebpf,
 };
 use tokio::sync::mpsc;
-use uacce_trace_common::{counter, hooks::UACCE_CTRL_IOCTL};
 
 use crate::{
     ingest::attribution::Attributor,
@@ -102,88 +101,12 @@ impl Tracer {
         if let Err(why) = &inspection.ring_buffer {
             return Err(SourceError::NothingToTrace(why.clone()));
         }
-        let config = inspection.config.config;
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries("EVENTS", opts.ring_bytes)
-            .override_global("CONFIG", &config, true)
-            .load(OBJECT)
-            .map_err(SourceError::Load)?;
-        let mut attached = 0;
-        for i in 0..inspection.plan.hooks.len() {
-            // A vendor row comes after its core rows: their attach results
-            // decide whether it is needed.
-            inspection.plan.reconsider_vendor_row(i);
-            let follow_problem = inspection.config.follow_problem();
-            let hook = &mut inspection.plan.hooks[i];
-            if hook.kind == EventKind::Process {
-                let why = if !follow_processes {
-                    Some("not needed: only `record -- COMMAND` follows processes".to_string())
-                } else {
-                    follow_problem
-                };
-                if let Some(why) = why {
-                    while let Some(chosen) = hook.chosen {
-                        hook.reject_chosen(chosen, why.clone());
-                    }
-                    continue;
-                }
-            }
-            while let Some(chosen) = hook.chosen {
-                match attach::attach_target(&mut ebpf, hook.entry, chosen, facts.aya_btf()) {
-                    Ok(()) => {
-                        attached += 1;
-                        break;
-                    }
-                    Err(reason) => hook.reject_chosen(chosen, reason),
-                }
-            }
-        }
-        if attached == 0 {
-            let problem = inspection
-                .plan
-                .core_problem()
-                .unwrap_or_else(|| "no hook could be attached".into());
-            return Err(SourceError::NothingToTrace(problem));
-        }
-        // The driver's ioctl hook records the uacce_ctrl ioctls; the
-        // syscall tracepoint must then leave them alone (no double count).
-        let symbol_ioctl = inspection
-            .plan
-            .hooks
-            .iter()
-            .any(|h| h.function == UACCE_CTRL_IOCTL.target && h.chosen.is_some());
-        if symbol_ioctl {
-            let mut live: Array<_, u32> = Array::try_from(
-                ebpf.map_mut("IOCTL_SYMBOL_LIVE")
-                    .ok_or(SourceError::Missing("map IOCTL_SYMBOL_LIVE"))?,
-            )
-            .map_err(|source| SourceError::Map {
-                name: "IOCTL_SYMBOL_LIVE",
-                source,
-            })?;
-            live.set(0, 1, 0).map_err(|source| SourceError::Map {
-                name: "IOCTL_SYMBOL_LIVE",
-                source,
-            })?;
-        }
-        // Every hook is attached: from now on an exit without entry is a
-        // loss, not a call that was in flight at start.
-        {
-            let mut runtime: Array<_, u64> = Array::try_from(
-                ebpf.map_mut("RUNTIME")
-                    .ok_or(SourceError::Missing("map RUNTIME"))?,
-            )
-            .map_err(|source| SourceError::Map {
-                name: "RUNTIME",
-                source,
-            })?;
-            runtime
-                .set(counter::RUNTIME_ATTACH_DONE, monotonic_ns(), 0)
-                .map_err(|source| SourceError::Map {
-                    name: "RUNTIME",
-                    source,
-                })?;
-        }
+        let attached = attach::attach_plan(
+            &mut inspection,
+            facts.aya_btf(),
+            opts.ring_bytes,
+            follow_processes,
+        )?;
         // After attaching, so a bind from now on is seen by its hook and
         // one before is found here: seeds the owner table before the first
         // event is read.
@@ -192,26 +115,12 @@ impl Tracer {
         if let Ok(found) = &scan.result {
             attributor.seed(&found.owners);
         }
-        let ring_map = ebpf
-            .take_map("EVENTS")
-            .ok_or(SourceError::Missing("map EVENTS"))?;
-        let ring = RingBuf::try_from(ring_map).map_err(|source| SourceError::Map {
-            name: "EVENTS",
-            source,
-        })?;
-        let counters_map = ebpf
-            .take_map("COUNTERS")
-            .ok_or(SourceError::Missing("map COUNTERS"))?;
-        let counters = PerCpuArray::try_from(counters_map).map_err(|source| SourceError::Map {
-            name: "COUNTERS",
-            source,
-        })?;
         let plan = inspection.plan.clone();
         Ok((
             Tracer {
-                _ebpf: ebpf,
-                ring: Ring::new(ring)?,
-                counters,
+                _ebpf: attached.ebpf,
+                ring: Ring::new(attached.ring)?,
+                counters: attached.counters,
                 decoder: Decoder::new(DecodeContext {
                     foll_longterm: inspection.foll_longterm.value,
                 }),
@@ -219,7 +128,7 @@ impl Tracer {
                 undecodable: 0,
                 pin_not_credited: 0,
                 plan,
-                hooks_attached: attached,
+                hooks_attached: attached.hooks,
                 scan,
             },
             inspection,
@@ -486,6 +395,7 @@ impl Tracer {
         batched_wakeup: bool,
         burst: u32,
     ) -> Result<Tracer, SourceError> {
+        use aya::{maps::RingBuf, EbpfLoader};
         system::check_privileges().map_err(SourceError::Privileges)?;
         if OBJECT.is_empty() {
             return Err(SourceError::StubObject);

@@ -8,17 +8,23 @@
 use std::collections::BTreeSet;
 
 use aya::{
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint},
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
 use serde::Serialize;
 use thiserror::Error;
-use uacce_trace_common::hooks::{self, Attach, Hook, Program, PASID_SCAN};
+use uacce_trace_common::{
+    counter,
+    hooks::{self, Attach, Hook, Program, PASID_SCAN, UACCE_CTRL_IOCTL},
+};
 
 use crate::kernel::{
     facts::LiveFacts,
+    inspect::Inspection,
     kconfig,
-    plan::{hook_types, HookType, HOOKS},
+    plan::{hook_types, EventKind, HookType, HOOKS},
+    ring::monotonic_ns,
 };
 
 /// The compiled kernel programs (empty when built with UACCE_TRACE_EBPF_STUB).
@@ -228,6 +234,124 @@ pub(crate) fn attach_target(
         }
     }
     Ok(())
+}
+
+/// The object loaded with a plan attached, and the maps its reader takes.
+pub struct Attached {
+    /// Owns the programs and their links: dropping it detaches everything.
+    pub ebpf: Ebpf,
+    pub ring: RingBuf<MapData>,
+    pub counters: PerCpuArray<MapData, u64>,
+    /// Rows attached.
+    pub hooks: usize,
+}
+
+/// Load the object (offsets from `inspection`, a ring of `ring_bytes`) and
+/// attach every planned row with its first viable hook type, recording
+/// attach failures in the plan; the process-tree rows only when
+/// `follow_processes`. Then tell the programs that attaching is done.
+pub fn attach_plan(
+    inspection: &mut Inspection,
+    btf: Option<&AyaBtf>,
+    ring_bytes: u32,
+    follow_processes: bool,
+) -> Result<Attached, SourceError> {
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries("EVENTS", ring_bytes)
+        .override_global("CONFIG", &inspection.config.config, true)
+        .load(OBJECT)
+        .map_err(SourceError::Load)?;
+    let mut attached = 0;
+    for i in 0..inspection.plan.hooks.len() {
+        // A vendor row comes after its core rows: their attach results
+        // decide whether it is needed.
+        inspection.plan.reconsider_vendor_row(i);
+        let follow_problem = inspection.config.follow_problem();
+        let hook = &mut inspection.plan.hooks[i];
+        if hook.kind == EventKind::Process {
+            let why = if !follow_processes {
+                Some("not needed: only `record -- COMMAND` follows processes".to_string())
+            } else {
+                follow_problem
+            };
+            if let Some(why) = why {
+                while let Some(chosen) = hook.chosen {
+                    hook.reject_chosen(chosen, why.clone());
+                }
+                continue;
+            }
+        }
+        while let Some(chosen) = hook.chosen {
+            match attach_target(&mut ebpf, hook.entry, chosen, btf) {
+                Ok(()) => {
+                    attached += 1;
+                    break;
+                }
+                Err(reason) => hook.reject_chosen(chosen, reason),
+            }
+        }
+    }
+    if attached == 0 {
+        let problem = inspection
+            .plan
+            .core_problem()
+            .unwrap_or_else(|| "no hook could be attached".into());
+        return Err(SourceError::NothingToTrace(problem));
+    }
+    // The driver's ioctl hook records the uacce_ctrl ioctls; the
+    // syscall tracepoint must then leave them alone (no double count).
+    let symbol_ioctl = inspection
+        .plan
+        .hooks
+        .iter()
+        .any(|h| h.function == UACCE_CTRL_IOCTL.target && h.chosen.is_some());
+    if symbol_ioctl {
+        let mut live: Array<_, u32> = Array::try_from(
+            ebpf.map_mut("IOCTL_SYMBOL_LIVE")
+                .ok_or(SourceError::Missing("map IOCTL_SYMBOL_LIVE"))?,
+        )
+        .map_err(|source| SourceError::Map {
+            name: "IOCTL_SYMBOL_LIVE",
+            source,
+        })?;
+        live.set(0, 1, 0).map_err(|source| SourceError::Map {
+            name: "IOCTL_SYMBOL_LIVE",
+            source,
+        })?;
+    }
+    // Every hook is attached: from now on an exit without entry is a
+    // loss, not a call that was in flight at start.
+    {
+        let mut runtime: Array<_, u64> = Array::try_from(
+            ebpf.map_mut("RUNTIME")
+                .ok_or(SourceError::Missing("map RUNTIME"))?,
+        )
+        .map_err(|source| SourceError::Map {
+            name: "RUNTIME",
+            source,
+        })?;
+        runtime
+            .set(counter::RUNTIME_ATTACH_DONE, monotonic_ns(), 0)
+            .map_err(|source| SourceError::Map {
+                name: "RUNTIME",
+                source,
+            })?;
+    }
+    let map_err = |name: &'static str| move |source| SourceError::Map { name, source };
+    let ring = ebpf
+        .take_map("EVENTS")
+        .ok_or(SourceError::Missing("map EVENTS"))?;
+    let ring = RingBuf::try_from(ring).map_err(map_err("EVENTS"))?;
+    let counters = ebpf
+        .take_map("COUNTERS")
+        .ok_or(SourceError::Missing("map COUNTERS"))?;
+    let counters = PerCpuArray::try_from(counters).map_err(map_err("COUNTERS"))?;
+    Ok(Attached {
+        ebpf,
+        ring,
+        counters,
+        hooks: attached,
+    })
 }
 
 /// Result of loading one program of the object through the verifier.
