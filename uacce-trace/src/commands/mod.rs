@@ -1,5 +1,6 @@
 //! The commands that consume events: each is a sink of the event source.
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod doctor;
 pub mod record;

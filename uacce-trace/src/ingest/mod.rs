@@ -10,3 +10,4 @@ pub mod losses;
 pub mod pairing;
 pub mod proctree;
 pub mod rawfile;
+pub mod scan;

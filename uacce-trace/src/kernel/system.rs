@@ -144,6 +144,19 @@ fn blacklist_name(line: &str) -> Option<&str> {
     line.split_whitespace().nth(1)
 }
 
+/// The `format` file of tracepoint `category:name` under `tracefs`.
+pub fn tracepoint_format(tracefs: &Path, tracepoint: &str) -> Option<String> {
+    let (category, name) = tracepoint.split_once(':')?;
+    std::fs::read_to_string(
+        tracefs
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("format"),
+    )
+    .ok()
+}
+
 /// Per-symbol facts for `names`. `in_btf` is filled by the caller (it owns
 /// the parsed BTF).
 pub fn symbol_facts(
