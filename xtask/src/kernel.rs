@@ -790,22 +790,16 @@ fn run_logged(cmd: &mut Command, log: &Path, label: &str) -> Result<()> {
     Ok(())
 }
 
-/// The kernel functions the tracer hooks: each must be a `FUNC` in the
-/// test kernel's BTF (fentry/fexit) and in `available_filter_functions`
-/// and `/proc/kallsyms` of the booted kernel (kprobes; the smoke test).
-pub fn hooked_functions() -> &'static [&'static str] {
-    &[
-        "uacce_ctrl_open",
-        "uacce_ctrl_release",
-        "uacce_ctrl_unl_ioctl",
-        "uacce_pin_page",
-        "uacce_unpin_page",
-        "uacce_fops_open",
-        "iommu_report_device_fault",
-        "iopf_group_response",
-        "pin_user_pages_fast",
-        "unpin_user_pages",
-    ]
+/// The functions the test kernel must keep in BTF as `FUNC`s, hookable
+/// with fentry and kprobes: the hook catalog's test-kernel functions
+/// (`uacce_trace_common::hooks`, the one list of what the tool hooks) and
+/// the `/dev/uacce_ctrl` fixture's own open and release, which the smoke
+/// test checks although the tool does not hook them.
+pub fn hooked_functions() -> Vec<&'static str> {
+    ["uacce_ctrl_open", "uacce_ctrl_release"]
+        .into_iter()
+        .chain(uacce_trace_common::hooks::test_kernel_functions())
+        .collect()
 }
 
 /// Checks that every one of [`hooked_functions`] is a `FUNC` in the BTF of
@@ -817,7 +811,7 @@ fn check_btf(vmlinux: &Path) -> Result<()> {
             .arg(vmlinux),
     )
     .context("dumping the kernel's BTF")?;
-    let missing = missing_btf_funcs(&dump, hooked_functions());
+    let missing = missing_btf_funcs(&dump, &hooked_functions());
     if !missing.is_empty() {
         bail!(
             "not in the BTF of {} as FUNC (inlined or renamed?): {}",

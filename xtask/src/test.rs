@@ -6,7 +6,9 @@
 //! 2. lint: `cargo fmt --check`; clippy of the user-space crates against a
 //!    stub eBPF object (in `target/stub`, so the real build stays valid);
 //!    clippy of the eBPF crate with nightly for `bpfel-unknown-none` (in
-//!    `target/bpf-lint`). Each step counts as one test;
+//!    `target/bpf-lint`); each clippy once as released and once with the
+//!    `bench` features (the benchmark driver and programs). Each step
+//!    counts as one test;
 //! 3. unit: `cargo test --release` of the workspace (unit, golden and, as
 //!    root, host BPF tests); the counts come from libtest's
 //!    `test result:` lines;
@@ -435,46 +437,65 @@ fn lint(root: &Path) -> Counts {
         "cargo fmt --check",
         cargo(root).args(["fmt", "--all", "--", "--check"]),
     );
-    step(
-        "cargo clippy (user space, stub eBPF object)",
-        cargo(root)
-            .env("UACCE_TRACE_EBPF_STUB", "1")
-            .args([
-                "clippy",
-                "--workspace",
-                // Only meaningful for bpfel-unknown-none: checked below.
-                "--exclude",
-                "uacce-trace-ebpf",
-                "--all-targets",
-                "--target-dir",
-            ])
+    // Each crate once as released and once with the benchmark driver and
+    // its programs (the `bench` features, which release builds leave out).
+    for (name, features) in [
+        ("cargo clippy (user space, stub eBPF object)", None),
+        (
+            "cargo clippy (user space, stub eBPF object, --features uacce-trace/bench)",
+            Some("uacce-trace/bench"),
+        ),
+    ] {
+        let mut cmd = cargo(root);
+        cmd.env("UACCE_TRACE_EBPF_STUB", "1").args([
+            "clippy",
+            "--workspace",
+            // Only meaningful for bpfel-unknown-none: checked below.
+            "--exclude",
+            "uacce-trace-ebpf",
+            "--all-targets",
+        ]);
+        if let Some(f) = features {
+            cmd.args(["--features", f]);
+        }
+        cmd.arg("--target-dir")
             .arg(target.join("stub"))
-            .args(["--", "-D", "warnings"]),
-    );
+            .args(["--", "-D", "warnings"]);
+        step(name, &mut cmd);
+    }
 
     const EBPF: &str = "cargo clippy (eBPF crate, nightly, bpfel-unknown-none)";
     match nightly_clippy_available() {
-        Ok(()) => step(
-            EBPF,
-            Command::new("rustup")
-                .current_dir(root)
-                .env_remove("RUSTUP_TOOLCHAIN")
-                .env_remove("RUSTC")
-                .env_remove("RUSTC_WRAPPER")
-                .env_remove("RUSTC_WORKSPACE_WRAPPER")
-                .args([
-                    "run",
-                    "nightly",
-                    "cargo",
-                    "clippy",
-                    "-p",
-                    "uacce-trace-ebpf",
-                ])
-                .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
-                .arg("--target-dir")
-                .arg(target.join("bpf-lint"))
-                .args(["--", "-D", "warnings"]),
-        ),
+        Ok(()) => {
+            for features in [None, Some("bench")] {
+                let mut cmd = Command::new("rustup");
+                cmd.current_dir(root)
+                    .env_remove("RUSTUP_TOOLCHAIN")
+                    .env_remove("RUSTC")
+                    .env_remove("RUSTC_WRAPPER")
+                    .env_remove("RUSTC_WORKSPACE_WRAPPER")
+                    .args([
+                        "run",
+                        "nightly",
+                        "cargo",
+                        "clippy",
+                        "-p",
+                        "uacce-trace-ebpf",
+                    ])
+                    .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"]);
+                if let Some(f) = features {
+                    cmd.args(["--features", f]);
+                }
+                cmd.arg("--target-dir")
+                    .arg(target.join("bpf-lint"))
+                    .args(["--", "-D", "warnings"]);
+                let name = match features {
+                    None => EBPF.to_string(),
+                    Some(f) => format!("{EBPF}, --features {f}"),
+                };
+                step(&name, &mut cmd);
+            }
+        }
         // rustup installs clippy for nightly just above: under CI its
         // absence is a failure.
         Err(why) if ci() => {
