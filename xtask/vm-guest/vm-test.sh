@@ -106,6 +106,9 @@ if [ -n "$tpid" ]; then
     trace_rc=$?
     "$TOOL" doctor --json > /tmp/doctor.json 2> /tmp/doctor.err
     doctor_rc=$?
+    # The kernel's facts as the tool reads them: the recordings in
+    # uacce-trace/tests/data/facts are refreshed from this section.
+    "$TOOL" doctor --dump-facts /tmp/facts.json 2>> /tmp/doctor.err
 fi
 
 # The holder exits, and the kernel frees its PASID at mm teardown

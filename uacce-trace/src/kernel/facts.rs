@@ -386,6 +386,8 @@ impl KernelFacts for Recorder<'_> {
 
 /// The recorded facts of the supported kernels (`tests/data/facts/*.json`,
 /// written by `doctor --dump-facts` in each kernel's VM), by file stem.
+/// Every `cargo xtask vm-test` main VM leaves them as `facts` in its log
+/// folder (`<cache>/vm/…`): copy that file over the kernel's to refresh it.
 #[cfg(test)]
 pub(crate) fn fixtures() -> Vec<(String, Recorded)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/facts");

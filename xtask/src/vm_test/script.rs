@@ -87,6 +87,10 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ("trace.err", "/tmp/trace.err"),
     ("doctor", "/tmp/doctor.json"),
     ("doctor.err", "/tmp/doctor.err"),
+    // `doctor --dump-facts`: copied from the VM's log folder into
+    // uacce-trace/tests/data/facts/<kernel>.json to refresh the planner's
+    // and doctor's recorded-facts tests.
+    ("facts", "/tmp/facts.json"),
     ("events", "/tmp/events.ndjson"),
 ];
 
