@@ -416,7 +416,48 @@ fn main_verdict(
     if job.kernel == ARM64_STOCK_KERNEL && job.hooks.is_some() {
         arm64::check(console, hooks.filter(|h| *h != "auto"), &mut verdict);
     }
+    if job.hooks.is_some() {
+        check_recorded_facts(console, &job.kernel, &mut verdict);
+    }
     verdict
+}
+
+/// The facts the planner's and `doctor`'s tests replay
+/// (`uacce-trace/tests/data/facts/<kernel>.json`) must be what the tool
+/// reads from that kernel now: a change of the facts' format or of what
+/// the tool asks the kernel shows here, not as a silently stale test.
+fn check_recorded_facts(console: &console::Console, kernel: &str, v: &mut report::Verdict) {
+    let Ok(root) = workspace_root() else {
+        return;
+    };
+    let file = root.join(format!("uacce-trace/tests/data/facts/{kernel}.json"));
+    let Ok(recorded) = fs::read_to_string(&file) else {
+        v.notes.push(format!(
+            "no recorded facts for {kernel} ({})",
+            file.display()
+        ));
+        return;
+    };
+    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+    let dumped = console.lines("facts").join("\n");
+    match (parse(&recorded), parse(&dumped)) {
+        (Some(a), Some(b)) if a == b => v
+            .notes
+            .push(format!("recorded facts {} are current", file.display())),
+        (Some(_), Some(_)) => v.fail(
+            &["facts"],
+            format!(
+                "the kernel's facts differ from {}: copy this VM's `facts` log over it \
+                 (and review the planner/doctor snapshots it changes)",
+                file.display()
+            ),
+        ),
+        (None, _) => v.fail(&[], format!("{} is not JSON", file.display())),
+        (_, None) => v.fail(
+            &["facts", "doctor.err"],
+            "doctor --dump-facts wrote no JSON",
+        ),
+    }
 }
 
 /// Prints a checked VM's outcome; `Ok(false)` is a FAIL.
