@@ -17,23 +17,16 @@
 //!   driver); `tui`: `top`, the live per-process screen;
 //! - `cli`: argument parsing and dispatch.
 
-/// `eprintln!` that never panics. std's panics when stderr is a broken pipe
-/// (`uacce-trace record … 2>&1 | head`), which would turn a finished
-/// recording into a crash with exit status 101. Defined before the modules,
-/// so it shadows std's macro in all of them.
-macro_rules! eprintln {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
+#![cfg_attr(not(test), deny(clippy::print_stderr))]
 
 pub mod analysis;
 pub mod cli;
 pub mod commands;
+pub mod exit;
 pub mod formats;
 pub mod ingest;
 pub mod kernel;
+pub mod logger;
 pub mod model;
 pub mod tui;
 

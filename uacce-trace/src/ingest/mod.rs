@@ -10,3 +10,5 @@ pub mod losses;
 pub mod pairing;
 pub mod proctree;
 pub mod rawfile;
+pub mod run;
+pub mod source;

@@ -294,6 +294,18 @@ pub fn prog_recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
     (rc == 0 && written > MISSES).then(|| info[MISSES / 8])
 }
 
+/// CLOCK_MONOTONIC now, ns: the clock of `bpf_ktime_get_ns`, so of every
+/// event timestamp.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
