@@ -9,7 +9,32 @@ pub mod record;
 pub mod serve;
 pub mod trace;
 
-use crate::ingest::losses::Ledger;
+use crate::{
+    exit,
+    ingest::{losses::Ledger, source::OpenError},
+    status,
+};
+
+/// Say why the event source could not be opened and return the exit
+/// status: 1 when tracing cannot start, 2 for an unusable recording;
+/// `stopped` (said nothing) when a stop came before a replay's header.
+pub fn open_failed(e: &OpenError, stopped: u8) -> u8 {
+    match e {
+        OpenError::Stopped { .. } => stopped,
+        OpenError::Input { .. } => {
+            log::error!("{e}");
+            exit::BAD_INPUT
+        }
+        OpenError::Signals(_) => {
+            log::error!("{e}");
+            exit::FAILURE
+        }
+        OpenError::Tracer(_) | OpenError::Follow(_) => {
+            status!("{e}");
+            exit::FAILURE
+        }
+    }
+}
 
 /// Parse `1s`, `500ms`, `250us`, `2m`, `1h`, `1.5s` or plain seconds into ns.
 pub fn parse_duration(s: &str) -> Result<u64, String> {

@@ -36,7 +36,7 @@ use std::{
 use thiserror::Error;
 
 use crate::{
-    commands::dropped_text,
+    commands::{dropped_text, open_failed},
     exit,
     formats::{AtomicFile, ExportError, Format, IntervalWriter},
     ingest::event::Event,
@@ -45,10 +45,7 @@ use crate::{
     ingest::proctree::{event_tgid, ProcTree, Verdict},
     ingest::rawfile::RawWriter,
     ingest::run::RunMeta,
-    ingest::source::{
-        block_on, Cause, Item, LiveOptions, OpenError, Origin, Pacing, ReplayOptions, Source,
-        StopOn,
-    },
+    ingest::source::{block_on, Cause, Item, LiveOptions, OpenError, Origin, Source, StopOn},
     kernel::system::monotonic_ns,
     model::{Aggregator, ModelConfig},
     status,
@@ -316,14 +313,7 @@ pub fn run(opts: RecordOptions) -> anyhow::Result<u8> {
 }
 
 async fn replay(opts: &RecordOptions, input: &str) -> anyhow::Result<u8> {
-    let origin = Origin::Replay(ReplayOptions {
-        input: input.to_string(),
-        pacing: if opts.realtime {
-            Pacing::Recorded
-        } else {
-            Pacing::Fast
-        },
-    });
+    let origin = Origin::replay_or_live(Some(input), opts.realtime, LiveOptions::default());
     let mut src = match Source::open(origin, StopOn::Interrupt).await {
         Ok(s) => s,
         // Stopped before the recording's header arrived: there is nothing
@@ -332,8 +322,7 @@ async fn replay(opts: &RecordOptions, input: &str) -> anyhow::Result<u8> {
             status!("interrupted before {name} delivered a recording header; nothing written");
             return Ok(exit::signalled(libc::SIGINT));
         }
-        Err(OpenError::Signals(e)) => return Err(e.into()),
-        Err(e) => return Ok(report_error(&e)),
+        Err(e) => return Ok(open_failed(&e, exit::OK)),
     };
     let start_ns = src.meta.start_mono_ns;
     let mut rec =
@@ -410,11 +399,7 @@ async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
     });
     let mut src = match Source::open(origin, StopOn::Interrupt).await {
         Ok(s) => s,
-        Err(OpenError::Signals(e)) => return Err(e.into()),
-        Err(e) => {
-            status!("{e}");
-            return Ok(exit::FAILURE);
-        }
+        Err(e) => return Ok(open_failed(&e, exit::OK)),
     };
     let me = std::process::id();
     let mut child = None;

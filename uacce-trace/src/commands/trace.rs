@@ -9,13 +9,13 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::{
-    commands::dropped_text,
+    commands::{dropped_text, open_failed},
     exit,
     ingest::attribution::owner_label,
     ingest::event::{Event, PinEvent, PinIoctl},
     ingest::live::TracerOptions,
     ingest::losses::{Ledger, LossReason},
-    ingest::source::{block_on, Item, LiveOptions, OpenError, Origin, Source, Stop, StopOn},
+    ingest::source::{block_on, Item, LiveOptions, Origin, Source, Stop, StopOn},
     logger, status,
 };
 
@@ -410,11 +410,7 @@ pub fn run(opts: TracerOptions, as_json: bool) -> anyhow::Result<u8> {
         });
         let mut src = match Source::open(origin, StopOn::Interrupt).await {
             Ok(s) => s,
-            Err(OpenError::Signals(e)) => return Err(e.into()),
-            Err(e) => {
-                status!("{e}");
-                return Ok(exit::FAILURE);
-            }
+            Err(e) => return Ok(open_failed(&e, exit::OK)),
         };
         if let Some(live) = src.live() {
             status!("pasid scan: {}", live.pasid_scan.summary());

@@ -205,6 +205,24 @@ pub enum Pacing {
     Recorded,
 }
 
+impl Origin {
+    /// A replay of `replay` (at the recorded pace when `realtime`) when
+    /// one is given (`--replay`), else live tracing with `live`.
+    pub fn replay_or_live(replay: Option<&str>, realtime: bool, live: LiveOptions) -> Origin {
+        match replay {
+            Some(input) => Origin::Replay(ReplayOptions {
+                input: input.to_string(),
+                pacing: if realtime {
+                    Pacing::Recorded
+                } else {
+                    Pacing::Fast
+                },
+            }),
+            None => Origin::Live(live),
+        }
+    }
+}
+
 /// Which signals stop the run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StopOn {

@@ -33,10 +33,7 @@ use crate::{
     exit,
     ingest::live::TracerOptions,
     ingest::run::Clock,
-    ingest::source::{
-        block_on, Cause, Item, Kind, LiveOptions, OpenError, Origin, Pacing, ReplayOptions, Source,
-        StopOn,
-    },
+    ingest::source::{block_on, Cause, Item, Kind, LiveOptions, OpenError, Origin, Source, StopOn},
     logger,
     model::ModelConfig,
     status,
@@ -61,27 +58,16 @@ pub fn run(opts: TopOptions) -> anyhow::Result<u8> {
 
 /// Open the source and say what it is; `Err` holds the exit code.
 async fn open(opts: &TopOptions) -> anyhow::Result<Result<(Source, SourceInfo), u8>> {
-    let origin = match &opts.replay {
-        Some(input) => {
-            if input == "-" && io_is_terminal_stdin() {
-                status!("reading a raw recording from standard input…");
-            }
-            Origin::Replay(ReplayOptions {
-                input: input.clone(),
-                pacing: if opts.realtime {
-                    Pacing::Recorded
-                } else {
-                    Pacing::Fast
-                },
-            })
-        }
-        None => Origin::Live(LiveOptions {
-            tracer: opts.tracer,
-            // Shown in the header instead.
-            print_warning: false,
-            ..Default::default()
-        }),
+    if opts.replay.as_deref() == Some("-") && io_is_terminal_stdin() {
+        status!("reading a raw recording from standard input…");
+    }
+    let live = LiveOptions {
+        tracer: opts.tracer,
+        // Shown in the header instead.
+        print_warning: false,
+        ..Default::default()
     };
+    let origin = Origin::replay_or_live(opts.replay.as_deref(), opts.realtime, live);
     let src = match Source::open(origin, StopOn::InterruptOrHangup).await {
         Ok(s) => s,
         Err(OpenError::Signals(e)) => return Err(e.into()),

@@ -36,12 +36,10 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::{
-    commands::dropped_text,
+    commands::{dropped_text, open_failed},
     exit,
     ingest::live::TracerOptions,
-    ingest::source::{
-        block_on, Item, Kind, LiveOptions, OpenError, Origin, Pacing, ReplayOptions, Source, StopOn,
-    },
+    ingest::source::{block_on, Item, Kind, LiveOptions, Origin, Source, StopOn},
     kernel::system::monotonic_ns,
     model::{Aggregator, ModelConfig},
     status,
@@ -98,31 +96,16 @@ fn bad_input(msg: impl std::fmt::Display) -> u8 {
 }
 
 async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
-    let origin = match &opts.replay {
-        Some(input) => Origin::Replay(ReplayOptions {
-            input: input.clone(),
-            pacing: if opts.realtime {
-                Pacing::Recorded
-            } else {
-                Pacing::Fast
-            },
-        }),
-        None => Origin::Live(LiveOptions {
-            tracer: opts.tracer,
-            print_warning: true,
-            ..Default::default()
-        }),
+    let live_opts = LiveOptions {
+        tracer: opts.tracer,
+        print_warning: true,
+        ..Default::default()
     };
+    let origin = Origin::replay_or_live(opts.replay.as_deref(), opts.realtime, live_opts);
     let mut src = match Source::open(origin, StopOn::Interrupt).await {
         Ok(s) => s,
-        // Stopped before the recording even started.
-        Err(OpenError::Stopped { .. }) => return Ok(exit::OK),
-        Err(OpenError::Signals(e)) => return Err(e.into()),
-        Err(e @ OpenError::Input { .. }) => return Ok(bad_input(e)),
-        Err(e) => {
-            status!("{e}");
-            return Ok(exit::FAILURE);
-        }
+        // Stopped before the recording even started: exit 0.
+        Err(e) => return Ok(open_failed(&e, exit::OK)),
     };
     let live = src.live().is_some();
     let stats_fd = if live && opts.bpf_stats {
