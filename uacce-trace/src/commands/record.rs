@@ -45,7 +45,7 @@ use crate::{
     ingest::proctree::{event_tgid, ProcTree, Verdict},
     ingest::rawfile::RawWriter,
     ingest::run::RunMeta,
-    ingest::source::{block_on, Cause, Item, LiveOptions, OpenError, Origin, Source, StopOn},
+    ingest::source::{block_on, Cause, Item, LiveOptions, OpenError, Origin, Source, Stop, StopOn},
     kernel::system::monotonic_ns,
     model::{Aggregator, ModelConfig},
     status,
@@ -452,6 +452,7 @@ async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
     let mut timed_out = false;
     let mut failure: Option<RecordError> = None;
     let stop = src.stop.clone();
+    let mut stop_handled = false;
     loop {
         let stopping = stop.cause().is_some();
         let stop_now = tokio::select! {
@@ -480,12 +481,7 @@ async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
                 tick.reset();
                 failure.is_some()
             }
-            cause = stop.wait(), if !stopping => {
-                if let Cause::Signal(sig) = cause {
-                    signalled = Some(sig);
-                }
-                true
-            }
+            _ = stop.wait(), if !stopping => true,
             res = async { match waiter.as_mut() { Some(w) => w.await, None => std::future::pending().await } }, if child_running => {
                 child_running = false;
                 status = Some(match res {
@@ -504,13 +500,16 @@ async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
             }
         };
         if stop_now {
-            if let (Some(sig), Some(pid), true) = (signalled, child_pid, child_running) {
-                // SAFETY: kill(2) of our own child, which has not been reaped
-                // (child_running), so the pid is still its own.
-                unsafe { libc::kill(pid as libc::pid_t, sig) };
-            }
             stop.request();
         }
+        if !stop_handled && stop.cause().is_some() {
+            stop_handled = true;
+            forward_stop(&stop, &mut signalled, child_pid, child_running);
+        }
+    }
+    // The tracer can end the stream before the loop saw the stop.
+    if !stop_handled && stop.cause().is_some() {
+        forward_stop(&stop, &mut signalled, child_pid, child_running);
     }
     let mut losses = src.stream.end().await?;
     let end = monotonic_ns();
@@ -553,4 +552,19 @@ async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
         Some(sig) => exit::signalled(sig),
         None => exit::OK,
     })
+}
+
+/// Act on the stop (once, whoever set it: a signal, `--duration`, the
+/// command's exit, an output failure): note the signal that caused it and
+/// forward that signal (or `--duration`'s SIGTERM) to the command while it
+/// runs.
+fn forward_stop(stop: &Stop, signalled: &mut Option<i32>, child: Option<u32>, running: bool) {
+    if let Some(Cause::Signal(sig)) = stop.cause() {
+        signalled.get_or_insert(sig);
+    }
+    if let (Some(sig), Some(pid), true) = (*signalled, child, running) {
+        // SAFETY: kill(2) of our own child, which has not been reaped
+        // (`running`), so the pid is still its own.
+        unsafe { libc::kill(pid as libc::pid_t, sig) };
+    }
 }
