@@ -629,16 +629,15 @@ mod tests {
     }
 
     fn replay_of(bytes: Vec<u8>, pacing: Pacing) -> (RunMeta, Vec<Result<Item, String>>, Clock) {
-        let dir = std::env::temp_dir().join(format!(
-            "uacce-trace-source-{}-{:?}",
-            std::process::id(),
-            pacing
-        ));
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("uacce-trace-source-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
         let path = dir.join("r.utrace");
         std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
         let input = path.display().to_string();
-        block_on(async move {
+        let out = block_on(async move {
             let mut src = Source::open(
                 Origin::Replay(ReplayOptions { input, pacing }),
                 StopOn::Interrupt,
@@ -652,7 +651,9 @@ mod tests {
             assert!(src.stream.end().await.is_ok_and(|l| l.total() == 0));
             (src.meta, items, src.stream.clock().clone())
         })
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        out
     }
 
     #[test]
