@@ -130,4 +130,17 @@ mod tests {
         assert_eq!(parse_level(Some("loud")), log::LevelFilter::Warn);
         assert_eq!(level_word(log::Level::Warn), "warning");
     }
+
+    #[test]
+    fn held_lines_wait_for_the_guard() {
+        let held = hold();
+        emit("uacce-trace: kept back");
+        let kept = HELD.lock().ok().and_then(|h| {
+            h.as_ref()
+                .map(|l| l.iter().any(|x| x == "uacce-trace: kept back"))
+        });
+        assert_eq!(kept, Some(true));
+        drop(held);
+        assert!(HELD.lock().is_ok_and(|h| h.is_none()));
+    }
 }

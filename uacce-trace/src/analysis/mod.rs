@@ -171,7 +171,7 @@ pub fn load_bytes(name: &str, bytes: &[u8]) -> Result<Loaded, LoadError> {
 pub fn report_command(files: &[String], out: &mut dyn std::io::Write) -> u8 {
     if files.is_empty() {
         log::error!("report needs at least one FILE (or --replay FILE)");
-        return compare::EXIT_BAD_INPUT;
+        return crate::exit::BAD_INPUT;
     }
     let mut loaded = Vec::new();
     for f in files {
@@ -179,7 +179,7 @@ pub fn report_command(files: &[String], out: &mut dyn std::io::Write) -> u8 {
             Ok(l) => loaded.push(l),
             Err(e) => {
                 log::error!("{e}");
-                return compare::EXIT_BAD_INPUT;
+                return crate::exit::BAD_INPUT;
             }
         }
     }
@@ -199,13 +199,13 @@ pub fn compare_command(
 ) -> u8 {
     if !opts.tolerance_pct.is_finite() || !(0.0..100.0).contains(&opts.tolerance_pct) {
         log::error!("--tolerance must be between 0 and 100 (percent)");
-        return compare::EXIT_BAD_INPUT;
+        return crate::exit::BAD_INPUT;
     }
     let (b, c) = match (load(baseline), load(candidate)) {
         (Ok(b), Ok(c)) => (b, c),
         (Err(e), _) | (_, Err(e)) => {
             log::error!("{e}");
-            return compare::EXIT_BAD_INPUT;
+            return crate::exit::BAD_INPUT;
         }
     };
     let result = compare::compare(&b, &c, opts);
