@@ -58,10 +58,18 @@ fn main() -> anyhow::Result<()> {
     let root_dir = ebpf_dir
         .to_str()
         .ok_or_else(|| anyhow!("non-UTF-8 path {}", ebpf_dir.display()))?;
+    // The bench programs exist only in builds with the bench feature
+    // (`cargo xtask bench`); release builds leave them out.
+    let features: &[&str] = if env::var_os("CARGO_FEATURE_BENCH").is_some() {
+        &["bench"]
+    } else {
+        &[]
+    };
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "uacce-trace-ebpf",
             root_dir,
+            features,
             ..Default::default()
         }],
         aya_build::Toolchain::default(),

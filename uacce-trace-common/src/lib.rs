@@ -11,6 +11,8 @@
 
 #![no_std]
 
+pub mod hooks;
+
 /// Version of the record layout; bumped on any change to a record below.
 pub const RECORD_VERSION: u16 = 2;
 

@@ -25,6 +25,7 @@ use uacce_trace_common::{
     HOOK_FENTRY, HOOK_KPROBE, KIND_PIN, KIND_UNPIN, RECORD_VERSION,
 };
 
+#[cfg(feature = "bench")]
 mod bench;
 mod iopf;
 mod proc;
@@ -58,7 +59,8 @@ static UNPIN_INFLIGHT: LruHashMap<InflightKey, PinInflight> = LruHashMap::with_m
 /// [`submit_flags`] (the default), 0 = the kernel's default (wake the
 /// reader whenever it has caught up, so a fast reader is woken for nearly
 /// every record). Only `uacce-trace bench pipeline --wakeup adaptive` sets
-/// 0, to compare both.
+/// 0, to compare both (built with the `bench` feature only).
+#[cfg(feature = "bench")]
 #[unsafe(no_mangle)]
 static BENCH_WAKEUP: u32 = 1;
 
@@ -82,6 +84,7 @@ static BENCH_WAKEUP: u32 = 1;
 pub(crate) fn submit_flags(size: usize) -> u64 {
     // SAFETY: a read of a global; volatile so the default is not folded
     // (user space may rewrite it before load).
+    #[cfg(feature = "bench")]
     if unsafe { core::ptr::read_volatile(&BENCH_WAKEUP) } == 0 {
         return 0;
     }

@@ -84,6 +84,10 @@ pub enum Command {
         /// Machine-readable output (one JSON object).
         #[arg(long)]
         json: bool,
+        /// Write the facts learnt about this kernel as JSON to FILE (`-`:
+        /// stdout, instead of the report), for the planner's tests.
+        #[arg(long, value_name = "FILE", hide = true)]
+        dump_facts: Option<std::path::PathBuf>,
     },
     /// Print one line per pin/unpin call until Ctrl-C or SIGTERM.
     ///
@@ -237,6 +241,7 @@ pub enum Command {
         ring_size: u32,
     },
     /// Benchmark drivers for `cargo xtask bench` (JSON on stdout).
+    #[cfg(feature = "bench")]
     #[command(hide = true, subcommand)]
     Bench(crate::commands::bench::BenchCommand),
 }
@@ -265,9 +270,14 @@ pub fn run(cli: Cli) -> u8 {
                 ring_bytes: ring_size,
             },
         }),
-        Command::Doctor { hooks, json } => {
+        Command::Doctor {
+            hooks,
+            json,
+            dump_facts,
+        } => {
             let stdout = io::stdout();
-            doctor::run(hooks, json, &mut stdout.lock()).map_err(anyhow::Error::from)
+            doctor::run(hooks, json, dump_facts.as_deref(), &mut stdout.lock())
+                .map_err(anyhow::Error::from)
         }
         Command::Trace {
             hooks,
@@ -365,6 +375,7 @@ pub fn run(cli: Cli) -> u8 {
                 ring_bytes: ring_size,
             },
         }),
+        #[cfg(feature = "bench")]
         Command::Bench(cmd) => crate::commands::bench::run(cmd),
     };
     match result {

@@ -109,10 +109,17 @@ fn every_program_passes_the_verifier() {
     assert_eq!(kprobe_ok, kprobe_total);
     assert_eq!(
         tracepoint_ok,
-        2 + 3 + 1 + 2 + live::BENCH_PROGRAMS.len(),
+        2 + 3
+            + 1
+            + 2
+            + if cfg!(feature = "bench") {
+                uacce_trace_common::hooks::BENCH.len()
+            } else {
+                0
+            },
         "sys_enter_ioctl and sys_exit_ioctl programs, the vendor IOPF tracepoints' \
          (prq_report, dev_fault, dev_page_response), the PASID scan's, the process tree's \
-         (proc_fork, a raw tracepoint, and proc_exit) and the bench source's"
+         (proc_fork, a raw tracepoint, and proc_exit) and the bench source's (with the bench feature)"
     );
     assert_eq!(
         inspection.fentry.is_ok(),

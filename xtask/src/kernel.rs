@@ -5,7 +5,7 @@
 //! from a fixture of ours built in).
 //!
 //! 1. Source: Debian's `linux-source-6.12` (suite trixie), downloaded with
-//!    the private apt of [`crate::apt`] from the machine's own mirror, its
+//!    the private apt of [`crate::toolchain::apt`] from the machine's own mirror, its
 //!    tarball unpacked into the cache (`test-kernels/source/<version>/`).
 //! 2. Fixture: `xtask/kernel/uacce_ctrl/uacce_ctrl.c` copied into that tree
 //!    as `drivers/misc/uacce/uacce_ctrl_fixture.c` and added to the folder's
@@ -30,10 +30,7 @@
 //! for a newer package). The inputs are compiled into xtask, so the result
 //! does not depend on the working directory.
 //!
-//! `--smoke` then boots the kernel under QEMU (TCG) with a busybox initramfs
-//! whose `/init` checks the devices, symbols, BTF and the kprobe PMU, runs
-//! both guest programs under the function tracer and prints `SMOKE ...`
-//! lines that are checked here.
+//! `--smoke` then boots the kernel (`smoke.rs`, a scenario on `vm/`).
 //!
 //! `--arm64` cross-compiles the same for arm64 (`ARCH=arm64
 //! CROSS_COMPILE=aarch64-linux-gnu-`, fragment
@@ -41,25 +38,25 @@
 //! programs with `aarch64-linux-gnu-gcc`) into `test-kernels/<key>-arm64/`,
 //! built in `test-kernels/build/<version>-arm64/`.
 //!
-//! This module owns no VM harness: the VM tests (`vm.rs`) call
-//! [`ensure_test_kernel`] and boot the result themselves. It needs root only
-//! to install missing Debian packages.
+//! This module owns no VM harness and imports only `base` and `toolchain`:
+//! the scenarios call [`ensure_test_kernel`] and boot the result with
+//! `vm/`. [`hooked_functions`] is the symbol list the BTF check here and the
+//! smoke test use. It needs root only to install missing Debian packages.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::apt::{self, PrivateApt};
-use crate::build::Arch;
-use crate::cache;
-use crate::setup::capture;
-use crate::setup::list_dir;
+use crate::base::cache;
+use crate::base::fs::{elapsed, list_dir, read_trimmed, remove_if_exists, write_if_changed};
+use crate::base::process::capture;
+use crate::base::Arch;
+use crate::toolchain::apt::{self, PrivateApt};
 
 /// The Debian package holding the kernel source tarball.
 const SOURCE_PACKAGE: &str = "linux-source-6.12";
@@ -151,9 +148,6 @@ const BUILD_PACKAGES: &[&str] = &[
     "patch",
 ];
 
-/// Debian packages `--smoke` needs.
-const SMOKE_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio", "gzip"];
-
 /// Files of a finished test kernel folder.
 const RESULT_FILES: &[&str] = &[
     "bzImage",
@@ -175,9 +169,6 @@ pub const DEMO_BINARY: &str = "uacce-demo";
 /// How often a long step prints that it is still running.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
-/// Kernel command line of the smoke VM.
-const SMOKE_APPEND: &str = "console=ttyS0 quiet panic=-1";
-
 /// Command-line flags of `cargo xtask kernel`.
 #[derive(Debug, clap::Args)]
 pub struct KernelArgs {
@@ -191,32 +182,31 @@ pub struct KernelArgs {
     /// Then boot the kernel in QEMU and check the fixture, the symbols, BTF,
     /// kprobes and the IOPF workload.
     #[arg(long)]
-    smoke: bool,
+    pub smoke: bool,
     /// Seconds the smoke VM may run before QEMU is killed.
     #[arg(long, default_value_t = 300)]
-    smoke_timeout: u64,
+    pub smoke_timeout: u64,
     /// Cross-compile the arm64 test kernel (SMMUv3 + SVA) and its guest
     /// programs instead (Debian's aarch64-linux-gnu cross toolchain).
     #[arg(long)]
     arm64: bool,
 }
 
-/// `cargo xtask kernel`: prints the kernel folder on stdout.
-pub fn run(args: &KernelArgs) -> Result<()> {
-    let arch = if args.arm64 {
-        Arch::Aarch64
-    } else {
-        Arch::X86_64
-    };
-    if args.smoke && arch != Arch::X86_64 {
-        bail!("--smoke boots the x86 kernel only; the arm64 one is checked by `cargo xtask vm-test --kernel test-6.12-arm64`");
+impl KernelArgs {
+    /// The architecture asked for.
+    pub fn arch(&self) -> Arch {
+        if self.arm64 {
+            Arch::Aarch64
+        } else {
+            Arch::X86_64
+        }
     }
-    let dir = ensure(args.refresh, args.jobs, arch)?;
-    if args.smoke {
-        smoke(&dir, Duration::from_secs(args.smoke_timeout))?;
-    }
-    println!("{}", dir.display());
-    Ok(())
+}
+
+/// `cargo xtask kernel` without `--smoke` (see `smoke.rs`): the kernel
+/// folder, built first when needed.
+pub fn run(args: &KernelArgs) -> Result<PathBuf> {
+    ensure(args.refresh, args.jobs, args.arch())
 }
 
 /// The test kernel folder (see the module docs for its files), built first
@@ -255,7 +245,7 @@ fn ensure(refresh: bool, jobs: Option<usize>, arch: Arch) -> Result<PathBuf> {
 
     ensure_packages(BUILD_PACKAGES)?;
     if arch != Arch::host() {
-        crate::setup::ensure_cross(arch)?;
+        crate::toolchain::setup::ensure_cross(arch)?;
     }
     let source = get_source(&root, local, refresh)?;
     let dir = root.join(cache_key_for(arch, &source.version));
@@ -800,22 +790,25 @@ fn run_logged(cmd: &mut Command, log: &Path, label: &str) -> Result<()> {
     Ok(())
 }
 
-/// Functions the tracer hooks by BTF (fentry/fexit): each must be a `FUNC`
-/// in the kernel's BTF.
-const BTF_FUNCS: &[&str] = &[
-    "uacce_ctrl_open",
-    "uacce_ctrl_release",
-    "uacce_ctrl_unl_ioctl",
-    "uacce_pin_page",
-    "uacce_unpin_page",
-    "uacce_fops_open",
-    "iommu_report_device_fault",
-    "iopf_group_response",
-    "pin_user_pages_fast",
-    "unpin_user_pages",
-];
+/// The kernel functions the tracer hooks: each must be a `FUNC` in the
+/// test kernel's BTF (fentry/fexit) and in `available_filter_functions`
+/// and `/proc/kallsyms` of the booted kernel (kprobes; the smoke test).
+pub fn hooked_functions() -> &'static [&'static str] {
+    &[
+        "uacce_ctrl_open",
+        "uacce_ctrl_release",
+        "uacce_ctrl_unl_ioctl",
+        "uacce_pin_page",
+        "uacce_unpin_page",
+        "uacce_fops_open",
+        "iommu_report_device_fault",
+        "iopf_group_response",
+        "pin_user_pages_fast",
+        "unpin_user_pages",
+    ]
+}
 
-/// Checks that every one of [`BTF_FUNCS`] is a `FUNC` in the BTF of
+/// Checks that every one of [`hooked_functions`] is a `FUNC` in the BTF of
 /// `vmlinux` (the same BTF the kernel exposes at /sys/kernel/btf/vmlinux).
 fn check_btf(vmlinux: &Path) -> Result<()> {
     let dump = capture(
@@ -824,7 +817,7 @@ fn check_btf(vmlinux: &Path) -> Result<()> {
             .arg(vmlinux),
     )
     .context("dumping the kernel's BTF")?;
-    let missing = missing_btf_funcs(&dump, BTF_FUNCS);
+    let missing = missing_btf_funcs(&dump, hooked_functions());
     if !missing.is_empty() {
         bail!(
             "not in the BTF of {} as FUNC (inlined or renamed?): {}",
@@ -832,7 +825,10 @@ fn check_btf(vmlinux: &Path) -> Result<()> {
             missing.join(" ")
         );
     }
-    eprintln!("kernel: BTF ok ({} hooked functions)", BTF_FUNCS.len());
+    eprintln!(
+        "kernel: BTF ok ({} hooked functions)",
+        hooked_functions().len()
+    );
     Ok(())
 }
 
@@ -905,296 +901,7 @@ fn build_guest_programs(tree: &Path, build_dir: &Path, out: &Path, arch: Arch) -
 }
 
 // ---------------------------------------------------------------------------
-// --smoke
-
-/// Symbols the smoke VM looks for in `/proc/kallsyms` and
-/// `available_filter_functions`.
-const SMOKE_SYMBOLS: &[&str] = &[
-    "uacce_ctrl_open",
-    "uacce_ctrl_release",
-    "uacce_ctrl_unl_ioctl",
-    "uacce_pin_page",
-    "uacce_unpin_page",
-    "uacce_fops_open",
-    "iommu_report_device_fault",
-    "iopf_group_response",
-    "pin_user_pages_fast",
-    "unpin_user_pages",
-];
-
-/// Faults the smoke VM's IOPF workload triggers.
-const SMOKE_FAULTS: u32 = 12;
-
-/// `/init` of the smoke VM: `SMOKE check <name> ok|FAIL`, `SMOKE <info>`
-/// lines, `SMOKE done` at the end.
-fn smoke_init() -> String {
-    let symbols = SMOKE_SYMBOLS.join(" ");
-    format!(
-        r#"#!/bin/busybox sh
-/bin/busybox mkdir -p /dev /proc /sys /tmp
-/bin/busybox mount -t devtmpfs dev /dev
-exec </dev/console >/dev/console 2>&1
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t tracefs tracefs /sys/kernel/tracing
-mount -t debugfs debugfs /sys/kernel/debug
-echo "SMOKE uptime_s $(cut -d' ' -f1 /proc/uptime)"
-echo "SMOKE release $(uname -r)"
-at() {{ echo "SMOKE at $(cut -d' ' -f1 /proc/uptime) s: $*"; }}
-check() {{ name=$1; shift; if "$@" >/dev/null 2>&1; then echo "SMOKE check $name ok"; else echo "SMOKE check $name FAIL"; fi; }}
-check dev_uacce_ctrl test -c /dev/uacce_ctrl
-check dev_iommu test -c /dev/iommu
-check btf test -f /sys/kernel/btf/vmlinux
-check kprobe_pmu test -d /sys/bus/event_source/devices/kprobe
-check stat_refresh test -f /proc/sys/vm/stat_refresh
-at devices
-T=/sys/kernel/tracing
-# Generated on every read, which is slow under TCG: read each once.
-cat /proc/kallsyms > /tmp/kallsyms
-cut -d' ' -f3 /tmp/kallsyms > /tmp/kallsyms.names
-cp $T/available_filter_functions /tmp/filter_functions
-for s in {symbols}; do
-  check kallsyms_$s grep -qx "$s" /tmp/kallsyms.names
-  check ftrace_$s grep -qx "$s" /tmp/filter_functions
-done
-at symbols
-grep -E 'uacce_ctrl_unl_ioctl|uacce_pin_page|iommu_report_device_fault|iopf_group_response|uacce_fops_open' /tmp/kallsyms | sed 's/^/SMOKE kallsyms /'
-
-# count calls of a traced function in the trace buffer
-calls() {{ grep -c " $1 <-" $T/trace; }}
-trace_on() {{ echo 0 > $T/tracing_on; echo > $T/trace; echo "$*" > $T/set_ftrace_filter; echo function > $T/current_tracer; echo 1 > $T/tracing_on; }}
-trace_off() {{ echo 0 > $T/tracing_on; }}
-
-trace_on uacce_ctrl_open uacce_ctrl_release uacce_ctrl_unl_ioctl uacce_pin_page uacce_unpin_page
-/{pin} 16 > /tmp/pin.out 2>&1; rc=$?
-trace_off
-sed 's/^/SMOKE pin /' /tmp/pin.out
-check uacce_ctrl_pin test $rc = 0
-o=$(calls uacce_ctrl_open); r=$(calls uacce_ctrl_release); i=$(calls uacce_ctrl_unl_ioctl); p=$(calls uacce_pin_page); u=$(calls uacce_unpin_page)
-echo "SMOKE ftrace open=$o release=$r ioctl=$i pin=$p unpin=$u"
-check ftrace_uacce_ctrl test "$o $r $i $p $u" = "1 1 7 4 3"
-
-at uacce_ctrl
-trace_on iommu_report_device_fault iopf_group_response
-/{iopf} --count {faults} > /tmp/iopf.out 2>&1; rc=$?
-trace_off
-sed 's/^/SMOKE iopf /' /tmp/iopf.out
-check iopf_workload test $rc = 0
-rep=$(calls iommu_report_device_fault); resp=$(calls iopf_group_response)
-echo "SMOKE ftrace report=$rep response=$resp"
-check ftrace_iopf test "$rep $resp" = "{faults} {faults}"
-at iopf
-echo "SMOKE done"
-poweroff -f
-"#,
-        pin = PIN_BINARY,
-        iopf = IOPF_BINARY,
-        faults = SMOKE_FAULTS,
-    )
-}
-
-fn smoke(kernel_dir: &Path, timeout: Duration) -> Result<()> {
-    ensure_packages(SMOKE_PACKAGES)?;
-    let work = cache::test_kernels()?.join("smoke");
-    remove_if_exists(&work)?;
-    let root = work.join("root");
-    fs::create_dir_all(root.join("bin")).with_context(|| format!("creating {}", root.display()))?;
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.is_file())
-        .context("busybox not found (Debian package busybox-static)")?;
-    copy_executable(busybox, &root.join("bin/busybox"))?;
-    for name in [PIN_BINARY, IOPF_BINARY] {
-        copy_executable(&kernel_dir.join(name), &root.join(name))?;
-    }
-    let init = root.join("init");
-    fs::write(&init, smoke_init()).with_context(|| format!("writing {}", init.display()))?;
-    fs::set_permissions(&init, fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("making {} executable", init.display()))?;
-    let initrd = work.join("initrd.gz");
-    capture(
-        Command::new("sh")
-            .arg("-c")
-            .arg("find . -print0 | cpio --null -o -H newc -R 0:0 --quiet | gzip -6 > \"$1\"")
-            .arg("sh")
-            .arg(&initrd)
-            .current_dir(&root),
-    )
-    .context("packing the smoke initramfs")?;
-
-    let log = work.join("console.log");
-    eprintln!(
-        "kernel: smoke: booting under QEMU (TCG), console in {}",
-        log.display()
-    );
-    let (status, took) = boot(&kernel_dir.join("bzImage"), &initrd, &log, timeout)?;
-    let console = fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
-    let report = SmokeReport::parse(&console);
-    for line in &report.lines {
-        eprintln!("kernel: smoke: {line}");
-    }
-    let how = match status {
-        Some(s) => format!("QEMU exited ({s}) after {:.1} s", took.as_secs_f64()),
-        None => format!("QEMU killed after the {}-s limit", timeout.as_secs()),
-    };
-    let init_at = report
-        .init_uptime_s
-        .map(|t| format!("; /init started at {t:.2} s uptime"))
-        .unwrap_or_default();
-    if !report.passed() {
-        bail!(
-            "smoke test failed: {how}{init_at}; {} of {} checks failed{}{}{}; console in {}",
-            report.failed.len(),
-            report.checks,
-            if report.failed.is_empty() { "" } else { ": " },
-            report.failed.join(", "),
-            if report.done {
-                ""
-            } else {
-                "; /init did not finish"
-            },
-            log.display()
-        );
-    }
-    eprintln!(
-        "kernel: smoke ok ({} checks; {how}{init_at})",
-        report.checks
-    );
-    Ok(())
-}
-
-/// What the smoke VM's `/init` printed.
-#[derive(Debug, Default)]
-struct SmokeReport {
-    /// Every `SMOKE ` line, without the prefix.
-    lines: Vec<String>,
-    /// How many `check` lines there were.
-    checks: usize,
-    /// The names of the checks that did not say `ok`.
-    failed: Vec<String>,
-    /// Whether `/init` got to its end.
-    done: bool,
-    /// Uptime when `/init` started (kernel boot time under TCG).
-    init_uptime_s: Option<f64>,
-}
-
-impl SmokeReport {
-    fn parse(console: &str) -> Self {
-        let mut report = Self::default();
-        for line in console.lines().map(|l| l.trim_end_matches('\r')) {
-            let Some(at) = line.find("SMOKE ") else {
-                continue;
-            };
-            let line = &line[at + "SMOKE ".len()..];
-            if let Some(check) = line.strip_prefix("check ") {
-                report.checks += 1;
-                match check.rsplit_once(' ') {
-                    Some((_, "ok")) => {}
-                    Some((name, _)) => report.failed.push(name.to_owned()),
-                    None => report.failed.push(check.to_owned()),
-                }
-            } else if line == "done" {
-                report.done = true;
-            } else if let Some(t) = line.strip_prefix("uptime_s ") {
-                if report.init_uptime_s.is_none() {
-                    report.init_uptime_s = t.trim().parse().ok();
-                }
-            }
-            report.lines.push(line.to_owned());
-        }
-        report
-    }
-
-    fn passed(&self) -> bool {
-        self.done && self.checks > 0 && self.failed.is_empty()
-    }
-}
-
-/// Boots `bzimage` with `initrd` under QEMU (TCG), console to `log`; returns
-/// QEMU's status (`None` when it was killed at `timeout`) and the wall time.
-fn boot(
-    bzimage: &Path,
-    initrd: &Path,
-    log: &Path,
-    timeout: Duration,
-) -> Result<(Option<ExitStatus>, Duration)> {
-    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let err = out
-        .try_clone()
-        .with_context(|| format!("opening {} twice", log.display()))?;
-    let start = Instant::now();
-    let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg,thread=multi", "-cpu", "max", "-m", "1024"])
-        .args(["-smp", "2", "-nographic", "-no-reboot", "-kernel"])
-        .arg(bzimage)
-        .arg("-initrd")
-        .arg(initrd)
-        .args(["-append", SMOKE_APPEND])
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .context("starting qemu-system-x86_64")?;
-    loop {
-        if let Some(status) = child.try_wait().context("waiting for QEMU")? {
-            return Ok((Some(status), start.elapsed()));
-        }
-        if start.elapsed() >= timeout {
-            // Already gone is fine: it was killed or it exited just now.
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok((None, start.elapsed()));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Small helpers
-
-fn copy_executable(from: &Path, to: &Path) -> Result<()> {
-    fs::copy(from, to)
-        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-    fs::set_permissions(to, fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("making {} executable", to.display()))
-}
-
-fn write_if_changed(path: &Path, text: &str) -> Result<()> {
-    if fs::read_to_string(path).is_ok_and(|old| old == text) {
-        return Ok(());
-    }
-    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
-}
-
-fn read_trimmed(path: &Path) -> Result<String> {
-    Ok(fs::read_to_string(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .trim()
-        .to_owned())
-}
-
-fn remove_if_exists(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => {
-            fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
-        }
-        Ok(_) => fs::remove_file(path).with_context(|| format!("removing {}", path.display())),
-        Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(err).with_context(|| format!("inspecting {}", path.display())),
-    }
-}
-
-fn elapsed(start: Instant) -> String {
-    let secs = start.elapsed().as_secs();
-    if secs >= 60 {
-        format!("{}m{:02}s", secs / 60, secs % 60)
-    } else {
-        format!("{:.1}s", start.elapsed().as_secs_f64())
-    }
-}
 
 fn mib(bytes: u64) -> f64 {
     // Display only: precision loss in the conversion does not matter.
@@ -1292,28 +999,5 @@ mod tests {
     fn key_depends_on_version() {
         assert_ne!(cache_key("6.12.1-1"), cache_key("6.12.1-2"));
         assert_eq!(cache_key("6.12.1-1").len(), 16);
-    }
-
-    #[test]
-    fn smoke_report_parsing() {
-        let console = "[    0.1] boot\r\nSMOKE uptime_s 1.25\r\nSMOKE check a ok\r\n\
-                       x SMOKE check b FAIL\nSMOKE uptime_s 9.0\nSMOKE done\n";
-        let report = SmokeReport::parse(console);
-        assert_eq!(report.checks, 2);
-        assert_eq!(report.failed, vec!["b"]);
-        assert!(report.done);
-        assert_eq!(report.init_uptime_s, Some(1.25));
-        assert!(!report.passed());
-        let ok = SmokeReport::parse("SMOKE check a ok\nSMOKE done\n");
-        assert!(ok.passed());
-        assert!(!SmokeReport::parse("SMOKE check a ok\n").passed());
-    }
-
-    #[test]
-    fn smoke_init_names_programs() {
-        let init = smoke_init();
-        assert!(init.contains(&format!("/{PIN_BINARY} 16")));
-        assert!(init.contains(&format!("/{IOPF_BINARY} --count {SMOKE_FAULTS}")));
-        assert!(init.ends_with("poweroff -f\n"));
     }
 }

@@ -3,24 +3,28 @@
 //! Commands install what they need themselves (`setup` runs first,
 //! idempotently), so the README's two commands work on a fresh machine.
 
-mod apt;
+mod base;
 mod bench;
-mod build;
-mod cache;
 mod demo;
 mod kernel;
-mod setup;
+mod layers;
+mod smoke;
 mod soak;
 mod test;
 /// How a test that cannot run says so (shared with uacce-trace's tests).
 #[cfg(test)]
 #[path = "../../uacce-trace/tests/common/skip.rs"]
 mod test_skip;
+mod toolchain;
 mod vm;
+mod vm_test;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use base::cache;
+use toolchain::{build, setup};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "uacce-trace developer tasks")]
@@ -44,7 +48,7 @@ enum Cmd {
     /// Install the eBPF toolchain, Debian packages and stock kernels (idempotent).
     Setup(setup::SetupArgs),
     /// Boot stock kernels in QEMU and check the tool against the kernel's pin counters.
-    VmTest(vm::VmTestArgs),
+    VmTest(vm_test::VmTestArgs),
     /// Soak on the test kernel: minutes of pins, IOPFs and process churn; memory, maps and counts checked.
     Soak(soak::SoakArgs),
     /// Build (or find cached) the test kernel: Linux 6.12 with iommufd's IOPF mock and /dev/uacce_ctrl.
@@ -58,7 +62,7 @@ fn main() -> ExitCode {
         Cmd::Build(args) => build::run(&args),
         Cmd::CacheDir => cache::root().map(|p| println!("{}", p.display())),
         Cmd::Setup(args) => setup::run(&(&args).into()),
-        Cmd::Kernel(args) => kernel::run(&args),
+        Cmd::Kernel(args) => smoke::run(&args),
         // PASS/FAIL is the last line; a FAIL exits 1 quietly.
         Cmd::Soak(args) => match soak::run(&args) {
             Ok(true) => Ok(()),
@@ -77,7 +81,7 @@ fn main() -> ExitCode {
             Err(err) => Err(err),
         },
         // The summary line must stay last: a failed matrix exits 1 quietly.
-        Cmd::VmTest(args) => match vm::run(&args) {
+        Cmd::VmTest(args) => match vm_test::run(&args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
             Err(err) => Err(err),

@@ -41,8 +41,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 
+use crate::base::{cache, ci};
 use crate::demo::DemoResult;
-use crate::{cache, setup, soak, vm};
+use crate::toolchain::setup;
+use crate::{soak, vm_test};
 
 /// A tier of `cargo xtask test`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -164,13 +166,6 @@ impl Counts {
     }
 }
 
-/// Whether this is a CI run (`CI=true`, or `CI=1`): a prerequisite the
-/// project installs itself that is missing then fails instead of skipping,
-/// and so does the demo's stock-kernel fallback.
-pub(crate) fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
 /// What one tier did, for the closing table.
 struct TierResult {
     name: &'static str,
@@ -183,7 +178,7 @@ struct TierResult {
 /// skipped`.
 pub fn run(args: &TestArgs) -> Result<bool> {
     let start = Instant::now();
-    let root = vm::workspace_root()?;
+    let root = crate::base::workspace_root()?;
     let tiers: Vec<Tier> = [Tier::Lint, Tier::Unit, Tier::Vm, Tier::Fuzz]
         .into_iter()
         .filter(|t| args.runs(*t))
@@ -820,7 +815,7 @@ fn vm_tier(release_built: bool) -> Counts {
     } else {
         &[]
     };
-    match vm::VmTestArgs::parse_from(args).and_then(|a| vm::run_matrix(&a)) {
+    match vm_test::VmTestArgs::parse_from(args).and_then(|a| vm_test::run_matrix(&a)) {
         Ok(summary) => {
             counts.passed = summary.passed.len() as u64;
             for name in summary.failed {
@@ -845,7 +840,7 @@ fn vm_tier(release_built: bool) -> Counts {
 fn demo_test(release_built: bool) -> Counts {
     let name = "demo (streamed recording, checked)";
     let t = Instant::now();
-    let result = crate::cache::vm_work().and_then(|dir| {
+    let result = crate::base::cache::vm_work().and_then(|dir| {
         let rec = dir.join("demo-test.utrace");
         crate::demo::run_demo(&crate::demo::DemoArgs::for_test(rec, release_built))
     });
@@ -1364,9 +1359,9 @@ mod tests {
 
     #[test]
     fn vm_arguments() {
-        assert!(vm::VmTestArgs::parse_from(&[]).is_ok());
-        assert!(vm::VmTestArgs::parse_from(&["--no-build"]).is_ok());
-        assert!(vm::VmTestArgs::parse_from(&["--bogus"]).is_err());
+        assert!(vm_test::VmTestArgs::parse_from(&[]).is_ok());
+        assert!(vm_test::VmTestArgs::parse_from(&["--no-build"]).is_ok());
+        assert!(vm_test::VmTestArgs::parse_from(&["--bogus"]).is_err());
     }
 
     #[test]

@@ -39,7 +39,7 @@ use crate::{
     ingest::attribution::Attributor,
     ingest::decode::Decoder,
     ingest::event::Event,
-    ingest::live::{Tracer, BENCH_PROGRAMS},
+    ingest::live::{Tracer, BENCH},
     ingest::losses::LossReason,
     model::{Aggregator, ModelConfig},
 };
@@ -540,7 +540,7 @@ async fn pipeline_async(opts: PipelineOptions) -> anyhow::Result<PipelineResult>
         opts.burst,
     )?;
     let stats_guard = opts.bpf_stats.then(enable_bpf_stats).transpose()?;
-    let is_bench = |p: &ProgStat| BENCH_PROGRAMS.iter().any(|(name, ..)| *name == p.name);
+    let is_bench = |p: &ProgStat| BENCH.iter().any(|b| b.to_string() == p.name);
     let stats_before: Vec<ProgStat> = if opts.bpf_stats {
         prog_stats().into_iter().filter(is_bench).collect()
     } else {

@@ -1,14 +1,20 @@
 //! `uacce-trace doctor`: what this kernel offers and the hook plan, as a
-//! table or JSON. Exit status 0 when the core events can be traced.
+//! table or JSON. Exit status 0 when the core events can be traced. The
+//! hidden `--dump-facts FILE|-` writes the facts it learnt instead
+//! (`kernel::facts::Recorded`), which the tests replay.
 
-use std::io::Write;
+use std::{io::Write, path::Path};
 
 use serde_json::json;
 
 use crate::{
-    ingest::live::{self, Inspection},
-    kernel::plan::HookPreference,
-    kernel::system,
+    ingest::scan::{self as live, PasidScan},
+    kernel::{
+        facts::{KernelFacts, LiveFacts, Recorder},
+        inspect::{inspect, Inspection},
+        plan::HookPreference,
+        system,
+    },
 };
 
 fn check(r: &Result<(), String>) -> (bool, String) {
@@ -33,7 +39,7 @@ fn to_json(
     i: &Inspection,
     pref: HookPreference,
     vmstat: Option<system::PinCounters>,
-    scan: &live::PasidScan,
+    scan: &PasidScan,
 ) -> serde_json::Value {
     let problem = problem(i);
     let c = |r: &Result<(), String>| {
@@ -78,7 +84,7 @@ fn render(
     i: &Inspection,
     pref: HookPreference,
     vmstat: Option<system::PinCounters>,
-    scan: &live::PasidScan,
+    scan: &PasidScan,
 ) -> String {
     let mut s = String::new();
     let mut row = |k: &str, v: String| s.push_str(&format!("  {k:<15} {v}\n"));
@@ -201,9 +207,37 @@ fn render(
     s
 }
 
-/// Run `doctor`; returns the process exit code.
-pub fn run(pref: HookPreference, as_json: bool, out: &mut dyn Write) -> std::io::Result<u8> {
-    let inspection = live::inspect(pref);
+/// Run `doctor`; returns the process exit code. With `dump_facts`, the
+/// facts of the running kernel go to that file (`-`: `out`) as JSON, and
+/// the report is not printed.
+pub fn run(
+    pref: HookPreference,
+    as_json: bool,
+    dump_facts: Option<&Path>,
+    out: &mut dyn Write,
+) -> std::io::Result<u8> {
+    let live_facts = LiveFacts::new();
+    if let Some(path) = dump_facts {
+        let recorder = Recorder::new(&live_facts);
+        let inspection = inspect(&recorder, pref);
+        let json = recorder.into_recorded().to_json() + "\n";
+        if path == Path::new("-") {
+            out.write_all(json.as_bytes())?;
+        } else {
+            std::fs::write(path, json)?;
+        }
+        return Ok(if problem(&inspection).is_none() { 0 } else { 1 });
+    }
+    report(&live_facts, pref, as_json, out)
+}
+
+fn report(
+    facts: &dyn KernelFacts,
+    pref: HookPreference,
+    as_json: bool,
+    out: &mut dyn Write,
+) -> std::io::Result<u8> {
+    let inspection = inspect(facts, pref);
     let vmstat = system::vmstat_pins(inspection.privileges.is_ok());
     // Informational: a scan that cannot run never fails doctor.
     let scan = live::scan_pasids(&inspection.config);
@@ -213,4 +247,27 @@ pub fn run(pref: HookPreference, as_json: bool, out: &mut dyn Write) -> std::io:
         write!(out, "{}", render(&inspection, pref, vmstat, &scan))?;
     }
     Ok(if problem(&inspection).is_none() { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::facts::fixtures;
+
+    /// `doctor`'s report on each supported kernel, from its recorded facts
+    /// (the PASID scan and vmstat are live-only and left out).
+    #[test]
+    fn reports_on_recorded_kernels() {
+        let scan = PasidScan::skipped("not run on recorded facts");
+        for (name, facts) in fixtures() {
+            for pref in [HookPreference::Auto, HookPreference::Kprobe] {
+                let inspection = inspect(&facts, pref);
+                let text = render(&inspection, pref, None, &scan);
+                let pref_name = format!("{pref:?}").to_lowercase();
+                insta::assert_snapshot!(format!("{name}_{pref_name}"), text);
+                let json = to_json(&inspection, pref, None, &scan);
+                assert_eq!(json["ok"], problem(&inspection).is_none(), "{name}");
+            }
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! parsers of their options and the loss text of their last line. A command
 //! module never imports another one (`tests/layers.rs` checks).
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod doctor;
 pub mod record;

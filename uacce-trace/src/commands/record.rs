@@ -46,7 +46,7 @@ use crate::{
     ingest::rawfile::RawWriter,
     ingest::run::RunMeta,
     ingest::source::{block_on, Cause, Item, LiveOptions, OpenError, Origin, Source, Stop, StopOn},
-    kernel::system::monotonic_ns,
+    kernel::ring::monotonic_ns,
     model::{Aggregator, ModelConfig},
     status,
 };

@@ -11,4 +11,5 @@ pub mod pairing;
 pub mod proctree;
 pub mod rawfile;
 pub mod run;
+pub mod scan;
 pub mod source;

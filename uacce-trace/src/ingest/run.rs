@@ -5,7 +5,7 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::kernel::system::monotonic_ns;
+use crate::kernel::ring::monotonic_ns;
 
 /// What a run is: when it started (on both clocks), where its events come
 /// from. The header of a raw recording; the writers' view of the run.

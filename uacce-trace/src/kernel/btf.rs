@@ -1,24 +1,23 @@
 //! Minimal, dependency-free reader of kernel BTF (BPF Type Format), the format
-//! of `/sys/kernel/btf/vmlinux` and of the per-module files beside it.
+//! of `/sys/kernel/btf/vmlinux`.
 //!
 //! Its job: answer the few questions `uacce-trace` asks of the running
 //! kernel's types while it plans its hooks: does a kernel function exist and
 //! how many parameters does it take ([`Btf::func`]), what is the value of an
-//! enumerator constant ([`Btf::enum_value`]), where does a possibly nested
-//! struct member live ([`Btf::member`], [`Btf::member_offset`]) and how large
-//! is a struct ([`Btf::struct_size`]). aya 0.14 has no public API for
+//! enumerator constant ([`Btf::enum_value`]) and where does a possibly nested
+//! struct member live ([`Btf::member`]). aya 0.14 has no public API for
 //! enumerating enum values or member offsets, hence this module.
 //!
 //! It must not depend on aya, tokio or any crate other than `std` and
-//! `thiserror`, and it does no I/O except in the explicit file constructors
-//! ([`Btf::from_file`], which [`Btf::from_sys_fs`], [`Btf::from_file_split`]
-//! and [`Btf::from_sys_fs_module`] use); [`Btf::parse`] does the work on bytes
-//! already in memory.
+//! `thiserror`, and it does no I/O except in [`Btf::from_file`] (and
+//! [`Btf::from_sys_fs`]); [`Btf::parse`] does the work on bytes already in
+//! memory. Module BTF (split BTF on top of vmlinux) is not read: the tool
+//! hooks only functions of the kernel image (uacce built as a module would
+//! need it for fentry; the kprobe path needs no BTF).
 //!
 //! Layout reference: the kernel's `include/uapi/linux/btf.h` and
 //! `Documentation/bpf/btf.rst`. Only little-endian BTF (version 1) is
-//! accepted. Split BTF (kernel modules, whose type ids and string offsets
-//! continue those of vmlinux) is read with [`Btf::parse_split`].
+//! accepted.
 //!
 //! Design: the raw bytes are kept and indexed (one byte offset per type id,
 //! plus hash-sorted name indexes for types and enumerators) rather than
@@ -29,10 +28,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-/// Directory where the kernel exposes vmlinux and module BTF.
-pub const SYS_FS_BTF_DIR: &str = "/sys/kernel/btf";
 /// The running kernel's own BTF.
 pub const SYS_FS_VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
@@ -53,8 +49,6 @@ const MAX_DEPTH: usize = 64;
 /// Most member records one [`Btf::member`] query may visit (bounds the work
 /// on hostile input whose anonymous members refer to each other).
 const MAX_MEMBER_VISITS: usize = 1 << 20;
-/// Most types one [`Btf::type_name`] rendering may visit.
-const MAX_NAME_VISITS: usize = 256;
 
 // Sizes of the kind-specific records that follow `struct btf_type`.
 /// `btf_member`, `btf_array`, `btf_var_secinfo`, `btf_enum64`.
@@ -73,9 +67,6 @@ pub enum BtfError {
         #[source]
         source: std::io::Error,
     },
-    /// A module name for [`Btf::from_sys_fs_module`] that is not a plain file name.
-    #[error("invalid kernel module name {name:?} for {SYS_FS_BTF_DIR}")]
-    BadModuleName { name: String },
     /// Fewer bytes than the BTF header needs.
     #[error("BTF data too short: {len} bytes, the header needs at least {needed}")]
     TooShort { len: usize, needed: usize },
@@ -104,7 +95,7 @@ pub enum BtfError {
         data_len: usize,
     },
     /// The string section is empty, not NUL-terminated, or does not start
-    /// with the empty string (base BTF only).
+    /// with the empty string.
     #[error("bad BTF string section: {reason}")]
     BadStringSection { reason: &'static str },
     /// A type record runs past the end of the type section.
@@ -259,54 +250,9 @@ impl BtfKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FuncInfo {
     pub name: String,
-    /// Type id of the `FUNC`.
-    pub type_id: u32,
-    /// Type id of its `FUNC_PROTO`.
-    pub proto_id: u32,
-    /// `BTF_FUNC_STATIC` (0), `BTF_FUNC_GLOBAL` (1) or `BTF_FUNC_EXTERN` (2).
-    pub linkage: u32,
-    /// Named parameters in order; a trailing `...` is not included (see `variadic`).
-    pub params: Vec<FuncParam>,
-    /// The prototype ends in `...`.
-    pub variadic: bool,
-    /// C-like rendering of the return type, `"void"` for none.
-    pub ret_type_name: String,
-    /// Byte size of the return type; `None` for `void`.
-    pub ret_size: Option<u32>,
-}
-
-impl FuncInfo {
-    /// Number of declared parameters (not counting a trailing `...`).
-    pub fn param_count(&self) -> usize {
-        self.params.len()
-    }
-
-    /// Parameter names in order (empty strings where BTF has no name).
-    pub fn param_names(&self) -> Vec<&str> {
-        self.params.iter().map(|p| p.name.as_str()).collect()
-    }
-}
-
-/// One parameter of a [`FuncInfo`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FuncParam {
-    pub name: String,
-    pub type_id: u32,
-    /// C-like rendering, e.g. `"struct page **"` or `"long unsigned int"`.
-    pub type_name: String,
-    pub size: Option<u32>,
-}
-
-/// Where a member lives, relative to the start of the outermost struct of a
-/// [`Btf::member_offset`] query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemberOffset {
-    /// `bit_offset / 8` (for a bitfield: the byte holding its first bit).
-    pub offset_bytes: u32,
-    /// Offset in bits.
-    pub bit_offset: u32,
-    /// Width in bits if the member is a bitfield.
-    pub bitfield_size: Option<u32>,
+    /// Parameter names in order (empty where BTF has none); a trailing
+    /// `...` is not included.
+    pub params: Vec<String>,
 }
 
 /// A struct/union member found by [`Btf::member`].
@@ -320,31 +266,6 @@ pub struct Member {
     pub bit_offset: u32,
     /// Width in bits if the member is a bitfield.
     pub bitfield_size: Option<u32>,
-    /// Type id of the member's declared type.
-    pub type_id: u32,
-    /// C-like rendering of the member's type, e.g. `"u32"`, `"struct mm_struct *"`.
-    pub type_name: String,
-    /// Byte size of the member's type (for a bitfield: of the underlying type).
-    pub size: Option<u32>,
-    /// The type is (through typedefs and qualifiers) a pointer.
-    pub is_pointer: bool,
-    /// For a pointer to a named struct/union (or a forward declaration of
-    /// one): that name, usable as `struct_name` in a further query.
-    pub pointee_struct: Option<String>,
-    /// For a pointer: the pointee type id with typedefs and qualifiers
-    /// stripped (0 for `void *`), usable with [`Btf::member_in`].
-    pub pointee_type_id: Option<u32>,
-}
-
-impl Member {
-    /// The offset part of this member.
-    pub fn offset(&self) -> MemberOffset {
-        MemberOffset {
-            offset_bytes: self.offset_bytes,
-            bit_offset: self.bit_offset,
-            bitfield_size: self.bitfield_size,
-        }
-    }
 }
 
 /// `(fnv1a(name), type id)`, sorted.
@@ -359,21 +280,13 @@ pub struct Btf {
     types_end: usize,
     strs_start: usize,
     strs_end: usize,
-    /// Byte offset within the type section of each local type; element 0 is
-    /// type id `first_id`.
+    /// Byte offset within the type section of each type; element 0 is type
+    /// id 1.
     type_offsets: Vec<u32>,
-    /// First local type id: 1 for base BTF, the base's last id + 1 for split BTF.
-    first_id: u32,
     last_id: u32,
-    /// Offset of the first local string: 0 for base BTF, the base's total
-    /// string length for split BTF.
-    str_base: u32,
-    base: Option<Arc<Btf>>,
-    /// Pointer size in bytes, guessed from the size of `long` (8 if absent).
-    ptr_size: u32,
-    /// `(fnv1a(name), type id)` of every named local type, sorted.
+    /// `(fnv1a(name), type id)` of every named type, sorted.
     name_index: NameIndex,
-    /// `(fnv1a(name), enum type id, enumerator index)` of every named local
+    /// `(fnv1a(name), enum type id, enumerator index)` of every named
     /// enumerator, sorted.
     enumerator_index: EnumeratorIndex,
 }
@@ -382,10 +295,7 @@ impl fmt::Debug for Btf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Btf")
             .field("bytes", &self.data.len())
-            .field("first_id", &self.first_id)
             .field("last_id", &self.last_id)
-            .field("str_base", &self.str_base)
-            .field("split", &self.base.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -494,22 +404,6 @@ impl Btf {
         Self::from_file(SYS_FS_VMLINUX)
     }
 
-    /// Reads and parses a split BTF file whose types extend `base`.
-    pub fn from_file_split(path: impl AsRef<Path>, base: Arc<Btf>) -> Result<Self, BtfError> {
-        Self::parse_split(Self::read(path.as_ref())?, base)
-    }
-
-    /// Reads and parses a loaded module's BTF, `/sys/kernel/btf/<module>`,
-    /// which is split BTF on top of vmlinux (`base`).
-    pub fn from_sys_fs_module(module: &str, base: Arc<Btf>) -> Result<Self, BtfError> {
-        if module.is_empty() || module == "." || module == ".." || module.contains('/') {
-            return Err(BtfError::BadModuleName {
-                name: module.to_owned(),
-            });
-        }
-        Self::from_file_split(Path::new(SYS_FS_BTF_DIR).join(module), base)
-    }
-
     fn read(path: &Path) -> Result<Vec<u8>, BtfError> {
         std::fs::read(path).map_err(|source| BtfError::Io {
             path: path.to_path_buf(),
@@ -517,19 +411,8 @@ impl Btf {
         })
     }
 
-    /// Parses standalone (base) BTF; type ids start at 1.
+    /// Parses BTF; type ids start at 1.
     pub fn parse(data: Vec<u8>) -> Result<Self, BtfError> {
-        Self::parse_inner(data, None)
-    }
-
-    /// Parses split BTF (kernel module BTF): its type ids continue after
-    /// `base`'s last id and its string offsets after `base`'s strings.
-    /// Queries on the result search `base` first, then the split types.
-    pub fn parse_split(data: Vec<u8>, base: Arc<Btf>) -> Result<Self, BtfError> {
-        Self::parse_inner(data, Some(base))
-    }
-
-    fn parse_inner(data: Vec<u8>, base: Option<Arc<Btf>>) -> Result<Self, BtfError> {
         let too_short = BtfError::TooShort {
             len: data.len(),
             needed: HEADER_LEN,
@@ -603,21 +486,9 @@ impl Btf {
                 },
             });
         }
-        if base.is_none() && strs.first() != Some(&0) {
+        if strs.first() != Some(&0) {
             return Err(BtfError::BadStringSection {
                 reason: "it does not start with the empty string",
-            });
-        }
-        let (first_id, str_base) = match base.as_deref() {
-            None => (1, 0),
-            Some(b) => (
-                b.last_id.checked_add(1).ok_or(BtfError::TooManyTypes)?,
-                b.str_end(),
-            ),
-        };
-        if str_base.checked_add(str_len).is_none() {
-            return Err(BtfError::BadStringSection {
-                reason: "string offsets overflow u32",
             });
         }
 
@@ -627,7 +498,7 @@ impl Btf {
         while off < types.len() {
             let type_id = u32::try_from(type_offsets.len())
                 .ok()
-                .and_then(|n| first_id.checked_add(n))
+                .and_then(|n| n.checked_add(1))
                 .ok_or(BtfError::TooManyTypes)?;
             let raw = RawType::decode(types, off).map_err(|e| match e {
                 DecodeError::Truncated { needed, available } => BtfError::TruncatedType {
@@ -652,9 +523,7 @@ impl Btf {
             off = off.saturating_add(raw.len());
         }
         let count = u32::try_from(type_offsets.len()).map_err(|_| BtfError::TooManyTypes)?;
-        let last_id = (first_id - 1)
-            .checked_add(count)
-            .ok_or(BtfError::TooManyTypes)?;
+        let last_id = count;
 
         let mut btf = Btf {
             data,
@@ -663,30 +532,23 @@ impl Btf {
             strs_start,
             strs_end,
             type_offsets,
-            first_id,
             last_id,
-            str_base,
-            ptr_size: base.as_deref().map_or(8, |b| b.ptr_size),
-            base,
             name_index: Vec::new(),
             enumerator_index: Vec::new(),
         };
         let (name_index, enumerator_index) = btf.validate_and_index()?;
         btf.name_index = name_index;
         btf.enumerator_index = enumerator_index;
-        if btf.base.is_none() {
-            btf.ptr_size = btf.guess_ptr_size();
-        }
         Ok(btf)
     }
 
-    /// Checks every name offset and type reference of the local types and
+    /// Checks every name offset and type reference of the types and
     /// builds the name indexes.
     fn validate_and_index(&self) -> Result<(NameIndex, EnumeratorIndex), BtfError> {
         let mut names = Vec::with_capacity(self.type_offsets.len());
         let mut enumerators = Vec::new();
         let str_len = u64::from(self.str_end());
-        for (id, &offset) in (self.first_id..).zip(&self.type_offsets) {
+        for (id, &offset) in (1u32..).zip(&self.type_offsets) {
             let offset = offset as usize;
             // Decoding succeeded during the walk, so the type and its records
             // exist; a failure here would be a bug, reported as truncation.
@@ -773,23 +635,6 @@ impl Btf {
         Ok((names, enumerators))
     }
 
-    /// Pointer size: the size of `long` if BTF has it (as libbpf does), else 8.
-    fn guess_ptr_size(&self) -> u32 {
-        const LONGS: [&str; 5] = [
-            "long",
-            "long int",
-            "unsigned long",
-            "long unsigned int",
-            "unsigned long int",
-        ];
-        LONGS
-            .iter()
-            .flat_map(|n| self.type_ids_by_name(n))
-            .filter_map(|id| self.raw(id))
-            .find(|t| t.kind == BtfKind::Int && matches!(t.size_or_type, 4 | 8))
-            .map_or(8, |t| t.size_or_type)
-    }
-
     fn types(&self) -> &[u8] {
         self.data
             .get(self.types_start..self.types_end)
@@ -802,19 +647,14 @@ impl Btf {
             .unwrap_or_default()
     }
 
-    /// One past the last valid string offset (base strings included).
+    /// One past the last valid string offset.
     fn str_end(&self) -> u32 {
-        // Checked against overflow at parse time.
-        let len = u32::try_from(self.strs().len()).unwrap_or(u32::MAX);
-        self.str_base.saturating_add(len)
+        u32::try_from(self.strs().len()).unwrap_or(u32::MAX)
     }
 
     /// The NUL-terminated string at `off`, without the NUL.
     fn str_bytes(&self, off: u32) -> Option<&[u8]> {
-        if off < self.str_base {
-            return self.base.as_deref()?.str_bytes(off);
-        }
-        let tail = self.strs().get((off - self.str_base) as usize..)?;
+        let tail = self.strs().get(off as usize..)?;
         let nul = tail.iter().position(|&b| b == 0)?;
         tail.get(..nul)
     }
@@ -826,10 +666,7 @@ impl Btf {
     }
 
     fn raw(&self, id: u32) -> Option<RawType<'_>> {
-        if id < self.first_id {
-            return self.base.as_deref()?.raw(id);
-        }
-        let off = *self.type_offsets.get((id - self.first_id) as usize)?;
+        let off = *self.type_offsets.get((id as usize).checked_sub(1)?)?;
         RawType::decode(self.types(), off as usize).ok()
     }
 
@@ -839,27 +676,18 @@ impl Btf {
     }
 
     /// Kind of type `id`; `None` for 0 (`void`) or an unknown id.
-    pub fn kind(&self, id: u32) -> Option<BtfKind> {
+    fn kind(&self, id: u32) -> Option<BtfKind> {
         self.raw(id).map(|t| t.kind)
     }
 
-    /// The name of type `id` as stored (empty for anonymous types).
-    pub fn name(&self, id: u32) -> Option<String> {
-        self.raw(id).map(|t| self.str_lossy(t.name_off))
-    }
-
-    /// Ids of all types (of any kind) named exactly `name`, in id order
-    /// (base BTF first).
-    pub fn type_ids_by_name(&self, name: &str) -> Vec<u32> {
+    /// Ids of all types (of any kind) named exactly `name`, in id order.
+    fn type_ids_by_name(&self, name: &str) -> Vec<u32> {
         let mut out = Vec::new();
         self.collect_named(name.as_bytes(), &mut out);
         out
     }
 
     fn collect_named(&self, name: &[u8], out: &mut Vec<u32>) {
-        if let Some(base) = self.base.as_deref() {
-            base.collect_named(name, out);
-        }
         let h = fnv1a(name);
         let start = self.name_index.partition_point(|&(hh, _)| hh < h);
         for &(hh, id) in self.name_index.get(start..).unwrap_or_default() {
@@ -894,151 +722,6 @@ impl Btf {
         self.raw(id).filter(|t| t.kind.is_composite()).map(|_| id)
     }
 
-    /// Byte size of type `id` (pointers: the size of `long`, usually 8;
-    /// arrays: element size × count). `None` for void, functions, forward
-    /// declarations or malformed chains.
-    pub fn type_size(&self, id: u32) -> Option<u32> {
-        self.size_at(id, 0)
-    }
-
-    fn size_at(&self, id: u32, depth: usize) -> Option<u32> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        let t = self.raw(id)?;
-        match t.kind {
-            BtfKind::Int
-            | BtfKind::Struct
-            | BtfKind::Union
-            | BtfKind::Enum
-            | BtfKind::Enum64
-            | BtfKind::Float
-            | BtfKind::Datasec => Some(t.size_or_type),
-            BtfKind::Ptr => Some(self.ptr_size),
-            BtfKind::Typedef
-            | BtfKind::Const
-            | BtfKind::Volatile
-            | BtfKind::Restrict
-            | BtfKind::TypeTag
-            | BtfKind::Var => self.size_at(t.size_or_type, depth + 1),
-            BtfKind::Array => {
-                let elem = t.rec(0, REC12, 0)?;
-                let nelems = t.rec(0, REC12, 2)?;
-                self.size_at(elem, depth + 1)?.checked_mul(nelems)
-            }
-            BtfKind::Fwd | BtfKind::Func | BtfKind::FuncProto | BtfKind::DeclTag => None,
-        }
-    }
-
-    /// C-like rendering of type `id`, e.g. `"const char *"`,
-    /// `"struct page **"`, `"u32"`, `"int[4]"`, `"void (*)(int)"`.
-    /// Anonymous types render as `"struct <anon>"`; malformed references as
-    /// `"<bad type N>"`.
-    pub fn type_name(&self, id: u32) -> String {
-        let mut budget = MAX_NAME_VISITS;
-        self.name_at(id, 0, &mut budget)
-    }
-
-    fn name_at(&self, id: u32, depth: usize, budget: &mut usize) -> String {
-        if id == 0 {
-            return "void".to_owned();
-        }
-        if depth > MAX_DEPTH || *budget == 0 {
-            return "...".to_owned();
-        }
-        *budget -= 1;
-        let Some(t) = self.raw(id) else {
-            return format!("<bad type {id}>");
-        };
-        let name = self.str_lossy(t.name_off);
-        let tagged = |keyword: &str| {
-            if name.is_empty() {
-                format!("{keyword} <anon>")
-            } else {
-                format!("{keyword} {name}")
-            }
-        };
-        match t.kind {
-            BtfKind::Struct => tagged("struct"),
-            BtfKind::Union => tagged("union"),
-            BtfKind::Enum | BtfKind::Enum64 => tagged("enum"),
-            BtfKind::Fwd => tagged(if t.kind_flag { "union" } else { "struct" }),
-            BtfKind::Ptr => {
-                if let Some(proto) = self.raw(t.size_or_type) {
-                    if proto.kind == BtfKind::FuncProto {
-                        return self.proto_sig(&proto, "(*)", depth, budget);
-                    }
-                }
-                let inner = self.name_at(t.size_or_type, depth + 1, budget);
-                if inner.ends_with('*') {
-                    format!("{inner}*")
-                } else {
-                    format!("{inner} *")
-                }
-            }
-            BtfKind::Const | BtfKind::Volatile | BtfKind::Restrict => {
-                let keyword = match t.kind {
-                    BtfKind::Const => "const",
-                    BtfKind::Volatile => "volatile",
-                    _ => "restrict",
-                };
-                let inner = self.name_at(t.size_or_type, depth + 1, budget);
-                let of_pointer = self.kind(t.size_or_type) == Some(BtfKind::Ptr);
-                if of_pointer || t.kind == BtfKind::Restrict {
-                    format!("{inner} {keyword}")
-                } else {
-                    format!("{keyword} {inner}")
-                }
-            }
-            BtfKind::TypeTag => self.name_at(t.size_or_type, depth + 1, budget),
-            BtfKind::Array => {
-                let elem = t.rec(0, REC12, 0).unwrap_or(u32::MAX);
-                let nelems = t.rec(0, REC12, 2).unwrap_or(0);
-                format!("{}[{nelems}]", self.name_at(elem, depth + 1, budget))
-            }
-            BtfKind::FuncProto => self.proto_sig(&t, "", depth, budget),
-            BtfKind::Int
-            | BtfKind::Float
-            | BtfKind::Typedef
-            | BtfKind::Func
-            | BtfKind::Var
-            | BtfKind::Datasec
-            | BtfKind::DeclTag => {
-                if name.is_empty() {
-                    "<anon>".to_owned()
-                } else {
-                    name
-                }
-            }
-        }
-    }
-
-    fn proto_sig(
-        &self,
-        proto: &RawType<'_>,
-        mid: &str,
-        depth: usize,
-        budget: &mut usize,
-    ) -> String {
-        let ret = self.name_at(proto.size_or_type, depth + 1, budget);
-        let mut params = Vec::with_capacity(proto.vlen);
-        for i in 0..proto.vlen {
-            let name_off = proto.rec(i, REC8, 0).unwrap_or(0);
-            let ty = proto.rec(i, REC8, 1).unwrap_or(u32::MAX);
-            if i + 1 == proto.vlen && name_off == 0 && ty == 0 {
-                params.push("...".to_owned());
-            } else {
-                params.push(self.name_at(ty, depth + 1, budget));
-            }
-        }
-        let params = if params.is_empty() {
-            "void".to_owned()
-        } else {
-            params.join(", ")
-        };
-        format!("{ret} {mid}({params})")
-    }
-
     /// The kernel function `name` (first match in id order), with its
     /// parameters resolved through the `FUNC_PROTO`. `None` if BTF has no
     /// such function (e.g. it was inlined or the kernel lacks it).
@@ -1048,47 +731,26 @@ impl Btf {
             .find_map(|id| self.func_info(id))
     }
 
-    /// Every `FUNC` named `name` (BTF may hold several static functions of
-    /// the same name with different prototypes).
-    pub fn funcs(&self, name: &str) -> Vec<FuncInfo> {
-        self.type_ids_by_name(name)
-            .into_iter()
-            .filter_map(|id| self.func_info(id))
-            .collect()
-    }
-
     /// [`FuncInfo`] of the `FUNC` with type id `id`.
-    pub fn func_info(&self, id: u32) -> Option<FuncInfo> {
+    fn func_info(&self, id: u32) -> Option<FuncInfo> {
         let func = self.raw(id).filter(|t| t.kind == BtfKind::Func)?;
         let proto_id = func.size_or_type;
         let proto = self
             .raw(proto_id)
             .filter(|t| t.kind == BtfKind::FuncProto)?;
         let mut params = Vec::with_capacity(proto.vlen);
-        let mut variadic = false;
         for i in 0..proto.vlen {
             let name_off = proto.rec(i, REC8, 0)?;
             let type_id = proto.rec(i, REC8, 1)?;
             if i + 1 == proto.vlen && name_off == 0 && type_id == 0 {
-                variadic = true;
+                // A trailing `...`.
                 continue;
             }
-            params.push(FuncParam {
-                name: self.str_lossy(name_off),
-                type_id,
-                type_name: self.type_name(type_id),
-                size: self.type_size(type_id),
-            });
+            params.push(self.str_lossy(name_off));
         }
         Some(FuncInfo {
             name: self.str_lossy(func.name_off),
-            type_id: id,
-            proto_id,
-            linkage: func.vlen as u32,
             params,
-            variadic,
-            ret_type_name: self.type_name(proto.size_or_type),
-            ret_size: self.type_size(proto.size_or_type),
         })
     }
 
@@ -1105,27 +767,7 @@ impl Btf {
         out.first().copied()
     }
 
-    /// All distinct values of enumerators named `name`, in id order; more
-    /// than one means the name is ambiguous in this BTF.
-    pub fn enum_values(&self, name: &str) -> Vec<i64> {
-        let mut out = Vec::new();
-        self.collect_enumerators(name.as_bytes(), &mut out, false);
-        let mut distinct: Vec<i64> = Vec::with_capacity(out.len());
-        for v in out {
-            if !distinct.contains(&v) {
-                distinct.push(v);
-            }
-        }
-        distinct
-    }
-
     fn collect_enumerators(&self, name: &[u8], out: &mut Vec<i64>, first_only: bool) {
-        if let Some(base) = self.base.as_deref() {
-            base.collect_enumerators(name, out, first_only);
-            if first_only && !out.is_empty() {
-                return;
-            }
-        }
         let h = fnv1a(name);
         let start = self.enumerator_index.partition_point(|&(hh, _, _)| hh < h);
         for &(hh, id, i) in self.enumerator_index.get(start..).unwrap_or_default() {
@@ -1164,24 +806,13 @@ impl Btf {
         }
     }
 
-    /// Size in bytes of the struct or union `name` (the first complete
-    /// definition; forward declarations are skipped).
-    pub fn struct_size(&self, name: &str) -> Option<u32> {
-        self.type_ids_by_name(name)
-            .into_iter()
-            .filter_map(|id| self.raw(id))
-            .find(|t| t.kind.is_composite())
-            .map(|t| t.size_or_type)
-    }
-
     /// Locates `path`, a dot-separated member path such as `"pasid"` or
     /// `"prm.pasid"`, inside the struct or union `struct_name`.
     ///
     /// * Anonymous struct/union members are searched transparently, as C does.
     /// * Path elements before the last must be embedded structs/unions
     ///   (through typedefs/qualifiers); a pointer or any other type there
-    ///   gives `None`. To follow a pointer, query the last element, read
-    ///   [`Member::pointee_struct`] and start a new query there.
+    ///   gives `None`.
     /// * When several types are named `struct_name`, complete struct/union
     ///   definitions are tried in id order, then typedefs that resolve to one.
     ///
@@ -1202,7 +833,7 @@ impl Btf {
 
     /// Like [`Btf::member`] but the outer type is given by id (typedefs and
     /// qualifiers are stripped).
-    pub fn member_in(&self, type_id: u32, path: &str) -> Option<Member> {
+    fn member_in(&self, type_id: u32, path: &str) -> Option<Member> {
         let mut budget = MAX_MEMBER_VISITS;
         let mut current = type_id;
         let mut bits: u64 = 0;
@@ -1221,33 +852,12 @@ impl Btf {
         }
         let f = found?;
         let bit_offset = u32::try_from(bits).ok()?;
-        let stripped = self.strip(f.type_id);
-        let pointer = stripped
-            .and_then(|id| self.raw(id))
-            .filter(|t| t.kind == BtfKind::Ptr);
-        let pointee_type_id = pointer.and_then(|p| self.strip(p.size_or_type));
-        let pointee_struct = pointee_type_id
-            .and_then(|id| self.raw(id))
-            .filter(|t| t.kind.is_composite() || t.kind == BtfKind::Fwd)
-            .map(|t| self.str_lossy(t.name_off))
-            .filter(|n| !n.is_empty());
         Some(Member {
             name: self.str_lossy(f.name_off),
             offset_bytes: bit_offset / 8,
             bit_offset,
             bitfield_size: f.bitfield_size,
-            type_id: f.type_id,
-            type_name: self.type_name(f.type_id),
-            size: self.type_size(f.type_id),
-            is_pointer: pointer.is_some(),
-            pointee_struct,
-            pointee_type_id,
         })
-    }
-
-    /// Offset of the member at `path` inside `struct_name`; see [`Btf::member`].
-    pub fn member_offset(&self, struct_name: &str, path: &str) -> Option<MemberOffset> {
-        self.member(struct_name, path).map(|m| m.offset())
     }
 
     /// Searches the members of composite `id` for `name`, descending into
@@ -1353,16 +963,6 @@ mod tests {
                 strs: vec![0],
                 next_id: 1,
                 str_base: 0,
-            }
-        }
-
-        /// Split BTF on top of `base`.
-        fn split(base: &Btf) -> Self {
-            Self {
-                types: Vec::new(),
-                strs: vec![0],
-                next_id: base.last_type_id() + 1,
-                str_base: base.str_end(),
             }
         }
 
@@ -1514,7 +1114,7 @@ mod tests {
 
     #[test]
     fn synthetic_blob_all_apis() {
-        let (blob, do_thing_id) = sample();
+        let (blob, _) = sample();
         let btf = Btf::parse(blob).expect("sample parses");
 
         assert_eq!(btf.type_ids_by_name("foo").len(), 2, "FWD + STRUCT foo");
@@ -1523,91 +1123,57 @@ mod tests {
         assert_eq!(btf.kind(btf.last_type_id() + 1), None);
         assert_eq!(btf.kind(btf.last_type_id()), Some(BtfKind::Datasec));
 
-        // struct_size prefers the definition over the earlier FWD.
-        assert_eq!(btf.struct_size("foo"), Some(24));
-        assert_eq!(btf.struct_size("bar"), Some(48));
-        assert_eq!(btf.struct_size("nope"), None);
-        assert_eq!(btf.struct_size("u32"), None, "typedef is not a struct");
+        // The definition is found past the earlier FWD.
+        assert!(btf.member("u32", "x").is_none(), "typedef of an int");
 
         let m = btf.member("foo", "x").expect("foo.x");
         assert_eq!(
             (m.offset_bytes, m.bit_offset, m.bitfield_size),
             (0, 0, None)
         );
-        assert_eq!(m.type_name, "int");
-        assert_eq!(m.size, Some(4));
 
         // Through the anonymous union, and the anonymous struct inside it.
         let m = btf.member("foo", "pasid").expect("foo.pasid");
-        assert_eq!(
-            (m.offset_bytes, m.type_name.as_str(), m.size),
-            (4, "u32", Some(4))
-        );
-        assert!(!m.is_pointer);
-        assert_eq!(
-            btf.member_offset("foo", "lo").map(|o| o.offset_bytes),
-            Some(4)
-        );
+        assert_eq!((m.name.as_str(), m.offset_bytes), ("pasid", 4));
+        assert_eq!(btf.member("foo", "lo").map(|o| o.offset_bytes), Some(4));
 
         // Bitfields (kind_flag encoding).
-        let o = btf.member_offset("foo", "mode").expect("foo.mode");
+        let o = btf.member("foo", "mode").expect("foo.mode");
         assert_eq!(
-            o,
-            MemberOffset {
-                offset_bytes: 8,
-                bit_offset: 67,
-                bitfield_size: Some(5)
-            }
+            (o.offset_bytes, o.bit_offset, o.bitfield_size),
+            (8, 67, Some(5))
         );
-        let o = btf.member_offset("foo", "flag").expect("foo.flag");
+        let o = btf.member("foo", "flag").expect("foo.flag");
         assert_eq!((o.bit_offset, o.bitfield_size), (64, Some(3)));
         // Legacy bitfield encoding in the INT type.
-        let o = btf.member_offset("old", "b").expect("old.b");
+        let o = btf.member("old", "b").expect("old.b");
         assert_eq!(
-            o,
-            MemberOffset {
-                offset_bytes: 4,
-                bit_offset: 36,
-                bitfield_size: Some(4)
-            }
+            (o.offset_bytes, o.bit_offset, o.bitfield_size),
+            (4, 36, Some(4))
         );
-        assert_eq!(
-            btf.member_offset("old", "a").and_then(|o| o.bitfield_size),
-            None
-        );
+        assert_eq!(btf.member("old", "a").and_then(|o| o.bitfield_size), None);
 
-        // Pointer members: found, flagged, not traversed.
+        // Pointer members: found, not traversed.
         let m = btf.member("foo", "next").expect("foo.next");
         assert_eq!(m.offset_bytes, 16);
-        assert!(m.is_pointer);
-        assert_eq!(m.pointee_struct.as_deref(), Some("bar"));
-        assert_eq!(m.type_name, "struct bar *");
-        assert_eq!(m.size, Some(8));
         assert!(btf.member("foo", "next.id").is_none());
 
         // Nested through an embedded struct.
         assert_eq!(
-            btf.member_offset("bar", "f.pasid").map(|o| o.offset_bytes),
+            btf.member("bar", "f.pasid").map(|o| o.offset_bytes),
             Some(12)
         );
+        assert_eq!(btf.member("bar", "f.lo").map(|o| o.offset_bytes), Some(12));
         assert_eq!(
-            btf.member_offset("bar", "f.lo").map(|o| o.offset_bytes),
-            Some(12)
-        );
-        assert_eq!(
-            btf.member_offset("bar", "f.mode").map(|o| o.bit_offset),
+            btf.member("bar", "f.mode").map(|o| o.bit_offset),
             Some(64 + 67)
         );
         assert_eq!(
-            btf.member("bar", "f.next")
-                .map(|m| (m.offset_bytes, m.is_pointer)),
-            Some((24, true))
+            btf.member("bar", "f.next").map(|m| m.offset_bytes),
+            Some(24)
         );
         let arr = btf.member("bar", "arr").expect("bar.arr");
-        assert_eq!(
-            (arr.offset_bytes, arr.size, arr.type_name.as_str()),
-            (32, Some(16), "int[4]")
-        );
+        assert_eq!(arr.offset_bytes, 32);
         assert!(btf.member("bar", "f.nope").is_none());
         assert!(btf.member("bar", "id.x").is_none(), "int has no members");
         assert!(btf.member("bar", "").is_none());
@@ -1620,81 +1186,17 @@ mod tests {
         assert_eq!(btf.enum_value("U_BIG"), Some(0x8000_0000));
         assert_eq!(btf.enum_value("BIG"), Some(1 << 40));
         assert_eq!(btf.enum_value("HUGE").map(|v| v as u64), Some(u64::MAX));
-        assert_eq!(btf.enum_values("A_ONE"), vec![1]);
         assert_eq!(btf.enum_value("FOLL_LONGTERM"), None);
 
         // Functions.
         let f = btf.func("do_thing").expect("do_thing");
-        assert_eq!(f.type_id, do_thing_id);
-        assert_eq!(f.param_count(), 2);
-        assert_eq!(f.param_names(), vec!["x", "p"]);
-        assert_eq!(f.params[1].type_name, "struct foo *");
-        assert_eq!((f.linkage, f.variadic), (1, false));
-        assert_eq!((f.ret_type_name.as_str(), f.ret_size), ("int", Some(4)));
+        assert_eq!(f.params, vec!["x", "p"]);
         let f = btf.func("log_it").expect("log_it");
-        assert_eq!((f.param_count(), f.variadic), (1, true));
-        assert_eq!(f.params[0].type_name, "const char *");
-        assert_eq!((f.ret_type_name.as_str(), f.ret_size), ("void", None));
-        assert_eq!(btf.funcs("do_thing").len(), 1);
+        assert_eq!(f.params, vec!["fmt"], "the trailing ... is not a parameter");
         assert!(btf.func("foo").is_none(), "a struct is not a function");
         assert!(btf.func("missing").is_none());
-
-        // Rendering and sizes of the remaining kinds.
         let id = |name: &str| btf.type_ids_by_name(name).first().copied().expect(name);
-        assert_eq!(btf.type_size(id("gvar")), Some(4));
-        assert_eq!(btf.type_name(id("gvar")), "gvar");
-        assert_eq!(btf.type_size(id("double")), Some(8));
-        assert_eq!(btf.type_size(id(".data")), Some(4));
-        assert_eq!(btf.type_name(id("user")), "char");
         assert_eq!(btf.kind(id("tag")), Some(BtfKind::DeclTag));
-        assert_eq!(btf.type_name(f.proto_id), "void (const char *, ...)");
-        assert_eq!(btf.type_name(0), "void");
-        assert_eq!(btf.type_name(9999), "<bad type 9999>");
-        assert_eq!(btf.name(id("e64")).as_deref(), Some("e64"));
-    }
-
-    #[test]
-    fn split_btf() {
-        let (blob, _) = sample();
-        let base = Arc::new(Btf::parse(blob).expect("base"));
-        let foo = base.type_ids_by_name("foo")[1];
-        let mut b = Builder::split(&base);
-        let (f, q) = (b.s("f"), b.s("q"));
-        let ctx = b.ty("mod_ctx", STRUCT, 2, false, 32, &[f, foo, 0, q, 1, 192]);
-        let ptr_ctx = b.ty("", PTR, 0, false, ctx, &[]);
-        let c = b.s("c");
-        let proto = b.ty("", FUNC_PROTO, 1, false, 1, &[c, ptr_ctx]);
-        b.ty("mod_fn", FUNC, 1, false, proto, &[]);
-        let e = b.s("MOD_E");
-        b.ty("", ENUM, 1, false, 4, &[e, 7]);
-        let split = Btf::parse_split(b.finish(), base.clone()).expect("split parses");
-        assert_eq!(split.last_type_id(), base.last_type_id() + 5);
-        assert_eq!(split.struct_size("mod_ctx"), Some(32));
-        assert_eq!(split.struct_size("foo"), Some(24), "base types are visible");
-        assert_eq!(
-            split
-                .member_offset("mod_ctx", "f.pasid")
-                .map(|o| o.offset_bytes),
-            Some(4)
-        );
-        assert_eq!(
-            split.member_offset("mod_ctx", "q").map(|o| o.offset_bytes),
-            Some(24)
-        );
-        let func = split.func("mod_fn").expect("mod_fn");
-        assert_eq!(func.params[0].type_name, "struct mod_ctx *");
-        assert_eq!(
-            split.enum_value("A_NEG"),
-            Some(-1),
-            "base enumerators are visible"
-        );
-        assert!(split.func("do_thing").is_some());
-        assert_eq!(split.enum_value("MOD_E"), Some(7));
-        assert_eq!(base.enum_value("MOD_E"), None);
-        // A split blob parsed as base BTF is rejected (dangling string offsets).
-        let mut b = Builder::split(&base);
-        b.ty("mod_ctx", STRUCT, 0, false, 0, &[]);
-        assert!(Btf::parse(b.finish()).is_err());
     }
 
     fn patch_u32(blob: &mut [u8], at: usize, value: u32) {
@@ -1825,7 +1327,6 @@ mod tests {
     /// Every query on a parsed blob; must never panic.
     fn exercise(btf: &Btf) {
         for name in ["foo", "bar", "old", "", "u32", "int", "do_thing", "log_it"] {
-            let _ = btf.struct_size(name);
             let _ = btf.func(name);
             for path in [
                 "x", "pasid", "lo", "f.pasid", "f.next", "next.id", "f.mode", "arr", "b",
@@ -1835,11 +1336,8 @@ mod tests {
         }
         for name in ["A_ONE", "A_NEG", "U_BIG", "BIG", "HUGE"] {
             let _ = btf.enum_value(name);
-            let _ = btf.enum_values(name);
         }
         for id in 0..=btf.last_type_id() + 1 {
-            let _ = btf.type_name(id);
-            let _ = btf.type_size(id);
             let _ = btf.func_info(id);
             let _ = btf.member_in(id, "pasid");
         }
@@ -1891,12 +1389,9 @@ mod tests {
         assert_eq!(td, 1);
         let x = b.s("x");
         b.ty("cyc", STRUCT, 2, false, 4, &[0, 2, 0, x, 1, 0]);
-        let konst = b.ty("", CONST, 0, false, 3, &[]);
+        b.ty("", CONST, 0, false, 3, &[]);
         let btf = Btf::parse(b.finish()).expect("cyclic but structurally valid");
-        assert_eq!(btf.type_size(1), None);
-        assert_eq!(btf.type_name(1), "loop");
-        assert!(btf.type_name(konst).ends_with("..."));
-        assert_eq!(btf.type_size(konst), None);
+        assert!(btf.member("loop", "x").is_none());
         assert!(btf.member("cyc", "y").is_none());
         assert!(btf.member("cyc", "x").is_some());
         exercise(&btf);
@@ -1935,30 +1430,21 @@ mod tests {
         let f = btf
             .func("pin_user_pages_fast")
             .expect("pin_user_pages_fast in BTF");
-        eprintln!(
-            "  pin_user_pages_fast{:?} -> {}",
-            f.param_names(),
-            f.ret_type_name
-        );
-        assert_eq!(f.param_count(), 4);
+        eprintln!("  pin_user_pages_fast{:?}", f.params);
+        assert_eq!(f.params.len(), 4);
         match btf.func("pin_user_pages") {
             Some(f) => eprintln!(
                 "  pin_user_pages has {} params: {:?}",
-                f.param_count(),
-                f.param_names()
+                f.params.len(),
+                f.params
             ),
             None => eprintln!("  pin_user_pages not in BTF"),
         }
 
-        let size = btf.struct_size("task_struct");
-        eprintln!("  sizeof(struct task_struct) = {size:?}");
-        assert!(size.is_some());
         let mm = btf.member("task_struct", "mm").expect("task_struct.mm");
         eprintln!("  task_struct.mm: {mm:?}");
-        assert!(mm.is_pointer);
-        assert_eq!(mm.pointee_struct.as_deref(), Some("mm_struct"));
 
-        if btf.struct_size("iommu_fault_page_request").is_some() {
+        if btf.member("iommu_fault_page_request", "pasid").is_some() {
             for (field, off) in [
                 ("flags", 0),
                 ("pasid", 4),
@@ -1976,12 +1462,12 @@ mod tests {
         for path in ["prm.pasid", "prm.grpid", "type"] {
             eprintln!(
                 "  iommu_fault.{path}: {:?}",
-                btf.member_offset("iommu_fault", path)
+                btf.member("iommu_fault", path).map(|m| m.offset_bytes)
             );
         }
         eprintln!(
             "  mm_struct.iommu_mm: {:?}",
-            btf.member("mm_struct", "iommu_mm").map(|m| m.type_name)
+            btf.member("mm_struct", "iommu_mm").map(|m| m.offset_bytes)
         );
 
         let foll = btf.enum_value("FOLL_LONGTERM");

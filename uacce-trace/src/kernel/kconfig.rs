@@ -30,8 +30,11 @@ pub struct Resolved {
     pub origins: Vec<Origin>,
 }
 
+/// Byte offset of a member (`struct`, dotted path) in the kernel's BTF.
+pub type MemberOffset<'a> = &'a dyn Fn(&str, &str) -> Option<u32>;
+
 struct Resolver<'a> {
-    btf: Option<&'a Btf>,
+    member: MemberOffset<'a>,
     origins: Vec<Origin>,
 }
 
@@ -44,11 +47,9 @@ impl Resolver<'_> {
             .map(|(s, p)| format!("{s}.{p}"))
             .collect::<Vec<_>>()
             .join(" + ");
-        let found = self.btf.and_then(|btf| {
-            chain.iter().try_fold(0u32, |acc, (s, p)| {
-                btf.member(s, p).map(|m| acc + m.offset_bytes)
-            })
-        });
+        let found = chain
+            .iter()
+            .try_fold(0u32, |acc, (s, p)| (self.member)(s, p).map(|o| acc + o));
         let (value, source) = match found {
             Some(v) => (v, "btf"),
             None if fallback == KernelConfig::UNKNOWN => (fallback, "unknown"),
@@ -65,11 +66,14 @@ impl Resolver<'_> {
 }
 
 /// Offset of the first of `containers` that exists in BTF, plus `inner`.
-fn first_container<'a>(btf: Option<&Btf>, containers: &[(&'a str, &'a str)]) -> (&'a str, &'a str) {
+fn first_container<'a>(
+    member: MemberOffset<'_>,
+    containers: &[(&'a str, &'a str)],
+) -> (&'a str, &'a str) {
     containers
         .iter()
         .copied()
-        .find(|(s, p)| btf.is_some_and(|b| b.member(s, p).is_some()))
+        .find(|(s, p)| member(s, p).is_some())
         .unwrap_or(containers[0])
 }
 
@@ -79,15 +83,25 @@ pub fn resolve(
     enter_ioctl_format: Option<&str>,
     exit_ioctl_format: Option<&str>,
 ) -> Resolved {
+    let member = |s: &str, p: &str| btf?.member(s, p).map(|m| m.offset_bytes);
+    resolve_with(&member, enter_ioctl_format, exit_ioctl_format)
+}
+
+/// Resolve every offset from the member offsets `member` answers.
+pub fn resolve_with(
+    member: MemberOffset<'_>,
+    enter_ioctl_format: Option<&str>,
+    exit_ioctl_format: Option<&str>,
+) -> Resolved {
     let fb = KernelConfig::FALLBACK;
     let mut r = Resolver {
-        btf,
+        member,
         origins: Vec::new(),
     };
     // The report argument: `struct iopf_fault` (6.9+) or
     // `struct iommu_fault_event` (≤6.8); both start with `struct iommu_fault fault`.
     let report = first_container(
-        btf,
+        member,
         &[("iopf_fault", "fault"), ("iommu_fault_event", "fault")],
     );
     let fault_in_report = r.offset("fault_in_report", &[report], fb.fault_in_report);
@@ -408,7 +422,7 @@ mod tests {
             }
         };
         let r = resolve(Some(&btf), Some(ENTER), None);
-        if btf.struct_size("iommu_fault").is_some() {
+        if btf.member("iommu_fault", "prm").is_some() {
             assert_eq!(r.config.prm_pasid, 12);
             assert_eq!(r.config.prm_grpid, 16);
             assert_eq!(r.config.prm_addr, 24);

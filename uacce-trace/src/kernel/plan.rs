@@ -11,7 +11,7 @@
 use std::{collections::BTreeMap, fmt};
 
 use serde::Serialize;
-use uacce_trace_common::{PinFunc, HOOK_FENTRY, HOOK_KPROBE, HOOK_TRACEPOINT};
+use uacce_trace_common::{HOOK_FENTRY, HOOK_KPROBE, HOOK_TRACEPOINT};
 
 /// Kind of kernel hook an event came through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -52,305 +52,22 @@ impl fmt::Display for HookType {
     }
 }
 
-/// What kind of event a hook produces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum EventKind {
-    Pin,
-    Unpin,
-    IopfReport,
-    IopfResponse,
-    PinIoctl,
-    PasidBind,
-    PasidUnbind,
-    /// uacce queue open/release and START_Q/PUT_Q.
-    Queue,
-    /// Process forks and exits (`record -- COMMAND` follows the command's
-    /// processes with them). Not in [`EventKind::ALL`], the kinds every
-    /// mode reports: attached only when following.
-    Process,
-}
+pub use uacce_trace_common::hooks::{preferred_over, EventKind, Hook, HOOKS};
 
-impl EventKind {
-    pub const ALL: [EventKind; 8] = [
-        EventKind::Pin,
-        EventKind::Unpin,
-        EventKind::IopfReport,
-        EventKind::IopfResponse,
-        EventKind::PinIoctl,
-        EventKind::PasidBind,
-        EventKind::PasidUnbind,
-        EventKind::Queue,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            EventKind::Pin => "pin",
-            EventKind::Unpin => "unpin",
-            EventKind::IopfReport => "iopf_report",
-            EventKind::IopfResponse => "iopf_response",
-            EventKind::PinIoctl => "uacce_ctrl",
-            EventKind::PasidBind => "pasid_bind",
-            EventKind::PasidUnbind => "pasid_unbind",
-            EventKind::Queue => "uacce_queue",
-            EventKind::Process => "process",
-        }
+/// The hook types that can serve a catalog entry, in preference order.
+pub fn hook_types(entry: &Hook) -> &'static [HookType] {
+    if entry.is_tracepoint() {
+        &[HookType::Tracepoint]
+    } else {
+        &[HookType::Fentry, HookType::Kprobe]
     }
 }
-
-impl Serialize for EventKind {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-/// Which set of programs in the object serves a target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Program {
-    /// The four programs of a pin/unpin function.
-    Pin(PinFunc),
-    /// `iommu_report_device_fault` (both signatures).
-    IopfReport,
-    /// `iopf_group_response` (6.9+).
-    GroupResponse,
-    /// `iommu_page_response` (≤6.8).
-    PageResponse,
-    /// `iommu_sva_get_pasid` return: a PASID bound in process context.
-    SvaGetPasid,
-    /// `iommu_sva_unbind_device`.
-    SvaUnbind,
-    /// `syscalls:sys_enter_ioctl` + `sys_exit_ioctl`, filtered on the pin
-    /// ioctl numbers in the kernel.
-    PinIoctl,
-    /// `uacce_ctrl_unl_ioctl` (RFC driver): the uacce_ctrl pin ioctls at
-    /// the driver, which the syscall tracepoint then leaves to it.
-    UacceCtrlIoctl,
-    /// `uacce_pin_page` / `uacce_unpin_page` return, linked to the ioctl.
-    UaccePinPage,
-    UacceUnpinPage,
-    /// `uacce_fops_open` / `uacce_fops_release` / `uacce_fops_unl_ioctl`.
-    UacceOpen,
-    UacceRelease,
-    UacceIoctl,
-    /// Vendor tracepoints: `intel_iommu:prq_report` (Intel page request
-    /// queue), `iommu:dev_fault` / `iommu:dev_page_response` (vendor trees).
-    PrqReport,
-    DevFault,
-    DevPageResponse,
-    /// ARM SMMUv3 event queue handler (`arm_smmu_handle_evt`, renamed
-    /// `arm_smmu_handle_event`): the raw stall event, decoded in the program.
-    SmmuEvent,
-    /// ARM SMMUv3 `arm_smmu_page_response` (the driver's resume command).
-    SmmuPageResponse,
-    /// `sched_process_fork` (raw tracepoint: it needs the child's task) and
-    /// `sched:sched_process_exit`: the process tree of `record -- COMMAND`
-    /// (`uacce-trace-ebpf/src/proc.rs`).
-    ProcFork,
-    ProcExit,
-}
-
-impl Program {
-    /// Programs that follow processes, attached only when asked to
-    /// (`TracerOptions::follow_processes`).
-    pub const fn follows_processes(self) -> bool {
-        matches!(self, Program::ProcFork | Program::ProcExit)
-    }
-}
-
-/// One hook target: a kernel function (or tracepoint) and the hook types
-/// that can serve it, in preference order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Target {
-    pub kind: EventKind,
-    /// Kernel symbol, or `category:name` of a tracepoint.
-    pub function: &'static str,
-    pub program: Program,
-    pub hooks: &'static [HookType],
-}
-
-const FENTRY_THEN_KPROBE: &[HookType] = &[HookType::Fentry, HookType::Kprobe];
-const TRACEPOINT: &[HookType] = &[HookType::Tracepoint];
-
-/// Vendor tracepoints and the core functions preferred over them: a vendor
-/// row is used only when none of its core functions got a hook (the core
-/// functions see every vendor's faults with the fields we pair on; the
-/// tracepoints only their own vendor's, with other fields).
-pub const VENDOR_FALLBACKS: &[(&str, &[&str])] = &[
-    ("intel_iommu:prq_report", &["iommu_report_device_fault"]),
-    ("iommu:dev_fault", &["iommu_report_device_fault"]),
-    (
-        "iommu:dev_page_response",
-        &["iopf_group_response", "iommu_page_response"],
-    ),
-    // SMMUv3 (arm64, stall model): the driver's event handler and resume.
-    ("arm_smmu_handle_evt", &["iommu_report_device_fault"]),
-    ("arm_smmu_handle_event", &["iommu_report_device_fault"]),
-    (
-        "arm_smmu_page_response",
-        &["iopf_group_response", "iommu_page_response"],
-    ),
-];
 
 /// Start of the reason a vendor row was set aside for a core function.
 const PREFERRED: &str = "core function ";
 
-/// The core functions preferred over `function`, if it is a vendor row.
-pub fn preferred_over(function: &str) -> &'static [&'static str] {
-    VENDOR_FALLBACKS
-        .iter()
-        .find(|(vendor, _)| *vendor == function)
-        .map_or(&[], |(_, core)| core)
-}
-
-/// The candidates for each kind, in preference order. Data, not code paths:
-/// adding a hook means adding a row.
-pub fn targets() -> Vec<Target> {
-    let mut t: Vec<Target> = PinFunc::ALL
-        .iter()
-        .map(|&f| Target {
-            kind: if f.is_pin() {
-                EventKind::Pin
-            } else {
-                EventKind::Unpin
-            },
-            function: f.symbol(),
-            program: Program::Pin(f),
-            hooks: FENTRY_THEN_KPROBE,
-        })
-        .collect();
-    t.extend([
-        Target {
-            kind: EventKind::IopfReport,
-            function: "iommu_report_device_fault",
-            program: Program::IopfReport,
-            hooks: FENTRY_THEN_KPROBE,
-        },
-        Target {
-            kind: EventKind::IopfResponse,
-            function: "iopf_group_response",
-            program: Program::GroupResponse,
-            hooks: FENTRY_THEN_KPROBE,
-        },
-        Target {
-            kind: EventKind::IopfResponse,
-            function: "iommu_page_response",
-            program: Program::PageResponse,
-            hooks: FENTRY_THEN_KPROBE,
-        },
-        // SMMUv3 driver entry points: after the core functions, used only
-        // where those cannot be hooked (`VENDOR_FALLBACKS`). The handler is
-        // `arm_smmu_handle_evt(smmu, u64 *evt)` up to 6.13 and
-        // `arm_smmu_handle_event(smmu, u64 *evt, event)` from 6.15 (6.14's
-        // two-argument form without the raw event is not decoded).
-        Target {
-            kind: EventKind::IopfReport,
-            function: "arm_smmu_handle_evt",
-            program: Program::SmmuEvent,
-            hooks: FENTRY_THEN_KPROBE,
-        },
-        Target {
-            kind: EventKind::IopfReport,
-            function: "arm_smmu_handle_event",
-            program: Program::SmmuEvent,
-            hooks: FENTRY_THEN_KPROBE,
-        },
-        Target {
-            kind: EventKind::IopfResponse,
-            function: "arm_smmu_page_response",
-            program: Program::SmmuPageResponse,
-            hooks: FENTRY_THEN_KPROBE,
-        },
-        Target {
-            kind: EventKind::IopfReport,
-            function: "intel_iommu:prq_report",
-            program: Program::PrqReport,
-            hooks: TRACEPOINT,
-        },
-        Target {
-            kind: EventKind::IopfReport,
-            function: "iommu:dev_fault",
-            program: Program::DevFault,
-            hooks: TRACEPOINT,
-        },
-        Target {
-            kind: EventKind::IopfResponse,
-            function: "iommu:dev_page_response",
-            program: Program::DevPageResponse,
-            hooks: TRACEPOINT,
-        },
-        // The driver's own function first: it sees only real uacce_ctrl
-        // ioctls; the tracepoint then keeps the mempinfd ones (and all of
-        // them where the symbol does not exist).
-        Target {
-            kind: EventKind::PinIoctl,
-            function: "uacce_ctrl_unl_ioctl",
-            program: Program::UacceCtrlIoctl,
-            hooks: FENTRY_THEN_KPROBE,
-        },
-        Target {
-            kind: EventKind::PinIoctl,
-            function: "uacce_pin_page",
-            program: Program::UaccePinPage,
-            hooks: FENTRY_THEN_KPROBE,
-        },
-        Target {
-            kind: EventKind::PinIoctl,
-            function: "uacce_unpin_page",
-            program: Program::UacceUnpinPage,
-            hooks: FENTRY_THEN_KPROBE,
-        },
-        Target {
-            kind: EventKind::PinIoctl,
-            function: "syscalls:sys_enter_ioctl",
-            program: Program::PinIoctl,
-            hooks: &[HookType::Tracepoint],
-        },
-        Target {
-            kind: EventKind::Queue,
-            function: "uacce_fops_open",
-            program: Program::UacceOpen,
-            hooks: FENTRY_THEN_KPROBE,
-        },
-        Target {
-            kind: EventKind::Queue,
-            function: "uacce_fops_release",
-            program: Program::UacceRelease,
-            hooks: FENTRY_THEN_KPROBE,
-        },
-        Target {
-            kind: EventKind::Queue,
-            function: "uacce_fops_unl_ioctl",
-            program: Program::UacceIoctl,
-            hooks: FENTRY_THEN_KPROBE,
-        },
-        Target {
-            kind: EventKind::PasidBind,
-            function: "iommu_sva_get_pasid",
-            program: Program::SvaGetPasid,
-            hooks: FENTRY_THEN_KPROBE,
-        },
-        Target {
-            kind: EventKind::PasidUnbind,
-            function: "iommu_sva_unbind_device",
-            program: Program::SvaUnbind,
-            hooks: FENTRY_THEN_KPROBE,
-        },
-        // The process tree (`record -- COMMAND` only). The fork program is
-        // a raw tracepoint of the same event; both exist wherever the
-        // tracefs format does.
-        Target {
-            kind: EventKind::Process,
-            function: "sched:sched_process_fork",
-            program: Program::ProcFork,
-            hooks: TRACEPOINT,
-        },
-        Target {
-            kind: EventKind::Process,
-            function: "sched:sched_process_exit",
-            program: Program::ProcExit,
-            hooks: TRACEPOINT,
-        },
-    ]);
-    t
+fn kind_name<S: serde::Serializer>(kind: &EventKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(kind.name())
 }
 
 /// Which hook types the user allows (`--hooks`).
@@ -366,7 +83,7 @@ pub enum HookPreference {
 }
 
 /// Facts about one kernel function.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SymbolFacts {
     /// A FUNC of this name is in the kernel's BTF.
     pub in_btf: bool,
@@ -402,10 +119,12 @@ pub struct Rejection {
 /// The plan for one hook target (one kernel function).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PlannedHook {
+    #[serde(serialize_with = "kind_name")]
     pub kind: EventKind,
     pub function: &'static str,
+    /// The catalog entry planned.
     #[serde(skip)]
-    pub program: Program,
+    pub entry: &'static Hook,
     /// The hook in use, once attached (or the planner's first choice before).
     pub chosen: Option<HookType>,
     /// Candidates still to try, in order (the first is `chosen`).
@@ -477,9 +196,9 @@ fn check_tracepoint(function: &str, facts: &Facts) -> Result<(), String> {
 /// Build the plan from the facts and the user's preference.
 pub fn plan(facts: &Facts, pref: HookPreference) -> Plan {
     let mut hooks = Vec::new();
-    for target in targets() {
-        let function = target.function;
-        let is_tracepoint = target.hooks == [HookType::Tracepoint];
+    for entry in HOOKS {
+        let function = entry.target;
+        let is_tracepoint = entry.is_tracepoint();
         let sym = facts.symbols.get(function).cloned().unwrap_or_default();
         let absent = if is_tracepoint {
             matches!(facts.tracepoints.get(function), Some(Err(_)))
@@ -488,7 +207,7 @@ pub fn plan(facts: &Facts, pref: HookPreference) -> Plan {
         };
         let mut viable = Vec::new();
         let mut rejected = Vec::new();
-        for &hook in target.hooks {
+        for &hook in hook_types(entry) {
             let allowed = match pref {
                 // Tracepoints are not a choice: they are the only hook of
                 // their targets.
@@ -512,9 +231,9 @@ pub fn plan(facts: &Facts, pref: HookPreference) -> Plan {
             }
         }
         hooks.push(PlannedHook {
-            kind: target.kind,
+            kind: entry.kind,
             function,
-            program: target.program,
+            entry,
             chosen: viable.first().copied(),
             viable,
             rejected,
@@ -844,7 +563,7 @@ mod tests {
                 .is_some_and(|n| n.contains("no core function")));
         }
         assert!(hook(&p, "arm_smmu_handle_event").absent);
-        assert_eq!(hook(&p, "arm_smmu_handle_evt").program, Program::SmmuEvent);
+        assert_eq!(hook(&p, "arm_smmu_handle_evt").entry.base, "smmu_evt");
         assert!(p.summary().contains("iopf_report: kprobe"));
         assert!(p.summary().contains("iopf_response: kprobe"));
         // With IOMMU_IOPF (SVA on): the core functions win.

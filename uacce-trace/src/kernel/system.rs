@@ -144,6 +144,19 @@ fn blacklist_name(line: &str) -> Option<&str> {
     line.split_whitespace().nth(1)
 }
 
+/// The `format` file of tracepoint `category:name` under `tracefs`.
+pub fn tracepoint_format(tracefs: &Path, tracepoint: &str) -> Option<String> {
+    let (category, name) = tracepoint.split_once(':')?;
+    std::fs::read_to_string(
+        tracefs
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("format"),
+    )
+    .ok()
+}
+
 /// Per-symbol facts for `names`. `in_btf` is filled by the caller (it owns
 /// the parsed BTF).
 pub fn symbol_facts(
@@ -292,18 +305,6 @@ pub fn prog_recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
     };
     let written = (attr[0] >> 32) as usize;
     (rc == 0 && written > MISSES).then(|| info[MISSES / 8])
-}
-
-/// CLOCK_MONOTONIC now, ns: the clock of `bpf_ktime_get_ns`, so of every
-/// event timestamp.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 #[cfg(test)]

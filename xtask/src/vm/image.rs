@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::build::Arch;
+use crate::base::Arch;
 
 /// Where the guest finds the tool.
 pub const GUEST_TOOL: &str = "/usr/bin/uacce-trace";
@@ -270,12 +270,9 @@ pub fn base_archive(contents: &BaseContents<'_>) -> Result<Vec<u8>> {
     base_archive_for(Arch::host(), contents)
 }
 
-/// [`base_archive`] for a guest of `arch`. A foreign guest gets Debian's
-/// static busybox of its architecture (from `cargo xtask setup`); the applet
-/// links come from the host's busybox, which is the same Debian version, as
-/// the foreign one cannot run here. Its binaries must be static (`ldd`
-/// cannot list a foreign binary's libraries): `xtask build` links them so.
-pub fn base_archive_for(arch: Arch, contents: &BaseContents<'_>) -> Result<Vec<u8>> {
+/// The folders, device nodes and busybox (with a link per applet) of a
+/// guest of `arch`: what every initramfs starts with.
+pub fn busybox_archive(arch: Arch) -> Result<Newc> {
     let mut cpio = Newc::new();
     for dir in [
         "/bin",
@@ -301,7 +298,7 @@ pub fn base_archive_for(arch: Arch, contents: &BaseContents<'_>) -> Result<Vec<u
     if arch == Arch::host() {
         add_binary(&mut cpio, &busybox, GUEST_BUSYBOX)?;
     } else {
-        let guest = crate::setup::guest_busybox(arch)?;
+        let guest = crate::toolchain::stock::guest_busybox(arch)?;
         if !guest.is_file() {
             bail!(
                 "{} is missing; run `cargo xtask setup` (downloads Debian's {} busybox-static)",
@@ -309,19 +306,8 @@ pub fn base_archive_for(arch: Arch, contents: &BaseContents<'_>) -> Result<Vec<u
                 arch.debian()
             );
         }
-        crate::build::check_elf_machine(&guest, arch)?;
+        crate::base::arch::check_elf_machine(&guest, arch)?;
         add_host_file(&mut cpio, &guest, GUEST_BUSYBOX, 0o755)?;
-        for binary in std::iter::once(contents.workload).chain(contents.tool) {
-            crate::build::check_elf_machine(binary, arch)?;
-            if crate::build::has_interpreter(binary)? {
-                bail!(
-                    "{} is dynamically linked; a {} guest needs static binaries (`cargo xtask build --target {}`)",
-                    binary.display(),
-                    arch.debian(),
-                    arch.rust_target()
-                );
-            }
-        }
     }
     let list = Command::new(&busybox)
         .arg("--list-full")
@@ -338,7 +324,29 @@ pub fn base_archive_for(arch: Arch, contents: &BaseContents<'_>) -> Result<Vec<u
         }
         cpio.symlink(&format!("/{applet}"), GUEST_BUSYBOX)?;
     }
+    Ok(cpio)
+}
 
+/// [`base_archive`] for a guest of `arch`. A foreign guest gets Debian's
+/// static busybox of its architecture (from `cargo xtask setup`); the applet
+/// links come from the host's busybox, which is the same Debian version, as
+/// the foreign one cannot run here. Its binaries must be static (`ldd`
+/// cannot list a foreign binary's libraries): `xtask build` links them so.
+pub fn base_archive_for(arch: Arch, contents: &BaseContents<'_>) -> Result<Vec<u8>> {
+    if arch != Arch::host() {
+        for binary in std::iter::once(contents.workload).chain(contents.tool) {
+            crate::base::arch::check_elf_machine(binary, arch)?;
+            if crate::base::arch::has_interpreter(binary)? {
+                bail!(
+                    "{} is dynamically linked; a {} guest needs static binaries (`cargo xtask build --target {}`)",
+                    binary.display(),
+                    arch.debian(),
+                    arch.rust_target()
+                );
+            }
+        }
+    }
+    let mut cpio = busybox_archive(arch)?;
     add_binary(&mut cpio, contents.workload, GUEST_WORKLOAD)?;
     if let Some(tool) = contents.tool {
         add_binary(&mut cpio, tool, GUEST_TOOL)?;

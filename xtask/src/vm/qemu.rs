@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::build::Arch;
+use crate::base::Arch;
 
 /// The QEMU program.
 const QEMU: &str = "qemu-system-x86_64";

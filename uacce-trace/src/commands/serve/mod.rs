@@ -40,7 +40,7 @@ use crate::{
     exit,
     ingest::live::TracerOptions,
     ingest::source::{block_on, Item, Kind, LiveOptions, Origin, Source, StopOn},
-    kernel::system::monotonic_ns,
+    kernel::ring::monotonic_ns,
     model::{Aggregator, ModelConfig},
     status,
 };

@@ -19,7 +19,8 @@
 
 use serde_json::Value;
 
-use super::report::{plan_row, Console, Section, Verdict};
+use super::report::{plan_row, Verdict};
+use crate::vm::console::{Console, Section};
 
 /// Checks (s1) and (s2); `hook` is the forced hook type, if any.
 pub fn check(console: &Console, hook: Option<&str>, v: &mut Verdict) {

@@ -31,7 +31,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::report::{json_lines, u, vmstat, Console, Verdict};
+use super::report::Verdict;
+use crate::vm::console::{json_lines, u, vmstat, Console};
 
 /// One fault as the workload saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,7 +345,7 @@ fn check_scan(console: &Console, events: &[Value], v: &mut Verdict) {
     let Some((pid, pasid)) = holder(console) else {
         return; // reported by check_iopf
     };
-    let want = (pasid, pid, super::guest::PASID_HOLDER_COMM.to_string());
+    let want = (pasid, pid, super::script::PASID_HOLDER_COMM.to_string());
     let scans = events_of(events, "pasid_scan");
     match scans.as_slice() {
         [scan] => {
@@ -557,7 +558,7 @@ fn check_symbol_ioctls(console: &Console, events: &[Value], v: &mut Verdict) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::report::parse;
+    use crate::vm::console::parse;
 
     fn console(latency: u64, tgid: u64) -> Console {
         let log = format!(

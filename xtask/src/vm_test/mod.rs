@@ -20,6 +20,10 @@
 //! workload's tally and vmstat, and the tracer started onto a busy
 //! workload, stopped while it runs, three times.
 //!
+//! A scenario on [`crate::vm`]: the main VMs' `/init` is
+//! `xtask/vm-guest/vm-test.sh` ([`script`]), the `pins` VMs'
+//! `xtask/vm-guest/pins.sh`.
+//!
 //! Work files go to `vm/` in the cache: the shared base image, and per VM
 //! `runs/<kernel>-<hooks>/` with `console.log` (the whole serial console)
 //! and one file per result section. The VM image is deleted after a PASS
@@ -28,11 +32,9 @@
 mod arm64;
 mod attribution;
 mod busy;
-pub mod guest;
-pub mod image;
 mod pinpaths;
-pub mod qemu;
 mod report;
+mod script;
 mod testkernel;
 
 use std::fs;
@@ -42,30 +44,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 
-use crate::build::Arch;
-use crate::cache;
+use crate::base::Arch;
+use crate::base::{cache, workspace_root};
+use crate::toolchain::setup::{self, Need};
+use crate::vm::guest::{GUEST_IOPF_WORKLOAD, GUEST_UACCE_CTRL_PIN};
+use crate::vm::{build, console, image, qemu, Hooks};
 
-/// Which hooks the tool is told to use (`uacce-trace trace --hooks`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Hooks {
-    /// The tool picks (fentry where the kernel supports it).
-    Auto,
-    /// BPF trampolines (fentry/fexit).
-    Fentry,
-    /// kprobes/kretprobes.
-    Kprobe,
-}
-
-impl Hooks {
-    /// The value of `uacce-trace --hooks`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Hooks::Auto => "auto",
-            Hooks::Fentry => "fentry",
-            Hooks::Kprobe => "kprobe",
-        }
-    }
-}
+/// What vm-test installs first: everything, as the matrix boots stock
+/// kernels of both architectures.
+const NEEDS: &[Need] = &[Need::BpfToolchain, Need::HostPackages, Need::StockKernels];
 
 /// Options of `cargo xtask vm-test`.
 #[derive(clap::Args, Debug)]
@@ -265,38 +252,6 @@ fn main_jobs(args: &VmTestArgs) -> Vec<Job> {
     jobs
 }
 
-/// Root of the workspace (xtask's parent folder).
-pub fn workspace_root() -> Result<PathBuf> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map(Path::to_path_buf)
-        .context("xtask's manifest folder has no parent")
-}
-
-/// Builds the release binaries; returns (tool, workload) paths.
-pub fn build(no_tool: bool, no_build: bool) -> Result<(Option<PathBuf>, PathBuf)> {
-    let root = workspace_root()?;
-    if no_build {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| root.join("target"), PathBuf::from)
-            .join("release");
-        let workload = target.join("uacce-workload");
-        let tool = target.join("uacce-trace");
-        for p in std::iter::once(&workload).chain((!no_tool).then_some(&tool)) {
-            if !p.is_file() {
-                bail!("{} is missing (--no-build)", p.display());
-            }
-        }
-        return Ok(((!no_tool).then_some(tool), workload));
-    }
-    let built = crate::build::build_release(Arch::host(), !no_tool, true)?;
-    let workload = built
-        .workload
-        .context("cargo build did not report the uacce-workload executable")?;
-    Ok((built.tool, workload))
-}
-
 /// Refuses workload options that could not be passed to `sh` verbatim.
 fn workload_args(args: &VmTestArgs) -> Result<String> {
     if args.size_kib.is_empty()
@@ -368,7 +323,7 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     let script = if job.pins {
         pinpaths::init_script(hooks.unwrap_or("auto"), test_kernel)
     } else {
-        guest::init_script(&guest::GuestPlan {
+        script::init_script(&script::GuestPlan {
             hooks,
             workload_args: &ctx.workload_args,
             test_kernel,
@@ -377,11 +332,8 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     let img = dir.join("initramfs.cpio.gz");
     let mut extra: Vec<(PathBuf, &str)> = if test_kernel {
         vec![
-            (kernel_dir.join("iopf-workload"), guest::GUEST_IOPF_WORKLOAD),
-            (
-                kernel_dir.join("uacce-ctrl-pin"),
-                guest::GUEST_UACCE_CTRL_PIN,
-            ),
+            (kernel_dir.join("iopf-workload"), GUEST_IOPF_WORKLOAD),
+            (kernel_dir.join("uacce-ctrl-pin"), GUEST_UACCE_CTRL_PIN),
         ]
     } else {
         Vec::new()
@@ -407,7 +359,7 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
         &fs::read(&log).with_context(|| format!("reading {}", log.display()))?,
     )
     .into_owned();
-    let console = report::parse(&text);
+    let console = console::parse(&text);
     for (name, section) in &console.sections {
         let _ = fs::write(dir.join(name), section.text());
     }
@@ -435,7 +387,7 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
 
 /// The checks of a main VM.
 fn main_verdict(
-    console: &report::Console,
+    console: &console::Console,
     job: &Job,
     hooks: Option<&str>,
     test_kernel: bool,
@@ -471,7 +423,7 @@ fn main_verdict(
 fn finish(
     ctx: &Ctx,
     kernel_dir: &Path,
-    console: &report::Console,
+    console: &console::Console,
     verdict: report::Verdict,
     img: &Path,
     log: &Path,
@@ -501,7 +453,7 @@ fn finish(
 
 /// Prints the sections a failure concerns (or the console's tail when the
 /// guest printed none).
-fn print_sections(console: &report::Console, verdict: &report::Verdict, log: &str) {
+fn print_sections(console: &console::Console, verdict: &report::Verdict, log: &str) {
     const MAX_LINES: usize = 40;
     let mut names: Vec<&str> = vec!["status"];
     names.extend(verdict.relevant.iter().map(String::as_str));
@@ -550,7 +502,7 @@ pub struct Summary {
 /// `Ok(false)` when some VM failed (the summary line `N passed, N failed` is
 /// the last thing printed).
 pub fn run(args: &VmTestArgs) -> Result<bool> {
-    crate::setup::ensure_all()?;
+    setup::ensure(NEEDS)?;
     let summary = run_matrix(args)?;
     println!(
         "{} passed, {} failed",
@@ -582,7 +534,7 @@ pub fn run_matrix(args: &VmTestArgs) -> Result<Summary> {
         } else {
             // Cross-built every time (cargo skips it when nothing changed):
             // the unit tier's release build is for the host only.
-            let built = crate::build::build_release(arch, !args.no_tool, true)?;
+            let built = crate::toolchain::build::build_release(arch, !args.no_tool, true)?;
             let workload = built
                 .workload
                 .context("the cross build reported no uacce-workload")?;

@@ -18,7 +18,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::setup::{capture, run_to_stderr};
+use crate::base::fs::write_if_changed;
+use crate::base::process::{capture, run_to_stderr};
 
 const OS_RELEASE: &str = "/etc/os-release";
 const SOURCES_LIST: &str = "/etc/apt/sources.list";
@@ -463,13 +464,6 @@ fn parse_depends(value: &str) -> Vec<Vec<String>> {
         })
         .filter(|group| !group.is_empty())
         .collect()
-}
-
-fn write_if_changed(path: &Path, text: &str) -> Result<()> {
-    if fs::read_to_string(path).is_ok_and(|old| old == text) {
-        return Ok(());
-    }
-    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 #
-# soak_driver.sh: the /init of the soak VM (`cargo xtask soak`), busybox sh
+# soak.sh: the /init of the soak VM (`cargo xtask soak`), busybox sh
 # as PID 1 on the project's test kernel. `xtask/src/soak.rs` puts a few
 # variable assignments in front of it (SOAK_SECONDS, SAMPLE_SECONDS, HOOKS,
 # TOOL, WORKLOAD, IOPF, UACCE, BPFTOOL) and parses what it prints.

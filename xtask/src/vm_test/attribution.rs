@@ -47,25 +47,27 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::report::{json_lines, s, u, Console, Verdict};
+use super::report::Verdict;
+use crate::vm::console::{json_lines, s, u, Console};
 
 /// Fault addresses of this module's modes (the workloads' `--addr`).
 pub const ADDR_RANGE: std::ops::Range<u64> = 0x4000_0000..0x5000_0000;
 
 /// Command name of the holder started after the tracer.
-const LATE_HOLDER_COMM: &str = "late-holder";
+pub const LATE_HOLDER_COMM: &str = "late-holder";
 
-/// The modes, in the order the guest runs them: (section, arguments after
-/// the PASID; the PASID is spliced in by [`guest_block`]).
+/// The modes, in the order the guest runs them: (section, PASID, arguments
+/// after the PASID). PASID `holder` or `late`: that holder's (the guest
+/// script reads them; see [`modes_param`]).
 const MODES: &[(&str, &str, &str)] = &[
     (
         "attr-a",
-        "${holder_pasid:-0}",
+        "holder",
         "--kworker --count 4 --delays-us 0,200 --grpid 3001 --addr 0x40000000",
     ),
     (
         "attr-late",
-        "${late_pasid:-0}",
+        "late",
         "--kworker --count 4 --delays-us 200,0 --grpid 3101 --addr 0x41000000",
     ),
     (
@@ -90,27 +92,15 @@ const MODES: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Shell for the test kernel's `/init`, run while the tracer runs: starts
-/// the late holder, runs [`MODES`], ends the late holder.
-pub fn guest_block(iopf: &str, uacce: &str) -> String {
-    let mut s = format!(
-        r#"
-# IOPF attribution and pairing modes (xtask/src/vm/attribution.rs)
-cp "{uacce}" /tmp/{late}
-/tmp/{late} --hold-pasid > /tmp/late-holder.json 2> /tmp/late-holder.err &
-lhpid=$!
-wait_started "$lhpid" /tmp/late-holder.json pasid_holder 50
-late_pasid=$(sed -n 's/.*"pasid":\([0-9]*\).*/\1/p' /tmp/late-holder.json)
-"#,
-        late = LATE_HOLDER_COMM,
-    );
-    for (name, pasid, args) in MODES {
-        s.push_str(&format!(
-            "\"{iopf}\" --pasid \"{pasid}\" {args} > /tmp/{name}.json 2> /tmp/{name}.err\n"
-        ));
-    }
-    s.push_str("kill \"$lhpid\" 2>/dev/null\nwait \"$lhpid\" 2>/dev/null\n");
-    s
+/// [`MODES`] as the `ATTR_MODES` parameter of `vm-guest/vm-test.sh`: one
+/// `name pasid args...` line each, run while the tracer runs, between the
+/// late holder's start and end.
+pub fn modes_param() -> String {
+    MODES
+        .iter()
+        .map(|(name, pasid, args)| format!("{name} {pasid} {args}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Sections of [`guest_block`]'s files.
@@ -553,7 +543,7 @@ pub fn check(console: &Console, v: &mut Verdict) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::report::parse;
+    use crate::vm::console::parse;
 
     fn section(name: &str, lines: &[String]) -> String {
         let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
@@ -679,12 +669,10 @@ mod tests {
     }
 
     #[test]
-    fn block_is_valid_sh() {
-        let b = guest_block("/usr/bin/iopf-workload", "/usr/bin/uacce-ctrl-pin");
-        assert!(b.contains("--pasid \"700\" --kworker"));
-        crate::vm::guest::assert_sh_syntax(&format!(
-            "#!/bin/sh\n{}\n{b}",
-            super::super::guest::LIB
-        ));
+    fn modes_are_one_line_each() {
+        let p = modes_param();
+        assert_eq!(p.lines().count(), MODES.len());
+        assert!(p.contains("\nattr-b 700 --kworker "));
+        assert!(p.starts_with("attr-a holder --kworker "));
     }
 }

@@ -54,3 +54,17 @@ section() {
     cat /tmp/section.out
     echo "@@UT-END $1 lines=$(wc -l < /tmp/section.out) bytes=$(wc -c < /tmp/section.out)"
 }
+
+# finish LINES: `section` for each `name file` line of LINES, then the end
+# marker @@UT-DONE (`guest::DONE`); the VM powers off.
+finish() {
+    while read -r name file; do
+        [ -n "$name" ] && section "$name" "$file"
+    done <<EOF_SECTIONS
+$1
+EOF_SECTIONS
+    echo "@@UT-DONE"
+    # Let the serial port drain before the power goes.
+    sleep 1
+    poweroff -f
+}

@@ -51,8 +51,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::guest::GUEST_UACCE_CTRL_PIN;
-use super::report::{vmstat, Console, Verdict};
+use super::report::Verdict;
+use crate::vm::console::{vmstat, Console};
 
 /// Tracer lifetimes in one workload run.
 pub const WINDOWS: usize = 3;
@@ -77,9 +77,9 @@ const GUEST_BPFTOOL: &str = "/usr/sbin/bpftool";
 
 /// The host's bpftool and its libraries: (host path, guest path).
 pub fn bpftool_files() -> anyhow::Result<Vec<(std::path::PathBuf, String)>> {
-    let bpftool = crate::soak::find_bpftool()?;
+    let bpftool = crate::toolchain::setup::find_bpftool()?;
     let mut out = vec![(bpftool.clone(), GUEST_BPFTOOL.to_string())];
-    for lib in super::image::ldd(&bpftool)? {
+    for lib in crate::vm::image::ldd(&bpftool)? {
         let guest = lib.to_string_lossy().into_owned();
         out.push((lib, guest));
     }
@@ -109,71 +109,22 @@ const FIXTURE_PAGES: u64 = 16;
 /// Calls of one thread allowed at one edge of a window.
 const EDGE_CALLS_PER_THREAD: u64 = 2;
 
-/// The shell of the busy test (after the pin paths; `stop_tracer`,
-/// `$TOOL`, `$WORKLOAD`, `$HOOKS` and `$TEST_KERNEL` are defined).
-pub fn block(test_kernel: bool) -> String {
-    let fixture = if test_kernel {
-        format!(
-            r#"if [ -e /dev/uacce_ctrl ]; then
-    ( while [ ! -e /tmp/busy.stop ]; do "{GUEST_UACCE_CTRL_PIN}" {FIXTURE_PAGES} > /dev/null 2>&1; echo x >> /tmp/busy-ctrl.count; done ) &
-    cpid=$!
-fi
-"#
-        )
-    } else {
-        String::new()
-    };
-    format!(
-        r#"
-# ---- busy start, stop mid-stream, restarts
-echo 1 > /proc/sys/vm/stat_refresh
-grep '^nr_foll_pin' /proc/vmstat > /tmp/busy-vmstat-before
-rm -f /tmp/busy.stop
-: > /tmp/windows
-cpid=
-"$WORKLOAD" busy --nice 19 --pause-us {pause_us} --threads 2 --size-kib {size_kib} --seconds 600 --stop-file /tmp/busy.stop --log /tmp/busy.log > /tmp/busy.json 2> /tmp/busy.err &
-bpid=$!
-{fixture}sleep 1
-for i in {seq}; do
-    "$TOOL" trace --json --hooks "$HOOKS" > /tmp/busy-ev$i.ndjson 2> /tmp/busy-trace$i.err &
-    tpid=$!
-    wait_started "$tpid" /tmp/busy-trace$i.err '^uacce-trace: tracing started' 600
-    t_ready=$("$WORKLOAD" now)
-    sleep {window_s}
-    t_stop=$("$WORKLOAD" now)
-    if [ -x {bpftool} ]; then {bpftool} prog show > /tmp/busy-progs$i.txt 2>&1; fi
-    echo "@@UT-STEP window $i stopping $(cut -d' ' -f1 /proc/uptime) $(wc -c < /tmp/busy-ev$i.ndjson) bytes"
-    stop_tracer "$tpid"
-    t_gone=$("$WORKLOAD" now)
-    echo "@@UT-STEP window $i started=$started $(cut -d' ' -f1 /proc/uptime)"
-    echo "window=$i started=$started t_ready=$t_ready t_stop=$t_stop t_gone=$t_gone signal=$stop_sig rc=$stop_rc" >> /tmp/windows
-    sleep 1
-done
-if alive "$bpid"; then echo "busy_alive_at_end=1" >> /tmp/windows; else echo "busy_alive_at_end=0" >> /tmp/windows; fi
-touch /tmp/busy.stop
-wait "$bpid"
-echo "busy_rc=$?" >> /tmp/windows
-if [ -n "$cpid" ]; then
-    wait "$cpid"
-    echo "fixture_loop_runs=$(wc -l < /tmp/busy-ctrl.count)" >> /tmp/windows
-fi
-echo 1 > /proc/sys/vm/stat_refresh
-grep '^nr_foll_pin' /proc/vmstat > /tmp/busy-vmstat-after
-for i in {seq}; do
-    "$WORKLOAD" compact < /tmp/busy-ev$i.ndjson | gzip -c | base64 > /tmp/busy-ev$i.b64
-done
-gzip -c /tmp/busy.log | base64 > /tmp/busy-log.b64
-echo "@@UT-STEP busy done $(cut -d' ' -f1 /proc/uptime)"
-"#,
-        seq = (1..=WINDOWS)
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(" "),
-        window_s = WINDOW_S,
-        size_kib = BUFFER_KIB,
-        pause_us = PAUSE_US,
-        bpftool = GUEST_BPFTOOL,
-    )
+/// The busy test's parameters of `vm-guest/pins.sh`.
+pub fn params() -> Vec<(&'static str, String)> {
+    vec![
+        ("BUSY_PAUSE_US", PAUSE_US.to_string()),
+        ("BUSY_SIZE_KIB", BUFFER_KIB.to_string()),
+        (
+            "WINDOWS",
+            (1..=WINDOWS)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        ("WINDOW_S", WINDOW_S.to_string()),
+        ("BPFTOOL", GUEST_BPFTOOL.into()),
+        ("FIXTURE_PAGES", FIXTURE_PAGES.to_string()),
+    ]
 }
 
 /// Sections of the busy test: (name, guest file).
@@ -434,7 +385,7 @@ pub fn check(console: &Console, v: &mut Verdict) {
     if facts.get("busy_rc").map(String::as_str) != Some("0") {
         v.fail(&["busy.err", "windows"], "(b5) the busy workload failed");
     }
-    let u = |k: &str| super::report::u(&summary, k).unwrap_or(0);
+    let u = |k: &str| crate::vm::console::u(&summary, k).unwrap_or(0);
     let pid = u("pid");
     let (pinned, unpinned) = (u("pinned_pages"), u("unpinned_pages"));
     let fixture_runs = facts.get("fixture_loop_runs").cloned();
@@ -650,16 +601,16 @@ pub fn check(console: &Console, v: &mut Verdict) {
         for e in others.iter().filter(|e| {
             e.get("event").and_then(Value::as_str) == Some("pin_ioctl")
                 && e.get("cmd").and_then(Value::as_str) == Some("uacce_pin")
-                && super::report::u(e, "ret") == Some(0)
+                && crate::vm::console::u(e, "ret") == Some(0)
         }) {
-            let ts = super::report::u(e, "ts_ns").unwrap_or(0);
+            let ts = crate::vm::console::u(e, "ts_ns").unwrap_or(0);
             if ts < w.t_ready || ts > w.t_stop {
                 continue;
             }
             ok_ioctls += 1;
-            let pages = super::report::u(e, "size").unwrap_or(0).div_ceil(4096);
-            if super::report::u(e, "pin_calls") != Some(1)
-                || super::report::u(e, "pages") != Some(pages)
+            let pages = crate::vm::console::u(e, "size").unwrap_or(0).div_ceil(4096);
+            if crate::vm::console::u(e, "pin_calls") != Some(1)
+                || crate::vm::console::u(e, "pages") != Some(pages)
             {
                 bad_ioctls += 1;
             }
@@ -729,9 +680,14 @@ mod tests {
 
     #[test]
     fn the_pins_script_is_valid_sh() {
-        super::super::guest::assert_sh_syntax(&super::super::pinpaths::init_script("fentry", true));
-        super::super::guest::assert_sh_syntax(&super::super::pinpaths::init_script(
-            "kprobe", false,
-        ));
+        let script = super::super::pinpaths::init_script("fentry", true);
+        assert!(
+            script.contains("\nPP_MODES='iouring - workload iouring --size-kib 64,4 --count 4\n")
+        );
+        assert!(script.contains("\nuacce_ctrl /dev/uacce_ctrl uacce 16'\n"));
+        assert!(script.contains("\nWINDOWS='1 2 3'\n"));
+        assert!(script.contains("\nbusy-progs3 /tmp/busy-progs3.txt'\n"));
+        crate::vm::guest::assert_sh_syntax(&script);
+        crate::vm::guest::assert_sh_syntax(&super::super::pinpaths::init_script("kprobe", false));
     }
 }

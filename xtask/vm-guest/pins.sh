@@ -1,0 +1,125 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+#
+# pins.sh: the /init of a `pins` VM of `cargo xtask vm-test`
+# (xtask/src/vm_test/pinpaths.rs and busy.rs): every pin path with a real
+# user under one tracer, then the busy test with WINDOWS tracer lifetimes.
+# Parameters, set in front of guest_lib.sh:
+#   HOOKS, TOOL, WORKLOAD  --hooks, guest paths of uacce-trace and
+#                          uacce-workload
+#   TEST_KERNEL    1 on the project's test kernel (fixture loop in busy)
+#   UACCE          guest path of uacce-ctrl-pin
+#   PP_MODES       one `mode device program args...` line per pin path;
+#                  device `-`: none needed; program `workload` or `uacce`
+#   BUSY_PAUSE_US, BUSY_SIZE_KIB  the busy workload's pause and buffer
+#   WINDOWS        the tracer lifetimes, e.g. `1 2 3`
+#   WINDOW_S       seconds each lifetime lasts after `tracing started`
+#   BPFTOOL        guest path of bpftool (listed programs before each stop)
+#   FIXTURE_PAGES  pages of each fixture run during the busy test
+#   SECTIONS       one `name file` line per result section, in order
+
+echo "@@UT-BOOTED $(uname -r)"
+
+# stop_tracer PID: SIGINT, then TERM, then KILL; sets stop_sig and stop_rc.
+stop_tracer() {
+    for sig in INT TERM KILL; do
+        kill -"$sig" "$1" 2>/dev/null
+        stop_sig=$sig
+        wait_gone "$1" 20 && break
+    done
+    wait "$1"
+    stop_rc=$?
+}
+
+grep -E ' (pin_user_pages[a-z_]*|unpin_[a-z_]*|memfd_pin_folios)$' /proc/kallsyms \
+    | awk '{print $2, $3}' | sort -k2 > /tmp/symbols
+
+"$TOOL" trace --json --hooks "$HOOKS" > /tmp/events.ndjson 2> /tmp/trace.err &
+tpid=$!
+wait_started "$tpid" /tmp/trace.err '^uacce-trace: tracing started' 600
+pp_started=$started
+echo "@@UT-STEP pin paths (tracer started=$started) $(cut -d' ' -f1 /proc/uptime)"
+
+# Every mode with vmstat around it: /tmp/pp-<mode>.{json,err},
+# /tmp/pp-<mode>-{before,after}, and `mode=<m> rc=<rc>|missing=<dev>` in
+# /tmp/pp-status.
+: > /tmp/pp-status
+while read -r mode dev prog args; do
+    [ -n "$mode" ] || continue
+    case "$prog" in
+        workload) prog=$WORKLOAD ;;
+        uacce) prog=$UACCE ;;
+    esac
+    if [ "$dev" = - ] || [ -e "$dev" ]; then
+        echo 1 > /proc/sys/vm/stat_refresh
+        grep '^nr_foll_pin' /proc/vmstat > /tmp/pp-$mode-before
+        "$prog" $args > /tmp/pp-$mode.json 2> /tmp/pp-$mode.err < /dev/null
+        rc=$?
+        echo 1 > /proc/sys/vm/stat_refresh
+        grep '^nr_foll_pin' /proc/vmstat > /tmp/pp-$mode-after
+        echo "mode=$mode rc=$rc" >> /tmp/pp-status
+    else
+        echo "mode=$mode missing=$dev" >> /tmp/pp-status
+    fi
+done <<EOF_MODES
+$PP_MODES
+EOF_MODES
+
+stop_tracer "$tpid"
+pp_stop=$stop_sig
+pp_rc=$stop_rc
+"$TOOL" doctor --json > /tmp/doctor.json 2> /tmp/doctor.err
+echo "@@UT-STEP busy $(cut -d' ' -f1 /proc/uptime)"
+
+# ---- busy start, stop mid-stream, restarts
+echo 1 > /proc/sys/vm/stat_refresh
+grep '^nr_foll_pin' /proc/vmstat > /tmp/busy-vmstat-before
+rm -f /tmp/busy.stop
+: > /tmp/windows
+cpid=
+"$WORKLOAD" busy --nice 19 --pause-us $BUSY_PAUSE_US --threads 2 --size-kib $BUSY_SIZE_KIB --seconds 600 --stop-file /tmp/busy.stop --log /tmp/busy.log > /tmp/busy.json 2> /tmp/busy.err &
+bpid=$!
+if [ "$TEST_KERNEL" = 1 ] && [ -e /dev/uacce_ctrl ]; then
+    ( while [ ! -e /tmp/busy.stop ]; do "$UACCE" $FIXTURE_PAGES > /dev/null 2>&1; echo x >> /tmp/busy-ctrl.count; done ) &
+    cpid=$!
+fi
+sleep 1
+for i in $WINDOWS; do
+    "$TOOL" trace --json --hooks "$HOOKS" > /tmp/busy-ev$i.ndjson 2> /tmp/busy-trace$i.err &
+    tpid=$!
+    wait_started "$tpid" /tmp/busy-trace$i.err '^uacce-trace: tracing started' 600
+    t_ready=$("$WORKLOAD" now)
+    sleep $WINDOW_S
+    t_stop=$("$WORKLOAD" now)
+    if [ -x $BPFTOOL ]; then $BPFTOOL prog show > /tmp/busy-progs$i.txt 2>&1; fi
+    echo "@@UT-STEP window $i stopping $(cut -d' ' -f1 /proc/uptime) $(wc -c < /tmp/busy-ev$i.ndjson) bytes"
+    stop_tracer "$tpid"
+    t_gone=$("$WORKLOAD" now)
+    echo "@@UT-STEP window $i started=$started $(cut -d' ' -f1 /proc/uptime)"
+    echo "window=$i started=$started t_ready=$t_ready t_stop=$t_stop t_gone=$t_gone signal=$stop_sig rc=$stop_rc" >> /tmp/windows
+    sleep 1
+done
+if alive "$bpid"; then echo "busy_alive_at_end=1" >> /tmp/windows; else echo "busy_alive_at_end=0" >> /tmp/windows; fi
+touch /tmp/busy.stop
+wait "$bpid"
+echo "busy_rc=$?" >> /tmp/windows
+if [ -n "$cpid" ]; then
+    wait "$cpid"
+    echo "fixture_loop_runs=$(wc -l < /tmp/busy-ctrl.count)" >> /tmp/windows
+fi
+echo 1 > /proc/sys/vm/stat_refresh
+grep '^nr_foll_pin' /proc/vmstat > /tmp/busy-vmstat-after
+for i in $WINDOWS; do
+    "$WORKLOAD" compact < /tmp/busy-ev$i.ndjson | gzip -c | base64 > /tmp/busy-ev$i.b64
+done
+gzip -c /tmp/busy.log | base64 > /tmp/busy-log.b64
+echo "@@UT-STEP busy done $(cut -d' ' -f1 /proc/uptime)"
+
+{
+    echo "kernel=$(uname -r)"
+    echo "hooks=$HOOKS"
+    echo "trace_started=$pp_started"
+    echo "trace_stop_signal=$pp_stop"
+    echo "trace_rc=$pp_rc"
+} > /tmp/status
+section status /tmp/status
+finish "$SECTIONS"

@@ -1,0 +1,139 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+#
+# vm-test.sh: the /init of a main `cargo xtask vm-test` VM
+# (xtask/src/vm_test/script.rs). Parameters, set in front of guest_lib.sh:
+#   HOOKS          --hooks of the tracer; empty: the workload runs alone
+#   TOOL, WORKLOAD guest paths of uacce-trace and uacce-workload
+#   WORKLOAD_ARGS  arguments of uacce-workload
+#   START_TICKS    0.1-s polls to wait for `tracing started`
+#   STOP_S         seconds to wait for the tracer after each signal
+#   TEST_KERNEL    1 on the project's test kernel: a PASID holder before
+#                  the tracer, two IOPF workloads at once, the uacce_ctrl
+#                  fixture, a third IOPF workload on the holder's PASID,
+#                  the attribution modes (ATTR_MODES)
+#   IOPF, UACCE    guest paths of iopf-workload and uacce-ctrl-pin
+#   UACCE_DEV      the fixture's uacce device (no SVA)
+#   HOLDER, LATE_HOLDER  command names of the two PASID holders
+#   IOPF_A_ARGS, IOPF_B_ARGS, IOPF_C_ARGS  the three IOPF workloads
+#   ATTR_MODES     one `name pasid args...` line per attribution mode; pasid
+#                  `holder` or `late` is that holder's PASID
+#   SECTIONS       one `name file` line per result section, in order
+# Results go out as sections; @@UT-DONE ends the output.
+
+echo "@@UT-BOOTED $(uname -r)"
+
+echo 1 > /proc/sys/vm/stat_refresh
+grep '^nr_foll_pin' /proc/vmstat > /tmp/vmstat-before
+
+if [ "$TEST_KERNEL" = 1 ]; then
+    # A process takes a PASID through the fixture and keeps it (the
+    # tracer's start-up scan must find it).
+    cp "$UACCE" /tmp/$HOLDER
+    /tmp/$HOLDER --hold-pasid > /tmp/pasid-holder.json 2> /tmp/pasid-holder.err &
+    hpid=$!
+    n=0
+    while [ "$n" -lt 50 ] && ! grep -q pasid_holder /tmp/pasid-holder.json; do
+        usleep 100000
+        n=$((n + 1))
+    done
+    holder_pasid=$(sed -n 's/.*"pasid":\([0-9]*\).*/\1/p' /tmp/pasid-holder.json)
+fi
+
+started=0
+tpid=
+if [ -n "$HOOKS" ]; then
+    "$TOOL" trace --json --hooks "$HOOKS" > /tmp/events.ndjson 2> /tmp/trace.err &
+    tpid=$!
+    wait_started "$tpid" /tmp/trace.err '^uacce-trace: tracing started' $START_TICKS
+    start_wait_ds=$n
+fi
+
+"$WORKLOAD" $WORKLOAD_ARGS > /tmp/workload.json 2> /tmp/workload.err
+workload_rc=$?
+
+echo 1 > /proc/sys/vm/stat_refresh
+grep '^nr_foll_pin' /proc/vmstat > /tmp/vmstat-after
+
+if [ "$TEST_KERNEL" = 1 ]; then
+    "$IOPF" $IOPF_A_ARGS > /tmp/iopf-a.json 2> /tmp/iopf-a.err &
+    apid=$!
+    "$IOPF" $IOPF_B_ARGS > /tmp/iopf-b.json 2> /tmp/iopf-b.err &
+    bpid=$!
+    wait "$apid"; iopf_a_rc=$?
+    wait "$bpid"; iopf_b_rc=$?
+    echo 1 > /proc/sys/vm/stat_refresh
+    grep '^nr_foll_pin' /proc/vmstat > /tmp/vmstat-uacce-before
+    "$UACCE" 16 > /tmp/uacce-ctrl.json 2> /tmp/uacce-ctrl.err
+    uacce_rc=$?
+    echo 1 > /proc/sys/vm/stat_refresh
+    grep '^nr_foll_pin' /proc/vmstat > /tmp/vmstat-uacce-after
+    "$IOPF" $IOPF_C_ARGS --pasid "${holder_pasid:-0}" > /tmp/iopf-c.json 2> /tmp/iopf-c.err
+    "$UACCE" --queue $UACCE_DEV > /tmp/uacce-queue.json 2> /tmp/uacce-queue.err
+
+    # IOPF attribution and pairing modes (xtask/src/vm_test/attribution.rs)
+    cp "$UACCE" /tmp/$LATE_HOLDER
+    /tmp/$LATE_HOLDER --hold-pasid > /tmp/late-holder.json 2> /tmp/late-holder.err &
+    lhpid=$!
+    wait_started "$lhpid" /tmp/late-holder.json pasid_holder 50
+    late_pasid=$(sed -n 's/.*"pasid":\([0-9]*\).*/\1/p' /tmp/late-holder.json)
+    while read -r name pasid args; do
+        [ -n "$name" ] || continue
+        case "$pasid" in
+            holder) pasid=${holder_pasid:-0} ;;
+            late) pasid=${late_pasid:-0} ;;
+        esac
+        "$IOPF" --pasid "$pasid" $args > /tmp/$name.json 2> /tmp/$name.err < /dev/null
+    done <<EOF_MODES
+$ATTR_MODES
+EOF_MODES
+    kill "$lhpid" 2>/dev/null
+    wait "$lhpid" 2>/dev/null
+fi
+
+trace_rc=
+trace_stop=
+doctor_rc=
+if [ -n "$tpid" ]; then
+    # A background job of a non-interactive shell starts with SIGINT
+    # ignored; a tool that installs its own handler still gets it. Fall
+    # back to SIGTERM, then SIGKILL, and say which one ended it.
+    for sig in INT TERM KILL; do
+        kill -"$sig" "$tpid" 2>/dev/null
+        trace_stop=$sig
+        wait_gone "$tpid" $STOP_S && break
+    done
+    wait "$tpid"
+    trace_rc=$?
+    "$TOOL" doctor --json > /tmp/doctor.json 2> /tmp/doctor.err
+    doctor_rc=$?
+fi
+
+# The holder exits, and the kernel frees its PASID at mm teardown
+# (`mm_pasid_drop`); kernel warnings (an `ida_free` of a PASID not
+# allocated, a bad free) are collected.
+if [ -n "$hpid" ]; then
+    kill "$hpid" 2>/dev/null
+    wait "$hpid" 2>/dev/null
+    sleep 1
+    dmesg | grep -e 'ida_free' -e 'WARNING:' -e 'BUG:' > /tmp/holder-warnings
+    echo "holder_exit=done" >> /tmp/holder-warnings
+fi
+
+{
+    echo "kernel=$(uname -r)"
+    echo "hooks=$HOOKS"
+    echo "workload_rc=$workload_rc"
+    echo "trace_started=$started"
+    echo "trace_start_wait_ds=$start_wait_ds"
+    echo "trace_stop_signal=$trace_stop"
+    echo "trace_rc=$trace_rc"
+    echo "doctor_rc=$doctor_rc"
+    echo "iopf_a_rc=$iopf_a_rc"
+    echo "iopf_b_rc=$iopf_b_rc"
+    echo "uacce_rc=$uacce_rc"
+    if [ -r /proc/sys/kernel/io_uring_disabled ]; then
+        echo "io_uring_disabled=$(cat /proc/sys/kernel/io_uring_disabled)"
+    fi
+} > /tmp/status
+
+finish "$SECTIONS"
