@@ -90,7 +90,7 @@ pub fn raw_recording(data: &[u8]) {
         }
         windows.push(agg.take_interval(agg.latest_ns()));
         for format in [Format::Hlog, Format::Json, Format::Csv] {
-            let _ = formats::render(format, &header.run_meta(), &windows);
+            let _ = formats::render(format, &header, &windows);
         }
     }
     // The off-line path: load, report.

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 
 use crate::{
     analysis,
-    commands::doctor,
     commands::record::{self, RecordOptions},
     commands::trace,
+    commands::{self, doctor},
     formats::Format,
     ingest::live::TracerOptions,
     kernel::plan::HookPreference,
@@ -61,13 +61,13 @@ pub enum Command {
         #[arg(long, requires = "replay")]
         fast: bool,
         /// Refresh and rate interval, e.g. 1s, 500ms (+/- change it).
-        #[arg(long, default_value = "1s", value_parser = record::parse_duration)]
+        #[arg(long, default_value = "1s", value_parser = commands::parse_duration)]
         interval: u64,
         /// Which hook types to use.
         #[arg(long, value_enum, default_value_t = HookPreference::Auto)]
         hooks: HookPreference,
         /// Ring buffer size: a power of two of at least 4K, e.g. 256K, 4M, 64M.
-        #[arg(long, default_value = "4M", value_parser = parse_ring_size)]
+        #[arg(long, default_value = "4M", value_parser = commands::parse_ring_size)]
         ring_size: u32,
     },
     /// Check what this kernel offers and show the hook plan.
@@ -103,7 +103,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// Ring buffer size: a power of two of at least 4K, e.g. 256K, 4M, 64M.
-        #[arg(long, default_value = "4M", value_parser = parse_ring_size)]
+        #[arg(long, default_value = "4M", value_parser = commands::parse_ring_size)]
         ring_size: u32,
     },
     /// Record latency histograms (or the raw event stream) to a file.
@@ -134,10 +134,10 @@ pub enum Command {
         #[arg(long, conflicts_with = "format")]
         raw: bool,
         /// Interval length, e.g. 1s, 500ms, 1m.
-        #[arg(long, default_value = "1s", value_parser = record::parse_duration)]
+        #[arg(long, default_value = "1s", value_parser = commands::parse_duration)]
         interval: u64,
         /// Stop after this long (e.g. 30s, 5m).
-        #[arg(long, value_parser = record::parse_duration)]
+        #[arg(long, value_parser = commands::parse_duration)]
         duration: Option<u64>,
         /// Read events from a raw recording (`-`: standard input) instead of tracing.
         #[arg(long, value_name = "FILE|-", conflicts_with = "command")]
@@ -149,7 +149,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = HookPreference::Auto)]
         hooks: HookPreference,
         /// Ring buffer size: a power of two of at least 4K, e.g. 256K, 4M, 64M.
-        #[arg(long, default_value = "4M", value_parser = parse_ring_size)]
+        #[arg(long, default_value = "4M", value_parser = commands::parse_ring_size)]
         ring_size: u32,
         /// Command to run and trace (with its descendants).
         #[arg(last = true, value_name = "COMMAND")]
@@ -185,7 +185,7 @@ pub enum Command {
         #[arg(long, default_value = "p99.9", value_parser = clap::builder::PossibleValuesParser::new(analysis::compare::VERDICT_METRICS))]
         metric: String,
         /// Absolute goal: every process's CANDIDATE metric at most this (e.g. 50us).
-        #[arg(long, value_name = "LATENCY", value_parser = record::parse_latency)]
+        #[arg(long, value_name = "LATENCY", value_parser = commands::parse_latency)]
         max: Option<u64>,
         /// Relative change, in percent, that counts as reduced or worse.
         #[arg(long, default_value_t = 10.0)]
@@ -224,7 +224,7 @@ pub enum Command {
         #[arg(long, requires = "replay")]
         realtime: bool,
         /// A process without events for this long (and no pinned pages) ages out.
-        #[arg(long, default_value = "60s", value_parser = record::parse_duration)]
+        #[arg(long, default_value = "60s", value_parser = commands::parse_duration)]
         idle_after: u64,
         /// Most processes with series of their own (the least recent go first).
         #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -237,7 +237,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = HookPreference::Auto)]
         hooks: HookPreference,
         /// Ring buffer size: a power of two of at least 4K, e.g. 256K, 4M, 64M.
-        #[arg(long, default_value = "4M", value_parser = parse_ring_size)]
+        #[arg(long, default_value = "4M", value_parser = commands::parse_ring_size)]
         ring_size: u32,
     },
     /// Benchmark drivers for `cargo xtask bench` (JSON on stdout).
@@ -249,29 +249,6 @@ pub enum Command {
 /// Parse a series kind name.
 pub fn parse_kind(s: &str) -> Result<Kind, String> {
     Kind::from_name(s).ok_or_else(|| format!("`{s}`: expected iopf, pin, unpin or uacce_ctrl"))
-}
-
-/// Parse `4M`, `256K`, `65536`: a power of two between 4 KiB and 1 GiB.
-pub fn parse_ring_size(s: &str) -> Result<u32, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
-        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
-        Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
-        _ => (t, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size like 4M or 256K"))?;
-    let bytes = n
-        .checked_mul(mult)
-        .ok_or_else(|| format!("`{s}` is too large"))?;
-    if !(4096..=(1 << 30)).contains(&bytes) || !bytes.is_power_of_two() {
-        return Err(format!(
-            "`{s}`: the ring buffer size must be a power of two between 4K and 1G"
-        ));
-    }
-    u32::try_from(bytes).map_err(|_| format!("`{s}` is too large"))
 }
 
 /// Run a parsed command line; returns the exit code.
@@ -405,7 +382,7 @@ pub fn run(cli: Cli) -> u8 {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => 0,
         Err(e) => {
-            eprintln!("uacce-trace: error: {e:#}");
+            log::error!("{e:#}");
             1
         }
     }
@@ -420,17 +397,6 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ring_sizes() {
-        assert_eq!(parse_ring_size("4M"), Ok(4 << 20));
-        assert_eq!(parse_ring_size("256k"), Ok(256 << 10));
-        assert_eq!(parse_ring_size("65536"), Ok(65536));
-        assert!(parse_ring_size("3M").is_err());
-        assert!(parse_ring_size("1K").is_err());
-        assert!(parse_ring_size("2G").is_err());
-        assert!(parse_ring_size("lots").is_err());
-    }
 
     #[test]
     fn cli_is_consistent() {

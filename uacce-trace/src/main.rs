@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    uacce_trace::logger::init();
     let cli = uacce_trace::cli::Cli::parse();
     ExitCode::from(uacce_trace::cli::run(cli))
 }

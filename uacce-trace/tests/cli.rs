@@ -495,11 +495,12 @@ fn extreme_values_never_panic() {
         ingest::event::{
             Event, HookType, IopfEvent, LossSample, PasidEvent, PinEvent, PinIoctl, PinIoctlEvent,
         },
-        ingest::rawfile::{RawHeader, RawWriter},
+        ingest::rawfile::RawWriter,
+        ingest::run::RunMeta,
     };
     use uacce_trace_common::PinFunc;
     let dir = scratch("cli-extreme");
-    let header = RawHeader {
+    let header = RunMeta {
         start_unix_ns: u64::MAX,
         start_mono_ns: u64::MAX - 10,
         kernel: "k\"\\\n\u{1}é".into(),

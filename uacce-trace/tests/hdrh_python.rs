@@ -186,9 +186,10 @@ fn python_hdrh_decodes_wide_ranges() {
     }
     let meta = RunMeta {
         start_unix_ns: START_UNIX,
-        base_mono_ns: 0,
+        start_mono_ns: 0,
         kernel: "k".into(),
         plan: "p".into(),
+        command: String::new(),
     };
     let bytes = formats::render(Format::Hlog, &meta, &windows).unwrap_or_else(|e| panic!("{e}"));
     let hlog = dir.join("wide.hlog");

@@ -20,7 +20,8 @@ use std::{
 use uacce_trace::{
     commands::serve::metrics::{cumulative_buckets, BUCKETS_NS},
     ingest::event::{Event, HookType, IopfEvent, LossSample, PinEvent},
-    ingest::rawfile::{RawHeader, RawWriter},
+    ingest::rawfile::RawWriter,
+    ingest::run::RunMeta,
     model::{Aggregator, Kind, ModelConfig, ProcId},
 };
 use uacce_trace_common::PinFunc;
@@ -159,7 +160,7 @@ fn events() -> Vec<Event> {
 }
 
 fn write_recording(path: &Path, events: &[Event]) {
-    let header = RawHeader {
+    let header = RunMeta {
         start_unix_ns: 1_700_000_000_000_000_000,
         start_mono_ns: START,
         kernel: "6.12.0-prom-test".into(),

@@ -23,7 +23,8 @@ use std::{
 use common::Lack;
 use uacce_trace::{
     ingest::event::{Event, HookType, IopfEvent, PinEvent},
-    ingest::rawfile::{RawHeader, RawWriter},
+    ingest::rawfile::RawWriter,
+    ingest::run::RunMeta,
 };
 use uacce_trace_common::PinFunc;
 
@@ -36,7 +37,7 @@ fn bin() -> Command {
 /// A recording of `secs` seconds: an IOPF every 10 ms, a pin every 100 ms.
 fn recording(dir: &Path, secs: u64) -> PathBuf {
     let path = dir.join(format!("paced-{secs}s.utrace"));
-    let header = RawHeader {
+    let header = RunMeta {
         start_unix_ns: 1_700_000_000_000_000_000,
         start_mono_ns: START,
         kernel: "6.12.0-signals".into(),
@@ -223,7 +224,7 @@ fn record_fast_replay_is_interruptible() {
     let dir = common::scratch("signals-fast");
     let big = dir.join("big.utrace");
     {
-        let header = RawHeader {
+        let header = RunMeta {
             start_mono_ns: START,
             ..Default::default()
         };

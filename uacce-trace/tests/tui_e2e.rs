@@ -19,7 +19,8 @@ use std::{
 
 use uacce_trace::{
     ingest::event::{Event, HookType, IopfEvent, LossSample, PasidEvent, PinEvent},
-    ingest::rawfile::{RawHeader, RawWriter},
+    ingest::rawfile::RawWriter,
+    ingest::run::RunMeta,
 };
 use uacce_trace_common::PinFunc;
 
@@ -113,7 +114,7 @@ fn recording(path: &Path) {
         losses: Default::default(),
     }));
     evs.sort_by_key(Event::ts_ns);
-    let header = RawHeader {
+    let header = RunMeta {
         start_unix_ns: 1_700_000_000 * SEC,
         start_mono_ns: START,
         kernel: "6.12.0-e2e".into(),

@@ -40,11 +40,11 @@ use super::{fmt_ns, table, Loaded};
 use crate::model::{hist, is_bucket_comm, Hist, Kind, Summary};
 
 /// Exit code: the goal is met.
-pub const EXIT_MET: u8 = 0;
+pub const EXIT_MET: u8 = crate::exit::OK;
 /// Exit code: the goal is not met.
-pub const EXIT_NOT_MET: u8 = 1;
+pub const EXIT_NOT_MET: u8 = crate::exit::FAILURE;
 /// Exit code: an input could not be used.
-pub const EXIT_BAD_INPUT: u8 = 2;
+pub const EXIT_BAD_INPUT: u8 = crate::exit::BAD_INPUT;
 
 /// Options of a comparison.
 #[derive(Clone, Debug, PartialEq)]

@@ -14,7 +14,8 @@ use thiserror::Error;
 use crate::{
     formats::{self, RecordedSeries, Recording, Sniffed, TagInfo},
     ingest::losses::LossReason,
-    ingest::rawfile::{RawHeader, RawReader, Record},
+    ingest::rawfile::{RawReader, Record},
+    ingest::run::RunMeta,
     model::{Aggregator, ModelConfig, Snapshot},
 };
 
@@ -48,7 +49,7 @@ impl InputKind {
 /// What a raw recording adds: the model's full state at its end.
 #[derive(Clone, Debug)]
 pub struct RawDetails {
-    pub header: RawHeader,
+    pub header: RunMeta,
     pub snapshot: Snapshot,
     pub marks: usize,
 }
@@ -62,14 +63,7 @@ pub struct Loaded {
     pub raw: Option<RawDetails>,
 }
 
-/// Display name of an input argument.
-pub fn display_name(arg: &str) -> String {
-    if arg == "-" {
-        "standard input".to_string()
-    } else {
-        arg.to_string()
-    }
-}
+pub use crate::ingest::source::display_name;
 
 /// Read an input argument: a path, or `-` for standard input.
 pub fn read_input(arg: &str) -> Result<Vec<u8>, LoadError> {
@@ -176,16 +170,16 @@ pub fn load_bytes(name: &str, bytes: &[u8]) -> Result<Loaded, LoadError> {
 /// (0, or 2 when an input is unusable; a broken pipe ends quietly).
 pub fn report_command(files: &[String], out: &mut dyn std::io::Write) -> u8 {
     if files.is_empty() {
-        eprintln!("uacce-trace: error: report needs at least one FILE (or --replay FILE)");
-        return compare::EXIT_BAD_INPUT;
+        log::error!("report needs at least one FILE (or --replay FILE)");
+        return crate::exit::BAD_INPUT;
     }
     let mut loaded = Vec::new();
     for f in files {
         match load(f) {
             Ok(l) => loaded.push(l),
             Err(e) => {
-                eprintln!("uacce-trace: error: {e}");
-                return compare::EXIT_BAD_INPUT;
+                log::error!("{e}");
+                return crate::exit::BAD_INPUT;
             }
         }
     }
@@ -204,14 +198,14 @@ pub fn compare_command(
     out: &mut dyn std::io::Write,
 ) -> u8 {
     if !opts.tolerance_pct.is_finite() || !(0.0..100.0).contains(&opts.tolerance_pct) {
-        eprintln!("uacce-trace: error: --tolerance must be between 0 and 100 (percent)");
-        return compare::EXIT_BAD_INPUT;
+        log::error!("--tolerance must be between 0 and 100 (percent)");
+        return crate::exit::BAD_INPUT;
     }
     let (b, c) = match (load(baseline), load(candidate)) {
         (Ok(b), Ok(c)) => (b, c),
         (Err(e), _) | (_, Err(e)) => {
-            eprintln!("uacce-trace: error: {e}");
-            return compare::EXIT_BAD_INPUT;
+            log::error!("{e}");
+            return crate::exit::BAD_INPUT;
         }
     };
     let result = compare::compare(&b, &c, opts);

@@ -63,7 +63,7 @@ pub enum BenchCommand {
         #[arg(long)]
         count: Option<u64>,
         /// Ring buffer size.
-        #[arg(long, default_value = "4M", value_parser = crate::cli::parse_ring_size)]
+        #[arg(long, default_value = "4M", value_parser = crate::commands::parse_ring_size)]
         ring_size: u32,
         /// Enable kernel BPF run-time statistics (costs tens of ns per run).
         #[arg(long)]
@@ -587,9 +587,10 @@ async fn pipeline_async(opts: PipelineOptions) -> anyhow::Result<PipelineResult>
     });
     let meta = RunMeta {
         start_unix_ns: 0,
-        base_mono_ns: start_mono,
+        start_mono_ns: start_mono,
         kernel: String::new(),
         plan: "bench".into(),
+        command: String::new(),
     };
     let mut hlog = IntervalWriter::new(Format::Hlog, std::io::sink(), &meta)?
         .ok_or_else(|| anyhow::anyhow!("hlog is an interval format"))?;

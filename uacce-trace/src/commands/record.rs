@@ -1,8 +1,9 @@
 //! `uacce-trace record`: trace (or replay) events into interval histograms
 //! (hlog, json, csv) or a raw recording, optionally for one command and its
 //! descendants only. This is a headless consumer like `trace`: it reads the
-//! clock, handles signals and runs the command; the aggregation and the
-//! formats live in `model`, `export` and `rawfile`.
+//! clock and runs the command; events, signals and replay come from the
+//! one event source (`ingest::source`), the aggregation and the formats
+//! live in `model`, `formats` and `ingest::rawfile`.
 //!
 //! - Intervals end every `--interval` (live: on the monotonic clock; replay:
 //!   on event time) and on SIGUSR1 (benchmark phase marks; a raw recording
@@ -28,25 +29,27 @@
 //! and counted as "unplaceable".
 
 use std::{
-    io,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use thiserror::Error;
 
 use crate::{
+    commands::{dropped_text, open_failed},
+    exit,
     formats::{AtomicFile, ExportError, Format, IntervalWriter},
     ingest::event::Event,
     ingest::live::TracerOptions,
     ingest::losses::LossReason,
     ingest::proctree::{event_tgid, ProcTree, Verdict},
-    ingest::rawfile::{RawError, RawHeader, RawReader, RawWriter, Replay, ReplayItem},
+    ingest::rawfile::RawWriter,
+    ingest::run::RunMeta,
+    ingest::source::{block_on, Cause, Item, LiveOptions, OpenError, Origin, Source, Stop, StopOn},
+    kernel::ring::monotonic_ns,
     model::{Aggregator, ModelConfig},
+    status,
 };
-
-/// Exit code for bad input or output files.
-pub const EXIT_BAD_INPUT: u8 = 2;
 
 /// Options of `record`, validated.
 #[derive(Clone, Debug)]
@@ -73,59 +76,10 @@ pub enum RecordError {
         #[source]
         source: ExportError,
     },
-    /// The replay input is unusable.
-    #[error("{name}: {source}")]
-    Input {
-        name: String,
-        #[source]
-        source: RawError,
-    },
-}
-
-/// Parse `1s`, `500ms`, `250us`, `2m`, `1h`, `1.5s` or plain seconds into ns.
-pub fn parse_duration(s: &str) -> Result<u64, String> {
-    parse_with_units(s, 1e9).and_then(|ns| {
-        if ns == 0 {
-            Err(format!("`{s}`: the duration must be positive"))
-        } else {
-            Ok(ns)
-        }
-    })
-}
-
-/// Parse a latency: `800ns`, `250us`, `1.5ms`, `2s` or plain nanoseconds.
-pub fn parse_latency(s: &str) -> Result<u64, String> {
-    parse_with_units(s, 1.0)
-}
-
-fn parse_with_units(s: &str, bare_unit_ns: f64) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult = match unit.trim() {
-        "" => bare_unit_ns,
-        "ns" => 1.0,
-        "us" | "µs" => 1e3,
-        "ms" => 1e6,
-        "s" => 1e9,
-        "m" | "min" => 60e9,
-        "h" => 3600e9,
-        u => return Err(format!("`{s}`: unknown unit `{u}` (ns, us, ms, s, m, h)")),
-    };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number with a unit, like 1s or 250us"))?;
-    let ns = v * mult;
-    if !ns.is_finite() || ns < 0.0 || ns > u64::MAX as f64 {
-        return Err(format!("`{s}` is out of range"));
-    }
-    Ok(ns.round() as u64)
 }
 
 enum Sink {
-    Intervals(IntervalWriter<AtomicFile>),
+    Intervals(Box<IntervalWriter<AtomicFile>>),
     Raw(RawWriter<AtomicFile>),
 }
 
@@ -152,7 +106,7 @@ impl Recorder {
     pub fn create(
         path: &Path,
         format: Format,
-        header: &RawHeader,
+        header: &RunMeta,
         interval_ns: u64,
         filter: Option<ProcTree>,
     ) -> Result<Self, RecordError> {
@@ -165,8 +119,8 @@ impl Recorder {
         let sink = if format == Format::Raw {
             Sink::Raw(RawWriter::new(file, header).map_err(|e| out_err(e.into()))?)
         } else {
-            match IntervalWriter::new(format, file, &header.run_meta()).map_err(out_err)? {
-                Some(w) => Sink::Intervals(w),
+            match IntervalWriter::new(format, file, header).map_err(out_err)? {
+                Some(w) => Sink::Intervals(Box::new(w)),
                 None => {
                     return Err(out_err(ExportError::Encode(
                         "not an interval format".into(),
@@ -343,184 +297,79 @@ impl Recorder {
     }
 }
 
-/// CLOCK_MONOTONIC now, ns (the clock of event timestamps).
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
-
-fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-fn report_error(e: &RecordError) -> u8 {
-    eprintln!("uacce-trace: error: {e}");
-    EXIT_BAD_INPUT
+fn report_error(e: &impl std::fmt::Display) -> u8 {
+    log::error!("{e}");
+    exit::BAD_INPUT
 }
 
 /// Run `record`. Returns the exit code.
 pub fn run(opts: RecordOptions) -> anyhow::Result<u8> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let code = rt.block_on(async move {
+    block_on(async move {
         match &opts.replay {
             Some(input) => replay(&opts, input).await,
             None => live(&opts).await,
         }
-    });
-    // A replay reader blocked on a stalled standard input must not keep
-    // the process alive after a signal.
-    rt.shutdown_timeout(Duration::from_millis(100));
-    code
+    })?
 }
 
 async fn replay(opts: &RecordOptions, input: &str) -> anyhow::Result<u8> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let name = crate::analysis::display_name(input);
-    let in_err = |source: RawError| RecordError::Input {
-        name: name.clone(),
-        source,
-    };
-    // Signal handlers first. Opening and reading happen on a blocking
-    // thread: a standard input on which nothing arrives (a stalled pipe
-    // from another machine) must not keep SIGINT/SIGTERM from being
-    // handled. The events of the batch being read when the input stalls
-    // (at most 10 ms of event time) are not in the file.
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let (header_tx, header_rx) = tokio::sync::oneshot::channel();
-    let (item_tx, mut items) = tokio::sync::mpsc::channel::<Result<ReplayItem, RawError>>(4);
-    let source = input.to_string();
-    tokio::task::spawn_blocking(move || {
-        let opened = if source == "-" {
-            Ok(Box::new(io::stdin()) as Box<dyn io::Read + Send>)
-        } else {
-            std::fs::File::open(&source)
-                .map(|f| Box::new(io::BufReader::new(f)) as Box<dyn io::Read + Send>)
-                .map_err(RawError::from)
-        };
-        match opened.and_then(RawReader::open) {
-            Ok((reader, header)) => {
-                if header_tx.send(Ok(header)).is_ok() {
-                    for item in Replay::new(reader) {
-                        if item_tx.blocking_send(item).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                let _ = header_tx.send(Err(e));
-            }
-        }
-    });
-    let header = tokio::select! {
-        h = header_rx => h,
+    let origin = Origin::replay_or_live(Some(input), opts.realtime, LiveOptions::default());
+    let mut src = match Source::open(origin, StopOn::Interrupt).await {
+        Ok(s) => s,
         // Stopped before the recording's header arrived: there is nothing
-        // to write a valid file from.
-        _ = int.recv() => return Ok(stopped_before_header(&name)),
-        _ = term.recv() => return Ok(stopped_before_header(&name)),
-    };
-    let header = match header {
-        Ok(Ok(h)) => h,
-        Ok(Err(e)) => return Ok(report_error(&in_err(e))),
-        Err(_) => {
-            let e = io::Error::other("the reading thread ended without a header");
-            return Ok(report_error(&in_err(e.into())));
+        // to write a valid file from; exit 130 like any interrupted replay.
+        Err(OpenError::Stopped { name, .. }) => {
+            status!("interrupted before {name} delivered a recording header; nothing written");
+            return Ok(exit::signalled(libc::SIGINT));
         }
+        Err(e) => return Ok(open_failed(&e, exit::OK)),
     };
-    let mut rec = match Recorder::create(&opts.output, opts.format, &header, opts.interval_ns, None)
-    {
-        Ok(r) => r,
-        Err(e) => return Ok(report_error(&e)),
-    };
-    let started = tokio::time::Instant::now();
-    let stop_at = opts
-        .duration_ns
-        .map(|d| header.start_mono_ns.saturating_add(d));
-    let mut last_ts = header.start_mono_ns;
-    let mut interrupted = false;
-    loop {
-        // Yielding lets the runtime run its signal driver even when items
-        // are always ready (a fast replay), so a long replay stops promptly.
-        tokio::task::yield_now().await;
-        let item = tokio::select! {
-            biased;
-            _ = int.recv() => None,
-            _ = term.recv() => None,
-            item = items.recv() => match item {
-                Some(i) => Some(i),
-                None => break,
-            },
+    let start_ns = src.meta.start_mono_ns;
+    let mut rec =
+        match Recorder::create(&opts.output, opts.format, &src.meta, opts.interval_ns, None) {
+            Ok(r) => r,
+            Err(e) => return Ok(report_error(&e)),
         };
-        let Some(item) = item else {
-            interrupted = true;
-            break;
-        };
-        let item = match item {
-            Ok(i) => i,
+    let stop_at = opts.duration_ns.map(|d| start_ns.saturating_add(d));
+    let mut last_ts = start_ns;
+    while let Some(item) = src.stream.next().await {
+        let res = match item {
+            // Whatever was read is still in the recorder, but the input
+            // is bad: say so and leave no output behind.
             Err(e) => {
-                // Whatever was read is still in the recorder, but the input
-                // is bad: say so and leave no output behind.
                 drop(rec);
-                return Ok(report_error(&in_err(e)));
+                return Ok(report_error(&e));
             }
-        };
-        match item {
-            ReplayItem::Mark(ts) => {
-                if let Err(e) = rec.mark(ts) {
-                    return Ok(report_error(&e));
-                }
-            }
-            ReplayItem::Batch { events, due_ns } => {
-                if opts.realtime {
-                    let due = started + Duration::from_nanos(due_ns);
-                    tokio::select! {
-                        () = tokio::time::sleep_until(due) => {}
-                        _ = int.recv() => { interrupted = true; }
-                        _ = term.recv() => { interrupted = true; }
-                    }
-                    if interrupted {
-                        break;
-                    }
-                }
-                let mut batch = events;
+            Ok(Item::Mark(ts)) => rec.mark(ts),
+            Ok(Item::Batch(mut batch)) => {
                 if let Some(stop) = stop_at {
                     batch.retain(|e| e.ts_ns() < stop);
                 }
                 if let Some(last) = batch.last() {
                     last_ts = last_ts.max(last.ts_ns());
                 }
-                let res = if opts.format == Format::Raw {
+                if opts.format == Format::Raw {
                     rec.events(&batch)
                 } else {
                     rec.events_by_event_time(&batch)
-                };
-                if let Err(e) = res {
-                    return Ok(report_error(&e));
-                }
-                if stop_at.is_some_and(|s| last_ts >= s) {
-                    break;
                 }
             }
+        };
+        if let Err(e) = res {
+            return Ok(report_error(&e));
+        }
+        if stop_at.is_some_and(|s| last_ts >= s) {
+            break;
         }
     }
+    let interrupted = src.stop.signal().is_some();
     let (events, filtered) = (rec.events, rec.filtered_out);
-    let end = stop_at.map_or(last_ts, |s| s.min(last_ts.max(header.start_mono_ns)));
+    let end = stop_at.map_or(last_ts, |s| s.min(last_ts.max(start_ns)));
     if let Err(e) = rec.finish(end) {
         return Ok(report_error(&e));
     }
-    eprintln!(
-        "uacce-trace: replayed {events} events{} into {} ({})",
+    status!(
+        "replayed {events} events{} into {} ({})",
         if filtered > 0 {
             format!(" ({filtered} left out)")
         } else {
@@ -529,65 +378,28 @@ async fn replay(opts: &RecordOptions, input: &str) -> anyhow::Result<u8> {
         opts.output.display(),
         opts.format
     );
-    Ok(if interrupted { 130 } else { 0 })
-}
-
-/// SIGINT/SIGTERM before a replay's header arrived: nothing is written (a
-/// valid file needs the header); exit 130 like any interrupted replay.
-fn stopped_before_header(name: &str) -> u8 {
-    eprintln!(
-        "uacce-trace: interrupted before {name} delivered a recording header; nothing written"
-    );
-    130
-}
-
-/// Exit code of a finished command, shell style.
-fn exit_code(status: std::process::ExitStatus) -> u8 {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => u8::try_from(c & 0xff).unwrap_or(1),
-        (None, Some(sig)) => u8::try_from((128 + sig) & 0xff).unwrap_or(1),
-        _ => 1,
-    }
+    Ok(if interrupted {
+        exit::signalled(libc::SIGINT)
+    } else {
+        exit::OK
+    })
 }
 
 async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
     use tokio::signal::unix::{signal, SignalKind};
 
-    use crate::ingest::live::Tracer;
-
-    // Signal handlers first, so a signal right after the start is ours.
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
+    // Before the tracer starts, so a mark right after the start is ours.
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let follow = !opts.command.is_empty();
-    let (mut tracer, inspection) = match Tracer::start_with(opts.tracer, follow) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("uacce-trace: {e}");
-            return Ok(1);
-        }
-    };
-    if follow {
-        // Before the command starts: its fork is the first one followed.
-        if let Err(why) = tracer.follows_processes() {
-            eprintln!("uacce-trace: cannot follow the command's processes: {why}");
-            return Ok(1);
-        }
-        if let Err(e) = tracer.follow_children_of(std::process::id()) {
-            eprintln!("uacce-trace: cannot follow the command's processes: {e}");
-            return Ok(1);
-        }
-    }
-    if let Some(problem) = tracer.plan().core_problem() {
-        eprintln!("uacce-trace: warning: {problem}");
-    }
-    let header = RawHeader {
-        start_unix_ns: unix_ns(),
-        start_mono_ns: monotonic_ns(),
-        kernel: inspection.kernel.clone(),
-        plan: tracer.plan().summary(),
+    let origin = Origin::Live(LiveOptions {
+        tracer: opts.tracer,
+        follow_children_of: follow.then(std::process::id),
         command: opts.command.join(" "),
+        print_warning: true,
+    });
+    let mut src = match Source::open(origin, StopOn::Interrupt).await {
+        Ok(s) => s,
+        Err(e) => return Ok(open_failed(&e, exit::OK)),
     };
     let me = std::process::id();
     let mut child = None;
@@ -595,39 +407,38 @@ async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
         match std::process::Command::new(prog).args(args).spawn() {
             Ok(c) => child = Some(c),
             Err(e) => {
-                eprintln!("uacce-trace: cannot run `{prog}`: {e}");
-                return Ok(127);
+                status!("cannot run `{prog}`: {e}");
+                return Ok(exit::CANNOT_RUN);
             }
         }
     }
     let child_pid = child.as_ref().map(|c| c.id());
     let filter = child_pid.map(|pid| ProcTree::new(pid, me));
-    let mut rec =
-        match Recorder::create(&opts.output, opts.format, &header, opts.interval_ns, filter) {
-            Ok(r) => r,
-            Err(e) => {
-                if let Some(pid) = child_pid {
-                    // SAFETY: plain kill(2) of the child we just started.
-                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-                }
-                return Ok(report_error(&e));
+    let mut rec = match Recorder::create(
+        &opts.output,
+        opts.format,
+        &src.meta,
+        opts.interval_ns,
+        filter,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(pid) = child_pid {
+                // SAFETY: plain kill(2) of the child we just started.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
             }
-        };
-    eprintln!(
-        "uacce-trace: recording to {} ({}, {} s intervals; {} hooks attached; {}){}",
+            return Ok(report_error(&e));
+        }
+    };
+    status!(
+        "recording to {} ({}, {} s intervals; {} hooks attached; {}){}",
         opts.output.display(),
         opts.format,
         crate::formats::f3(opts.interval_ns as f64 / 1e9),
-        tracer.hooks_attached(),
-        tracer.plan().summary(),
+        src.live().map_or(0, |l| l.hooks_attached),
+        src.meta.plan,
         child_pid.map_or_else(String::new, |p| format!("; command pid {p}"))
     );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut stop_tx = Some(stop_tx);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Event>>(64);
-    let reader = tokio::spawn(tracer.run(tx, async move {
-        let _ = stop_rx.await;
-    }));
     let mut waiter = child.map(|mut c| tokio::task::spawn_blocking(move || c.wait()));
     let period = Duration::from_nanos(opts.interval_ns.max(1_000_000));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -640,11 +451,13 @@ async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
     let mut signalled: Option<i32> = None;
     let mut timed_out = false;
     let mut failure: Option<RecordError> = None;
+    let stop = src.stop.clone();
+    let mut stop_handled = false;
     loop {
-        let stopping = stop_tx.is_none();
+        let stopping = stop.cause().is_some();
         let stop_now = tokio::select! {
-            batch = rx.recv() => match batch {
-                Some(b) => {
+            item = src.stream.next() => match item {
+                Some(Ok(Item::Batch(b))) => {
                     if failure.is_none() {
                         if let Err(e) = rec.events(&b) {
                             failure = Some(e);
@@ -652,6 +465,7 @@ async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
                     }
                     failure.is_some()
                 }
+                Some(_) => false,
                 None => break,
             },
             _ = tick.tick(), if !stopping => {
@@ -667,13 +481,12 @@ async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
                 tick.reset();
                 failure.is_some()
             }
-            _ = int.recv(), if !stopping => { signalled = Some(libc::SIGINT); true }
-            _ = term.recv(), if !stopping => { signalled = Some(libc::SIGTERM); true }
+            _ = stop.wait(), if !stopping => true,
             res = async { match waiter.as_mut() { Some(w) => w.await, None => std::future::pending().await } }, if child_running => {
                 child_running = false;
                 status = Some(match res {
-                    Ok(Ok(s)) => exit_code(s),
-                    _ => 1,
+                    Ok(Ok(s)) => exit::of_status(s),
+                    _ => exit::FAILURE,
                 });
                 true
             }
@@ -687,17 +500,18 @@ async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
             }
         };
         if stop_now {
-            if let (Some(sig), Some(pid), true) = (signalled, child_pid, child_running) {
-                // SAFETY: kill(2) of our own child, which has not been reaped
-                // (child_running), so the pid is still its own.
-                unsafe { libc::kill(pid as libc::pid_t, sig) };
-            }
-            if let Some(tx) = stop_tx.take() {
-                let _ = tx.send(());
-            }
+            stop.request();
+        }
+        if !stop_handled && stop.cause().is_some() {
+            stop_handled = true;
+            forward_stop(&stop, &mut signalled, child_pid, child_running);
         }
     }
-    let mut losses = reader.await??;
+    // The tracer can end the stream before the loop saw the stop.
+    if !stop_handled && stop.cause().is_some() {
+        forward_stop(&stop, &mut signalled, child_pid, child_running);
+    }
+    let mut losses = src.stream.end().await?;
     let end = monotonic_ns();
     let (events, filtered, unplaceable) = (rec.events, rec.filtered_out, rec.proc_unplaceable());
     losses.add(LossReason::ProcUnplaceable, unplaceable);
@@ -707,51 +521,50 @@ async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
     if let Err(e) = rec.finish(end) {
         return Ok(report_error(&e));
     }
-    eprintln!(
-        "uacce-trace: wrote {} ({events} events{}; {})",
+    status!(
+        "wrote {} ({events} events{}; {})",
         opts.output.display(),
         if child_pid.is_some() {
             format!(", {filtered} from other processes left out, {unplaceable} unplaceable")
         } else {
             String::new()
         },
-        crate::commands::trace::dropped_text(&losses)
+        dropped_text(&losses)
     );
     if let Some(code) = status {
-        return Ok(if timed_out { 0 } else { code });
+        return Ok(if timed_out { exit::OK } else { code });
     }
     if child_running {
         // Stopped by a signal or --duration while the command still runs:
         // the signal was forwarded; wait for it so its status is ours.
         if let Some(w) = waiter.take() {
             if let Ok(Ok(s)) = w.await {
-                return Ok(if timed_out { 0 } else { exit_code(s) });
+                return Ok(if timed_out {
+                    exit::OK
+                } else {
+                    exit::of_status(s)
+                });
             }
         }
     }
     Ok(match signalled {
-        Some(_) if timed_out => 0,
-        Some(sig) => u8::try_from(128 + sig).unwrap_or(1),
-        None => 0,
+        Some(_) if timed_out => exit::OK,
+        Some(sig) => exit::signalled(sig),
+        None => exit::OK,
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_and_latencies() {
-        assert_eq!(parse_duration("1s"), Ok(1_000_000_000));
-        assert_eq!(parse_duration("500ms"), Ok(500_000_000));
-        assert_eq!(parse_duration("1.5s"), Ok(1_500_000_000));
-        assert_eq!(parse_duration("2m"), Ok(120_000_000_000));
-        assert_eq!(parse_duration("3"), Ok(3_000_000_000));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("1parsec").is_err());
-        assert_eq!(parse_latency("800"), Ok(800));
-        assert_eq!(parse_latency("250us"), Ok(250_000));
-        assert_eq!(parse_latency("1.5ms"), Ok(1_500_000));
+/// Act on the stop (once, whoever set it: a signal, `--duration`, the
+/// command's exit, an output failure): note the signal that caused it and
+/// forward that signal (or `--duration`'s SIGTERM) to the command while it
+/// runs.
+fn forward_stop(stop: &Stop, signalled: &mut Option<i32>, child: Option<u32>, running: bool) {
+    if let Some(Cause::Signal(sig)) = stop.cause() {
+        signalled.get_or_insert(sig);
+    }
+    if let (Some(sig), Some(pid), true) = (*signalled, child, running) {
+        // SAFETY: kill(2) of our own child, which has not been reaped
+        // (`running`), so the pid is still its own.
+        unsafe { libc::kill(pid as libc::pid_t, sig) };
     }
 }

@@ -9,10 +9,14 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::{
+    commands::{dropped_text, open_failed},
+    exit,
     ingest::attribution::owner_label,
     ingest::event::{Event, PinEvent, PinIoctl},
-    ingest::live::{Tracer, TracerOptions},
+    ingest::live::TracerOptions,
     ingest::losses::{Ledger, LossReason},
+    ingest::source::{block_on, Item, LiveOptions, Origin, Source, Stop, StopOn},
+    logger, status,
 };
 
 /// NDJSON form of a pin/unpin event. Field names are a stable interface.
@@ -388,20 +392,6 @@ pub fn human_line(ev: &Event) -> String {
     }
 }
 
-/// `M dropped (reason n, reason n)`: everything lost and every non-zero
-/// loss reason, then what was folded without a loss (`nested`). `0
-/// dropped` only when every loss reason is 0.
-pub fn dropped_text(l: &Ledger) -> String {
-    let human = l.human();
-    if l.total() > 0 {
-        format!("{} dropped ({human})", l.total())
-    } else if !human.is_empty() {
-        format!("0 dropped; {human}")
-    } else {
-        "0 dropped".to_string()
-    }
-}
-
 /// Summary printed on stderr at exit.
 pub fn summary(events: u64, losses: &Ledger) -> String {
     format!(
@@ -410,87 +400,65 @@ pub fn summary(events: u64, losses: &Ledger) -> String {
     )
 }
 
-/// Resolves on SIGINT or SIGTERM. Handlers are installed when this is
-/// called (not when first polled), so a signal that arrives right after
-/// "tracing started" is never lost to the default disposition.
-pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = int.recv() => {},
-            _ = term.recv() => {},
-        }
-    })
-}
-
 /// Run `trace`. Returns the exit code.
 pub fn run(opts: TracerOptions, as_json: bool) -> anyhow::Result<u8> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let stop = stop_signal()?;
-        let (tracer, _inspection) = match Tracer::start(opts) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("uacce-trace: {e}");
-                return Ok(1);
-            }
+    block_on(async move {
+        let origin = Origin::Live(LiveOptions {
+            tracer: opts,
+            print_warning: true,
+            ..Default::default()
+        });
+        let mut src = match Source::open(origin, StopOn::Interrupt).await {
+            Ok(s) => s,
+            Err(e) => return Ok(open_failed(&e, exit::OK)),
         };
-        if let Some(problem) = tracer.plan().core_problem() {
-            eprintln!("uacce-trace: warning: {problem}");
-        }
-        eprintln!("uacce-trace: pasid scan: {}", tracer.pasid_scan().summary());
-        if as_json {
-            // First line of the stream: who held a PASID before we started.
-            let mut line = serde_json::to_value(tracer.pasid_scan())?;
-            if let Some(map) = line.as_object_mut() {
-                map.insert("event".into(), "pasid_scan".into());
+        if let Some(live) = src.live() {
+            status!("pasid scan: {}", live.pasid_scan.summary());
+            if as_json {
+                // First line of the stream: who held a PASID before we started.
+                let mut line = serde_json::to_value(&live.pasid_scan)?;
+                if let Some(map) = line.as_object_mut() {
+                    map.insert("event".into(), "pasid_scan".into());
+                }
+                let mut out = io::stdout();
+                writeln!(out, "{line}")?;
+                out.flush()?;
             }
-            let mut out = io::stdout();
-            writeln!(out, "{line}")?;
-            out.flush()?;
         }
-        eprintln!(
-            "uacce-trace: tracing started ({} hooks attached; {})",
-            tracer.hooks_attached(),
-            tracer.plan().summary()
-        );
-        let (tx, mut rx) = mpsc::channel::<Vec<Event>>(64);
-        // Our own view of the stop signals (every listener is woken): a
-        // stop must end the run even while standard output is blocked.
-        let mut stopped = Box::pin(stop_signal()?);
-        let reader = tokio::spawn(tracer.run(tx, stop));
+        status!("{}", src.started_line());
+        // A stop must end the run even while standard output is blocked.
+        let stop = src.stop.clone();
         let writer = Writer::start(as_json);
         let mut stopping = false;
         let mut stalled = false;
         // Events handed to the writer or given up on.
         let mut received = 0u64;
         loop {
-            let batch = tokio::select! {
-                b = rx.recv() => b,
-                () = &mut stopped, if !stopping => { stopping = true; continue; }
+            let item = tokio::select! {
+                b = src.stream.next() => b,
+                _ = stop.wait(), if !stopping => { stopping = true; continue; }
             };
-            let Some(batch) = batch else { break };
+            let Some(item) = item else { break };
+            let Ok(Item::Batch(batch)) = item else {
+                continue;
+            };
             if writer.closed() {
                 // stdout went away (e.g. `| head`): stop reading.
-                rx.close();
+                src.stream.close();
                 continue;
             }
             received += batch.len() as u64;
             if stalled {
                 continue;
             }
-            match writer.send(batch, &mut stopped, &mut stopping).await {
+            match writer.send(batch, &stop, &mut stopping).await {
                 Sent::Yes => {}
-                Sent::Closed => rx.close(),
+                Sent::Closed => src.stream.close(),
                 Sent::Stalled => stalled = true,
             }
         }
         let (written, closed) = writer.finish(stalled).await;
-        let losses = reader.await??;
+        let losses = src.stream.end().await?;
         if as_json && !closed && !stalled {
             // On a thread of its own, as every write to standard output: a
             // reader that stopped reading must not keep us from exiting.
@@ -510,9 +478,9 @@ pub fn run(opts: TracerOptions, as_json: bool) -> anyhow::Result<u8> {
                 received - written
             ));
         }
-        eprintln!("{line}");
-        Ok(0)
-    })
+        logger::emit(&line);
+        Ok(exit::OK)
+    })?
 }
 
 /// How long a writer blocked on standard output may make no progress after
@@ -603,12 +571,7 @@ impl Writer {
 
     /// Hand a batch to the writing thread, waiting while it is busy; once
     /// stopping, wait only as long as it keeps making progress.
-    async fn send(
-        &self,
-        batch: Vec<Event>,
-        stopped: &mut std::pin::Pin<Box<impl std::future::Future<Output = ()>>>,
-        stopping: &mut bool,
-    ) -> Sent {
+    async fn send(&self, batch: Vec<Event>, stop: &Stop, stopping: &mut bool) -> Sent {
         let mut progress = self.written();
         let reserve = self.tx.reserve();
         tokio::pin!(reserve);
@@ -623,7 +586,7 @@ impl Writer {
                         Err(_) => Sent::Closed,
                     };
                 }
-                () = stopped.as_mut(), if !*stopping => { *stopping = true; }
+                _ = stop.wait(), if !*stopping => { *stopping = true; }
                 () = tokio::time::sleep(STALL_GRACE), if *stopping => {
                     let now = self.written();
                     if now == progress && !self.closed() {

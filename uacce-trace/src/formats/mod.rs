@@ -71,25 +71,9 @@ impl fmt::Display for Format {
     }
 }
 
-/// What the writers need to know about the run.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RunMeta {
-    /// Wall-clock time of the run start, ns since the Unix epoch.
-    pub start_unix_ns: u64,
-    /// CLOCK_MONOTONIC ns at the run start: interval times are relative to it.
-    pub base_mono_ns: u64,
-    /// Kernel release the events came from.
-    pub kernel: String,
-    /// Hook plan summary.
-    pub plan: String,
-}
-
-impl RunMeta {
-    /// Seconds from the run start to monotonic time `ts_ns`.
-    pub fn offset_s(&self, ts_ns: u64) -> f64 {
-        ts_ns.saturating_sub(self.base_mono_ns) as f64 / 1e9
-    }
-}
+/// What the writers need to know about the run (one type with the raw
+/// recording's header).
+pub use crate::ingest::run::RunMeta;
 
 /// Why writing an output failed.
 #[derive(Debug, Error)]

@@ -10,4 +10,6 @@ pub mod losses;
 pub mod pairing;
 pub mod proctree;
 pub mod rawfile;
+pub mod run;
 pub mod scan;
+pub mod source;

@@ -50,6 +50,7 @@ use crate::ingest::event::{
     QueueEvent, QueueOp,
 };
 use crate::ingest::losses::{Ledger, LossReason};
+use crate::ingest::run::RunMeta;
 
 /// First bytes of every raw recording.
 pub const MAGIC: &[u8; 8] = b"\x89UTRACE\n";
@@ -85,33 +86,6 @@ pub enum RawError {
     Corrupt { offset: u64, what: String },
     #[error("{0}")]
     Io(#[from] io::Error),
-}
-
-/// The header of a recording.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RawHeader {
-    /// Wall clock at the start, ns since the epoch.
-    pub start_unix_ns: u64,
-    /// CLOCK_MONOTONIC at the same moment (event timestamps' clock).
-    pub start_mono_ns: u64,
-    /// Kernel release.
-    pub kernel: String,
-    /// Hook plan summary.
-    pub plan: String,
-    /// The traced command line, empty when the whole system was traced.
-    pub command: String,
-}
-
-impl RawHeader {
-    /// The writers' view of the run.
-    pub fn run_meta(&self) -> crate::formats::RunMeta {
-        crate::formats::RunMeta {
-            start_unix_ns: self.start_unix_ns,
-            base_mono_ns: self.start_mono_ns,
-            kernel: self.kernel.clone(),
-            plan: self.plan.clone(),
-        }
-    }
 }
 
 /// One item of a recording.
@@ -287,7 +261,7 @@ pub struct RawWriter<W: Write> {
 
 impl<W: Write> RawWriter<W> {
     /// Write the magic, version and header.
-    pub fn new(mut w: W, header: &RawHeader) -> io::Result<Self> {
+    pub fn new(mut w: W, header: &RunMeta) -> io::Result<Self> {
         let mut h = Enc(Vec::new());
         h.u64(header.start_unix_ns);
         h.u64(header.start_mono_ns);
@@ -574,7 +548,7 @@ pub struct RawReader<R: Read> {
 
 impl<R: Read> RawReader<R> {
     /// Read and check the magic, version and header.
-    pub fn open(mut r: R) -> Result<(RawReader<R>, RawHeader), RawError> {
+    pub fn open(mut r: R) -> Result<(RawReader<R>, RunMeta), RawError> {
         let mut fixed = [0u8; 14];
         let n = read_full(&mut r, &mut fixed)?;
         if n == 0 {
@@ -612,7 +586,7 @@ impl<R: Read> RawReader<R> {
             at: 0,
             base: 14,
         };
-        let header = RawHeader {
+        let header = RunMeta {
             start_unix_ns: d.u64()?,
             start_mono_ns: d.u64()?,
             kernel: d.str()?,
@@ -876,8 +850,8 @@ mod tests {
         ]
     }
 
-    fn header() -> RawHeader {
-        RawHeader {
+    fn header() -> RunMeta {
+        RunMeta {
             start_unix_ns: 1_700_000_000_000_000_000,
             start_mono_ns: 500,
             kernel: "6.12.0-test".into(),

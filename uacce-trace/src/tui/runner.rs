@@ -1,6 +1,6 @@
-//! `uacce-trace top`: the I/O around the pure parts. Starts the source
-//! (live tracer, or a raw recording read on a thread, paced or as fast as
-//! possible), reads keys on a thread, and on a fixed tick turns the
+//! `uacce-trace top`: the I/O around the pure parts. Opens the event source
+//! ([`crate::ingest::source`]: the live tracer, or a raw recording paced or
+//! as fast as possible), reads keys on a thread, and on a fixed tick turns the
 //! [`Feed`] into a [`TopData`](super::feed::TopData) message for the
 //! [`App`] and draws it. Events only feed the aggregator; drawing happens
 //! on ticks and after keys, never per event.
@@ -10,7 +10,7 @@
 //! 2 for an unusable recording. The terminal is restored on every path.
 
 use std::{
-    io::{self, Read},
+    io,
     path::Path,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -21,10 +21,7 @@ use std::{
 
 use anyhow::Context;
 use crossterm::event::Event as TermEvent;
-use tokio::{
-    sync::{mpsc, oneshot},
-    time::Instant,
-};
+use tokio::{sync::mpsc, time::Instant};
 
 use super::{
     app::{key_to_msg, App, CostState, Effect, Msg, SourceInfo, SourceKind},
@@ -33,11 +30,13 @@ use super::{
     term, view,
 };
 use crate::{
-    commands::record::{monotonic_ns, EXIT_BAD_INPUT},
-    ingest::event::Event,
-    ingest::live::{Tracer, TracerOptions},
-    ingest::rawfile::{RawReader, Replay, ReplayItem},
+    exit,
+    ingest::live::TracerOptions,
+    ingest::run::Clock,
+    ingest::source::{block_on, Cause, Item, Kind, LiveOptions, OpenError, Origin, Source, StopOn},
+    logger,
     model::ModelConfig,
+    status,
 };
 
 /// Options of `top`, validated.
@@ -52,215 +51,72 @@ pub struct TopOptions {
     pub tracer: TracerOptions,
 }
 
-/// What the source thread/task sends.
-enum Input {
-    Batch(Vec<Event>),
-    Finished,
-    Failed(String),
-}
-
-/// The time the screen describes.
-enum Clock {
-    /// CLOCK_MONOTONIC, the clock of live event timestamps.
-    Live,
-    /// Event time of a replay.
-    Replay {
-        realtime: bool,
-        start_ns: u64,
-        /// First event time and when it arrived (recorded pace).
-        anchor: Option<(u64, Instant)>,
-        finished: bool,
-    },
-}
-
-impl Clock {
-    fn now(&self, feed: &Feed) -> u64 {
-        match self {
-            Clock::Live => monotonic_ns(),
-            Clock::Replay {
-                realtime,
-                start_ns,
-                anchor,
-                finished,
-            } => {
-                if *finished || !*realtime {
-                    return feed.latest_ns().max(*start_ns);
-                }
-                match anchor {
-                    Some((ts, at)) => ts
-                        .saturating_add(u64::try_from(at.elapsed().as_nanos()).unwrap_or(u64::MAX)),
-                    None => *start_ns,
-                }
-            }
-        }
-    }
-
-    /// Whether ticks close intervals (else only event time does).
-    fn ticks_close_intervals(&self) -> bool {
-        match self {
-            Clock::Live => true,
-            Clock::Replay {
-                realtime, finished, ..
-            } => *realtime && !*finished,
-        }
-    }
-}
-
-/// A started source.
-struct Source {
-    info: SourceInfo,
-    start_ns: u64,
-    clock: Clock,
-    rx: mpsc::Receiver<Input>,
-    /// Stops the live tracer.
-    stop: Option<oneshot::Sender<()>>,
-    /// Live: the task forwarding the tracer's batches (ends after the stop).
-    task: Option<tokio::task::JoinHandle<()>>,
-    cost: Option<Result<CostProbe, String>>,
-}
-
 /// Run `top`. Returns the exit code.
 pub fn run(opts: TopOptions) -> anyhow::Result<u8> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(run_async(opts))
+    block_on(run_async(opts))?
 }
 
-fn start_live(opts: &TopOptions) -> Result<Source, u8> {
-    let (tracer, inspection) = match Tracer::start(opts.tracer) {
-        Ok(t) => t,
+/// Open the source and say what it is; `Err` holds the exit code.
+async fn open(opts: &TopOptions) -> anyhow::Result<Result<(Source, SourceInfo), u8>> {
+    if opts.replay.as_deref() == Some("-") && io_is_terminal_stdin() {
+        status!("reading a raw recording from standard input…");
+    }
+    let live = LiveOptions {
+        tracer: opts.tracer,
+        // Shown in the header instead.
+        print_warning: false,
+        ..Default::default()
+    };
+    let origin = Origin::replay_or_live(opts.replay.as_deref(), opts.realtime, live);
+    let src = match Source::open(origin, StopOn::InterruptOrHangup).await {
+        Ok(s) => s,
+        Err(OpenError::Signals(e)) => return Err(e.into()),
+        Err(OpenError::Stopped { cause, .. }) => {
+            return Ok(Err(match cause {
+                Cause::Signal(sig) => exit::signalled(sig),
+                Cause::Requested => exit::OK,
+            }))
+        }
+        Err(e @ OpenError::Input { .. }) => {
+            status!("{e}");
+            return Ok(Err(exit::BAD_INPUT));
+        }
         Err(e) => {
-            eprintln!("uacce-trace: cannot start tracing: {e}");
-            eprintln!(
-                "uacce-trace: `uacce-trace doctor` shows what this kernel offers; \
+            status!("cannot start tracing: {e}");
+            status!(
+                "`uacce-trace doctor` shows what this kernel offers; \
                  `uacce-trace top --replay FILE` shows a recording without root"
             );
-            return Err(1);
+            return Ok(Err(exit::FAILURE));
         }
+    };
+    let source = match (&src.kind, opts.replay.as_deref()) {
+        (Kind::Live(live), _) => SourceKind::Live {
+            hooks: live.hooks_attached,
+        },
+        (Kind::Replay { .. }, input) => SourceKind::Replay {
+            name: short_name(input.unwrap_or("-")),
+            realtime: opts.realtime,
+        },
     };
     let info = SourceInfo {
-        kernel: inspection.kernel.clone(),
-        plan: tracer.plan().summary(),
-        source: SourceKind::Live {
-            hooks: tracer.hooks_attached(),
-        },
-        warning: tracer.plan().core_problem(),
+        kernel: src.meta.kernel.clone(),
+        plan: src.meta.plan.clone(),
+        source,
+        warning: src.live().and_then(|l| l.warning.clone()),
     };
-    let cost = CostProbe::start(&tracer.loaded_programs());
-    let start_ns = monotonic_ns();
-    let (tx, rx) = mpsc::channel::<Input>(64);
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (ev_tx, mut ev_rx) = mpsc::channel::<Vec<Event>>(64);
-    let reader = tokio::spawn(tracer.run(ev_tx, async move {
-        let _ = stop_rx.await;
-    }));
-    let task = tokio::spawn(async move {
-        while let Some(b) = ev_rx.recv().await {
-            if tx.send(Input::Batch(b)).await.is_err() {
-                return;
-            }
-        }
-        let failure = match reader.await {
-            Ok(Ok(_)) => return,
-            Ok(Err(e)) => format!("tracing stopped: {e}"),
-            Err(e) => format!("tracing stopped: {e}"),
-        };
-        let _ = tx.send(Input::Failed(failure)).await;
-    });
-    Ok(Source {
-        info,
-        start_ns,
-        clock: Clock::Live,
-        rx,
-        stop: Some(stop_tx),
-        task: Some(task),
-        cost: Some(cost),
-    })
+    Ok(Ok((src, info)))
 }
 
-fn start_replay(input: &str, realtime: bool) -> Result<Source, u8> {
-    let name = crate::analysis::display_name(input);
-    let reader: Box<dyn Read + Send> = if input == "-" {
-        Box::new(io::stdin())
-    } else {
-        match std::fs::File::open(input) {
-            Ok(f) => Box::new(io::BufReader::new(f)),
-            Err(e) => {
-                eprintln!("uacce-trace: {name}: {e}");
-                return Err(EXIT_BAD_INPUT);
-            }
-        }
-    };
-    let (reader, header) = match RawReader::open(reader) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("uacce-trace: {name}: {e}");
-            return Err(EXIT_BAD_INPUT);
-        }
-    };
-    let short = if input == "-" {
+/// The file name of a recording (`stdin` for standard input).
+fn short_name(input: &str) -> String {
+    if input == "-" {
         "stdin".to_string()
     } else {
         Path::new(input)
             .file_name()
             .map_or_else(|| input.to_string(), |n| n.to_string_lossy().into_owned())
-    };
-    let info = SourceInfo {
-        kernel: header.kernel.clone(),
-        plan: header.plan.clone(),
-        source: SourceKind::Replay {
-            name: short,
-            realtime,
-        },
-        warning: None,
-    };
-    let (tx, rx) = mpsc::channel::<Input>(64);
-    let spawned = std::thread::Builder::new()
-        .name("top-replay".into())
-        .spawn(move || {
-            let started = std::time::Instant::now();
-            for item in Replay::new(reader) {
-                match item {
-                    Ok(ReplayItem::Batch { events, due_ns }) => {
-                        if realtime {
-                            let due = started + Duration::from_nanos(due_ns);
-                            let now = std::time::Instant::now();
-                            if due > now {
-                                std::thread::sleep(due - now);
-                            }
-                        }
-                        if tx.blocking_send(Input::Batch(events)).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(ReplayItem::Mark(_)) => {}
-                    Err(e) => {
-                        let _ = tx.blocking_send(Input::Failed(format!("{name}: {e}")));
-                        return;
-                    }
-                }
-            }
-            let _ = tx.blocking_send(Input::Finished);
-        });
-    if let Err(e) = spawned {
-        eprintln!("uacce-trace: cannot start the replay thread: {e}");
-        return Err(1);
     }
-    Ok(Source {
-        info,
-        start_ns: header.start_mono_ns,
-        clock: Clock::Replay {
-            realtime,
-            start_ns: header.start_mono_ns,
-            anchor: None,
-            finished: false,
-        },
-        rx,
-        stop: None,
-        task: None,
-        cost: None,
-    })
 }
 
 /// Reads terminal events on a thread until `stop` is set or nobody listens.
@@ -294,7 +150,9 @@ fn ticker(interval_ns: u64, clock: &Clock, feed: &Feed) -> tokio::time::Interval
     let period = Duration::from_nanos(interval_ns.max(1_000_000));
     let first = match (clock.ticks_close_intervals(), feed.next_end_ns()) {
         (true, Some(end)) => {
-            let wait = end.saturating_sub(clock.now(feed)).min(interval_ns);
+            let wait = end
+                .saturating_sub(clock.now(feed.latest_ns()))
+                .min(interval_ns);
             Duration::from_nanos(wait) + Duration::from_millis(2)
         }
         _ => period,
@@ -305,49 +163,38 @@ fn ticker(interval_ns: u64, clock: &Clock, feed: &Feed) -> tokio::time::Interval
 }
 
 async fn run_async(opts: TopOptions) -> anyhow::Result<u8> {
-    use tokio::signal::unix::{signal, SignalKind};
-
-    // Signal handlers first, so a signal right after the start is ours.
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    if opts.replay.as_deref() == Some("-") && io_is_terminal_stdin() {
-        eprintln!("uacce-trace: reading a raw recording from standard input…");
-    }
-    let source = match &opts.replay {
-        Some(input) => start_replay(input, opts.realtime),
-        None => start_live(&opts),
-    };
-    let mut source = match source {
-        Ok(s) => s,
+    let (mut src, info) = match open(&opts).await? {
+        Ok(opened) => opened,
         Err(code) => return Ok(code),
     };
-    let mut cost = match source.cost.take() {
+    let probe = src.live().map(|l| CostProbe::start(&l.loaded_programs));
+    let mut app = App::new(info, opts.interval_ns);
+    let mut cost = match probe {
         Some(Ok(probe)) => Some(probe),
         Some(Err(why)) => {
             // Shown once; the header keeps saying why.
-            source.cost = Some(Err(why));
+            app.update(Msg::Cost(CostState::Unavailable(why)));
             None
         }
         None => None,
     };
-    let mut app = App::new(source.info.clone(), opts.interval_ns);
-    if let Some(Err(why)) = &source.cost {
-        app.update(Msg::Cost(CostState::Unavailable(why.clone())));
-    }
     let mut feed = Feed::new(
         opts.interval_ns,
-        Some(source.start_ns),
+        Some(src.meta.start_mono_ns),
         ModelConfig::default(),
     );
+    let stop = src.stop.clone();
     let mut guard = term::enter().context("top needs a terminal")?;
+    // Diagnostics wait until the terminal is ours again.
+    let held = logger::hold();
     let key_stop = Arc::new(AtomicBool::new(false));
     let mut keys = spawn_keys(key_stop.clone());
     let mut keys_open = true;
     let mut source_open = true;
-    let mut tick = ticker(app.interval_ns(), &source.clock, &feed);
-    app.update(Msg::Data(Box::new(feed.view(source.clock.now(&feed)))));
-    let mut result: anyhow::Result<u8> = Ok(0);
+    let now = |src: &Source, feed: &Feed| src.stream.clock().now(feed.latest_ns());
+    let mut tick = ticker(app.interval_ns(), src.stream.clock(), &feed);
+    app.update(Msg::Data(Box::new(feed.view(now(&src, &feed)))));
+    let mut result: anyhow::Result<u8> = Ok(exit::OK);
     let draw = |guard: &mut term::Guard, app: &App| -> anyhow::Result<()> {
         guard
             .terminal
@@ -358,41 +205,43 @@ async fn run_async(opts: TopOptions) -> anyhow::Result<u8> {
     if let Err(e) = draw(&mut guard, &app) {
         result = Err(e);
     }
+    let mut failed = false;
     while result.is_ok() {
         let mut redraw = false;
+        let was_anchored = src.stream.clock().anchored();
         tokio::select! {
-            m = source.rx.recv(), if source_open => match m {
-                Some(Input::Batch(b)) => {
-                    let mut anchored = false;
-                    if let Clock::Replay { anchor: anchor @ None, .. } = &mut source.clock {
-                        if let Some(first) = b.first() {
-                            *anchor = Some((first.ts_ns(), Instant::now()));
-                            anchored = true;
-                        }
-                    }
+            m = src.stream.next(), if source_open => match m {
+                Some(Ok(Item::Batch(b))) => {
                     feed.ingest(&b);
-                    if anchored {
-                        tick = ticker(app.interval_ns(), &source.clock, &feed);
+                    if !was_anchored && src.stream.clock().anchored() {
+                        tick = ticker(app.interval_ns(), src.stream.clock(), &feed);
                     }
                 }
-                Some(Input::Finished) => {
-                    feed.close_partial();
-                    if let Clock::Replay { finished, .. } = &mut source.clock {
-                        *finished = true;
+                Some(Ok(Item::Mark(_))) => {}
+                Some(Err(e)) => {
+                    failed = true;
+                    app.update(Msg::SourceFailed(e.to_string()));
+                    redraw = true;
+                }
+                None => {
+                    source_open = false;
+                    if src.live().is_some() {
+                        // The tracer ended on its own.
+                        if let Err(e) = src.stream.end().await {
+                            app.update(Msg::SourceFailed(format!("tracing stopped: {e}")));
+                            redraw = true;
+                        }
+                    } else if !failed && stop.cause().is_none() {
+                        feed.close_partial();
+                        app.update(Msg::SourceFinished);
+                        app.update(Msg::Data(Box::new(feed.view(now(&src, &feed)))));
+                        redraw = true;
                     }
-                    app.update(Msg::SourceFinished);
-                    app.update(Msg::Data(Box::new(feed.view(source.clock.now(&feed)))));
-                    redraw = true;
                 }
-                Some(Input::Failed(e)) => {
-                    app.update(Msg::SourceFailed(e));
-                    redraw = true;
-                }
-                None => source_open = false,
             },
             _ = tick.tick() => {
-                let now = source.clock.now(&feed);
-                if source.clock.ticks_close_intervals() {
+                let now = now(&src, &feed);
+                if src.stream.clock().ticks_close_intervals() {
                     feed.advance_to(now);
                 }
                 app.update(Msg::Data(Box::new(feed.view(now))));
@@ -408,7 +257,7 @@ async fn run_async(opts: TopOptions) -> anyhow::Result<u8> {
                             Effect::Quit => break,
                             Effect::SetInterval(ns) => {
                                 feed.set_interval(ns);
-                                tick = ticker(ns, &source.clock, &feed);
+                                tick = ticker(ns, src.stream.clock(), &feed);
                             }
                             Effect::None => {}
                         }
@@ -419,9 +268,13 @@ async fn run_async(opts: TopOptions) -> anyhow::Result<u8> {
                 Some(_) => {}
                 None => keys_open = false,
             },
-            _ = sigint.recv() => { result = Ok(128 + 2); break; }
-            _ = sigterm.recv() => { result = Ok(128 + 15); break; }
-            _ = sighup.recv() => { result = Ok(128 + 1); break; }
+            cause = stop.wait() => {
+                result = Ok(match cause {
+                    Cause::Signal(sig) => exit::signalled(sig),
+                    Cause::Requested => exit::OK,
+                });
+                break;
+            }
         }
         if redraw {
             if let Err(e) = draw(&mut guard, &app) {
@@ -432,13 +285,8 @@ async fn run_async(opts: TopOptions) -> anyhow::Result<u8> {
     // Give the terminal back first, then wind the source down.
     key_stop.store(true, Ordering::Relaxed);
     drop(guard);
-    if let Some(stop) = source.stop.take() {
-        let _ = stop.send(());
-    }
-    drop(source.rx);
-    if let Some(task) = source.task.take() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-    }
+    drop(held);
+    let _ = tokio::time::timeout(Duration::from_secs(2), src.stream.end()).await;
     result
 }
 

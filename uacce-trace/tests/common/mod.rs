@@ -15,7 +15,7 @@ use uacce_trace::{
     ingest::event::{
         Event, HookType, IopfEvent, LossSample, PasidEvent, PinEvent, PinIoctl, PinIoctlEvent,
     },
-    ingest::rawfile::RawHeader,
+    ingest::run::RunMeta,
 };
 use uacce_trace_common::PinFunc;
 
@@ -56,8 +56,8 @@ impl Lcg {
     }
 }
 
-pub fn header(command: &str) -> RawHeader {
-    RawHeader {
+pub fn header(command: &str) -> RunMeta {
+    RunMeta {
         start_unix_ns: START_UNIX,
         start_mono_ns: START_MONO,
         kernel: "6.12.0-uacce-test".into(),

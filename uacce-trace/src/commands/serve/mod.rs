@@ -20,8 +20,9 @@
 //!   state until stopped; `uacce_trace_replay_complete` says when it is
 //!   all in. A bad recording ends `serve` with exit status 2.
 //! - SIGINT/SIGTERM stop it cleanly (exit 0): the tracer is stopped and
-//!   drained, the listener closed. SIGPIPE is ignored (Rust's default), so a
-//!   scraper that goes away mid-response costs nothing but that response.
+//!   drained, the listener closed (the event source handles the signals).
+//!   SIGPIPE is ignored (Rust's default), so a scraper that goes away
+//!   mid-response costs nothing but that response.
 //!
 //! Exit status: 0 after a signal, 1 when tracing cannot start, 2 for an
 //! unusable recording or listen address.
@@ -30,21 +31,18 @@ pub mod http;
 pub mod metrics;
 pub mod selfstat;
 
-use std::{
-    io::{self, Read},
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::{
-    commands::record::{monotonic_ns, EXIT_BAD_INPUT},
-    ingest::event::Event,
+    commands::{dropped_text, open_failed},
+    exit,
     ingest::live::TracerOptions,
-    ingest::rawfile::{RawError, RawReader, Replay, ReplayItem},
+    ingest::source::{block_on, Item, Kind, LiveOptions, Origin, Source, StopOn},
+    kernel::ring::monotonic_ns,
     model::{Aggregator, ModelConfig},
+    status,
 };
 
 /// The default listen address (loopback only).
@@ -87,172 +85,52 @@ impl Default for ServeOptions {
     }
 }
 
-/// Where events come from.
-enum Source {
-    Live {
-        stop: Option<tokio::sync::oneshot::Sender<()>>,
-        reader: tokio::task::JoinHandle<
-            Result<crate::ingest::losses::Ledger, crate::ingest::live::SourceError>,
-        >,
-        stats_fd: Option<std::os::fd::OwnedFd>,
-    },
-    Replay {
-        name: String,
-        producer: Option<tokio::task::JoinHandle<Result<u64, RawError>>>,
-        complete: bool,
-    },
-}
-
 /// Run `serve`. Returns the exit code.
 pub fn run(opts: ServeOptions) -> anyhow::Result<u8> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let code = rt.block_on(serve(opts));
-    // A replay producer blocked reading standard input must not keep the
-    // process alive after a signal.
-    rt.shutdown_timeout(Duration::from_millis(100));
-    code
+    block_on(serve(opts))?
 }
 
 fn bad_input(msg: impl std::fmt::Display) -> u8 {
-    eprintln!("uacce-trace: error: {msg}");
-    EXIT_BAD_INPUT
-}
-
-/// Feed a recording's batches into `tx`, at the recorded pace when
-/// `realtime`; stops early when the receiver is gone. Returns the events sent.
-fn produce<R: Read>(
-    reader: RawReader<R>,
-    tx: &mpsc::Sender<Vec<Event>>,
-    realtime: bool,
-) -> Result<u64, RawError> {
-    let started = Instant::now();
-    let mut sent = 0u64;
-    for item in Replay::new(reader) {
-        let ReplayItem::Batch { events, due_ns } = item? else {
-            continue;
-        };
-        if realtime {
-            let due = started + Duration::from_nanos(due_ns);
-            loop {
-                let now = Instant::now();
-                if now >= due || tx.is_closed() {
-                    break;
-                }
-                std::thread::sleep((due - now).min(Duration::from_millis(50)));
-            }
-        }
-        sent += events.len() as u64;
-        if tx.blocking_send(events).is_err() {
-            break;
-        }
-    }
-    Ok(sent)
+    log::error!("{msg}");
+    exit::BAD_INPUT
 }
 
 async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
-    use tokio::signal::unix::{signal, SignalKind};
-    // Signal handlers first, so a signal right after the start is ours.
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-
-    let (tx, mut rx) = mpsc::channel::<Vec<Event>>(64);
-    let mut kernel = String::new();
-    let mut start_ns = None;
-    let mut source = match &opts.replay {
-        Some(input) => {
-            let name = crate::analysis::display_name(input);
-            // Opening and reading happen on a blocking thread: a stalled
-            // standard input must not keep signals from being handled.
-            let (header_tx, header_rx) = tokio::sync::oneshot::channel();
-            let (input, realtime, tx) = (input.clone(), opts.realtime, tx.clone());
-            let producer = tokio::task::spawn_blocking(move || {
-                let opened = if input == "-" {
-                    Ok(Box::new(io::stdin()) as Box<dyn Read + Send>)
-                } else {
-                    std::fs::File::open(&input)
-                        .map(|f| Box::new(io::BufReader::new(f)) as Box<dyn Read + Send>)
-                        .map_err(RawError::from)
-                };
-                match opened.and_then(RawReader::open) {
-                    Ok((reader, header)) => {
-                        let _ = header_tx.send(Ok(header));
-                        produce(reader, &tx, realtime)
-                    }
-                    Err(e) => {
-                        let _ = header_tx.send(Err(e));
-                        Ok(0)
-                    }
-                }
-            });
-            let header = tokio::select! {
-                h = header_rx => h,
-                // Stopped before the recording even started.
-                _ = int.recv() => return Ok(0),
-                _ = term.recv() => return Ok(0),
-            };
-            let header = match header {
-                Ok(Ok(h)) => h,
-                Ok(Err(e)) => return Ok(bad_input(format_args!("{name}: {e}"))),
-                Err(_) => return Ok(bad_input(format_args!("{name}: the reader failed"))),
-            };
-            kernel.clone_from(&header.kernel);
-            start_ns = Some(header.start_mono_ns);
-            Source::Replay {
-                name,
-                producer: Some(producer),
-                complete: false,
-            }
-        }
-        None => {
-            let (tracer, inspection) = match crate::ingest::live::Tracer::start(opts.tracer) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("uacce-trace: {e}");
-                    return Ok(1);
-                }
-            };
-            if let Some(problem) = tracer.plan().core_problem() {
-                eprintln!("uacce-trace: warning: {problem}");
-            }
-            kernel.clone_from(&inspection.kernel);
-            let stats_fd = if opts.bpf_stats {
-                match selfstat::enable_bpf_stats() {
-                    Ok(fd) => Some(fd),
-                    Err(e) => {
-                        eprintln!(
-                            "uacce-trace: warning: BPF run-time statistics unavailable: {e} \
-                             (needs Linux 5.8+ and CAP_SYS_ADMIN)"
-                        );
-                        None
-                    }
-                }
-            } else {
-                None
-            };
-            eprintln!(
-                "uacce-trace: tracing started ({} hooks attached; {})",
-                tracer.hooks_attached(),
-                tracer.plan().summary()
-            );
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let tx = tx.clone();
-            Source::Live {
-                stop: Some(stop_tx),
-                reader: tokio::spawn(tracer.run(tx, async move {
-                    let _ = stop_rx.await;
-                })),
-                stats_fd,
-            }
-        }
+    let live_opts = LiveOptions {
+        tracer: opts.tracer,
+        print_warning: true,
+        ..Default::default()
     };
-    // Only the source's clones keep the channel open.
-    drop(tx);
+    let origin = Origin::replay_or_live(opts.replay.as_deref(), opts.realtime, live_opts);
+    let mut src = match Source::open(origin, StopOn::Interrupt).await {
+        Ok(s) => s,
+        // Stopped before the recording even started: exit 0.
+        Err(e) => return Ok(open_failed(&e, exit::OK)),
+    };
+    let live = src.live().is_some();
+    let stats_fd = if live && opts.bpf_stats {
+        match selfstat::enable_bpf_stats() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                log::warn!(
+                    "BPF run-time statistics unavailable: {e} \
+                     (needs Linux 5.8+ and CAP_SYS_ADMIN)"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if live {
+        status!("{}", src.started_line());
+    }
+    let kernel = src.meta.kernel.clone();
+    let start_ns = (!live).then_some(src.meta.start_mono_ns);
 
     if !opts.listen.ip().is_loopback() {
-        eprintln!(
-            "uacce-trace: warning: listening on {}, which other hosts may reach; \
+        log::warn!(
+            "listening on {}, which other hosts may reach; \
              the metrics name the processes and devices of this host",
             opts.listen
         );
@@ -261,17 +139,13 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
         Ok(l) => l,
         Err(e) => {
             let code = bad_input(format_args!("cannot listen on {}: {e}", opts.listen));
-            stop_source(&mut source, &mut rx).await;
+            let _ = src.stream.end().await;
             return Ok(code);
         }
     };
     let local = listener.local_addr().unwrap_or(opts.listen);
-    let mode = if opts.replay.is_some() {
-        "replay"
-    } else {
-        "live"
-    };
-    eprintln!("uacce-trace: serving http://{local}/metrics ({mode})");
+    let mode = if live { "live" } else { "replay" };
+    status!("serving http://{local}/metrics ({mode})");
 
     let mut agg = Aggregator::new(ModelConfig {
         start_ns,
@@ -281,7 +155,6 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
     });
     let (scrape_tx, mut scrape_rx) = mpsc::channel::<http::ScrapeRequest>(MAX_CONNECTIONS);
     let acceptor = tokio::spawn(accept_loop(listener, scrape_tx.clone()));
-    let live = matches!(source, Source::Live { .. });
     let mut next_age_ns = if live {
         monotonic_ns().saturating_add(AGE_EVERY_NS)
     } else {
@@ -292,10 +165,12 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
     let mut scrapes = 0u64;
     let mut events = 0u64;
     let mut source_open = true;
+    let mut complete = false;
+    let stop = src.stop.clone();
     let exit = loop {
         tokio::select! {
-            batch = rx.recv(), if source_open => match batch {
-                Some(batch) => {
+            item = src.stream.next(), if source_open => match item {
+                Some(Ok(Item::Batch(batch))) => {
                     events += batch.len() as u64;
                     for ev in &batch {
                         if !live && ev.ts_ns() >= next_age_ns {
@@ -307,29 +182,21 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
                         agg.ingest(ev);
                     }
                 }
+                Some(Ok(Item::Mark(_))) => {}
+                Some(Err(e)) => break bad_input(e),
                 None => {
                     source_open = false;
-                    match &mut source {
-                        Source::Replay { name, producer, complete } => {
-                            let res = match producer.take() {
-                                Some(p) => p.await,
-                                None => Ok(Ok(0)),
-                            };
-                            match res {
-                                Ok(Ok(events)) => {
-                                    *complete = true;
-                                    eprintln!(
-                                        "uacce-trace: replayed {events} events from {name}; \
-                                         serving until stopped"
-                                    );
-                                }
-                                Ok(Err(e)) => break bad_input(format_args!("{name}: {e}")),
-                                Err(e) => break bad_input(format_args!("{name}: {e}")),
-                            }
-                        }
+                    if stop.cause().is_some() {
+                        break exit::OK;
+                    }
+                    if live {
                         // The tracer ended on its own: its error is
                         // reported below.
-                        Source::Live { .. } => break 1,
+                        break exit::FAILURE;
+                    }
+                    complete = true;
+                    if let Kind::Replay { name, .. } = &src.kind {
+                        status!("replayed {events} events from {name}; serving until stopped");
                     }
                 }
             },
@@ -338,11 +205,10 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
                     scrapes += 1;
                     let now = if live { monotonic_ns() } else { agg.latest_ns() };
                     let snapshot = agg.snapshot(now);
-                    let (bpf, complete) = match &source {
-                        Source::Live { stats_fd, .. } => {
-                            (selfstat::bpf_stats(stats_fd.is_some()), None)
-                        }
-                        Source::Replay { complete, .. } => (None, Some(*complete)),
+                    let (bpf, complete) = if live {
+                        (selfstat::bpf_stats(stats_fd.is_some()), None)
+                    } else {
+                        (None, Some(complete))
                     };
                     let text = metrics::render(&metrics::Exposition {
                         snapshot: &snapshot,
@@ -362,35 +228,26 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
                     next_age_ns = now.saturating_add(AGE_EVERY_NS);
                 }
             }
-            _ = int.recv() => break 0,
-            _ = term.recv() => break 0,
+            _ = stop.wait() => break exit::OK,
         }
     };
     // Close the listening socket before draining the tracer.
     acceptor.abort();
     let _ = acceptor.await;
     drop(scrape_tx);
-    if source_open {
-        // Stop the tracer and drain what it still has.
-        stop_source(&mut source, &mut rx).await;
-    }
+    // Stop the tracer (if it still runs) and drain what it still has.
+    let ended = src.stream.end().await;
     let mut dropped = String::new();
-    if let Source::Live { reader, .. } = source {
-        match reader.await {
-            Ok(Ok(losses)) => {
-                dropped = format!(", {}", crate::commands::trace::dropped_text(&losses))
-            }
-            Ok(Err(e)) => {
-                eprintln!("uacce-trace: error: {e}");
-                return Ok(1);
-            }
+    if live {
+        match ended {
+            Ok(losses) => dropped = format!(", {}", dropped_text(&losses)),
             Err(e) => {
-                eprintln!("uacce-trace: error: the tracer failed: {e}");
-                return Ok(1);
+                log::error!("{e}");
+                return Ok(exit::FAILURE);
             }
         }
     }
-    eprintln!("uacce-trace: stopped serving ({events} events{dropped}, {scrapes} scrapes)");
+    status!("stopped serving ({events} events{dropped}, {scrapes} scrapes)");
     Ok(exit)
 }
 
@@ -418,22 +275,6 @@ async fn accept_loop(
                 log::warn!("accept: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-        }
-    }
-}
-
-/// Stop the source and drain its channel.
-async fn stop_source(source: &mut Source, rx: &mut mpsc::Receiver<Vec<Event>>) {
-    match source {
-        Source::Live { stop, .. } => {
-            if let Some(s) = stop.take() {
-                let _ = s.send(());
-            }
-            while rx.recv().await.is_some() {}
-        }
-        Source::Replay { .. } => {
-            // The producer stops at its next send once the receiver is gone.
-            rx.close();
         }
     }
 }
