@@ -13,14 +13,15 @@ use std::{collections::BTreeMap, path::Path, process::Command};
 
 use common::Lack;
 use uacce_trace::{
-    ingest::event::HookType, ingest::live, kernel::plan::HookPreference, kernel::system,
+    ingest::event::HookType, ingest::live, ingest::scan::scan_pasids, kernel::attach,
+    kernel::plan::HookPreference, kernel::system,
 };
 
 fn skip_reason() -> Option<(Lack, String)> {
     if let Err(e) = system::check_privileges() {
         return Some((Lack::Root, e));
     }
-    if let Err(live::SourceError::StubObject) = live::verify_all_programs().map(|_| ()) {
+    if let Err(attach::SourceError::StubObject) = attach::verify_all_programs().map(|_| ()) {
         return Some((
             Lack::Setup,
             "built with UACCE_TRACE_EBPF_STUB=1: no eBPF object".into(),
@@ -41,7 +42,7 @@ macro_rules! skip_unless_privileged {
 #[test]
 fn every_program_passes_the_verifier() {
     skip_unless_privileged!();
-    let results = live::verify_all_programs().expect("object loads");
+    let results = attach::verify_all_programs().expect("object loads");
     let inspection = live::inspect(HookPreference::Auto);
     let mut failures = Vec::new();
     let (mut kprobe_ok, mut fentry_ok, mut fentry_refused, mut tracepoint_ok) = (0, 0, 0, 0);
@@ -435,7 +436,7 @@ fn unprivileged_live_modes_name_what_is_missing() {
 fn pasid_scan_walks_the_task_list() {
     skip_unless_privileged!();
     let inspection = live::inspect(HookPreference::Auto);
-    let scan = live::scan_pasids(&inspection.config);
+    let scan = scan_pasids(&inspection.config);
     let visible = std::fs::read_dir("/proc")
         .map(|d| {
             d.filter_map(Result::ok)

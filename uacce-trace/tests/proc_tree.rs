@@ -16,7 +16,7 @@ use std::{
     process::{Command, ExitCode},
 };
 
-use uacce_trace::{ingest::live, kernel::system};
+use uacce_trace::kernel::{attach, system};
 use uacce_trace_common::ioctl_cmd::UACCE_CMD_PIN;
 
 /// How many times each recording is repeated (the bug was flaky).
@@ -70,7 +70,7 @@ fn skip_reason() -> Option<String> {
     if let Err(e) = system::check_privileges() {
         return Some(e);
     }
-    if let Err(live::SourceError::StubObject) = live::verify_all_programs().map(|_| ()) {
+    if let Err(attach::SourceError::StubObject) = attach::verify_all_programs().map(|_| ()) {
         return Some("built with UACCE_TRACE_EBPF_STUB=1".into());
     }
     None

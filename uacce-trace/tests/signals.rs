@@ -497,8 +497,8 @@ fn live_skip_reason() -> Option<(Lack, String)> {
     if let Err(e) = uacce_trace::kernel::system::check_privileges() {
         return Some((Lack::Root, e));
     }
-    if let Err(uacce_trace::ingest::live::SourceError::StubObject) =
-        uacce_trace::ingest::live::verify_all_programs().map(|_| ())
+    if let Err(uacce_trace::kernel::attach::SourceError::StubObject) =
+        uacce_trace::kernel::attach::verify_all_programs().map(|_| ())
     {
         return Some((
             Lack::Setup,

@@ -5,8 +5,9 @@
 //!
 //! - `bench pipeline --rate R`: the bench source ([`Tracer::start_bench`]:
 //!   IOPF-shaped records from `getppid(2)` tracepoints, only for this
-//!   process) feeds the real ring buffer → [`Tracer::run`] (read, decode,
-//!   attribute, batch) → channel → [`Aggregator`] (+ hlog interval encoding
+//!   process) feeds the real ring buffer → the commands' event source
+//!   ([`Source::from_tracer`]: [`Tracer::run`] reads, decodes, attributes
+//!   and batches) → [`Aggregator`] (+ hlog interval encoding
 //!   every second, as `record` does) on one tokio current-thread runtime,
 //!   i.e. one thread, while a trigger thread calls `getppid` at `R` calls/s
 //!   (0: as fast as it can). Reports events consumed, drops, the consumer
@@ -30,8 +31,8 @@ use std::{
 
 use serde::Serialize;
 use uacce_trace_common::{
-    IopfRecord, IopfResponseRecord, RecordHeader, HOOK_TRACEPOINT, IOPF_REPORTER_IS_USER,
-    KIND_IOPF_REPORT, KIND_IOPF_RESPONSE, RECORD_VERSION,
+    hooks::BENCH, IopfRecord, IopfResponseRecord, RecordHeader, HOOK_TRACEPOINT,
+    IOPF_REPORTER_IS_USER, KIND_IOPF_REPORT, KIND_IOPF_RESPONSE, RECORD_VERSION,
 };
 
 use crate::{
@@ -39,8 +40,9 @@ use crate::{
     ingest::attribution::Attributor,
     ingest::decode::Decoder,
     ingest::event::Event,
-    ingest::live::{Tracer, BENCH},
+    ingest::live::Tracer,
     ingest::losses::LossReason,
+    ingest::source::{Item, Source, Stop},
     model::{Aggregator, ModelConfig},
 };
 
@@ -547,12 +549,19 @@ async fn pipeline_async(opts: PipelineOptions) -> anyhow::Result<PipelineResult>
         Vec::new()
     };
 
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Event>>(64);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let start_mono = mono_ns();
+    let meta = RunMeta {
+        start_unix_ns: 0,
+        start_mono_ns: start_mono,
+        kernel: String::new(),
+        plan: "bench".into(),
+        command: String::new(),
+    };
+    // The same event source as the commands, stopped by the driver (not by
+    // signals) once the trigger is done.
+    let stop = Stop::manual();
+    let mut source = Source::from_tracer(tracer, meta.clone(), stop.clone());
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<TriggerResult>();
-    let reader = tokio::spawn(tracer.run(tx, async move {
-        let _ = stop_rx.await;
-    }));
     let go = Arc::new(AtomicBool::new(false));
     let go2 = Arc::clone(&go);
     let burst = u64::from(opts.burst.max(1));
@@ -580,18 +589,10 @@ async fn pipeline_async(opts: PipelineOptions) -> anyhow::Result<PipelineResult>
         let _ = done_tx.send(r);
     });
 
-    let start_mono = mono_ns();
     let mut agg = Aggregator::new(ModelConfig {
         start_ns: Some(start_mono),
         ..Default::default()
     });
-    let meta = RunMeta {
-        start_unix_ns: 0,
-        start_mono_ns: start_mono,
-        kernel: String::new(),
-        plan: "bench".into(),
-        command: String::new(),
-    };
     let mut hlog = IntervalWriter::new(Format::Hlog, std::io::sink(), &meta)?
         .ok_or_else(|| anyhow::anyhow!("hlog is an interval format"))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -605,17 +606,18 @@ async fn pipeline_async(opts: PipelineOptions) -> anyhow::Result<PipelineResult>
     let mut batches = 0u64;
     let mut max_batch = 0u64;
     let mut trig: Option<TriggerResult> = None;
-    let mut stop_tx = Some(stop_tx);
     let mut stats_after: Vec<ProgStat> = Vec::new();
     loop {
         tokio::select! {
-            batch = rx.recv() => match batch {
-                Some(b) => {
+            item = source.stream.next() => match item {
+                Some(Ok(Item::Batch(b))) => {
                     batches += 1;
                     max_batch = max_batch.max(b.len() as u64);
                     consumed += b.iter().filter(|e| matches!(e, Event::Iopf(_))).count() as u64;
                     agg.ingest_all(&b);
                 }
+                Some(Ok(Item::Mark(_))) => {}
+                Some(Err(e)) => return Err(e.into()),
                 None => break,
             },
             _ = tick.tick() => {
@@ -629,15 +631,13 @@ async fn pipeline_async(opts: PipelineOptions) -> anyhow::Result<PipelineResult>
                     stats_after = prog_stats().into_iter().filter(is_bench).collect();
                 }
                 // Let the reader drain what is in the ring, then stop it.
-                if let Some(tx) = stop_tx.take() {
-                    let _ = tx.send(());
-                }
+                stop.request();
             }
         }
     }
     let cpu = thread_cpu_ns() - cpu0;
     let (vcsw, ivcsw) = thread_switches();
-    let counters = reader.await??;
+    let counters = source.stream.end().await?;
     let _ = trigger.join();
     let trig = trig.unwrap_or_default();
     let produced = (trig.calls + trig.warmup_calls) * burst;

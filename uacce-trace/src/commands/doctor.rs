@@ -8,7 +8,7 @@ use std::{io::Write, path::Path};
 use serde_json::json;
 
 use crate::{
-    ingest::scan::{self as live, PasidScan},
+    ingest::scan::{self, PasidScan},
     kernel::{
         facts::{KernelFacts, LiveFacts, Recorder},
         inspect::{inspect, Inspection},
@@ -240,7 +240,7 @@ fn report(
     let inspection = inspect(facts, pref);
     let vmstat = system::vmstat_pins(inspection.privileges.is_ok());
     // Informational: a scan that cannot run never fails doctor.
-    let scan = live::scan_pasids(&inspection.config);
+    let scan = scan::scan_pasids(&inspection.config);
     if as_json {
         writeln!(out, "{}", to_json(&inspection, pref, vmstat, &scan))?;
     } else {

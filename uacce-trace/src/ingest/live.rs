@@ -23,13 +23,9 @@ use crate::{
         system,
     },
 };
-pub use crate::{
-    ingest::scan::{scan_pasids, PasidScan, ScanFound},
-    kernel::{
-        attach::{verify_all_programs, SourceError, VerifierResult},
-        inspect::{FollLongterm, Inspection},
-        ring::{RING_POLL, RING_SAFETY_POLL},
-    },
+use crate::{
+    ingest::scan::{scan_pasids, PasidScan},
+    kernel::{attach::SourceError, inspect::Inspection},
 };
 
 /// Inspect the running kernel and plan hooks (see [`crate::kernel::inspect`]).
@@ -375,11 +371,6 @@ impl RingLoop for Running<'_> {
     }
 }
 
-/// Programs of the bench source (`uacce-trace-ebpf/src/bench.rs`), never
-/// in the hook plan.
-#[cfg(feature = "bench")]
-pub use uacce_trace_common::hooks::BENCH;
-
 #[cfg(feature = "bench")]
 impl Tracer {
     /// A tracer whose only programs are the bench source's: every
@@ -407,7 +398,7 @@ impl Tracer {
             .override_global("BENCH_BURST", &burst.clamp(1, 16), true)
             .load(OBJECT)
             .map_err(SourceError::Load)?;
-        for program in BENCH {
+        for program in uacce_trace_common::hooks::BENCH {
             attach::load_and_attach(&mut ebpf, program).map_err(SourceError::NothingToTrace)?;
         }
         let mut take = |name: &'static str| {
@@ -426,7 +417,7 @@ impl Tracer {
             undecodable: 0,
             pin_not_credited: 0,
             plan: Plan::default(),
-            hooks_attached: BENCH.len(),
+            hooks_attached: uacce_trace_common::hooks::BENCH.len(),
             scan: PasidScan::skipped("not run by the bench source"),
         })
     }

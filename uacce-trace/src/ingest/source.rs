@@ -41,11 +41,13 @@ use tokio::{
 
 use crate::ingest::{
     event::Event,
-    live::{PasidScan, SourceError, Tracer, TracerOptions},
+    live::{Tracer, TracerOptions},
     losses::Ledger,
     rawfile::{RawError, RawReader, Replay, ReplayItem},
     run::{Clock, RunMeta},
+    scan::PasidScan,
 };
+use crate::kernel::attach::SourceError;
 
 /// Batches in flight between the tracer (or the replay thread) and a sink.
 pub const CHANNEL_BATCHES: usize = 64;
