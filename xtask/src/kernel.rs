@@ -35,9 +35,9 @@
 //!
 //! `--arm64` cross-compiles the same for arm64 (`ARCH=arm64
 //! CROSS_COMPILE=aarch64-linux-gnu-`, fragment
-//! `xtask/kernel/test-kernel-6.12-arm64.config`, result `Image`, guest
-//! into `test-kernels/<key>-arm64/`,
-//! built in `test-kernels/build/<version>-arm64/`.
+//! `xtask/kernel/test-kernel-6.12-arm64.config`, result `Image`) into
+//! `test-kernels/<key>-arm64/`, built in
+//! `test-kernels/build/<version>-arm64/`.
 //!
 //! This module owns no VM harness and imports only `base` and `toolchain`:
 //! the scenarios call [`ensure_test_kernel`] and boot the result with
@@ -127,7 +127,7 @@ const DERIVED_OPTIONS: &[&str] = &[
     "CONFIG_KRETPROBES",
 ];
 
-/// Debian packages the kernel build and the guest programs need.
+/// Debian packages the kernel build needs.
 const BUILD_PACKAGES: &[&str] = &[
     "make",
     "gcc",
