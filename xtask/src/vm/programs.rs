@@ -16,14 +16,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::base::cache;
 use crate::base::fs::{elapsed, remove_if_exists};
 use crate::base::process::capture;
 use crate::base::Arch;
 use crate::kernel::{GUEST_HEADERS, GUEST_INCLUDE};
-use crate::toolchain::apt;
+use crate::toolchain::setup::{self, Need};
 
 /// Bumped whenever the build below changes what it produces.
 const RECIPE_VERSION: &str = "1";
@@ -61,7 +61,7 @@ const DEMO_BINARY: &str = "uacce-demo";
 const CFLAGS: &[&str] = &["-static", "-O2", "-Wall", "-Wextra"];
 
 /// Debian packages the host compiler needs (the arm64 cross compiler comes
-/// with [`crate::toolchain::setup::ensure_cross`]).
+/// with [`setup::ensure_cross`]).
 const HOST_PACKAGES: &[&str] = &["gcc", "libc6-dev"];
 
 /// The built programs of one test kernel and architecture.
@@ -110,9 +110,9 @@ pub fn ensure(kernel_dir: &Path, arch: Arch) -> Result<Programs> {
     let start = Instant::now();
     let cc = compiler(arch);
     if arch == Arch::host() {
-        ensure_host_packages()?;
+        setup::ensure(&[Need::Packages(HOST_PACKAGES)])?;
     } else {
-        crate::toolchain::setup::ensure_cross(arch)?;
+        setup::ensure_cross(arch)?;
     }
     // Built next to the destination and renamed into place whole, so a
     // second xtask never sees half of it.
@@ -162,27 +162,6 @@ fn is_complete(dir: &Path) -> bool {
     PROGRAMS
         .iter()
         .all(|(binary, _, _)| dir.join(binary).is_file())
-}
-
-fn ensure_host_packages() -> Result<()> {
-    let missing = apt::missing_packages(HOST_PACKAGES)?;
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!(
-        "guest programs: installing Debian packages {}",
-        missing.join(" ")
-    );
-    apt::install_packages(&missing)?;
-    let still = apt::missing_packages(HOST_PACKAGES)?;
-    if !still.is_empty() {
-        bail!(
-            "still missing after apt-get install: {}; try: {}",
-            still.join(" "),
-            apt::install_hint(&still)
-        );
-    }
-    Ok(())
 }
 
 /// Cache key ([`cache::key`]) over every input, then `-<arch>`.
