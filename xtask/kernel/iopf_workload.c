@@ -17,7 +17,7 @@
  * read. Defaults: 12 faults, delays 0,200,2000, pasid 1, grpid 1,
  * perm 3 (READ|WRITE), addr 0xdead0000.
  *
- * The attribution and pairing tests (xtask/src/vm/attribution.rs) add:
+ * The attribution and pairing tests (xtask/src/vm_test/attribution.rs) add:
  *   --kworker     the mock reports each fault from a kworker, not from this
  *                 process's ioctl (perm bit 31 of the test kernel's patch
  *                 xtask/kernel/iommufd-selftest-iopf.patch);
@@ -68,26 +68,13 @@
  * t_write_start - t_read and t_write_done - t_trigger. "match" says whether
  * the fault read back carried the pasid/grpid/perm/addr that were triggered.
  *
- * Built with `gcc -static -I <headers of the kernel tree>` by
- * `cargo xtask kernel`: iommufd_test.h is kernel-internal and its op numbers
- * are positional, so it must come from the tree the kernel was built from.
+ * The set-up, the clock and the fault queue's read and write are
+ * ut_guest.h's (see there how it is built).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
-#include <poll.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <time.h>
-#include <unistd.h>
 
-#include <linux/iommufd.h>
-#include "iommufd_test.h"
+#include "ut_guest.h"
 
 #define MAX_LIST 64
 #define MAX_DEVICES 4
@@ -114,12 +101,11 @@ struct options {
 	unsigned long orphans;
 };
 
-static void die(const char *what)
+/* ut_on_die: the last line says why. */
+static void fail_line(const char *what, int err)
 {
-	fprintf(stderr, "iopf-workload: %s: %s\n", what, strerror(errno));
 	printf("{\"iopf_workload\":\"fail\",\"error\":\"%s\",\"errno\":%d}\n", what,
-	       errno);
-	exit(1);
+	       err);
 }
 
 static void usage(void)
@@ -223,32 +209,6 @@ static void parse_args(int argc, char **argv, struct options *o)
 		usage();
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
-}
-
-static void sleep_until_ns(uint64_t t)
-{
-	struct timespec ts = {
-		.tv_sec = t / 1000000000ull,
-		.tv_nsec = t % 1000000000ull,
-	};
-
-	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-		;
-}
-
-static void test_cmd(int fd, struct iommu_test_cmd *cmd, const char *what)
-{
-	cmd->size = sizeof(*cmd);
-	if (ioctl(fd, IOMMU_TEST_CMD, cmd))
-		die(what);
-}
-
 /* Names in MOCK_BUS_DEVICES, as one string "\n"-separated. */
 static void mock_names(char *out, size_t len)
 {
@@ -272,28 +232,13 @@ static void mock_names(char *out, size_t len)
 	closedir(d);
 }
 
-struct mock {
-	uint32_t stdev_id;
-	uint32_t idev_id;
-	uint32_t parent_hwpt;
-	uint32_t iopf_hwpt;
-	char name[64];
-};
-
 /* A mock device on the IOAS, its dev_name() learnt from sysfs. */
-static void mock_device(int fd, uint32_t ioas_id, struct mock *m)
+static void mock_device(const struct ut_iommufd *u, struct ut_mock *m)
 {
 	char before[4096], after[4096], *line, *save;
-	struct iommu_test_cmd cmd;
 
 	mock_names(before, sizeof(before));
-	memset(&cmd, 0, sizeof(cmd));
-	cmd.op = IOMMU_TEST_OP_MOCK_DOMAIN;
-	cmd.id = ioas_id;
-	test_cmd(fd, &cmd, "IOMMU_TEST_OP_MOCK_DOMAIN");
-	m->stdev_id = cmd.mock_domain.out_stdev_id;
-	m->idev_id = cmd.mock_domain.out_idev_id;
-	m->name[0] = 0;
+	ut_mock_device(u, m);
 	mock_names(after, sizeof(after));
 	for (line = strtok_r(after, "\n", &save); line;
 	     line = strtok_r(NULL, "\n", &save)) {
@@ -307,83 +252,6 @@ static void mock_device(int fd, uint32_t ioas_id, struct mock *m)
 	}
 }
 
-/* Moves mock m onto a nested HWPT that reports faults to fault_id. */
-static void fault_domain(int fd, uint32_t ioas_id, uint32_t fault_id, struct mock *m)
-{
-	struct iommu_hwpt_selftest selftest = { .iotlb = IOMMU_TEST_IOTLB_DEFAULT };
-	struct iommu_hwpt_alloc parent = { .size = sizeof(parent) };
-	struct iommu_hwpt_alloc iopf = { .size = sizeof(iopf) };
-	struct iommu_test_cmd cmd;
-
-	parent.flags = IOMMU_HWPT_ALLOC_NEST_PARENT;
-	parent.dev_id = m->idev_id;
-	parent.pt_id = ioas_id;
-	parent.data_type = IOMMU_HWPT_DATA_NONE;
-	if (ioctl(fd, IOMMU_HWPT_ALLOC, &parent))
-		die("IOMMU_HWPT_ALLOC (nest parent)");
-	m->parent_hwpt = parent.out_hwpt_id;
-
-	iopf.flags = IOMMU_HWPT_FAULT_ID_VALID;
-	iopf.dev_id = m->idev_id;
-	iopf.pt_id = parent.out_hwpt_id;
-	iopf.data_type = IOMMU_HWPT_DATA_SELFTEST;
-	iopf.data_len = sizeof(selftest);
-	iopf.data_uptr = (uintptr_t)&selftest;
-	iopf.fault_id = fault_id;
-	if (ioctl(fd, IOMMU_HWPT_ALLOC, &iopf))
-		die("IOMMU_HWPT_ALLOC (iopf)");
-	m->iopf_hwpt = iopf.out_hwpt_id;
-
-	memset(&cmd, 0, sizeof(cmd));
-	cmd.op = IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE;
-	cmd.id = m->stdev_id;
-	cmd.mock_domain_replace.pt_id = iopf.out_hwpt_id;
-	test_cmd(fd, &cmd, "IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE");
-}
-
-static void trigger(int fd, uint32_t idev_id, uint32_t pasid, uint32_t grpid,
-		    uint32_t perm, uint64_t addr)
-{
-	struct iommu_test_cmd cmd;
-
-	memset(&cmd, 0, sizeof(cmd));
-	cmd.op = IOMMU_TEST_OP_TRIGGER_IOPF;
-	cmd.trigger_iopf.dev_id = idev_id;
-	cmd.trigger_iopf.pasid = pasid;
-	cmd.trigger_iopf.grpid = grpid;
-	cmd.trigger_iopf.perm = perm;
-	cmd.trigger_iopf.addr = addr;
-	test_cmd(fd, &cmd, "IOMMU_TEST_OP_TRIGGER_IOPF");
-}
-
-/* Reads until `want` page requests are in faults[], waiting up to a second
- * for each read. */
-static void read_faults(int fault_fd, struct iommu_hwpt_pgfault *faults, size_t want)
-{
-	struct pollfd pfd = { .fd = fault_fd, .events = POLLIN };
-	size_t got = 0;
-	int idle = 0;
-
-	while (got < want) {
-		ssize_t n = read(fault_fd, faults + got,
-				 (want - got) * sizeof(*faults));
-
-		if (n < 0)
-			die("read fault fd");
-		if (n > 0) {
-			got += (size_t)n / sizeof(*faults);
-			idle = 0;
-			continue;
-		}
-		if (++idle > 2) {
-			errno = ETIMEDOUT;
-			die("no fault to read");
-		}
-		if (poll(&pfd, 1, 1000) < 0)
-			die("poll fault fd");
-	}
-}
-
 /* One round's group on one device, as the program saw it. */
 struct group {
 	uint32_t pasid, grpid, cookie, flags;
@@ -393,7 +261,7 @@ struct group {
 	int match, answered;
 };
 
-static void print_group(const struct options *o, const struct mock *m,
+static void print_group(const struct options *o, const struct ut_mock *m,
 			unsigned long k, const struct group *g)
 {
 	printf("{\"fault\":%lu,\"dev\":%lu,\"idev\":%u,\"pasid\":%u,\"grpid\":%u,"
@@ -415,40 +283,33 @@ int main(int argc, char **argv)
 	static struct iommu_hwpt_pgfault faults[MAX_DEVICES * MAX_PAGES];
 	static struct group pending[64 * MAX_DEVICES];
 	static unsigned long pending_dev[64 * MAX_DEVICES];
-	struct iommu_ioas_alloc ioas = { .size = sizeof(ioas) };
-	struct iommu_fault_alloc fault_alloc = { .size = sizeof(fault_alloc) };
-	struct mock devs[MAX_DEVICES], orphan;
+	struct ut_mock devs[MAX_DEVICES], orphan;
 	unsigned long i, k, j, mismatches = 0, n_pending = 0;
 	uint32_t trigger_perm;
 	struct options o;
-	int fd;
+	struct ut_iommufd u;
 
+	ut_prog = "iopf-workload";
+	ut_on_die = fail_line;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	parse_args(argc, argv, &o);
 	if (o.unanswered * o.devices > sizeof(pending) / sizeof(pending[0]))
 		usage();
 	trigger_perm = o.perm | (o.kworker ? UT_IOPF_FROM_WORK : 0);
 
-	fd = open("/dev/iommu", O_RDWR);
-	if (fd < 0)
-		die("open /dev/iommu");
-	if (ioctl(fd, IOMMU_IOAS_ALLOC, &ioas))
-		die("IOMMU_IOAS_ALLOC");
-	if (ioctl(fd, IOMMU_FAULT_QUEUE_ALLOC, &fault_alloc))
-		die("IOMMU_FAULT_QUEUE_ALLOC");
+	ut_iommufd_open(&u);
 	for (k = 0; k < o.devices; k++) {
-		mock_device(fd, ioas.out_ioas_id, &devs[k]);
-		fault_domain(fd, ioas.out_ioas_id, fault_alloc.out_fault_id, &devs[k]);
+		mock_device(&u, &devs[k]);
+		ut_fault_domain(&u, &devs[k]);
 	}
 	if (o.orphans)
-		mock_device(fd, ioas.out_ioas_id, &orphan);
+		mock_device(&u, &orphan);
 
 	printf("{\"setup\":{\"pid\":%d,\"ioas\":%u,\"stdev\":%u,\"idev\":%u,"
 	       "\"parent_hwpt\":%u,\"fault_id\":%u,\"fault_fd\":%u,\"iopf_hwpt\":%u,"
 	       "\"kworker\":%s,\"devices\":[",
-	       getpid(), ioas.out_ioas_id, devs[0].stdev_id, devs[0].idev_id,
-	       devs[0].parent_hwpt, fault_alloc.out_fault_id,
-	       fault_alloc.out_fault_fd, devs[0].iopf_hwpt,
+	       getpid(), u.ioas_id, devs[0].stdev_id, devs[0].idev_id,
+	       devs[0].parent_hwpt, u.fault_id, u.fault_fd, devs[0].iopf_hwpt,
 	       o.kworker ? "true" : "false");
 	for (k = 0; k < o.devices; k++)
 		printf("%s{\"idev\":%u,\"name\":\"%s\"}", k ? "," : "",
@@ -477,16 +338,16 @@ int main(int argc, char **argv)
 			g[k].delay_us = delay_us;
 			g[k].addr = o.addr + (i * o.devices + k) * o.pages * 4096;
 			g[k].match = 1;
-			g[k].t_trigger = now_ns();
+			g[k].t_trigger = ut_now_ns();
 			for (j = 0; j < o.pages; j++)
-				trigger(fd, devs[k].idev_id, pasid, grpid,
+				ut_trigger(u.fd, devs[k].idev_id, pasid, grpid,
 					trigger_perm |
 						(j + 1 < o.pages ? UT_IOPF_NOT_LAST : 0),
 					g[k].addr + j * 4096);
 		}
 
-		read_faults(fault_alloc.out_fault_fd, faults, o.devices * o.pages);
-		t_read = now_ns();
+		ut_read_faults(u.fault_fd, faults, o.devices * o.pages);
+		t_read = ut_now_ns();
 		/* Each device's pages, in order, one cookie per group. */
 		for (k = 0; k < o.devices; k++) {
 			unsigned long seen = 0;
@@ -513,11 +374,6 @@ int main(int argc, char **argv)
 
 		/* Answer in reverse device order. */
 		for (k = o.devices; k-- > 0;) {
-			struct iommu_hwpt_page_response response = {
-				.code = IOMMUFD_PAGE_RESP_SUCCESS,
-				.cookie = g[k].cookie,
-			};
-
 			if (!g[k].match)
 				mismatches++;
 			if (!answer) {
@@ -526,12 +382,10 @@ int main(int argc, char **argv)
 				continue;
 			}
 			if (delay_us)
-				sleep_until_ns(now_ns() + (uint64_t)delay_us * 1000);
-			g[k].t_write_start = now_ns();
-			if (write(fault_alloc.out_fault_fd, &response,
-				  sizeof(response)) != sizeof(response))
-				die("write page response");
-			g[k].t_write_done = now_ns();
+				ut_sleep_until_ns(ut_now_ns() + (uint64_t)delay_us * 1000);
+			g[k].t_write_start = ut_now_ns();
+			ut_respond(u.fault_fd, g[k].cookie);
+			g[k].t_write_done = ut_now_ns();
 			g[k].answered = 1;
 			print_group(&o, &devs[k], k, &g[k]);
 		}
@@ -543,11 +397,11 @@ int main(int argc, char **argv)
 		 * of its own that no response ever closes. */
 		uint32_t grpid = o.grpid + (uint32_t)o.count;
 		uint64_t addr = o.addr + (o.count * o.devices + i) * o.pages * 4096;
-		uint64_t t = now_ns();
+		uint64_t t = ut_now_ns();
 
 		if (o.grpid_mod)
 			grpid %= (uint32_t)o.grpid_mod;
-		trigger(fd, orphan.idev_id, pasid, grpid, trigger_perm, addr);
+		ut_trigger(u.fd, orphan.idev_id, pasid, grpid, trigger_perm, addr);
 		printf("{\"orphan\":%lu,\"idev\":%u,\"device\":\"%s\",\"pasid\":%u,"
 		       "\"grpid\":%u,\"addr\":%" PRIu64 ",\"t_trigger\":%" PRIu64 "}\n",
 		       i, orphan.idev_id, orphan.name, pasid, grpid, addr, t);
@@ -559,10 +413,10 @@ int main(int argc, char **argv)
 		/* The fault fd holds the context: close it first, then the
 		 * context's release destroys the objects and answers what is
 		 * pending. */
-		t_close_start = now_ns();
-		close(fault_alloc.out_fault_fd);
-		close(fd);
-		t_close_done = now_ns();
+		t_close_start = ut_now_ns();
+		close((int)u.fault_fd);
+		close(u.fd);
+		t_close_done = ut_now_ns();
 		printf("{\"closed\":{\"t_close_start\":%" PRIu64
 		       ",\"t_close_done\":%" PRIu64 "}}\n",
 		       t_close_start, t_close_done);

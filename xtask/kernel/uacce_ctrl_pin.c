@@ -28,29 +28,11 @@
  * (EINVAL: already started), UACCE_CMD_PUT_Q (0), close; prints the steps
  * and {"uacce_queue":"ok"|"fail","pid":N,...}.
  *
- * Built with `gcc -static` by `cargo xtask kernel`.
+ * The pin ABI and the touched pages are ut_guest.h's (see there how it is
+ * built).
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
-struct uacce_pin_address {
-	uint64_t addr;
-	uint64_t size;
-};
-
-#define UACCE_CMD_PIN _IOW('W', 2, struct uacce_pin_address)
-#define UACCE_CMD_UNPIN _IOW('W', 3, struct uacce_pin_address)
-
-_Static_assert(UACCE_CMD_PIN == 0x40105702, "UACCE_CMD_PIN");
-_Static_assert(UACCE_CMD_UNPIN == 0x40105703, "UACCE_CMD_UNPIN");
+#include "ut_guest.h"
 
 /* Fixture test ioctl (not in the RFC), see uacce_ctrl/uacce_ctrl.c. */
 #define UACCE_CTRL_TEST_MM_PASID _IOR('W', 0x7e, uint32_t)
@@ -178,6 +160,7 @@ int main(int argc, char **argv)
 	char *buf;
 	int fd;
 
+	ut_prog = "uacce-ctrl-pin";
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc == 2 && !strcmp(argv[1], "--hold-pasid"))
 		return hold_pasid();
@@ -187,20 +170,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: uacce-ctrl-pin [PAGES > 0]\n");
 		return 2;
 	}
-	buf = mmap(NULL, pages * page, PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (buf == MAP_FAILED) {
-		perror("uacce-ctrl-pin: mmap");
-		return 1;
-	}
-	/* Fault the pages in: pins of the shared zero page are not counted. */
-	memset(buf, 0x5a, pages * page);
-
+	buf = ut_map_pages(pages, page);
 	fd = open("/dev/uacce_ctrl", O_RDWR);
-	if (fd < 0) {
-		perror("uacce-ctrl-pin: /dev/uacce_ctrl");
-		return 1;
-	}
+	if (fd < 0)
+		ut_die("/dev/uacce_ctrl");
 	range.addr = (uintptr_t)buf;
 	range.size = pages * page;
 	empty.addr = (uintptr_t)buf;

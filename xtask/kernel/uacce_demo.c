@@ -32,37 +32,16 @@
  *   {"demo":"COMM","pid":N,"phase":"end","t":ns,"faults":F,"churn":C}
  * Exit status 0 when every step worked, 1 otherwise (the reason on stderr).
  *
- * Built with `gcc -static -I <headers of the kernel tree>` by
- * `cargo xtask kernel` (iommufd_test.h's op numbers are positional).
+ * The mock device's set-up, the clock and the pin ABI are ut_guest.h's
+ * (see there how it is built).
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
-#include <poll.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
-#include <time.h>
-#include <unistd.h>
 
-#include <linux/iommufd.h>
 #include <linux/io_uring.h>
-#include "iommufd_test.h"
-
-struct uacce_pin_address {
-	uint64_t addr;
-	uint64_t size;
-};
-
-#define UACCE_CMD_PIN _IOW('W', 2, struct uacce_pin_address)
-#define UACCE_CMD_UNPIN _IOW('W', 3, struct uacce_pin_address)
+#include "ut_guest.h"
 
 enum pin_with { PIN_UACCE, PIN_IOURING };
 
@@ -80,14 +59,6 @@ struct options {
 	long churn_ms; /* 0: no churn */
 	long churn_pages;
 };
-
-static const char *prog = "uacce-demo";
-
-static void die(const char *what)
-{
-	fprintf(stderr, "%s: %s: %s\n", prog, what, strerror(errno));
-	exit(1);
-}
 
 static void usage(void)
 {
@@ -202,25 +173,6 @@ static void parse_args(int argc, char **argv, struct options *o)
 		usage();
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
-}
-
-static void sleep_until_ns(uint64_t t)
-{
-	struct timespec ts = {
-		.tv_sec = t / 1000000000ull,
-		.tv_nsec = t % 1000000000ull,
-	};
-
-	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-		;
-}
-
 /* xorshift64*: deterministic per process, no libc state. */
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
@@ -234,107 +186,27 @@ static double uniform(void)
 
 /* ---- iommufd mock device ---------------------------------------------- */
 
-struct mock {
-	int fd;
-	int fault_fd;
-	uint32_t idev_id;
-};
-
-static void test_cmd(int fd, struct iommu_test_cmd *cmd, const char *what)
-{
-	cmd->size = sizeof(*cmd);
-	if (ioctl(fd, IOMMU_TEST_CMD, cmd))
-		die(what);
-}
-
 /* Same set-up as iopf-workload: a mock device on a nested HWPT with a
  * fault queue. */
-static void mock_setup(struct mock *m)
+static void mock_setup(struct ut_iommufd *u, struct ut_mock *m)
 {
-	struct iommu_hwpt_selftest selftest = { .iotlb = IOMMU_TEST_IOTLB_DEFAULT };
-	struct iommu_ioas_alloc ioas = { .size = sizeof(ioas) };
-	struct iommu_fault_alloc fault_alloc = { .size = sizeof(fault_alloc) };
-	struct iommu_hwpt_alloc parent = { .size = sizeof(parent) };
-	struct iommu_hwpt_alloc iopf = { .size = sizeof(iopf) };
-	struct iommu_test_cmd cmd;
-	uint32_t stdev_id;
-
-	m->fd = open("/dev/iommu", O_RDWR);
-	if (m->fd < 0)
-		die("open /dev/iommu");
-	if (ioctl(m->fd, IOMMU_IOAS_ALLOC, &ioas))
-		die("IOMMU_IOAS_ALLOC");
-	memset(&cmd, 0, sizeof(cmd));
-	cmd.op = IOMMU_TEST_OP_MOCK_DOMAIN;
-	cmd.id = ioas.out_ioas_id;
-	test_cmd(m->fd, &cmd, "IOMMU_TEST_OP_MOCK_DOMAIN");
-	stdev_id = cmd.mock_domain.out_stdev_id;
-	m->idev_id = cmd.mock_domain.out_idev_id;
-
-	parent.flags = IOMMU_HWPT_ALLOC_NEST_PARENT;
-	parent.dev_id = m->idev_id;
-	parent.pt_id = ioas.out_ioas_id;
-	parent.data_type = IOMMU_HWPT_DATA_NONE;
-	if (ioctl(m->fd, IOMMU_HWPT_ALLOC, &parent))
-		die("IOMMU_HWPT_ALLOC (nest parent)");
-	if (ioctl(m->fd, IOMMU_FAULT_QUEUE_ALLOC, &fault_alloc))
-		die("IOMMU_FAULT_QUEUE_ALLOC");
-	m->fault_fd = (int)fault_alloc.out_fault_fd;
-
-	iopf.flags = IOMMU_HWPT_FAULT_ID_VALID;
-	iopf.dev_id = m->idev_id;
-	iopf.pt_id = parent.out_hwpt_id;
-	iopf.data_type = IOMMU_HWPT_DATA_SELFTEST;
-	iopf.data_len = sizeof(selftest);
-	iopf.data_uptr = (uintptr_t)&selftest;
-	iopf.fault_id = fault_alloc.out_fault_id;
-	if (ioctl(m->fd, IOMMU_HWPT_ALLOC, &iopf))
-		die("IOMMU_HWPT_ALLOC (iopf)");
-
-	memset(&cmd, 0, sizeof(cmd));
-	cmd.op = IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE;
-	cmd.id = stdev_id;
-	cmd.mock_domain_replace.pt_id = iopf.out_hwpt_id;
-	test_cmd(m->fd, &cmd, "IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE");
+	ut_iommufd_open(u);
+	ut_mock_device(u, m);
+	ut_fault_domain(u, m);
 }
 
 /* One fault at addr, answered delay_ns after it was read. */
-static void mock_fault(struct mock *m, uint32_t pasid, uint32_t grpid, uint64_t addr,
-		       uint64_t delay_ns)
+static void mock_fault(const struct ut_iommufd *u, const struct ut_mock *m,
+		       uint32_t pasid, uint32_t grpid, uint64_t addr, uint64_t delay_ns)
 {
-	struct iommu_hwpt_page_response response = { .code = IOMMUFD_PAGE_RESP_SUCCESS };
-	struct pollfd pfd = { .fd = m->fault_fd, .events = POLLIN };
 	struct iommu_hwpt_pgfault fault;
-	struct iommu_test_cmd cmd;
-	ssize_t n;
-	int tries;
 
-	memset(&cmd, 0, sizeof(cmd));
-	cmd.op = IOMMU_TEST_OP_TRIGGER_IOPF;
-	cmd.trigger_iopf.dev_id = m->idev_id;
-	cmd.trigger_iopf.pasid = pasid;
-	cmd.trigger_iopf.grpid = grpid;
-	cmd.trigger_iopf.perm = IOMMU_PGFAULT_PERM_READ | IOMMU_PGFAULT_PERM_WRITE;
-	cmd.trigger_iopf.addr = addr;
-	test_cmd(m->fd, &cmd, "IOMMU_TEST_OP_TRIGGER_IOPF");
-	for (tries = 0;; tries++) {
-		n = read(m->fault_fd, &fault, sizeof(fault));
-		if (n == sizeof(fault))
-			break;
-		if (n < 0 && errno != EAGAIN && errno != EINTR)
-			die("read fault fd");
-		if (tries == 2) {
-			errno = ETIMEDOUT;
-			die("no fault to read");
-		}
-		if (poll(&pfd, 1, 1000) < 0 && errno != EINTR)
-			die("poll fault fd");
-	}
+	ut_trigger(u->fd, m->idev_id, pasid, grpid,
+		   IOMMU_PGFAULT_PERM_READ | IOMMU_PGFAULT_PERM_WRITE, addr);
+	ut_read_faults(u->fault_fd, &fault, 1);
 	if (delay_ns)
-		sleep_until_ns(now_ns() + delay_ns);
-	response.cookie = fault.cookie;
-	if (write(m->fault_fd, &response, sizeof(response)) != sizeof(response))
-		die("write page response");
+		ut_sleep_until_ns(ut_now_ns() + delay_ns);
+	ut_respond(u->fault_fd, fault.cookie);
 }
 
 /* ---- pinning ---------------------------------------------------------- */
@@ -350,14 +222,14 @@ static void pinner_open(struct pinner *p, enum pin_with with)
 	if (with == PIN_UACCE) {
 		p->fd = open("/dev/uacce_ctrl", O_RDWR);
 		if (p->fd < 0)
-			die("open /dev/uacce_ctrl");
+			ut_die("open /dev/uacce_ctrl");
 	} else {
 		struct io_uring_params params;
 
 		memset(&params, 0, sizeof(params));
 		p->fd = (int)syscall(__NR_io_uring_setup, 4, &params);
 		if (p->fd < 0)
-			die("io_uring_setup");
+			ut_die("io_uring_setup");
 	}
 }
 
@@ -367,12 +239,12 @@ static void pin(struct pinner *p, void *addr, size_t len)
 		struct uacce_pin_address a = { .addr = (uintptr_t)addr, .size = len };
 
 		if (ioctl(p->fd, UACCE_CMD_PIN, &a))
-			die("UACCE_CMD_PIN");
+			ut_die("UACCE_CMD_PIN");
 	} else {
 		struct iovec iov = { .iov_base = addr, .iov_len = len };
 
 		if (syscall(__NR_io_uring_register, p->fd, IORING_REGISTER_BUFFERS, &iov, 1))
-			die("IORING_REGISTER_BUFFERS");
+			ut_die("IORING_REGISTER_BUFFERS");
 	}
 }
 
@@ -382,28 +254,16 @@ static void unpin(struct pinner *p, void *addr, size_t len)
 		struct uacce_pin_address a = { .addr = (uintptr_t)addr, .size = len };
 
 		if (ioctl(p->fd, UACCE_CMD_UNPIN, &a))
-			die("UACCE_CMD_UNPIN");
+			ut_die("UACCE_CMD_UNPIN");
 	} else if (syscall(__NR_io_uring_register, p->fd, IORING_UNREGISTER_BUFFERS, NULL, 0)) {
-		die("IORING_UNREGISTER_BUFFERS");
+		ut_die("IORING_UNREGISTER_BUFFERS");
 	}
-}
-
-static char *map_pages(long pages, long page)
-{
-	char *buf = mmap(NULL, pages * page, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	if (buf == MAP_FAILED)
-		die("mmap");
-	/* Real pages, not the shared zero page. */
-	memset(buf, 0x5a, pages * page);
-	return buf;
 }
 
 static void phase(const struct options *o, const char *name, const char *extra)
 {
 	printf("{\"demo\":\"%s\",\"pid\":%d,\"phase\":\"%s\",\"t\":%" PRIu64 "%s}\n", o->name,
-	       getpid(), name, now_ns(), extra);
+	       getpid(), name, ut_now_ns(), extra);
 }
 
 int main(int argc, char **argv)
@@ -417,24 +277,26 @@ int main(int argc, char **argv)
 	char extra[128];
 	char *buf, *churn_buf = NULL;
 	struct options o;
-	struct mock m = { .fd = -1, .fault_fd = -1 };
+	struct ut_iommufd iommu = { .fd = -1 };
+	struct ut_mock m;
 
+	ut_prog = "uacce-demo";
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	parse_args(argc, argv, &o);
-	prog = o.name;
+	ut_prog = o.name;
 	if (prctl(PR_SET_NAME, o.name, 0, 0, 0))
-		die("prctl PR_SET_NAME");
+		ut_die("prctl PR_SET_NAME");
 	rng_state ^= (uint64_t)getpid() * 0x100000001b3ull;
 
-	buf = map_pages(o.pages, page);
+	buf = ut_map_pages(o.pages, page);
 	if (o.rate > 0)
-		mock_setup(&m);
+		mock_setup(&iommu, &m);
 	if (o.churn_ms) {
-		churn_buf = map_pages(o.churn_pages, page);
+		churn_buf = ut_map_pages(o.churn_pages, page);
 		pinner_open(&churn_pinner, o.pin_with);
 	}
 
-	start = now_ns();
+	start = ut_now_ns();
 	end = start + (uint64_t)(o.seconds * 1e9);
 	if (o.pin_at >= 0) {
 		pin_at = start + (uint64_t)(o.pin_at * 1e9);
@@ -445,7 +307,7 @@ int main(int argc, char **argv)
 	phase(&o, "start", "");
 
 	for (;;) {
-		uint64_t t = now_ns();
+		uint64_t t = ut_now_ns();
 		uint64_t next;
 
 		if (t >= end)
@@ -480,7 +342,7 @@ int main(int argc, char **argv)
 
 				if (pg >= o.pages)
 					pg = o.pages - 1;
-				mock_fault(&m, o.pasid, (uint32_t)(faults + 1),
+				mock_fault(&iommu, &m, o.pasid, (uint32_t)(faults + 1),
 					   (uintptr_t)buf + (uint64_t)pg * page + 0x40,
 					   (uint64_t)(delay_us * 1000));
 				faults++;
@@ -504,7 +366,7 @@ int main(int argc, char **argv)
 			next = pin_at;
 		if (!stopped && stop_faults_at < next)
 			next = stop_faults_at;
-		sleep_until_ns(next);
+		ut_sleep_until_ns(next);
 	}
 	/* Unpin here, in this process: a ring torn down at exit would be
 	 * unpinned later by a kernel worker. */

@@ -838,6 +838,7 @@ fn hooks(args: &HooksArgs) -> Result<()> {
     setup_host()?;
     qemu::check_installed()?;
     let kdir = crate::kernel::ensure_test_kernel()?;
+    let programs = vm::programs::ensure(&kdir, crate::base::Arch::X86_64)?;
     let bz = kdir.join("bzImage");
     let (tool, workload) = built_binaries(args.common.no_build)?;
     let priority = raise_priority(&args.common);
@@ -856,10 +857,7 @@ fn hooks(args: &HooksArgs) -> Result<()> {
     image::write_vm_image_with(
         &base,
         &hooks_script(args),
-        &[(
-            kdir.join(crate::kernel::IOPF_BINARY),
-            vm::guest::GUEST_IOPF_WORKLOAD,
-        )],
+        &[(programs.iopf(), vm::guest::GUEST_IOPF_WORKLOAD)],
         &img,
     )?;
     let log = dir.join("console.log");

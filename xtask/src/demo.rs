@@ -65,7 +65,7 @@ use crate::base::cache;
 use crate::kernel;
 use crate::toolchain::setup::{self, Need};
 use crate::toolchain::stock;
-use crate::vm::{self, guest, image, qemu, Hooks};
+use crate::vm::{self, guest, image, programs, qemu, Hooks};
 
 /// Tenths of a second the guest waits for the tracer's "recording to" line
 /// (BTF parsing and BPF verification are slow under TCG).
@@ -141,7 +141,7 @@ extern "C" fn on_signal(_sig: libc::c_int) {
 
 /// Which kernel the demo boots.
 enum Guest {
-    /// The test kernel folder (bzImage and the guest programs).
+    /// The test kernel folder (bzImage and the guest programs' headers).
     Test(PathBuf),
     /// A stock kernel: its vmlinuz and a name for messages.
     Stock { vmlinuz: PathBuf, name: String },
@@ -236,7 +236,10 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoResult> {
         Guest::Test(dir) => (
             dir.join("bzImage"),
             init_script(args.hooks, args.seconds, true),
-            vec![(dir.join(kernel::DEMO_BINARY), GUEST_DEMO)],
+            vec![(
+                programs::ensure(dir, crate::base::Arch::X86_64)?.demo(),
+                GUEST_DEMO,
+            )],
         ),
         Guest::Stock { vmlinuz, .. } => (
             vmlinuz.clone(),

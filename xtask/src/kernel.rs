@@ -17,14 +17,15 @@
 //! 4. `make bzImage` out of tree (`test-kernels/build/<version>/`, kept for
 //!    incremental rebuilds), full output in `build.log` there; then every
 //!    function the tracer hooks must be a `FUNC` in vmlinux's BTF (bpftool).
-//! 5. Guest programs, static C against the same tree's headers:
-//!    `uacce-ctrl-pin` (`xtask/kernel/uacce_ctrl_pin.c`) and `iopf-workload`
-//!    (`xtask/kernel/iopf_workload.c`).
+//! 5. Guest headers: the (patched) uapi headers the guest programs compile
+//!    against, copied into the result's `include/` (see [`GUEST_HEADERS`]).
+//!    The programs themselves are built by `vm::programs` under their own
+//!    cache key, so that editing one does not rebuild the kernel.
 //!
 //! The result is `test-kernels/<key>/` with `bzImage`, `config`,
 //! `System.map`, `version` (the kernel release), `source` (the package and
-//! its version) and the two guest programs; the key hashes every input that
-//! is committed in `xtask/kernel/`, the package version and
+//! its version) and `include/`; the key hashes the kernel's inputs in
+//! `xtask/kernel/` (fragment, fixture, patches), the package version and
 //! [`RECIPE_VERSION`]. A cached kernel is returned at once without network:
 //! the version of the unpacked source is used (`--refresh` asks the mirror
 //! for a newer package). The inputs are compiled into xtask, so the result
@@ -34,9 +35,9 @@
 //!
 //! `--arm64` cross-compiles the same for arm64 (`ARCH=arm64
 //! CROSS_COMPILE=aarch64-linux-gnu-`, fragment
-//! `xtask/kernel/test-kernel-6.12-arm64.config`, result `Image`, guest
-//! programs with `aarch64-linux-gnu-gcc`) into `test-kernels/<key>-arm64/`,
-//! built in `test-kernels/build/<version>-arm64/`.
+//! `xtask/kernel/test-kernel-6.12-arm64.config`, result `Image`) into
+//! `test-kernels/<key>-arm64/`, built in
+//! `test-kernels/build/<version>-arm64/`.
 //!
 //! This module owns no VM harness and imports only `base` and `toolchain`:
 //! the scenarios call [`ensure_test_kernel`] and boot the result with
@@ -95,12 +96,6 @@ fn image_target(arch: Arch) -> (&'static str, &'static str) {
 }
 /// The `/dev/uacce_ctrl` fixture, built into the kernel.
 const FIXTURE: &str = include_str!("../kernel/uacce_ctrl/uacce_ctrl.c");
-/// Guest program: pins through `/dev/uacce_ctrl`, checks the pin counters.
-const PIN_PROGRAM: &str = include_str!("../kernel/uacce_ctrl_pin.c");
-/// Guest program: IO page faults through iommufd's self-test mock device.
-const IOPF_PROGRAM: &str = include_str!("../kernel/iopf_workload.c");
-/// Guest program of `cargo xtask demo`: one faulting/pinning demo process.
-const DEMO_PROGRAM: &str = include_str!("../kernel/uacce_demo.c");
 /// Patches applied to the unpacked source (`patch -p1`), in order:
 /// (file name under `xtask/kernel/`, text). The iommufd mock's
 /// TRIGGER_IOPF gets two perm bits: report from a kworker, and a page
@@ -111,8 +106,9 @@ const PATCHES: &[(&str, &str)] = &[(
 )];
 
 /// Bumped whenever the steps below change what they produce, so that every
-/// cached kernel is rebuilt.
-const RECIPE_VERSION: &str = "2";
+/// cached kernel is rebuilt (3: the guest programs left the kernel folder
+/// and its key; it holds their headers instead).
+const RECIPE_VERSION: &str = "3";
 
 /// Where the fixture goes in the source tree, and the Makefile line that
 /// builds it (the folder is entered only with `CONFIG_UACCE`).
@@ -131,7 +127,7 @@ const DERIVED_OPTIONS: &[&str] = &[
     "CONFIG_KRETPROBES",
 ];
 
-/// Debian packages the kernel build and the guest programs need.
+/// Debian packages the kernel build needs.
 const BUILD_PACKAGES: &[&str] = &[
     "make",
     "gcc",
@@ -148,23 +144,12 @@ const BUILD_PACKAGES: &[&str] = &[
     "patch",
 ];
 
-/// Files of a finished test kernel folder.
-const RESULT_FILES: &[&str] = &[
-    "bzImage",
-    "config",
-    "System.map",
-    "version",
-    "source",
-    PIN_BINARY,
-    IOPF_BINARY,
-    DEMO_BINARY,
-];
-/// File name of the `/dev/uacce_ctrl` guest program in the result folder.
-pub const PIN_BINARY: &str = "uacce-ctrl-pin";
-/// File name of the IOPF guest program in the result folder.
-pub const IOPF_BINARY: &str = "iopf-workload";
-/// File name of the demo's guest program in the result folder.
-pub const DEMO_BINARY: &str = "uacce-demo";
+/// Files of a finished test kernel folder (besides [`GUEST_HEADERS`]).
+const RESULT_FILES: &[&str] = &["bzImage", "config", "System.map", "version", "source"];
+
+/// Folder of a test kernel folder that holds [`GUEST_HEADERS`] (an `-I`
+/// folder for the guest programs).
+pub const GUEST_INCLUDE: &str = "include";
 
 /// How often a long step prints that it is still running.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
@@ -271,7 +256,7 @@ fn ensure(refresh: bool, jobs: Option<usize>, arch: Arch) -> Result<PathBuf> {
     let partial = dir.with_extension("partial");
     remove_if_exists(&partial)?;
     fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
-    build_guest_programs(&source.tree, &build_dir, &partial, arch)?;
+    copy_guest_headers(&source.tree, &partial.join(GUEST_INCLUDE))?;
     for (from, to) in [
         (image_target(arch).1, image_name(arch)),
         (".config", "config"),
@@ -326,6 +311,9 @@ fn is_complete(dir: &Path, arch: Arch) -> bool {
         .iter()
         .map(|f| if *f == "bzImage" { image_name(arch) } else { f })
         .all(|f| dir.join(f).is_file())
+        && GUEST_HEADERS
+            .iter()
+            .all(|(to, _)| dir.join(GUEST_INCLUDE).join(to).is_file())
 }
 
 /// [`cache_key`] of the kernel of `arch`: x86's is unchanged; arm64's also
@@ -345,30 +333,19 @@ fn cache_key_for(arch: Arch, source_version: &str) -> String {
     }
 }
 
-/// Cache key: FNV-1a (64 bit) over every input, each prefixed by its length.
+/// Cache key ([`cache::key`]) over the kernel's inputs: the guest programs
+/// are not among them (`vm::programs` has their own key).
 fn cache_key(source_version: &str) -> String {
-    let fixed: [&[u8]; 7] = [
+    let fixed: [&[u8]; 4] = [
         RECIPE_VERSION.as_bytes(),
         source_version.as_bytes(),
         FRAGMENT.as_bytes(),
         FIXTURE.as_bytes(),
-        PIN_PROGRAM.as_bytes(),
-        IOPF_PROGRAM.as_bytes(),
-        DEMO_PROGRAM.as_bytes(),
     ];
     let patches = PATCHES
         .iter()
         .flat_map(|(name, text)| [name.as_bytes(), text.as_bytes()]);
-    let inputs: Vec<&[u8]> = fixed.into_iter().chain(patches).collect();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for input in inputs {
-        let len = u64::try_from(input.len()).unwrap_or(u64::MAX).to_le_bytes();
-        for byte in len.iter().chain(input) {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{hash:016x}")
+    cache::key(fixed.into_iter().chain(patches))
 }
 
 // ---------------------------------------------------------------------------
@@ -843,24 +820,18 @@ fn missing_btf_funcs<'a>(dump: &str, wanted: &[&'a str]) -> Vec<&'a str> {
 }
 
 // ---------------------------------------------------------------------------
-// 5. Guest programs
+// 5. Guest headers
 
-/// Headers the IOPF workload takes from the tree it runs on (the self-test
-/// op numbers are positional), as `-I` folder path -> tree path.
-const GUEST_HEADERS: &[(&str, &str)] = &[
+/// Headers the guest programs take from the tree the kernel is built from
+/// (the self-test op numbers are positional, and the patches add perm
+/// bits), as path under [`GUEST_INCLUDE`] -> tree path.
+pub const GUEST_HEADERS: &[(&str, &str)] = &[
     ("linux/iommufd.h", "include/uapi/linux/iommufd.h"),
     ("iommufd_test.h", "drivers/iommu/iommufd/iommufd_test.h"),
 ];
 
-fn build_guest_programs(tree: &Path, build_dir: &Path, out: &Path, arch: Arch) -> Result<()> {
-    let cc = if arch == Arch::host() {
-        "gcc"
-    } else {
-        arch.cross_gcc()
-    };
-    let start = Instant::now();
-    let work = build_dir.join("guest");
-    let include = work.join("include");
+/// Copies [`GUEST_HEADERS`] from `tree` into `include`.
+fn copy_guest_headers(tree: &Path, include: &Path) -> Result<()> {
     for (to, from) in GUEST_HEADERS {
         let to = include.join(to);
         if let Some(parent) = to.parent() {
@@ -870,27 +841,6 @@ fn build_guest_programs(tree: &Path, build_dir: &Path, out: &Path, arch: Arch) -
             format!("copying {} to {}", tree.join(from).display(), to.display())
         })?;
     }
-    for (name, source, file) in [
-        (PIN_BINARY, PIN_PROGRAM, "uacce_ctrl_pin.c"),
-        (IOPF_BINARY, IOPF_PROGRAM, "iopf_workload.c"),
-        (DEMO_BINARY, DEMO_PROGRAM, "uacce_demo.c"),
-    ] {
-        let src = work.join(file);
-        fs::write(&src, source).with_context(|| format!("writing {}", src.display()))?;
-        capture(
-            Command::new(cc)
-                .args(["-static", "-O2", "-Wall", "-Wextra", "-I"])
-                .arg(&include)
-                .arg("-o")
-                .arg(out.join(name))
-                .arg(&src),
-        )
-        .with_context(|| format!("compiling xtask/kernel/{file}"))?;
-    }
-    eprintln!(
-        "kernel: guest programs ok ({PIN_BINARY}, {IOPF_BINARY}, {DEMO_BINARY}; {})",
-        elapsed(start)
-    );
     Ok(())
 }
 

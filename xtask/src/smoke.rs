@@ -16,7 +16,7 @@ use crate::base::{cache, fs::remove_if_exists, Arch};
 use crate::kernel::{self, KernelArgs};
 use crate::toolchain::setup::{self, Need};
 use crate::vm::guest::{self, GUEST_IOPF_WORKLOAD, GUEST_UACCE_CTRL_PIN};
-use crate::vm::{console, image, qemu};
+use crate::vm::{console, image, programs, qemu};
 
 /// The guest script.
 const SCRIPT: &str = include_str!("../vm-guest/smoke.sh");
@@ -66,9 +66,10 @@ fn smoke(kernel_dir: &Path, timeout: Duration) -> Result<()> {
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let base = work.join("base.cpio.gz");
     image::write_gzip(&image::busybox_archive(Arch::host())?.finish(), &base)?;
+    let programs = programs::ensure(kernel_dir, Arch::host())?;
     let extra: Vec<(PathBuf, &str)> = vec![
-        (kernel_dir.join(kernel::PIN_BINARY), GUEST_UACCE_CTRL_PIN),
-        (kernel_dir.join(kernel::IOPF_BINARY), GUEST_IOPF_WORKLOAD),
+        (programs.pin(), GUEST_UACCE_CTRL_PIN),
+        (programs.iopf(), GUEST_IOPF_WORKLOAD),
     ];
     let initrd = work.join("initrd.gz");
     image::write_vm_image_with(&base, &init_script(), &extra, &initrd)?;

@@ -37,10 +37,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::base::cache;
+use crate::base::{cache, Arch};
 use crate::toolchain::setup::{self, Need};
 use crate::vm::console::{self, kv, vmstat, Console};
-use crate::vm::{guest, image, qemu};
+use crate::vm::{guest, image, programs, qemu};
 use crate::{kernel, vm};
 
 /// The guest's `/init`, after the variables and [`guest::LIB`] that
@@ -140,6 +140,7 @@ pub fn run_soak(args: &SoakArgs) -> Result<bool> {
     }
     qemu::check_installed()?;
     let kernel_dir = kernel::ensure_test_kernel()?;
+    let programs = programs::ensure(&kernel_dir, Arch::X86_64)?;
     let bz = kernel_dir.join("bzImage");
     let (tool, workload) = vm::build(false, args.no_build)?;
     let tool = tool.context("no tool binary")?;
@@ -158,14 +159,8 @@ pub fn run_soak(args: &SoakArgs) -> Result<bool> {
 
     let bpftool = setup::find_bpftool()?;
     let mut extra: Vec<(PathBuf, String)> = vec![
-        (
-            kernel_dir.join(kernel::IOPF_BINARY),
-            guest::GUEST_IOPF_WORKLOAD.into(),
-        ),
-        (
-            kernel_dir.join(kernel::PIN_BINARY),
-            guest::GUEST_UACCE_CTRL_PIN.into(),
-        ),
+        (programs.iopf(), guest::GUEST_IOPF_WORKLOAD.into()),
+        (programs.pin(), guest::GUEST_UACCE_CTRL_PIN.into()),
         (bpftool.clone(), GUEST_BPFTOOL.into()),
     ];
     for lib in image::ldd(&bpftool)? {

@@ -60,3 +60,23 @@ pub fn bpf_linker() -> Result<PathBuf> {
 pub fn apt() -> Result<PathBuf> {
     Ok(root()?.join("apt"))
 }
+
+/// Compiled guest programs of the test kernels (`vm::programs`; one
+/// sub-folder per input hash and architecture).
+pub fn guest_programs() -> Result<PathBuf> {
+    Ok(root()?.join("guest-programs"))
+}
+
+/// A cache key over `inputs`: FNV-1a (64 bit) over each input prefixed by
+/// its length (little-endian u64), as 16 hex digits.
+pub fn key<'a>(inputs: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for input in inputs {
+        let len = u64::try_from(input.len()).unwrap_or(u64::MAX).to_le_bytes();
+        for byte in len.iter().chain(input) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}

@@ -17,7 +17,7 @@ pub const END: &str = "@@UT-END";
 /// Printed after the last section.
 pub const DONE: &str = "@@UT-DONE";
 
-/// Guest paths of the test-kernel programs (built by `cargo xtask kernel`).
+/// Guest paths of the test-kernel programs (built by [`super::programs`]).
 pub const GUEST_IOPF_WORKLOAD: &str = "/usr/bin/iopf-workload";
 /// The `/dev/uacce_ctrl` pin test program.
 pub const GUEST_UACCE_CTRL_PIN: &str = "/usr/bin/uacce-ctrl-pin";

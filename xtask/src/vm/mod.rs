@@ -10,6 +10,7 @@
 pub mod console;
 pub mod guest;
 pub mod image;
+pub mod programs;
 pub mod qemu;
 
 use std::path::PathBuf;

@@ -331,9 +331,10 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     };
     let img = dir.join("initramfs.cpio.gz");
     let mut extra: Vec<(PathBuf, &str)> = if test_kernel {
+        let programs = crate::vm::programs::ensure(&kernel_dir, arch)?;
         vec![
-            (kernel_dir.join("iopf-workload"), GUEST_IOPF_WORKLOAD),
-            (kernel_dir.join("uacce-ctrl-pin"), GUEST_UACCE_CTRL_PIN),
+            (programs.iopf(), GUEST_IOPF_WORKLOAD),
+            (programs.pin(), GUEST_UACCE_CTRL_PIN),
         ]
     } else {
         Vec::new()
