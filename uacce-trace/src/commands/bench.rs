@@ -1,5 +1,5 @@
 //! Benchmark drivers behind the hidden `uacce-trace bench` command, which
-//! `cargo xtask bench pipeline` runs (docs/architecture.md, "Performance
+//! `cargo xtask bench pipeline` and `bench ioctl` run (docs/architecture.md, "Performance
 //! principles"). Not a user interface: the output is one JSON object per
 //! run on stdout.
 //!
