@@ -1,7 +1,7 @@
 //! Benchmark drivers behind the hidden `uacce-trace bench` command, which
-//! `cargo xtask bench pipeline` and `bench ioctl` run (docs/architecture.md, "Performance
-//! principles"). Not a user interface: the output is one JSON object per
-//! run on stdout.
+//! `cargo xtask bench pipeline` and `bench ioctl` run (docs/architecture.md,
+//! "Performance principles"). Not a user interface: the output is one JSON
+//! object per run on stdout.
 //!
 //! - `bench pipeline --rate R`: the bench source ([`Tracer::start_bench`]:
 //!   IOPF-shaped records from `getppid(2)` tracepoints, only for this
