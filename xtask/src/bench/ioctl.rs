@@ -326,18 +326,26 @@ pub(super) fn run(args: &IoctlArgs) -> Result<()> {
 /// Other heavy jobs seen when the bench started (the project's own test
 /// suite, builds), for the report.
 fn other_jobs() -> String {
-    let busy: Vec<&str> = ["xtask test", "cargo", "rustc", "qemu-system"]
-        .into_iter()
-        .filter(|p| {
-            Command::new("pgrep")
-                .args(["-f", p])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .collect();
+    // Not plain "cargo": `cargo xtask` runs this very command.
+    let busy: Vec<&str> = [
+        "xtask test",
+        "cargo build",
+        "cargo test",
+        "cargo clippy",
+        "rustc",
+        "qemu-system",
+    ]
+    .into_iter()
+    .filter(|p| {
+        Command::new("pgrep")
+            .args(["-f", p])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+    .collect();
     if busy.is_empty() {
-        "none seen (no xtask test, cargo, rustc or QEMU process)".into()
+        "none seen (no xtask test, cargo build/test/clippy, rustc or QEMU process)".into()
     } else {
         format!("running at the start: {}", busy.join(", "))
     }
@@ -403,7 +411,7 @@ fn report(args: &IoctlArgs, runs: &[Vec<Run>], facts: &Facts) -> String {
            time from `/proc/stat` (everything but idle and iowait: the loop, the \
            tracer's threads, kernel work, and whatever else the machine ran) over the \
            loop alone, per call; \"added\" subtracts the untraced run of the same \
-           round. `/proc/stat` is tick-sampled (10 ms), i.e. ±{res:.0} ns/call per run.\n\
+           round. `/proc/stat` is tick-sampled (10 ms), i.e. about ±{res:.0} ns/call per run.\n\
          - the ratios are per round (same round's runs), then the median;\n\
          - wall: the loop's own time per call; \"traced thread CPU\" is the loop \
            thread's CPU time only (user + system, BPF programs that ran in it \
@@ -483,7 +491,7 @@ fn report(args: &IoctlArgs, runs: &[Vec<Run>], facts: &Facts) -> String {
             "vs bpftrace hist()",
             "vs filter only",
             "wall ns/call",
-            "traced thread CPU ns/call (thread only)",
+            "traced thread CPU ns/call (that thread only)",
             "tracer process CPU ns/call",
         ],
         &rows,
