@@ -106,6 +106,10 @@ pub enum BenchCommand {
         /// ioctl calls in the measured loop (after a warm-up of 1/20 as many).
         #[arg(long, default_value_t = 1_000_000)]
         count: u64,
+        /// Enable kernel BPF run-time statistics and report the programs
+        /// that ran once per call.
+        #[arg(long)]
+        bpf_stats: bool,
         /// Leave the thread unpinned (by default it runs on CPU 1, like the
         /// trigger of `bench pipeline`).
         #[arg(long)]
@@ -176,11 +180,15 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<u8> {
             }
             json
         }
-        BenchCommand::IoctlLoop { count, no_pin } => {
+        BenchCommand::IoctlLoop {
+            count,
+            bpf_stats,
+            no_pin,
+        } => {
             if !no_pin {
                 pin_to_cpu(TRIGGER_CPU);
             }
-            serde_json::to_string(&ioctl_loop(count)?)?
+            serde_json::to_string(&ioctl_loop(count, bpf_stats)?)?
         }
         BenchCommand::Clock => mono_ns().to_string(),
         BenchCommand::Progs => serde_json::to_string(&prog_stats())?,
@@ -519,11 +527,19 @@ pub struct TriggerAlone {
 }
 
 fn trigger_alone(count: u64, bpf_stats: bool) -> anyhow::Result<TriggerAlone> {
+    loop_alone(count, bpf_stats, getppid)
+}
+
+/// `call` in a timed loop of `count` after a warm-up of `count / 20`, and
+/// with `bpf_stats` the BPF programs that ran at least once per call.
+fn loop_alone(count: u64, bpf_stats: bool, call: impl FnMut()) -> anyhow::Result<TriggerAlone> {
+    let mut call = call;
     let guard = bpf_stats.then(enable_bpf_stats).transpose()?;
     // Warm up (page in, caches, CPU frequency).
-    trigger_count(count / 20);
+    let warmup = timed_loop(count / 20, &mut call);
     let after_warmup = if bpf_stats { prog_stats() } else { Vec::new() };
-    let trigger = trigger_count(count);
+    let mut trigger = timed_loop(count, &mut call);
+    trigger.warmup_calls = warmup.calls;
     let (bpf_programs, bpf_ns_per_call) = if bpf_stats {
         let progs = busy_programs(&after_warmup, &prog_stats(), count);
         let total: u64 = progs.iter().map(|p| p.run_time_ns).sum();
@@ -546,7 +562,7 @@ fn trigger_alone(count: u64, bpf_stats: bool) -> anyhow::Result<TriggerAlone> {
 /// after a warm-up of `count / 20`: each call enters and leaves the
 /// `sys_enter/exit_ioctl` tracepoints with the command the tool keeps and
 /// fails with ENOTTY (nothing is pinned).
-fn ioctl_loop(count: u64) -> anyhow::Result<TriggerResult> {
+fn ioctl_loop(count: u64, bpf_stats: bool) -> anyhow::Result<TriggerAlone> {
     use std::os::fd::AsRawFd;
     let devnull = std::fs::File::open("/dev/null")?;
     let fd = devnull.as_raw_fd();
@@ -563,10 +579,7 @@ fn ioctl_loop(count: u64) -> anyhow::Result<TriggerResult> {
             )
         };
     };
-    let warmup = timed_loop(count / 20, call);
-    let mut r = timed_loop(count, call);
-    r.warmup_calls = warmup.calls;
-    Ok(r)
+    loop_alone(count, bpf_stats, call)
 }
 
 // ---------------------------------------------------------------- pipeline
@@ -935,7 +948,7 @@ mod tests {
 
     #[test]
     fn ioctl_loop_counts_its_calls() {
-        let r = ioctl_loop(1000).expect("loop");
+        let r = ioctl_loop(1000, false).expect("loop").trigger;
         assert_eq!((r.calls, r.warmup_calls), (1000, 50));
         assert!(r.elapsed_ns > 0);
     }

@@ -96,6 +96,10 @@ struct Run {
     tracer: f64,
     /// What the tracer said it saw (its last status line), if anything.
     saw: Option<String>,
+    /// In a run with kernel BPF statistics: the run time of the programs
+    /// that ran once per call, per call, in all and by program.
+    bpf: f64,
+    bpf_programs: Vec<(String, f64)>,
 }
 
 /// A tracer started and ready; its stdout and stderr lines arrive on
@@ -236,8 +240,14 @@ fn saw(tracer: Tracer, lines: &[String]) -> Option<String> {
     }
 }
 
-/// One loop under `tracer`.
-fn run_mode(tracer: Tracer, tool: &Path, args: &IoctlArgs, scratch: &Path) -> Result<Run> {
+/// One loop under `tracer`, with kernel BPF statistics when `stats`.
+fn run_mode(
+    tracer: Tracer,
+    tool: &Path,
+    args: &IoctlArgs,
+    scratch: &Path,
+    stats: bool,
+) -> Result<Run> {
     let what = format!("{tracer:?}");
     let running = match tracer_command(tracer, tool, scratch) {
         Some((cmd, ready)) => {
@@ -254,10 +264,12 @@ fn run_mode(tracer: Tracer, tool: &Path, args: &IoctlArgs, scratch: &Path) -> Re
             .map_or(0.0, |(cpu, _)| cpu)
     };
     let cpu0 = tracer_cpu();
-    let v: Result<Value> = json_of(
-        Command::new(tool).args(["bench", "ioctl-loop", "--count", &args.count.to_string()]),
-        "uacce-trace bench ioctl-loop",
-    );
+    let mut cmd = Command::new(tool);
+    cmd.args(["bench", "ioctl-loop", "--count", &args.count.to_string()]);
+    if stats {
+        cmd.arg("--bpf-stats");
+    }
+    let v: Result<Value> = json_of(&mut cmd, "uacce-trace bench ioctl-loop");
     let cpu1 = tracer_cpu();
     let lines = match running {
         Some(r) => r.stop(&what)?,
@@ -265,13 +277,26 @@ fn run_mode(tracer: Tracer, tool: &Path, args: &IoctlArgs, scratch: &Path) -> Re
     };
     let _ = fs::remove_file(scratch);
     let v = v?;
-    let calls = f(&v, "/calls").max(1.0);
+    let calls = f(&v, "/trigger/calls").max(1.0);
+    let bpf_programs = v["bpf_programs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or("?").to_string(),
+                f(p, "/run_time_ns") / calls,
+            )
+        })
+        .collect();
     Ok(Run {
-        machine: f(&v, "/machine_busy_ns_per_call"),
-        wall: f(&v, "/ns_per_call"),
-        thread: f(&v, "/cpu_ns_per_call"),
+        machine: f(&v, "/trigger/machine_busy_ns_per_call"),
+        wall: f(&v, "/trigger/ns_per_call"),
+        thread: f(&v, "/trigger/cpu_ns_per_call"),
         tracer: (cpu1 - cpu0) * 1e9 / calls,
         saw: saw(tracer, &lines),
+        bpf: f(&v, "/bpf_ns_per_call"),
+        bpf_programs,
     })
 }
 
@@ -291,13 +316,22 @@ pub(super) fn run(args: &IoctlArgs) -> Result<()> {
         std::env::temp_dir().join(format!("uacce-bench-ioctl-{}.hlog", std::process::id()));
     let rounds = args.rounds.max(1);
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); MODES.len()];
+    let mut stats: Vec<Vec<Run>> = vec![Vec::new(); MODES.len()];
     for round in 0..rounds {
         for (i, (name, tracer)) in MODES.iter().enumerate() {
             eprintln!(
                 "bench: ioctl loop, round {} of {rounds}: {name}…",
                 round + 1
             );
-            runs[i].push(run_mode(*tracer, &tool, args, &scratch)?);
+            runs[i].push(run_mode(*tracer, &tool, args, &scratch, false)?);
+        }
+        // BPF statistics cost time themselves: separate runs.
+        for (i, (name, tracer)) in MODES.iter().enumerate().skip(1) {
+            eprintln!(
+                "bench: ioctl loop, round {} of {rounds}: {name}, BPF statistics…",
+                round + 1
+            );
+            stats[i].push(run_mode(*tracer, &tool, args, &scratch, true)?);
         }
     }
     let load_after = loadavg();
@@ -320,7 +354,7 @@ pub(super) fn run(args: &IoctlArgs) -> Result<()> {
         versions: format!("{bpftrace_version}; {tool_version}"),
     };
     drop(priority);
-    publish("ioctl", &report(args, &runs, &facts), &args.common)
+    publish("ioctl", &report(args, &runs, &stats, &facts), &args.common)
 }
 
 /// Other heavy jobs seen when the bench started (the project's own test
@@ -380,7 +414,7 @@ fn ratios(runs: &[Vec<Run>], i: usize, to: usize) -> Vec<f64> {
         .collect()
 }
 
-fn report(args: &IoctlArgs, runs: &[Vec<Run>], facts: &Facts) -> String {
+fn report(args: &IoctlArgs, runs: &[Vec<Run>], stats: &[Vec<Run>], facts: &Facts) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -478,6 +512,11 @@ fn report(args: &IoctlArgs, runs: &[Vec<Run>], facts: &Facts) -> String {
                 } else {
                     fmt_ns(col(|r| r.tracer))
                 },
+                if traced {
+                    fmt_ns(median(stats[i].iter().map(|r| r.bpf).collect()))
+                } else {
+                    dash()
+                },
             ]
         })
         .collect();
@@ -493,9 +532,27 @@ fn report(args: &IoctlArgs, runs: &[Vec<Run>], facts: &Facts) -> String {
             "wall ns/call",
             "traced thread CPU ns/call (that thread only)",
             "tracer process CPU ns/call",
+            "BPF ns/call",
         ],
         &rows,
     ));
+    let _ = writeln!(
+        out,
+        "\n\"BPF ns/call\": the kernel's BPF run-time statistics \
+         (`BPF_ENABLE_STATS`) of the programs that ran at least once per call, from \
+         separate runs with statistics on (they cost time themselves), one per mode and \
+         round, medians; by program, last round:\n"
+    );
+    for (i, (name, _)) in MODES.iter().enumerate().skip(1) {
+        let progs = stats[i].last().map_or_else(String::new, |r| {
+            r.bpf_programs
+                .iter()
+                .map(|(p, ns)| format!("`{p}` {}", fmt_ns(*ns)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        let _ = writeln!(out, "- {name}: {progs}");
+    }
     let mut said = Vec::new();
     for (i, (name, _)) in MODES.iter().enumerate() {
         if let Some(s) = runs[i].iter().rev().find_map(|r| r.saw.clone()) {
@@ -561,7 +618,13 @@ mod tests {
                 no_write: true,
             },
         };
-        let text = report(&args, &runs, &facts);
+        let mut stats: Vec<Vec<Run>> = vec![Vec::new(); MODES.len()];
+        stats[3].push(Run {
+            bpf: 700.0,
+            bpf_programs: vec![("ioctl_enter".into(), 400.0), ("ioctl_exit".into(), 300.0)],
+            ..Run::default()
+        });
+        let text = report(&args, &runs, &stats, &facts);
         assert!(
             text.contains(
                 "| uacce-trace record (per-event) | 1050 | 900 | 1000, 800 | 2.00× | 4.50× |"
@@ -569,6 +632,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("/args->cmd == 0x40105702/"));
+        assert!(text.contains("| 700 |"), "{text}");
+        assert!(
+            text.contains("- uacce-trace record (per-event): `ioctl_enter` 400, `ioctl_exit` 300")
+        );
     }
 
     #[test]
