@@ -1,7 +1,7 @@
 //! Benchmark drivers behind the hidden `uacce-trace bench` command, which
-//! `cargo xtask bench pipeline` runs (docs/architecture.md, "Performance
-//! principles"). Not a user interface: the output is one JSON object per
-//! run on stdout.
+//! `cargo xtask bench pipeline` and `bench ioctl` run (docs/architecture.md,
+//! "Performance principles"). Not a user interface: the output is one JSON
+//! object per run on stdout.
 //!
 //! - `bench pipeline --rate R`: the bench source ([`Tracer::start_bench`]:
 //!   IOPF-shaped records from `getppid(2)` tracepoints, only for this
@@ -16,6 +16,11 @@
 //! - `bench trigger --count N`: the trigger loop alone, untraced or under
 //!   another tracer (`bpftrace -c`): ns per call, and with `--bpf-stats` the
 //!   run time of every BPF program that ran about once per call.
+//! - `bench ioctl-loop --count N`: `ioctl(UACCE_CMD_PIN)` on `/dev/null`
+//!   N times, an ordinary program's system call that the tool's real
+//!   `sys_enter/exit_ioctl` programs (and any other tracer on those
+//!   tracepoints) see: the loop's wall time, its own CPU time and the whole
+//!   machine's busy CPU time (`/proc/stat`) over the loop alone.
 //! - `bench decode --events N`: decode + attribute + aggregate of
 //!   in-memory bench records, no kernel: the user-side ceiling on one core
 //!   (also the target for callgrind).
@@ -95,6 +100,21 @@ pub enum BenchCommand {
         #[arg(long)]
         no_pin: bool,
     },
+    /// `ioctl(UACCE_CMD_PIN)` on /dev/null in a loop (fails with ENOTTY):
+    /// the host's one hook that runs the tool's real programs.
+    IoctlLoop {
+        /// ioctl calls in the measured loop (after a warm-up of 1/20 as many).
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+        /// Enable kernel BPF run-time statistics and report the programs
+        /// that ran once per call.
+        #[arg(long)]
+        bpf_stats: bool,
+        /// Leave the thread unpinned (by default it runs on CPU 1, like the
+        /// trigger of `bench pipeline`).
+        #[arg(long)]
+        no_pin: bool,
+    },
     /// Print CLOCK_MONOTONIC in ns (for shell scripts timing a command).
     Clock,
     /// Print every loaded BPF program's run count and run time (kernel BPF
@@ -160,6 +180,16 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<u8> {
             }
             json
         }
+        BenchCommand::IoctlLoop {
+            count,
+            bpf_stats,
+            no_pin,
+        } => {
+            if !no_pin {
+                pin_to_cpu(TRIGGER_CPU);
+            }
+            serde_json::to_string(&ioctl_loop(count, bpf_stats)?)?
+        }
         BenchCommand::Clock => mono_ns().to_string(),
         BenchCommand::Progs => serde_json::to_string(&prog_stats())?,
         BenchCommand::Decode { events, batch } => {
@@ -203,6 +233,37 @@ fn thread_switches() -> (u64, u64) {
         u64::try_from(ru.ru_nvcsw).unwrap_or(0),
         u64::try_from(ru.ru_nivcsw).unwrap_or(0),
     )
+}
+
+/// Busy CPU time of the whole machine so far, all CPUs, in ns: everything
+/// in `/proc/stat`'s `cpu` line but idle and iowait (user, nice, system,
+/// irq, softirq, steal; guest time is inside user). Tick-sampled by the
+/// kernel (USER_HZ resolution), so meaningful over long windows only; 0
+/// when unreadable.
+pub fn machine_busy_ns() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| busy_ticks(&s))
+        .map_or(0, |ticks| {
+            // SAFETY: sysconf has no preconditions.
+            let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+                .unwrap_or(100)
+                .max(1);
+            ticks.saturating_mul(1_000_000_000 / hz)
+        })
+}
+
+/// user + nice + system + irq + softirq + steal of the `cpu` line.
+fn busy_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal [guest guest_nice]
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    Some(at(0) + at(1) + at(2) + at(5) + at(6) + at(7))
 }
 
 /// Peak resident set size of this process (`VmHWM`), KiB.
@@ -259,6 +320,10 @@ pub struct TriggerResult {
     /// included), which preemption by other processes does not inflate.
     pub cpu_ns: u64,
     pub cpu_ns_per_call: f64,
+    /// Busy CPU time of the whole machine over the loop ([`machine_busy_ns`]:
+    /// all CPUs, the tracers' threads and kernel work included).
+    pub machine_busy_ns: u64,
+    pub machine_busy_ns_per_call: f64,
     /// Calls per second achieved.
     pub rate: f64,
     /// Calls made before the measured ones (not in the figures above).
@@ -266,13 +331,15 @@ pub struct TriggerResult {
 }
 
 impl TriggerResult {
-    fn new(calls: u64, elapsed_ns: u64, cpu_ns: u64) -> Self {
+    fn new(calls: u64, elapsed_ns: u64, cpu_ns: u64, machine_busy_ns: u64) -> Self {
         TriggerResult {
             calls,
             elapsed_ns,
             ns_per_call: elapsed_ns as f64 / calls.max(1) as f64,
             cpu_ns,
             cpu_ns_per_call: cpu_ns as f64 / calls.max(1) as f64,
+            machine_busy_ns,
+            machine_busy_ns_per_call: machine_busy_ns as f64 / calls.max(1) as f64,
             rate: calls as f64 * 1e9 / elapsed_ns.max(1) as f64,
             warmup_calls: 0,
         }
@@ -281,23 +348,43 @@ impl TriggerResult {
 
 /// `count` calls back to back.
 fn trigger_count(count: u64) -> TriggerResult {
+    timed_loop(count, getppid)
+}
+
+/// `call` `count` times back to back, timed: wall, this thread's CPU and
+/// the whole machine's busy CPU over the loop alone.
+#[inline(always)]
+fn timed_loop(count: u64, mut call: impl FnMut()) -> TriggerResult {
+    let machine = machine_busy_ns();
     let (start, cpu) = (mono_ns(), thread_cpu_ns());
     for _ in 0..count {
-        getppid();
+        call();
     }
-    TriggerResult::new(count, mono_ns() - start, thread_cpu_ns() - cpu)
+    let (end, cpu_end) = (mono_ns(), thread_cpu_ns());
+    TriggerResult::new(
+        count,
+        end - start,
+        cpu_end - cpu,
+        machine_busy_ns().saturating_sub(machine),
+    )
 }
 
 /// Calls at `rate` per second (0: flat out) for `duration_ns`, or until
 /// `max_calls`. Behind schedule it catches up in a burst.
 fn trigger_paced(rate: u64, duration_ns: u64, max_calls: u64) -> TriggerResult {
+    let machine = machine_busy_ns();
     let (start, cpu) = (mono_ns(), thread_cpu_ns());
     let mut done = 0u64;
     loop {
         let now = mono_ns();
         let elapsed = now - start;
         if elapsed >= duration_ns || done >= max_calls {
-            return TriggerResult::new(done, elapsed, thread_cpu_ns() - cpu);
+            return TriggerResult::new(
+                done,
+                elapsed,
+                thread_cpu_ns() - cpu,
+                machine_busy_ns().saturating_sub(machine),
+            );
         }
         let due = if rate == 0 {
             done + 256
@@ -440,11 +527,19 @@ pub struct TriggerAlone {
 }
 
 fn trigger_alone(count: u64, bpf_stats: bool) -> anyhow::Result<TriggerAlone> {
+    loop_alone(count, bpf_stats, getppid)
+}
+
+/// `call` in a timed loop of `count` after a warm-up of `count / 20`, and
+/// with `bpf_stats` the BPF programs that ran at least once per call.
+fn loop_alone(count: u64, bpf_stats: bool, call: impl FnMut()) -> anyhow::Result<TriggerAlone> {
+    let mut call = call;
     let guard = bpf_stats.then(enable_bpf_stats).transpose()?;
     // Warm up (page in, caches, CPU frequency).
-    trigger_count(count / 20);
+    let warmup = timed_loop(count / 20, &mut call);
     let after_warmup = if bpf_stats { prog_stats() } else { Vec::new() };
-    let trigger = trigger_count(count);
+    let mut trigger = timed_loop(count, &mut call);
+    trigger.warmup_calls = warmup.calls;
     let (bpf_programs, bpf_ns_per_call) = if bpf_stats {
         let progs = busy_programs(&after_warmup, &prog_stats(), count);
         let total: u64 = progs.iter().map(|p| p.run_time_ns).sum();
@@ -459,6 +554,32 @@ fn trigger_alone(count: u64, bpf_stats: bool) -> anyhow::Result<TriggerAlone> {
         bpf_programs,
         bpf_ns_per_call,
     })
+}
+
+// -------------------------------------------------------------- ioctl loop
+
+/// `ioctl(fd, UACCE_CMD_PIN, &{addr, size})` on `/dev/null` `count` times
+/// after a warm-up of `count / 20`: each call enters and leaves the
+/// `sys_enter/exit_ioctl` tracepoints with the command the tool keeps and
+/// fails with ENOTTY (nothing is pinned).
+fn ioctl_loop(count: u64, bpf_stats: bool) -> anyhow::Result<TriggerAlone> {
+    use std::os::fd::AsRawFd;
+    let devnull = std::fs::File::open("/dev/null")?;
+    let fd = devnull.as_raw_fd();
+    // struct uacce_pin_address { __u64 addr; __u64 size; }
+    let range: [u64; 2] = [0x7f12_3456_7000, 4096];
+    let call = || {
+        // SAFETY: ioctl on /dev/null with a pointer to a live 16-byte
+        // buffer, which the kernel only reads; it fails with ENOTTY.
+        unsafe {
+            libc::ioctl(
+                fd,
+                uacce_trace_common::ioctl_cmd::UACCE_CMD_PIN as _,
+                range.as_ptr(),
+            )
+        };
+    };
+    loop_alone(count, bpf_stats, call)
 }
 
 // ---------------------------------------------------------------- pipeline
@@ -816,6 +937,20 @@ mod tests {
         assert_eq!(r.calls, 1000);
         let r = trigger_paced(1_000_000, 5_000_000, u64::MAX);
         assert!(r.calls > 0 && r.calls <= 5_100, "{}", r.calls);
+    }
+
+    #[test]
+    fn busy_ticks_leave_out_idle_and_iowait() {
+        let stat = "cpu  10 1 5 1000 7 2 3 4 0 0\ncpu0 5 0 2 500 3 1 1 2 0 0\n";
+        assert_eq!(busy_ticks(stat), Some(10 + 1 + 5 + 2 + 3 + 4));
+        assert_eq!(busy_ticks("cpu0 1 2 3\n"), None);
+    }
+
+    #[test]
+    fn ioctl_loop_counts_its_calls() {
+        let r = ioctl_loop(1000, false).expect("loop").trigger;
+        assert_eq!((r.calls, r.warmup_calls), (1000, 50));
+        assert!(r.elapsed_ns > 0);
     }
 
     #[test]
