@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::{
     commands::{dropped_text, open_failed},
     exit,
+    ingest::event::Event,
     ingest::live::TracerOptions,
     ingest::source::{block_on, Item, Kind, LiveOptions, Origin, Source, StopOn},
     kernel::ring::monotonic_ns,
@@ -171,7 +172,7 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
         tokio::select! {
             item = src.stream.next(), if source_open => match item {
                 Some(Ok(Item::Batch(batch))) => {
-                    events += batch.len() as u64;
+                    events += event_count(&batch);
                     for ev in &batch {
                         if !live && ev.ts_ns() >= next_age_ns {
                             // Event time drives ageing in a replay (one step
@@ -235,7 +236,20 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
     acceptor.abort();
     let _ = acceptor.await;
     drop(scrape_tx);
-    // Stop the tracer (if it still runs) and drain what it still has.
+    // Stop the tracer (if it still runs) and take in what it still has:
+    // those events happened before the stop, so the closing count includes
+    // them (a replay's stream ends at once once stopped).
+    src.stop.request();
+    while let Some(item) = src.stream.next().await {
+        match item {
+            Ok(Item::Batch(batch)) => {
+                events += event_count(&batch);
+                agg.ingest_all(&batch);
+            }
+            Ok(Item::Mark(_)) => {}
+            Err(_) => break,
+        }
+    }
     let ended = src.stream.end().await;
     let mut dropped = String::new();
     if live {
@@ -249,6 +263,15 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
     }
     status!("stopped serving ({events} events{dropped}, {scrapes} scrapes)");
     Ok(exit)
+}
+
+/// Events of a batch as `record` counts them: the source's loss samples
+/// are not events.
+fn event_count(batch: &[Event]) -> u64 {
+    batch
+        .iter()
+        .filter(|e| !matches!(e, Event::Loss(_)))
+        .count() as u64
 }
 
 /// Accept connections, at most [`MAX_CONNECTIONS`] in service at a time,
