@@ -37,6 +37,7 @@
 pub mod faults;
 pub mod hist;
 pub mod ledger;
+pub mod quantile_ci;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -49,6 +50,7 @@ use crate::{
 pub use self::{
     faults::{FaultMap, FaultRegion},
     hist::{Hist, Summary},
+    quantile_ci::Interval,
     ledger::{LedgerSummary, PinLedger, RangeSet},
 };
 
