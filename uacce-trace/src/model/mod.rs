@@ -50,8 +50,8 @@ use crate::{
 pub use self::{
     faults::{FaultMap, FaultRegion},
     hist::{Hist, Summary},
-    quantile_ci::Interval,
     ledger::{LedgerSummary, PinLedger, RangeSet},
+    quantile_ci::Interval,
 };
 
 /// What a series measures.

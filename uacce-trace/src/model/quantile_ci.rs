@@ -108,8 +108,8 @@ fn rank_bounds_exact(n: u64, q: f64) -> (Option<u64>, Option<u64>) {
     // l − 1 = the largest k with P(B ≤ k) ≤ a = first k above a, minus 1.
     let k = first_cdf_above(n, q, a);
     let low = (k >= 1).then_some(k); // l = k (the last k' ≤ a is k − 1)
-    // P(B ≥ u) = P(n − B ≤ n − u) with n − B ~ Bin(n, 1 − q): the
-    // largest m = n − u with P(B' ≤ m) ≤ a is first_cdf_above − 1.
+                                     // P(B ≥ u) = P(n − B ≤ n − u) with n − B ~ Bin(n, 1 − q): the
+                                     // largest m = n − u with P(B' ≤ m) ≤ a is first_cdf_above − 1.
     let m = first_cdf_above(n, 1.0 - q, a);
     let high = (m >= 1).then(|| n + 1 - m); // u = n − (m − 1)
     (low, high)
@@ -314,8 +314,14 @@ mod tests {
         let iv = quantile_ci(&h, 0.5).unwrap_or_default();
         // Ranks (469, 532) of 1..=1000 µs.
         assert_eq!(rank_bounds(1000, 0.5), (Some(469), Some(532)));
-        assert!(iv.low_ns.is_some_and(|l| (468_000..=469_000).contains(&l)), "{iv:?}");
-        assert!(iv.high_ns.is_some_and(|u| (532_000..=533_000).contains(&u)), "{iv:?}");
+        assert!(
+            iv.low_ns.is_some_and(|l| (468_000..=469_000).contains(&l)),
+            "{iv:?}"
+        );
+        assert!(
+            iv.high_ns.is_some_and(|u| (532_000..=533_000).contains(&u)),
+            "{iv:?}"
+        );
         let p = h.value_at_quantile(0.5);
         assert!(iv.low_ns <= Some(p) && Some(p) <= iv.high_ns);
         // p99.9 of 1000 samples: open above.
