@@ -247,7 +247,7 @@ pub fn rule(o: &CompareOptions) -> String {
             "goal: no process missing and every process's CANDIDATE {m} ≤ {}",
             fmt_ns(Some(l as f64))
         ),
-        None => "goal: no process worse or missing, and none still sampled with verdict unchanged"
+        None => "goal: no process worse, inconclusive or missing, and none still sampled with verdict unchanged"
             .into(),
     };
     let drops = if o.allow_drops {
