@@ -48,7 +48,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{fmt_ns, fmt_with_ci, table, Loaded};
+use super::{fmt_ns, fmt_with_ci, table, Loaded, CI_NOTE};
 use crate::model::{hist, is_bucket_comm, quantile_ci, Hist, Interval, Kind, Summary};
 
 /// Exit code: the goal is met.
@@ -612,10 +612,8 @@ pub fn render_text(c: &Comparison) -> String {
         &rows,
         &[false, false, false, false, false, false],
     ));
-    out.push_str(&format!(
-        "\npercentiles: value [95% confidence interval, same unit] by order statistics; \
-         — marks an open side (too few samples)\n"
-    ));
+    out.push('\n');
+    out.push_str(CI_NOTE);
     out.push_str(&format!("\nrule: {}\n\n", c.rule));
     if c.processes.is_empty() {
         out.push_str(&format!("no process has {} samples\n", c.kind));

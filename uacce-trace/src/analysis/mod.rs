@@ -238,6 +238,11 @@ pub fn fmt_ns(ns: Option<f64>) -> String {
     }
 }
 
+/// The line under every table of percentiles with intervals.
+pub(crate) const CI_NOTE: &str =
+    "percentiles: value [95% confidence interval, same unit] by order \
+     statistics; — marks an open side (too few samples)\n";
+
 /// A confidence interval in the unit [`fmt_ns`] gives `point`, without
 /// the unit: `[11.8, 13.1]`; `—` marks an open side (`[11.8, —)`: too few
 /// samples for an upper bound). Empty without an interval.

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use super::{fmt_ci, fmt_ns, lpad, table, Loaded};
+use super::{fmt_ci, fmt_ns, lpad, table, Loaded, CI_NOTE};
 use crate::{
     formats::iso8601_utc,
     model::{quantile_ci, ProcId, Summary},
@@ -131,10 +131,7 @@ pub fn render(input: &Loaded) -> String {
                 false, true, false, false, true, true, true, true, false, false, false, false, true,
             ],
         ));
-        out.push_str(
-            "percentiles: value [95% confidence interval, same unit] by order statistics; \
-             — marks an open side (too few samples)\n",
-        );
+        out.push_str(CI_NOTE);
     }
     if let Some(raw) = &input.raw {
         render_raw(&mut out, &raw.snapshot);
