@@ -258,10 +258,10 @@ pub fn rule(o: &CompareOptions) -> String {
     let (reduced, worse, inconclusive) = match quantile_ci::metric_quantile(m) {
         Some(q) => (
             format!(
-                "{m} at least {t}% lower and its {conf}% interval entirely below BASELINE's",
+                "{m} at least {t}% lower and CANDIDATE's {conf}% interval entirely below BASELINE's",
                 conf = quantile_ci::CONFIDENCE * 100.0
             ),
-            format!("{m} at least {t}% higher and its interval entirely above BASELINE's"),
+            format!("{m} at least {t}% higher and CANDIDATE's interval entirely above BASELINE's"),
             format!(
                 "inconclusive = a change of at least {t}% but the intervals overlap or one is open \
                  ({m} needs {} samples for a two-sided interval); ",
