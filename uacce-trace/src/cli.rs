@@ -158,9 +158,11 @@ pub enum Command {
     /// Percentile tables of recordings (hlog, json or raw).
     ///
     /// Per tag (all intervals merged): count, errors, min, mean, p50, p90,
-    /// p99, p99.9, max. For raw recordings also the pin ledger per process,
-    /// the faults inside pinned ranges and the hottest faulting regions.
-    /// Exit status 2 when an input is unusable.
+    /// p99, p99.9, max; each percentile with its 95 % confidence interval by
+    /// order statistics (`12.3µs [11.8, 13.1]`, same unit; `[11.8, —)`: too
+    /// few samples for an upper bound). For raw recordings also the pin
+    /// ledger per process, the faults inside pinned ranges and the hottest
+    /// faulting regions. Exit status 2 when an input is unusable.
     Report {
         /// Recordings to report on (`-`: standard input).
         #[arg(value_name = "FILE")]
@@ -172,10 +174,17 @@ pub enum Command {
     /// Did a change remove the IOPF jitter? BASELINE vs CANDIDATE.
     ///
     /// Per series (matched by kind, command name and device: pids differ
-    /// between runs) the change of count, p50, p99, p99.9 and max; per
-    /// process a verdict (eliminated, reduced, unchanged, worse, missing)
-    /// with the rule printed. Exit status 0 when the goal is met, 1 when it
-    /// is not, 2 when an input is unusable.
+    /// between runs) the change of count, p50, p99, p99.9 and max, each
+    /// percentile with its 95 % confidence interval (order statistics); per
+    /// process a verdict (eliminated, reduced, unchanged, inconclusive,
+    /// worse, missing) with the rule printed. Reduced (worse) needs the
+    /// change beyond --tolerance AND the CANDIDATE interval entirely below
+    /// (above) the BASELINE one; a change beyond the tolerance that the
+    /// intervals do not back (they overlap, or one rests on too few samples
+    /// to be closed: p99.9 needs 3688) is inconclusive. min, mean and max
+    /// have no interval: the change alone decides. Exit status 0 when the
+    /// goal is met, 1 when it is not, 2 when an input is unusable, 3 when
+    /// it is not met only because of inconclusive verdicts.
     Compare {
         /// Recording before the change (hlog, json or raw; `-`: stdin).
         baseline: String,

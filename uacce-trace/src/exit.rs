@@ -1,6 +1,7 @@
 //! Exit statuses of the `uacce-trace` binary, in one place (ripgrep's
-//! convention: 0 ok, 1 failure, 2 bad usage or input; a command run by
-//! `record` passes its own status through, shell style). Imports nothing.
+//! convention: 0 ok, 1 failure, 2 bad usage or input; `compare` adds 3,
+//! inconclusive; a command run by `record` passes its own status through,
+//! shell style). Imports nothing.
 
 /// Everything went as asked.
 pub const OK: u8 = 0;
@@ -8,6 +9,10 @@ pub const OK: u8 = 0;
 pub const FAILURE: u8 = 1;
 /// Unusable input or output files, or a bad listen address.
 pub const BAD_INPUT: u8 = 2;
+/// `compare`: the goal is not met only because some verdicts are
+/// inconclusive (the confidence intervals overlap or rest on too few
+/// samples); any definite reason makes it [`FAILURE`].
+pub const INCONCLUSIVE: u8 = 3;
 /// The command `record` was to run could not be started (the shell's 127).
 pub const CANNOT_RUN: u8 = 127;
 

@@ -75,6 +75,45 @@ fn replaying_the_raw_recording_reproduces_every_golden_output() {
     let _ = fs::remove_dir_all(&dir);
 }
 
+/// A one-row JSON recording: `n` IOPFs of process `a` spread evenly over
+/// `lo..=hi` ns.
+fn json_recording(path: &Path, n: u64, lo: u64, hi: u64) {
+    let buckets: Vec<String> = (0..n)
+        .map(|i| format!("[{},1]", lo + (hi - lo) * i / (n - 1)))
+        .collect();
+    let row = format!(
+        "{{\"tag\":\"iopf/1/a/dev0\",\"kind\":\"iopf\",\"pid\":1,\"comm\":\"a\",\
+         \"device\":\"dev0\",\"start\":0.0,\"duration\":1.0,\"unit\":\"ns\",\"count\":{n},\
+         \"drops\":0,\"unanswered\":0,\"buckets\":[{}]}}\n",
+        buckets.join(",")
+    );
+    fs::write(path, row).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+#[test]
+fn compare_is_inconclusive_on_few_samples_and_decides_on_many() {
+    let dir = scratch("compare-ci");
+    let (b20, c20) = (dir.join("b20.json"), dir.join("c20.json"));
+    // The issue's example: p99.9 halves, but rests on 20 samples.
+    json_recording(&b20, 20, 50_000, 200_000);
+    json_recording(&c20, 20, 25_000, 100_000);
+    let o = run(&["compare", s(&b20), s(&c20)]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{text}{}", stderr(&o));
+    assert!(text.contains("inconclusive"), "{text}");
+    // 20 000 samples: the same halving is a definite reduction.
+    let (b, c) = (dir.join("b.json"), dir.join("c.json"));
+    json_recording(&b, 20_000, 50_000, 200_000);
+    json_recording(&c, 20_000, 25_000, 100_000);
+    let o = run(&["compare", s(&b), s(&c)]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{text}{}", stderr(&o));
+    assert!(text.contains("  reduced  "), "{text}");
+    // And back: worse, a definite failure (1), not inconclusive.
+    assert_eq!(run(&["compare", s(&c), s(&b)]).status.code(), Some(1));
+    let _ = fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn report_and_compare_exit_codes() {
     let o = run(&[

@@ -1,7 +1,8 @@
 //! `uacce-trace compare BASELINE CANDIDATE`: did the change (pinning) remove
-//! the IOPF jitter? Per series the deltas of count, p50, p99, p99.9 and max;
-//! per process a verdict with the rule printed; an exit code a CI job can
-//! gate on. No aya, tokio, ratatui, no clock.
+//! the IOPF jitter? Per series the deltas of count, p50, p99, p99.9 and max,
+//! each percentile with its 95 % confidence interval; per process a verdict
+//! with the rule printed; an exit code a CI job can gate on. No aya, tokio,
+//! ratatui, no clock.
 //!
 //! Process ids differ between runs, so series are matched by kind, command
 //! name and device; processes of the same name are merged (their pids are
@@ -10,34 +11,45 @@
 //! # Verdicts (per process, over all its series of `--kind`, default iopf)
 //!
 //! With `B`, `C` the metric (`--metric`, default p99.9) in BASELINE and
-//! CANDIDATE and `t` the tolerance (`--tolerance`, default 10 %):
+//! CANDIDATE, `t` the tolerance (`--tolerance`, default 10 %) and, for a
+//! percentile metric, `I(B)`, `I(C)` its 95 % confidence intervals
+//! (distribution-free, by order statistics: [`crate::model::quantile_ci`]):
 //!
 //! - **eliminated**: the process had samples in BASELINE and none in
 //!   CANDIDATE (where it still appears);
-//! - **reduced**: `C ≤ B × (1 − t)`;
-//! - **worse**: `C ≥ B × (1 + t)`, or samples in CANDIDATE and none in
-//!   BASELINE;
-//! - **unchanged**: otherwise (also: no samples in either run);
+//! - **reduced**: `C ≤ B × (1 − t)` and `I(C)` lies entirely below `I(B)`;
+//! - **worse**: `C ≥ B × (1 + t)` and `I(C)` lies entirely above `I(B)`, or
+//!   samples in CANDIDATE and none in BASELINE;
+//! - **inconclusive**: the change exceeds the tolerance but the intervals
+//!   overlap, or one of them is open (the percentile rests on too few
+//!   samples: a two-sided interval for p99.9 needs 3688 samples);
+//! - **unchanged**: otherwise (also: no samples in either run).
+//!
+//! `min`, `mean` and `max` have no interval: for them reduced and worse
+//! are decided by the point change alone, and never inconclusive.
+//!
 //! - **missing**: samples in BASELINE, the process absent from CANDIDATE
 //!   (it did not run: nothing can be concluded). The `[unattrib:PASID]` and
 //!   `[other]` buckets are never missing: their absence is no samples.
 //!
 //! # Goal and exit code
 //!
-//! Without `--max`: met when no process is worse or missing and no process
-//! still has samples with verdict unchanged. With `--max L`: met when no
-//! process is missing and every process's CANDIDATE metric is ≤ L. In both
-//! cases CANDIDATE must have lost no records (unless `--allow-drops`): lost
+//! Without `--max`: met when no process is worse, inconclusive or missing
+//! and no process still has samples with verdict unchanged. With `--max L`:
+//! met when no process is missing and every process's CANDIDATE metric is
+//! ≤ L (the point value; the verdicts do not enter). In both cases
+//! CANDIDATE must have lost no records (unless `--allow-drops`): lost
 //! records could be the very faults in question.
 //!
-//! Exit codes: 0 goal met, 1 goal not met, 2 bad input.
+//! Exit codes: 0 goal met, 1 goal not met, 2 bad input, 3 goal not met only
+//! because of inconclusive verdicts (more samples could decide it).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{fmt_ns, table, Loaded};
-use crate::model::{hist, is_bucket_comm, Hist, Kind, Summary};
+use super::{fmt_ns, fmt_with_ci, table, Loaded, CI_NOTE};
+use crate::model::{hist, is_bucket_comm, quantile_ci, Hist, Interval, Kind, Summary};
 
 /// Exit code: the goal is met.
 pub const EXIT_MET: u8 = crate::exit::OK;
@@ -45,6 +57,8 @@ pub const EXIT_MET: u8 = crate::exit::OK;
 pub const EXIT_NOT_MET: u8 = crate::exit::FAILURE;
 /// Exit code: an input could not be used.
 pub const EXIT_BAD_INPUT: u8 = crate::exit::BAD_INPUT;
+/// Exit code: the goal is not met only because of inconclusive verdicts.
+pub const EXIT_INCONCLUSIVE: u8 = crate::exit::INCONCLUSIVE;
 
 /// Options of a comparison.
 #[derive(Clone, Debug, PartialEq)]
@@ -83,6 +97,7 @@ pub enum Verdict {
     Eliminated,
     Reduced,
     Unchanged,
+    Inconclusive,
     Worse,
     Missing,
 }
@@ -93,13 +108,15 @@ impl Verdict {
             Verdict::Eliminated => "eliminated",
             Verdict::Reduced => "reduced",
             Verdict::Unchanged => "unchanged",
+            Verdict::Inconclusive => "inconclusive",
             Verdict::Worse => "worse",
             Verdict::Missing => "missing",
         }
     }
 }
 
-/// The statistics compared per series.
+/// The statistics compared per series; each percentile with its 95 %
+/// confidence interval (`null` bounds: open, too few samples).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Stats {
     pub count: u64,
@@ -108,16 +125,24 @@ pub struct Stats {
     #[serde(rename = "p99.9")]
     pub p999: u64,
     pub max: u64,
+    pub p50_ci: Option<Interval>,
+    pub p99_ci: Option<Interval>,
+    #[serde(rename = "p99.9_ci")]
+    pub p999_ci: Option<Interval>,
 }
 
 impl Stats {
-    fn of(s: &Summary) -> Stats {
+    fn of(h: &Hist) -> Stats {
+        let s = Summary::of(h);
         Stats {
             count: s.count,
             p50: s.p50,
             p99: s.p99,
             p999: s.p999,
             max: s.max,
+            p50_ci: quantile_ci::metric_ci(h, "p50"),
+            p99_ci: quantile_ci::metric_ci(h, "p99"),
+            p999_ci: quantile_ci::metric_ci(h, "p99.9"),
         }
     }
 }
@@ -140,6 +165,9 @@ pub struct ProcSide {
     pub count: u64,
     /// The metric in ns; `None` without samples.
     pub metric_ns: Option<u64>,
+    /// Its 95 % confidence interval; `None` without samples or for a
+    /// metric without one (min, mean, max).
+    pub interval: Option<Interval>,
 }
 
 /// The verdict for one process.
@@ -190,6 +218,8 @@ pub struct Comparison {
     pub loss_baseline: Loss,
     pub loss_candidate: Loss,
     pub goal_met: bool,
+    /// The goal is not met only because of inconclusive verdicts.
+    pub inconclusive: bool,
     /// Why the goal is (not) met, one sentence each.
     pub reasons: Vec<String>,
 }
@@ -199,6 +229,8 @@ impl Comparison {
     pub fn exit_code(&self) -> u8 {
         if self.goal_met {
             EXIT_MET
+        } else if self.inconclusive {
+            EXIT_INCONCLUSIVE
         } else {
             EXIT_NOT_MET
         }
@@ -215,7 +247,7 @@ pub fn rule(o: &CompareOptions) -> String {
             "goal: no process missing and every process's CANDIDATE {m} ≤ {}",
             fmt_ns(Some(l as f64))
         ),
-        None => "goal: no process worse or missing, and none still sampled with verdict unchanged"
+        None => "goal: no process worse, inconclusive or missing, and none still sampled with verdict unchanged"
             .into(),
     };
     let drops = if o.allow_drops {
@@ -223,9 +255,28 @@ pub fn rule(o: &CompareOptions) -> String {
     } else {
         "; CANDIDATE must have lost no records"
     };
+    let (reduced, worse, inconclusive) = match quantile_ci::metric_quantile(m) {
+        Some(q) => (
+            format!(
+                "{m} at least {t}% lower and CANDIDATE's {conf}% interval entirely below BASELINE's",
+                conf = quantile_ci::CONFIDENCE * 100.0
+            ),
+            format!("{m} at least {t}% higher and CANDIDATE's interval entirely above BASELINE's"),
+            format!(
+                "inconclusive = a change of at least {t}% but the intervals overlap or one is open \
+                 ({m} needs {} samples for a two-sided interval); ",
+                quantile_ci::min_samples(q)
+            ),
+        ),
+        None => (
+            format!("{m} at least {t}% lower (no interval for {m})"),
+            format!("{m} at least {t}% higher"),
+            String::new(),
+        ),
+    };
     format!(
         "per process over its {k} series: eliminated = {k} samples in BASELINE, none in CANDIDATE; \
-         reduced = {m} at least {t}% lower; worse = {m} at least {t}% higher, or samples only in CANDIDATE; \
+         reduced = {reduced}; worse = {worse}, or samples only in CANDIDATE; {inconclusive}\
          unchanged = otherwise; missing = sampled in BASELINE, absent from CANDIDATE; {goal}{drops}"
     )
 }
@@ -285,11 +336,44 @@ fn metric_of(h: Option<&Hist>, metric: &str) -> ProcSide {
         Some(h) => ProcSide {
             count: h.len(),
             metric_ns: Summary::of(h).metric(metric).map(|v| v.round() as u64),
+            interval: quantile_ci::metric_ci(h, metric),
         },
         None => ProcSide {
             count: 0,
             metric_ns: None,
+            interval: None,
         },
+    }
+}
+
+/// The verdict when both runs have samples: the point change against the
+/// tolerance, then (for percentiles) the intervals.
+fn sampled_verdict(bs: &ProcSide, cs: &ProcSide, t: f64) -> Verdict {
+    let (bm, cm) = (
+        bs.metric_ns.unwrap_or(0) as f64,
+        cs.metric_ns.unwrap_or(0) as f64,
+    );
+    let lower = cm <= bm * (1.0 - t);
+    let higher = cm >= bm * (1.0 + t);
+    if !lower && !higher {
+        return Verdict::Unchanged;
+    }
+    let (Some(bi), Some(ci)) = (bs.interval, cs.interval) else {
+        // A metric without an interval: the point change decides.
+        return if lower {
+            Verdict::Reduced
+        } else {
+            Verdict::Worse
+        };
+    };
+    if !bi.is_closed() || !ci.is_closed() {
+        Verdict::Inconclusive
+    } else if lower && ci.entirely_below(&bi) {
+        Verdict::Reduced
+    } else if higher && bi.entirely_below(&ci) {
+        Verdict::Worse
+    } else {
+        Verdict::Inconclusive
     }
 }
 
@@ -301,7 +385,7 @@ pub fn compare(base: &Loaded, cand: &Loaded, o: &CompareOptions) -> Comparison {
     let series = keys
         .into_iter()
         .map(|k| {
-            let stats = |s: &Side| s.series.get(&k).map(|h| Stats::of(&Summary::of(h)));
+            let stats = |s: &Side| s.series.get(&k).map(Stats::of);
             let (kind, comm, device, foreign) = k.clone();
             SeriesDelta {
                 key: if foreign.is_empty() {
@@ -339,19 +423,7 @@ pub fn compare(base: &Loaded, cand: &Loaded, o: &CompareOptions) -> Comparison {
             (_, 0) if !present_in_c => Verdict::Missing,
             (_, 0) => Verdict::Eliminated,
             (0, _) => Verdict::Worse,
-            _ => {
-                let (bm, cm) = (
-                    bs.metric_ns.unwrap_or(0) as f64,
-                    cs.metric_ns.unwrap_or(0) as f64,
-                );
-                if cm <= bm * (1.0 - t) {
-                    Verdict::Reduced
-                } else if cm >= bm * (1.0 + t) {
-                    Verdict::Worse
-                } else {
-                    Verdict::Unchanged
-                }
-            }
+            _ => sampled_verdict(&bs, &cs, t),
         };
         let pids = |s: &Side| -> Vec<u32> {
             s.procs
@@ -370,8 +442,15 @@ pub fn compare(base: &Loaded, cand: &Loaded, o: &CompareOptions) -> Comparison {
         });
     }
     let mut reasons = Vec::new();
+    let mut undecided = Vec::new();
     for p in &processes {
         match (p.verdict, o.max_ns) {
+            (Verdict::Inconclusive, None) => undecided.push(format!(
+                "{}: {} change inconclusive ({})",
+                p.comm,
+                o.metric,
+                why_inconclusive(p)
+            )),
             (Verdict::Missing, _) => reasons.push(format!(
                 "{}: sampled in BASELINE but absent from CANDIDATE",
                 p.comm
@@ -408,6 +487,8 @@ pub fn compare(base: &Loaded, cand: &Loaded, o: &CompareOptions) -> Comparison {
             ));
         }
     }
+    let inconclusive = reasons.is_empty() && !undecided.is_empty();
+    reasons.append(&mut undecided);
     let goal_met = reasons.is_empty();
     if goal_met {
         reasons.push(if processes.is_empty() {
@@ -429,30 +510,53 @@ pub fn compare(base: &Loaded, cand: &Loaded, o: &CompareOptions) -> Comparison {
         loss_baseline: loss(base),
         loss_candidate,
         goal_met,
+        inconclusive,
         reasons,
     }
 }
 
+/// Why a verdict is inconclusive, in words.
+fn why_inconclusive(p: &ProcessVerdict) -> String {
+    let open = |s: &ProcSide| s.interval.is_some_and(|i| !i.is_closed());
+    match (open(&p.baseline), open(&p.candidate)) {
+        (true, true) => format!(
+            "too few samples in both runs: {} and {}",
+            p.baseline.count, p.candidate.count
+        ),
+        (true, false) => format!("too few samples in BASELINE: {}", p.baseline.count),
+        (false, true) => format!("too few samples in CANDIDATE: {}", p.candidate.count),
+        (false, false) => "the confidence intervals overlap".to_string(),
+    }
+}
+
 fn arrow(b: Option<u64>, c: Option<u64>, latency: bool) -> String {
-    let f = |v: Option<u64>| {
-        v.map_or_else(
-            || "-".to_string(),
-            |v| {
-                if latency {
-                    fmt_ns(Some(v as f64))
-                } else {
-                    v.to_string()
-                }
-            },
-        )
+    let f = |v: Option<u64>| match v {
+        None => "-".to_string(),
+        Some(v) if latency => fmt_ns(Some(v as f64)),
+        Some(v) => v.to_string(),
     };
-    let pct = match (b, c) {
+    format!("{} → {}{}", f(b), f(c), pct(b, c))
+}
+
+/// `b [lo, hi] → c [lo, hi] (±x%)`: two latencies with their intervals.
+fn arrow_ci_of(
+    b: Option<u64>,
+    bi: Option<Interval>,
+    c: Option<u64>,
+    ci: Option<Interval>,
+) -> String {
+    let side = |v: Option<u64>, i| v.map_or_else(|| "-".to_string(), |v| fmt_with_ci(v, i));
+    format!("{} → {}{}", side(b, bi), side(c, ci), pct(b, c))
+}
+
+/// ` (±x%)`, or "" when undefined.
+fn pct(b: Option<u64>, c: Option<u64>) -> String {
+    match (b, c) {
         (Some(b), Some(c)) if b > 0 => {
             format!(" ({:+.1}%)", (c as f64 - b as f64) / b as f64 * 100.0)
         }
         _ => String::new(),
-    };
-    format!("{} → {}{pct}", f(b), f(c))
+    }
 }
 
 fn loss_text(l: &Loss) -> String {
@@ -480,17 +584,18 @@ pub fn render_text(c: &Comparison) -> String {
         .map(|s| {
             let g =
                 |f: fn(&Stats) -> u64| (s.baseline.as_ref().map(f), s.candidate.as_ref().map(f));
+            let q = |f: fn(&Stats) -> u64, i: fn(&Stats) -> Option<Interval>| {
+                let (b, c) = (s.baseline.as_ref(), s.candidate.as_ref());
+                arrow_ci_of(b.map(f), b.and_then(i), c.map(f), c.and_then(i))
+            };
             let (bc, cc) = g(|x| x.count);
-            let (b50, c50) = g(|x| x.p50);
-            let (b99, c99) = g(|x| x.p99);
-            let (b999, c999) = g(|x| x.p999);
             let (bmax, cmax) = g(|x| x.max);
             vec![
                 s.key.clone(),
                 arrow(bc.or(Some(0)), cc.or(Some(0)), false),
-                arrow(b50, c50, true),
-                arrow(b99, c99, true),
-                arrow(b999, c999, true),
+                q(|x| x.p50, |x| x.p50_ci),
+                q(|x| x.p99, |x| x.p99_ci),
+                q(|x| x.p999, |x| x.p999_ci),
                 arrow(bmax, cmax, true),
             ]
         })
@@ -507,6 +612,8 @@ pub fn render_text(c: &Comparison) -> String {
         &rows,
         &[false, false, false, false, false, false],
     ));
+    out.push('\n');
+    out.push_str(CI_NOTE);
     out.push_str(&format!("\nrule: {}\n\n", c.rule));
     if c.processes.is_empty() {
         out.push_str(&format!("no process has {} samples\n", c.kind));
@@ -529,7 +636,12 @@ pub fn render_text(c: &Comparison) -> String {
                     p.comm.clone(),
                     p.verdict.name().to_string(),
                     format!("{} → {}", p.baseline.count, p.candidate.count),
-                    arrow(p.baseline.metric_ns, p.candidate.metric_ns, true),
+                    arrow_ci_of(
+                        p.baseline.metric_ns,
+                        p.baseline.interval,
+                        p.candidate.metric_ns,
+                        p.candidate.interval,
+                    ),
                     format!("{} → {}", pids(&p.pids_baseline), pids(&p.pids_candidate)),
                 ]
             })
@@ -642,21 +754,22 @@ mod tests {
 
     #[test]
     fn reduced_unchanged_worse_and_tolerance() {
+        // Enough samples (5000) for a closed p99.9 interval.
         let base = loaded(
             "b",
             vec![
-                series(Kind::Iopf, 1, "a", &lat(100, 100_000)),
-                series(Kind::Iopf, 2, "b", &lat(100, 100_000)),
-                series(Kind::Iopf, 3, "c", &lat(100, 100_000)),
+                series(Kind::Iopf, 1, "a", &lat(5000, 100_000)),
+                series(Kind::Iopf, 2, "b", &lat(5000, 100_000)),
+                series(Kind::Iopf, 3, "c", &lat(5000, 100_000)),
             ],
             0,
         );
         let cand = loaded(
             "c",
             vec![
-                series(Kind::Iopf, 4, "a", &lat(10, 50_000)),
-                series(Kind::Iopf, 5, "b", &lat(100, 105_000)),
-                series(Kind::Iopf, 6, "c", &lat(100, 200_000)),
+                series(Kind::Iopf, 4, "a", &lat(5000, 50_000)),
+                series(Kind::Iopf, 5, "b", &lat(5000, 105_000)),
+                series(Kind::Iopf, 6, "c", &lat(5000, 200_000)),
                 series(Kind::Iopf, 7, "d", &lat(1, 1_000)),
             ],
             0,
@@ -683,6 +796,147 @@ mod tests {
             },
         );
         assert_eq!(c2.processes[1].verdict, Verdict::Worse);
+    }
+
+    /// `n` latencies spread evenly over `lo..=hi` ns.
+    fn spread(n: u64, lo: u64, hi: u64) -> Vec<u64> {
+        (0..n)
+            .map(|i| lo + (hi - lo) * i / (n - 1).max(1))
+            .collect()
+    }
+
+    #[test]
+    fn p999_of_20_samples_is_inconclusive() {
+        // The issue's example: a 50 % drop of p99.9 resting on 20 samples.
+        let base = loaded(
+            "b",
+            vec![series(Kind::Iopf, 1, "a", &spread(20, 50_000, 200_000))],
+            0,
+        );
+        let cand = loaded(
+            "c",
+            vec![series(Kind::Iopf, 2, "a", &spread(20, 25_000, 100_000))],
+            0,
+        );
+        let c = compare(&base, &cand, &CompareOptions::default());
+        assert_eq!(verdicts(&c), vec![("a", Verdict::Inconclusive)]);
+        let p = &c.processes[0];
+        assert!(
+            p.change_pct.is_some_and(|x| x < -45.0),
+            "{:?}",
+            p.change_pct
+        );
+        assert!(p.candidate.interval.is_some_and(|i| i.high_ns.is_none()));
+        assert!(!c.goal_met && c.inconclusive);
+        assert_eq!(c.exit_code(), EXIT_INCONCLUSIVE);
+        assert!(
+            c.reasons[0].contains("too few samples in both runs: 20 and 20"),
+            "{:?}",
+            c.reasons
+        );
+        let text = render_text(&c);
+        assert!(text.contains("inconclusive = "), "{text}");
+        assert!(text.contains("p99.9 needs 3688 samples"), "{text}");
+        assert!(text.contains(", —) → "), "{text}");
+        assert!(text.contains("(exit 3)"), "{text}");
+        // The mean has no interval: the point change decides.
+        let c = compare(
+            &base,
+            &cand,
+            &CompareOptions {
+                metric: "mean".into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(verdicts(&c), vec![("a", Verdict::Reduced)]);
+        assert!(c.rule.contains("no interval for mean"), "{}", c.rule);
+        assert_eq!(c.exit_code(), EXIT_MET);
+    }
+
+    #[test]
+    fn large_samples_with_a_real_drop_are_reduced() {
+        let base = loaded(
+            "b",
+            vec![series(
+                Kind::Iopf,
+                1,
+                "a",
+                &spread(20_000, 10_000, 1_000_000),
+            )],
+            0,
+        );
+        let cand = loaded(
+            "c",
+            vec![series(Kind::Iopf, 2, "a", &spread(20_000, 5_000, 500_000))],
+            0,
+        );
+        let c = compare(&base, &cand, &CompareOptions::default());
+        assert_eq!(verdicts(&c), vec![("a", Verdict::Reduced)]);
+        let (bi, ci) = (
+            c.processes[0].baseline.interval,
+            c.processes[0].candidate.interval,
+        );
+        assert!(
+            bi.zip(ci).is_some_and(|(b, c)| c.entirely_below(&b)),
+            "{bi:?} {ci:?}"
+        );
+        assert!(c.goal_met);
+        // And the other way round: worse, a definite failure.
+        let c = compare(&cand, &base, &CompareOptions::default());
+        assert_eq!(verdicts(&c), vec![("a", Verdict::Worse)]);
+        assert_eq!(c.exit_code(), EXIT_NOT_MET);
+    }
+
+    #[test]
+    fn overlapping_intervals_are_inconclusive_and_exit_codes() {
+        // 5000 samples: p99.9 rests on the top 10, which move down 20 %.
+        let tail = |scale: u64| -> Vec<u64> {
+            let mut v = lat(4990, 100_000);
+            v.extend((0..10).map(|i| (1_000_000 + 100_000 * i) * scale / 10));
+            v
+        };
+        let base = loaded("b", vec![series(Kind::Iopf, 1, "a", &tail(10))], 0);
+        let cand = loaded(
+            "c",
+            vec![
+                series(Kind::Iopf, 2, "a", &tail(8)),
+                series(Kind::Iopf, 3, "new", &[5_000]),
+            ],
+            0,
+        );
+        let o = CompareOptions::default();
+        let c = compare(&base, &cand, &o);
+        let p = &c.processes[0];
+        assert_eq!(p.verdict, Verdict::Inconclusive);
+        assert!(
+            p.change_pct.is_some_and(|x| x < -10.0),
+            "{:?}",
+            p.change_pct
+        );
+        assert!(p.baseline.interval.is_some_and(|i| i.is_closed()));
+        assert!(p.candidate.interval.is_some_and(|i| i.is_closed()));
+        assert!(
+            c.reasons.iter().any(|r| r.contains("intervals overlap")),
+            "{:?}",
+            c.reasons
+        );
+        // "new" is worse (samples only in CANDIDATE): a definite failure.
+        assert_eq!(c.processes[1].verdict, Verdict::Worse);
+        assert!(!c.inconclusive);
+        assert_eq!(c.exit_code(), EXIT_NOT_MET);
+        // Without it only the inconclusive verdict stands: exit 3.
+        let cand = loaded("c", vec![series(Kind::Iopf, 2, "a", &tail(8))], 0);
+        let c = compare(&base, &cand, &o);
+        assert_eq!(c.exit_code(), EXIT_INCONCLUSIVE);
+        let v: serde_json::Value =
+            serde_json::from_str(&render_json(&c)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v["inconclusive"], serde_json::Value::Bool(true));
+        assert_eq!(v["processes"][0]["verdict"], "inconclusive");
+        assert!(v["processes"][0]["candidate"]["interval"]["high_ns"].is_u64());
+        assert!(v["series"][0]["baseline"]["p99.9_ci"]["low_ns"].is_u64());
+        // Lost records are definite: exit 1 even with the inconclusive one.
+        let cand = loaded("c", vec![series(Kind::Iopf, 2, "a", &tail(8))], 4);
+        assert_eq!(compare(&base, &cand, &o).exit_code(), EXIT_NOT_MET);
     }
 
     #[test]

@@ -238,6 +238,49 @@ pub fn fmt_ns(ns: Option<f64>) -> String {
     }
 }
 
+/// The line under every table of percentiles with intervals.
+pub(crate) const CI_NOTE: &str =
+    "percentiles: value [95% confidence interval, same unit] by order \
+     statistics; — marks an open side (too few samples)\n";
+
+/// A confidence interval in the unit [`fmt_ns`] gives `point`, without
+/// the unit: `[11.8, 13.1]`; `—` marks an open side (`[11.8, —)`: too few
+/// samples for an upper bound). Empty without an interval.
+pub fn fmt_ci(point: u64, iv: Option<crate::model::Interval>) -> String {
+    let Some(iv) = iv else {
+        return String::new();
+    };
+    let a = point as f64;
+    let (div, decimals) = if a < 1e3 {
+        (1.0, 0)
+    } else if a < 1e6 {
+        (1e3, 1)
+    } else if a < 1e9 {
+        (1e6, 1)
+    } else {
+        (1e9, 2)
+    };
+    let f = |v: u64| format!("{:.*}", decimals, v as f64 / div);
+    format!(
+        "{}{}, {}{}",
+        if iv.low_ns.is_some() { "[" } else { "(" },
+        iv.low_ns.map_or_else(|| "—".to_string(), f),
+        iv.high_ns.map_or_else(|| "—".to_string(), f),
+        if iv.high_ns.is_some() { "]" } else { ")" },
+    )
+}
+
+/// `12.3µs [11.8, 13.1]`: a percentile with its interval ([`fmt_ci`]).
+pub fn fmt_with_ci(point: u64, iv: Option<crate::model::Interval>) -> String {
+    let ci = fmt_ci(point, iv);
+    let v = fmt_ns(Some(point as f64));
+    if ci.is_empty() {
+        v
+    } else {
+        format!("{v} {ci}")
+    }
+}
+
 /// Pad a string to `width` characters (not bytes) on the right.
 pub(crate) fn pad(s: &str, width: usize) -> String {
     let n = s.chars().count();
@@ -325,5 +368,25 @@ mod tests {
         assert_eq!(fmt_ns(Some(12_345.0)), "12.3µs");
         assert_eq!(fmt_ns(Some(-12_345_678.0)), "-12.3ms");
         assert_eq!(fmt_ns(Some(2e9)), "2.00s");
+        let iv = |l, h| {
+            Some(crate::model::Interval {
+                low_ns: l,
+                high_ns: h,
+            })
+        };
+        assert_eq!(
+            fmt_with_ci(12_345, iv(Some(11_800), Some(13_100))),
+            "12.3µs [11.8, 13.1]"
+        );
+        assert_eq!(
+            fmt_with_ci(12_345, iv(Some(11_800), None)),
+            "12.3µs [11.8, —)"
+        );
+        assert_eq!(fmt_with_ci(345, iv(None, None)), "345ns (—, —)");
+        assert_eq!(
+            fmt_with_ci(3_900_000, iv(Some(3_100_000), Some(12_000_000))),
+            "3.9ms [3.1, 12.0]"
+        );
+        assert_eq!(fmt_with_ci(345, None), "345ns");
     }
 }

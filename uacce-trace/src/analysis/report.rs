@@ -1,14 +1,16 @@
 //! `uacce-trace report FILE...`: for each recording, a percentile table per
-//! tag (all intervals merged); for raw recordings also the pin ledger per
-//! process, the faults inside pinned ranges and the hottest faulting
-//! regions. Plain text, deterministic. No aya, tokio, ratatui, no clock.
+//! tag (all intervals merged), each percentile with its 95 % confidence
+//! interval ([`crate::model::quantile_ci`]); for raw recordings also the pin
+//! ledger per process, the faults inside pinned ranges and the hottest
+//! faulting regions. Plain text, deterministic. No aya, tokio, ratatui, no
+//! clock.
 
 use std::fmt::Write as _;
 
-use super::{fmt_ns, table, Loaded};
+use super::{fmt_ci, fmt_ns, lpad, table, Loaded, CI_NOTE};
 use crate::{
     formats::iso8601_utc,
-    model::{ProcId, Summary},
+    model::{quantile_ci, ProcId, Summary},
 };
 
 /// Faulting regions shown per process.
@@ -88,6 +90,12 @@ pub fn render(input: &Loaded) -> String {
                     &m.tag.kind
                 };
                 let n = |v: u64| fmt_ns(Some(v as f64));
+                // The value right-aligned, then its interval: values line
+                // up, and so do the intervals' opening brackets.
+                let q = |v: u64, name: &str| {
+                    let ci = fmt_ci(v, quantile_ci::metric_ci(&m.hist, name));
+                    format!("{} {ci}", lpad(&n(v), 7))
+                };
                 vec![
                     kind.to_string(),
                     m.tag.pid.map_or_else(|| "-".to_string(), |p| p.to_string()),
@@ -105,10 +113,10 @@ pub fn render(input: &Loaded) -> String {
                     m.errors.map_or_else(|| "-".to_string(), |e| e.to_string()),
                     n(s.min),
                     fmt_ns(Some(s.mean)),
-                    n(s.p50),
-                    n(s.p90),
-                    n(s.p99),
-                    n(s.p999),
+                    q(s.p50, "p50"),
+                    q(s.p90, "p90"),
+                    q(s.p99, "p99"),
+                    q(s.p999, "p99.9"),
                     n(s.max),
                 ]
             })
@@ -120,9 +128,10 @@ pub fn render(input: &Loaded) -> String {
             ],
             &rows,
             &[
-                false, true, false, false, true, true, true, true, true, true, true, true, true,
+                false, true, false, false, true, true, true, true, false, false, false, false, true,
             ],
         ));
+        out.push_str(CI_NOTE);
     }
     if let Some(raw) = &input.raw {
         render_raw(&mut out, &raw.snapshot);

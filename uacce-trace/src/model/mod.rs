@@ -37,6 +37,7 @@
 pub mod faults;
 pub mod hist;
 pub mod ledger;
+pub mod quantile_ci;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -50,6 +51,7 @@ pub use self::{
     faults::{FaultMap, FaultRegion},
     hist::{Hist, Summary},
     ledger::{LedgerSummary, PinLedger, RangeSet},
+    quantile_ci::Interval,
 };
 
 /// What a series measures.
