@@ -306,37 +306,23 @@ pub fn attach_plan(
         .iter()
         .any(|h| h.function == UACCE_CTRL_IOCTL.target && h.chosen.is_some());
     if symbol_ioctl {
-        let mut live: Array<_, u32> = Array::try_from(
-            ebpf.map_mut("IOCTL_SYMBOL_LIVE")
-                .ok_or(SourceError::Missing("map IOCTL_SYMBOL_LIVE"))?,
-        )
-        .map_err(|source| SourceError::Map {
-            name: "IOCTL_SYMBOL_LIVE",
-            source,
-        })?;
-        live.set(0, 1, 0).map_err(|source| SourceError::Map {
-            name: "IOCTL_SYMBOL_LIVE",
-            source,
-        })?;
+        set_entry(
+            &mut ebpf,
+            "IOCTL_SYMBOL_LIVE",
+            "map IOCTL_SYMBOL_LIVE",
+            0,
+            1u32,
+        )?;
     }
     // Every hook is attached: from now on an exit without entry is a
     // loss, not a call that was in flight at start.
-    {
-        let mut runtime: Array<_, u64> = Array::try_from(
-            ebpf.map_mut("RUNTIME")
-                .ok_or(SourceError::Missing("map RUNTIME"))?,
-        )
-        .map_err(|source| SourceError::Map {
-            name: "RUNTIME",
-            source,
-        })?;
-        runtime
-            .set(counter::RUNTIME_ATTACH_DONE, monotonic_ns(), 0)
-            .map_err(|source| SourceError::Map {
-                name: "RUNTIME",
-                source,
-            })?;
-    }
+    set_entry(
+        &mut ebpf,
+        "RUNTIME",
+        "map RUNTIME",
+        counter::RUNTIME_ATTACH_DONE,
+        monotonic_ns(),
+    )?;
     let map_err = |name: &'static str| move |source| SourceError::Map { name, source };
     let ring = ebpf
         .take_map("EVENTS")
@@ -435,6 +421,22 @@ pub fn verify_all_programs() -> Result<Vec<VerifierResult>, SourceError> {
         });
     }
     Ok(results)
+}
+
+/// Writes `value` at `index` of the array map `name` (`missing`: the
+/// error's text when the object has no such map).
+fn set_entry<T: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    missing: &'static str,
+    index: u32,
+    value: T,
+) -> Result<(), SourceError> {
+    let mut map: Array<_, T> =
+        Array::try_from(ebpf.map_mut(name).ok_or(SourceError::Missing(missing))?)
+            .map_err(|source| SourceError::Map { name, source })?;
+    map.set(index, value, 0)
+        .map_err(|source| SourceError::Map { name, source })
 }
 
 #[cfg(test)]
