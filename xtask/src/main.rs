@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod kernel;
 mod layers;
+mod prom;
 mod smoke;
 mod soak;
 mod test;

@@ -153,7 +153,7 @@ fn ensure_kernel(kernel: &StockKernel, mirror: &mut Option<Mirror>) -> Result<()
 
 /// Private apt state of one suite and architecture (amd64 keeps the
 /// suite's plain name, as before arm64 was added).
-fn private_apt_dir(suite: &str, arch: Arch) -> Result<PathBuf> {
+pub(super) fn private_apt_dir(suite: &str, arch: Arch) -> Result<PathBuf> {
     Ok(match arch {
         Arch::X86_64 => cache::apt()?.join(suite),
         other => cache::apt()?.join(format!("{suite}-{}", other.debian())),
