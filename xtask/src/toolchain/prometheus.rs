@@ -7,16 +7,13 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use super::apt::{self, PrivateApt};
 use super::setup::{write_stamp, Step};
-use super::stock::private_apt_dir;
+use super::stock::unpack_host_package;
 use crate::base::cache;
 use crate::base::fs::{move_file, read_trimmed, remove_if_exists};
-use crate::base::process::capture;
 use crate::base::Arch;
 
 /// The Debian package holding both programs.
@@ -52,27 +49,10 @@ pub fn ensure() -> Result<PromTools> {
         step.cached(&package);
         return Ok(PromTools { package, ..tools });
     }
-    let suite = apt::host_codename()?;
-    let mirror = apt::host_mirror()?;
     let arch = Arch::host();
-    let apt_dir = private_apt_dir(&suite, arch)?;
-    let apt = PrivateApt::for_arch(&apt_dir, &mirror, &suite, arch.debian())?;
-    step.say(&format!(
-        "apt-get update for suite {suite} ({})",
-        arch.debian()
-    ));
-    apt.update()?;
-    let record = apt
-        .show(PACKAGE)?
-        .with_context(|| format!("suite {suite} has no package {PACKAGE}"))?;
-    step.say(&format!("downloading {} {}", record.name, record.version));
     // Its own work folder: the kernels' downloads use `work` of the same suite.
-    let work = apt_dir.join("work-prometheus");
-    remove_if_exists(&work)?;
-    let deb = apt.download(&record, &work.join("debs"))?;
-    let unpacked = work.join("root");
-    capture(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))
-        .with_context(|| format!("unpacking {}", deb.display()))?;
+    let got = unpack_host_package(PACKAGE, arch, "work-prometheus", &step)?;
+    let unpacked = got.root();
     // Assembled next to the destination, then moved in place in one rename.
     let partial = dir.with_extension("partial");
     remove_if_exists(&partial)?;
@@ -80,18 +60,17 @@ pub fn ensure() -> Result<PromTools> {
     for name in ["prometheus", "promtool"] {
         let from = unpacked.join("usr/bin").join(name);
         if !from.is_file() {
-            anyhow::bail!("{} has no usr/bin/{name}", deb.display());
+            anyhow::bail!("{} has no usr/bin/{name}", got.deb.display());
         }
         crate::base::arch::check_elf_machine(&from, arch)?;
         move_file(&from, &partial.join(name))?;
     }
-    let package = format!("{} {}", record.name, record.version);
+    let package = got.package();
     write_stamp(&partial.join("package"), &format!("{package}\n"))?;
     remove_if_exists(&dir)?;
     fs::rename(&partial, &dir)
         .with_context(|| format!("renaming {} to {}", partial.display(), dir.display()))?;
-    remove_if_exists(&work)?;
-    apt.clean()?;
+    got.finish()?;
     step.done(&package);
     Ok(PromTools { package, ..tools })
 }
