@@ -6,17 +6,24 @@
 //! workload, and on the test kernel every run of the uacce_ctrl fixture):
 //!
 //! - (s1) the summary recorder started, stopped on SIGINT with status 130
-//!   (`record`'s status when interrupted) and said `0 dropped`;
-//! - (s2) per process and kind (pin, unpin, uacce_ctrl ioctl) its count
-//!   equals the number of `trace` records of that process and kind;
-//! - (s3) its p50, p99 and p99.9 lie within one summary bucket
-//!   (`uacce_trace_common::summary`) of the per-event ones (nearest rank
-//!   of the records' own latencies).
+//!   (`record`'s status when interrupted), and its loss ledger names no
+//!   reason but the IO page fault ones (that path is the same in both
+//!   modes, and the attribution modes of the test kernel cause them on
+//!   purpose; [`super::attribution`] checks them) and the start edge
+//!   (`in_flight_at_start`);
+//! - (s2) per process and kind its count equals the number of `trace`
+//!   records of that process and kind.
+//!
+//! Latencies are noted, not compared: with two tracers on one kprobe, each
+//! one's entry-to-exit window holds the other one's handlers (under TCG
+//! several µs of ring writes for `trace`), so the same call measures
+//! differently in each. The host test
+//! `summary_mode_matches_per_event_on_the_same_calls` (tracepoints, where
+//! that difference is small) checks percentiles within one bucket.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use uacce_trace_common::summary::bucket_of;
 
 use super::report::{num, workload_result, Verdict};
 use super::testkernel::FIXTURE_COMM;
@@ -98,6 +105,19 @@ fn summary(console: &Console, keep: &dyn Fn(u64, &str) -> bool) -> Summary {
     out
 }
 
+/// The reasons named in a closing line's `N dropped (reason n, …)`.
+fn loss_reasons(line: &str) -> Vec<&str> {
+    let Some(rest) = line.split(" dropped (").nth(1) else {
+        return Vec::new();
+    };
+    rest.split(')')
+        .next()
+        .unwrap_or("")
+        .split(", ")
+        .filter_map(|part| part.split_whitespace().next())
+        .collect()
+}
+
 /// Nearest-rank quantile of sorted values.
 fn rank(n: u64, q: f64) -> u64 {
     ((q * n as f64).ceil() as u64).clamp(1, n.max(1))
@@ -147,11 +167,20 @@ pub fn check(console: &Console, v: &mut Verdict) {
         .iter()
         .find(|l| l.contains("uacce-trace: wrote "));
     match closing {
-        Some(l) if l.contains(" 0 dropped") => v.notes.push(format!("summary: {l}")),
-        other => v.fail(
-            &sections,
-            format!("(s1) record --summary's closing line does not say 0 dropped: {other:?}"),
-        ),
+        Some(l) => {
+            v.notes.push(format!("summary: {l}"));
+            let unexpected: Vec<&str> = loss_reasons(l)
+                .into_iter()
+                .filter(|r| !r.starts_with("iopf_") && *r != "in_flight_at_start")
+                .collect();
+            if !unexpected.is_empty() {
+                v.fail(
+                    &sections,
+                    format!("(s1) record --summary lost calls: {unexpected:?} in {l}"),
+                );
+            }
+        }
+        None => v.fail(&sections, "(s1) record --summary wrote no closing line"),
     }
     // Processes that ran entirely inside both tracers' lives.
     let workload = workload_result(console).map(|(pid, _, _)| pid);
@@ -182,22 +211,16 @@ pub fn check(console: &Console, v: &mut Verdict) {
             );
             continue;
         }
-        // (s3)
-        let mut shown = Vec::new();
-        for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
-            let e = exact_quantile(&lat, q);
-            let s = bucket_quantile(buckets, q);
-            shown.push(format!("{name} {e}/{s}"));
-            if bucket_of(e).abs_diff(bucket_of(s)) > 1 {
-                v.fail(
-                    &sections,
-                    format!(
-                        "(s3) pid {pid} {kind}: {name} per-event {e} ns, summary {s} ns: \
-                         more than one bucket apart"
-                    ),
-                );
-            }
-        }
+        let shown: Vec<String> = [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)]
+            .iter()
+            .map(|(name, q)| {
+                format!(
+                    "{name} {}/{}",
+                    exact_quantile(&lat, *q),
+                    bucket_quantile(buckets, *q)
+                )
+            })
+            .collect();
         v.notes.push(format!(
             "summary = per-event: pid {pid} {kind} {} calls; ns per-event/summary {}",
             lat.len(),
@@ -209,6 +232,17 @@ pub fn check(console: &Console, v: &mut Verdict) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loss_reasons_of_a_closing_line() {
+        let l = "uacce-trace: wrote /tmp/s.json (1782 events; 31 dropped \
+                 (iopf_pending_at_exit 1, iopf_superseded 2, ring_full_pin 28))";
+        assert_eq!(
+            loss_reasons(l),
+            ["iopf_pending_at_exit", "iopf_superseded", "ring_full_pin"]
+        );
+        assert!(loss_reasons("uacce-trace: wrote x (5 events; 0 dropped)").is_empty());
+    }
 
     #[test]
     fn quantiles_by_nearest_rank() {
