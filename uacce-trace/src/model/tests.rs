@@ -317,3 +317,59 @@ proptest! {
         }
     }
 }
+
+fn summary_event(ts: u64, tgid: u32, kind: SummaryKind, calls: u64, pages: u64) -> Event {
+    use uacce_trace_common::summary::bucket_of;
+    Event::Summary(SummaryEvent {
+        ts_ns: ts,
+        tgid,
+        comm: "fio".into(),
+        kind,
+        calls,
+        errors: 1,
+        pages,
+        longterm_pages: pages / 2,
+        latency_sum_ns: 0,
+        buckets: vec![(bucket_of(1000), calls - 1), (bucket_of(90_000), 1)],
+    })
+}
+
+/// Summary mode: counts go to the series (at bucket upper bounds, so no
+/// percentile is below the exact one and none more than a bucket above),
+/// errors and page counts to the ledger, and the event count is the calls.
+#[test]
+fn summary_events_count_calls_pages_and_latencies() {
+    use uacce_trace_common::summary::{bucket_high, bucket_of};
+    let mut a = Aggregator::new(ModelConfig::default());
+    a.ingest(&summary_event(1_000, 7, SummaryKind::Pin, 100, 400));
+    a.ingest(&summary_event(2_000, 7, SummaryKind::Unpin, 10, 300));
+    a.ingest(&summary_event(
+        3_000,
+        7,
+        SummaryKind::Ioctl(PinIoctl::UaccePin),
+        5,
+        0,
+    ));
+    let s = a.snapshot(4_000);
+    assert_eq!(s.events, 115);
+    let p = &s.processes[0];
+    assert_eq!(p.proc_id, ProcId::Pid(7));
+    assert_eq!((p.ledger.pin_calls, p.ledger.pin_errors), (99, 1));
+    assert_eq!(p.ledger.pin_pages_total, 400);
+    assert_eq!(p.ledger.longterm_pages_total, 200);
+    assert_eq!(
+        (p.ledger.unpin_calls, p.ledger.unpin_pages_total),
+        (10, 300)
+    );
+    assert_eq!(p.ledger.pinned_pages, 100);
+    assert_eq!((p.ledger.pin_ioctls, p.ledger.ioctl_errors), (4, 1));
+    let pin = s
+        .series
+        .iter()
+        .find(|x| x.key.kind == Kind::Pin)
+        .expect("pin series");
+    assert_eq!((pin.count, pin.errors), (100, 1));
+    let p50 = pin.summary.p50;
+    assert!(p50 >= 1000 && bucket_of(p50) == bucket_of(1000), "{p50}");
+    assert!(pin.summary.max >= bucket_high(bucket_of(90_000)));
+}

@@ -238,9 +238,7 @@ impl Feed {
             self.advance_to(ts);
             self.track_pasid(ev);
             self.agg.ingest(ev);
-            if !matches!(ev, Event::Loss(_)) {
-                self.events += 1;
-            }
+            self.events += ev.weight();
         }
     }
 
