@@ -37,6 +37,15 @@ use crate::{
 #[unsafe(no_mangle)]
 static CONFIG: KernelConfig = KernelConfig::FALLBACK;
 
+/// One field of [`CONFIG`], read alone (volatile, like [`cfg`], which
+/// copies the whole struct: too much for the hottest programs).
+macro_rules! cfg_field {
+    ($field:ident) => {
+        // SAFETY: a read of a field of a global; volatile as in `cfg`.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!(CONFIG.$field)) }
+    };
+}
+
 #[inline(always)]
 pub(crate) fn cfg() -> KernelConfig {
     // SAFETY: a read of a global; volatile so the compiler does not fold
@@ -381,8 +390,25 @@ fn tp_u64(ctx: &TracePointContext, offset: u32) -> u64 {
 
 #[tracepoint]
 pub fn ioctl_enter(ctx: TracePointContext) -> u32 {
-    let c = cfg();
-    let cmd = tp_u64(&ctx, c.tp_ioctl_cmd) as u32;
+    // Every ioctl of the system comes here: one read of `fd`, `cmd` and
+    // `arg` where they are consecutive 8-byte fields (the syscall
+    // tracepoints' layout in every kernel seen), three reads otherwise.
+    let (fd_at, cmd_at, arg_at) = (
+        cfg_field!(tp_ioctl_fd),
+        cfg_field!(tp_ioctl_cmd),
+        cfg_field!(tp_ioctl_arg),
+    );
+    let [fd, cmd, arg] = if cmd_at == fd_at.wrapping_add(8) && arg_at == cmd_at.wrapping_add(8) {
+        // SAFETY: probe read relative to the tracepoint record.
+        unsafe { ctx.read_at::<[u64; 3]>(fd_at as usize) }.unwrap_or([0; 3])
+    } else {
+        [
+            tp_u64(&ctx, fd_at),
+            tp_u64(&ctx, cmd_at),
+            tp_u64(&ctx, arg_at),
+        ]
+    };
+    let cmd = cmd as u32;
     if !matches!(
         cmd,
         ioctl_cmd::UACCE_CMD_PIN
@@ -396,12 +422,7 @@ pub fn ioctl_enter(ctx: TracePointContext) -> u32 {
     if uacce && IOCTL_SYMBOL_LIVE.get(0).copied() == Some(1) {
         return 0;
     }
-    ioctl_begin(
-        cmd,
-        tp_u64(&ctx, c.tp_ioctl_arg),
-        tp_u64(&ctx, c.tp_ioctl_fd) as u32,
-        HOOK_TRACEPOINT,
-    );
+    ioctl_begin(cmd, arg, fd as u32, HOOK_TRACEPOINT);
     0
 }
 
@@ -427,6 +448,16 @@ pub(crate) fn ioctl_begin(cmd: u32, arg: u64, fd: u32, hook: u8) {
         _pad: 0,
         inner_ret: 0,
     };
+    // The common case, nothing of this thread in flight, costs one map
+    // operation.
+    match IOCTL_INFLIGHT.insert(tid, value, u64::from(aya_ebpf::bindings::BPF_NOEXIST)) {
+        Ok(()) => return,
+        Err(crate::EEXIST) => {}
+        Err(_) => {
+            count(counter::INFLIGHT_FULL);
+            return;
+        }
+    }
     if let Some(open) = IOCTL_INFLIGHT.get_ptr(tid) {
         // SAFETY: valid map value pointer.
         let open_hook = unsafe { (*open).hook };
@@ -544,7 +575,7 @@ pub(crate) fn credit_pin_to_ioctl(tid: u32, pages: u64) {
 #[tracepoint]
 pub fn ioctl_exit(ctx: TracePointContext) -> u32 {
     ioctl_end(
-        tp_u64(&ctx, cfg().tp_exit_ret) as i64,
+        tp_u64(&ctx, cfg_field!(tp_exit_ret)) as i64,
         HOOK_TRACEPOINT,
         false,
     );

@@ -225,12 +225,33 @@ fn may_nest(outer: u16, inner: PinFunc) -> bool {
 /// in-flight record is a leftover (no unpin takes seconds).
 const NEST_MAX_NS: u64 = 10_000_000_000;
 
+/// `-EEXIST`, what an update with `BPF_NOEXIST` returns for a key in use.
+pub(crate) const EEXIST: i32 = -17;
+
 #[inline(always)]
 fn on_entry(func: PinFunc, args: PinArgs) {
     let tid = bpf_get_current_pid_tgid() as u32;
     let map = inflight_map(func);
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
+    let value = PinInflight {
+        ts_ns: now,
+        start: args.start,
+        nr_pages: args.nr_pages,
+        gup_flags: args.gup_flags,
+        func: func as u16,
+        depth: 0,
+    };
+    // The common case, no call of this thread in flight, costs one map
+    // operation; only a key in use is looked at.
+    match map.insert(tid, value, u64::from(aya_ebpf::bindings::BPF_NOEXIST)) {
+        Ok(()) => return,
+        Err(EEXIST) => {}
+        Err(_) => {
+            count(counter::INFLIGHT_FULL);
+            return;
+        }
+    }
     if let Some(outer) = map.get_ptr_mut(tid) {
         // SAFETY: valid map value pointer; only this thread uses its key.
         let (outer_func, outer_ts, outer_depth) =
@@ -248,14 +269,6 @@ fn on_entry(func: PinFunc, args: PinArgs) {
         // below, counted as lost.
         count(counter::STALE_INFLIGHT);
     }
-    let value = PinInflight {
-        ts_ns: now,
-        start: args.start,
-        nr_pages: args.nr_pages,
-        gup_flags: args.gup_flags,
-        func: func as u16,
-        depth: 0,
-    };
     if map.insert(tid, value, 0).is_err() {
         count(counter::INFLIGHT_FULL);
     }

@@ -537,8 +537,10 @@ fn pasid_scan_walks_the_task_list() {
 /// and `record --summary --format json` both attached, then this process
 /// makes pin ioctls on /dev/null (the tracepoint hooks record them). For
 /// this pid the summary counts exactly the calls `trace` has records of,
-/// says 0 dropped, and its p50, p99 and p99.9 lie within one summary
-/// bucket of the per-event ones (nearest rank).
+/// says 0 dropped, and its p50, p99 and p99.9 are within a factor of 2 of
+/// the per-event ones (nearest rank): not closer, because each tracer
+/// times the other's programs too (the bucket arithmetic itself is tested
+/// exactly in `uacce_trace_common::summary` and the model).
 #[test]
 fn summary_mode_matches_per_event_on_the_same_calls() {
     skip_unless_privileged!();
@@ -616,9 +618,15 @@ fn summary_mode_matches_per_event_on_the_same_calls() {
             })
             .map(|b| b.0)
             .expect("rank inside the histogram");
+        // Each tracer's entry-to-exit window holds part of the other's
+        // programs (a few hundred ns on a µs-long call), so the two measure
+        // the same call differently; what must hold is the same scale: no
+        // unit or bucket error.
         assert!(
-            bucket_of(e).abs_diff(bucket_of(s)) <= 1,
-            "q {q}: per-event {e} ns, summary {s} ns"
+            s >= e / 2 && s <= e.saturating_mul(2),
+            "q {q}: per-event {e} ns, summary {s} ns (buckets {} and {})",
+            bucket_of(e),
+            bucket_of(s)
         );
     }
 }
