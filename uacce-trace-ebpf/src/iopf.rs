@@ -431,8 +431,14 @@ pub fn ioctl_enter(ctx: TracePointContext) -> u32 {
 /// `arg` points at the user's range.
 #[inline(always)]
 pub(crate) fn ioctl_begin(cmd: u32, arg: u64, fd: u32, hook: u8) {
-    // SAFETY: probe read of user memory; faults are returned as errors.
-    let range = unsafe { bpf_probe_read_user(arg as *const [u64; 2]) }.unwrap_or([0, 0]);
+    // The user's range feeds the pinned-range ledger, which summary mode
+    // does not keep: not read there.
+    let range = if crate::summary::enabled() {
+        [0, 0]
+    } else {
+        // SAFETY: probe read of user memory; faults are returned as errors.
+        unsafe { bpf_probe_read_user(arg as *const [u64; 2]) }.unwrap_or([0, 0])
+    };
     let tid = bpf_get_current_pid_tgid() as u32;
     let value = IoctlInflight {
         // SAFETY: helper without preconditions.
