@@ -568,18 +568,34 @@ fn summary_mode_matches_per_event_on_the_same_calls() {
     let devnull = std::fs::File::open("/dev/null").expect("open /dev/null");
     let range: [u64; 2] = [0x7f12_3456_7000, 4096];
     const CALLS: usize = 20_000;
-    for _ in 0..CALLS {
-        // SAFETY: UACCE_CMD_PIN on /dev/null with a pointer to our buffer;
-        // fails with ENOTTY, and the tracepoint hooks record it anyway.
-        unsafe { libc::ioctl(devnull.as_raw_fd(), 0x4010_5702u64 as _, range.as_ptr()) };
-    }
+    // In a child process of its own: the other tests of this binary make
+    // pin ioctls from this process at the same time.
+    // SAFETY: the child only calls ioctl and _exit (async-signal-safe).
+    let me = match unsafe { libc::fork() } {
+        0 => {
+            for _ in 0..CALLS {
+                // SAFETY: UACCE_CMD_PIN on /dev/null with a pointer to our
+                // buffer; fails with ENOTTY, and the tracepoint hooks
+                // record it anyway.
+                unsafe { libc::ioctl(devnull.as_raw_fd(), 0x4010_5702u64 as _, range.as_ptr()) };
+            }
+            // SAFETY: ends the child without running the parent's atexit state.
+            unsafe { libc::_exit(0) }
+        }
+        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+        pid => pid,
+    };
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(me, &mut status, 0) }, me);
+    assert_eq!(status, 0, "ioctl child");
+    let me = me as u64;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
     log.extend(lines.map_while(Result::ok));
     // Interrupted, `record` exits 128 + SIGINT after writing the file.
     assert_eq!(rec.wait().expect("wait").code(), Some(130), "{log:?}");
     let records = trace.stop();
-    let me = u64::from(std::process::id());
 
     let mut exact: Vec<u64> = records
         .iter()
