@@ -216,6 +216,47 @@ fn unprivileged_trace_names_what_is_missing() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// Runs `work` in a child process of its own and returns the child's pid
+/// once it exited with `work`'s verdict (true: status 0). Tests that make
+/// ioctls and count them by process do it this way: the other tests of
+/// this binary run at the same time in this process, and their ioctls
+/// would be counted too. The child only makes system calls (fork in a
+/// threaded process allows no more).
+fn in_child(work: impl FnOnce() -> bool) -> u32 {
+    // SAFETY: the child runs `work` (system calls only) and `_exit`s.
+    match unsafe { libc::fork() } {
+        0 => {
+            let ok = work();
+            // SAFETY: ends the child without the parent's exit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+        pid => {
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert_eq!(status, 0, "child {pid} failed");
+            pid as u32
+        }
+    }
+}
+
+/// `count` `UACCE_CMD_PIN` ioctls on /dev/null (they fail with ENOTTY,
+/// and the tracepoint hooks record them anyway) from a child process;
+/// returns its pid.
+fn pin_ioctls_in_child(count: usize) -> u32 {
+    use std::os::fd::AsRawFd;
+    let devnull = std::fs::File::open("/dev/null").expect("open /dev/null");
+    let range: [u64; 2] = [0x7f12_3456_7000, 4096];
+    in_child(|| {
+        for _ in 0..count {
+            // SAFETY: ioctl on /dev/null with a pointer to our buffer.
+            unsafe { libc::ioctl(devnull.as_raw_fd(), 0x4010_5702u64 as _, range.as_ptr()) };
+        }
+        true
+    })
+}
+
 /// `trace --json` running as a child until it says it is attached.
 struct TraceChild {
     child: std::process::Child,
@@ -279,18 +320,10 @@ impl TraceChild {
 #[test]
 fn tiny_ring_losses_are_counted_by_reason() {
     skip_unless_privileged!();
-    use std::os::fd::AsRawFd;
     let tracer = TraceChild::start_with(&["--ring-size", "4K"]);
-    let devnull = std::fs::File::open("/dev/null").expect("open /dev/null");
-    let range: [u64; 2] = [0x7f12_3456_7000, 4096];
     const BURST: u64 = 20_000;
-    for _ in 0..BURST {
-        // SAFETY: UACCE_CMD_PIN on /dev/null with a pointer to our buffer;
-        // fails with ENOTTY, and the tracepoint hook records it anyway.
-        unsafe { libc::ioctl(devnull.as_raw_fd(), 0x4010_5702u64 as _, range.as_ptr()) };
-    }
+    let pid = pin_ioctls_in_child(BURST as usize);
     let (records, stderr) = tracer.stop_with_stderr();
-    let pid = std::process::id();
     let seen = records
         .iter()
         .filter(|r| r["event"] == "pin_ioctl" && r["tgid"] == pid)
@@ -353,22 +386,19 @@ fn uacce_ctrl_ioctl_is_traced_on_any_fd() {
         (0x4010_5703, "uacce_unpin"),
         (0x4010_4d00, "mem_pin"),
     ];
-    for (cmd, _) in cmds {
-        // SAFETY: ioctl on /dev/null with a pointer to our buffer; fails with ENOTTY.
-        let rc = unsafe { libc::ioctl(devnull.as_raw_fd(), cmd as _, range.as_ptr()) };
-        assert_eq!(rc, -1);
-    }
-    // An unrelated ioctl must be filtered out in the kernel.
-    // SAFETY: as above.
-    unsafe {
-        libc::ioctl(
-            devnull.as_raw_fd(),
-            libc::TCGETS as _,
-            [0u8; 64].as_mut_ptr(),
-        )
-    };
+    let mut tcgets = [0u8; 64];
+    let pid = in_child(|| {
+        // SAFETY: ioctls on /dev/null with pointers to our buffers; each
+        // fails with ENOTTY.
+        let failed = cmds.iter().all(
+            |(cmd, _)| unsafe { libc::ioctl(devnull.as_raw_fd(), *cmd as _, range.as_ptr()) } == -1,
+        );
+        // An unrelated ioctl must be filtered out in the kernel.
+        // SAFETY: as above.
+        unsafe { libc::ioctl(devnull.as_raw_fd(), libc::TCGETS as _, tcgets.as_mut_ptr()) };
+        failed
+    });
     let records = tracer.stop();
-    let pid = std::process::id();
     let ours: Vec<&serde_json::Value> = records
         .iter()
         .filter(|r| r["event"] == "pin_ioctl" && r["tgid"] == pid)
@@ -408,7 +438,6 @@ fn serve_per_event_counts_every_event_before_the_stop() {
 /// pin ioctls made just before SIGINT is all in the closing count.
 fn serve_counts_every_event(extra: &[&str]) {
     use std::io::BufRead;
-    use std::os::fd::AsRawFd;
     let mut child = Command::new(env!("CARGO_BIN_EXE_uacce-trace"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(extra)
@@ -430,14 +459,8 @@ fn serve_counts_every_event(extra: &[&str]) {
             break;
         }
     }
-    let devnull = std::fs::File::open("/dev/null").expect("open /dev/null");
-    let range: [u64; 2] = [0x7f12_3456_7000, 4096];
     const BURST: u64 = 50_000;
-    for _ in 0..BURST {
-        // SAFETY: UACCE_CMD_PIN on /dev/null with a pointer to our buffer;
-        // fails with ENOTTY, and the tracepoint hook records it anyway.
-        unsafe { libc::ioctl(devnull.as_raw_fd(), 0x4010_5702u64 as _, range.as_ptr()) };
-    }
+    pin_ioctls_in_child(BURST as usize);
     // At once: the last records are still in the ring.
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -545,7 +568,6 @@ fn pasid_scan_walks_the_task_list() {
 fn summary_mode_matches_per_event_on_the_same_calls() {
     skip_unless_privileged!();
     use std::io::{BufRead, BufReader};
-    use std::os::fd::AsRawFd;
     use uacce_trace_common::summary::bucket_of;
 
     let dir = common::scratch("summary-vs-per-event");
@@ -565,31 +587,8 @@ fn summary_mode_matches_per_event_on_the_same_calls() {
             _ => panic!("record --summary ended before attaching: {log:?}"),
         }
     }
-    let devnull = std::fs::File::open("/dev/null").expect("open /dev/null");
-    let range: [u64; 2] = [0x7f12_3456_7000, 4096];
     const CALLS: usize = 20_000;
-    // In a child process of its own: the other tests of this binary make
-    // pin ioctls from this process at the same time.
-    // SAFETY: the child only calls ioctl and _exit (async-signal-safe).
-    let me = match unsafe { libc::fork() } {
-        0 => {
-            for _ in 0..CALLS {
-                // SAFETY: UACCE_CMD_PIN on /dev/null with a pointer to our
-                // buffer; fails with ENOTTY, and the tracepoint hooks
-                // record it anyway.
-                unsafe { libc::ioctl(devnull.as_raw_fd(), 0x4010_5702u64 as _, range.as_ptr()) };
-            }
-            // SAFETY: ends the child without running the parent's atexit state.
-            unsafe { libc::_exit(0) }
-        }
-        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
-        pid => pid,
-    };
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    assert_eq!(unsafe { libc::waitpid(me, &mut status, 0) }, me);
-    assert_eq!(status, 0, "ioctl child");
-    let me = me as u64;
+    let me = u64::from(pin_ioctls_in_child(CALLS));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
     log.extend(lines.map_while(Result::ok));
