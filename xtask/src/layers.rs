@@ -7,7 +7,7 @@
 //! toolchain   apt, setup (Needs, stock kernels), release builds
 //! kernel      the test kernel: build and cache
 //! vm          the guest harness: image, /init, QEMU, console protocol
-//! commands    vm_test, soak, demo, bench, smoke (scenarios on vm)
+//! commands    vm_test, soak, demo, bench, smoke (scenarios on vm), dist
 //! test        every tier
 //! ```
 
@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["toolchain"],
     &["kernel"],
     &["vm"],
-    &["vm_test", "soak", "demo", "bench", "smoke"],
+    &["vm_test", "soak", "demo", "bench", "smoke", "dist"],
     &["test"],
 ];
 
