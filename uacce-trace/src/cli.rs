@@ -26,7 +26,8 @@ const LONG_ABOUT: &str = "See IO page faults (IOPFs) and page pinning of SVA acc
 
 Hooks are chosen per kernel at run time (fentry/fexit where permitted, else \
 kprobe/kretprobe); `uacce-trace doctor` shows the plan and why. Tracing needs \
-root, or CAP_BPF and CAP_PERFMON.";
+root, or CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH (the systemd unit \
+uacce-trace.service runs `serve` with exactly these).";
 
 #[derive(Parser, Debug)]
 #[command(name = "uacce-trace", version, about = ABOUT, long_about = LONG_ABOUT)]
@@ -46,7 +47,8 @@ pub enum Command {
     /// regions, pinned ranges, PASIDs). The header shows the hook plan,
     /// events/s, drops, unanswered faults and the BPF programs' own cost.
     ///
-    /// Live tracing needs root (or CAP_BPF and CAP_PERFMON); --replay shows
+    /// Live tracing needs root (or CAP_BPF, CAP_PERFMON and
+    /// CAP_DAC_READ_SEARCH); --replay shows
     /// a raw recording (`record --raw`, `-` for standard input, e.g. piped
     /// from another machine) without privileges. Exit status 1 when tracing
     /// cannot start, 2 for an unusable recording.
@@ -218,7 +220,8 @@ pub enum Command {
     /// --idle-after age out of the series (at most --max-processes are
     /// kept). Loopback only unless --listen names another address.
     ///
-    /// Live tracing needs root (or CAP_BPF and CAP_PERFMON); --replay serves
+    /// Live tracing needs root (or CAP_BPF, CAP_PERFMON and
+    /// CAP_DAC_READ_SEARCH); --replay serves
     /// a raw recording, then keeps serving its final state. Stops on
     /// SIGINT/SIGTERM (exit 0). Exit status 1 when tracing cannot start, 2
     /// for an unusable recording or listen address.

@@ -597,6 +597,46 @@ mod tests {
         Ok(())
     }
 
+    /// The shipped unit stays as locked down as measured: `systemd-analyze
+    /// security --offline` (systemd 250+) rates it at most 2.0 (1.9 with
+    /// systemd 252 when written), so an option dropped or a capability
+    /// added shows here.
+    #[test]
+    fn unit_exposure_stays_low() -> Result<()> {
+        let unit = workspace_root()?.join("uacce-trace/dist/systemd/uacce-trace.service");
+        let out = match Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(&unit)
+            .output()
+        {
+            Ok(out) => out,
+            Err(e) => {
+                crate::test_skip::skip(
+                    crate::test_skip::Lack::Host,
+                    &format!("systemd-analyze cannot run here: {e}"),
+                );
+                return Ok(());
+            }
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let score: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.split("Overall exposure level for uacce-trace.service: ")
+                    .nth(1)
+            })
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .with_context(|| {
+                format!(
+                    "no exposure level in:\n{text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })?;
+        assert!(score <= 2.0, "exposure {score} > 2.0:\n{text}");
+        Ok(())
+    }
+
     /// Every dashboard and rule file under uacce-trace/dist/{grafana,
     /// prometheus} is shipped in both formats, and the layout names only
     /// files that exist (man pages and completions from a real generate
