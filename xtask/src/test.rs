@@ -861,6 +861,7 @@ fn dist_test() -> Counts {
                     .join(", ")
             );
             counts.pass();
+            vm_dist_service(&artifacts.files, &mut counts);
             for deb in artifacts
                 .files
                 .iter()
@@ -890,6 +891,39 @@ fn dist_test() -> Counts {
     }
     flush();
     counts
+}
+
+/// "dist: systemd VM": the amd64 .deb installed and its service checked in
+/// a Debian VM with systemd (`dist::service_vm`; ≈ 1 min, + ≈ 1 min for
+/// debootstrap on the first run).
+fn vm_dist_service(files: &[PathBuf], counts: &mut Counts) {
+    let name = "dist: systemd VM (dpkg -i, the unit, capabilities, /metrics)";
+    let Some(deb) = crate::dist::service_vm::amd64_deb(files) else {
+        counts.fail(format!("{name}: no amd64 .deb"));
+        return;
+    };
+    let t = Instant::now();
+    match crate::dist::service_vm::check(deb) {
+        Ok(outcome) if outcome.failures.is_empty() => {
+            println!("ok {name} in {:.1} s", t.elapsed().as_secs_f64());
+            for n in &outcome.notes {
+                println!("   {n}");
+            }
+            counts.pass();
+        }
+        Ok(outcome) => {
+            println!("FAIL {name}:");
+            for f in &outcome.failures {
+                println!("   {f}");
+            }
+            counts.fail(name);
+        }
+        Err(err) => {
+            println!("FAIL {name}: {err:#}");
+            counts.fail(format!("{name}: {err}"));
+        }
+    }
+    flush();
 }
 
 // VM tier

@@ -14,6 +14,9 @@
 //!   its reason);
 //! - `SHA256SUMS` of all of them.
 //!
+//! With `--vm` (and in the unit tier), [`service_vm`] installs the amd64
+//! `.deb` in a Debian VM with systemd and checks the running service.
+//!
 //! [`layout`] is the one list of what is shipped and where, for both
 //! formats. Man pages and completions come from the binary itself
 //! (`uacce-trace generate`, from its clap definitions), run on the host's
@@ -25,6 +28,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+
+pub mod service_vm;
 
 use crate::base::arch::{check_elf_machine, has_interpreter};
 use crate::base::process::{capture, run_to_stderr};
@@ -45,6 +50,11 @@ pub struct DistArgs {
     /// Skip lintian on the .deb files.
     #[arg(long)]
     pub no_lintian: bool,
+    /// Then install the amd64 .deb in a Debian VM with systemd, enable the
+    /// unit, run a pin workload and check the service and its /metrics
+    /// (see `service_vm`).
+    #[arg(long)]
+    pub vm: bool,
 }
 
 /// What `dist` produced, for the caller (the test tier).
@@ -78,7 +88,28 @@ pub fn run(args: &DistArgs) -> Result<bool> {
     for complaint in &artifacts.lintian {
         println!("lintian: {complaint}");
     }
-    Ok(artifacts.lintian.is_empty())
+    let mut ok = artifacts.lintian.is_empty();
+    if args.vm {
+        let deb = service_vm::amd64_deb(&artifacts.files)
+            .context("--vm needs the amd64 .deb (leave out --target or name x86_64)")?;
+        let outcome = service_vm::check(deb)?;
+        for n in &outcome.notes {
+            println!("vm: {n}");
+        }
+        for f in &outcome.failures {
+            println!("vm FAILED: {f}");
+        }
+        println!(
+            "systemd VM: {}",
+            if outcome.failures.is_empty() {
+                "PASS"
+            } else {
+                "FAIL"
+            }
+        );
+        ok &= outcome.failures.is_empty();
+    }
+    Ok(ok)
 }
 
 /// Builds the artifacts of `arches` into `out`; runs lintian when asked.
