@@ -169,17 +169,7 @@ fn me_unprivileged() -> bool {
 /// The tool run as nobody with no capabilities, through setpriv
 /// (util-linux); for tests running as root.
 fn tool_as_nobody() -> Command {
-    let mut c = Command::new("setpriv");
-    c.args([
-        "--reuid",
-        "65534",
-        "--regid",
-        "65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-    ])
-    .arg(env!("CARGO_BIN_EXE_uacce-trace"));
-    c
+    tool_as_nobody_with("")
 }
 
 #[test]
@@ -226,12 +216,19 @@ fn unprivileged_trace_names_what_is_missing() {
 /// names, e.g. `+bpf,+perfmon`), ambient like systemd's
 /// AmbientCapabilities= gives them.
 fn tool_as_nobody_with(caps: &str) -> Command {
+    let set = if caps.is_empty() {
+        "-all".to_owned()
+    } else {
+        format!("-all,{caps}")
+    };
     let mut c = Command::new("setpriv");
     c.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
-        .arg(format!("--inh-caps=-all,{caps}"))
-        .arg(format!("--ambient-caps=-all,{caps}"))
-        .arg(format!("--bounding-set=-all,{caps}"))
-        .arg(env!("CARGO_BIN_EXE_uacce-trace"));
+        .arg(format!("--inh-caps={set}"));
+    if !caps.is_empty() {
+        c.arg(format!("--ambient-caps={set}"))
+            .arg(format!("--bounding-set={set}"));
+    }
+    c.arg(env!("CARGO_BIN_EXE_uacce-trace"));
     c
 }
 

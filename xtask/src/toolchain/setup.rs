@@ -407,14 +407,18 @@ fn link_llvm_prefix(prefix: &Path, llvm: &NightlyLlvm) -> Result<()> {
 
 /// Whether `bin --version` runs and reports the wanted release.
 fn bpf_linker_works(bin: &Path) -> bool {
+    reports_version(bin, BPF_LINKER_VERSION)
+}
+
+/// Whether `bin --version` runs and its output names `version`.
+fn reports_version(bin: &Path, version: &str) -> bool {
     Command::new(bin)
         .arg("--version")
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
         .is_ok_and(|out| {
-            out.status.success()
-                && String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION)
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(version)
         })
 }
 
@@ -494,17 +498,7 @@ fn ensure_bpf_linker() -> Result<()> {
 pub fn ensure_cargo_deb() -> Result<PathBuf> {
     let step = Step::new(format!("cargo-deb {CARGO_DEB_VERSION}"));
     let bin = cache::tools()?.join("bin").join("cargo-deb");
-    let works = |bin: &Path| {
-        Command::new(bin)
-            .arg("--version")
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .is_ok_and(|out| {
-                out.status.success()
-                    && String::from_utf8_lossy(&out.stdout).contains(CARGO_DEB_VERSION)
-            })
-    };
+    let works = |bin: &Path| reports_version(bin, CARGO_DEB_VERSION);
     if works(&bin) {
         step.cached("");
         return Ok(bin);
