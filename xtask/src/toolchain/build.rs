@@ -101,7 +101,12 @@ pub fn build_release(arch: Arch, tool: bool, workload: bool) -> Result<Built> {
 /// `+crt-static`, in `target/<triple>/release/`); fails unless the result
 /// is an ELF file of `arch` without a program interpreter.
 pub fn build_static(arch: Arch) -> Result<PathBuf> {
-    let built = cargo_build(arch, true, true, false, &[])?;
+    // With the workload, like the VM tests' build: one cargo invocation
+    // unifies the dependencies' features across both packages, so building
+    // the tool alone would link a different binary (and rebuild it each
+    // time the two alternate). This way the arm64 binary shipped is the
+    // very file the arm64 VMs run.
+    let built = cargo_build(arch, true, true, true, &[])?;
     let tool = built
         .tool
         .context("cargo build did not report the uacce-trace executable")?;
