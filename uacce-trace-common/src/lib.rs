@@ -12,6 +12,7 @@
 #![no_std]
 
 pub mod hooks;
+pub mod summary;
 
 /// Version of the record layout; bumped on any change to a record below.
 pub const RECORD_VERSION: u16 = 2;
@@ -565,6 +566,9 @@ pub mod counter {
     /// Loss: a forked process could not join the kernel's `FOLLOW` set (map
     /// full), so its own children are not followed.
     pub const FOLLOW_FULL: u32 = 10;
+    /// Not a loss: a call in summary mode whose key did not fit in the
+    /// full `SUMMARY` map went to the ring as a record instead.
+    pub const SUMMARY_FULL: u32 = 11;
     /// First of the per-record-kind ring-buffer losses ([`ringbuf_full`]).
     pub const RINGBUF_FULL_BASE: u32 = 16;
     /// Number of counters.
@@ -772,6 +776,10 @@ mod user {
     unsafe impl aya::Pod for super::KernelConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ScanState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::summary::SummaryKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::summary::SummaryValue {}
 }
 
 #[cfg(test)]

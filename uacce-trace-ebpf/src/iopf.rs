@@ -21,10 +21,12 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use uacce_trace_common::{
-    counter, ioctl_cmd, BindRecord, IoctlInflight, IoctlRecord, IopfKey, IopfRecord,
-    IopfResponseRecord, KernelConfig, RecordHeader, BIND_OP_BIND, BIND_OP_UNBIND, COMM_LEN,
-    HOOK_FENTRY, HOOK_KPROBE, HOOK_TRACEPOINT, IOPF_REPORTER_IS_USER, KIND_BIND, KIND_IOCTL,
-    KIND_IOPF_REPORT, KIND_IOPF_RESPONSE, RECORD_VERSION,
+    counter, ioctl_cmd,
+    summary::{ioctl_sub, SUMMARY_IOCTL},
+    BindRecord, IoctlInflight, IoctlRecord, IopfKey, IopfRecord, IopfResponseRecord, KernelConfig,
+    RecordHeader, BIND_OP_BIND, BIND_OP_UNBIND, COMM_LEN, HOOK_FENTRY, HOOK_KPROBE,
+    HOOK_TRACEPOINT, IOPF_REPORTER_IS_USER, KIND_BIND, KIND_IOCTL, KIND_IOPF_REPORT,
+    KIND_IOPF_RESPONSE, RECORD_VERSION,
 };
 
 use crate::{
@@ -466,6 +468,23 @@ pub(crate) fn ioctl_end(ret: i64, hook: u8, entry_due: bool) {
     let _ = IOCTL_INFLIGHT.remove(tid);
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
+    // Summary mode: the call is counted, unless its driver call succeeded
+    // without a pin call credited to it, which user space must see as a
+    // record to count it (`pin_not_credited`).
+    let uncredited = entry.inner != 0 && entry.inner_ret == 0 && entry.pin_calls == 0;
+    if crate::summary::enabled() && !uncredited {
+        let call = crate::summary::Call {
+            kind: SUMMARY_IOCTL,
+            sub: ioctl_sub(entry.cmd),
+            latency_ns: now.wrapping_sub(entry.ts_ns),
+            error: ret != 0,
+            pages: u64::from(entry.pages),
+            longterm_pages: 0,
+        };
+        if crate::summary::add((pid_tgid >> 32) as u32, call) {
+            return;
+        }
+    }
     let Some(mut slot) = EVENTS.reserve::<IoctlRecord>(0) else {
         count_ring_full(KIND_IOCTL);
         return;

@@ -21,7 +21,9 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use uacce_trace_common::{
-    counter, InflightKey, PinFunc, PinInflight, PinRecord, RecordHeader, COMM_LEN, DEV_NAME_LEN,
+    counter,
+    summary::{SUMMARY_PIN, SUMMARY_UNPIN},
+    InflightKey, PinFunc, PinInflight, PinRecord, RecordHeader, COMM_LEN, DEV_NAME_LEN,
     HOOK_FENTRY, HOOK_KPROBE, KIND_PIN, KIND_UNPIN, RECORD_VERSION,
 };
 
@@ -30,6 +32,7 @@ mod bench;
 mod iopf;
 mod proc;
 mod smmu;
+mod summary;
 mod uacce;
 
 /// The one ring buffer; user space may resize it at load time.
@@ -305,6 +308,27 @@ fn on_exit(func: PinFunc, hook: u8, ret: Option<i64>) {
     // The outer call returns (a nested call whose exit was missed leaves
     // `depth` 1: the outer call still reports its pages).
     let _ = map.remove(tid);
+    let ret = ret.unwrap_or(entry_value.nr_pages as i64);
+    let pages = u64::try_from(ret).unwrap_or(0);
+    if summary::enabled() {
+        let longterm = func.is_pin() && summary::is_longterm(entry_value.gup_flags);
+        let call = summary::Call {
+            kind: if func.is_pin() {
+                SUMMARY_PIN
+            } else {
+                SUMMARY_UNPIN
+            },
+            sub: 0,
+            latency_ns: now.wrapping_sub(entry_value.ts_ns),
+            error: ret < 0,
+            pages,
+            longterm_pages: if longterm { pages } else { 0 },
+        };
+        if summary::add((pid_tgid >> 32) as u32, call) {
+            iopf::credit_pin_to_ioctl(tid, pages);
+            return;
+        }
+    }
     let Some(mut slot) = EVENTS.reserve::<PinRecord>(0) else {
         count_ring_full(if func.is_pin() { KIND_PIN } else { KIND_UNPIN });
         return;
@@ -322,12 +346,11 @@ fn on_exit(func: PinFunc, hook: u8, ret: Option<i64>) {
     r.tid = tid;
     r.start = entry_value.start;
     r.nr_pages = entry_value.nr_pages;
-    r.ret = ret.unwrap_or(entry_value.nr_pages as i64);
+    r.ret = ret;
     r.gup_flags = entry_value.gup_flags;
     r.func = func as u16;
     r.hook = hook;
     comm_into(&mut r.comm);
-    let pages = u64::try_from(r.ret).unwrap_or(0);
     slot.submit(submit_flags(core::mem::size_of::<PinRecord>()));
     iopf::credit_pin_to_ioctl(tid, pages);
 }

@@ -65,6 +65,12 @@ pub enum Command {
         /// Refresh and rate interval, e.g. 1s, 500ms (+/- change it).
         #[arg(long, default_value = "1s", value_parser = commands::parse_duration)]
         interval: u64,
+        /// Count pin, unpin and uacce_ctrl calls in the kernel (as `serve`
+        /// does by default) instead of reading every call: cheaper, but
+        /// latencies are bucket upper bounds and pinned ranges (and faults
+        /// inside them) are not known. IO page faults stay per-event.
+        #[arg(long, conflicts_with = "replay")]
+        summary: bool,
         /// Which hook types to use.
         #[arg(long, value_enum, default_value_t = HookPreference::Auto)]
         hooks: HookPreference,
@@ -144,6 +150,13 @@ pub enum Command {
         /// Read events from a raw recording (`-`: standard input) instead of tracing.
         #[arg(long, value_name = "FILE|-", conflicts_with = "command")]
         replay: Option<String>,
+        /// Count pin, unpin and uacce_ctrl calls in the kernel (summary
+        /// mode, as `serve` does by default): cheaper per call; latencies
+        /// become log-linear bucket upper bounds (at most 12.5 % above),
+        /// counted once a second, and pinned ranges are not known. IO page
+        /// faults stay per-event. Not with --raw.
+        #[arg(long, conflicts_with_all = ["replay", "raw"])]
+        summary: bool,
         /// With --replay: deliver events at the recorded pace.
         #[arg(long, requires = "replay")]
         realtime: bool,
@@ -220,6 +233,15 @@ pub enum Command {
     /// --idle-after age out of the series (at most --max-processes are
     /// kept). Loopback only unless --listen names another address.
     ///
+    /// Live, it runs in summary mode unless --per-event: the kernel
+    /// programs count pin, unpin and uacce_ctrl calls per process in
+    /// per-CPU histograms (log-linear buckets at most 12.5 % wide), read
+    /// once a second, instead of writing every call to the ring buffer;
+    /// IO page faults stay per-event. In summary mode pinned address
+    /// ranges are not known, so faults inside pinned ranges are not
+    /// counted (uacce_trace_iopfs_in_pinned_total is left out), and
+    /// latency percentiles are bucket upper bounds.
+    ///
     /// Live tracing needs root (or CAP_BPF, CAP_PERFMON and
     /// CAP_DAC_READ_SEARCH); --replay serves
     /// a raw recording, then keeps serving its final state. Stops on
@@ -245,6 +267,11 @@ pub enum Command {
         /// cost on every BPF program of the system).
         #[arg(long, conflicts_with = "replay")]
         bpf_stats: bool,
+        /// Write every pin, unpin and ioctl call to the ring buffer and
+        /// aggregate in user space (exact latencies, pinned ranges and
+        /// faults inside them; costs more CPU per call).
+        #[arg(long, conflicts_with = "replay")]
+        per_event: bool,
         /// Which hook types to use.
         #[arg(long, value_enum, default_value_t = HookPreference::Auto)]
         hooks: HookPreference,
@@ -283,6 +310,7 @@ pub fn run(cli: Cli) -> u8 {
             realtime: _,
             fast,
             interval,
+            summary,
             hooks,
             ring_size,
         } => crate::tui::run(crate::tui::TopOptions {
@@ -292,6 +320,7 @@ pub fn run(cli: Cli) -> u8 {
             tracer: TracerOptions {
                 hooks,
                 ring_bytes: ring_size,
+                summary,
             },
         }),
         Command::Doctor {
@@ -311,6 +340,7 @@ pub fn run(cli: Cli) -> u8 {
             TracerOptions {
                 hooks,
                 ring_bytes: ring_size,
+                summary: false,
             },
             json,
         ),
@@ -322,6 +352,7 @@ pub fn run(cli: Cli) -> u8 {
             duration,
             replay,
             realtime,
+            summary,
             hooks,
             ring_size,
             command,
@@ -343,6 +374,7 @@ pub fn run(cli: Cli) -> u8 {
                 tracer: TracerOptions {
                     hooks,
                     ring_bytes: ring_size,
+                    summary,
                 },
                 command,
             })
@@ -385,6 +417,7 @@ pub fn run(cli: Cli) -> u8 {
             idle_after,
             max_processes,
             bpf_stats,
+            per_event,
             hooks,
             ring_size,
         } => crate::commands::serve::run(crate::commands::serve::ServeOptions {
@@ -397,6 +430,7 @@ pub fn run(cli: Cli) -> u8 {
             tracer: TracerOptions {
                 hooks,
                 ring_bytes: ring_size,
+                summary: !per_event,
             },
         }),
         Command::Generate { out } => write_assets(&out)

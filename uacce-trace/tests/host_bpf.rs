@@ -523,10 +523,24 @@ fn uacce_ctrl_ioctl_is_traced_on_any_fd() {
 #[test]
 fn serve_counts_every_event_before_the_stop() {
     skip_unless_privileged!();
+    serve_counts_every_event(&[]);
+}
+
+/// The same in per-event mode.
+#[test]
+fn serve_per_event_counts_every_event_before_the_stop() {
+    skip_unless_privileged!();
+    serve_counts_every_event(&["--per-event"]);
+}
+
+/// `serve` (summary mode unless `extra` says `--per-event`): a burst of
+/// pin ioctls made just before SIGINT is all in the closing count.
+fn serve_counts_every_event(extra: &[&str]) {
     use std::io::BufRead;
     use std::os::fd::AsRawFd;
     let mut child = Command::new(env!("CARGO_BIN_EXE_uacce-trace"))
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -646,4 +660,94 @@ fn pasid_scan_walks_the_task_list() {
         found.tasks
     );
     assert_eq!(found.lost, 0);
+}
+
+/// Summary mode against per-event mode on the same calls: `trace --json`
+/// and `record --summary --format json` both attached, then this process
+/// makes pin ioctls on /dev/null (the tracepoint hooks record them). For
+/// this pid the summary counts exactly the calls `trace` has records of,
+/// says 0 dropped, and its p50, p99 and p99.9 lie within one summary
+/// bucket of the per-event ones (nearest rank).
+#[test]
+fn summary_mode_matches_per_event_on_the_same_calls() {
+    skip_unless_privileged!();
+    use std::io::{BufRead, BufReader};
+    use std::os::fd::AsRawFd;
+    use uacce_trace_common::summary::bucket_of;
+
+    let dir = common::scratch("summary-vs-per-event");
+    let out = dir.join("summary.json");
+    let trace = TraceChild::start();
+    let mut rec = Command::new(env!("CARGO_BIN_EXE_uacce-trace"))
+        .args(["record", "--summary", "--format", "json", "-o"])
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn record --summary");
+    let mut lines = BufReader::new(rec.stderr.take().expect("stderr")).lines();
+    let mut log = Vec::new();
+    while !log.iter().any(|l: &String| l.contains("hooks attached")) {
+        match lines.next() {
+            Some(Ok(l)) => log.push(l),
+            _ => panic!("record --summary ended before attaching: {log:?}"),
+        }
+    }
+    let devnull = std::fs::File::open("/dev/null").expect("open /dev/null");
+    let range: [u64; 2] = [0x7f12_3456_7000, 4096];
+    const CALLS: usize = 20_000;
+    for _ in 0..CALLS {
+        // SAFETY: UACCE_CMD_PIN on /dev/null with a pointer to our buffer;
+        // fails with ENOTTY, and the tracepoint hooks record it anyway.
+        unsafe { libc::ioctl(devnull.as_raw_fd(), 0x4010_5702u64 as _, range.as_ptr()) };
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
+    log.extend(lines.map_while(Result::ok));
+    // Interrupted, `record` exits 128 + SIGINT after writing the file.
+    assert_eq!(rec.wait().expect("wait").code(), Some(130), "{log:?}");
+    let records = trace.stop();
+    let me = u64::from(std::process::id());
+
+    let mut exact: Vec<u64> = records
+        .iter()
+        .filter(|r| r["event"] == "pin_ioctl" && r["tgid"].as_u64() == Some(me))
+        .filter_map(|r| r["latency_ns"].as_u64())
+        .collect();
+    exact.sort_unstable();
+    assert_eq!(exact.len(), CALLS, "per-event records of our ioctls");
+    let closing = log
+        .iter()
+        .find(|l| l.contains("uacce-trace: wrote "))
+        .unwrap_or_else(|| panic!("no closing line: {log:?}"));
+    assert!(closing.contains(" 0 dropped"), "{closing}");
+    let text = std::fs::read_to_string(&out).expect("read summary.json");
+    let mut buckets: Vec<(u64, u64)> = Vec::new();
+    for line in text.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).expect("NDJSON");
+        if row["kind"] == "uacce_ctrl" && row["pid"].as_u64() == Some(me) {
+            for b in row["buckets"].as_array().expect("buckets") {
+                buckets.push((b[0].as_u64().expect("value"), b[1].as_u64().expect("count")));
+            }
+        }
+    }
+    buckets.sort_unstable();
+    let n: u64 = buckets.iter().map(|b| b.1).sum();
+    assert_eq!(n, CALLS as u64, "summary count of our ioctls");
+    for q in [0.5, 0.99, 0.999] {
+        let rank = ((q * CALLS as f64).ceil() as u64).max(1);
+        let e = exact[rank as usize - 1];
+        let mut seen = 0;
+        let s = buckets
+            .iter()
+            .find(|(_, c)| {
+                seen += c;
+                seen >= rank
+            })
+            .map(|b| b.0)
+            .expect("rank inside the histogram");
+        assert!(
+            bucket_of(e).abs_diff(bucket_of(s)) <= 1,
+            "q {q}: per-event {e} ns, summary {s} ns"
+        );
+    }
 }

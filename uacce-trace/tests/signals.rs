@@ -358,7 +358,9 @@ fn scrape(addr: &str) -> Option<(u16, String)> {
 
 /// A running `serve` and the address it listens on.
 struct Serve {
-    child: Child,
+    /// `None` once stopped; a test that fails first kills it on drop, so
+    /// no server outlives the test.
+    child: Option<Child>,
     addr: String,
     log: std::sync::mpsc::Receiver<String>,
 }
@@ -378,13 +380,18 @@ impl Serve {
             line.strip_prefix("uacce-trace: serving http://")
                 .map(|rest| rest.split('/').next().unwrap_or_default().to_string())
         })?;
-        Ok(Serve { child, addr, log })
+        Ok(Serve {
+            child: Some(child),
+            addr,
+            log,
+        })
     }
 
     /// Send `sig`, expect a clean exit 0, the summary, and the port closed.
-    fn stop_with(self, sig: i32) {
-        signal(&self.child, sig);
-        let o = wait_limited(self.child, Duration::from_secs(10), "serve");
+    fn stop_with(mut self, sig: i32) {
+        let child = self.child.take().expect("serve still running");
+        signal(&child, sig);
+        let o = wait_limited(child, Duration::from_secs(10), "serve");
         assert_eq!(o.status.code(), Some(0), "{:?}", o.status);
         let log = drain_log(&self.log);
         assert!(
@@ -397,6 +404,15 @@ impl Serve {
             std::net::TcpStream::connect(&self.addr).is_err(),
             "still listening"
         );
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -420,7 +436,7 @@ fn serve_stops_cleanly_on_sigint_and_sigterm_and_ignores_sigpipe() {
         let serve = Serve::start(&args).unwrap_or_else(|e| panic!("serve: {e}"));
         check_scrape(&serve.addr);
         // SIGPIPE: ignored.
-        signal(&serve.child, libc::SIGPIPE);
+        signal(serve.child.as_ref().expect("running"), libc::SIGPIPE);
         // Clients that go away: before sending anything, mid-request, and
         // right after the request without reading the answer.
         for partial in [&b""[..], b"GET /met", b"GET /metrics HTTP/1.1\r\n\r\n"] {
@@ -525,7 +541,8 @@ fn serve_live_stops_cleanly() {
         }
     };
     let body = check_scrape(&serve.addr);
-    assert!(body.contains("mode=\"live\""), "{body}");
+    // Live `serve` runs in summary mode unless --per-event.
+    assert!(body.contains("mode=\"summary\""), "{body}");
     assert!(body.contains("process_cpu_seconds_total "), "{body}");
     assert!(body.contains("uacce_trace_bpf_programs "), "{body}");
     serve.stop_with(libc::SIGTERM);

@@ -9,6 +9,7 @@ mod demo;
 mod dist;
 mod kernel;
 mod layers;
+mod prom;
 mod smoke;
 mod soak;
 mod test;

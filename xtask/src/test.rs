@@ -12,14 +12,21 @@
 //! 3. unit: `cargo test --release` of the workspace (unit, golden and, as
 //!    root, host BPF tests; among them the man page and completion drift
 //!    test); the counts come from libtest's `test result:` lines; then
-//!    `cargo xtask dist` ([`dist_test`]): the static binaries of both
+//!    `cargo xtask dist --vm` ([`dist_test`]): the static binaries of both
 //!    architectures (the host's runs `--version` and `doctor`), tarballs,
-//!    .deb files and lintian on each;
-//! 4. vm: the VM matrix of `cargo xtask vm-test` (each VM counts as one),
+//!    .deb files, lintian on each, and the amd64 .deb's service in a Debian
+//!    VM with systemd;
+//! 4. prom: the Grafana dashboard and Prometheus rules of
+//!    `uacce-trace/dist/` with Debian's Prometheus (downloaded into the tool
+//!    cache): `promtool check rules`, `promtool test rules`, then every
+//!    dashboard variable, panel query and recording rule against a server
+//!    scraping `serve --replay --realtime` of the demo recording, each one
+//!    test (see [`crate::prom`]);
+//! 5. vm: the VM matrix of `cargo xtask vm-test` (each VM counts as one),
 //!    the demo's streamed recording checked (`cargo xtask demo --no-tui
 //!    --check`, one test), then the soak of `cargo xtask soak` (one test;
 //!    `--soak-minutes`, 10 by default, 0 skips it);
-//! 5. fuzz: every cargo-fuzz target of `uacce-trace/fuzz` for
+//! 6. fuzz: every cargo-fuzz target of `uacce-trace/fuzz` for
 //!    `--fuzz-seconds` (30 by default) each; a crash fails (see
 //!    [`fuzz_tier`]).
 //!
@@ -46,10 +53,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 
+use crate::base::Arch;
 use crate::base::{cache, ci};
 use crate::demo::DemoResult;
-use crate::toolchain::setup;
-use crate::{soak, vm_test};
+use crate::toolchain::{build, prometheus, setup};
+use crate::{prom, soak, vm_test};
 
 /// A tier of `cargo xtask test`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -58,6 +66,8 @@ pub enum Tier {
     Lint,
     /// `cargo test --release`: unit, golden and host BPF tests.
     Unit,
+    /// The Grafana dashboard and Prometheus rules against a real Prometheus.
+    Prom,
     /// Stock Debian kernels (and test kernels) in QEMU, then the soak.
     Vm,
     /// cargo-fuzz targets, each for a bounded time (nightly).
@@ -69,6 +79,7 @@ impl Tier {
         match self {
             Tier::Lint => "lint",
             Tier::Unit => "unit",
+            Tier::Prom => "prom",
             Tier::Vm => "vm",
             Tier::Fuzz => "fuzz",
         }
@@ -116,7 +127,7 @@ impl TestArgs {
             Some(only) => only == tier,
             None => match tier {
                 Tier::Lint => !self.skip_lint,
-                Tier::Unit => true,
+                Tier::Unit | Tier::Prom => true,
                 Tier::Vm => !self.skip_vm,
                 Tier::Fuzz => !self.skip_fuzz,
             },
@@ -184,7 +195,7 @@ struct TierResult {
 pub fn run(args: &TestArgs) -> Result<bool> {
     let start = Instant::now();
     let root = crate::base::workspace_root()?;
-    let tiers: Vec<Tier> = [Tier::Lint, Tier::Unit, Tier::Vm, Tier::Fuzz]
+    let tiers: Vec<Tier> = [Tier::Lint, Tier::Unit, Tier::Prom, Tier::Vm, Tier::Fuzz]
         .into_iter()
         .filter(|t| args.runs(*t))
         .collect();
@@ -240,6 +251,16 @@ pub fn run(args: &TestArgs) -> Result<bool> {
                 counts.add(&dist_test());
                 counts
             }
+            Tier::Prom => {
+                header(
+                    i + 2,
+                    total_steps,
+                    "prom",
+                    "promtool on the rules; dashboard queries and rules against Prometheus \
+                     scraping serve --replay",
+                );
+                prom_tier(&root, release_built)
+            }
             Tier::Vm => {
                 header(
                     i + 2,
@@ -269,7 +290,7 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     }
 
     // Tiers left out count as skipped, saying why, in their place.
-    for (i, tier) in [Tier::Lint, Tier::Unit, Tier::Vm, Tier::Fuzz]
+    for (i, tier) in [Tier::Lint, Tier::Unit, Tier::Prom, Tier::Vm, Tier::Fuzz]
         .into_iter()
         .enumerate()
     {
@@ -826,6 +847,64 @@ impl LibtestParser {
         println!("SKIPPED: {}: {}", r.name(), r.text);
         self.counts.skip(r.name(), r.text);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Prom tier
+
+/// The prom tier (see [`crate::prom`]): each promtool run, dashboard
+/// variable, panel query, rule and the alert check is one test.
+fn prom_tier(root: &Path, release_built: bool) -> Counts {
+    let mut counts = Counts::default();
+    let record = |counts: &mut Counts, check: prom::Check| match check.result {
+        Ok(detail) => {
+            println!("ok: {}: {detail}", check.name);
+            counts.pass();
+        }
+        Err(err) => {
+            println!("FAILED: {}: {err:#}", check.name);
+            counts.fail(format!("prom: {}", check.name));
+        }
+    };
+    let tools = match prometheus::ensure() {
+        Ok(t) => t,
+        Err(err) => {
+            println!("FAILED: prometheus and promtool: {err:#}");
+            counts.fail(format!("prom: prometheus and promtool: {err}"));
+            return counts;
+        }
+    };
+    println!("using {} ({})", tools.promtool.display(), tools.package);
+    for check in prom::promtool_checks(root, &tools) {
+        record(&mut counts, check);
+    }
+    let tool = if release_built {
+        println!("using the release binary built by the unit tier");
+        Ok(target_dir(root).join("release").join("uacce-trace"))
+    } else {
+        build::build_release(Arch::host(), true, false)
+            .and_then(|b| b.tool.context("cargo build reported no uacce-trace"))
+    };
+    let t = Instant::now();
+    let scratch = target_dir(root).join("xtask-test").join("prom");
+    match tool.and_then(|tool| prom::live_checks(root, &tools, &tool, &scratch)) {
+        Ok(checks) => {
+            for check in checks {
+                record(&mut counts, check);
+            }
+            println!(
+                "live check done in {:.1} s (logs in {})",
+                t.elapsed().as_secs_f64(),
+                scratch.display()
+            );
+        }
+        Err(err) => {
+            println!("FAILED: live check: {err:#}");
+            counts.fail(format!("prom: live check: {err}"));
+        }
+    }
+    flush();
+    counts
 }
 
 // ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@
 #   ATTR_MODES     one `name pasid args...` line per attribution mode; pasid
 #                  `holder` or `late` is that holder's PASID
 #   SECTIONS       one `name file` line per result section, in order
+# With HOOKS, `record --summary` runs beside `trace` on the same calls.
 # Results go out as sections; @@UT-DONE ends the output.
 
 echo "@@UT-BOOTED $(uname -r)"
@@ -46,6 +47,14 @@ if [ -n "$HOOKS" ]; then
     tpid=$!
     wait_started "$tpid" /tmp/trace.err '^uacce-trace: tracing started' $START_TICKS
     start_wait_ds=$n
+    trace_started=$started
+    # Summary mode beside it, on the same calls (xtask/src/vm_test/summary.rs).
+    "$TOOL" record --summary --hooks "$HOOKS" --format json -o /tmp/summary.json \
+        2> /tmp/summary.err &
+    spid=$!
+    wait_started "$spid" /tmp/summary.err 'hooks attached' $START_TICKS
+    summary_started=$started
+    started=$trace_started
 fi
 
 "$WORKLOAD" $WORKLOAD_ARGS > /tmp/workload.json 2> /tmp/workload.err
@@ -104,6 +113,13 @@ if [ -n "$tpid" ]; then
     done
     wait "$tpid"
     trace_rc=$?
+    for sig in INT TERM KILL; do
+        kill -"$sig" "$spid" 2>/dev/null
+        summary_stop=$sig
+        wait_gone "$spid" $STOP_S && break
+    done
+    wait "$spid"
+    summary_rc=$?
     "$TOOL" doctor --json > /tmp/doctor.json 2> /tmp/doctor.err
     doctor_rc=$?
     # The kernel's facts as the tool reads them: the recordings in
@@ -130,6 +146,9 @@ fi
     echo "trace_start_wait_ds=$start_wait_ds"
     echo "trace_stop_signal=$trace_stop"
     echo "trace_rc=$trace_rc"
+    echo "summary_started=$summary_started"
+    echo "summary_stop_signal=$summary_stop"
+    echo "summary_rc=$summary_rc"
     echo "doctor_rc=$doctor_rc"
     echo "iopf_a_rc=$iopf_a_rc"
     echo "iopf_b_rc=$iopf_b_rc"

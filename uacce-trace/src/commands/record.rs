@@ -180,9 +180,7 @@ impl Recorder {
             // Counted by the tree (`proc_unplaceable`).
             Verdict::Unplaceable => return Ok(()),
         }
-        if !matches!(ev, Event::Loss(_)) {
-            self.events += 1;
-        }
+        self.events += ev.weight();
         // The source's loss samples carry the events this recorder could
         // not place (a cumulative count too), so the file shows them.
         let placed;
@@ -387,6 +385,14 @@ async fn replay(opts: &RecordOptions, input: &str) -> anyhow::Result<u8> {
 
 async fn live(opts: &RecordOptions) -> anyhow::Result<u8> {
     use tokio::signal::unix::{signal, SignalKind};
+
+    if opts.tracer.summary && opts.format == Format::Raw {
+        log::error!(
+            "--summary counts calls in the kernel: there are no events to store in a raw \
+             recording; choose hlog, json or csv"
+        );
+        return Ok(exit::BAD_INPUT);
+    }
 
     // Before the tracer starts, so a mark right after the start is ours.
     let mut usr1 = signal(SignalKind::user_defined1())?;

@@ -131,6 +131,17 @@ pub fn json_line(ev: &Event) -> String {
             losses: &l.losses,
         })
         .unwrap_or_default(),
+        Event::Summary(e) => serde_json::json!({
+            "event": "summary",
+            "ts_ns": e.ts_ns,
+            "tgid": e.tgid,
+            "comm": e.comm,
+            "kind": format!("{:?}", e.kind),
+            "calls": e.calls,
+            "errors": e.errors,
+            "pages": e.pages,
+        })
+        .to_string(),
         Event::Proc(p) => serde_json::json!({
             "event": if p.parent.is_some() { "fork" } else { "exit" },
             "ts_ns": p.ts_ns,
@@ -378,6 +389,18 @@ pub fn human_line(ev: &Event) -> String {
         ),
         // Losses are summarised at exit; JSON carries the samples.
         Event::Loss(_) => String::new(),
+        // `trace` is per-event: summary mode never runs under it.
+        Event::Summary(e) => format!(
+            "{:>14.6} {:>7} {:>7} {:<16} summary {:?} calls={} errors={} pages={}",
+            e.ts_ns as f64 / 1e9,
+            e.tgid,
+            "-",
+            e.comm,
+            e.kind,
+            e.calls,
+            e.errors,
+            e.pages
+        ),
         Event::Proc(p) => format!(
             "{:>14.6} {:>7} {:>7} {:<16} {}",
             p.ts_ns as f64 / 1e9,

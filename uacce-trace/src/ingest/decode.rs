@@ -7,10 +7,10 @@
 
 use thiserror::Error;
 use uacce_trace_common::{
-    ioctl_cmd, BindRecord, IoctlRecord, IopfRecord, IopfResponseRecord, PinFunc, PinRecord,
-    ProcRecord, QueueRecord, RecordHeader, BIND_OP_BIND, BIND_OP_SCAN, BIND_OP_UNBIND,
-    IOCTL_INNER_PIN_PAGE, IOCTL_INNER_UNPIN_PAGE, IOPF_REPORTER_IS_USER, KIND_BIND, KIND_IOCTL,
-    KIND_IOPF, KIND_IOPF_REPORT, KIND_IOPF_RESPONSE, KIND_PIN, KIND_PROC, KIND_QUEUE, KIND_UNPIN,
+    BindRecord, IoctlRecord, IopfRecord, IopfResponseRecord, PinFunc, PinRecord, ProcRecord,
+    QueueRecord, RecordHeader, BIND_OP_BIND, BIND_OP_SCAN, BIND_OP_UNBIND, IOCTL_INNER_PIN_PAGE,
+    IOCTL_INNER_UNPIN_PAGE, IOPF_REPORTER_IS_USER, KIND_BIND, KIND_IOCTL, KIND_IOPF,
+    KIND_IOPF_REPORT, KIND_IOPF_RESPONSE, KIND_PIN, KIND_PROC, KIND_QUEUE, KIND_UNPIN,
     PROC_OP_EXIT, PROC_OP_FORK, QUEUE_OP_OPEN, QUEUE_OP_PUT, QUEUE_OP_RELEASE, QUEUE_OP_START,
     RECORD_VERSION,
 };
@@ -180,13 +180,7 @@ pub fn decode(bytes: &[u8], ctx: &DecodeContext) -> Result<Event, DecodeError> {
         KIND_IOCTL => {
             let r: IoctlRecord = read(bytes)?;
             let hook = HookType::from_wire(r.hook).ok_or(DecodeError::Hook(r.hook))?;
-            let cmd = match r.cmd {
-                ioctl_cmd::UACCE_CMD_PIN => PinIoctl::UaccePin,
-                ioctl_cmd::UACCE_CMD_UNPIN => PinIoctl::UacceUnpin,
-                ioctl_cmd::MEM_CMD_PIN => PinIoctl::MemPin,
-                ioctl_cmd::MEM_CMD_UNPIN => PinIoctl::MemUnpin,
-                other => return Err(DecodeError::Ioctl(other)),
-            };
+            let cmd = PinIoctl::from_cmd(r.cmd).ok_or(DecodeError::Ioctl(r.cmd))?;
             Ok(Event::PinIoctl(PinIoctlEvent {
                 ts_ns: r.ts_ns,
                 latency_ns: r.latency_ns,
@@ -297,6 +291,7 @@ pub fn decode_scan(bytes: &[u8]) -> Result<PasidOwner, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uacce_trace_common::ioctl_cmd;
 
     fn record() -> PinRecord {
         let mut comm = [0u8; 16];

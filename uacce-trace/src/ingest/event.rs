@@ -92,6 +92,20 @@ pub enum PinIoctl {
     MemUnpin,
 }
 
+impl PinIoctl {
+    /// The ioctl of command number `cmd`, if it is one of these.
+    pub fn from_cmd(cmd: u32) -> Option<PinIoctl> {
+        use uacce_trace_common::ioctl_cmd;
+        Some(match cmd {
+            ioctl_cmd::UACCE_CMD_PIN => PinIoctl::UaccePin,
+            ioctl_cmd::UACCE_CMD_UNPIN => PinIoctl::UacceUnpin,
+            ioctl_cmd::MEM_CMD_PIN => PinIoctl::MemPin,
+            ioctl_cmd::MEM_CMD_UNPIN => PinIoctl::MemUnpin,
+            _ => return None,
+        })
+    }
+}
+
 /// One pin/unpin ioctl on `/dev/uacce_ctrl` or a mempinfd.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PinIoctlEvent {
@@ -220,9 +234,53 @@ pub enum Event {
     Loss(LossSample),
     /// Process tree; only while following a command's processes.
     Proc(ProcEvent),
+    /// Summary mode: one process's calls of one kind in one interval.
+    Summary(SummaryEvent),
+}
+
+/// What a [`SummaryEvent`] counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SummaryKind {
+    Pin,
+    Unpin,
+    Ioctl(PinIoctl),
+}
+
+/// Summary mode: the calls of one kind that one process made in one
+/// interval, as the kernel counted them (`ingest::summary`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SummaryEvent {
+    /// CLOCK_MONOTONIC ns when the kernel's counts were read (the end of
+    /// the interval).
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub comm: String,
+    pub kind: SummaryKind,
+    pub calls: u64,
+    /// Failed calls (pins: `ret` < 0; ioctls: `ret` ≠ 0).
+    pub errors: u64,
+    /// Pins: pages pinned; unpins: pages released; ioctls: pages their
+    /// pin calls pinned or released.
+    pub pages: u64,
+    /// Pins: pages pinned with `FOLL_LONGTERM`.
+    pub longterm_pages: u64,
+    pub latency_sum_ns: u64,
+    /// Calls per latency bucket: (bucket index of
+    /// `uacce_trace_common::summary`, calls), buckets with calls only.
+    pub buckets: Vec<(usize, u64)>,
 }
 
 impl Event {
+    /// How many observed events this one stands for: the calls of a
+    /// summary, none for a loss sample, else 1.
+    pub fn weight(&self) -> u64 {
+        match self {
+            Event::Summary(e) => e.calls,
+            Event::Loss(_) => 0,
+            _ => 1,
+        }
+    }
+
     /// The event's timestamp (CLOCK_MONOTONIC ns).
     pub fn ts_ns(&self) -> u64 {
         match self {
@@ -233,6 +291,7 @@ impl Event {
             Event::Queue(e) => e.ts_ns,
             Event::Loss(e) => e.ts_ns,
             Event::Proc(e) => e.ts_ns,
+            Event::Summary(e) => e.ts_ns,
         }
     }
 }

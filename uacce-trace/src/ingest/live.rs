@@ -25,7 +25,8 @@ use crate::{
 };
 use crate::{
     ingest::scan::{scan_pasids, PasidScan},
-    kernel::{attach::SourceError, inspect::Inspection},
+    ingest::summary::SummaryDiff,
+    kernel::{attach::SourceError, inspect::Inspection, summary::SummaryMap},
 };
 
 /// Inspect the running kernel and plan hooks (see [`crate::kernel::inspect`]).
@@ -39,6 +40,12 @@ pub struct Tracer {
     _ebpf: Ebpf,
     ring: Ring,
     counters: PerCpuArray<MapData, u64>,
+    /// Summary mode: the kernel's map and the last reading of it.
+    summary: Option<(SummaryMap, SummaryDiff)>,
+    /// Summary-map keys of kinds this version does not know.
+    summary_unknown: u64,
+    /// Summary-map read errors.
+    summary_read_errors: u64,
     /// Decodes records and pairs IO page fault reports with responses.
     decoder: Decoder,
     attributor: Attributor,
@@ -56,6 +63,10 @@ pub struct TracerOptions {
     pub hooks: HookPreference,
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_bytes: u32,
+    /// Summary mode: pins, unpins and pin ioctls are counted in the
+    /// kernel and read once per tick as [`Event::Summary`]
+    /// (`uacce_trace_common::summary`); IO page faults stay per-event.
+    pub summary: bool,
 }
 
 impl Default for TracerOptions {
@@ -63,6 +74,7 @@ impl Default for TracerOptions {
         TracerOptions {
             hooks: HookPreference::Auto,
             ring_bytes: 4 << 20,
+            summary: false,
         }
     }
 }
@@ -102,6 +114,7 @@ impl Tracer {
             facts.aya_btf(),
             opts.ring_bytes,
             follow_processes,
+            opts.summary,
         )?;
         // After attaching, so a bind from now on is seen by its hook and
         // one before is found here: seeds the owner table before the first
@@ -117,10 +130,13 @@ impl Tracer {
                 _ebpf: attached.ebpf,
                 ring: Ring::new(attached.ring)?,
                 counters: attached.counters,
+                summary: attached.summary.map(|map| (map, SummaryDiff::new())),
                 decoder: Decoder::new(DecodeContext {
                     foll_longterm: inspection.foll_longterm.value,
                 }),
                 attributor,
+                summary_unknown: 0,
+                summary_read_errors: 0,
                 undecodable: 0,
                 pin_not_credited: 0,
                 plan,
@@ -287,10 +303,39 @@ impl Tracer {
         l.add(LossReason::ProgRecursionMiss, self.recursion_misses());
         l.add(LossReason::Undecodable, self.undecodable);
         l.add(LossReason::PinNotCredited, self.pin_not_credited);
+        l.add(LossReason::Undecodable, self.summary_unknown);
+        l.add(LossReason::SummaryReadError, self.summary_read_errors);
         if let Ok(found) = &self.scan.result {
             l.add(LossReason::ScanLost, u64::from(found.lost));
         }
         l
+    }
+
+    /// Summary mode: what the kernel counted since the last reading, as
+    /// events (nothing in per-event mode). Keys of processes gone at two
+    /// readings in a row are removed from the map after their last counts.
+    fn read_summary(&mut self, now_ns: u64) -> Vec<Event> {
+        let Some((map, diff)) = &mut self.summary else {
+            return Vec::new();
+        };
+        let (values, error) = map.read();
+        if let Some(e) = error {
+            self.summary_read_errors += 1;
+            log::warn!("reading the summary map: {e}");
+        }
+        let reading = diff.update(now_ns, values, system::process_exists);
+        for key in &reading.remove {
+            map.remove(key);
+        }
+        self.summary_unknown += reading.unknown;
+        reading.events.into_iter().map(Event::Summary).collect()
+    }
+
+    /// Send this tick's summary reading to `tx`; false when the consumer
+    /// went away.
+    async fn forward_summary(&mut self, now_ns: u64, tx: &mpsc::Sender<Vec<Event>>) -> bool {
+        let events = self.read_summary(now_ns);
+        events.is_empty() || tx.send(events).await.is_ok()
     }
 
     /// Remove IOPF groups older than `timeout_ns` from the pairing table,
@@ -322,6 +367,8 @@ impl Tracer {
         }
         self.forward(&tx).await;
         let now = monotonic_ns();
+        // The summary's last counts, after the ring's last records.
+        self.forward_summary(now, &tx).await;
         let remaining = self.sweep(now, IOPF_TIMEOUT_NS);
         let mut losses = self.counters();
         losses.add(LossReason::IopfPendingAtExit, remaining);
@@ -353,6 +400,9 @@ impl RingLoop for Running<'_> {
     async fn tick(&mut self) -> bool {
         let now = monotonic_ns();
         self.tracer.sweep(now, IOPF_TIMEOUT_NS);
+        if !self.tracer.forward_summary(now, self.tx).await {
+            return false;
+        }
         // A loss sample only when something changed, so a quiet run stays
         // quiet.
         let c = self.tracer.counters();
@@ -412,6 +462,9 @@ impl Tracer {
             _ebpf: ebpf,
             ring: Ring::new(ring)?,
             counters,
+            summary: None,
+            summary_unknown: 0,
+            summary_read_errors: 0,
             decoder: Decoder::default(),
             attributor: Attributor::new(),
             undecodable: 0,

@@ -114,8 +114,13 @@ reasons! {
     LegacyDropped = "legacy_dropped", true, "records lost (older recording: reason not recorded)";
     /// A reason a newer uacce-trace recorded that this one does not know.
     Unknown = "unknown", true, "losses of reasons this version does not know (newer recording)";
+    /// Summary mode: a reading of the kernel's summary map failed part-way.
+    SummaryReadError = "summary_read_error", true, "summary-map readings that failed part-way (the counts not read come with the next reading; at stop they are lost)";
     /// Not a loss: a nested call folded into its outer call.
     Nested = "nested", false, "not a loss: nested calls folded into their outer call";
+    /// Not a loss: summary mode's map was full, so the call went to the
+    /// ring as a record.
+    SummaryFull = "summary_full", false, "not a loss: calls written as records because the summary map was full";
 }
 
 impl LossReason {
@@ -154,6 +159,7 @@ impl LossReason {
             counter::EXIT_AT_ATTACH => LossReason::InFlightAtStart,
             counter::UNBIND_UNKNOWN => LossReason::UnbindUnknown,
             counter::FOLLOW_FULL => LossReason::ProcFollowFull,
+            counter::SUMMARY_FULL => LossReason::SummaryFull,
             i if (counter::RINGBUF_FULL_BASE..counter::COUNT).contains(&i) => {
                 // The index is `RINGBUF_FULL_BASE + (kind & 15)`.
                 LossReason::ring_full((i - counter::RINGBUF_FULL_BASE) as u16)
@@ -354,7 +360,7 @@ mod tests {
         let expect: u64 = LossReason::ALL
             .iter()
             .enumerate()
-            .filter(|(_, r)| **r != LossReason::Nested)
+            .filter(|(_, r)| r.is_loss())
             .map(|(i, _)| i as u64 + 1)
             .sum();
         assert_eq!(l.total(), expect);
@@ -363,7 +369,7 @@ mod tests {
                 .iter()
                 .filter(|r| !r.is_loss())
                 .collect::<Vec<_>>(),
-            [&LossReason::Nested]
+            [&LossReason::Nested, &LossReason::SummaryFull]
         );
     }
 
@@ -383,7 +389,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), LossReason::COUNT);
         assert!(LossReason::ALL.iter().all(|r| !r.describe().is_empty()));
-        assert_eq!(LossReason::ALL.len(), 29);
+        assert_eq!(LossReason::ALL.len(), 31);
     }
 
     #[test]

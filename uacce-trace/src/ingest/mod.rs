@@ -13,3 +13,4 @@ pub mod rawfile;
 pub mod run;
 pub mod scan;
 pub mod source;
+pub mod summary;

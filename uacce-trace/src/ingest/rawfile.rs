@@ -180,7 +180,7 @@ fn encode_event(ev: &Event) -> Vec<u8> {
     let mut e = Enc(Vec::with_capacity(96));
     match ev {
         // Not stored (`RawWriter::write_event`).
-        Event::Proc(_) => return Vec::new(),
+        Event::Proc(_) | Event::Summary(_) => return Vec::new(),
         Event::Pin(p) => {
             e.u8(T_PIN);
             e.task(p.ts_ns, p.latency_ns, p.tgid, p.tid, &p.comm);
@@ -284,8 +284,16 @@ impl<W: Write> RawWriter<W> {
     /// Process-tree events are left out: the recording is already of the
     /// command's processes, so a replay has nothing to decide with them.
     pub fn write_event(&mut self, ev: &Event) -> io::Result<()> {
-        if matches!(ev, Event::Proc(_)) {
-            return Ok(());
+        match ev {
+            Event::Proc(_) => return Ok(()),
+            // Never silently: a raw recording holds events, and summary
+            // mode has none (`record` refuses `--raw` with `--summary`).
+            Event::Summary(_) => {
+                return Err(io::Error::other(
+                    "summary-mode counts cannot be stored in a raw recording",
+                ))
+            }
+            _ => {}
         }
         self.events += 1;
         self.record(&encode_event(ev))

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use aya::{
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint},
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
@@ -25,6 +25,7 @@ use crate::kernel::{
     kconfig,
     plan::{hook_types, EventKind, HookType, HOOKS},
     ring::monotonic_ns,
+    summary::SummaryMap,
 };
 
 /// The compiled kernel programs (empty when built with UACCE_TRACE_EBPF_STUB).
@@ -242,6 +243,8 @@ pub struct Attached {
     pub ebpf: Ebpf,
     pub ring: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// Summary mode's map; `None` in per-event mode.
+    pub summary: Option<SummaryMap>,
     /// Rows attached.
     pub hooks: usize,
 }
@@ -255,10 +258,14 @@ pub fn attach_plan(
     btf: Option<&AyaBtf>,
     ring_bytes: u32,
     follow_processes: bool,
+    summary: bool,
 ) -> Result<Attached, SourceError> {
+    let longterm = inspection.foll_longterm.value.unwrap_or(0);
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", ring_bytes)
         .override_global("CONFIG", &inspection.config.config, true)
+        .override_global("SUMMARY_MODE", &u32::from(summary), true)
+        .override_global("FOLL_LONGTERM", &longterm, true)
         .load(OBJECT)
         .map_err(SourceError::Load)?;
     let mut attached = 0;
@@ -332,10 +339,21 @@ pub fn attach_plan(
         .take_map("COUNTERS")
         .ok_or(SourceError::Missing("map COUNTERS"))?;
     let counters = PerCpuArray::try_from(counters).map_err(map_err("COUNTERS"))?;
+    let summary = if summary {
+        let map = ebpf
+            .take_map("SUMMARY")
+            .ok_or(SourceError::Missing("map SUMMARY"))?;
+        Some(SummaryMap::new(
+            PerCpuHashMap::try_from(map).map_err(map_err("SUMMARY"))?,
+        ))
+    } else {
+        None
+    };
     Ok(Attached {
         ebpf,
         ring,
         counters,
+        summary,
         hooks: attached,
     })
 }
@@ -360,9 +378,15 @@ pub fn verify_all_programs() -> Result<Vec<VerifierResult>, SourceError> {
     }
     let facts = LiveFacts::new();
     let config = kconfig::resolve(facts.btf_reader(), None, None).config;
+    // Summary mode on: the verifier prunes what a constant global turns
+    // off, and with it on, both the summary path and the record path (its
+    // fallback when the map is full) are live.
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", 4096)
         .override_global("CONFIG", &config, true)
+        .override_global("SUMMARY_MODE", &1u32, true)
+        // Any bit: keeps the long-term branch live.
+        .override_global("FOLL_LONGTERM", &1u32, true)
         .load(OBJECT)
         .map_err(SourceError::Load)?;
     let mut results = Vec::new();

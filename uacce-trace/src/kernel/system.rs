@@ -315,6 +315,12 @@ pub fn check_privileges() -> Result<(), String> {
     Err(privileges_message(&missing, euid == 0))
 }
 
+/// Whether process `tgid` still exists (its `/proc` entry; a zombie
+/// still has one until it is reaped).
+pub fn process_exists(tgid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{tgid}")).exists()
+}
+
 /// `bpf_prog_info.recursion_misses` of the program behind `fd` (5.12+):
 /// runs the kernel skipped because the program was already running on
 /// that CPU (a trampoline program preempted, or reentered from an

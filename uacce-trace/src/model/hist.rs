@@ -15,6 +15,10 @@ pub const SIGFIG: u8 = 3;
 pub const QUANTILES: [(&str, f64); 4] =
     [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)];
 
+/// Where summary mode's last latency bucket (2^37 ns and up) is recorded:
+/// its lower bound, since it has no upper one.
+pub const SUMMARY_CEILING_NS: u64 = 1 << (uacce_trace_common::summary::MAX_EXP + 1);
+
 /// A new, empty, auto-resizing histogram.
 pub fn new_hist() -> Hist {
     match Histogram::new(SIGFIG) {

@@ -257,9 +257,44 @@ impl PinLedger {
         self.union = None;
     }
 
+    /// Summary mode: `ok` successful pin calls that pinned `pages` pages
+    /// at addresses not known (`longterm` of them with `FOLL_LONGTERM`),
+    /// and `errors` failed ones.
+    pub fn pin_counted(&mut self, ok: u64, errors: u64, pages: u64, longterm: u64) {
+        self.sum.pin_calls = self.sum.pin_calls.saturating_add(ok);
+        self.sum.pin_errors = self.sum.pin_errors.saturating_add(errors);
+        self.sum.pin_pages_total = self.sum.pin_pages_total.saturating_add(pages);
+        self.sum.pinned_pages = self.sum.pinned_pages.saturating_add(pages);
+        self.sum.longterm_pages_total = self.sum.longterm_pages_total.saturating_add(longterm);
+        self.sum.unknown_address_pages = self.sum.unknown_address_pages.saturating_add(pages);
+    }
+
+    /// Summary mode: `calls` unpin calls that released `pages` pages.
+    pub fn unpin_counted(&mut self, calls: u64, pages: u64) {
+        self.sum.unpin_calls = self.sum.unpin_calls.saturating_add(calls);
+        self.release(pages);
+    }
+
+    /// Summary mode: `ok` successful pin (`pin`) or unpin ioctls and
+    /// `errors` failed ones, ranges not known.
+    pub fn ioctls_counted(&mut self, pin: bool, ok: u64, errors: u64) {
+        if pin {
+            self.sum.pin_ioctls = self.sum.pin_ioctls.saturating_add(ok);
+        } else {
+            self.sum.unpin_ioctls = self.sum.unpin_ioctls.saturating_add(ok);
+        }
+        self.sum.ioctl_errors = self.sum.ioctl_errors.saturating_add(errors);
+    }
+
     /// An unpin call that released `pages` pages (address unknown).
     pub fn unpin(&mut self, pages: u64) {
         self.sum.unpin_calls += 1;
+        self.release(pages);
+    }
+
+    /// `pages` pages were released: the grants they most likely came from
+    /// are dropped.
+    fn release(&mut self, pages: u64) {
         if pages == 0 {
             return;
         }

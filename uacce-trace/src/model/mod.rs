@@ -41,8 +41,12 @@ pub mod quantile_ci;
 
 use std::collections::{BTreeMap, HashMap};
 
+use uacce_trace_common::summary;
+
 use crate::{
-    ingest::event::{Event, IopfEvent, PinEvent, PinIoctl, PinIoctlEvent},
+    ingest::event::{
+        Event, IopfEvent, PinEvent, PinIoctl, PinIoctlEvent, SummaryEvent, SummaryKind,
+    },
     ingest::inthash::BuildIntHasher,
     ingest::losses::{Ledger, LossReason},
 };
@@ -198,6 +202,20 @@ impl SeriesState {
             self.errors += 1;
             self.interval_errors += 1;
         }
+    }
+
+    /// Summary mode: `count` samples of latency bucket `bucket`, recorded
+    /// at the bucket's largest value (so a percentile is never below the
+    /// per-event one and at most one bucket above it).
+    fn record_bucket(&mut self, bucket: usize, count: u64) {
+        let v = summary::bucket_high(bucket).min(hist::SUMMARY_CEILING_NS);
+        hist::record_n(&mut self.cumulative, v, count);
+        hist::record_n(self.interval.get_or_insert_with(hist::new_hist), v, count);
+    }
+
+    fn count_errors(&mut self, errors: u64) {
+        self.errors += errors;
+        self.interval_errors += errors;
     }
 
     fn absorb(&mut self, o: &SeriesState) {
@@ -413,7 +431,7 @@ impl Aggregator {
     /// Ingest one event.
     pub fn ingest(&mut self, ev: &Event) {
         let ts = ev.ts_ns();
-        self.events += 1;
+        self.events += ev.weight().max(1);
         if self.start_ns.is_none() {
             self.start_ns = Some(ts);
         }
@@ -432,7 +450,34 @@ impl Aggregator {
             // The process tree only decides which events are recorded.
             Event::Proc(_) => {}
             Event::Loss(l) => self.sampled_losses.max(&l.losses),
+            Event::Summary(e) => self.ingest_summary(e),
         }
+    }
+
+    fn ingest_summary(&mut self, e: &SummaryEvent) {
+        let st = self.proc_mut(e.tgid, &e.comm, e.ts_ns);
+        let ok = e.calls.saturating_sub(e.errors);
+        let kind = match e.kind {
+            SummaryKind::Pin => {
+                st.ledger
+                    .pin_counted(ok, e.errors, e.pages, e.longterm_pages);
+                Kind::Pin
+            }
+            SummaryKind::Unpin => {
+                st.ledger.unpin_counted(e.calls, e.pages);
+                Kind::Unpin
+            }
+            SummaryKind::Ioctl(cmd) => {
+                let pin = matches!(cmd, PinIoctl::UaccePin | PinIoctl::MemPin);
+                st.ledger.ioctls_counted(pin, ok, e.errors);
+                Kind::UacceCtrl
+            }
+        };
+        let series = st.series(kind, "");
+        for &(bucket, count) in &e.buckets {
+            series.record_bucket(bucket, count);
+        }
+        series.count_errors(e.errors);
     }
 
     fn proc_mut(&mut self, pid: u32, comm: &str, ts: u64) -> &mut ProcState {

@@ -28,8 +28,9 @@ pub const PAGE_ROWS: usize = 10;
 /// Where the events come from (shown in the header).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceKind {
-    /// Tracing this machine, with this many hooks attached.
-    Live { hooks: usize },
+    /// Tracing this machine, with this many hooks attached; `summary`:
+    /// pins, unpins and pin ioctls counted in the kernel (`--summary`).
+    Live { hooks: usize, summary: bool },
     /// Replaying a raw recording.
     Replay { name: String, realtime: bool },
 }

@@ -93,6 +93,7 @@ async fn open(opts: &TopOptions) -> anyhow::Result<Result<(Source, SourceInfo), 
     let source = match (&src.kind, opts.replay.as_deref()) {
         (Kind::Live(live), _) => SourceKind::Live {
             hooks: live.hooks_attached,
+            summary: opts.tracer.summary,
         },
         (Kind::Replay { .. }, input) => SourceKind::Replay {
             name: short_name(input.unwrap_or("-")),

@@ -286,7 +286,10 @@ fn live_info() -> SourceInfo {
         kernel: "6.1.0-18-amd64".into(),
         plan: "pin: kprobe · unpin: kprobe · iopf: none · pasid: none · uacce_ctrl: tracepoint"
             .into(),
-        source: SourceKind::Live { hooks: 9 },
+        source: SourceKind::Live {
+            hooks: 9,
+            summary: false,
+        },
         warning: Some(
             "no usable hook for IOPF events (iommu_report_device_fault: not in this kernel; \
              vendor tracepoints: none): only pins are traced"

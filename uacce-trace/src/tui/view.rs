@@ -65,9 +65,15 @@ fn header(app: &App) -> Vec<Line<'static>> {
     let info = app.info();
     let mut l1 = vec![Span::styled("uacce-trace", BOLD), Span::raw(SEP)];
     match &info.source {
-        SourceKind::Live { hooks } => l1.push(Span::raw(format!(
-            "live, {hooks} hook{}",
-            if *hooks == 1 { "" } else { "s" }
+        SourceKind::Live { hooks, summary } => l1.push(Span::raw(format!(
+            "live, {hooks} hook{}{}",
+            if *hooks == 1 { "" } else { "s" },
+            // IOPFs stay per-event: their regions and latencies are exact.
+            if *summary {
+                ", summary mode (pins counted in the kernel, IOPFs per event)"
+            } else {
+                ""
+            }
         ))),
         SourceKind::Replay { name, realtime } => l1.push(Span::raw(format!(
             "replay {name}{}",

@@ -65,7 +65,10 @@ enum Tracer {
     None,
     Bpftrace(&'static str),
     Record,
-    Serve,
+    /// `serve`, in summary mode (its default) or with `--per-event`.
+    Serve {
+        summary: bool,
+    },
 }
 
 /// The modes, in the order each round runs them.
@@ -77,7 +80,14 @@ const MODES: &[(&str, Tracer)] = &[
     ),
     ("bpftrace, per-pid latency hist()", Tracer::Bpftrace(HIST)),
     ("uacce-trace record (per-event)", Tracer::Record),
-    ("uacce-trace serve (per-event)", Tracer::Serve),
+    (
+        "uacce-trace serve --per-event",
+        Tracer::Serve { summary: false },
+    ),
+    (
+        "uacce-trace serve (summary, its default)",
+        Tracer::Serve { summary: true },
+    ),
 ];
 const UNTRACED: usize = 0;
 const FILTER: usize = 1;
@@ -211,10 +221,13 @@ fn tracer_command(tracer: Tracer, tool: &Path, scratch: &Path) -> Option<(Comman
             // "recording to FILE (…; N hooks attached; PLAN)"
             Some((c, "hooks attached"))
         }
-        Tracer::Serve => {
+        Tracer::Serve { summary } => {
             let mut c = Command::new(tool);
             // Port 0: a free loopback port, chosen by the kernel.
             c.args(["serve", "--listen", "127.0.0.1:0"]);
+            if !summary {
+                c.arg("--per-event");
+            }
             // "tracing started (N hooks attached; PLAN)"
             Some((c, "hooks attached"))
         }
@@ -232,7 +245,7 @@ fn saw(tracer: Tracer, lines: &[String]) -> Option<String> {
             lines.iter().filter(|l| l.starts_with("@lat[")).count()
         )),
         Tracer::Bpftrace(_) => None,
-        Tracer::Record | Tracer::Serve => lines
+        Tracer::Record | Tracer::Serve { .. } => lines
             .iter()
             .rev()
             .find(|l| l.contains(" events"))
@@ -461,8 +474,12 @@ fn report(args: &IoctlArgs, runs: &[Vec<Run>], stats: &[Vec<Run>], facts: &Facts
          ```\n{hist}\n```\n\n\
          `uacce-trace record -o FILE.hlog` (per-event: every ioctl is a ring-buffer \
          record read, decoded and aggregated in user space; default hlog format, 1 s \
-         intervals) and `uacce-trace serve --listen 127.0.0.1:0` (per-event, the same \
-         path into Prometheus histograms) trace every process, as a user runs them.\n",
+         intervals) and `uacce-trace serve --listen 127.0.0.1:0 --per-event` (the same \
+         path into Prometheus histograms) trace every process, as a user runs them. \
+         `uacce-trace serve --listen 127.0.0.1:0` runs in its default summary mode: \
+         the exit program adds each ioctl to a per-CPU, per-process log-linear \
+         histogram in the kernel and writes no record; user space reads the map once \
+         a second.\n",
         count = args.count,
         warm = args.count / 20,
         rounds = args.rounds.max(1),

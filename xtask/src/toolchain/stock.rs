@@ -174,6 +174,65 @@ pub fn ensure_guest_busybox(arch: Arch) -> Result<()> {
         step.cached(&dest.display().to_string());
         return Ok(());
     }
+    let got = unpack_host_package(GUEST_BUSYBOX_PACKAGE, arch, "work", &step)?;
+    let unpacked = got.root();
+    let binary = ["usr/bin/busybox", "bin/busybox"]
+        .iter()
+        .map(|p| unpacked.join(p))
+        .find(|p| p.is_file())
+        .with_context(|| format!("no busybox binary in {}", got.deb.display()))?;
+    crate::base::arch::check_elf_machine(&binary, arch)?;
+    let parent = dest.parent().context("busybox path has no parent")?;
+    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let partial = dest.with_extension("partial");
+    move_file(&binary, &partial)?;
+    fs::rename(&partial, &dest)
+        .with_context(|| format!("renaming {} to {}", partial.display(), dest.display()))?;
+    let package = got.package();
+    write_stamp(&parent.join("busybox.package"), &format!("{package}\n"))?;
+    got.finish()?;
+    step.done(&package);
+    Ok(())
+}
+
+/// A package of the machine's own Debian suite, downloaded with the private
+/// apt of that suite and architecture and unpacked (`dpkg-deb -x`) under
+/// its `work` folder; [`Unpacked::finish`] removes it all again.
+pub(super) struct Unpacked {
+    pub record: PackageRecord,
+    /// The downloaded `.deb`.
+    pub deb: PathBuf,
+    apt: PrivateApt,
+    work: PathBuf,
+}
+
+impl Unpacked {
+    /// The unpacked tree.
+    pub fn root(&self) -> PathBuf {
+        self.work.join("root")
+    }
+
+    /// `NAME VERSION`.
+    pub fn package(&self) -> String {
+        format!("{} {}", self.record.name, self.record.version)
+    }
+
+    /// Removes the download and the unpacked tree, and the suite's lists.
+    pub fn finish(self) -> Result<()> {
+        remove_if_exists(&self.work)?;
+        self.apt.clean()
+    }
+}
+
+/// Downloads `package` of `arch` from the machine's own suite and unpacks it
+/// into the folder `work` of that suite's private apt state (callers that
+/// may run one after the other use different names).
+pub(super) fn unpack_host_package(
+    package: &str,
+    arch: Arch,
+    work: &str,
+    step: &Step,
+) -> Result<Unpacked> {
     let suite = apt::host_codename()?;
     let mirror = apt::host_mirror()?;
     let apt_dir = private_apt_dir(&suite, arch)?;
@@ -183,39 +242,29 @@ pub fn ensure_guest_busybox(arch: Arch) -> Result<()> {
         arch.debian()
     ));
     apt.update()?;
-    let record = apt.show(GUEST_BUSYBOX_PACKAGE)?.with_context(|| {
+    let record = apt.show(package)?.with_context(|| {
         format!(
-            "suite {suite} has no {GUEST_BUSYBOX_PACKAGE} for {}",
+            "suite {suite} has no package {package} for {}",
             arch.debian()
         )
     })?;
     step.say(&format!("downloading {} {}", record.name, record.version));
-    let work = apt_dir.join("work");
+    let work = apt_dir.join(work);
     remove_if_exists(&work)?;
     let deb = apt.download(&record, &work.join("debs"))?;
-    let unpacked = work.join("root");
-    capture(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))
-        .with_context(|| format!("unpacking {}", deb.display()))?;
-    let binary = ["usr/bin/busybox", "bin/busybox"]
-        .iter()
-        .map(|p| unpacked.join(p))
-        .find(|p| p.is_file())
-        .with_context(|| format!("no busybox binary in {}", deb.display()))?;
-    crate::base::arch::check_elf_machine(&binary, arch)?;
-    let parent = dest.parent().context("busybox path has no parent")?;
-    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let partial = dest.with_extension("partial");
-    move_file(&binary, &partial)?;
-    fs::rename(&partial, &dest)
-        .with_context(|| format!("renaming {} to {}", partial.display(), dest.display()))?;
-    write_stamp(
-        &parent.join("busybox.package"),
-        &format!("{} {}\n", record.name, record.version),
-    )?;
-    remove_if_exists(&work)?;
-    apt.clean()?;
-    step.done(&format!("{} {}", record.name, record.version));
-    Ok(())
+    capture(
+        Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(work.join("root")),
+    )
+    .with_context(|| format!("unpacking {}", deb.display()))?;
+    Ok(Unpacked {
+        record,
+        deb,
+        apt,
+        work,
+    })
 }
 
 /// Files of a kernel found in unpacked packages.

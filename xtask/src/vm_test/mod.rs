@@ -35,6 +35,7 @@ mod busy;
 mod pinpaths;
 mod report;
 mod script;
+mod summary;
 mod testkernel;
 
 use std::fs;
@@ -419,6 +420,7 @@ fn main_verdict(
     }
     if job.hooks.is_some() {
         check_recorded_facts(console, &job.kernel, &mut verdict);
+        summary::check(console, &mut verdict);
     }
     verdict
 }

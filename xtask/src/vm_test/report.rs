@@ -67,7 +67,7 @@ fn status_map(console: &Console) -> BTreeMap<String, String> {
 }
 
 /// A JSON number field, also accepted as a decimal or `0x` string.
-fn num(record: &Value, key: &str) -> Option<u64> {
+pub(super) fn num(record: &Value, key: &str) -> Option<u64> {
     let v = record.get(key)?;
     if let Some(n) = v.as_u64() {
         return Some(n);
@@ -141,7 +141,7 @@ fn count_before(line: &str, word: &str) -> Option<u64> {
 }
 
 /// The workload's JSON result: (pid, expected pinned, expected unpinned).
-fn workload_result(console: &Console) -> Option<(u64, u64, u64)> {
+pub(super) fn workload_result(console: &Console) -> Option<(u64, u64, u64)> {
     console.lines("workload").iter().find_map(|line| {
         let v: Value = serde_json::from_str(line).ok()?;
         if v.get("workload")?.as_str()? != "iouring" {

@@ -109,6 +109,7 @@ fn lines_of(sections: &[(&str, &str)]) -> String {
 /// The `/init` script for `plan`.
 pub fn init_script(plan: &GuestPlan<'_>) -> String {
     let mut sections: Vec<(&str, &str)> = SECTIONS.to_vec();
+    sections.extend(super::summary::SECTIONS);
     if plan.test_kernel {
         sections.extend(TEST_KERNEL_SECTIONS);
         sections.extend(super::attribution::SECTIONS);

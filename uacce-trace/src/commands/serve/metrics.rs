@@ -18,7 +18,7 @@
 //! | `uacce_trace_uacce_ctrl_errors_total` | counter | pin/unpin ioctls that failed |
 //! | `uacce_trace_pin_pages_total` | counter | pages pinned by successful pin calls |
 //! | `uacce_trace_unpin_pages_total` | counter | pages released by unpin calls |
-//! | `uacce_trace_iopfs_in_pinned_total` | counter | IOPFs on an address pinned at the time (should stay 0) |
+//! | `uacce_trace_iopfs_in_pinned_total` | counter | IOPFs on an address pinned at the time (should stay 0; left out in summary mode, which knows no pinned ranges) |
 //! | `uacce_trace_pinned_pages` | gauge | pages pinned now (pin ledger) |
 //!
 //! The `_count` of each histogram is the number of IOPFs / calls (the IOPF
@@ -136,11 +136,14 @@ pub struct BpfStats {
     pub stats_enabled: bool,
 }
 
+/// `Exposition::mode` of live summary mode.
+pub const MODE_SUMMARY: &str = "summary";
+
 /// Everything one exposition shows.
 #[derive(Clone, Copy, Debug)]
 pub struct Exposition<'a> {
     pub snapshot: &'a Snapshot,
-    /// `live` or `replay`.
+    /// `live`, [`MODE_SUMMARY`] or `replay`.
     pub mode: &'a str,
     /// Kernel release the events come from.
     pub kernel: &'a str,
@@ -277,7 +280,7 @@ pub fn render(e: &Exposition<'_>) -> String {
     o.family(
         "uacce_trace_info",
         "gauge",
-        "uacce-trace version, event source (live or replay) and kernel release.",
+        "uacce-trace version, event source (live: every call read; summary: live, pins and ioctls counted in the kernel; replay) and kernel release.",
     );
     o.sample(
         "uacce_trace_info",
@@ -354,6 +357,10 @@ pub fn render(e: &Exposition<'_>) -> String {
         ),
     ];
     for (name, help, get) in counters {
+        // Summary mode knows no pinned ranges: no count rather than a 0.
+        if e.mode == MODE_SUMMARY && name == "uacce_trace_iopfs_in_pinned_total" {
+            continue;
+        }
         o.family(name, "counter", help);
         for p in procs() {
             o.sample(

@@ -145,7 +145,11 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
         }
     };
     let local = listener.local_addr().unwrap_or(opts.listen);
-    let mode = if live { "live" } else { "replay" };
+    let mode = match (live, opts.tracer.summary) {
+        (false, _) => "replay",
+        (true, true) => metrics::MODE_SUMMARY,
+        (true, false) => "live",
+    };
     status!("serving http://{local}/metrics ({mode})");
 
     let mut agg = Aggregator::new(ModelConfig {
@@ -268,10 +272,7 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
 /// Events of a batch as `record` counts them: the source's loss samples
 /// are not events.
 fn event_count(batch: &[Event]) -> u64 {
-    batch
-        .iter()
-        .filter(|e| !matches!(e, Event::Loss(_)))
-        .count() as u64
+    batch.iter().map(Event::weight).sum()
 }
 
 /// Accept connections, at most [`MAX_CONNECTIONS`] in service at a time,

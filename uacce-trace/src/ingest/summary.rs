@@ -1,0 +1,207 @@
+//! Summary mode, user side: the kernel's running totals per (process,
+//! kind) (`kernel::summary`) become one [`SummaryEvent`] per key and
+//! interval, the difference to the previous reading. Pure: the caller
+//! reads the map and says which processes are alive.
+//!
+//! Processes that exit: a key whose process is gone at two readings in a
+//! row is read a last time and then removed from the kernel's map (the
+//! second reading catches calls made while the process was exiting, such
+//! as the unpins of its teardown), so the map holds live processes only.
+
+use std::collections::{HashMap, HashSet};
+
+use uacce_trace_common::summary::{
+    ioctl_cmd_of, SummaryKey, SummaryValue, SUMMARY_IOCTL, SUMMARY_PIN, SUMMARY_UNPIN,
+};
+
+use crate::ingest::event::{comm_to_string, PinIoctl, SummaryEvent, SummaryKind};
+
+/// The previous reading of every key.
+#[derive(Default)]
+pub struct SummaryDiff {
+    prev: HashMap<SummaryKey, Box<SummaryValue>>,
+    /// Processes found gone at the previous reading.
+    gone: HashSet<u32>,
+}
+
+/// What one reading gave.
+#[derive(Debug, Default)]
+pub struct Reading {
+    pub events: Vec<SummaryEvent>,
+    /// Keys to remove from the kernel's map now.
+    pub remove: Vec<SummaryKey>,
+    /// Keys of a kind this version does not know (skipped).
+    pub unknown: u64,
+}
+
+impl SummaryDiff {
+    pub fn new() -> SummaryDiff {
+        SummaryDiff::default()
+    }
+
+    /// Difference of `now` (every key's totals at `ts_ns`) to the previous
+    /// reading; `alive(tgid)` says whether a process still exists.
+    pub fn update(
+        &mut self,
+        ts_ns: u64,
+        now: Vec<(SummaryKey, Box<SummaryValue>)>,
+        alive: impl Fn(u32) -> bool,
+    ) -> Reading {
+        let mut out = Reading::default();
+        let mut gone_now = HashSet::new();
+        for (key, value) in now {
+            let Some(kind) = kind_of(&key) else {
+                out.unknown += 1;
+                continue;
+            };
+            let zero = SummaryValue::ZERO;
+            let before = self.prev.get(&key).map_or(&zero, |b| b);
+            if let Some(ev) = delta(ts_ns, key.tgid, kind, before, &value) {
+                out.events.push(ev);
+            }
+            let dead = !alive(key.tgid);
+            if dead && self.gone.contains(&key.tgid) {
+                self.prev.remove(&key);
+                out.remove.push(key);
+            } else {
+                if dead {
+                    gone_now.insert(key.tgid);
+                }
+                self.prev.insert(key, value);
+            }
+        }
+        self.gone = gone_now;
+        out
+    }
+}
+
+fn kind_of(key: &SummaryKey) -> Option<SummaryKind> {
+    Some(match key.kind {
+        SUMMARY_PIN => SummaryKind::Pin,
+        SUMMARY_UNPIN => SummaryKind::Unpin,
+        SUMMARY_IOCTL => SummaryKind::Ioctl(match key.sub {
+            0..=3 => PinIoctl::from_cmd(ioctl_cmd_of(key.sub))?,
+            _ => return None,
+        }),
+        _ => return None,
+    })
+}
+
+/// `after - before` as an event; `None` when no call was made between.
+fn delta(
+    ts_ns: u64,
+    tgid: u32,
+    kind: SummaryKind,
+    before: &SummaryValue,
+    after: &SummaryValue,
+) -> Option<SummaryEvent> {
+    let calls = after.calls.wrapping_sub(before.calls);
+    if calls == 0 {
+        return None;
+    }
+    let buckets = after
+        .buckets
+        .iter()
+        .zip(before.buckets.iter())
+        .enumerate()
+        .filter_map(|(i, (a, b))| {
+            let n = a.wrapping_sub(*b);
+            (n != 0).then_some((i, u64::from(n)))
+        })
+        .collect();
+    Some(SummaryEvent {
+        ts_ns,
+        tgid,
+        comm: comm_to_string(&after.comm),
+        kind,
+        calls,
+        errors: after.errors.wrapping_sub(before.errors),
+        pages: after.pages.wrapping_sub(before.pages),
+        longterm_pages: after.longterm_pages.wrapping_sub(before.longterm_pages),
+        latency_sum_ns: after.latency_sum_ns.wrapping_sub(before.latency_sum_ns),
+        buckets,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uacce_trace_common::summary::bucket_of;
+
+    fn value(calls: u64, latencies: &[u64]) -> Box<SummaryValue> {
+        let mut v = Box::new(SummaryValue::ZERO);
+        v.calls = calls;
+        v.pages = calls * 2;
+        v.comm[..3].copy_from_slice(b"app");
+        for &l in latencies {
+            v.buckets[bucket_of(l)] = v.buckets[bucket_of(l)].wrapping_add(1);
+        }
+        v
+    }
+
+    fn key(tgid: u32) -> SummaryKey {
+        SummaryKey {
+            tgid,
+            kind: SUMMARY_PIN,
+            sub: 0,
+        }
+    }
+
+    #[test]
+    fn differences_per_interval_and_quiet_keys_say_nothing() {
+        let mut d = SummaryDiff::new();
+        let r = d.update(10, vec![(key(1), value(2, &[100, 5000]))], |_| true);
+        assert_eq!(r.events.len(), 1);
+        let e = &r.events[0];
+        assert_eq!((e.calls, e.pages, e.comm.as_str()), (2, 4, "app"));
+        assert_eq!(e.buckets, vec![(bucket_of(100), 1), (bucket_of(5000), 1)]);
+        let r = d.update(20, vec![(key(1), value(3, &[100, 5000, 5000]))], |_| true);
+        assert_eq!(r.events[0].calls, 1);
+        assert_eq!(r.events[0].buckets, vec![(bucket_of(5000), 1)]);
+        let r = d.update(30, vec![(key(1), value(3, &[100, 5000, 5000]))], |_| true);
+        assert!(r.events.is_empty());
+    }
+
+    #[test]
+    fn counters_that_wrap_still_give_the_difference() {
+        let mut d = SummaryDiff::new();
+        let mut a = value(u64::MAX, &[]);
+        a.buckets[3] = u32::MAX;
+        d.update(1, vec![(key(1), a)], |_| true);
+        let mut b = value(1, &[]);
+        b.buckets[3] = 1;
+        let r = d.update(2, vec![(key(1), b)], |_| true);
+        assert_eq!(r.events[0].calls, 2);
+        assert_eq!(r.events[0].buckets, vec![(3, 2)]);
+    }
+
+    #[test]
+    fn a_gone_process_is_read_once_more_then_removed() {
+        let mut d = SummaryDiff::new();
+        d.update(1, vec![(key(7), value(1, &[10]))], |_| true);
+        // Gone: its late calls still count, the key stays.
+        let r = d.update(2, vec![(key(7), value(3, &[10, 10, 10]))], |_| false);
+        assert_eq!(r.events[0].calls, 2);
+        assert!(r.remove.is_empty());
+        // Gone twice: last counts, then removed.
+        let r = d.update(3, vec![(key(7), value(4, &[10, 10, 10, 10]))], |_| false);
+        assert_eq!(r.events[0].calls, 1);
+        assert_eq!(r.remove, vec![key(7)]);
+        // A new process with the same tgid starts from zero.
+        let r = d.update(4, vec![(key(7), value(1, &[10]))], |_| true);
+        assert_eq!(r.events[0].calls, 1);
+    }
+
+    #[test]
+    fn unknown_kinds_are_counted_not_decoded() {
+        let mut d = SummaryDiff::new();
+        let k = SummaryKey {
+            tgid: 1,
+            kind: 99,
+            sub: 0,
+        };
+        let r = d.update(1, vec![(k, value(1, &[1]))], |_| true);
+        assert!(r.events.is_empty());
+        assert_eq!(r.unknown, 1);
+    }
+}

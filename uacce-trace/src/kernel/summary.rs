@@ -1,0 +1,58 @@
+//! Reading the `SUMMARY` map of summary mode (layout:
+//! `uacce_trace_common::summary`): every key's values summed over the CPUs.
+//! What the sums mean, and their differences, is `ingest::summary`'s job.
+
+use aya::maps::{MapData, PerCpuHashMap};
+use uacce_trace_common::summary::{SummaryKey, SummaryValue};
+
+/// The kernel's `SUMMARY` map.
+pub struct SummaryMap {
+    map: PerCpuHashMap<MapData, SummaryKey, SummaryValue>,
+}
+
+impl SummaryMap {
+    pub fn new(map: PerCpuHashMap<MapData, SummaryKey, SummaryValue>) -> SummaryMap {
+        SummaryMap { map }
+    }
+
+    /// Every key with its values summed over the CPUs (wrapping, as the
+    /// kernel counts), and the comm of the first CPU that has one. Keys
+    /// that vanish while being read are skipped; a read error ends the
+    /// read with what was read so far, and is returned with it.
+    pub fn read(&self) -> (Vec<(SummaryKey, Box<SummaryValue>)>, Option<String>) {
+        let mut out = Vec::new();
+        for item in self.map.iter() {
+            let (key, per_cpu) = match item {
+                Ok(kv) => kv,
+                Err(e) => return (out, Some(e.to_string())),
+            };
+            out.push((key, Box::new(sum(per_cpu.iter()))));
+        }
+        (out, None)
+    }
+
+    /// Forget `key` (its process is gone and its last counts were read).
+    pub fn remove(&mut self, key: &SummaryKey) {
+        // Already gone is fine: nothing else removes keys.
+        let _ = self.map.remove(key);
+    }
+}
+
+/// The CPUs' values of one key, summed.
+pub fn sum<'a>(values: impl Iterator<Item = &'a SummaryValue>) -> SummaryValue {
+    let mut t = SummaryValue::ZERO;
+    for v in values {
+        t.calls = t.calls.wrapping_add(v.calls);
+        t.errors = t.errors.wrapping_add(v.errors);
+        t.pages = t.pages.wrapping_add(v.pages);
+        t.longterm_pages = t.longterm_pages.wrapping_add(v.longterm_pages);
+        t.latency_sum_ns = t.latency_sum_ns.wrapping_add(v.latency_sum_ns);
+        if t.comm[0] == 0 {
+            t.comm = v.comm;
+        }
+        for (a, b) in t.buckets.iter_mut().zip(v.buckets.iter()) {
+            *a = a.wrapping_add(*b);
+        }
+    }
+    t
+}
