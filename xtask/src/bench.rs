@@ -101,7 +101,7 @@ struct HooksArgs {
     /// Mock IO page faults per IOPF-loop run.
     #[arg(long, default_value_t = 3000)]
     faults: u32,
-    /// Cycles (each: untraced, fentry, kprobe).
+    /// Cycles (each: untraced, then fentry and kprobe, per-event and in summary mode).
     #[arg(long, default_value_t = 5)]
     reps: u32,
     /// Seconds the VM may run before QEMU is killed.
@@ -788,6 +788,9 @@ fn hooks_script(args: &HooksArgs) -> String {
 struct LoopTimes {
     pin: Vec<(String, f64)>,
     iopf: Vec<(String, f64)>,
+    /// The whole guest's busy CPU time per event over each run, same order.
+    pin_busy: Vec<(String, f64)>,
+    iopf_busy: Vec<(String, f64)>,
     /// Events the tracers recorded and dropped, all runs.
     traced_events: u64,
     dropped: u64,
@@ -804,6 +807,12 @@ struct HooksConsole {
     /// The guest kernel's release.
     booted: Option<String>,
 }
+
+/// Nanoseconds per `/proc/stat` tick (USER_HZ is 100 on every Linux).
+const TICK_NS: f64 = 1e7;
+
+/// The traced modes of `bench hooks`, as the guest names them.
+const HOOK_MODES: [&str; 4] = ["fentry", "kprobe", "fentry-summary", "kprobe-summary"];
 
 /// Parses the `@@BENCH` lines of the console.
 fn parse_hooks(log: &str) -> HooksConsole {
@@ -824,11 +833,19 @@ fn parse_hooks(log: &str) -> HooksConsole {
             Some("pin") if w.get(5) == Some(&"0") => {
                 if let (Some(n), Some(t)) = (num(3), num(4)) {
                     times.pin.push((w[1].to_string(), t / n));
+                    if let Some(ticks) = num(6) {
+                        times.pin_busy.push((w[1].to_string(), ticks * TICK_NS / n));
+                    }
                 }
             }
             Some("iopf") if w.get(6) == Some(&"0") => {
                 if let (Some(n), Some(sum)) = (num(3), num(4)) {
                     times.iopf.push((w[1].to_string(), sum / n));
+                    if let Some(ticks) = num(7) {
+                        times
+                            .iopf_busy
+                            .push((w[1].to_string(), ticks * TICK_NS / n));
+                    }
                 }
             }
             Some("pin" | "iopf") => notes.push(format!("loop failed: {rest}")),
@@ -942,6 +959,18 @@ fn bracketed(runs: &[(String, f64)], mode: &str) -> (Vec<f64>, Vec<f64>) {
     (times, ratios)
 }
 
+/// Values of `mode`'s runs and what each added to the mean of the
+/// untraced runs just before and after it.
+fn bracketed_added(runs: &[(String, f64)], mode: &str) -> (Vec<f64>, Vec<f64>) {
+    let (times, ratios) = bracketed(runs, mode);
+    let added = times
+        .iter()
+        .zip(&ratios)
+        .map(|(t, r)| if *r > 0.0 { t - t / r } else { 0.0 })
+        .collect();
+    (times, added)
+}
+
 fn hooks_report(
     args: &HooksArgs,
     console: &HooksConsole,
@@ -973,9 +1002,9 @@ fn hooks_report(
     );
     let _ = writeln!(
         out,
-        "\n{} cycles, each running both loops untraced, under fentry hooks and under \
-         kprobe hooks (the tracer started and stopped around its runs), then the loops \
-         untraced once more; times on the guest's CLOCK_MONOTONIC:\n\n\
+        "\n{} cycles, each running both loops untraced, then under fentry and kprobe \
+         hooks, per-event and in summary mode (the tracer started and stopped around its \
+         runs), then the loops untraced once more; times on the guest's CLOCK_MONOTONIC:\n\n\
          - pin loop: `uacce-workload iouring --size-kib 4 --count {}`: each round sets up \
            an io_uring, registers one 4 KiB buffer (`pin_user_pages_fast`, one page) and \
            unregisters it (one unpin call); time per round of the whole process, so \
@@ -986,7 +1015,9 @@ fn hooks_report(
            ioctl to the response written, as the workload measured it.\n\n\
          Tracing is `uacce-trace record --hooks fentry|kprobe` (every hook of the plan, \
          the syscall tracepoints for pin ioctls included) with its consumer running on the \
-         other vCPU. bpftrace is not run in the guest: Debian's bpftrace needs ≈ 200 MB of \
+         other vCPU, per-event, and `record --summary --format json` with the same hooks \
+         (summary mode: pins, unpins and pin ioctls counted in per-CPU kernel histograms; \
+         IO page faults stay per-event). bpftrace is not run in the guest: Debian's bpftrace needs ≈ 200 MB of \
          shared libraries (LLVM, clang, bcc) that would have to go into the initramfs of a \
          1 GiB TCG guest; the host table of `bench pipeline` is the side-by-side with \
          bpftrace.\n",
@@ -1009,10 +1040,13 @@ fn hooks_report(
             format!("{:.1}", median(off.clone()) / 1000.0),
             format!("{:.1}–{:.1}", lo / 1000.0, hi / 1000.0),
         ];
-        for mode in ["fentry", "kprobe"] {
+        for mode in HOOK_MODES {
             let (t, r) = bracketed(runs, mode);
-            row.push(format!("{:.1}", median(t) / 1000.0));
-            row.push(fmt_ratio(median(r)));
+            row.push(format!(
+                "{:.1} ({})",
+                median(t) / 1000.0,
+                fmt_ratio(median(r))
+            ));
         }
         rows.push(row);
     }
@@ -1021,12 +1055,48 @@ fn hooks_report(
             "loop",
             "untraced µs/event",
             "untraced range",
-            "fentry µs/event",
-            "fentry ratio",
-            "kprobe µs/event",
-            "kprobe ratio",
+            "fentry µs/event (ratio)",
+            "kprobe",
+            "fentry, summary mode",
+            "kprobe, summary mode",
         ],
         &rows,
+    ));
+    let _ = writeln!(
+        out,
+        "\nWhole guest busy CPU per event (user + nice + system + irq + softirq + steal of \
+         both vCPUs from the guest's `/proc/stat` over the loop's process: the loop, the \
+         tracer's threads, kernel work; 10 ms ticks), and what tracing added to the \
+         untraced runs just before and after (median over cycles), µs:\n"
+    );
+    let mut brows = Vec::new();
+    for (name, runs) in [("pin round", &times.pin_busy), ("IOPF", &times.iopf_busy)] {
+        let off: Vec<f64> = runs
+            .iter()
+            .filter(|(m, _)| m == "off")
+            .map(|(_, t)| *t)
+            .collect();
+        let mut row = vec![name.to_string(), format!("{:.1}", median(off) / 1000.0)];
+        for mode in HOOK_MODES {
+            let (t, added) = bracketed_added(runs, mode);
+            row.push(format!(
+                "{:.1} (+{:.1})",
+                median(t) / 1000.0,
+                median(added) / 1000.0
+            ));
+        }
+        brows.push(row);
+    }
+    out.push_str(&table(
+        &[
+            "loop",
+            "untraced busy µs/event",
+            "fentry busy (added)",
+            "kprobe",
+            "fentry, summary mode",
+            "kprobe, summary mode",
+        ],
+        &brows,
     ));
     let _ = writeln!(
         out,

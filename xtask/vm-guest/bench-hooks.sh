@@ -6,28 +6,39 @@
 #                         iopf-workload
 #   PIN_ROUNDS     io_uring registrations per pin loop
 #   FAULTS         faults per IOPF loop
-#   REPS           cycles of (untraced, fentry, kprobe)
+#   REPS           cycles of (untraced, then each traced mode)
 # Results are `@@BENCH ...` lines on the console.
 
 echo "@@BENCH booted $(uname -r)"
 
+# busy: the whole guest's busy time in USER_HZ ticks (1/100 s): user,
+# nice, system, irq, softirq and steal of every CPU (/proc/stat).
+busy() {
+    awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+}
+
 # loops MODE N: N runs of each loop, printed as
-#   @@BENCH pin MODE REP ROUNDS ELAPSED_NS RC
-#   @@BENCH iopf MODE REP FAULTS SUM(trigger->response-written)_NS SPAN_NS RC
+#   @@BENCH pin MODE REP ROUNDS ELAPSED_NS RC BUSY_TICKS
+#   @@BENCH iopf MODE REP FAULTS SUM(trigger->response-written)_NS SPAN_NS RC BUSY_TICKS
+# (BUSY_TICKS: the whole guest over the loop's process).
 loops() {
     r=1
     while [ "$r" -le "$2" ]; do
         t0=$("$TOOL" bench clock)
+        b0=$(busy)
         $WORKLOAD iouring --size-kib 4 --count $PIN_ROUNDS > /tmp/w.json 2> /tmp/w.err
         rc=$?
+        b1=$(busy)
         t1=$("$TOOL" bench clock)
-        echo "@@BENCH pin $1 $r $PIN_ROUNDS $((t1 - t0)) $rc"
+        echo "@@BENCH pin $1 $r $PIN_ROUNDS $((t1 - t0)) $rc $((b1 - b0))"
+        b0=$(busy)
         $IOPF --count $FAULTS --delays-us 0 > /tmp/i.json 2> /tmp/i.err
         rc=$?
+        b1=$(busy)
         s=$(awk 'function val(k,  i, s) { i = index($0, "\"" k "\":"); s = substr($0, i + length(k) + 3); return s + 0 }
 /"fault":/ { tt = val("t_trigger"); td = val("t_write_done"); sum += td - tt; n++; if (n == 1) first = tt; last = td }
 END { printf "%d %.0f %.0f\n", n, sum, last - first }' /tmp/i.json)
-        echo "@@BENCH iopf $1 $r $s $rc"
+        echo "@@BENCH iopf $1 $r $s $rc $((b1 - b0))"
         r=$((r + 1))
     done
 }
@@ -38,8 +49,13 @@ END { printf "%d %.0f %.0f\n", n, sum, last - first }' /tmp/i.json)
 c=1
 while [ "$c" -le $REPS ]; do
     loops off 1
-    for h in fentry kprobe; do
-        "$TOOL" record --hooks "$h" -o "/tmp/rec-$h.hlog" > /dev/null 2> "/tmp/rec-$h.err" &
+    # MODE: a hook type, per-event; MODE-summary: the same in summary mode.
+    for h in fentry kprobe fentry-summary kprobe-summary; do
+        case "$h" in
+            *-summary) set -- --summary --format json -o "/tmp/rec-$h.json" ;;
+            *) set -- -o "/tmp/rec-$h.hlog" ;;
+        esac
+        "$TOOL" record --hooks "${h%-summary}" "$@" > /dev/null 2> "/tmp/rec-$h.err" &
         tpid=$!
         wait_started "$tpid" "/tmp/rec-$h.err" 'recording to' 1800
         if [ "$started" = 1 ]; then

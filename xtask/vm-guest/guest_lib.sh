@@ -45,6 +45,20 @@ wait_gone() {
     return 0
 }
 
+# stop_tracer PID SECONDS: SIGINT, then TERM, then KILL, each given
+# SECONDS; sets stop_sig (the one that ended it) and stop_rc. (A background
+# job of a non-interactive shell starts with SIGINT ignored; a tool that
+# installs its own handler still gets it.)
+stop_tracer() {
+    for sig in INT TERM KILL; do
+        kill -"$sig" "$1" 2>/dev/null
+        stop_sig=$sig
+        wait_gone "$1" "$2" && break
+    done
+    wait "$1"
+    stop_rc=$?
+}
+
 # section NAME FILE: FILE between @@UT-BEGIN/@@UT-END markers, with line
 # and byte counts (`guest::BEGIN`, `guest::END`).
 section() {

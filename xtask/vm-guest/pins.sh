@@ -19,17 +19,6 @@
 
 echo "@@UT-BOOTED $(uname -r)"
 
-# stop_tracer PID: SIGINT, then TERM, then KILL; sets stop_sig and stop_rc.
-stop_tracer() {
-    for sig in INT TERM KILL; do
-        kill -"$sig" "$1" 2>/dev/null
-        stop_sig=$sig
-        wait_gone "$1" 20 && break
-    done
-    wait "$1"
-    stop_rc=$?
-}
-
 grep -E ' (pin_user_pages[a-z_]*|unpin_[a-z_]*|memfd_pin_folios)$' /proc/kallsyms \
     | awk '{print $2, $3}' | sort -k2 > /tmp/symbols
 
@@ -64,7 +53,7 @@ done <<EOF_MODES
 $PP_MODES
 EOF_MODES
 
-stop_tracer "$tpid"
+stop_tracer "$tpid" 20
 pp_stop=$stop_sig
 pp_rc=$stop_rc
 "$TOOL" doctor --json > /tmp/doctor.json 2> /tmp/doctor.err
@@ -92,7 +81,7 @@ for i in $WINDOWS; do
     t_stop=$("$WORKLOAD" now)
     if [ -x $BPFTOOL ]; then $BPFTOOL prog show > /tmp/busy-progs$i.txt 2>&1; fi
     echo "@@UT-STEP window $i stopping $(cut -d' ' -f1 /proc/uptime) $(wc -c < /tmp/busy-ev$i.ndjson) bytes"
-    stop_tracer "$tpid"
+    stop_tracer "$tpid" 20
     t_gone=$("$WORKLOAD" now)
     echo "@@UT-STEP window $i started=$started $(cut -d' ' -f1 /proc/uptime)"
     echo "window=$i started=$started t_ready=$t_ready t_stop=$t_stop t_gone=$t_gone signal=$stop_sig rc=$stop_rc" >> /tmp/windows

@@ -103,23 +103,12 @@ trace_rc=
 trace_stop=
 doctor_rc=
 if [ -n "$tpid" ]; then
-    # A background job of a non-interactive shell starts with SIGINT
-    # ignored; a tool that installs its own handler still gets it. Fall
-    # back to SIGTERM, then SIGKILL, and say which one ended it.
-    for sig in INT TERM KILL; do
-        kill -"$sig" "$tpid" 2>/dev/null
-        trace_stop=$sig
-        wait_gone "$tpid" $STOP_S && break
-    done
-    wait "$tpid"
-    trace_rc=$?
-    for sig in INT TERM KILL; do
-        kill -"$sig" "$spid" 2>/dev/null
-        summary_stop=$sig
-        wait_gone "$spid" $STOP_S && break
-    done
-    wait "$spid"
-    summary_rc=$?
+    stop_tracer "$tpid" $STOP_S
+    trace_stop=$stop_sig
+    trace_rc=$stop_rc
+    stop_tracer "$spid" $STOP_S
+    summary_stop=$stop_sig
+    summary_rc=$stop_rc
     "$TOOL" doctor --json > /tmp/doctor.json 2> /tmp/doctor.err
     doctor_rc=$?
     # The kernel's facts as the tool reads them: the recordings in

@@ -109,7 +109,9 @@ fn lines_of(sections: &[(&str, &str)]) -> String {
 /// The `/init` script for `plan`.
 pub fn init_script(plan: &GuestPlan<'_>) -> String {
     let mut sections: Vec<(&str, &str)> = SECTIONS.to_vec();
-    sections.extend(super::summary::SECTIONS);
+    if plan.hooks.is_some() {
+        sections.extend(super::summary::SECTIONS);
+    }
     if plan.test_kernel {
         sections.extend(TEST_KERNEL_SECTIONS);
         sections.extend(super::attribution::SECTIONS);
@@ -174,6 +176,7 @@ mod tests {
         assert!(script.contains("\nuacce-ctrl /tmp/uacce-ctrl.json\n"));
         assert!(script.contains("\nattr-noresp.err /tmp/attr-noresp.err'\n"));
         assert!(script.contains("\nHOOKS=kprobe\n"));
+        assert!(script.contains("\nsummary /tmp/summary.json\n"));
         assert!(script.contains("\nSTOP_S=20\n"));
         // The PASID holder starts before the tracer; its PASID reaches the
         // third IOPF workload.
