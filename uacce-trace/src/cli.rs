@@ -26,7 +26,8 @@ const LONG_ABOUT: &str = "See IO page faults (IOPFs) and page pinning of SVA acc
 
 Hooks are chosen per kernel at run time (fentry/fexit where permitted, else \
 kprobe/kretprobe); `uacce-trace doctor` shows the plan and why. Tracing needs \
-root, or CAP_BPF and CAP_PERFMON.";
+root, or CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH (the systemd unit \
+uacce-trace.service runs `serve` with exactly these).";
 
 #[derive(Parser, Debug)]
 #[command(name = "uacce-trace", version, about = ABOUT, long_about = LONG_ABOUT)]
@@ -46,7 +47,8 @@ pub enum Command {
     /// regions, pinned ranges, PASIDs). The header shows the hook plan,
     /// events/s, drops, unanswered faults and the BPF programs' own cost.
     ///
-    /// Live tracing needs root (or CAP_BPF and CAP_PERFMON); --replay shows
+    /// Live tracing needs root (or CAP_BPF, CAP_PERFMON and
+    /// CAP_DAC_READ_SEARCH); --replay shows
     /// a raw recording (`record --raw`, `-` for standard input, e.g. piped
     /// from another machine) without privileges. Exit status 1 when tracing
     /// cannot start, 2 for an unusable recording.
@@ -240,7 +242,8 @@ pub enum Command {
     /// counted (uacce_trace_iopfs_in_pinned_total is left out), and
     /// latency percentiles are bucket upper bounds.
     ///
-    /// Live tracing needs root (or CAP_BPF and CAP_PERFMON); --replay serves
+    /// Live tracing needs root (or CAP_BPF, CAP_PERFMON and
+    /// CAP_DAC_READ_SEARCH); --replay serves
     /// a raw recording, then keeps serving its final state. Stops on
     /// SIGINT/SIGTERM (exit 0). Exit status 1 when tracing cannot start, 2
     /// for an unusable recording or listen address.
@@ -275,6 +278,18 @@ pub enum Command {
         /// Ring buffer size: a power of two of at least 4K, e.g. 256K, 4M, 64M.
         #[arg(long, default_value = "4M", value_parser = commands::parse_ring_size)]
         ring_size: u32,
+    },
+    /// Write the man pages and shell completions (for packagers).
+    ///
+    /// Generated from these very definitions, so they never drift from
+    /// `--help`: DIR/man/uacce-trace.1 and one page per subcommand
+    /// (uacce-trace-top.1, …), DIR/completions/uacce-trace.bash, _uacce-trace
+    /// (zsh) and uacce-trace.fish. Prints the paths written.
+    #[command(hide = true)]
+    Generate {
+        /// Output folder (created when missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
     /// Benchmark drivers for `cargo xtask bench` (JSON on stdout).
     #[cfg(feature = "bench")]
@@ -418,6 +433,19 @@ pub fn run(cli: Cli) -> u8 {
                 summary: !per_event,
             },
         }),
+        Command::Generate { out } => write_assets(&out)
+            .map(|paths| {
+                for p in paths {
+                    println!("{}", p.display());
+                }
+                crate::exit::OK
+            })
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "writing man pages and completions into {}: {e}",
+                    out.display()
+                )
+            }),
         #[cfg(feature = "bench")]
         Command::Bench(cmd) => crate::commands::bench::run(cmd),
     };
@@ -429,6 +457,55 @@ pub fn run(cli: Cli) -> u8 {
             1
         }
     }
+}
+
+/// The shells completions are written for, with their file names (the
+/// names bash-completion, zsh's `fpath` and fish look up for `uacce-trace`).
+pub const COMPLETIONS: &[(clap_complete::Shell, &str)] = &[
+    (clap_complete::Shell::Bash, "uacce-trace.bash"),
+    (clap_complete::Shell::Zsh, "_uacce-trace"),
+    (clap_complete::Shell::Fish, "uacce-trace.fish"),
+];
+
+/// The subcommands a user sees: not hidden, not clap's `help`.
+fn visible_subcommands(cmd: &clap::Command) -> impl Iterator<Item = &clap::Command> {
+    cmd.get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+}
+
+/// Writes `dir/man/uacce-trace.1`, `dir/man/uacce-trace-SUB.1` for every
+/// visible subcommand, and `dir/completions/` for every shell of
+/// [`COMPLETIONS`], all from [`Cli`]'s definitions; returns the paths.
+/// Deterministic (no date in the pages), so two runs write the same bytes.
+pub fn write_assets(dir: &std::path::Path) -> io::Result<Vec<PathBuf>> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    cmd.build();
+    let man = dir.join("man");
+    let completions = dir.join("completions");
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&completions)?;
+    let mut written = Vec::new();
+    let mut page = |name: String, c: clap::Command| -> io::Result<()> {
+        let mut bytes = Vec::new();
+        clap_mangen::Man::new(c.display_name(name.clone())).render(&mut bytes)?;
+        let path = man.join(format!("{name}.1"));
+        std::fs::write(&path, bytes)?;
+        written.push(path);
+        Ok(())
+    };
+    page("uacce-trace".to_owned(), cmd.clone())?;
+    for sub in visible_subcommands(&cmd) {
+        page(format!("uacce-trace-{}", sub.get_name()), sub.clone())?;
+    }
+    for (shell, file) in COMPLETIONS {
+        let mut bytes = Vec::new();
+        clap_complete::generate(*shell, &mut cmd.clone(), "uacce-trace", &mut bytes);
+        let path = completions.join(file);
+        std::fs::write(&path, bytes)?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -445,5 +522,75 @@ mod tests {
     fn cli_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    /// The generated man pages and completions cover every visible
+    /// subcommand and every one of its long options: a subcommand or flag
+    /// added to the definitions without reaching them fails here.
+    #[test]
+    fn man_pages_and_completions_cover_the_cli() {
+        use clap::CommandFactory;
+        let dir = std::env::temp_dir().join(format!("uacce-trace-assets-{}", std::process::id()));
+        let written = write_assets(&dir).expect("writing assets");
+        let mut cmd = Cli::command();
+        cmd.build();
+        let read = |p: PathBuf| {
+            std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        };
+        let main_page = read(dir.join("man/uacce-trace.1"));
+        let completions: Vec<(String, String)> = COMPLETIONS
+            .iter()
+            .map(|(_, f)| ((*f).to_owned(), read(dir.join("completions").join(f))))
+            .collect();
+        let subs: Vec<&clap::Command> = visible_subcommands(&cmd).collect();
+        assert!(subs.len() >= 7, "only {} subcommands", subs.len());
+        for sub in &subs {
+            let name = sub.get_name();
+            let page = read(dir.join(format!("man/uacce-trace-{name}.1")));
+            assert!(
+                main_page.contains(&format!("uacce\\-trace\\-{name}(1)")),
+                "main page lacks {name}"
+            );
+            assert!(
+                page.contains(&format!(".TH uacce-trace-{name} 1")),
+                "{name}: header"
+            );
+            for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+                if let Some(long) = arg.get_long() {
+                    let man_flag = format!("\\-\\-{}", long.replace('-', "\\-"));
+                    assert!(
+                        page.contains(&man_flag),
+                        "man page of {name} lacks --{long}"
+                    );
+                    for (file, text) in &completions {
+                        assert!(text.contains(long), "{file} lacks {name} --{long}");
+                    }
+                }
+            }
+            for (file, text) in &completions {
+                assert!(text.contains(name), "{file} lacks the subcommand {name}");
+            }
+        }
+        // Nothing hidden leaks into the pages, and nothing else is written.
+        assert!(
+            !main_page.contains("generate"),
+            "the hidden generate command is in the man page"
+        );
+        assert_eq!(written.len(), 1 + subs.len() + COMPLETIONS.len());
+        // Deterministic: a second run writes the same bytes.
+        let again =
+            std::env::temp_dir().join(format!("uacce-trace-assets2-{}", std::process::id()));
+        write_assets(&again).expect("writing assets again");
+        for p in &written {
+            let rel = p.strip_prefix(&dir).expect("under dir");
+            assert_eq!(
+                read(p.clone()),
+                read(again.join(rel)),
+                "{} differs",
+                rel.display()
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&again);
     }
 }

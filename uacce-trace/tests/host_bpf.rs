@@ -163,27 +163,13 @@ fn doctor_reports_this_host_truthfully() {
 
 /// Whether this test process already lacks a capability tracing needs.
 fn me_unprivileged() -> bool {
-    !system::missing_capabilities(
-        system::parse_cap_eff(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
-            .unwrap_or(0),
-    )
-    .is_empty()
+    system::check_privileges().is_err()
 }
 
 /// The tool run as nobody with no capabilities, through setpriv
 /// (util-linux); for tests running as root.
 fn tool_as_nobody() -> Command {
-    let mut c = Command::new("setpriv");
-    c.args([
-        "--reuid",
-        "65534",
-        "--regid",
-        "65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-    ])
-    .arg(env!("CARGO_BIN_EXE_uacce-trace"));
-    c
+    tool_as_nobody_with("")
 }
 
 #[test]
@@ -209,10 +195,20 @@ fn unprivileged_trace_names_what_is_missing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("needs root, or CAP_BPF and CAP_PERFMON"),
+        stderr.contains(
+            "needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH"
+        ),
         "{stderr}"
     );
-    assert!(stderr.contains("lacks CAP_BPF and CAP_PERFMON"), "{stderr}");
+    assert!(
+        stderr
+            .contains("lacks CAP_BPF (to load the BPF programs and maps), CAP_PERFMON (to attach"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("setcap cap_bpf,cap_perfmon,cap_dac_read_search+ep"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -255,6 +251,139 @@ fn pin_ioctls_in_child(count: usize) -> u32 {
         }
         true
     })
+}
+
+/// The tool run as nobody with only the capabilities `caps` (setpriv
+/// names, e.g. `+bpf,+perfmon`), ambient like systemd's
+/// AmbientCapabilities= gives them.
+fn tool_as_nobody_with(caps: &str) -> Command {
+    let set = if caps.is_empty() {
+        "-all".to_owned()
+    } else {
+        format!("-all,{caps}")
+    };
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(format!("--inh-caps={set}"));
+    if !caps.is_empty() {
+        c.arg(format!("--ambient-caps={set}"))
+            .arg(format!("--bounding-set={set}"));
+    }
+    c.arg(env!("CARGO_BIN_EXE_uacce-trace"));
+    c
+}
+
+/// Each capability of the systemd unit (uacce-trace/dist/systemd/) left
+/// out in turn: the tool refuses to start and names exactly that one,
+/// with what it is for. CAP_DAC_READ_SEARCH is needed only where tracefs
+/// is root's alone (mode 0700, the kernel's default).
+#[test]
+fn each_missing_capability_is_named() {
+    skip_unless_privileged!();
+    let tracefs_root_only = std::fs::metadata("/sys/kernel/tracing")
+        .is_ok_and(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o005 == 0);
+    let cases: &[(&str, &str)] = &[
+        ("+perfmon,+dac_read_search", "CAP_BPF (to load"),
+        ("+bpf,+dac_read_search", "CAP_PERFMON (to attach"),
+        ("+bpf,+perfmon", "CAP_DAC_READ_SEARCH (to read tracefs"),
+    ];
+    for (caps, named) in cases {
+        if named.starts_with("CAP_DAC") && !tracefs_root_only {
+            common::skip(
+                Lack::Host,
+                "tracefs is readable by others here: CAP_DAC_READ_SEARCH is not needed",
+            );
+            continue;
+        }
+        let out = match tool_as_nobody_with(caps)
+            .args(["trace"])
+            .stdin(std::process::Stdio::null())
+            .output()
+        {
+            Ok(out) => out,
+            Err(e) => {
+                common::skip(Lack::Host, &format!("setpriv (util-linux) cannot run: {e}"));
+                return;
+            }
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{caps}: {stderr}");
+        assert!(
+            stderr.contains(&format!("lacks {named}")),
+            "{caps}: {stderr}"
+        );
+        assert_eq!(
+            stderr.matches(" (to ").count(),
+            1,
+            "{caps}: only one is missing: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{caps}: {stderr}");
+    }
+}
+
+/// With exactly the systemd unit's capabilities, as nobody, `serve`
+/// traces (its tracepoint hooks attach here) and answers a scrape.
+#[test]
+fn serve_runs_with_the_units_capabilities() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    skip_unless_privileged!();
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/dist/systemd/uacce-trace.service"
+    ))
+    .expect("the unit");
+    let caps_line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("AmbientCapabilities= in the unit");
+    let caps: Vec<String> = caps_line
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_ascii_lowercase()))
+        .collect();
+    let mut child = match tool_as_nobody_with(&caps.join(","))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            common::skip(Lack::Host, &format!("setpriv (util-linux) cannot run: {e}"));
+            return;
+        }
+    };
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut seen = Vec::new();
+    let addr = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            panic!("serve ended before serving: {seen:#?}");
+        };
+        if let Some(rest) = line.split("serving http://").nth(1) {
+            break rest.split('/').next().expect("address").to_owned();
+        }
+        seen.push(line);
+    };
+    assert!(
+        seen.iter().any(|l| l.contains("tracing started")),
+        "no hook attached: {seen:#?}"
+    );
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .expect("request");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("response");
+    // SAFETY: kill with a valid pid and signal.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("wait");
+    assert!(
+        body.starts_with("HTTP/1.") && body.contains(" 200 "),
+        "{body}"
+    );
+    assert!(body.contains("uacce_trace_info{"), "{body}");
+    assert!(status.success(), "serve exited {status}");
 }
 
 /// `trace --json` running as a child until it says it is attached.
@@ -515,7 +644,7 @@ fn unprivileged_live_modes_name_what_is_missing() {
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(
-            stderr.contains("needs root, or CAP_BPF and CAP_PERFMON"),
+            stderr.contains("needs root, or the capabilities CAP_BPF, CAP_PERFMON"),
             "{args:?}: {stderr}"
         );
         assert!(stderr.contains("lacks CAP_BPF"), "{args:?}: {stderr}");

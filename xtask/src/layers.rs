@@ -8,7 +8,7 @@
 //! kernel      the test kernel: build and cache
 //! vm          the guest harness: image, /init, QEMU, console protocol
 //! commands    vm_test, soak, demo, bench, smoke (scenarios on vm), prom
-//!             (the dashboard and rules against a real Prometheus)
+//!             (the dashboard and rules against a real Prometheus), dist
 //! test        every tier
 //! ```
 
@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["toolchain"],
     &["kernel"],
     &["vm"],
-    &["vm_test", "soak", "demo", "bench", "smoke", "prom"],
+    &["vm_test", "soak", "demo", "bench", "smoke", "prom", "dist"],
     &["test"],
 ];
 

@@ -6,6 +6,7 @@
 mod base;
 mod bench;
 mod demo;
+mod dist;
 mod kernel;
 mod layers;
 mod prom;
@@ -44,6 +45,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Build the release tool, for the host or `--target aarch64-unknown-linux-gnu` (cross, static).
     Build(build::BuildArgs),
+    /// Release artifacts: static binaries, tarballs, .deb files (lintian-checked) and SHA256SUMS for x86_64 and aarch64.
+    Dist(dist::DistArgs),
     /// Print the cache folder.
     CacheDir,
     /// Install the eBPF toolchain, Debian packages and stock kernels (idempotent).
@@ -62,6 +65,11 @@ fn main() -> ExitCode {
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Build(args) => build::run(&args),
         Cmd::CacheDir => cache::root().map(|p| println!("{}", p.display())),
+        Cmd::Dist(args) => match dist::run(&args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(err) => Err(err),
+        },
         Cmd::Setup(args) => setup::run(&(&args).into()),
         Cmd::Kernel(args) => smoke::run(&args),
         // PASS/FAIL is the last line; a FAIL exits 1 quietly.

@@ -10,8 +10,12 @@
 //!    `bench` features (the benchmark driver and programs). Each step
 //!    counts as one test;
 //! 3. unit: `cargo test --release` of the workspace (unit, golden and, as
-//!    root, host BPF tests); the counts come from libtest's
-//!    `test result:` lines;
+//!    root, host BPF tests; among them the man page and completion drift
+//!    test); the counts come from libtest's `test result:` lines; then
+//!    `cargo xtask dist --vm` ([`dist_test`]): the static binaries of both
+//!    architectures (the host's runs `--version` and `doctor`), tarballs,
+//!    .deb files, lintian on each, and the amd64 .deb's service in a Debian
+//!    VM with systemd;
 //! 4. prom: the Grafana dashboard and Prometheus rules of
 //!    `uacce-trace/dist/` with Debian's Prometheus (downloaded into the tool
 //!    cache): `promtool check rules`, `promtool test rules`, then every
@@ -240,10 +244,11 @@ pub fn run(args: &TestArgs) -> Result<bool> {
                     i + 2,
                     total_steps,
                     "unit",
-                    "cargo test --release: unit, golden and host BPF tests",
+                    "cargo test --release: unit, golden and host BPF tests; cargo xtask dist",
                 );
-                let (counts, built) = unit(&root);
+                let (mut counts, built) = unit(&root);
                 release_built = built;
+                counts.add(&dist_test());
                 counts
             }
             Tier::Prom => {
@@ -903,6 +908,114 @@ fn prom_tier(root: &Path, release_built: bool) -> Counts {
 }
 
 // ---------------------------------------------------------------------------
+// dist, in the unit tier
+
+/// `cargo xtask dist` as tests of the unit tier: "dist: artifacts" (both
+/// static binaries built, static and of their architecture, the host's
+/// runs `--version` and `doctor`, both tarballs and .deb files and
+/// SHA256SUMS written) and one "dist: lintian <deb>" per package (no tag
+/// left that an override does not justify). About 4 minutes on a fresh
+/// 2-core machine (the host's static build; the arm64 one is the VM
+/// tier's), 40 s when built.
+fn dist_test() -> Counts {
+    let mut counts = Counts::default();
+    let t = Instant::now();
+    let out = match crate::base::workspace_root() {
+        Ok(root) => root.join("target").join("dist"),
+        Err(err) => {
+            counts.fail(format!("dist: artifacts: {err:#}"));
+            return counts;
+        }
+    };
+    match crate::dist::dist(&crate::base::Arch::ALL, &out, true) {
+        Ok(artifacts) => {
+            println!(
+                "ok dist: artifacts in {:.1} s: {}",
+                t.elapsed().as_secs_f64(),
+                artifacts
+                    .files
+                    .iter()
+                    .filter_map(|f| f.file_name().and_then(|n| n.to_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            counts.pass();
+            vm_dist_service(&artifacts.files, &mut counts);
+            for deb in artifacts
+                .files
+                .iter()
+                .filter(|f| f.extension().is_some_and(|e| e == "deb"))
+            {
+                let name = deb.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                let complaints: Vec<&String> = artifacts
+                    .lintian
+                    .iter()
+                    .filter(|l| l.starts_with(name))
+                    .collect();
+                if complaints.is_empty() {
+                    println!("ok dist: lintian {name}");
+                    counts.pass();
+                } else {
+                    for c in &complaints {
+                        println!("lintian: {c}");
+                    }
+                    counts.fail(format!("dist: lintian {name}"));
+                }
+            }
+        }
+        Err(err) => {
+            println!("FAILED dist: {err:#}");
+            counts.fail(format!("dist: artifacts: {err}"));
+        }
+    }
+    flush();
+    counts
+}
+
+/// "dist: systemd VM": the amd64 .deb installed and its service checked in
+/// a Debian VM with systemd (`dist::service_vm`; ≈ 1 min, + ≈ 1 min for
+/// debootstrap on the first run).
+fn vm_dist_service(files: &[PathBuf], counts: &mut Counts) {
+    let name = "dist: systemd VM (dpkg -i, the unit, capabilities, /metrics)";
+    let Some(deb) = crate::dist::service_vm::amd64_deb(files) else {
+        counts.fail(format!("{name}: no amd64 .deb"));
+        return;
+    };
+    if !crate::toolchain::apt::is_root() {
+        let why = "needs root (debootstrap builds the Debian root once)";
+        if ci() {
+            println!("FAIL {name}: {why} (a failure under CI=true)");
+            counts.fail(format!("{name}: {why}"));
+        } else {
+            println!("SKIPPED {name}: {why}");
+            counts.skip(name, why);
+        }
+        return;
+    }
+    let t = Instant::now();
+    match crate::dist::service_vm::check(deb) {
+        Ok(outcome) if outcome.failures.is_empty() => {
+            println!("ok {name} in {:.1} s", t.elapsed().as_secs_f64());
+            for n in &outcome.notes {
+                println!("   {n}");
+            }
+            counts.pass();
+        }
+        Ok(outcome) => {
+            println!("FAIL {name}:");
+            for f in &outcome.failures {
+                println!("   {f}");
+            }
+            counts.fail(name);
+        }
+        Err(err) => {
+            println!("FAIL {name}: {err:#}");
+            counts.fail(format!("{name}: {err}"));
+        }
+    }
+    flush();
+}
+
 // VM tier
 
 /// The VM matrix; with `release_built`, on the binaries the unit tier built.

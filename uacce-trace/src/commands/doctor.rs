@@ -103,9 +103,9 @@ fn render(
     row("ring buffer", show(&i.ring_buffer));
     row(
         "tracefs",
-        i.tracefs
-            .clone()
-            .unwrap_or_else(|| "not mounted and could not mount".into()),
+        i.tracefs.clone().unwrap_or_else(|| {
+            "not found (not mounted and could not mount, or not readable: see privileges)".into()
+        }),
     );
     row("kprobes", show(&i.kprobes));
     row("fentry", show(&i.fentry));

@@ -227,6 +227,8 @@ pub fn vmstat_pins(refresh: bool) -> Option<PinCounters> {
 }
 
 /// Capability numbers (linux/capability.h).
+const CAP_DAC_OVERRIDE: u32 = 1;
+const CAP_DAC_READ_SEARCH: u32 = 2;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
@@ -239,39 +241,78 @@ pub fn parse_cap_eff(status: &str) -> Option<u64> {
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
 }
 
+/// What each capability the tool may lack is for (the start-up message).
+pub fn capability_use(name: &str) -> &'static str {
+    match name {
+        "CAP_BPF" => "load the BPF programs and maps",
+        "CAP_PERFMON" => "attach kprobes, fentry and tracepoints",
+        "CAP_DAC_READ_SEARCH" => {
+            "read tracefs and debugfs (root-only folders): tracepoint ids and formats, \
+             traceable functions, the kprobe blacklist"
+        }
+        _ => "",
+    }
+}
+
 /// The capabilities missing for tracing, as names; empty when we may trace.
-/// CAP_SYS_ADMIN covers both on every kernel; otherwise CAP_BPF and
-/// CAP_PERFMON (5.8+) are needed.
-pub fn missing_capabilities(cap_eff: u64) -> Vec<&'static str> {
+/// CAP_SYS_ADMIN covers CAP_BPF and CAP_PERFMON on every kernel (before
+/// 5.8 it is the only way); otherwise both are needed. When tracefs exists
+/// but this process may not read it (`tracefs_denied`: it is mode 0700,
+/// root's), CAP_DAC_READ_SEARCH (or CAP_DAC_OVERRIDE) is needed too.
+pub fn missing_capabilities(cap_eff: u64, tracefs_denied: bool) -> Vec<&'static str> {
     let has = |cap: u32| cap_eff & (1u64 << cap) != 0;
-    if has(CAP_SYS_ADMIN) {
-        return Vec::new();
-    }
     let mut missing = Vec::new();
-    if !has(CAP_BPF) {
-        missing.push("CAP_BPF");
+    if !has(CAP_SYS_ADMIN) {
+        if !has(CAP_BPF) {
+            missing.push("CAP_BPF");
+        }
+        if !has(CAP_PERFMON) {
+            missing.push("CAP_PERFMON");
+        }
     }
-    if !has(CAP_PERFMON) {
-        missing.push("CAP_PERFMON");
+    if tracefs_denied && !has(CAP_DAC_READ_SEARCH) && !has(CAP_DAC_OVERRIDE) {
+        missing.push("CAP_DAC_READ_SEARCH");
     }
     missing
+}
+
+/// Whether tracefs is there but this process may not list it.
+fn tracefs_denied() -> bool {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .any(|d| fs::read_dir(d).is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied))
+}
+
+/// The message for `missing` capabilities: which, what each is for, and
+/// what to do.
+pub fn privileges_message(missing: &[&str], euid_root: bool) -> String {
+    let what: Vec<String> = missing
+        .iter()
+        .map(|c| format!("{c} (to {})", capability_use(c)))
+        .collect();
+    format!(
+        "tracing needs root, or the capabilities CAP_BPF, CAP_PERFMON and \
+         CAP_DAC_READ_SEARCH (kernels before 5.8: CAP_SYS_ADMIN and \
+         CAP_DAC_READ_SEARCH); this process{} lacks {}. Run it with sudo, or \
+         grant them: `sudo setcap cap_bpf,cap_perfmon,cap_dac_read_search+ep \
+         $(command -v uacce-trace)`; the systemd unit uacce-trace.service \
+         grants them (AmbientCapabilities=)",
+        if euid_root { ", although root," } else { "" },
+        what.join(", ")
+    )
 }
 
 /// `Err(message)` naming what is missing when this process may not trace.
 pub fn check_privileges() -> Result<(), String> {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     let cap_eff = parse_cap_eff(&status).unwrap_or(0);
-    let missing = missing_capabilities(cap_eff);
+    let missing = missing_capabilities(cap_eff, tracefs_denied());
     if missing.is_empty() {
         return Ok(());
     }
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    Err(format!(
-        "tracing needs root, or CAP_BPF and CAP_PERFMON (this process{} lacks {}); run it with sudo",
-        if euid == 0 { ", although root," } else { "" },
-        missing.join(" and ")
-    ))
+    Err(privileges_message(&missing, euid == 0))
 }
 
 /// Whether process `tgid` still exists (its `/proc` entry; a zombie
@@ -344,11 +385,37 @@ mod tests {
             parse_cap_eff("Name:\tx\nCapEff:\t000001ffffffffff\n"),
             Some(0x1ff_ffff_ffff)
         );
-        assert!(missing_capabilities(0x1ff_ffff_ffff).is_empty());
-        assert_eq!(missing_capabilities(0), vec!["CAP_BPF", "CAP_PERFMON"]);
-        assert_eq!(missing_capabilities(1 << CAP_BPF), vec!["CAP_PERFMON"]);
-        assert!(missing_capabilities((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_empty());
-        assert!(missing_capabilities(1 << CAP_SYS_ADMIN).is_empty());
+        assert!(missing_capabilities(0x1ff_ffff_ffff, true).is_empty());
+        assert_eq!(
+            missing_capabilities(0, false),
+            vec!["CAP_BPF", "CAP_PERFMON"]
+        );
+        assert_eq!(
+            missing_capabilities(0, true),
+            vec!["CAP_BPF", "CAP_PERFMON", "CAP_DAC_READ_SEARCH"]
+        );
+        assert_eq!(
+            missing_capabilities(1 << CAP_BPF, false),
+            vec!["CAP_PERFMON"]
+        );
+        let bpf_perfmon = (1 << CAP_BPF) | (1 << CAP_PERFMON);
+        assert!(missing_capabilities(bpf_perfmon, false).is_empty());
+        assert_eq!(
+            missing_capabilities(bpf_perfmon, true),
+            vec!["CAP_DAC_READ_SEARCH"]
+        );
+        assert!(missing_capabilities(bpf_perfmon | (1 << CAP_DAC_READ_SEARCH), true).is_empty());
+        assert!(missing_capabilities(bpf_perfmon | (1 << CAP_DAC_OVERRIDE), true).is_empty());
+        assert!(missing_capabilities(1 << CAP_SYS_ADMIN, false).is_empty());
+        let msg = privileges_message(&["CAP_PERFMON"], false);
+        assert!(
+            msg.contains("lacks CAP_PERFMON (to attach kprobes"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("setcap cap_bpf,cap_perfmon,cap_dac_read_search+ep"),
+            "{msg}"
+        );
     }
 
     #[test]

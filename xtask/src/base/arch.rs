@@ -62,6 +62,15 @@ impl Arch {
         }
     }
 
+    /// The binutils `strip` for this architecture's binaries (Debian
+    /// `binutils-<triple>`).
+    pub const fn strip_tool(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-linux-gnu-strip",
+            Arch::Aarch64 => "aarch64-linux-gnu-strip",
+        }
+    }
+
     /// Cargo's per-target environment variable prefix, e.g.
     /// `CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU`.
     pub fn cargo_env_prefix(self) -> String {

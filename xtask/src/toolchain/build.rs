@@ -15,7 +15,15 @@
 //! `.cargo/config.toml`, so a person's own builds are not affected. arm64
 //! binaries are linked statically (glibc, `+crt-static`): the test VMs'
 //! initramfs then needs no arm64 shared libraries, and the binary runs on
-//! any arm64 Linux.
+//! any arm64 Linux. [`build_static`] builds the host's architecture the
+//! same way (`--target` named, so build scripts and proc macros stay
+//! dynamic), for `cargo xtask dist`: the release artifacts of both
+//! architectures are the binaries the VM tests run, linked the one way.
+//!
+//! Static glibc, not musl: it is what the arm64 VM tests have always run,
+//! the binary resolves no names (no NSS: `--listen` takes an address, not a
+//! host name) so static glibc's one caveat does not apply, and musl's
+//! allocator is slower on the event path.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -64,14 +72,14 @@ pub struct Built {
     pub workload: Option<PathBuf>,
 }
 
-/// Adds the per-target environment for `arch` to a cargo command: the
-/// cross linker and static linking (nothing for the host).
-pub fn cross_env(cmd: &mut Command, arch: Arch) {
-    if arch == Arch::host() {
-        return;
-    }
+/// The per-target environment of a static build for `arch` (used with
+/// `--target`): the cross linker for a foreign architecture, and
+/// `+crt-static` appended to the person's own flags for that target.
+fn static_env(cmd: &mut Command, arch: Arch) {
     let prefix = arch.cargo_env_prefix();
-    cmd.env(format!("{prefix}_LINKER"), arch.cross_gcc());
+    if arch != Arch::host() {
+        cmd.env(format!("{prefix}_LINKER"), arch.cross_gcc());
+    }
     // Appended to whatever the person set for this target.
     let mut flags = std::env::var(format!("{prefix}_RUSTFLAGS")).unwrap_or_default();
     if !flags.is_empty() {
@@ -88,9 +96,44 @@ pub fn build_release(arch: Arch, tool: bool, workload: bool) -> Result<Built> {
     build_release_with(arch, tool, workload, &[])
 }
 
+/// The statically linked release `uacce-trace` for `arch`, the host's
+/// included (`cargo build --release --target <triple>` with
+/// `+crt-static`, in `target/<triple>/release/`); fails unless the result
+/// is an ELF file of `arch` without a program interpreter.
+pub fn build_static(arch: Arch) -> Result<PathBuf> {
+    // With the workload, like the VM tests' build: one cargo invocation
+    // unifies the dependencies' features across both packages, so building
+    // the tool alone would link a different binary (and rebuild it each
+    // time the two alternate). This way the arm64 binary shipped is the
+    // very file the arm64 VMs run.
+    let built = cargo_build(arch, true, true, true, &[])?;
+    let tool = built
+        .tool
+        .context("cargo build did not report the uacce-trace executable")?;
+    if crate::base::arch::has_interpreter(&tool)? {
+        bail!(
+            "{} is linked dynamically (it names a program interpreter)",
+            tool.display()
+        );
+    }
+    Ok(tool)
+}
+
 /// [`build_release`] with cargo `features` (e.g. `uacce-trace/bench`).
 pub fn build_release_with(
     arch: Arch,
+    tool: bool,
+    workload: bool,
+    features: &[&str],
+) -> Result<Built> {
+    cargo_build(arch, arch != Arch::host(), tool, workload, features)
+}
+
+/// `cargo build --release`, with `--target` and static linking when
+/// `static_link` (always for a foreign `arch`).
+fn cargo_build(
+    arch: Arch,
+    static_link: bool,
     tool: bool,
     workload: bool,
     features: &[&str],
@@ -106,9 +149,9 @@ pub fn build_release_with(
         "--release",
         "--message-format=json-render-diagnostics",
     ]);
-    if arch != Arch::host() {
+    if static_link {
         cmd.args(["--target", arch.rust_target()]);
-        cross_env(&mut cmd, arch);
+        static_env(&mut cmd, arch);
     }
     if tool {
         cmd.args(["-p", "uacce-trace", "--bin", "uacce-trace"]);
@@ -119,7 +162,11 @@ pub fn build_release_with(
     if !features.is_empty() {
         cmd.args(["--features", &features.join(",")]);
     }
-    eprintln!("building release binaries for {}…", arch.rust_target());
+    eprintln!(
+        "building release binaries for {}{}…",
+        arch.rust_target(),
+        if static_link { " (static)" } else { "" }
+    );
     let out = cmd
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
@@ -182,7 +229,7 @@ mod tests {
             return;
         }
         let mut cmd = Command::new("true");
-        cross_env(&mut cmd, Arch::Aarch64);
+        static_env(&mut cmd, Arch::Aarch64);
         let envs: Vec<(String, String)> = cmd
             .get_envs()
             .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.to_owned())))
@@ -195,5 +242,17 @@ mod tests {
             |(k, v)| k == "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS"
                 && v.ends_with("-C target-feature=+crt-static")
         ));
+    }
+
+    #[test]
+    fn static_host_build_keeps_the_host_linker() {
+        let mut cmd = Command::new("true");
+        static_env(&mut cmd, Arch::host());
+        let prefix = Arch::host().cargo_env_prefix();
+        let keys: Vec<String> = cmd
+            .get_envs()
+            .filter_map(|(k, _)| k.to_str().map(str::to_owned))
+            .collect();
+        assert_eq!(keys, vec![format!("{prefix}_RUSTFLAGS")]);
     }
 }

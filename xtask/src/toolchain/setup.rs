@@ -33,6 +33,14 @@ use crate::toolchain::stock;
 /// The bpf-linker release that is installed.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// The cargo-deb release `cargo xtask dist` builds the .deb files with.
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
+/// Debian packages of `cargo xtask dist`: lintian checks the .deb files,
+/// the arm64 cross binutils strip the arm64 binary (the amd64 ones come
+/// with the host's gcc).
+pub const DIST_PACKAGES: &[&str] = &["lintian", "binutils-aarch64-linux-gnu", "binutils"];
+
 /// Debian packages the VM tests (qemu, busybox initramfs), the benchmarks
 /// (bpftrace, bpftool as peers), the `top` end-to-end test (tmux) and the
 /// `serve` test (a real Prometheus server) need on the host.
@@ -399,14 +407,18 @@ fn link_llvm_prefix(prefix: &Path, llvm: &NightlyLlvm) -> Result<()> {
 
 /// Whether `bin --version` runs and reports the wanted release.
 fn bpf_linker_works(bin: &Path) -> bool {
+    reports_version(bin, BPF_LINKER_VERSION)
+}
+
+/// Whether `bin --version` runs and its output names `version`.
+fn reports_version(bin: &Path, version: &str) -> bool {
     Command::new(bin)
         .arg("--version")
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
         .is_ok_and(|out| {
-            out.status.success()
-                && String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION)
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(version)
         })
 }
 
@@ -478,6 +490,46 @@ fn ensure_bpf_linker() -> Result<()> {
     write_stamp(&stamp, &stamp_text)?;
     step.done(&detail);
     Ok(())
+}
+
+/// Installs cargo-deb [`CARGO_DEB_VERSION`] into the tools folder (from
+/// the machine's configured cargo registry) unless that release is there;
+/// returns its path.
+pub fn ensure_cargo_deb() -> Result<PathBuf> {
+    let step = Step::new(format!("cargo-deb {CARGO_DEB_VERSION}"));
+    let bin = cache::tools()?.join("bin").join("cargo-deb");
+    let works = |bin: &Path| reports_version(bin, CARGO_DEB_VERSION);
+    if works(&bin) {
+        step.cached("");
+        return Ok(bin);
+    }
+    step.say(&format!(
+        "cargo install cargo-deb {CARGO_DEB_VERSION} --locked (a few minutes)"
+    ));
+    // Outside the workspace, like bpf-linker.
+    run_to_stderr(
+        Command::new("cargo")
+            .args([
+                "install",
+                "cargo-deb",
+                "--version",
+                CARGO_DEB_VERSION,
+                "--locked",
+            ])
+            .arg("--root")
+            .arg(cache::tools()?)
+            .arg("--force")
+            .current_dir(cache::root()?),
+    )
+    .context("building cargo-deb")?;
+    if !works(&bin) {
+        bail!(
+            "{} was installed but `--version` does not report {CARGO_DEB_VERSION}",
+            bin.display()
+        );
+    }
+    step.done("");
+    Ok(bin)
 }
 
 pub(super) fn write_stamp(path: &Path, text: &str) -> Result<()> {

@@ -384,6 +384,38 @@ pub fn write_gzip(data: &[u8], out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A whole root file system (`dir`, e.g. a debootstrap'ed Debian) as a
+/// gzip'd newc archive, through `find | cpio` (device nodes, owners and
+/// links kept, which [`Newc`] does not write); cached in `vm/rootfs/` by
+/// the folder's name (which carries its recipe's key). Returns its path.
+pub fn dir_archive_gz(dir: &Path) -> Result<PathBuf> {
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("no folder name in {}", dir.display()))?;
+    let cache = crate::base::cache::vm_work()?.join("rootfs");
+    fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let out = cache.join(format!("{name}.cpio.gz"));
+    if out.is_file() {
+        return Ok(out);
+    }
+    let partial = cache.join(format!("{name}.cpio.gz.partial"));
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg("set -o pipefail; cd \"$1\" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1 -n > \"$2\"")
+        .arg("bash")
+        .arg(dir)
+        .arg(&partial)
+        .stdin(Stdio::null())
+        .status()
+        .context("running find | cpio | gzip")?;
+    if !status.success() {
+        bail!("packing {} failed ({status})", dir.display());
+    }
+    fs::rename(&partial, &out).with_context(|| format!("moving {}", partial.display()))?;
+    Ok(out)
+}
+
 /// Writes the image of one VM: the base archive followed by its `/init`.
 pub fn write_vm_image(base_gz: &Path, script: &str, out: &Path) -> Result<()> {
     write_vm_image_with(base_gz, script, &[], out)
