@@ -155,3 +155,60 @@ fn http_behaviour() {
         assert!(h.join().expect("client thread"), "a client got no answer");
     }
 }
+
+/// A crowd of slow clients cannot starve a scrape: 1,000 connections that
+/// send the start of a request head and then nothing are held open while
+/// a real scrape must be answered within 1 s; afterwards the crowd is
+/// dropped by the server's head timeout, not by the test.
+#[test]
+fn a_scrape_is_answered_while_a_thousand_slow_clients_hold_connections() {
+    // The test itself needs a descriptor per slow client.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit on structs we own.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max.min(4096);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    const SLOW: usize = 1000;
+    assert!(
+        lim.rlim_cur as usize > SLOW + 64,
+        "open-file hard limit {} too low for {SLOW} clients",
+        lim.rlim_max
+    );
+    let s = start();
+    let crowd: Vec<TcpStream> = (0..SLOW)
+        .map(|_| {
+            let mut c = TcpStream::connect(&s.addr).expect("connect");
+            c.write_all(b"GET /met").expect("send");
+            c
+        })
+        .collect();
+    // Let the server accept them all.
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = std::time::Instant::now();
+    let mut c = TcpStream::connect(&s.addr).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").expect("send");
+    let mut buf = Vec::new();
+    let read = c.read_to_end(&mut buf);
+    let took = t0.elapsed();
+    assert!(
+        read.is_ok() && buf.starts_with(b"HTTP/1.1 200 OK\r\n"),
+        "no answer within 1 s while {SLOW} slow clients wait ({took:?}, {read:?})"
+    );
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // The server drops each slow client at its head timeout (5 s).
+    let mut first = crowd.into_iter().next().expect("a slow client");
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut rest = Vec::new();
+    let t1 = std::time::Instant::now();
+    let _ = first.read_to_end(&mut rest);
+    assert!(t1.elapsed() < Duration::from_secs(9), "slow client held");
+}

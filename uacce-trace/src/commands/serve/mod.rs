@@ -10,9 +10,12 @@
 //!   address (the metrics name processes and devices of the host).
 //! - One task owns the aggregator: it ingests event batches and answers
 //!   scrape requests from the connection tasks over a channel, so a scrape
-//!   sees a consistent state and nothing is locked. At most
-//!   [`MAX_CONNECTIONS`] connections are served at once; further clients
-//!   wait in the kernel's listen backlog until one finishes.
+//!   sees a consistent state and nothing is locked. Up to
+//!   [`MAX_CONNECTIONS`] connections are served at once (fewer where the
+//!   open-file limit cannot be raised that far: [`connection_limit`]), so
+//!   a crowd of slow clients, each dropped after `http::READ_TIMEOUT`
+//!   without a complete request head, does not keep a scrape waiting;
+//!   beyond that, clients wait in the kernel's listen backlog.
 //! - Idle processes age out every [`AGE_EVERY_NS`] (live: monotonic clock;
 //!   replay: event time) after `--idle-after` without an event.
 //! - `--replay FILE` ingests a raw recording (as fast as it can, or at the
@@ -49,7 +52,10 @@ use crate::{
 /// The default listen address (loopback only).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9435";
 /// Connections served at once; more wait in the kernel's listen backlog.
-pub const MAX_CONNECTIONS: usize = 16;
+pub const MAX_CONNECTIONS: usize = 4096;
+/// File descriptors kept free of connections (the BPF maps and programs,
+/// the ring, /proc reads).
+const RESERVED_FDS: u64 = 128;
 /// How often idle processes are aged out.
 pub const AGE_EVERY_NS: u64 = 10_000_000_000;
 
@@ -158,8 +164,9 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
         max_processes: opts.max_processes.max(1),
         ..Default::default()
     });
-    let (scrape_tx, mut scrape_rx) = mpsc::channel::<http::ScrapeRequest>(MAX_CONNECTIONS);
-    let acceptor = tokio::spawn(accept_loop(listener, scrape_tx.clone()));
+    let connections = connection_limit();
+    let (scrape_tx, mut scrape_rx) = mpsc::channel::<http::ScrapeRequest>(connections);
+    let acceptor = tokio::spawn(accept_loop(listener, scrape_tx.clone(), connections));
     let mut next_age_ns = if live {
         monotonic_ns().saturating_add(AGE_EVERY_NS)
     } else {
@@ -275,13 +282,52 @@ fn event_count(batch: &[Event]) -> u64 {
     batch.iter().map(Event::weight).sum()
 }
 
-/// Accept connections, at most [`MAX_CONNECTIONS`] in service at a time,
-/// each answered by its own task (which asks the serve loop for the body).
+/// How many connections to serve at once: [`MAX_CONNECTIONS`], with the
+/// soft open-file limit raised to what that needs (up to the hard limit);
+/// less when the hard limit is lower, said once.
+fn connection_limit() -> usize {
+    let want = MAX_CONNECTIONS as u64 + RESERVED_FDS;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 16;
+    }
+    if lim.rlim_cur < want {
+        let raised = libc::rlimit {
+            rlim_cur: want.min(lim.rlim_max),
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we own; raising the soft
+        // limit up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = raised.rlim_cur;
+        }
+    }
+    let n = lim
+        .rlim_cur
+        .saturating_sub(RESERVED_FDS)
+        .clamp(16, MAX_CONNECTIONS as u64) as usize;
+    if n < MAX_CONNECTIONS {
+        log::warn!(
+            "serving at most {n} connections at once (open-file limit {}); \
+             raise LimitNOFILE / ulimit -n for more",
+            lim.rlim_cur
+        );
+    }
+    n
+}
+
+/// Accept connections, at most `limit` in service at a time, each
+/// answered by its own task (which asks the serve loop for the body).
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     scrapes: mpsc::Sender<http::ScrapeRequest>,
+    limit: usize,
 ) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let permits = Arc::new(Semaphore::new(limit));
     loop {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
