@@ -34,6 +34,10 @@ uacce-trace.service runs `serve` with exactly these).";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// More diagnostics on standard error: -v info, -vv debug, -vvv trace
+    /// (also UACCE_TRACE_LOG=LEVEL or RUST_LOG=uacce_trace=LEVEL).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
 }
 
 #[derive(Subcommand, Debug)]

@@ -4,7 +4,9 @@
 //!
 //! - `log::error!`/`log::warn!` print `uacce-trace: error: …` /
 //!   `uacce-trace: warning: …`; `info`/`debug`/`trace` print
-//!   `uacce-trace: <level>: …`. The level comes from `UACCE_TRACE_LOG`
+//!   `uacce-trace: <level>: …`. The level comes from `-v` (info), `-vv`
+//!   (debug), `-vvv` (trace), else from `UACCE_TRACE_LOG`, else from
+//!   `RUST_LOG` (a level, or `uacce_trace=LEVEL` among its directives)
 //!   (`off`, `error`, `warn`, `info`, `debug`, `trace`; default `warn`).
 //! - `status!` prints `uacce-trace: …` whatever the level: the lines that
 //!   say what a command does and did ("tracing started", "stopped: …"),
@@ -66,14 +68,47 @@ pub fn parse_level(value: Option<&str>) -> log::LevelFilter {
         .unwrap_or(log::LevelFilter::Warn)
 }
 
-/// Install the logger (once; later calls do nothing).
+/// The level `RUST_LOG` asks of this crate: a bare level, or the level
+/// of a `uacce_trace=LEVEL` directive (the last one wins); `None` when it
+/// names neither.
+pub fn rust_log_level(value: &str) -> Option<log::LevelFilter> {
+    value
+        .split(',')
+        .filter_map(|d| match d.trim().split_once('=') {
+            Some((target, level)) if target.trim() == "uacce_trace" => level.trim().parse().ok(),
+            Some(_) => None,
+            None => d.trim().parse().ok(),
+        })
+        .next_back()
+}
+
+/// Install the logger (once; later calls do nothing), at the level of
+/// `UACCE_TRACE_LOG`, else `RUST_LOG`, else `warn`.
 pub fn init() {
     INIT.get_or_init(|| {
-        let level = parse_level(std::env::var(LEVEL_ENV).ok().as_deref());
+        let level = match std::env::var(LEVEL_ENV) {
+            Ok(v) => parse_level(Some(&v)),
+            Err(_) => std::env::var("RUST_LOG")
+                .ok()
+                .and_then(|v| rust_log_level(&v))
+                .unwrap_or(log::LevelFilter::Warn),
+        };
         if log::set_logger(&LOGGER).is_ok() {
             log::set_max_level(level);
         }
     });
+}
+
+/// `-v` given `count` times: info, debug, trace (never less than the
+/// environment asked for).
+pub fn set_verbosity(count: u8) {
+    let level = match count {
+        0 => return,
+        1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    log::set_max_level(level.max(log::max_level()));
 }
 
 /// Write one line to standard error (or keep it back while held).
@@ -129,6 +164,15 @@ mod tests {
         assert_eq!(parse_level(Some("OFF")), log::LevelFilter::Off);
         assert_eq!(parse_level(Some("loud")), log::LevelFilter::Warn);
         assert_eq!(level_word(log::Level::Warn), "warning");
+    }
+
+    #[test]
+    fn rust_log_directives() {
+        use log::LevelFilter::*;
+        assert_eq!(rust_log_level("debug"), Some(Debug));
+        assert_eq!(rust_log_level("aya=trace,uacce_trace=info"), Some(Info));
+        assert_eq!(rust_log_level("aya=trace"), None);
+        assert_eq!(rust_log_level("nonsense"), None);
     }
 
     #[test]

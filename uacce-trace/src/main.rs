@@ -8,5 +8,6 @@ use clap::Parser;
 fn main() -> ExitCode {
     uacce_trace::logger::init();
     let cli = uacce_trace::cli::Cli::parse();
+    uacce_trace::logger::set_verbosity(cli.verbose);
     ExitCode::from(uacce_trace::cli::run(cli))
 }
