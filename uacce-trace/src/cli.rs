@@ -38,6 +38,11 @@ pub struct Cli {
     /// (also UACCE_TRACE_LOG=LEVEL or RUST_LOG=uacce_trace=LEVEL).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// The running kernel's BTF from FILE (e.g. from BTFHub) instead of
+    /// /sys/kernel/btf/vmlinux, for kernels built without it in /sys; the
+    /// hook plan and the loader both use it.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub btf: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -308,6 +313,13 @@ pub fn parse_kind(s: &str) -> Result<Kind, String> {
 
 /// Run a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> u8 {
+    if let Some(path) = cli.btf {
+        if let Err(e) = std::fs::File::open(&path) {
+            log::error!("--btf {}: {e}", path.display());
+            return crate::exit::BAD_INPUT;
+        }
+        crate::kernel::system::use_btf_file(path);
+    }
     let result = match cli.command {
         Command::Top {
             replay,

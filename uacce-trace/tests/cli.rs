@@ -887,3 +887,42 @@ fn full_disk_and_permissions_name_the_file() {
     }
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// `--btf FILE`: a file that cannot be opened is bad input (exit 2, named);
+/// a copy of the running kernel's BTF elsewhere is what `doctor` reads and
+/// plans from (needs /sys/kernel/btf/vmlinux to copy; skipped without).
+#[test]
+fn btf_file_option() {
+    let missing = "/nonexistent/vmlinux.btf";
+    let o = run(&["--btf", missing, "doctor"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains(missing), "{}", stderr(&o));
+    let sys = Path::new("/sys/kernel/btf/vmlinux");
+    let Ok(bytes) = fs::read(sys) else {
+        common::skip(common::Lack::Host, "no /sys/kernel/btf/vmlinux to copy");
+        return;
+    };
+    let copy = scratch("btf-copy").join("vmlinux.btf");
+    fs::write(&copy, bytes).expect("write the copy");
+    let with_file = run(&["doctor", "--btf", s(&copy)]);
+    let text = String::from_utf8_lossy(&with_file.stdout).into_owned();
+    assert!(
+        text.contains(&format!("ok ({}, ", copy.display())),
+        "{text}"
+    );
+    // The same plan as from /sys.
+    let plain = String::from_utf8_lossy(&run(&["doctor"]).stdout).into_owned();
+    let plan = |t: &str| -> Vec<String> {
+        t.lines()
+            // BTF names its file; the others move on a live host.
+            .filter(|l| {
+                !["BTF", "vmstat", "PASID scan"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(plan(&text), plan(&plain));
+    assert_eq!(with_file.status.code(), run(&["doctor"]).status.code());
+}

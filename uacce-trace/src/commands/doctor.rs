@@ -96,7 +96,7 @@ fn render(
     row(
         "BTF",
         match &i.btf {
-            Ok(n) => format!("ok ({}, {n} types)", system::VMLINUX_BTF),
+            Ok(n) => format!("ok ({}, {n} types)", system::btf_path().display()),
             Err(e) => format!("no: {e}"),
         },
     );

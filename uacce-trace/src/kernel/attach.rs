@@ -261,7 +261,10 @@ pub fn attach_plan(
     summary: bool,
 ) -> Result<Attached, SourceError> {
     let longterm = inspection.foll_longterm.value.unwrap_or(0);
+    // The loader relocates with the BTF the plan was made from (aya would
+    // read /sys/kernel/btf/vmlinux again, or fail without it: `--btf`).
     let mut ebpf = EbpfLoader::new()
+        .btf(btf)
         .map_max_entries("EVENTS", ring_bytes)
         .override_global("CONFIG", &inspection.config.config, true)
         .override_global("SUMMARY_MODE", &u32::from(summary), true)

@@ -65,8 +65,8 @@ impl LiveFacts {
     /// Read vmlinux BTF once and find tracefs and debugfs (mounting them
     /// where needed and allowed).
     pub fn new() -> LiveFacts {
-        let data = std::fs::read(system::VMLINUX_BTF)
-            .map_err(|e| format!("reading {}: {e}", system::VMLINUX_BTF));
+        let path = system::btf_path();
+        let data = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()));
         let aya_btf = data
             .as_ref()
             .ok()

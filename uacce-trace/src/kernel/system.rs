@@ -42,6 +42,24 @@ pub fn parse_version(release: &str) -> Option<(u32, u32)> {
 /// Where the kernel's BTF is.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
+/// The BTF file given with `--btf`, for kernels without BTF in /sys.
+static BTF_PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Read the kernel's BTF from `path` instead of [`VMLINUX_BTF`] (a
+/// BTFHub-style file for the running kernel), for the rest of the
+/// process; the first call wins.
+pub fn use_btf_file(path: PathBuf) {
+    let _ = BTF_PATH.set(path);
+}
+
+/// Where the kernel's BTF is read from: the `--btf` file, else
+/// [`VMLINUX_BTF`].
+pub fn btf_path() -> &'static Path {
+    BTF_PATH
+        .get()
+        .map_or(Path::new(VMLINUX_BTF), PathBuf::as_path)
+}
+
 /// The kprobe PMU; absent when CONFIG_KPROBES is off.
 pub const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
 
