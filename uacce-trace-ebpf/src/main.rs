@@ -29,6 +29,7 @@ use uacce_trace_common::{
 mod bench;
 mod iopf;
 mod proc;
+mod request;
 mod smmu;
 mod uacce;
 

@@ -66,6 +66,15 @@ pub enum Command {
         /// Which hook types to use.
         #[arg(long, value_enum, default_value_t = HookPreference::Auto)]
         hooks: HookPreference,
+        /// Time calls of a user-space function as requests (repeatable):
+        /// BINARY:SYMBOL[:PID] (a program or library, a function in it,
+        /// optionally one process only), or a preset resolved in the
+        /// libraries running processes have mapped: uadk (libwd's
+        /// wd_do_*_sync), qpl (qpl_execute_job, qpl_submit_job,
+        /// qpl_wait_job), dml (dml_execute_job). Each request is joined with
+        /// the IO page faults of its process reported inside it.
+        #[arg(long = "op", value_name = "BINARY:SYMBOL[:PID]|uadk|qpl|dml", value_parser = crate::kernel::ops::parse_op, conflicts_with = "replay")]
+        op: Vec<crate::kernel::ops::OpArg>,
         /// Ring buffer size: a power of two of at least 4K, e.g. 256K, 4M, 64M.
         #[arg(long, default_value = "4M", value_parser = commands::parse_ring_size)]
         ring_size: u32,
@@ -102,6 +111,15 @@ pub enum Command {
         /// NDJSON output.
         #[arg(long)]
         json: bool,
+        /// Time calls of a user-space function as requests (repeatable):
+        /// BINARY:SYMBOL[:PID] (a program or library, a function in it,
+        /// optionally one process only), or a preset resolved in the
+        /// libraries running processes have mapped: uadk (libwd's
+        /// wd_do_*_sync), qpl (qpl_execute_job, qpl_submit_job,
+        /// qpl_wait_job), dml (dml_execute_job). Each request is joined with
+        /// the IO page faults of its process reported inside it.
+        #[arg(long = "op", value_name = "BINARY:SYMBOL[:PID]|uadk|qpl|dml", value_parser = crate::kernel::ops::parse_op)]
+        op: Vec<crate::kernel::ops::OpArg>,
         /// Ring buffer size: a power of two of at least 4K, e.g. 256K, 4M, 64M.
         #[arg(long, default_value = "4M", value_parser = commands::parse_ring_size)]
         ring_size: u32,
@@ -148,6 +166,15 @@ pub enum Command {
         /// Which hook types to use.
         #[arg(long, value_enum, default_value_t = HookPreference::Auto)]
         hooks: HookPreference,
+        /// Time calls of a user-space function as requests (repeatable):
+        /// BINARY:SYMBOL[:PID] (a program or library, a function in it,
+        /// optionally one process only), or a preset resolved in the
+        /// libraries running processes have mapped: uadk (libwd's
+        /// wd_do_*_sync), qpl (qpl_execute_job, qpl_submit_job,
+        /// qpl_wait_job), dml (dml_execute_job). Each request is joined with
+        /// the IO page faults of its process reported inside it.
+        #[arg(long = "op", value_name = "BINARY:SYMBOL[:PID]|uadk|qpl|dml", value_parser = crate::kernel::ops::parse_op, conflicts_with = "replay")]
+        op: Vec<crate::kernel::ops::OpArg>,
         /// Ring buffer size: a power of two of at least 4K, e.g. 256K, 4M, 64M.
         #[arg(long, default_value = "4M", value_parser = commands::parse_ring_size)]
         ring_size: u32,
@@ -245,6 +272,15 @@ pub enum Command {
         /// Which hook types to use.
         #[arg(long, value_enum, default_value_t = HookPreference::Auto)]
         hooks: HookPreference,
+        /// Time calls of a user-space function as requests (repeatable):
+        /// BINARY:SYMBOL[:PID] (a program or library, a function in it,
+        /// optionally one process only), or a preset resolved in the
+        /// libraries running processes have mapped: uadk (libwd's
+        /// wd_do_*_sync), qpl (qpl_execute_job, qpl_submit_job,
+        /// qpl_wait_job), dml (dml_execute_job). Each request is joined with
+        /// the IO page faults of its process reported inside it.
+        #[arg(long = "op", value_name = "BINARY:SYMBOL[:PID]|uadk|qpl|dml", value_parser = crate::kernel::ops::parse_op, conflicts_with = "replay")]
+        op: Vec<crate::kernel::ops::OpArg>,
         /// Ring buffer size: a power of two of at least 4K, e.g. 256K, 4M, 64M.
         #[arg(long, default_value = "4M", value_parser = commands::parse_ring_size)]
         ring_size: u32,
@@ -269,6 +305,7 @@ pub fn run(cli: Cli) -> u8 {
             fast,
             interval,
             hooks,
+            op,
             ring_size,
         } => crate::tui::run(crate::tui::TopOptions {
             replay,
@@ -277,6 +314,10 @@ pub fn run(cli: Cli) -> u8 {
             tracer: TracerOptions {
                 hooks,
                 ring_bytes: ring_size,
+                ops: match resolve_ops(op) {
+                    Ok(o) => o,
+                    Err(code) => return code,
+                },
             },
         }),
         Command::Doctor {
@@ -291,11 +332,16 @@ pub fn run(cli: Cli) -> u8 {
         Command::Trace {
             hooks,
             json,
+            op,
             ring_size,
         } => trace::run(
             TracerOptions {
                 hooks,
                 ring_bytes: ring_size,
+                ops: match resolve_ops(op) {
+                    Ok(o) => o,
+                    Err(code) => return code,
+                },
             },
             json,
         ),
@@ -308,9 +354,14 @@ pub fn run(cli: Cli) -> u8 {
             replay,
             realtime,
             hooks,
+            op,
             ring_size,
             command,
         } => {
+            let ops = match resolve_ops(op) {
+                Ok(o) => o,
+                Err(code) => return code,
+            };
             let format = if raw {
                 Format::Raw
             } else {
@@ -328,6 +379,7 @@ pub fn run(cli: Cli) -> u8 {
                 tracer: TracerOptions {
                     hooks,
                     ring_bytes: ring_size,
+                    ops,
                 },
                 command,
             })
@@ -371,6 +423,7 @@ pub fn run(cli: Cli) -> u8 {
             max_processes,
             bpf_stats,
             hooks,
+            op,
             ring_size,
         } => crate::commands::serve::run(crate::commands::serve::ServeOptions {
             listen,
@@ -382,6 +435,10 @@ pub fn run(cli: Cli) -> u8 {
             tracer: TracerOptions {
                 hooks,
                 ring_bytes: ring_size,
+                ops: match resolve_ops(op) {
+                    Ok(o) => o,
+                    Err(code) => return code,
+                },
             },
         }),
         #[cfg(feature = "bench")]
@@ -393,6 +450,29 @@ pub fn run(cli: Cli) -> u8 {
         Err(e) => {
             log::error!("{e:#}");
             1
+        }
+    }
+}
+
+/// Resolve the `--op` arguments (see `kernel::ops`) and say what was
+/// found where; the plan lives as long as the process (the tracer's
+/// options are `Copy`). Err: the exit status (2: bad input).
+fn resolve_ops(
+    args: Vec<crate::kernel::ops::OpArg>,
+) -> Result<Option<&'static crate::kernel::ops::OpPlan>, u8> {
+    if args.is_empty() {
+        return Ok(None);
+    }
+    match crate::kernel::ops::resolve(&args) {
+        Ok(plan) => {
+            for note in &plan.notes {
+                crate::status!("{note}");
+            }
+            Ok(Some(Box::leak(Box::new(plan))))
+        }
+        Err(e) => {
+            log::error!("{e}");
+            Err(crate::exit::BAD_INPUT)
         }
     }
 }

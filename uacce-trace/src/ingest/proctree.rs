@@ -161,6 +161,7 @@ pub fn event_tgid(ev: &Event) -> Option<Option<u32>> {
         Event::PinIoctl(i) => Some(Some(i.tgid)),
         Event::Pasid(p) => Some(Some(p.tgid)),
         Event::Queue(q) => Some(Some(q.tgid)),
+        Event::Request(r) => Some(Some(r.tgid)),
         Event::Loss(_) | Event::Proc(_) => None,
     }
 }
