@@ -293,7 +293,9 @@ pub enum Command {
 
 /// Parse a series kind name.
 pub fn parse_kind(s: &str) -> Result<Kind, String> {
-    Kind::from_name(s).ok_or_else(|| format!("`{s}`: expected iopf, pin, unpin or uacce_ctrl"))
+    Kind::from_name(s).ok_or_else(|| {
+        format!("`{s}`: expected iopf, pin, unpin, uacce_ctrl, op, op_faulted or op_clean")
+    })
 }
 
 /// Run a parsed command line; returns the exit code.

@@ -853,6 +853,17 @@ mod tests {
                 queue: 0xffff_8880_0000_1000,
                 hook: HookType::Fentry,
             }),
+            Event::Request(RequestEvent {
+                ts_ns: 30_000_000,
+                latency_ns: 2_000_000,
+                tgid: 10,
+                tid: 12,
+                comm: "zip".into(),
+                op: "wd_do_comp_sync".into(),
+                ret: -22,
+                faults: 2,
+                fault_ns: 700_000,
+            }),
             Event::Pasid(PasidEvent {
                 ts_ns: 30_000_001,
                 tgid: 10,
@@ -921,8 +932,8 @@ mod tests {
                 ReplayItem::Mark(ts) => (0, *ts),
             })
             .collect();
-        // Two events, the mark, then four events 30 ms later.
-        assert_eq!(shape, vec![(2, 0), (0, 2_500), (4, 29_999_000)]);
+        // Two events, the mark, then five events 30 ms later (a request among them).
+        assert_eq!(shape, vec![(2, 0), (0, 2_500), (5, 29_999_000)]);
         Ok(())
     }
 

@@ -791,4 +791,58 @@ mod tests {
         assert!(!text.contains("pid=\"11\""), "{text}");
         assert!(!text.contains("_count{pid=\"\",comm=\"[other]\""), "{text}");
     }
+
+    #[test]
+    fn requests_have_op_series_and_a_faulted_tail_share() {
+        use crate::ingest::event::RequestEvent;
+        let mut agg = Aggregator::new(ModelConfig::default());
+        // 1000 requests; the 10 slowest had a fault.
+        for i in 0..1000u64 {
+            let slow = i % 100 == 0;
+            agg.ingest(&Event::Request(RequestEvent {
+                ts_ns: 1_000 + i * 10_000,
+                latency_ns: if slow { 3_000_000 } else { 4_000 },
+                tgid: 5,
+                tid: 6,
+                comm: "zip".into(),
+                op: "wd_do_comp_sync".into(),
+                ret: 0,
+                faults: u32::from(slow),
+                fault_ns: if slow { 1_000_000 } else { 0 },
+            }));
+        }
+        let snap = agg.snapshot(20_000_000);
+        let text = render(&Exposition {
+            snapshot: &snap,
+            mode: "replay",
+            kernel: "k",
+            replay_complete: None,
+            self_stats: None,
+            bpf: None,
+        });
+        let l = r#"pid="5",comm="zip",op="wd_do_comp_sync""#;
+        for want in [
+            format!("uacce_trace_op_latency_seconds_count{{{l}}} 1000"),
+            format!("uacce_trace_op_faulted_latency_seconds_count{{{l}}} 10"),
+            format!("uacce_trace_op_clean_latency_seconds_count{{{l}}} 990"),
+            format!("uacce_trace_op_faulted_tail_ratio{{{l},tail=\"p99\"}} 1"),
+            format!("uacce_trace_op_faulted_tail_ratio{{{l},tail=\"p99.9\"}} 1"),
+        ] {
+            assert!(
+                text.contains(&format!("{want}\n")),
+                "missing {want}:\n{text}"
+            );
+        }
+        // Without requests there are no request families.
+        let empty = Aggregator::new(ModelConfig::default()).snapshot(0);
+        let text = render(&Exposition {
+            snapshot: &empty,
+            mode: "replay",
+            kernel: "k",
+            replay_complete: None,
+            self_stats: None,
+            bpf: None,
+        });
+        assert!(!text.contains("uacce_trace_op"), "{text}");
+    }
 }
