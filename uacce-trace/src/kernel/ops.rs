@@ -541,14 +541,15 @@ pub fn resolve(args: &[OpArg]) -> Result<OpPlan, OpError> {
 /// return half first. Returns the number of sites attached; fails on the
 /// first site that cannot be attached (the run would miss its requests).
 pub(crate) fn attach(ebpf: &mut Ebpf, plan: &OpPlan) -> Result<usize, String> {
-    for program in REQUEST {
-        let name = program.to_string();
-        let prog: &mut UProbe = ebpf
-            .program_mut(&name)
+    fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe, String> {
+        ebpf.program_mut(name)
             .ok_or_else(|| format!("program {name} missing from the object"))?
             .try_into()
-            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-        prog.load().map_err(|e| {
+            .map_err(|e: aya::programs::ProgramError| e.to_string())
+    }
+    for program in REQUEST {
+        let name = program.to_string();
+        uprobe(ebpf, &name)?.load().map_err(|e| {
             format!(
                 "{name}: {}",
                 crate::kernel::attach::describe_program_error(&e)
@@ -559,11 +560,7 @@ pub(crate) fn attach(ebpf: &mut Ebpf, plan: &OpPlan) -> Result<usize, String> {
         for program in REQUEST {
             debug_assert!(matches!(program.attach, Attach::UProbe | Attach::URetProbe));
             let name = program.to_string();
-            let prog: &mut UProbe = ebpf
-                .program_mut(&name)
-                .ok_or_else(|| format!("program {name} missing from the object"))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+            let prog = uprobe(ebpf, &name)?;
             let scope = match site.pid.and_then(NonZeroU32::new) {
                 Some(pid) => UProbeScope::OneProcess(pid),
                 None => UProbeScope::AllProcesses,
