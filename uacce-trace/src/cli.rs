@@ -102,8 +102,12 @@ pub enum Command {
     ///
     /// Human-readable columns by default, NDJSON with stable field names
     /// with --json (event, ts_ns, tgid, tid, comm, func, hook, start,
-    /// nr_pages, ret, pinned, gup_flags, longterm, latency_ns). A summary
-    /// with the number of events and drops goes to stderr at the end.
+    /// nr_pages, ret, pinned, gup_flags, longterm, latency_ns). With --op,
+    /// also one line per request (`"event":"request"`: op, ts_ns,
+    /// latency_ns, tgid, tid, comm, ret, faults, fault_ns: the IO page
+    /// faults of its process reported inside it and their time inside it).
+    /// A summary with the number of events and drops goes to stderr at the
+    /// end.
     Trace {
         /// Which hook types to use (forcing one is for tests and odd kernels).
         #[arg(long, value_enum, default_value_t = HookPreference::Auto)]
