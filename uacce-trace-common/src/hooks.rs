@@ -69,6 +69,10 @@ pub enum Attach {
     Tracepoint(&'static str, &'static str),
     /// A raw tracepoint, by event name.
     RawTracepoint(&'static str),
+    /// A uprobe on a user-space function (`--op`), at entry.
+    UProbe,
+    /// A uretprobe on a user-space function, at return.
+    URetProbe,
 }
 
 /// One program of the object: `<base>_<suffix>` (`<base>` alone when the
@@ -524,6 +528,24 @@ pub const BENCH: [Program; 2] = [
     },
 ];
 
+/// The request programs (`uacce-trace-ebpf/src/request.rs`), never in the
+/// plan: attached to the user-space functions named with `--op`, once per
+/// function, the return half first (a call in flight while the entry half
+/// attaches then meets only a return without entry, counted as in flight
+/// at start, instead of leaving an entry behind).
+pub const REQUEST: [Program; 2] = [
+    Program {
+        base: "req",
+        suffix: "uretprobe",
+        attach: Attach::URetProbe,
+    },
+    Program {
+        base: "req",
+        suffix: "uprobe",
+        attach: Attach::UProbe,
+    },
+];
+
 /// The catalog entry of `target`.
 pub fn hook(target: &str) -> Option<&'static Hook> {
     HOOKS.iter().find(|h| h.target == target)
@@ -534,7 +556,8 @@ pub fn preferred_over(target: &str) -> &'static [&'static str] {
     hook(target).map_or(&[], |h| h.preferred)
 }
 
-/// Every program the object must hold: the catalog's, the PASID scan and,
+/// Every program the object must hold: the catalog's, the PASID scan, the
+/// request programs and,
 /// with `bench`, the bench source. A program serving several targets
 /// (renamed functions) is listed once per target.
 pub fn all_programs(bench: bool) -> impl Iterator<Item = Program> {
@@ -543,6 +566,7 @@ pub fn all_programs(bench: bool) -> impl Iterator<Item = Program> {
         .iter()
         .flat_map(Hook::programs)
         .chain(core::iter::once(PASID_SCAN))
+        .chain(REQUEST)
         .chain(bench.iter().copied())
 }
 

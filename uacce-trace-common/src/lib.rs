@@ -53,6 +53,57 @@ pub const KIND_QUEUE: u16 = 6;
 /// exit) from the `sched_process_fork` / `sched_process_exit` tracepoints.
 pub const KIND_PROC: u16 = 9;
 
+/// `RecordHeader::kind` of a [`RequestRecord`]: one user-space request
+/// (a probed library or program function, `--op`), entry to return.
+pub const KIND_REQUEST: u16 = 12;
+
+/// One user-space request: a call of a function probed with a uprobe at
+/// entry and a uretprobe at return (`uacce-trace-ebpf/src/request.rs`).
+/// Only the outermost call of a recursion is reported.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub header: RecordHeader,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at entry.
+    pub ts_ns: u64,
+    /// Return time minus entry time.
+    pub latency_ns: u64,
+    /// The function's return value (the return register, as a signed long).
+    pub ret: i64,
+    pub tgid: u32,
+    pub tid: u32,
+    /// The op's number (the uprobe's attach cookie; user space maps it to
+    /// the op's name).
+    pub op: u32,
+    /// Deepest recursion seen below the outermost call (0: none).
+    pub depth: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Key of the requests' in-flight map: one entry per (thread, op).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RequestKey {
+    pub tid: u32,
+    pub op: u32,
+}
+
+/// Value of the requests' in-flight map: the outermost call in flight.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestInflight {
+    pub ts_ns: u64,
+    /// User stack pointer at entry: a deeper frame (lower address) of the
+    /// same thread is a recursive call, the same or a higher one means the
+    /// earlier call never returned through its uretprobe (longjmp,
+    /// exception unwinding, a thread that exited and whose id came back).
+    pub sp: u64,
+    /// Recursive calls in flight below the outermost one.
+    pub depth: u32,
+    /// Deepest recursion seen.
+    pub max_depth: u32,
+}
+
 /// `ProcRecord::op`: a followed process forked a new process (`tgid`).
 pub const PROC_OP_FORK: u32 = 1;
 /// `ProcRecord::op`: the last thread of followed process `tgid` exited.
@@ -569,6 +620,11 @@ pub mod counter {
     /// Not a loss: a call in summary mode whose key did not fit in the
     /// full `SUMMARY` map went to the ring as a record instead.
     pub const SUMMARY_FULL: u32 = 11;
+    /// Loss: a request (`--op`) entry found a call of the same thread and
+    /// op in flight that cannot be its caller (same or outer stack frame):
+    /// that call never returned through its uretprobe (longjmp, exception
+    /// unwinding, a thread that exited); it was replaced, its request lost.
+    pub const REQUEST_RETURN_MISSED: u32 = 13;
     /// First of the per-record-kind ring-buffer losses ([`ringbuf_full`]).
     pub const RINGBUF_FULL_BASE: u32 = 16;
     /// Number of counters.
@@ -757,6 +813,13 @@ const _: () = {
     assert!(offset_of!(ProcRecord, lost) == 32);
     assert!(offset_of!(ProcRecord, comm) == 40);
     assert!(offset_of!(PinInflight, depth) == 30);
+    assert!(size_of::<RequestRecord>() == 64);
+    assert!(offset_of!(RequestRecord, ret) == 24);
+    assert!(offset_of!(RequestRecord, tgid) == 32);
+    assert!(offset_of!(RequestRecord, op) == 40);
+    assert!(offset_of!(RequestRecord, comm) == 48);
+    assert!(size_of::<RequestKey>() == 8);
+    assert!(size_of::<RequestInflight>() == 24);
 };
 
 #[cfg(feature = "user")]
@@ -780,6 +843,9 @@ mod user {
     unsafe impl aya::Pod for super::summary::SummaryKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::summary::SummaryValue {}
+    unsafe impl aya::Pod for super::RequestKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RequestInflight {}
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use uacce_trace_common::{
 mod bench;
 mod iopf;
 mod proc;
+mod request;
 mod smmu;
 mod summary;
 mod uacce;

@@ -83,6 +83,15 @@ pub enum Command {
         /// Which hook types to use.
         #[arg(long, value_enum, default_value_t = HookPreference::Auto)]
         hooks: HookPreference,
+        /// Time calls of a user-space function as requests (repeatable):
+        /// BINARY:SYMBOL[:PID] (a program or library, a function in it,
+        /// optionally one process only), or a preset resolved in the
+        /// libraries running processes have mapped: uadk (libwd's
+        /// wd_do_*_sync), qpl (qpl_execute_job, qpl_submit_job,
+        /// qpl_wait_job), dml (dml_execute_job). Each request is joined with
+        /// the IO page faults of its process reported inside it.
+        #[arg(long = "op", value_name = "BINARY:SYMBOL[:PID]|uadk|qpl|dml", value_parser = crate::kernel::ops::parse_op, conflicts_with = "replay")]
+        op: Vec<crate::kernel::ops::OpArg>,
         /// Ring buffer size: a power of two of at least 4K, e.g. 256K, 4M, 64M.
         #[arg(long, default_value = "4M", value_parser = commands::parse_ring_size)]
         ring_size: u32,
@@ -110,8 +119,12 @@ pub enum Command {
     ///
     /// Human-readable columns by default, NDJSON with stable field names
     /// with --json (event, ts_ns, tgid, tid, comm, func, hook, start,
-    /// nr_pages, ret, pinned, gup_flags, longterm, latency_ns). A summary
-    /// with the number of events and drops goes to stderr at the end.
+    /// nr_pages, ret, pinned, gup_flags, longterm, latency_ns). With --op,
+    /// also one line per request (`"event":"request"`: op, ts_ns,
+    /// latency_ns, tgid, tid, comm, ret, faults, fault_ns: the IO page
+    /// faults of its process reported inside it and their time inside it).
+    /// A summary with the number of events and drops goes to stderr at the
+    /// end.
     Trace {
         /// Which hook types to use (forcing one is for tests and odd kernels).
         #[arg(long, value_enum, default_value_t = HookPreference::Auto)]
@@ -119,6 +132,15 @@ pub enum Command {
         /// NDJSON output.
         #[arg(long)]
         json: bool,
+        /// Time calls of a user-space function as requests (repeatable):
+        /// BINARY:SYMBOL[:PID] (a program or library, a function in it,
+        /// optionally one process only), or a preset resolved in the
+        /// libraries running processes have mapped: uadk (libwd's
+        /// wd_do_*_sync), qpl (qpl_execute_job, qpl_submit_job,
+        /// qpl_wait_job), dml (dml_execute_job). Each request is joined with
+        /// the IO page faults of its process reported inside it.
+        #[arg(long = "op", value_name = "BINARY:SYMBOL[:PID]|uadk|qpl|dml", value_parser = crate::kernel::ops::parse_op)]
+        op: Vec<crate::kernel::ops::OpArg>,
         /// Ring buffer size: a power of two of at least 4K, e.g. 256K, 4M, 64M.
         #[arg(long, default_value = "4M", value_parser = commands::parse_ring_size)]
         ring_size: u32,
@@ -172,6 +194,15 @@ pub enum Command {
         /// Which hook types to use.
         #[arg(long, value_enum, default_value_t = HookPreference::Auto)]
         hooks: HookPreference,
+        /// Time calls of a user-space function as requests (repeatable):
+        /// BINARY:SYMBOL[:PID] (a program or library, a function in it,
+        /// optionally one process only), or a preset resolved in the
+        /// libraries running processes have mapped: uadk (libwd's
+        /// wd_do_*_sync), qpl (qpl_execute_job, qpl_submit_job,
+        /// qpl_wait_job), dml (dml_execute_job). Each request is joined with
+        /// the IO page faults of its process reported inside it.
+        #[arg(long = "op", value_name = "BINARY:SYMBOL[:PID]|uadk|qpl|dml", value_parser = crate::kernel::ops::parse_op, conflicts_with = "replay")]
+        op: Vec<crate::kernel::ops::OpArg>,
         /// Ring buffer size: a power of two of at least 4K, e.g. 256K, 4M, 64M.
         #[arg(long, default_value = "4M", value_parser = commands::parse_ring_size)]
         ring_size: u32,
@@ -284,6 +315,15 @@ pub enum Command {
         /// Which hook types to use.
         #[arg(long, value_enum, default_value_t = HookPreference::Auto)]
         hooks: HookPreference,
+        /// Time calls of a user-space function as requests (repeatable):
+        /// BINARY:SYMBOL[:PID] (a program or library, a function in it,
+        /// optionally one process only), or a preset resolved in the
+        /// libraries running processes have mapped: uadk (libwd's
+        /// wd_do_*_sync), qpl (qpl_execute_job, qpl_submit_job,
+        /// qpl_wait_job), dml (dml_execute_job). Each request is joined with
+        /// the IO page faults of its process reported inside it.
+        #[arg(long = "op", value_name = "BINARY:SYMBOL[:PID]|uadk|qpl|dml", value_parser = crate::kernel::ops::parse_op, conflicts_with = "replay")]
+        op: Vec<crate::kernel::ops::OpArg>,
         /// Ring buffer size: a power of two of at least 4K, e.g. 256K, 4M, 64M.
         #[arg(long, default_value = "4M", value_parser = commands::parse_ring_size)]
         ring_size: u32,
@@ -308,7 +348,9 @@ pub enum Command {
 
 /// Parse a series kind name.
 pub fn parse_kind(s: &str) -> Result<Kind, String> {
-    Kind::from_name(s).ok_or_else(|| format!("`{s}`: expected iopf, pin, unpin or uacce_ctrl"))
+    Kind::from_name(s).ok_or_else(|| {
+        format!("`{s}`: expected iopf, pin, unpin, uacce_ctrl, op, op_faulted or op_clean")
+    })
 }
 
 /// Run a parsed command line; returns the exit code.
@@ -328,6 +370,7 @@ pub fn run(cli: Cli) -> u8 {
             interval,
             summary,
             hooks,
+            op,
             ring_size,
         } => crate::tui::run(crate::tui::TopOptions {
             replay,
@@ -337,6 +380,10 @@ pub fn run(cli: Cli) -> u8 {
                 hooks,
                 ring_bytes: ring_size,
                 summary,
+                ops: match resolve_ops(op) {
+                    Ok(o) => o,
+                    Err(code) => return code,
+                },
             },
         }),
         Command::Doctor {
@@ -351,12 +398,17 @@ pub fn run(cli: Cli) -> u8 {
         Command::Trace {
             hooks,
             json,
+            op,
             ring_size,
         } => trace::run(
             TracerOptions {
                 hooks,
                 ring_bytes: ring_size,
                 summary: false,
+                ops: match resolve_ops(op) {
+                    Ok(o) => o,
+                    Err(code) => return code,
+                },
             },
             json,
         ),
@@ -370,9 +422,14 @@ pub fn run(cli: Cli) -> u8 {
             realtime,
             summary,
             hooks,
+            op,
             ring_size,
             command,
         } => {
+            let ops = match resolve_ops(op) {
+                Ok(o) => o,
+                Err(code) => return code,
+            };
             let format = if raw {
                 Format::Raw
             } else {
@@ -391,6 +448,7 @@ pub fn run(cli: Cli) -> u8 {
                     hooks,
                     ring_bytes: ring_size,
                     summary,
+                    ops,
                 },
                 command,
             })
@@ -435,6 +493,7 @@ pub fn run(cli: Cli) -> u8 {
             bpf_stats,
             per_event,
             hooks,
+            op,
             ring_size,
         } => crate::commands::serve::run(crate::commands::serve::ServeOptions {
             listen,
@@ -447,6 +506,10 @@ pub fn run(cli: Cli) -> u8 {
                 hooks,
                 ring_bytes: ring_size,
                 summary: !per_event,
+                ops: match resolve_ops(op) {
+                    Ok(o) => o,
+                    Err(code) => return code,
+                },
             },
         }),
         Command::Generate { out } => write_assets(&out)
@@ -522,6 +585,29 @@ pub fn write_assets(dir: &std::path::Path) -> io::Result<Vec<PathBuf>> {
         written.push(path);
     }
     Ok(written)
+}
+
+/// Resolve the `--op` arguments (see `kernel::ops`) and say what was
+/// found where; the plan lives as long as the process (the tracer's
+/// options are `Copy`). Err: the exit status (2: bad input).
+fn resolve_ops(
+    args: Vec<crate::kernel::ops::OpArg>,
+) -> Result<Option<&'static crate::kernel::ops::OpPlan>, u8> {
+    if args.is_empty() {
+        return Ok(None);
+    }
+    match crate::kernel::ops::resolve(&args) {
+        Ok(plan) => {
+            for note in &plan.notes {
+                crate::status!("{note}");
+            }
+            Ok(Some(Box::leak(Box::new(plan))))
+        }
+        Err(e) => {
+            log::error!("{e}");
+            Err(crate::exit::BAD_INPUT)
+        }
+    }
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

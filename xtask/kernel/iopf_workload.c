@@ -17,6 +17,17 @@
  * read. Defaults: 12 faults, delays 0,200,2000, pasid 1, grpid 1,
  * perm 3 (READ|WRITE), addr 0xdead0000.
  *
+ * The request test (xtask/src/vm_test/requests.rs, `uacce-trace --op`):
+ *   --requests N  instead of the faults above, N calls of the request
+ *                 function iopf_request() (an unmangled, never-inlined
+ *                 symbol the tracer probes with a uprobe): request i raises
+ *                 i % 3 mock faults (0, 1 or 2; pasid P[0], grpid G + 4i + f,
+ *                 each answered after the first delay D[0]) and spins 300 us.
+ *                 One line per request: {"request":i,"faults":F,
+ *                 "t_enter":ns,"t_exit":ns,"inner_start":ns,"inner_end":ns}
+ *                 (around the call, and inside it), then
+ *                 {"iopf_workload":"ok","requests":N}.
+ *
  * The attribution and pairing tests (xtask/src/vm_test/attribution.rs) add:
  *   --kworker     the mock reports each fault from a kworker, not from this
  *                 process's ioctl (perm bit 31 of the test kernel's patch
@@ -99,6 +110,7 @@ struct options {
 	unsigned long grpid_mod;
 	unsigned long unanswered;
 	unsigned long orphans;
+	unsigned long requests;
 };
 
 /* ut_on_die: the last line says why. */
@@ -111,7 +123,7 @@ static void fail_line(const char *what, int err)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: iopf-workload [--count N] [--delays-us D1,D2,...] "
+		"usage: iopf-workload [--requests N] [--count N] [--delays-us D1,D2,...] "
 		"[--pasid P1,P2,...] [--grpid G] [--perm P] [--addr A] "
 		"[--kworker] [--devices K] [--pages M] [--grpid-mod W] "
 		"[--unanswered U] [--orphans O]\n");
@@ -195,6 +207,8 @@ static void parse_args(int argc, char **argv, struct options *o)
 			o->pages = parse_num(val);
 		else if (!strcmp(arg, "--grpid-mod"))
 			o->grpid_mod = parse_num(val);
+		else if (!strcmp(arg, "--requests"))
+			o->requests = parse_num(val);
 		else if (!strcmp(arg, "--unanswered"))
 			o->unanswered = parse_num(val);
 		else if (!strcmp(arg, "--orphans"))
@@ -278,6 +292,69 @@ static void print_group(const struct options *o, const struct ut_mock *m,
 	       o->kworker ? "true" : "false", g->match ? "true" : "false");
 }
 
+/* The times iopf_request() measured inside itself. */
+struct request_inner {
+	uint64_t start;
+	uint64_t end;
+};
+
+/* One request: `nfaults` mock faults, each read and answered after
+ * `delay_us`, then 300 us of work; returns `id` (what the tracer sees as
+ * the return value). Never inlined and kept: `uacce-trace --op` probes it. */
+__attribute__((noinline, used)) long iopf_request(long id, unsigned long nfaults,
+						  const struct ut_iommufd *u,
+						  const struct ut_mock *m, uint32_t pasid,
+						  uint32_t grpid, uint64_t addr,
+						  unsigned long delay_us,
+						  struct request_inner *inner)
+{
+	struct iommu_hwpt_pgfault f;
+	unsigned long k;
+
+	inner->start = ut_now_ns();
+	for (k = 0; k < nfaults; k++) {
+		ut_trigger(u->fd, m->idev_id, pasid, grpid + (uint32_t)k,
+			   IOMMU_PGFAULT_PERM_READ | IOMMU_PGFAULT_PERM_WRITE,
+			   addr + k * 4096);
+		ut_read_faults(u->fault_fd, &f, 1);
+		if (delay_us)
+			ut_sleep_until_ns(ut_now_ns() + (uint64_t)delay_us * 1000);
+		ut_respond(u->fault_fd, f.cookie);
+	}
+	while (ut_now_ns() - inner->start < 300000)
+		;
+	inner->end = ut_now_ns();
+	__asm__ volatile("" ::: "memory");
+	return id;
+}
+
+static int run_requests(const struct options *o, const struct ut_iommufd *u,
+			const struct ut_mock *m)
+{
+	unsigned long i;
+
+	for (i = 0; i < o->requests; i++) {
+		struct request_inner inner = { 0, 0 };
+		unsigned long nfaults = i % 3;
+		uint64_t t_enter, t_exit;
+		long ret;
+
+		t_enter = ut_now_ns();
+		ret = iopf_request((long)i, nfaults, u, m, (uint32_t)o->pasids[0],
+				   o->grpid + (uint32_t)(4 * i),
+				   o->addr + 4 * i * 4096, o->delays_us[0], &inner);
+		t_exit = ut_now_ns();
+		if (ret != (long)i)
+			ut_die("iopf_request returned another id");
+		printf("{\"request\":%lu,\"faults\":%lu,\"t_enter\":%" PRIu64
+		       ",\"t_exit\":%" PRIu64 ",\"inner_start\":%" PRIu64
+		       ",\"inner_end\":%" PRIu64 "}\n",
+		       i, nfaults, t_enter, t_exit, inner.start, inner.end);
+	}
+	printf("{\"iopf_workload\":\"ok\",\"requests\":%lu}\n", o->requests);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static struct iommu_hwpt_pgfault faults[MAX_DEVICES * MAX_PAGES];
@@ -319,6 +396,9 @@ int main(int argc, char **argv)
 		printf(",\"orphan\":{\"idev\":%u,\"name\":\"%s\"}", orphan.idev_id,
 		       orphan.name);
 	printf("}}\n");
+
+	if (o.requests)
+		return run_requests(&o, &u, &devs[0]);
 
 	for (i = 0; i < o.count; i++) {
 		struct group g[MAX_DEVICES];

@@ -17,6 +17,9 @@
 #   IOPF_A_ARGS, IOPF_B_ARGS, IOPF_C_ARGS  the three IOPF workloads
 #   ATTR_MODES     one `name pasid args...` line per attribution mode; pasid
 #                  `holder` or `late` is that holder's PASID
+#   REQ_ARGS       (test kernel) iopf-workload's arguments for the request
+#                  run (`--op`, xtask/src/vm_test/requests.rs); empty: none
+#   REQ_SYMBOL     its request function
 #   SECTIONS       one `name file` line per result section, in order
 # With HOOKS, `record --summary` runs beside `trace` on the same calls.
 # Results go out as sections; @@UT-DONE ends the output.
@@ -114,6 +117,25 @@ if [ -n "$tpid" ]; then
     # The kernel's facts as the tool reads them: the recordings in
     # uacce-trace/tests/data/facts are refreshed from this section.
     "$TOOL" doctor --dump-facts /tmp/facts.json 2>> /tmp/doctor.err
+fi
+
+# Requests (`--op`, xtask/src/vm_test/requests.rs): a tracer of its own
+# on the workload's request function, after the main tracer stopped (its
+# faults are not the main checks' business).
+if [ "$TEST_KERNEL" = 1 ] && [ -n "$HOOKS" ] && [ -n "$REQ_ARGS" ]; then
+    main_started=$started
+    "$TOOL" trace --json --hooks "$HOOKS" --op "$IOPF:$REQ_SYMBOL" \
+        > /tmp/req-events.ndjson 2> /tmp/req-trace.err &
+    rpid=$!
+    wait_started "$rpid" /tmp/req-trace.err '^uacce-trace: tracing started' $START_TICKS
+    "$IOPF" $REQ_ARGS > /tmp/requests.json 2> /tmp/requests.err < /dev/null
+    for sig in INT TERM KILL; do
+        kill -"$sig" "$rpid" 2>/dev/null
+        wait_gone "$rpid" $STOP_S && break
+    done
+    wait "$rpid"
+    echo "req_trace_started=$started req_trace_rc=$?" >> /tmp/req-trace.err
+    started=$main_started
 fi
 
 # The holder exits, and the kernel frees its PASID at mm teardown

@@ -215,6 +215,9 @@ pub struct Comparison {
     pub rule: String,
     pub series: Vec<SeriesDelta>,
     pub processes: Vec<ProcessVerdict>,
+    /// The request-level verdicts (`--op` recordings; none otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<super::requests::RequestVerdict>,
     pub loss_baseline: Loss,
     pub loss_candidate: Loss,
     pub goal_met: bool,
@@ -473,6 +476,8 @@ pub fn compare(base: &Loaded, cand: &Loaded, o: &CompareOptions) -> Comparison {
             _ => {}
         }
     }
+    let requests = request_verdicts(base, cand, t);
+    request_goal(&requests, o, &mut reasons, &mut undecided);
     let loss = |l: &Loaded| Loss {
         dropped: l.recording.dropped,
         unanswered: l.recording.unanswered,
@@ -491,7 +496,9 @@ pub fn compare(base: &Loaded, cand: &Loaded, o: &CompareOptions) -> Comparison {
     reasons.append(&mut undecided);
     let goal_met = reasons.is_empty();
     if goal_met {
-        reasons.push(if processes.is_empty() {
+        reasons.push(if !requests.is_empty() {
+            "every process and op meets the goal".to_string()
+        } else if processes.is_empty() {
             format!("no {} samples in either run", o.kind.name())
         } else {
             "every process meets the goal".to_string()
@@ -507,11 +514,96 @@ pub fn compare(base: &Loaded, cand: &Loaded, o: &CompareOptions) -> Comparison {
         rule: rule(o),
         series,
         processes,
+        requests,
         loss_baseline: loss(base),
         loss_candidate,
         goal_met,
         inconclusive,
         reasons,
+    }
+}
+
+/// The request-level verdicts (`--op`): per command and op, the op's p99
+/// and p99.9 with [`sampled_verdict`]'s rule and the faulted share of each
+/// tail ([`super::requests::share_verdict`]).
+fn request_verdicts(base: &Loaded, cand: &Loaded, t: f64) -> Vec<super::requests::RequestVerdict> {
+    use super::requests::{op_hists, verdicts, OpLatency};
+    let b = op_hists(base.recording.merged().values(), true);
+    let c = op_hists(cand.recording.merged().values(), true);
+    if b.is_empty() && c.is_empty() {
+        return Vec::new();
+    }
+    verdicts(&b, &c, t, |bh, ch, metric| {
+        let bs = metric_of(bh, metric);
+        let cs = metric_of(ch, metric);
+        let verdict = match (bs.count, cs.count) {
+            (0, 0) => Verdict::Unchanged,
+            (_, 0) => Verdict::Missing,
+            (0, _) => Verdict::Worse,
+            _ => sampled_verdict(&bs, &cs, t),
+        };
+        OpLatency {
+            baseline: bs,
+            candidate: cs,
+            verdict,
+        }
+    })
+}
+
+/// The request-level goal: every op's `--metric` tail (p99.9 unless
+/// `--metric p99`) reduced or eliminated (with `--max`: at most that), no
+/// faulted share of a tail worse.
+fn request_goal(
+    requests: &[super::requests::RequestVerdict],
+    o: &CompareOptions,
+    reasons: &mut Vec<String>,
+    undecided: &mut Vec<String>,
+) {
+    let metric = if o.metric == "p99" { "p99" } else { "p99.9" };
+    for r in requests {
+        let who = format!("{} {}", r.comm, r.op);
+        for q in &r.quantiles {
+            if q.faulted_tail_verdict == Verdict::Worse {
+                reasons.push(format!(
+                    "{who}: the share of its slowest requests ({} tail) with a fault rose",
+                    q.quantile
+                ));
+            }
+            if q.quantile != metric {
+                continue;
+            }
+            match (q.verdict, o.max_ns) {
+                (_, Some(l)) => {
+                    if let Some(m) = q.candidate.metric_ns.filter(|m| *m > l) {
+                        reasons.push(format!(
+                            "{who}: CANDIDATE request {metric} {} above the goal {}",
+                            fmt_ns(Some(m as f64)),
+                            fmt_ns(Some(l as f64))
+                        ));
+                    }
+                }
+                (Verdict::Reduced | Verdict::Eliminated, None) => {}
+                (Verdict::Inconclusive, None) => undecided.push(format!(
+                    "{who}: request {metric} change inconclusive ({})",
+                    why_inconclusive(&ProcessVerdict {
+                        comm: who.clone(),
+                        pids_baseline: Vec::new(),
+                        pids_candidate: Vec::new(),
+                        verdict: q.verdict,
+                        baseline: q.baseline,
+                        candidate: q.candidate,
+                        change_pct: None,
+                    })
+                )),
+                (Verdict::Missing, None) => {
+                    reasons.push(format!("{who}: requests in BASELINE but none in CANDIDATE"))
+                }
+                (Verdict::Worse, None) => reasons.push(format!("{who}: request {metric} worse")),
+                (Verdict::Unchanged, None) => {
+                    reasons.push(format!("{who}: request {metric} not reduced"))
+                }
+            }
+        }
     }
 }
 
@@ -653,6 +745,7 @@ pub fn render_text(c: &Comparison) -> String {
             &[false, false, false, false, false],
         ));
     }
+    out.push_str(&super::requests::render_compare(&c.requests));
     out.push_str(&format!(
         "\ngoal {}: {} (exit {})\n",
         if c.goal_met { "met" } else { "NOT met" },
@@ -690,6 +783,8 @@ mod tests {
                 comm: comm.into(),
                 device: if kind == Kind::Iopf {
                     "dev0".into()
+                } else if kind.is_request() {
+                    "wd_do_comp_sync".into()
                 } else {
                     String::new()
                 },
@@ -723,6 +818,74 @@ mod tests {
             .iter()
             .map(|p| (p.comm.as_str(), p.verdict))
             .collect()
+    }
+
+    /// Requests of one run: `clean` fast ones without a fault, `slow`
+    /// ones of which `faulted` had one.
+    fn request_run(
+        pid: u32,
+        clean: usize,
+        slow: usize,
+        slow_ns: u64,
+        faulted: usize,
+    ) -> Vec<RecordedSeries> {
+        let mut all = lat(clean, 10_000);
+        all.extend(lat(slow, slow_ns));
+        let mut clean_v = lat(clean, 10_000);
+        clean_v.extend(lat(slow - faulted, slow_ns));
+        vec![
+            series(Kind::Op, pid, "zip", &all),
+            series(Kind::OpFaulted, pid, "zip", &lat(faulted, slow_ns)),
+            series(Kind::OpClean, pid, "zip", &clean_v),
+        ]
+    }
+
+    #[test]
+    fn request_level_verdict() {
+        // Before: 20 000 requests, the slowest 2 % take 2 ms and 95 % of
+        // them faulted. After pinning: the tail is 20 µs and fault-free.
+        let base = loaded("before", request_run(1, 19_600, 400, 2_000_000, 380), 0);
+        let cand = loaded("after", request_run(2, 19_600, 400, 20_000, 0), 0);
+        let c = compare(&base, &cand, &CompareOptions::default());
+        assert_eq!(c.requests.len(), 1);
+        let r = &c.requests[0];
+        assert_eq!((r.comm.as_str(), r.op.as_str()), ("zip", "wd_do_comp_sync"));
+        for q in &r.quantiles {
+            assert_eq!(q.verdict, Verdict::Reduced, "{q:?}");
+            assert_eq!(q.faulted_tail_verdict, Verdict::Eliminated, "{q:?}");
+        }
+        let tb = r.quantiles[0].faulted_tail_baseline.expect("tail");
+        // The tail of the slowest 1 % holds the requests tied with it.
+        assert_eq!((tb.tail, tb.faulted), (400, 380));
+        assert!(c.goal_met, "{:?}", c.reasons);
+        assert_eq!(c.exit_code(), EXIT_MET);
+        let text = render_text(&c);
+        assert!(text.contains("380/400 = 95%"), "{text}");
+        assert!(render_json(&c).contains("\"faulted_tail_verdict\": \"eliminated\""));
+        // The other way round: worse, and the faulted share rose.
+        let c = compare(&cand, &base, &CompareOptions::default());
+        assert_eq!(c.requests[0].quantiles[1].verdict, Verdict::Worse);
+        assert_eq!(
+            c.requests[0].quantiles[1].faulted_tail_verdict,
+            Verdict::Worse
+        );
+        assert_eq!(c.exit_code(), EXIT_NOT_MET);
+        assert!(
+            c.reasons.iter().any(|r| r.contains("with a fault rose")),
+            "{:?}",
+            c.reasons
+        );
+        // 20 requests: the tails rest on one request; inconclusive.
+        let small_b = loaded("b", request_run(1, 18, 2, 2_000_000, 2), 0);
+        let small_c = loaded("c", request_run(2, 18, 2, 1_000_000, 1), 0);
+        let c = compare(&small_b, &small_c, &CompareOptions::default());
+        assert_eq!(c.requests[0].quantiles[1].verdict, Verdict::Inconclusive);
+        assert_eq!(c.exit_code(), EXIT_INCONCLUSIVE, "{:?}", c.reasons);
+        // Recordings without requests have no request section.
+        let plain = loaded("p", vec![series(Kind::Pin, 1, "x", &[5])], 0);
+        let c = compare(&plain, &plain, &CompareOptions::default());
+        assert!(c.requests.is_empty());
+        assert!(!render_json(&c).contains("requests"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod compare;
 pub mod report;
+pub mod requests;
 
 use std::io::Read;
 

@@ -132,6 +132,7 @@ pub fn render(input: &Loaded) -> String {
             ],
         ));
         out.push_str(CI_NOTE);
+        out.push_str(&super::requests::render_report(&merged));
     }
     if let Some(raw) = &input.raw {
         render_raw(&mut out, &raw.snapshot);

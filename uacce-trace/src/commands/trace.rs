@@ -152,6 +152,19 @@ pub fn json_line(ev: &Event) -> String {
             "lost": p.lost,
         })
         .to_string(),
+        Event::Request(r) => serde_json::json!({
+            "event": "request",
+            "op": r.op,
+            "ts_ns": r.ts_ns,
+            "latency_ns": r.latency_ns,
+            "tgid": r.tgid,
+            "tid": r.tid,
+            "comm": r.comm,
+            "ret": r.ret,
+            "faults": r.faults,
+            "fault_ns": r.fault_ns,
+        })
+        .to_string(),
     }
 }
 
@@ -386,6 +399,21 @@ pub fn human_line(ev: &Event) -> String {
             q.hook.name(),
             q.pasid,
             q.queue,
+        ),
+        Event::Request(r) => format!(
+            concat!(human_cols!(), "faults={} fault_time={}"),
+            r.ts_ns as f64 / 1e9,
+            r.tgid,
+            r.tid,
+            r.comm,
+            "req",
+            r.op,
+            "",
+            r.ret,
+            fmt_ns(r.latency_ns),
+            "uprobe",
+            r.faults,
+            fmt_ns(r.fault_ns),
         ),
         // Losses are summarised at exit; JSON carries the samples.
         Event::Loss(_) => String::new(),

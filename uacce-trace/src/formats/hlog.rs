@@ -83,7 +83,7 @@ impl<W: Write> HlogWriter<W> {
         )?;
         writeln!(
             w,
-            "#uacce-trace: Tag=KIND/PID/COMM/DEVICE, KIND iopf|pin|unpin|uacce_ctrl, PID - for [unattrib:PASID] and [other], DEVICE - for none"
+            "#uacce-trace: Tag=KIND/PID/COMM/DEVICE, KIND iopf|pin|unpin|uacce_ctrl|op|op_faulted|op_clean, PID - for [unattrib:PASID] and [other], DEVICE the op for op kinds, - for none"
         )?;
         writeln!(w, "#uacce-trace: kernel {}", one_line(&meta.kernel))?;
         writeln!(w, "#uacce-trace: hooks {}", one_line(&meta.plan))?;

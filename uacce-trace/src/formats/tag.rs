@@ -10,11 +10,12 @@
 //!                                     unpin/-/[other]/-
 //! ```
 //!
-//! - `KIND`: `iopf`, `pin`, `unpin` or `uacce_ctrl`;
+//! - `KIND`: `iopf`, `pin`, `unpin`, `uacce_ctrl`, or for requests
+//!   (`--op`) `op`, `op_faulted`, `op_clean`;
 //! - `PID`: the process's tgid in decimal, or `-` for the `[unattrib:PASID]`
 //!   and `[other]` buckets;
-//! - `COMM`: the command name; `DEVICE`: the device name, `-` when there is
-//!   none (everything but IOPFs).
+//! - `COMM`: the command name; `DEVICE`: the device name (IOPFs), the op
+//!   (requests, e.g. `op/1234/zip/wd_do_comp_sync`), `-` when there is none.
 //!
 //! COMM and DEVICE are sanitised: every character outside printable ASCII
 //! and every `,` `/` `=` `"` `\` is replaced by `_`, and an empty value is

@@ -8,18 +8,18 @@
 use thiserror::Error;
 use uacce_trace_common::{
     BindRecord, IoctlRecord, IopfRecord, IopfResponseRecord, PinFunc, PinRecord, ProcRecord,
-    QueueRecord, RecordHeader, BIND_OP_BIND, BIND_OP_SCAN, BIND_OP_UNBIND, IOCTL_INNER_PIN_PAGE,
-    IOCTL_INNER_UNPIN_PAGE, IOPF_REPORTER_IS_USER, KIND_BIND, KIND_IOCTL, KIND_IOPF,
-    KIND_IOPF_REPORT, KIND_IOPF_RESPONSE, KIND_PIN, KIND_PROC, KIND_QUEUE, KIND_UNPIN,
-    PROC_OP_EXIT, PROC_OP_FORK, QUEUE_OP_OPEN, QUEUE_OP_PUT, QUEUE_OP_RELEASE, QUEUE_OP_START,
-    RECORD_VERSION,
+    QueueRecord, RecordHeader, RequestRecord, BIND_OP_BIND, BIND_OP_SCAN, BIND_OP_UNBIND,
+    IOCTL_INNER_PIN_PAGE, IOCTL_INNER_UNPIN_PAGE, IOPF_REPORTER_IS_USER, KIND_BIND, KIND_IOCTL,
+    KIND_IOPF, KIND_IOPF_REPORT, KIND_IOPF_RESPONSE, KIND_PIN, KIND_PROC, KIND_QUEUE, KIND_REQUEST,
+    KIND_UNPIN, PROC_OP_EXIT, PROC_OP_FORK, QUEUE_OP_OPEN, QUEUE_OP_PUT, QUEUE_OP_RELEASE,
+    QUEUE_OP_START, RECORD_VERSION,
 };
 
 use crate::{
     ingest::attribution::PasidOwner,
     ingest::event::{
         comm_to_string, DriverCall, Event, HookType, IopfEvent, PasidEvent, PinEvent, PinIoctl,
-        PinIoctlEvent, ProcEvent, QueueEvent, QueueOp,
+        PinIoctlEvent, ProcEvent, QueueEvent, QueueOp, RequestEvent,
     },
     ingest::pairing::IopfPairing,
 };
@@ -89,6 +89,8 @@ fn header(bytes: &[u8]) -> Result<RecordHeader, DecodeError> {
 pub struct Decoder {
     pub ctx: DecodeContext,
     pub pairing: IopfPairing,
+    /// Names of the request ops by number (`--op`; `kernel::ops::OpPlan`).
+    pub ops: Vec<String>,
 }
 
 impl Decoder {
@@ -96,6 +98,7 @@ impl Decoder {
         Decoder {
             ctx,
             pairing: IopfPairing::new(),
+            ops: Vec::new(),
         }
     }
 
@@ -116,9 +119,31 @@ impl Decoder {
                     .map(|r| iopf_event(&r))
                     .transpose()
             }
+            KIND_REQUEST => request_event(bytes, &self.ops).map(Some),
             _ => decode(bytes, &self.ctx).map(Some),
         }
     }
+}
+
+/// A request record as an event, its op named from `ops` (`op#N` when the
+/// number is not there).
+fn request_event(bytes: &[u8], ops: &[String]) -> Result<Event, DecodeError> {
+    let r: RequestRecord = read(bytes)?;
+    let op = ops
+        .get(r.op as usize)
+        .cloned()
+        .unwrap_or_else(|| format!("op#{}", r.op));
+    Ok(Event::Request(RequestEvent {
+        ts_ns: r.ts_ns,
+        latency_ns: r.latency_ns,
+        tgid: r.tgid,
+        tid: r.tid,
+        comm: comm_to_string(&r.comm),
+        op,
+        ret: r.ret,
+        faults: 0,
+        fault_ns: 0,
+    }))
 }
 
 /// A paired IO page fault ([`KIND_IOPF`]) as an event.
@@ -153,6 +178,7 @@ pub fn decode(bytes: &[u8], ctx: &DecodeContext) -> Result<Event, DecodeError> {
     let header = header(bytes)?;
     match header.kind {
         KIND_IOPF_REPORT | KIND_IOPF_RESPONSE => Err(DecodeError::Unpaired(header.kind)),
+        KIND_REQUEST => request_event(bytes, &[]),
         KIND_PIN | KIND_UNPIN => {
             let r: PinRecord = read(bytes)?;
             let func = PinFunc::from_u16(r.func).ok_or(DecodeError::Func(r.func))?;

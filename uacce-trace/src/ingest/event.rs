@@ -223,6 +223,35 @@ pub struct ProcEvent {
     pub lost: u64,
 }
 
+/// One user-space request (`--op`): a call of a probed function, entry to
+/// return, with the IO page faults of its process reported inside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestEvent {
+    /// CLOCK_MONOTONIC nanoseconds at entry.
+    pub ts_ns: u64,
+    /// Entry to return.
+    pub latency_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub comm: String,
+    /// The op's name (the probed symbol).
+    pub op: String,
+    /// The function's return value (the return register).
+    pub ret: i64,
+    /// IO page faults attributed to this process whose report time lies
+    /// inside `[ts_ns, ts_ns + latency_ns]` (`crate::ingest::requests`).
+    pub faults: u32,
+    /// Their report-to-response time inside the request, summed.
+    pub fault_ns: u64,
+}
+
+impl RequestEvent {
+    /// The return time.
+    pub fn end_ns(&self) -> u64 {
+        self.ts_ns.saturating_add(self.latency_ns)
+    }
+}
+
 /// Everything the tool reports, in arrival order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -236,6 +265,8 @@ pub enum Event {
     Proc(ProcEvent),
     /// Summary mode: one process's calls of one kind in one interval.
     Summary(SummaryEvent),
+    /// A user-space request (`--op`).
+    Request(RequestEvent),
 }
 
 /// What a [`SummaryEvent`] counts.
@@ -292,6 +323,7 @@ impl Event {
             Event::Loss(e) => e.ts_ns,
             Event::Proc(e) => e.ts_ns,
             Event::Summary(e) => e.ts_ns,
+            Event::Request(e) => e.ts_ns,
         }
     }
 }

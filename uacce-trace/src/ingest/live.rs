@@ -15,9 +15,11 @@ use crate::{
     ingest::decode::{DecodeContext, Decoder},
     ingest::event::{Event, LossSample},
     ingest::losses::{self, Ledger, LossReason},
+    ingest::requests::RequestJoin,
     kernel::{
         attach::{self, OBJECT},
         facts::LiveFacts,
+        ops::OpPlan,
         plan::{EventKind, HookPreference, Plan},
         ring::{self, monotonic_ns, Ended, Ring, RingLoop},
         system,
@@ -49,6 +51,11 @@ pub struct Tracer {
     /// Decodes records and pairs IO page fault reports with responses.
     decoder: Decoder,
     attributor: Attributor,
+    /// Annotates each request with the IO page faults inside it.
+    requests: RequestJoin,
+    /// Requests in flight at stop on threads that no longer exist
+    /// ([`LossReason::RequestThreadExited`]).
+    request_thread_exited: u64,
     undecodable: u64,
     /// Pin ioctls with no pin call credited ([`losses::pin_not_credited`]).
     pin_not_credited: u64,
@@ -67,6 +74,10 @@ pub struct TracerOptions {
     /// kernel and read once per tick as [`Event::Summary`]
     /// (`uacce_trace_common::summary`); IO page faults stay per-event.
     pub summary: bool,
+    /// User-space functions timed as requests (`--op`, resolved by
+    /// `kernel::ops::resolve`; leaked once per run by the command line so
+    /// that the options stay `Copy`).
+    pub ops: Option<&'static OpPlan>,
 }
 
 impl Default for TracerOptions {
@@ -75,6 +86,7 @@ impl Default for TracerOptions {
             hooks: HookPreference::Auto,
             ring_bytes: 4 << 20,
             summary: false,
+            ops: None,
         }
     }
 }
@@ -109,13 +121,23 @@ impl Tracer {
         if let Err(why) = &inspection.ring_buffer {
             return Err(SourceError::NothingToTrace(why.clone()));
         }
-        let attached = attach::attach_plan(
+        let mut attached = attach::attach_plan(
             &mut inspection,
             facts.aya_btf(),
             opts.ring_bytes,
             follow_processes,
             opts.summary,
         )?;
+        let mut decoder = Decoder::new(DecodeContext {
+            foll_longterm: inspection.foll_longterm.value,
+        });
+        if let Some(ops) = opts.ops.filter(|o| !o.is_empty()) {
+            crate::kernel::ops::attach(&mut attached.ebpf, ops).map_err(|e| {
+                SourceError::NothingToTrace(format!("cannot attach the --op probes: {e}"))
+            })?;
+            attach::mark_attach_done(&mut attached.ebpf)?;
+            decoder.ops = ops.names.clone();
+        }
         // After attaching, so a bind from now on is seen by its hook and
         // one before is found here: seeds the owner table before the first
         // event is read.
@@ -131,12 +153,12 @@ impl Tracer {
                 ring: Ring::new(attached.ring)?,
                 counters: attached.counters,
                 summary: attached.summary.map(|map| (map, SummaryDiff::new())),
-                decoder: Decoder::new(DecodeContext {
-                    foll_longterm: inspection.foll_longterm.value,
-                }),
-                attributor,
                 summary_unknown: 0,
                 summary_read_errors: 0,
+                decoder,
+                attributor,
+                requests: RequestJoin::default(),
+                request_thread_exited: 0,
                 undecodable: 0,
                 pin_not_credited: 0,
                 plan,
@@ -243,6 +265,7 @@ impl Tracer {
                         self.pin_not_credited += u64::from(losses::pin_not_credited(i));
                     }
                     self.attributor.process(&mut ev);
+                    self.requests.process(&mut ev);
                     out.push(ev);
                 }
                 Ok(None) => {}
@@ -305,6 +328,7 @@ impl Tracer {
         l.add(LossReason::PinNotCredited, self.pin_not_credited);
         l.add(LossReason::Undecodable, self.summary_unknown);
         l.add(LossReason::SummaryReadError, self.summary_read_errors);
+        l.add(LossReason::RequestThreadExited, self.request_thread_exited);
         if let Ok(found) = &self.scan.result {
             l.add(LossReason::ScanLost, u64::from(found.lost));
         }
@@ -338,6 +362,27 @@ impl Tracer {
         events.is_empty() || tx.send(events).await.is_ok()
     }
 
+    /// Requests (`--op`) still in flight whose thread is gone: the thread
+    /// exited inside the call, whose return will never come. The others
+    /// are simply still running (not a loss).
+    fn requests_of_exited_threads(&self) -> u64 {
+        let Some(map) = self._ebpf.map("REQ_INFLIGHT") else {
+            return 0;
+        };
+        let Ok(inflight) = aya::maps::HashMap::<
+            _,
+            uacce_trace_common::RequestKey,
+            uacce_trace_common::RequestInflight,
+        >::try_from(map) else {
+            return 0;
+        };
+        inflight
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !std::path::Path::new(&format!("/proc/{}", k.tid)).exists())
+            .count() as u64
+    }
+
     /// Remove IOPF groups older than `timeout_ns` from the pairing table,
     /// counting them as unanswered; returns how many remain.
     fn sweep(&mut self, now_ns: u64, timeout_ns: u64) -> u64 {
@@ -366,6 +411,7 @@ impl Tracer {
             return Ok(self.counters());
         }
         self.forward(&tx).await;
+        self.request_thread_exited = self.requests_of_exited_threads();
         let now = monotonic_ns();
         // The summary's last counts, after the ring's last records.
         self.forward_summary(now, &tx).await;
@@ -467,6 +513,8 @@ impl Tracer {
             summary_read_errors: 0,
             decoder: Decoder::default(),
             attributor: Attributor::new(),
+            requests: RequestJoin::default(),
+            request_thread_exited: 0,
             undecodable: 0,
             pin_not_credited: 0,
             plan: Plan::default(),

@@ -10,6 +10,7 @@ pub mod losses;
 pub mod pairing;
 pub mod proctree;
 pub mod rawfile;
+pub mod requests;
 pub mod run;
 pub mod scan;
 pub mod source;

@@ -162,6 +162,7 @@ pub fn event_tgid(ev: &Event) -> Option<Option<u32>> {
         Event::Pasid(p) => Some(Some(p.tgid)),
         Event::Queue(q) => Some(Some(q.tgid)),
         Event::Summary(s) => Some(Some(s.tgid)),
+        Event::Request(r) => Some(Some(r.tgid)),
         Event::Loss(_) | Event::Proc(_) => None,
     }
 }

@@ -47,7 +47,7 @@ use uacce_trace_common::PinFunc;
 
 use crate::ingest::event::{
     Event, HookType, IopfEvent, LossSample, PasidEvent, PinEvent, PinIoctl, PinIoctlEvent,
-    QueueEvent, QueueOp,
+    QueueEvent, QueueOp, RequestEvent,
 };
 use crate::ingest::losses::{Ledger, LossReason};
 use crate::ingest::run::RunMeta;
@@ -67,6 +67,8 @@ const T_PASID: u8 = 5;
 const T_MARK: u8 = 6;
 const T_QUEUE: u8 = 7;
 const T_LOSSES: u8 = 8;
+/// A request (`--op`); older readers refuse the file at this record.
+const T_REQUEST: u8 = 12;
 const T_END: u8 = 255;
 
 /// Why a raw recording could not be read or written.
@@ -239,6 +241,14 @@ fn encode_event(ev: &Event) -> Vec<u8> {
             e.i64(q.ret);
             e.u64(q.queue);
             e.u8(hook_code(q.hook));
+        }
+        Event::Request(r) => {
+            e.u8(T_REQUEST);
+            e.task(r.ts_ns, r.latency_ns, r.tgid, r.tid, &r.comm);
+            e.str(&r.op);
+            e.i64(r.ret);
+            e.u32(r.faults);
+            e.u64(r.fault_ns);
         }
         Event::Pasid(p) => {
             e.u8(T_PASID);
@@ -492,6 +502,20 @@ fn decode_body(body: &[u8], base: u64) -> Result<Item, RawError> {
                 ret: d.i64()?,
                 queue: d.u64()?,
                 hook: d.hook()?,
+            })))
+        }
+        T_REQUEST => {
+            let (ts_ns, latency_ns, tgid, tid, comm) = d.task()?;
+            Item::Record(Record::Event(Event::Request(RequestEvent {
+                ts_ns,
+                latency_ns,
+                tgid,
+                tid,
+                comm,
+                op: d.str()?,
+                ret: d.i64()?,
+                faults: d.u32()?,
+                fault_ns: d.u64()?,
             })))
         }
         T_LOSS => {
@@ -837,6 +861,17 @@ mod tests {
                 queue: 0xffff_8880_0000_1000,
                 hook: HookType::Fentry,
             }),
+            Event::Request(RequestEvent {
+                ts_ns: 30_000_000,
+                latency_ns: 2_000_000,
+                tgid: 10,
+                tid: 12,
+                comm: "zip".into(),
+                op: "wd_do_comp_sync".into(),
+                ret: -22,
+                faults: 2,
+                fault_ns: 700_000,
+            }),
             Event::Pasid(PasidEvent {
                 ts_ns: 30_000_001,
                 tgid: 10,
@@ -905,8 +940,8 @@ mod tests {
                 ReplayItem::Mark(ts) => (0, *ts),
             })
             .collect();
-        // Two events, the mark, then four events 30 ms later.
-        assert_eq!(shape, vec![(2, 0), (0, 2_500), (4, 29_999_000)]);
+        // Two events, the mark, then five events 30 ms later (a request among them).
+        assert_eq!(shape, vec![(2, 0), (0, 2_500), (5, 29_999_000)]);
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use aya::{
     maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint},
+    programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint, UProbe},
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
 use serde::Serialize;
@@ -162,6 +162,7 @@ pub(crate) fn load_one(
         Attach::KProbe | Attach::KRetProbe => typed::<KProbe>(ebpf, name)?.load().map_err(desc),
         Attach::Tracepoint(..) => typed::<TracePoint>(ebpf, name)?.load().map_err(desc),
         Attach::RawTracepoint(_) => typed::<RawTracePoint>(ebpf, name)?.load().map_err(desc),
+        Attach::UProbe | Attach::URetProbe => typed::<UProbe>(ebpf, name)?.load().map_err(desc),
     }
 }
 
@@ -187,6 +188,10 @@ pub(crate) fn attach_one(ebpf: &mut Ebpf, program: Program, symbol: &str) -> Res
             .attach(tp)
             .map(drop)
             .map_err(desc),
+        // Attached per user-space function by `kernel::ops::attach`.
+        Attach::UProbe | Attach::URetProbe => {
+            Err(format!("{name}: uprobes attach through --op, not here"))
+        }
     }
 }
 
@@ -209,6 +214,7 @@ fn unload_one(ebpf: &mut Ebpf, program: Program) {
         Attach::KProbe | Attach::KRetProbe => typed::<KProbe>(ebpf, name).map(|p| p.unload()),
         Attach::Tracepoint(..) => typed::<TracePoint>(ebpf, name).map(|p| p.unload()),
         Attach::RawTracepoint(_) => typed::<RawTracePoint>(ebpf, name).map(|p| p.unload()),
+        Attach::UProbe | Attach::URetProbe => typed::<UProbe>(ebpf, name).map(|p| p.unload()),
     };
 }
 
@@ -361,6 +367,19 @@ pub fn attach_plan(
     })
 }
 
+/// Stamp the attach-done time again after hooks attached late (the
+/// request uprobes, `kernel::ops::attach`): exits without entry within
+/// `ATTACH_EDGE_NS` of it are calls in flight at start.
+pub(crate) fn mark_attach_done(ebpf: &mut Ebpf) -> Result<(), SourceError> {
+    set_entry(
+        ebpf,
+        "RUNTIME",
+        "map RUNTIME",
+        counter::RUNTIME_ATTACH_DONE,
+        monotonic_ns(),
+    )
+}
+
 /// Result of loading one program of the object through the verifier.
 #[derive(Clone, Debug, Serialize)]
 pub struct VerifierResult {
@@ -432,6 +451,17 @@ pub fn verify_all_programs() -> Result<Vec<VerifierResult>, SourceError> {
             hook: HookType::Tracepoint,
             target: tp,
             result: load_one(&mut ebpf, program, tp, None),
+        });
+    }
+    // The request programs load without a target (uprobes attach to
+    // user-space functions chosen at run time).
+    for program in hooks::REQUEST {
+        covered.insert(program.to_string());
+        results.push(VerifierResult {
+            program: program.to_string(),
+            hook: HookType::Kprobe,
+            target: "uprobe (--op)",
+            result: load_one(&mut ebpf, program, "", None),
         });
     }
     let uncovered: Vec<String> = ebpf

@@ -10,6 +10,7 @@ pub mod btf;
 pub mod facts;
 pub mod inspect;
 pub mod kconfig;
+pub mod ops;
 pub mod plan;
 pub mod ring;
 pub mod scan;

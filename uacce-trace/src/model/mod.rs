@@ -38,6 +38,7 @@ pub mod faults;
 pub mod hist;
 pub mod ledger;
 pub mod quantile_ci;
+pub mod requests;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -45,7 +46,8 @@ use uacce_trace_common::summary;
 
 use crate::{
     ingest::event::{
-        Event, IopfEvent, PinEvent, PinIoctl, PinIoctlEvent, SummaryEvent, SummaryKind,
+        Event, IopfEvent, PinEvent, PinIoctl, PinIoctlEvent, RequestEvent, SummaryEvent,
+        SummaryKind,
     },
     ingest::inthash::BuildIntHasher,
     ingest::losses::{Ledger, LossReason},
@@ -69,11 +71,26 @@ pub enum Kind {
     Unpin,
     /// `uacce_ctrl` / mempinfd pin and unpin ioctl latency.
     UacceCtrl,
+    /// User-space request latency (`--op`); the series' device is the op.
+    Op,
+    /// The requests of [`Kind::Op`] with at least one IO page fault of
+    /// their process reported inside them.
+    OpFaulted,
+    /// The requests of [`Kind::Op`] without one.
+    OpClean,
 }
 
 impl Kind {
     /// Every kind, in output order.
-    pub const ALL: [Kind; 4] = [Kind::Iopf, Kind::Pin, Kind::Unpin, Kind::UacceCtrl];
+    pub const ALL: [Kind; 7] = [
+        Kind::Iopf,
+        Kind::Pin,
+        Kind::Unpin,
+        Kind::UacceCtrl,
+        Kind::Op,
+        Kind::OpFaulted,
+        Kind::OpClean,
+    ];
 
     /// Name used in tags and outputs.
     pub const fn name(self) -> &'static str {
@@ -82,7 +99,15 @@ impl Kind {
             Kind::Pin => "pin",
             Kind::Unpin => "unpin",
             Kind::UacceCtrl => "uacce_ctrl",
+            Kind::Op => "op",
+            Kind::OpFaulted => "op_faulted",
+            Kind::OpClean => "op_clean",
         }
+    }
+
+    /// A request kind (`op`, `op_faulted`, `op_clean`).
+    pub const fn is_request(self) -> bool {
+        matches!(self, Kind::Op | Kind::OpFaulted | Kind::OpClean)
     }
 
     /// Parse [`Kind::name`].
@@ -449,6 +474,7 @@ impl Aggregator {
             Event::Queue(_) => {}
             // The process tree only decides which events are recorded.
             Event::Proc(_) => {}
+            Event::Request(r) => self.ingest_request(r),
             Event::Loss(l) => self.sampled_losses.max(&l.losses),
             Event::Summary(e) => self.ingest_summary(e),
         }
@@ -544,6 +570,17 @@ impl Aggregator {
             PinIoctl::UacceUnpin | PinIoctl::MemUnpin => st.ledger.unpin_ioctl(i.addr, i.size, ok),
         }
         st.series(Kind::UacceCtrl, "").record(i.latency_ns, !ok);
+    }
+
+    fn ingest_request(&mut self, r: &RequestEvent) {
+        let st = self.proc_mut(r.tgid, &r.comm, r.ts_ns);
+        st.series(Kind::Op, &r.op).record(r.latency_ns, false);
+        let split = if r.faults > 0 {
+            Kind::OpFaulted
+        } else {
+            Kind::OpClean
+        };
+        st.series(split, &r.op).record(r.latency_ns, false);
     }
 
     /// Fold process `pid` into `[other]`.

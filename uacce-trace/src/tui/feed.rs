@@ -329,6 +329,8 @@ impl Feed {
                 }
                 Kind::Pin => e.0.pin_calls += s.hist.len(),
                 Kind::Unpin | Kind::UacceCtrl => {}
+                // Requests (`--op`) have no columns in `top` yet.
+                Kind::Op | Kind::OpFaulted | Kind::OpClean => {}
             }
         }
         for (id, (rates, h)) in &per {

@@ -34,6 +34,7 @@ mod attribution;
 mod busy;
 mod pinpaths;
 mod report;
+mod requests;
 mod script;
 mod summary;
 mod testkernel;
@@ -414,6 +415,7 @@ fn main_verdict(
     if test_kernel && job.hooks.is_some() {
         testkernel::check(console, &mut verdict);
         attribution::check(console, &mut verdict);
+        requests::check(console, &mut verdict);
     }
     if job.kernel == ARM64_STOCK_KERNEL && job.hooks.is_some() {
         arm64::check(console, hooks.filter(|h| *h != "auto"), &mut verdict);

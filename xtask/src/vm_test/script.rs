@@ -115,6 +115,7 @@ pub fn init_script(plan: &GuestPlan<'_>) -> String {
     if plan.test_kernel {
         sections.extend(TEST_KERNEL_SECTIONS);
         sections.extend(super::attribution::SECTIONS);
+        sections.extend(super::requests::SECTIONS);
     }
     guest::init(
         "vm-test",
@@ -135,6 +136,15 @@ pub fn init_script(plan: &GuestPlan<'_>) -> String {
             ("IOPF_B_ARGS", IOPF_B_ARGS.into()),
             ("IOPF_C_ARGS", IOPF_C_ARGS.into()),
             ("ATTR_MODES", super::attribution::modes_param()),
+            (
+                "REQ_ARGS",
+                if plan.test_kernel {
+                    super::requests::REQ_ARGS.into()
+                } else {
+                    String::new()
+                },
+            ),
+            ("REQ_SYMBOL", super::requests::SYMBOL.into()),
             ("SECTIONS", lines_of(&sections)),
         ],
         SCRIPT,
@@ -155,6 +165,7 @@ mod tests {
         });
         assert!(script.contains("\nTEST_KERNEL=0\n"));
         assert!(!script.contains("attr-a /tmp/attr-a.json"));
+        assert!(script.contains("\nREQ_ARGS=''\n"));
         assert!(script.starts_with("#!/bin/sh\n"));
         assert!(script.contains("\nHOOKS=''\n"));
         assert!(script.contains("WORKLOAD_ARGS='iouring --size-kib 1024 --count 4'"));
@@ -174,9 +185,12 @@ mod tests {
         assert!(script.contains("\nIOPF=/usr/bin/iopf-workload\n"));
         assert!(script.contains("\nIOPF_A_ARGS='--count 12 "));
         assert!(script.contains("\nuacce-ctrl /tmp/uacce-ctrl.json\n"));
-        assert!(script.contains("\nattr-noresp.err /tmp/attr-noresp.err'\n"));
+        assert!(script.contains("\nattr-noresp.err /tmp/attr-noresp.err\n"));
+        assert!(script.contains("\nreq-trace.err /tmp/req-trace.err'\n"));
         assert!(script.contains("\nHOOKS=kprobe\n"));
         assert!(script.contains("\nsummary /tmp/summary.json\n"));
+        assert!(script.contains("\nREQ_ARGS='--requests 30 "));
+        assert!(script.contains("\nreq-events /tmp/req-events.ndjson\n"));
         assert!(script.contains("\nSTOP_S=20\n"));
         // The PASID holder starts before the tracer; its PASID reaches the
         // third IOPF workload.

@@ -160,6 +160,9 @@ pub fn latency_metric(kind: Kind) -> &'static str {
         Kind::Pin => "uacce_trace_pin_latency_seconds",
         Kind::Unpin => "uacce_trace_unpin_latency_seconds",
         Kind::UacceCtrl => "uacce_trace_uacce_ctrl_latency_seconds",
+        Kind::Op => "uacce_trace_op_latency_seconds",
+        Kind::OpFaulted => "uacce_trace_op_faulted_latency_seconds",
+        Kind::OpClean => "uacce_trace_op_clean_latency_seconds",
     }
 }
 
@@ -169,6 +172,11 @@ fn latency_help(kind: Kind) -> &'static str {
         Kind::Pin => "pin_user_pages* call latency (_count: pin calls).",
         Kind::Unpin => "unpin_user_page* call latency (_count: unpin calls).",
         Kind::UacceCtrl => "uacce_ctrl/mempinfd pin and unpin ioctl latency (_count: ioctls).",
+        Kind::Op => "Request (--op) latency, entry to return (_count: requests).",
+        Kind::OpFaulted => {
+            "Latency of the requests (--op) with an IO page fault of their process inside."
+        }
+        Kind::OpClean => "Latency of the requests (--op) without an IO page fault inside.",
     }
 }
 
@@ -179,7 +187,7 @@ fn errors_metric(kind: Kind) -> Option<(&'static str, &'static str)> {
             "IO page faults answered with an invalid or failure response.",
         )),
         Kind::Pin => Some(("uacce_trace_pin_errors_total", "Pin calls that failed.")),
-        Kind::Unpin => None,
+        Kind::Unpin | Kind::Op | Kind::OpFaulted | Kind::OpClean => None,
         Kind::UacceCtrl => Some((
             "uacce_trace_uacce_ctrl_errors_total",
             "uacce_ctrl/mempinfd pin and unpin ioctls that failed.",
@@ -273,6 +281,54 @@ fn proc_labels(proc_id: ProcId, comm: &str, device: Option<&str>) -> String {
     l
 }
 
+/// The labels of a series: the process, and the device of an IOPF series
+/// or the op of a request series.
+fn series_labels(s: &crate::model::SeriesSnapshot) -> String {
+    let device = (s.key.kind == Kind::Iopf).then_some(s.key.device.as_str());
+    let mut l = proc_labels(s.key.proc_id, &s.key.comm, device);
+    if s.key.kind.is_request() {
+        let _ = write!(l, ",op=\"{}\"", escape_label(&s.key.device));
+    }
+    l
+}
+
+/// The share of each op's slowest requests that had a fault
+/// (`model::requests`), per process and op.
+fn render_tail_shares(o: &mut Out, snap: &Snapshot) {
+    use crate::model::requests::{TailShare, TAIL_QUANTILES};
+    let name = "uacce_trace_op_faulted_tail_ratio";
+    o.family(
+        name,
+        "gauge",
+        "Share of the slowest requests (--op; tail=p99: slowest 1 %, p99.9: slowest 0.1 %) \
+         that had an IO page fault of their process inside.",
+    );
+    for s in snap
+        .series
+        .iter()
+        .filter(|s| s.key.kind == Kind::Op && s.key.proc_id != ProcId::Other)
+    {
+        let faulted = snap
+            .series
+            .iter()
+            .find(|f| {
+                f.key.kind == Kind::OpFaulted
+                    && f.key.proc_id == s.key.proc_id
+                    && f.key.device == s.key.device
+            })
+            .map(|f| &f.hist);
+        for (tail, q) in TAIL_QUANTILES {
+            if let Some(t) = TailShare::of(&s.hist, faulted, q) {
+                o.sample(
+                    name,
+                    &format!("{},tail=\"{tail}\"", series_labels(s)),
+                    &float(t.share()),
+                );
+            }
+        }
+    }
+}
+
 /// Render the exposition.
 pub fn render(e: &Exposition<'_>) -> String {
     let snap = e.snapshot;
@@ -299,11 +355,14 @@ pub fn render(e: &Exposition<'_>) -> String {
             .filter(|s| s.key.proc_id != ProcId::Other)
     };
     for kind in Kind::ALL {
+        // Request families only when requests are traced (`--op`).
+        if kind.is_request() && !exported().any(|s| s.key.kind == kind) {
+            continue;
+        }
         let name = latency_metric(kind);
         o.family(name, "histogram", latency_help(kind));
         for s in exported().filter(|s| s.key.kind == kind) {
-            let device = (kind == Kind::Iopf).then_some(s.key.device.as_str());
-            let labels = proc_labels(s.key.proc_id, &s.key.comm, device);
+            let labels = series_labels(s);
             let (cum, count, sum_ns) = cumulative_buckets(&s.hist);
             let bucket = format!("{name}_bucket");
             for (le, c) in BUCKETS_NS.iter().zip(&cum) {
@@ -332,6 +391,9 @@ pub fn render(e: &Exposition<'_>) -> String {
                 );
             }
         }
+    }
+    if exported().any(|s| s.key.kind == Kind::Op) {
+        render_tail_shares(&mut o, snap);
     }
     let procs = || {
         snap.processes
@@ -735,5 +797,59 @@ mod tests {
         // The folded process (11) has no series of its own.
         assert!(!text.contains("pid=\"11\""), "{text}");
         assert!(!text.contains("_count{pid=\"\",comm=\"[other]\""), "{text}");
+    }
+
+    #[test]
+    fn requests_have_op_series_and_a_faulted_tail_share() {
+        use crate::ingest::event::RequestEvent;
+        let mut agg = Aggregator::new(ModelConfig::default());
+        // 1000 requests; the 10 slowest had a fault.
+        for i in 0..1000u64 {
+            let slow = i % 100 == 0;
+            agg.ingest(&Event::Request(RequestEvent {
+                ts_ns: 1_000 + i * 10_000,
+                latency_ns: if slow { 3_000_000 } else { 4_000 },
+                tgid: 5,
+                tid: 6,
+                comm: "zip".into(),
+                op: "wd_do_comp_sync".into(),
+                ret: 0,
+                faults: u32::from(slow),
+                fault_ns: if slow { 1_000_000 } else { 0 },
+            }));
+        }
+        let snap = agg.snapshot(20_000_000);
+        let text = render(&Exposition {
+            snapshot: &snap,
+            mode: "replay",
+            kernel: "k",
+            replay_complete: None,
+            self_stats: None,
+            bpf: None,
+        });
+        let l = r#"pid="5",comm="zip",op="wd_do_comp_sync""#;
+        for want in [
+            format!("uacce_trace_op_latency_seconds_count{{{l}}} 1000"),
+            format!("uacce_trace_op_faulted_latency_seconds_count{{{l}}} 10"),
+            format!("uacce_trace_op_clean_latency_seconds_count{{{l}}} 990"),
+            format!("uacce_trace_op_faulted_tail_ratio{{{l},tail=\"p99\"}} 1"),
+            format!("uacce_trace_op_faulted_tail_ratio{{{l},tail=\"p99.9\"}} 1"),
+        ] {
+            assert!(
+                text.contains(&format!("{want}\n")),
+                "missing {want}:\n{text}"
+            );
+        }
+        // Without requests there are no request families.
+        let empty = Aggregator::new(ModelConfig::default()).snapshot(0);
+        let text = render(&Exposition {
+            snapshot: &empty,
+            mode: "replay",
+            kernel: "k",
+            replay_complete: None,
+            self_stats: None,
+            bpf: None,
+        });
+        assert!(!text.contains("uacce_trace_op"), "{text}");
     }
 }
