@@ -379,7 +379,7 @@ impl Tracer {
         inflight
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| !std::path::Path::new(&format!("/proc/{}", k.tid)).exists())
+            .filter(|k| !system::process_exists(k.tid))
             .count() as u64
     }
 

@@ -333,8 +333,8 @@ pub fn check_privileges() -> Result<(), String> {
     Err(privileges_message(&missing, euid == 0))
 }
 
-/// Whether process `tgid` still exists (its `/proc` entry; a zombie
-/// still has one until it is reaped).
+/// Whether process or thread `tgid` still exists (its `/proc` entry,
+/// which threads have too; a zombie keeps one until it is reaped).
 pub fn process_exists(tgid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{tgid}")).exists()
 }
