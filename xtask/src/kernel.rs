@@ -9,7 +9,9 @@
 //!    tarball unpacked into the cache (`test-kernels/source/<version>/`).
 //! 2. Fixture: `xtask/kernel/uacce_ctrl/uacce_ctrl.c` copied into that tree
 //!    as `drivers/misc/uacce/uacce_ctrl_fixture.c` and added to the folder's
-//!    Makefile (built in: the kernel has no module support). Then the
+//!    Makefile (built in: the kernel has no module support); likewise, on
+//!    x86, `xtask/kernel/uacce_sva_test/uacce_sva_test.c` (the uacce driver
+//!    of QEMU's SVA test accelerator, see `qemu.rs`). Then the
 //!    patches of [`PATCHES`] (`xtask/kernel/*.patch`), `patch -p1`, once.
 //! 3. Config: `make tinyconfig`, `xtask/kernel/test-kernel-6.12.config`
 //!    merged with `merge_config.sh -m`, `make olddefconfig`; every `=y` of
@@ -44,18 +46,17 @@
 //! `vm/`. [`hooked_functions`] is the symbol list the BTF check here and the
 //! smoke test use. It needs root only to install missing Debian packages.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::ErrorKind;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
 use crate::base::cache;
-use crate::base::fs::{elapsed, list_dir, read_trimmed, remove_if_exists, write_if_changed};
-use crate::base::process::capture;
+use crate::base::fs::{elapsed, list_dir, read_trimmed, remove_if_exists, write_if_changed, Lock};
+use crate::base::process::{capture, run_logged, run_patch};
 use crate::base::Arch;
 use crate::toolchain::apt::{self, PrivateApt};
 
@@ -116,6 +117,13 @@ const FIXTURE_IN_TREE: &str = "drivers/misc/uacce/uacce_ctrl_fixture.c";
 const FIXTURE_MAKEFILE: &str = "drivers/misc/uacce/Makefile";
 const FIXTURE_MAKE_LINE: &str = "obj-y += uacce_ctrl_fixture.o";
 
+/// The driver of QEMU's `uacce-sva-test` accelerator (`xtask/qemu/`), a
+/// uacce device with SVA; built into the x86 kernel only (the device sits
+/// behind the emulated Intel IOMMU), so only the x86 key hashes it.
+const SVA_DRIVER: &str = include_str!("../kernel/uacce_sva_test/uacce_sva_test.c");
+const SVA_DRIVER_IN_TREE: &str = "drivers/misc/uacce/uacce_sva_test.c";
+const SVA_DRIVER_MAKE_LINE: &str = "obj-$(CONFIG_X86) += uacce_sva_test.o";
+
 /// Options the fragment does not name but the tests rely on; they must come
 /// out of `olddefconfig` as `=y`.
 const DERIVED_OPTIONS: &[&str] = &[
@@ -150,9 +158,6 @@ const RESULT_FILES: &[&str] = &["bzImage", "config", "System.map", "version", "s
 /// Folder of a test kernel folder that holds [`GUEST_HEADERS`] (an `-I`
 /// folder for the guest programs).
 pub const GUEST_INCLUDE: &str = "include";
-
-/// How often a long step prints that it is still running.
-const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 /// Command-line flags of `cargo xtask kernel`.
 #[derive(Debug, clap::Args)]
@@ -219,7 +224,7 @@ fn ensure(refresh: bool, jobs: Option<usize>, arch: Arch) -> Result<PathBuf> {
             return Ok(dir);
         }
     }
-    let _lock = Lock::acquire(&root.join(".lock"))?;
+    let _lock = Lock::acquire(&root.join(".lock"), "`cargo xtask kernel`")?;
 
     if !refresh {
         if let Some(dir) = cached(&root, arch)? {
@@ -316,11 +321,11 @@ fn is_complete(dir: &Path, arch: Arch) -> bool {
             .all(|(to, _)| dir.join(GUEST_INCLUDE).join(to).is_file())
 }
 
-/// [`cache_key`] of the kernel of `arch`: x86's is unchanged; arm64's also
-/// hashes its fragment and ends in `-arm64`.
+/// [`cache_key`] of the kernel of `arch`: x86's also hashes the SVA test
+/// driver; arm64's its fragment, and it ends in `-arm64`.
 fn cache_key_for(arch: Arch, source_version: &str) -> String {
     match arch {
-        Arch::X86_64 => cache_key(source_version),
+        Arch::X86_64 => cache_key(&format!("{source_version}\0{SVA_DRIVER}")),
         other => format!(
             "{}-{}",
             cache_key(&format!(
@@ -346,40 +351,6 @@ fn cache_key(source_version: &str) -> String {
         .iter()
         .flat_map(|(name, text)| [name.as_bytes(), text.as_bytes()]);
     cache::key(fixed.into_iter().chain(patches))
-}
-
-// ---------------------------------------------------------------------------
-// Mutual exclusion between two xtask processes building at once
-
-/// An exclusive `flock` on a file, released when dropped (the file closes).
-struct Lock {
-    _file: File,
-}
-
-impl Lock {
-    fn acquire(path: &Path) -> Result<Self> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        let fd = file.as_raw_fd();
-        // SAFETY: fd is an open descriptor owned by `file` for this call.
-        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(Self { _file: file });
-        }
-        eprintln!(
-            "kernel: waiting for another `cargo xtask kernel` (lock {})",
-            path.display()
-        );
-        // SAFETY: as above.
-        if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("locking {}", path.display()));
-        }
-        Ok(Self { _file: file })
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -547,24 +518,30 @@ fn find_tarball(dir: &Path) -> Result<PathBuf> {
 // ---------------------------------------------------------------------------
 // 2. Fixture
 
-/// Copies the fixture into the tree and adds it to the folder's Makefile;
+/// Copies the fixture and the SVA test driver into the tree and adds them
+/// to the folder's Makefile;
 /// files that are already right are left alone (their times too, so make
 /// does not rebuild them).
 fn install_fixture(tree: &Path) -> Result<()> {
-    let path = tree.join(FIXTURE_IN_TREE);
-    write_if_changed(&path, FIXTURE)?;
-    let makefile = tree.join(FIXTURE_MAKEFILE);
-    let text =
-        fs::read_to_string(&makefile).with_context(|| format!("reading {}", makefile.display()))?;
-    if !text.lines().any(|l| l.trim() == FIXTURE_MAKE_LINE) {
-        let mut text = text;
-        if !text.ends_with('\n') {
+    for (in_tree, source, make_line) in [
+        (FIXTURE_IN_TREE, FIXTURE, FIXTURE_MAKE_LINE),
+        (SVA_DRIVER_IN_TREE, SVA_DRIVER, SVA_DRIVER_MAKE_LINE),
+    ] {
+        write_if_changed(&tree.join(in_tree), source)?;
+        let makefile = tree.join(FIXTURE_MAKEFILE);
+        let text = fs::read_to_string(&makefile)
+            .with_context(|| format!("reading {}", makefile.display()))?;
+        if !text.lines().any(|l| l.trim() == make_line) {
+            let mut text = text;
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str("# uacce-trace test fixture (cargo xtask kernel)\n");
+            text.push_str(make_line);
             text.push('\n');
+            fs::write(&makefile, text)
+                .with_context(|| format!("writing {}", makefile.display()))?;
         }
-        text.push_str("# uacce-trace test fixture (cargo xtask kernel)\n");
-        text.push_str(FIXTURE_MAKE_LINE);
-        text.push('\n');
-        fs::write(&makefile, text).with_context(|| format!("writing {}", makefile.display()))?;
     }
     Ok(())
 }
@@ -590,40 +567,6 @@ fn apply_patches(tree: &Path) -> Result<()> {
         eprintln!("kernel: applied xtask/kernel/{name}");
     }
     Ok(())
-}
-
-/// `patch -p1 --force --silent ARGS < text` in `tree` (`--force`: a
-/// patch that looks reversed is not taken as reversed, as `--batch` would): Ok(()) when it
-/// succeeded, Err(its output) when it did not; Err(_) outside when it
-/// could not run.
-fn run_patch(tree: &Path, text: &str, args: &[&str]) -> Result<Result<(), String>> {
-    use std::io::Write;
-    let mut child = Command::new("patch")
-        .args(["-p1", "--force", "--silent"])
-        .args(args)
-        .current_dir(tree)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting patch (Debian package patch)")?;
-    child
-        .stdin
-        .take()
-        .context("patch's stdin")?
-        .write_all(text.as_bytes())
-        .context("writing to patch")?;
-    let out = child.wait_with_output().context("waiting for patch")?;
-    if out.status.success() {
-        Ok(Ok(()))
-    } else {
-        Ok(Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -713,58 +656,7 @@ fn compile(tree: &Path, build_dir: &Path, jobs: usize, arch: Arch) -> Result<()>
     );
     let mut cmd = make_for(tree, build_dir, arch);
     cmd.arg(format!("-j{jobs}")).arg(target);
-    run_logged(&mut cmd, &log, "build").context("building the kernel")
-}
-
-/// Runs `cmd` with all its output in `log`, printing every
-/// [`PROGRESS_EVERY`] how long it has run, how many lines it wrote and its
-/// last line; on failure the error holds the log's last lines.
-fn run_logged(cmd: &mut Command, log: &Path, label: &str) -> Result<()> {
-    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let err = out
-        .try_clone()
-        .with_context(|| format!("opening {} twice", log.display()))?;
-    let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
-    let mut next_report = PROGRESS_EVERY;
-    let status = loop {
-        if let Some(status) = child.try_wait().context("waiting for make")? {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-        if start.elapsed() >= next_report {
-            next_report += PROGRESS_EVERY;
-            let text = fs::read_to_string(log).unwrap_or_default();
-            let last = text
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .trim();
-            eprintln!(
-                "kernel: {label}: {} elapsed, {} lines; {last}",
-                elapsed(start),
-                text.lines().count()
-            );
-        }
-    };
-    if !status.success() {
-        let text = fs::read_to_string(log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        bail!(
-            "failed ({status}) after {}; full output in {}; its end:\n{}",
-            elapsed(start),
-            log.display(),
-            lines[lines.len().saturating_sub(25)..].join("\n")
-        );
-    }
-    eprintln!("kernel: {label} ok ({})", elapsed(start));
-    Ok(())
+    run_logged(&mut cmd, &log, "kernel: build").context("building the kernel")
 }
 
 /// The functions the test kernel must keep in BTF as `FUNC`s, hookable
@@ -864,7 +756,8 @@ mod tests {
             cache_key_for(Arch::X86_64, "6.12.1-1"),
             cache_key_for(Arch::Aarch64, "6.12.1-1")
         );
-        assert_eq!(
+        // Only x86 builds the SVA test driver in, so only its key has it.
+        assert_ne!(
             cache_key_for(Arch::X86_64, "6.12.1-1"),
             cache_key("6.12.1-1")
         );

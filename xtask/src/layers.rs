@@ -6,8 +6,9 @@
 //! base        processes, files, paths, cache folder, Arch
 //! toolchain   apt, setup (Needs, stock kernels), release builds
 //! kernel      the test kernel: build and cache
+//! qemu        the patched QEMU (SVA test accelerator): build and cache
 //! vm          the guest harness: image, /init, QEMU, console protocol
-//! commands    vm_test, soak, demo, bench, smoke (scenarios on vm), prom
+//! commands    vm_test, soak, demo, bench, smoke, sva (scenarios on vm), prom
 //!             (the dashboard and rules against a real Prometheus), dist
 //! test        every tier
 //! ```
@@ -18,9 +19,11 @@
 const LAYERS: &[&[&str]] = &[
     &["base"],
     &["toolchain"],
-    &["kernel"],
+    &["kernel", "qemu"],
     &["vm"],
-    &["vm_test", "soak", "demo", "bench", "smoke", "prom", "dist"],
+    &[
+        "vm_test", "soak", "demo", "bench", "smoke", "sva", "prom", "dist",
+    ],
     &["test"],
 ];
 

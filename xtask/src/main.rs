@@ -10,8 +10,10 @@ mod dist;
 mod kernel;
 mod layers;
 mod prom;
+mod qemu;
 mod smoke;
 mod soak;
+mod sva;
 mod test;
 /// How a test that cannot run says so (shared with uacce-trace's tests).
 #[cfg(test)]
@@ -57,6 +59,10 @@ enum Cmd {
     Soak(soak::SoakArgs),
     /// Build (or find cached) the test kernel: Linux 6.12 with iommufd's IOPF mock and /dev/uacce_ctrl.
     Kernel(kernel::KernelArgs),
+    /// Boot the test kernel on the patched QEMU: its SVA accelerator faults through the emulated VT-d (checks, no tool).
+    Sva(sva::SvaArgs),
+    /// Build (or find cached) the QEMU with the SVA test accelerator: Debian's QEMU 10.2 source + xtask/qemu patches.
+    Qemu(qemu::QemuArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +78,13 @@ fn main() -> ExitCode {
         },
         Cmd::Setup(args) => setup::run(&(&args).into()),
         Cmd::Kernel(args) => smoke::run(&args),
+        Cmd::Qemu(args) => qemu::run(&args),
+        // The verdict line is the last one printed; a FAIL exits 1 quietly.
+        Cmd::Sva(args) => match sva::run(&args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(err) => Err(err),
+        },
         // PASS/FAIL is the last line; a FAIL exits 1 quietly.
         Cmd::Soak(args) => match soak::run(&args) {
             Ok(true) => Ok(()),

@@ -1,7 +1,8 @@
 //! Small file and folder helpers with errors that name the path.
 
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -66,5 +67,35 @@ pub fn elapsed(start: Instant) -> String {
         format!("{}m{:02}s", secs / 60, secs % 60)
     } else {
         format!("{:.1}s", start.elapsed().as_secs_f64())
+    }
+}
+
+/// An exclusive `flock` on a file, released when dropped (the file closes).
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    /// Takes the lock on `path`, saying that it waits for `holder` (the
+    /// command that holds it) when it has to.
+    pub fn acquire(path: &Path, holder: &str) -> Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let fd = file.as_raw_fd();
+        // SAFETY: fd is an open descriptor owned by `file` for this call.
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Self { _file: file });
+        }
+        eprintln!("waiting for another {holder} (lock {})", path.display());
+        // SAFETY: as above.
+        if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("locking {}", path.display()));
+        }
+        Ok(Self { _file: file })
     }
 }

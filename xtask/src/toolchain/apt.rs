@@ -316,19 +316,35 @@ impl PrivateApt {
     /// (e.g. `arm64`): the sources entry is restricted to it and apt takes it
     /// as its native architecture, so `show` and `download` see its packages.
     pub fn for_arch(dir: &Path, mirror: &Mirror, suite: &str, arch: &str) -> Result<Self> {
-        for sub in ["lists/partial", "cache/archives/partial", "preferences.d"] {
-            let path = dir.join(sub);
-            fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        }
         let mut options = vec![format!("arch={arch}"), "target=Packages".to_owned()];
         if let Some(key) = &mirror.signed_by {
             options.push(format!("signed-by={key}"));
         }
+        let line = format!("deb [{}] {} {suite} main\n", options.join(" "), mirror.uri);
+        Self::with_sources(dir, &line, suite, arch)
+    }
+
+    /// apt for the source packages (`deb-src`) of `suite`: [`Self::has_source`]
+    /// looks them up and [`Self::download_source`] fetches them.
+    pub fn for_sources(dir: &Path, mirror: &Mirror, suite: &str) -> Result<Self> {
+        let options = mirror
+            .signed_by
+            .as_ref()
+            .map(|key| format!("[signed-by={key}] "))
+            .unwrap_or_default();
+        let line = format!("deb-src {options}{} {suite} main\n", mirror.uri);
+        Self::with_sources(dir, &line, suite, "amd64")
+    }
+
+    /// Writes the private configuration with `sources_line` as its only
+    /// sources entry.
+    fn with_sources(dir: &Path, sources_line: &str, suite: &str, arch: &str) -> Result<Self> {
+        for sub in ["lists/partial", "cache/archives/partial", "preferences.d"] {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        }
         let sources = dir.join("sources.list");
-        write_if_changed(
-            &sources,
-            &format!("deb [{}] {} {suite} main\n", options.join(" "), mirror.uri),
-        )?;
+        write_if_changed(&sources, sources_line)?;
         let status = dir.join("status");
         if !status.exists() {
             fs::write(&status, "").with_context(|| format!("creating {}", status.display()))?;
@@ -432,6 +448,39 @@ impl PrivateApt {
             .with_context(|| format!("apt-get download {spec} left no .deb in {}", into.display()))
     }
 
+    /// Whether the suite's source index lists `package` at exactly `version`.
+    pub fn has_source(&self, package: &str, version: &str) -> Result<bool> {
+        let out = self
+            .command("apt-cache")
+            .args(["showsrc", "--only-source", package])
+            .output()
+            .with_context(|| format!("running apt-cache showsrc {package}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(out.status.success()
+            && parse_paragraphs(&text)
+                .iter()
+                .any(|p| p.get("version").map(String::as_str) == Some(version)))
+    }
+
+    /// Downloads the files of source package `package` at `version` (its
+    /// `.dsc`, the orig and debian tarballs) into `into`, checked against
+    /// the index's hashes by apt; returns the `.dsc`.
+    pub fn download_source(&self, package: &str, version: &str, into: &Path) -> Result<PathBuf> {
+        fs::create_dir_all(into).with_context(|| format!("creating {}", into.display()))?;
+        let spec = format!("{package}={version}");
+        capture(
+            self.command("apt-get")
+                .args(["-qq", "source", "--download-only", &spec])
+                .current_dir(into),
+        )
+        .with_context(|| format!("apt-get source --download-only {spec}"))?;
+        let dsc = into.join(dsc_name(package, version));
+        if !dsc.is_file() {
+            bail!("apt-get source {spec} left no {}", dsc.display());
+        }
+        Ok(dsc)
+    }
+
     /// Removes the downloaded package lists and caches (tens of MB per
     /// suite); the configuration stays, and the next use runs `update` again.
     pub fn clean(&self) -> Result<()> {
@@ -444,6 +493,13 @@ impl PrivateApt {
         }
         Ok(())
     }
+}
+
+/// File name of the `.dsc` of source package `package` at `version` (the
+/// version without its epoch).
+pub fn dsc_name(package: &str, version: &str) -> String {
+    let bare = version.split_once(':').map_or(version, |(_, v)| v);
+    format!("{package}_{bare}.dsc")
 }
 
 /// Parses a `Depends` value into groups of alternative package names
@@ -511,6 +567,12 @@ mod tests {
         let mirror = pick_mirror(&entries, "bookworm").expect("mirror");
         assert_eq!(mirror.uri, "file:///srv/c/debian");
         assert_eq!(mirror.signed_by.as_deref(), Some("/k.gpg"));
+    }
+
+    #[test]
+    fn dsc_name_drops_the_epoch() {
+        assert_eq!(dsc_name("qemu", "1:10.2.2+ds-1"), "qemu_10.2.2+ds-1.dsc");
+        assert_eq!(dsc_name("hello", "2.10-3"), "hello_2.10-3.dsc");
     }
 
     #[test]

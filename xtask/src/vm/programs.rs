@@ -1,5 +1,5 @@
 //! The test kernel's guest programs: static C in `xtask/kernel/`
-//! (`uacce_ctrl_pin.c`, `iopf_workload.c`, `uacce_demo.c`, sharing
+//! (`uacce_ctrl_pin.c`, `iopf_workload.c`, `uacce_demo.c`, `sva_workload.c`, sharing
 //! `ut_guest.h`), compiled against the uapi headers the test kernel folder
 //! holds (`include/`, see [`crate::kernel::GUEST_HEADERS`]): `gcc` for the
 //! host, `aarch64-linux-gnu-gcc` for an arm64 guest.
@@ -7,7 +7,7 @@
 //! They have their own cache key (the sources, the headers, the compiler
 //! and its flags, the architecture, [`RECIPE_VERSION`]), so editing a
 //! program rebuilds only the programs (seconds), never the kernel. The
-//! result is `<cache>/guest-programs/<key>-<arch>/` with the three
+//! result is `<cache>/guest-programs/<key>-<arch>/` with the four
 //! binaries; the sources are compiled into xtask, so the result does not
 //! depend on the working directory.
 
@@ -48,6 +48,11 @@ const PROGRAMS: &[(&str, &str, &str)] = &[
         "uacce_demo.c",
         include_str!("../../kernel/uacce_demo.c"),
     ),
+    (
+        SVA_BINARY,
+        "sva_workload.c",
+        include_str!("../../kernel/sva_workload.c"),
+    ),
 ];
 
 /// `/dev/uacce_ctrl` pins; checks the pin counters.
@@ -56,6 +61,8 @@ const PIN_BINARY: &str = "uacce-ctrl-pin";
 const IOPF_BINARY: &str = "iopf-workload";
 /// One faulting/pinning process of `cargo xtask demo`.
 const DEMO_BINARY: &str = "uacce-demo";
+/// A client of QEMU's SVA test accelerator: faults, then pins.
+const SVA_BINARY: &str = "sva-workload";
 
 /// Compiler flags (before `-I`).
 const CFLAGS: &[&str] = &["-static", "-O2", "-Wall", "-Wextra"];
@@ -84,6 +91,12 @@ impl Programs {
     /// `uacce-demo`: the demo's guest process.
     pub fn demo(&self) -> PathBuf {
         self.dir.join(DEMO_BINARY)
+    }
+
+    /// `sva-workload`: IO page faults of the SVA test accelerator, then
+    /// pinned buffers (needs the QEMU of `cargo xtask qemu`).
+    pub fn sva(&self) -> PathBuf {
+        self.dir.join(SVA_BINARY)
     }
 }
 

@@ -228,3 +228,64 @@ pub fn wait_with_timeout(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The machine of the SVA tests: the patched QEMU of `cargo xtask qemu`
+/// (`crate::qemu`), a q35 with the Intel IOMMU in scalable mode with
+/// first-stage translation, PASID, device IOTLB and `svm=on` (PRS, PDS,
+/// SMPWC: what Linux's intel_iommu needs for SVA with PRI), and the
+/// `uacce-sva-test` accelerator on the root bus. The CPU has no LA57:
+/// Linux 6.12 refuses SVM when the CPU has 5-level paging and the IOMMU
+/// cannot walk it (the model does not advertise FL5LP).
+pub const SVA_MACHINE_ARGS: &[&str] = &[
+    "-M",
+    "q35",
+    "-cpu",
+    "max,la57=off",
+    "-device",
+    "intel-iommu,x-scalable-mode=on,x-flts=on,x-pasid-mode=on,device-iotlb=on,svm=on,aw-bits=48",
+    "-device",
+    "uacce-sva-test",
+];
+
+/// Kernel command line of the SVA machine: [`APPEND`] with the IOMMU on in
+/// scalable mode.
+pub const APPEND_SVA: &str =
+    "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init intel_iommu=on,sm_on";
+
+/// Boots `kernel` with `initrd` on the SVA machine of `qemu_program`
+/// ([`SVA_MACHINE_ARGS`]), console to `log`, for at most `timeout`.
+pub fn boot_sva(
+    qemu_program: &Path,
+    kernel: &Path,
+    initrd: &Path,
+    log: &Path,
+    timeout: Duration,
+) -> Result<Boot> {
+    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out
+        .try_clone()
+        .with_context(|| format!("opening {} twice", log.display()))?;
+    let start = Instant::now();
+    let mut child = Command::new(qemu_program)
+        .args(["-accel", "tcg,thread=multi"])
+        .args(SVA_MACHINE_ARGS)
+        .args([
+            "-m",
+            "1024",
+            "-smp",
+            "2",
+            "-nographic",
+            "-no-reboot",
+            "-kernel",
+        ])
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", APPEND_SVA])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("starting {}", qemu_program.display()))?;
+    wait_with_timeout(&mut child, start, timeout)
+}
