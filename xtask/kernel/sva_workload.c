@@ -5,7 +5,7 @@
  * client: the device reads and writes this process's memory by its
  * virtual addresses, in the PASID that opening the device bound.
  *
- *   sva-workload [PAGES] [DEVICE]   (default 16, /dev/uacce_sva_test-0)
+ *   sva-workload PAGES DEVICE   (DEVICE: /dev/uacce_sva_test-N)
  *
  * 1. open DEVICE (uacce binds this mm: iommu_sva_bind_device), START_Q,
  *    mmap the queue's register page (region 0, UACCE_QFRT_MMIO).
@@ -129,8 +129,8 @@ static char *fresh_pages(long len)
 
 int main(int argc, char **argv)
 {
-	long pages = argc > 1 ? strtol(argv[1], NULL, 0) : 16;
-	const char *dev = argc > 2 ? argv[2] : "/dev/uacce_sva_test-0";
+	long pages = argc > 1 ? strtol(argv[1], NULL, 0) : 0;
+	const char *dev = argc > 2 ? argv[2] : NULL;
 	long page = sysconf(_SC_PAGESIZE);
 	long len = pages * page;
 	struct uacce_pin_address pin;
@@ -140,8 +140,8 @@ int main(int argc, char **argv)
 	void *map;
 
 	ut_prog = "sva-workload";
-	if (pages <= 0 || pages > 4096) {
-		fprintf(stderr, "usage: sva-workload [PAGES 1..4096] [DEVICE]\n");
+	if (pages <= 0 || pages > 4096 || !dev) {
+		fprintf(stderr, "usage: sva-workload PAGES(1..4096) /dev/uacce_sva_test-N\n");
 		return 2;
 	}
 	fd = open(dev, O_RDWR | O_CLOEXEC);

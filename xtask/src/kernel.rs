@@ -123,6 +123,15 @@ const FIXTURE_MAKE_LINE: &str = "obj-y += uacce_ctrl_fixture.o";
 const SVA_DRIVER: &str = include_str!("../kernel/uacce_sva_test/uacce_sva_test.c");
 const SVA_DRIVER_IN_TREE: &str = "drivers/misc/uacce/uacce_sva_test.c";
 const SVA_DRIVER_MAKE_LINE: &str = "obj-$(CONFIG_X86) += uacce_sva_test.o";
+/// Patches for the x86 kernel's SVA only, applied to the shared tree like
+/// [`PATCHES`] but hashed into the x86 key only (what they change is
+/// x86-only): Debian's 6.12.117 refuses `iommu_sva_bind_device` on x86
+/// (`-EOPNOTSUPP`, a stable-kernel guard against the IOMMU walking freed
+/// kernel page tables); the SVA test accelerator needs the bind.
+const X86_PATCHES: &[(&str, &str)] = &[(
+    "x86-sva-bind.patch",
+    include_str!("../kernel/x86-sva-bind.patch"),
+)];
 
 /// Options the fragment does not name but the tests rely on; they must come
 /// out of `olddefconfig` as `=y`.
@@ -325,7 +334,13 @@ fn is_complete(dir: &Path, arch: Arch) -> bool {
 /// driver; arm64's its fragment, and it ends in `-arm64`.
 fn cache_key_for(arch: Arch, source_version: &str) -> String {
     match arch {
-        Arch::X86_64 => cache_key(&format!("{source_version}\0{SVA_DRIVER}")),
+        Arch::X86_64 => {
+            let patches: String = X86_PATCHES
+                .iter()
+                .map(|(name, text)| format!("{name}\0{text}\0"))
+                .collect();
+            cache_key(&format!("{source_version}\0{SVA_DRIVER}\0{patches}"))
+        }
         other => format!(
             "{}-{}",
             cache_key(&format!(
@@ -551,7 +566,7 @@ fn install_fixture(tree: &Path) -> Result<()> {
 /// alone (the file keeps its time, so make does not rebuild it); one that
 /// neither reverses nor applies fails the build with patch's own words.
 fn apply_patches(tree: &Path) -> Result<()> {
-    for (name, text) in PATCHES {
+    for (name, text) in PATCHES.iter().chain(X86_PATCHES) {
         if run_patch(tree, text, &["-R", "--dry-run"])?.is_ok() {
             continue;
         }
@@ -821,7 +836,7 @@ mod tests {
             eprintln!("SKIP: no unpacked kernel source (`cargo xtask kernel` unpacks one)");
             return;
         };
-        for (name, text) in PATCHES {
+        for (name, text) in PATCHES.iter().chain(X86_PATCHES) {
             let reverses = run_patch(&source.tree, text, &["-R", "--dry-run"]).unwrap();
             let applies = run_patch(&source.tree, text, &["--forward", "--dry-run"]).unwrap();
             // Exactly one: in place, or applies.

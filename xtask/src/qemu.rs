@@ -182,7 +182,7 @@ fn ensure(jobs: Option<usize>) -> Result<PathBuf> {
     let compile_start = Instant::now();
     let log = build.join("build.log");
     eprintln!(
-        "qemu: nice ninja -j{jobs} {PROGRAM} (about 25 min on 2 busy cores from scratch; log {})",
+        "qemu: nice ninja -j{jobs} {PROGRAM} (35 to 60 min on 2 shared cores from scratch; log {})",
         log.display()
     );
     let mut cmd = Command::new("nice");
@@ -271,6 +271,7 @@ fn ensure_meson(root: &Path) -> Result<PathBuf> {
     let deb = apt.download(&record, &root.join("download"))?;
     let dir = base.join(&record.version);
     remove_if_exists(&dir)?;
+    fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     capture(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir))
         .with_context(|| format!("unpacking {}", deb.display()))?;
     if !dir
@@ -375,7 +376,6 @@ fn configure(tree: &Path, build: &Path, python_path: &Path) -> Result<()> {
     {
         return Ok(());
     }
-    let start = Instant::now();
     remove_if_exists(build)?;
     fs::create_dir_all(build).with_context(|| format!("creating {}", build.display()))?;
     eprintln!("qemu: configure {}", CONFIGURE_ARGS.join(" "));
@@ -388,9 +388,7 @@ fn configure(tree: &Path, build: &Path, python_path: &Path) -> Result<()> {
         .env("PYTHONPATH", python_path)
         .env("LC_ALL", "C");
     run_logged(&mut cmd, &log, "qemu: configure").context("configuring QEMU")?;
-    fs::write(&done, wanted).with_context(|| format!("writing {}", done.display()))?;
-    eprintln!("qemu: configure ok ({})", elapsed(start));
-    Ok(())
+    fs::write(&done, wanted).with_context(|| format!("writing {}", done.display()))
 }
 
 /// The built binary runs and offers what the patches add.

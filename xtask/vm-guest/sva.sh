@@ -42,7 +42,7 @@ say "ats_ctrl $(word 0x106) pasid_ctrl $(word 0x116) pri_ctrl $(word 0x124)"
 check ats_enabled flag 0x106 0x8000
 check pasid_enabled flag 0x116 1
 check pri_enabled flag 0x124 1
-node=$(ls /sys/class/uacce 2>/dev/null | head -n 1)
+node=$(ls /sys/class/uacce 2>/dev/null | grep "^uacce_sva_test-" | head -n 1)
 say "uacce ${node:-none} flags $(cat /sys/class/uacce/$node/flags 2>/dev/null) available $(cat /sys/class/uacce/$node/available_instances 2>/dev/null)"
 check uacce_node test -c "/dev/$node"
 check uacce_sva_flag test "$(( $(cat /sys/class/uacce/$node/flags 2>/dev/null || echo 0) & 1 ))" = 1

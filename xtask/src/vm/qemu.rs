@@ -233,7 +233,9 @@ pub fn wait_with_timeout(
 /// (`crate::qemu`), a q35 with the Intel IOMMU in scalable mode with
 /// first-stage translation, PASID, device IOTLB and `svm=on` (PRS, PDS,
 /// SMPWC: what Linux's intel_iommu needs for SVA with PRI), and the
-/// `uacce-sva-test` accelerator on the root bus. The CPU has no LA57:
+/// `uacce-sva-test` accelerator on the root bus. Interrupt remapping is
+/// off: with it, Linux 6.12 under TCG panics at boot ("timer doesn't work
+/// through Interrupt-remapped IO-APIC"). The CPU has no LA57:
 /// Linux 6.12 refuses SVM when the CPU has 5-level paging and the IOMMU
 /// cannot walk it (the model does not advertise FL5LP).
 pub const SVA_MACHINE_ARGS: &[&str] = &[
@@ -242,7 +244,7 @@ pub const SVA_MACHINE_ARGS: &[&str] = &[
     "-cpu",
     "max,la57=off",
     "-device",
-    "intel-iommu,x-scalable-mode=on,x-flts=on,x-pasid-mode=on,device-iotlb=on,svm=on,aw-bits=48",
+    "intel-iommu,intremap=off,x-scalable-mode=on,x-flts=on,x-pasid-mode=on,device-iotlb=on,svm=on,aw-bits=48",
     "-device",
     "uacce-sva-test",
 ];
