@@ -76,15 +76,21 @@ done
 say "check report_from_irq_thread $irq_only"
 
 # Two processes at once, each with its own queue and PASID.
+# nr_foll_pin_acquired after folding the per-CPU deltas.
+pins() { echo 1 > /proc/sys/vm/stat_refresh; awk '$1 == "nr_foll_pin_acquired" { print $2 }' /proc/vmstat; }
 echo > $T/trace
-"$SVA" "$PAGES" "/dev/$node" > /tmp/sva-b 2>&1 &
+p0=$(pins)
+"$SVA" "$PAGES" "/dev/$node" --shared-vmstat > /tmp/sva-b 2>&1 &
 pb=$!
-"$SVA" "$PAGES" "/dev/$node" > /tmp/sva-c 2>&1 &
+"$SVA" "$PAGES" "/dev/$node" --shared-vmstat > /tmp/sva-c 2>&1 &
 pc=$!
 wait $pb; rb=$?
 wait $pc; rc2=$?
+p1=$(pins)
 check workload_b test $rb = 0
 check workload_c test $rc2 = 0
+say "pins bc: $((p1 - p0))"
+check pins_bc test "$((p1 - p0))" = "$((2 * PAGES))"
 rep=$(calls iommu_report_device_fault); resp=$(calls iopf_group_response)
 say "ftrace bc: bind=$(calls iommu_sva_bind_device) report=$rep response=$resp"
 check faults_bc test "$rep $resp" = "$((2 * PAGES)) $((2 * PAGES))"
