@@ -55,7 +55,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::base::cache;
-use crate::base::fs::{elapsed, list_dir, read_trimmed, remove_if_exists, write_if_changed, Lock};
+use crate::base::fs::{
+    elapsed, list_dir, mib, read_trimmed, remove_if_exists, write_if_changed, Lock,
+};
 use crate::base::process::{capture, run_logged, run_patch};
 use crate::base::Arch;
 use crate::toolchain::apt::{self, PrivateApt};
@@ -753,13 +755,6 @@ fn copy_guest_headers(tree: &Path, include: &Path) -> Result<()> {
 
 // ---------------------------------------------------------------------------
 // Small helpers
-
-fn mib(bytes: u64) -> f64 {
-    // Display only: precision loss in the conversion does not matter.
-    #[allow(clippy::cast_precision_loss)]
-    let b = bytes as f64;
-    b / (1024.0 * 1024.0)
-}
 
 #[cfg(test)]
 mod tests {

@@ -41,9 +41,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::base::cache;
-use crate::base::fs::{elapsed, remove_if_exists, write_if_changed, Lock};
+use crate::base::fs::{elapsed, mib, remove_if_exists, write_if_changed, Lock};
 use crate::base::process::{capture, run_logged, run_patch};
 use crate::toolchain::apt::{self, PrivateApt};
+use crate::toolchain::setup::{self, Need};
 
 /// The Debian source package.
 const SOURCE_PACKAGE: &str = "qemu";
@@ -166,7 +167,7 @@ fn ensure(jobs: Option<usize>) -> Result<PathBuf> {
     if is_complete(&dir) {
         return Ok(dir);
     }
-    ensure_packages()?;
+    setup::ensure(&[Need::Packages(BUILD_PACKAGES)])?;
     let bare = SOURCE_VERSION
         .split_once(':')
         .map_or(SOURCE_VERSION, |(_, v)| v);
@@ -227,24 +228,6 @@ fn ensure(jobs: Option<usize>) -> Result<PathBuf> {
         dir.display()
     );
     Ok(dir)
-}
-
-fn ensure_packages() -> Result<()> {
-    let missing = apt::missing_packages(BUILD_PACKAGES)?;
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("qemu: installing Debian packages {}", missing.join(" "));
-    apt::install_packages(&missing)?;
-    let still = apt::missing_packages(BUILD_PACKAGES)?;
-    if !still.is_empty() {
-        bail!(
-            "still missing after apt-get install: {}; try: {}",
-            still.join(" "),
-            apt::install_hint(&still)
-        );
-    }
-    Ok(())
 }
 
 /// Trixie's meson, unpacked under `qemu/meson/<version>/`; returns that
@@ -405,13 +388,6 @@ fn check_binary(program: &Path) -> Result<()> {
         bail!("{}'s intel-iommu has no svm property", program.display());
     }
     Ok(())
-}
-
-fn mib(bytes: u64) -> f64 {
-    // Display only: precision loss in the conversion does not matter.
-    #[allow(clippy::cast_precision_loss)]
-    let b = bytes as f64;
-    b / (1024.0 * 1024.0)
 }
 
 #[cfg(test)]

@@ -99,3 +99,11 @@ impl Lock {
         Ok(Self { _file: file })
     }
 }
+
+/// `bytes` in MiB, for messages.
+pub fn mib(bytes: u64) -> f64 {
+    // Display only: precision loss in the conversion does not matter.
+    #[allow(clippy::cast_precision_loss)]
+    let b = bytes as f64;
+    b / (1024.0 * 1024.0)
+}

@@ -188,17 +188,27 @@ pub fn boot_with(
     timeout: Duration,
     tcg: Tcg,
 ) -> Result<Boot> {
+    boot_command(
+        &mut command_with(arch, kernel, initrd, Console::Log, tcg),
+        log,
+        timeout,
+    )
+}
+
+/// Runs the QEMU command `cmd` with its console (stdout and stderr) into
+/// `log`, for at most `timeout`.
+fn boot_command(cmd: &mut Command, log: &Path, timeout: Duration) -> Result<Boot> {
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = out
         .try_clone()
         .with_context(|| format!("opening {} twice", log.display()))?;
     let start = Instant::now();
-    let mut child = command_with(arch, kernel, initrd, Console::Log, tcg)
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .spawn()
-        .with_context(|| format!("starting {}", program(arch)))?;
+        .with_context(|| format!("starting {}", cmd.get_program().to_string_lossy()))?;
     wait_with_timeout(&mut child, start, timeout)
 }
 
@@ -263,13 +273,8 @@ pub fn boot_sva(
     log: &Path,
     timeout: Duration,
 ) -> Result<Boot> {
-    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let err = out
-        .try_clone()
-        .with_context(|| format!("opening {} twice", log.display()))?;
-    let start = Instant::now();
-    let mut child = Command::new(qemu_program)
-        .args(["-accel", "tcg,thread=multi"])
+    let mut cmd = Command::new(qemu_program);
+    cmd.args(["-accel", "tcg,thread=multi"])
         .args(SVA_MACHINE_ARGS)
         .args([
             "-m",
@@ -283,11 +288,6 @@ pub fn boot_sva(
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", APPEND_SVA])
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .with_context(|| format!("starting {}", qemu_program.display()))?;
-    wait_with_timeout(&mut child, start, timeout)
+        .args(["-append", APPEND_SVA]);
+    boot_command(&mut cmd, log, timeout)
 }
