@@ -264,7 +264,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Serve Prometheus metrics on http://127.0.0.1:9435/metrics.
+    /// Serve Prometheus metrics on http://127.0.0.1:19211/metrics.
     ///
     /// Per process (and device): IOPF, pin, unpin and uacce_ctrl latency
     /// histograms in seconds (1-2-5 buckets from 1us to 10s), error and page
@@ -288,7 +288,7 @@ pub enum Command {
     /// SIGINT/SIGTERM (exit 0). Exit status 1 when tracing cannot start, 2
     /// for an unusable recording or listen address.
     Serve {
-        /// Address and port to listen on (e.g. 127.0.0.1:9435, [::1]:9435, 0.0.0.0:9435).
+        /// Address and port to listen on (e.g. 127.0.0.1:19211, [::1]:19211, 0.0.0.0:19211).
         #[arg(long, default_value = crate::commands::serve::DEFAULT_LISTEN, value_name = "ADDR:PORT")]
         listen: std::net::SocketAddr,
         /// Serve a raw recording (`-`: standard input) instead of tracing.

@@ -473,7 +473,7 @@ fn bad_input_matrix_over_every_command() {
         ],
         &["compare", "a", "b", "--max", "1e300s"],
         &["compare", "a", "b", "--tolerance", "1e999"],
-        &["serve", "--listen", "256.0.0.1:9435"],
+        &["serve", "--listen", "256.0.0.1:19211"],
         &["serve", "--listen", "127.0.0.1:99999"],
         &["serve", "--max-processes", "0"],
         &["serve", "--idle-after", "99999999999h"],
@@ -514,12 +514,12 @@ fn serve_refuses_an_unusable_listen_address() {
     // An address this host does not have (TEST-NET-1): refused before any
     // socket listens, with the warning that it is not loopback.
     let o = run_limited(
-        &["serve", "--replay", s(&raw), "--listen", "192.0.2.1:9435"],
+        &["serve", "--replay", s(&raw), "--listen", "192.0.2.1:19211"],
         Duration::from_secs(20),
     );
-    assert_bad_input(&o, "192.0.2.1:9435");
+    assert_bad_input(&o, "192.0.2.1:19211");
     assert!(
-        stderr(&o).contains("warning: listening on 192.0.2.1:9435"),
+        stderr(&o).contains("warning: listening on 192.0.2.1:19211"),
         "{}",
         stderr(&o)
     );

@@ -5,7 +5,7 @@
 //! the cardinality bound are documented). A headless consumer: it reads
 //! the clock, handles signals and sockets; the exposition itself is pure.
 //!
-//! - Listens on `127.0.0.1:9435` by default; any other address only when
+//! - Listens on `127.0.0.1:19211` by default; any other address only when
 //!   given with `--listen`, with a warning when it is not a loopback
 //!   address (the metrics name processes and devices of the host).
 //! - One task owns the aggregator: it ingests event batches and answers
@@ -50,7 +50,7 @@ use crate::{
 };
 
 /// The default listen address (loopback only).
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9435";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:19211";
 /// Connections served at once; more wait in the kernel's listen backlog.
 pub const MAX_CONNECTIONS: usize = 4096;
 /// File descriptors kept free of connections (the BPF maps and programs,
@@ -81,7 +81,7 @@ impl Default for ServeOptions {
         ServeOptions {
             listen: DEFAULT_LISTEN
                 .parse()
-                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9435))),
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 19211))),
             replay: None,
             realtime: false,
             idle_after_ns: ModelConfig::default().idle_after_ns,
@@ -357,6 +357,6 @@ mod tests {
     fn default_listen_is_loopback() {
         let o = ServeOptions::default();
         assert!(o.listen.ip().is_loopback());
-        assert_eq!(o.listen.port(), 9435);
+        assert_eq!(o.listen.port(), 19211);
     }
 }
