@@ -303,6 +303,19 @@ pub enum Command {
         /// Most processes with series of their own (the least recent go first).
         #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         max_processes: u32,
+        /// Labels of the per-process series, comma-separated, among pid, comm,
+        /// device (IO page faults) and cgroup (the process's cgroup v2 path,
+        /// a container scope shortened to RUNTIME-ID, e.g. docker-4f1a2b3c4d5e,
+        /// a Kubernetes pod without one to pod-UID; live only, "" in a
+        /// replay). A label left out aggregates: the series that then share
+        /// their labels are summed, histograms merged.
+        #[arg(long, default_value = "pid,comm,device", value_name = "LABEL,...", value_parser = crate::commands::serve::labels::LabelSet::parse)]
+        labels: crate::commands::serve::labels::LabelSet,
+        /// Most label sets per metric family; further ones are folded into
+        /// the family's series whose labels are all "[other]", counted by
+        /// uacce_trace_series_folded_total.
+        #[arg(long, default_value_t = crate::commands::serve::labels::DEFAULT_MAX_SERIES as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        max_series: u32,
         /// Have the kernel time BPF programs while serving (Linux 5.8+; small
         /// cost on every BPF program of the system).
         #[arg(long, conflicts_with = "replay")]
@@ -491,6 +504,8 @@ pub fn run(cli: Cli) -> u8 {
             idle_after,
             max_processes,
             bpf_stats,
+            labels,
+            max_series,
             per_event,
             hooks,
             op,
@@ -502,6 +517,8 @@ pub fn run(cli: Cli) -> u8 {
             idle_after_ns: idle_after,
             max_processes: max_processes as usize,
             bpf_stats,
+            labels,
+            max_series: max_series as usize,
             tracer: TracerOptions {
                 hooks,
                 ring_bytes: ring_size,
