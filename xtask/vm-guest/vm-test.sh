@@ -46,7 +46,8 @@ fi
 started=0
 tpid=
 if [ -n "$HOOKS" ]; then
-    "$TOOL" trace --json --hooks "$HOOKS" > /tmp/events.ndjson 2> /tmp/trace.err &
+    # -v: the kernel programs load with their diagnostics (aya-log) live.
+    "$TOOL" -v trace --json --hooks "$HOOKS" > /tmp/events.ndjson 2> /tmp/trace.err &
     tpid=$!
     wait_started "$tpid" /tmp/trace.err '^uacce-trace: tracing started' $START_TICKS
     start_wait_ds=$n
