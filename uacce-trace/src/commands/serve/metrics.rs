@@ -1109,17 +1109,10 @@ mod tests {
             }));
         }
         let snap = agg.snapshot(20_000_000);
-        let text = render(
-            &Exposition {
-                snapshot: &snap,
-                mode: "replay",
-                kernel: "k",
-                replay_complete: None,
-                self_stats: None,
-                bpf: None,
-                labels: LabelSet::default(),
-                cgroups: &HashMap::new(),
-            },
+        let text = render_with(
+            &snap,
+            "pid,comm,device",
+            &none_map(),
             &mut SeriesCap::new(1000),
         );
         let l = r#"pid="5",comm="zip",op="wd_do_comp_sync""#;
@@ -1135,19 +1128,18 @@ mod tests {
                 "missing {want}:\n{text}"
             );
         }
+        // Without pid the op keeps its label, and the tail share is that
+        // of the merged requests.
+        let text = render_with(&snap, "comm", &none_map(), &mut SeriesCap::new(1000));
+        let want =
+            r#"uacce_trace_op_faulted_tail_ratio{comm="zip",op="wd_do_comp_sync",tail="p99"} 1"#;
+        assert!(text.contains(&format!("{want}\n")), "{text}");
         // Without requests there are no request families.
         let empty = Aggregator::new(ModelConfig::default()).snapshot(0);
-        let text = render(
-            &Exposition {
-                snapshot: &empty,
-                mode: "replay",
-                kernel: "k",
-                replay_complete: None,
-                self_stats: None,
-                bpf: None,
-                labels: LabelSet::default(),
-                cgroups: &HashMap::new(),
-            },
+        let text = render_with(
+            &empty,
+            "pid,comm,device",
+            &none_map(),
             &mut SeriesCap::new(1000),
         );
         assert!(!text.contains("uacce_trace_op"), "{text}");
