@@ -846,7 +846,10 @@ fn frame_requests_table_and_drill_down() {
     assert_eq!(app.section(), Section::Ioctls);
     let frame = render(&app, 80, 24);
     let wide = render(&app, 120, 40);
-    assert!(wide.contains("uacce_ctrl 2000 (400/s, 20 failed)"), "{wide}");
+    assert!(
+        wide.contains("uacce_ctrl 2000 (400/s, 20 failed)"),
+        "{wide}"
+    );
     for want in [
         "PIN 980 · UNPIN 1000 · failed 20 · pages pinned 15680, released 16000",
         "ioctl latency p50 ",
