@@ -61,6 +61,11 @@ impl Sample {
         per_s(self.iopfs, self.span_ns)
     }
 
+    /// Pin calls per second of the interval.
+    pub fn pin_calls_per_s(&self) -> f64 {
+        per_s(self.pin_calls, self.span_ns)
+    }
+
     /// Requests per second of the interval.
     pub fn ops_per_s(&self) -> f64 {
         per_s(self.ops, self.span_ns)

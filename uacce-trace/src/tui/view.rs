@@ -568,19 +568,14 @@ fn faults_section(f: &mut Frame, area: Rect, r: &ProcRow) {
         Constraint::Min(0),
     ])
     .areas(area);
-    let [hl, hr] =
-        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(hists);
-    histogram(
+    side_by_side(
         f,
-        hl,
-        &format!("IOPF latency ({} faults)", fmt::count(d.iopf.count)),
-        &d.iopf_buckets,
-    );
-    histogram(
-        f,
-        hr,
-        &format!("pin call latency ({} calls)", fmt::count(d.pin.count)),
-        &d.pin_buckets,
+        hists,
+        (
+            format!("IOPF latency ({} faults)", fmt::count(d.iopf.count)),
+            &d.iopf_buckets,
+        ),
+        pin_histogram(r),
     );
     sparklines(
         f,
@@ -857,34 +852,45 @@ fn ioctls_section(f: &mut Frame, area: Rect, r: &ProcRow) {
         ]),
         text,
     );
-    let [hl, hr] =
-        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(hists);
-    histogram(
+    side_by_side(
         f,
-        hl,
-        &format!("uacce_ctrl ioctl latency ({} calls)", fmt::count(s.count)),
-        &d.ioctl_buckets,
-    );
-    histogram(
-        f,
-        hr,
-        &format!("pin call latency ({} calls)", fmt::count(d.pin.count)),
-        &d.pin_buckets,
+        hists,
+        (
+            format!("uacce_ctrl ioctl latency ({} calls)", fmt::count(s.count)),
+            &d.ioctl_buckets,
+        ),
+        pin_histogram(r),
     );
     sparklines(
         f,
         sparks,
         &[
             Spark::rate("CTL/s", &d.history, Sample::ioctls_per_s),
-            Spark::rate("PIN/s", &d.history, |x| {
-                if x.span_ns == 0 {
-                    0.0
-                } else {
-                    x.pin_calls as f64 * 1e9 / x.span_ns as f64
-                }
-            }),
+            Spark::rate("PIN/s", &d.history, Sample::pin_calls_per_s),
         ],
     );
+}
+
+/// The title and buckets of the pin call latency histogram.
+fn pin_histogram(r: &ProcRow) -> (String, &[(u64, u64)]) {
+    let d = &r.detail;
+    (
+        format!("pin call latency ({} calls)", fmt::count(d.pin.count)),
+        &d.pin_buckets,
+    )
+}
+
+/// Two histograms, each on its own grid, in the halves of `area`.
+fn side_by_side(
+    f: &mut Frame,
+    area: Rect,
+    left: (String, &[(u64, u64)]),
+    right: (String, &[(u64, u64)]),
+) {
+    let [hl, hr] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
+    histogram(f, hl, &left.0, left.1);
+    histogram(f, hr, &right.0, right.1);
 }
 
 /// Steps within a decade, finest first (log-linear: each decade split
