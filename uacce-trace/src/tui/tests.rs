@@ -1018,9 +1018,12 @@ fn keys_map_to_messages_by_mode() {
     assert_eq!(m(&app, KeyCode::Char('q')), Some(Msg::FilterInput('q')));
     assert_eq!(m(&app, KeyCode::Esc), Some(Msg::FilterCancel));
     app.update(Msg::FilterCancel);
-    // Detail: Esc goes back, q quits.
+    // Detail: Esc goes back, q quits, Tab/t and BackTab/T switch sections.
     app.update(Msg::Open);
     assert_eq!(m(&app, KeyCode::Esc), Some(Msg::Back));
+    assert_eq!(m(&app, KeyCode::Tab), Some(Msg::Section(true)));
+    assert_eq!(m(&app, KeyCode::Char('t')), Some(Msg::Section(true)));
+    assert_eq!(m(&app, KeyCode::BackTab), Some(Msg::Section(false)));
     assert_eq!(m(&app, KeyCode::Char('q')), Some(Msg::Quit));
     // Help: any key closes it.
     app.update(Msg::ToggleHelp);
