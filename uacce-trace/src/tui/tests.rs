@@ -788,6 +788,15 @@ fn frame_requests_table_and_drill_down() {
         .unwrap_or_else(|| panic!("{frame}"));
     assert!(line.contains("100%"), "{line}");
     frames("requests_by_tail", &app);
+    // Processes without requests stay last either way.
+    press(&mut app, KeyCode::Char('r'));
+    assert_eq!(app.sort(), (Column::OpTailFaulted, false));
+    let order = pids(&app);
+    assert!(
+        order[..2].contains(&"163".to_string()) && order[..2].contains(&"164".to_string()),
+        "{order:?}"
+    );
+    press(&mut app, KeyCode::Char('r'));
 
     // ml-infer's drill-down: three sections.
     press(&mut app, KeyCode::Home);
