@@ -870,6 +870,41 @@ fn frame_requests_table_and_drill_down() {
     frames("ioctls_detail", &app);
 }
 
+/// Many ops: the requests section shows what fits and says how many more;
+/// no size panics.
+#[test]
+fn many_ops_fit_and_small_screens_do_not_panic() {
+    let mut evs = Vec::new();
+    for op in 0..10u64 {
+        for i in 0..=op {
+            evs.push(request(
+                START + i * 1_000 + op,
+                42,
+                "multi",
+                &format!("op{op}"),
+                10_000 * (op + 1),
+                u32::from(i % 2 == 0),
+                0,
+            ));
+        }
+    }
+    let mut app = app_with(replay_info(), data_of(&sorted(evs)));
+    press(&mut app, KeyCode::Enter);
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.section(), Section::Requests);
+    let frame = render(&app, 80, 24);
+    // Most requests first: op9 (10 requests) on top.
+    assert!(frame.contains("op9 · 10 requests"), "{frame}");
+    assert!(frame.contains("more ops with fewer requests"), "{frame}");
+    for (w, h) in [(120, 40), (40, 10), (20, 5), (1, 1)] {
+        render(&app, w, h);
+    }
+    press(&mut app, KeyCode::Tab);
+    for (w, h) in [(80, 24), (20, 5), (1, 1)] {
+        render(&app, w, h);
+    }
+}
+
 /// `top --summary`: pin ioctls counted in the kernel arrive as weighted
 /// `Event::Summary`s; the ioctl columns and histogram count the calls, not
 /// the events.
