@@ -27,7 +27,12 @@
 //! faults go on for 1.5 s inside the pinned range (`FINPIN` counts them),
 //! then stop; `zip-job` faults in bursts; `rdma-reg` pins a buffer with
 //! io_uring and keeps registering and unregistering another one (pin
-//! calls/s, no faults).
+//! calls/s, no faults). The three faulting processes work in requests
+//! (calls of [`REQUEST_SYMBOL`], which the guest's tracer probes with
+//! `--op`); a fault that falls due is raised inside the next request.
+//! `--pin never|early` changes only `ml-infer`: it never pins, or pins
+//! before its first fault; `--before-after DIR` records that pair and
+//! checks `uacce-trace compare` on it ([`run_pin_pair`]).
 //!
 //! Without the test kernel (it could not be built) the demo falls back to
 //! a stock Debian kernel with pins only (io_uring buffer registrations of
@@ -45,7 +50,8 @@
 //! `--no-tui` runs without `top` (for tests and for making the shipped
 //! recording), `--record FILE` keeps the stream, and `--check` then
 //! verifies the recording through `uacce-trace record --replay` and
-//! `uacce-trace report` ([`check_recording`]).
+//! `uacce-trace report` ([`check_recording`]), request counts against the
+//! program's own tallies included.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -116,6 +122,12 @@ pub struct DemoArgs {
     /// (README, "Before and after").
     #[arg(long, value_enum, default_value_t = Pin::Midway)]
     pin: Pin,
+    /// Record the before/after pair into DIR instead (`--pin never`, then
+    /// `--pin early`, 10 s each, no `top`, both checked) and print
+    /// `uacce-trace compare --metric p99 --comm ml-infer` on it; exit
+    /// status 1 when a run or the expected verdict fails.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["record", "check", "pin", "stock"])]
+    before_after: Option<PathBuf>,
     /// Do not start `top`: print progress until the guest is done (tests,
     /// making a recording).
     #[arg(long)]
@@ -156,6 +168,7 @@ impl DemoArgs {
         DemoArgs {
             seconds,
             pin,
+            before_after: None,
             no_tui: true,
             record: Some(record),
             check: true,
@@ -207,7 +220,14 @@ pub enum DemoResult {
 /// check failed, and, under `CI=true`, when it ran on the stock-kernel
 /// fallback (elsewhere the fallback says so and is `Ok(true)`).
 pub fn run(args: &DemoArgs) -> Result<bool> {
-    Ok(match run_demo(args)? {
+    let result = match &args.before_after {
+        Some(dir) => {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            run_pin_pair(dir, args.no_build)?
+        }
+        None => run_demo(args)?,
+    };
+    Ok(match result {
         DemoResult::Passed => true,
         DemoResult::Failed => false,
         DemoResult::Fallback(_) if crate::base::ci() => {
@@ -446,6 +466,24 @@ pub fn run_pin_pair(dir: &Path, no_build: bool) -> Result<DemoResult> {
     }
     let (tool, _) = vm::build(false, true)?;
     let tool = tool.context("no uacce-trace binary")?;
+    let text = Command::new(&tool)
+        .args([
+            "compare",
+            "--metric",
+            PAIR_METRIC,
+            "--comm",
+            PINNING_PROCESS,
+        ])
+        .arg(&before)
+        .arg(&after)
+        .output()
+        .with_context(|| format!("running {} compare", tool.display()))?;
+    println!(
+        "\n$ uacce-trace compare --metric {PAIR_METRIC} --comm {PINNING_PROCESS} {} {}\n{}",
+        before.display(),
+        after.display(),
+        String::from_utf8_lossy(&text.stdout)
+    );
     Ok(match check_pair(&tool, &before, &after) {
         Ok(lines) => {
             for l in lines {
