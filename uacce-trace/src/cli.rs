@@ -260,6 +260,11 @@ pub enum Command {
         /// Do not fail the goal when CANDIDATE lost records.
         #[arg(long)]
         allow_drops: bool,
+        /// Compare only this command name (repeatable): e.g. the process
+        /// that was changed, while others ran unchanged beside it. A name
+        /// in neither recording is an error (exit 2).
+        #[arg(long = "comm", value_name = "NAME")]
+        comms: Vec<String>,
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -479,6 +484,7 @@ pub fn run(cli: Cli) -> u8 {
             tolerance,
             kind,
             allow_drops,
+            comms,
             json,
         } => {
             let opts = analysis::compare::CompareOptions {
@@ -487,6 +493,7 @@ pub fn run(cli: Cli) -> u8 {
                 tolerance_pct: tolerance,
                 kind,
                 allow_drops,
+                comms,
             };
             let stdout = io::stdout();
             Ok(analysis::compare_command(

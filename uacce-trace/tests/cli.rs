@@ -111,6 +111,18 @@ fn compare_is_inconclusive_on_few_samples_and_decides_on_many() {
     assert!(text.contains("  reduced  "), "{text}");
     // And back: worse, a definite failure (1), not inconclusive.
     assert_eq!(run(&["compare", s(&c), s(&b)]).status.code(), Some(1));
+    // --comm: the named process only; a name in neither recording is bad
+    // input (2), said on standard error.
+    let o = run(&["compare", s(&b), s(&c), "--comm", "a"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("only:      a (--comm"));
+    let o = run(&["compare", s(&b), s(&c), "--comm", "a", "--comm", "zz"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--comm zz: no series of that command"),
+        "{}",
+        stderr(&o)
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 
