@@ -780,8 +780,65 @@ fn pipeline(args: &PipelineArgs) -> Result<()> {
 /// The guest script of `bench hooks` (parameters in its header comment).
 const HOOKS_SCRIPT: &str = include_str!("../vm-guest/bench-hooks.sh");
 
-/// The guest's `/init` for `bench hooks`.
-fn hooks_script(args: &HooksArgs) -> String {
+/// Where the guest finds the peer, bpftrace: the host's
+/// (`cargo xtask setup` installs Debian's), with the shared libraries `ldd`
+/// lists for it (LLVM, clang, bcc: ≈ 200 MB unpacked), in an archive of its
+/// own appended to the image ([`bpftrace_archive`]).
+const GUEST_BPFTRACE: &str = "/usr/bin/bpftrace";
+
+/// The peer's one-liner, fentry flavour (bpftrace's `kfunc`/`kretfunc` are
+/// fentry/fexit programs), doing in the kernel what the tool's hooks do in
+/// the two loops: a per-pid latency `hist()` of each pin
+/// (`pin_user_pages_fast`) and each unpin (`unpin_user_folio`: io_uring's
+/// unregister in 6.12), entry to return, start times in maps keyed by
+/// thread; and each IO page fault's report → response latency, the report
+/// (`iommu_report_device_fault`, its `struct iopf_fault *evt`) keyed by
+/// (PASID, group) as the tool pairs them, the response
+/// (`iopf_group_response`, its group's last fault) looking it up.
+const BT_FENTRY: &str = "\
+kfunc:pin_user_pages_fast { @pin_start[tid] = nsecs; }
+kretfunc:pin_user_pages_fast /@pin_start[tid]/ { @pin[pid] = hist(nsecs - @pin_start[tid]); delete(@pin_start[tid]); }
+kfunc:unpin_user_folio { @unpin_start[tid] = nsecs; }
+kretfunc:unpin_user_folio /@unpin_start[tid]/ { @unpin[pid] = hist(nsecs - @unpin_start[tid]); delete(@unpin_start[tid]); }
+kfunc:iommu_report_device_fault { @iopf_start[args->evt->fault.prm.pasid, args->evt->fault.prm.grpid] = nsecs; }
+kfunc:iopf_group_response { $p = args->group->last_fault.fault.prm.pasid; $g = args->group->last_fault.fault.prm.grpid; \
+if (@iopf_start[$p, $g]) { @iopf[pid] = hist(nsecs - @iopf_start[$p, $g]); delete(@iopf_start[$p, $g]); } }";
+
+/// [`BT_FENTRY`] on kprobes and kretprobes (arguments cast to their BTF
+/// types).
+const BT_KPROBE: &str = "\
+kprobe:pin_user_pages_fast { @pin_start[tid] = nsecs; }
+kretprobe:pin_user_pages_fast /@pin_start[tid]/ { @pin[pid] = hist(nsecs - @pin_start[tid]); delete(@pin_start[tid]); }
+kprobe:unpin_user_folio { @unpin_start[tid] = nsecs; }
+kretprobe:unpin_user_folio /@unpin_start[tid]/ { @unpin[pid] = hist(nsecs - @unpin_start[tid]); delete(@unpin_start[tid]); }
+kprobe:iommu_report_device_fault { $e = (struct iopf_fault *)arg1; @iopf_start[$e->fault.prm.pasid, $e->fault.prm.grpid] = nsecs; }
+kprobe:iopf_group_response { $f = (struct iopf_group *)arg0; $p = $f->last_fault.fault.prm.pasid; $g = $f->last_fault.fault.prm.grpid; \
+if (@iopf_start[$p, $g]) { @iopf[pid] = hist(nsecs - @iopf_start[$p, $g]); delete(@iopf_start[$p, $g]); } }";
+
+/// The host's bpftrace and its libraries as a gzip'd archive for the guest,
+/// cached in `vm/bench-hooks/` by the binary's size and modification time.
+fn bpftrace_archive(dir: &std::path::Path) -> Result<PathBuf> {
+    let host = PathBuf::from(GUEST_BPFTRACE);
+    let meta = fs::metadata(&host)
+        .with_context(|| format!("{} (cargo xtask setup installs bpftrace)", host.display()))?;
+    let stamp = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    let out = dir.join(format!("bpftrace-{}-{stamp}.cpio.gz", meta.len()));
+    if !out.is_file() {
+        eprintln!("bench: packing bpftrace and its libraries for the guest (once)…");
+        let partial = out.with_extension("partial.gz");
+        image::write_gzip(&image::binary_archive(&host, GUEST_BPFTRACE)?, &partial)?;
+        fs::rename(&partial, &out).with_context(|| format!("moving {}", partial.display()))?;
+    }
+    Ok(out)
+}
+
+/// The guest's `/init` for `bench hooks`; `bpftrace`: whether the peer is
+/// in the image.
+fn hooks_script(args: &HooksArgs, bpftrace: bool) -> String {
     vm::guest::init(
         "bench hooks",
         &[
@@ -791,6 +848,12 @@ fn hooks_script(args: &HooksArgs) -> String {
             ("PIN_ROUNDS", args.pin_rounds.to_string()),
             ("FAULTS", args.faults.to_string()),
             ("REPS", args.reps.max(1).to_string()),
+            (
+                "BPFTRACE",
+                if bpftrace { GUEST_BPFTRACE } else { "" }.into(),
+            ),
+            ("BT_FENTRY", BT_FENTRY.into()),
+            ("BT_KPROBE", BT_KPROBE.into()),
         ],
         HOOKS_SCRIPT,
     )
@@ -807,6 +870,12 @@ struct LoopTimes {
     /// Events the tracers recorded and dropped, all runs.
     traced_events: u64,
     dropped: u64,
+    /// Events in the histograms bpftrace printed, all runs, by map.
+    bpftrace_events: std::collections::BTreeMap<String, u64>,
+    /// The guest's MemAvailable (MiB) at boot and the least seen with a
+    /// tracer running, by mode.
+    mem_boot: Option<u64>,
+    mem_traced: Vec<(String, u64)>,
 }
 
 /// What the guest printed.
@@ -819,13 +888,33 @@ struct HooksConsole {
     progs: Vec<(String, Value)>,
     /// The guest kernel's release.
     booted: Option<String>,
+    /// Whether bpftrace started in the guest at least once.
+    peer_started: bool,
+    /// bpftrace's version, when the peer ran in the guest.
+    bpftrace: Option<String>,
 }
 
 /// Nanoseconds per `/proc/stat` tick (USER_HZ is 100 on every Linux).
 const TICK_NS: f64 = 1e7;
 
-/// The traced modes of `bench hooks`, as the guest names them.
-const HOOK_MODES: [&str; 4] = ["fentry", "kprobe", "fentry-summary", "kprobe-summary"];
+/// The traced modes of `bench hooks`, as the guest names them, and their
+/// column names.
+const HOOK_MODES: [(&str, &str); 6] = [
+    ("fentry", "fentry"),
+    ("kprobe", "kprobe"),
+    ("fentry-summary", "fentry, summary mode"),
+    ("kprobe-summary", "kprobe, summary mode"),
+    ("bpftrace-fentry", "bpftrace kfunc hist()"),
+    ("bpftrace-kprobe", "bpftrace kprobe hist()"),
+];
+
+/// The tool's modes and the bpftrace mode on the same hook type.
+const PEERS: [(&str, &str); 4] = [
+    ("fentry", "bpftrace-fentry"),
+    ("fentry-summary", "bpftrace-fentry"),
+    ("kprobe", "bpftrace-kprobe"),
+    ("kprobe-summary", "bpftrace-kprobe"),
+];
 
 /// Parses the `@@BENCH` lines of the console.
 fn parse_hooks(log: &str) -> HooksConsole {
@@ -833,6 +922,8 @@ fn parse_hooks(log: &str) -> HooksConsole {
     let mut notes = Vec::new();
     let mut progs = Vec::new();
     let mut booted = None;
+    let mut peer_started = false;
+    let mut bt_map = String::new();
     for line in log.lines() {
         // Terminal escapes may precede the first line on the console.
         let Some(at) = line.find("@@BENCH ") else {
@@ -862,12 +953,41 @@ fn parse_hooks(log: &str) -> HooksConsole {
                 }
             }
             Some("pin" | "iopf") => notes.push(format!("loop failed: {rest}")),
-            Some("started") => {}
+            Some("started") => {
+                peer_started |= w.get(1).is_some_and(|m| m.starts_with("bpftrace"));
+            }
             Some("progs") => {
                 let json = rest.splitn(3, ' ').nth(2).unwrap_or("[]");
                 if let Ok(v) = serde_json::from_str::<Value>(json) {
                     progs.push((w.get(1).unwrap_or(&"?").to_string(), v));
                 }
+            }
+            Some("mem") => {
+                if let (Some(mode), Some(mib)) = (w.get(1), num(2)) {
+                    if *mode == "boot" {
+                        times.mem_boot = Some(mib as u64);
+                    } else {
+                        times.mem_traced.push(((*mode).to_string(), mib as u64));
+                    }
+                }
+            }
+            Some("bthist") => {
+                let row = rest.splitn(3, ' ').nth(2).unwrap_or("").to_string();
+                if let Some(map) = row.strip_prefix('@') {
+                    // "@pin[53]:": the following rows are that map's.
+                    bt_map = map.split(['[', ':']).next().unwrap_or("").to_string();
+                } else {
+                    *times.bpftrace_events.entry(bt_map.clone()).or_default() +=
+                        host::hist_total(&[row]);
+                }
+            }
+            // bpftrace's standard error: anything it says is worth a note.
+            Some("tracer") if w.get(1).is_some_and(|m| m.starts_with("bpftrace")) => {
+                notes.push(format!(
+                    "{}: {}",
+                    w.get(1).unwrap_or(&"?"),
+                    w[2..].join(" ")
+                ));
             }
             Some("tracer") if rest.contains("error") || rest.contains("warning") => {
                 notes.push(format!(
@@ -899,6 +1019,8 @@ fn parse_hooks(log: &str) -> HooksConsole {
         notes,
         progs,
         booted,
+        peer_started,
+        bpftrace: None,
     }
 }
 
@@ -924,13 +1046,28 @@ fn hooks(args: &HooksArgs) -> Result<()> {
         })?,
         &base,
     )?;
+    // The peer: without bpftrace the tool's modes still run, and the
+    // report says why the peer's columns are empty.
+    let peer = match bpftrace_archive(&dir) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("bench: no bpftrace in the guest: {e:#}");
+            None
+        }
+    };
     let img = dir.join("initramfs.cpio.gz");
     image::write_vm_image_with(
         &base,
-        &hooks_script(args),
+        &hooks_script(args, peer.is_some()),
         &[(programs.iopf(), vm::guest::GUEST_IOPF_WORKLOAD)],
         &img,
     )?;
+    if let Some(peer) = &peer {
+        // Concatenated gzip'd archives: the kernel unpacks each in turn.
+        let mut bytes = fs::read(&img).with_context(|| format!("reading {}", img.display()))?;
+        bytes.extend(fs::read(peer).with_context(|| format!("reading {}", peer.display()))?);
+        fs::write(&img, bytes).with_context(|| format!("writing {}", img.display()))?;
+    }
     let log = dir.join("console.log");
     eprintln!("bench: booting the test kernel (TCG; several minutes)…");
     let boot = qemu::boot(&bz, &img, &log, Duration::from_secs(args.timeout))?;
@@ -938,7 +1075,10 @@ fn hooks(args: &HooksArgs) -> Result<()> {
         &fs::read(&log).with_context(|| format!("reading {}", log.display()))?,
     )
     .into_owned();
-    let console = parse_hooks(&text);
+    let mut console = parse_hooks(&text);
+    if console.peer_started {
+        console.bpftrace = Some(host::version_of(std::path::Path::new("bpftrace")));
+    }
     if !text.contains("@@BENCH done") {
         bail!(
             "the VM did not finish (QEMU {}; {:.0} s); console log: {}",
@@ -982,6 +1122,34 @@ fn bracketed_added(runs: &[(String, f64)], mode: &str) -> (Vec<f64>, Vec<f64>) {
         .map(|(t, r)| if *r > 0.0 { t - t / r } else { 0.0 })
         .collect();
     (times, added)
+}
+
+/// Per cycle, what `tool` added over the untraced runs around it divided
+/// by what `peer` added in the same cycle (the i-th run of each).
+fn peer_ratios(runs: &[(String, f64)], tool: &str, peer: &str) -> Vec<f64> {
+    let (_, a) = bracketed_added(runs, tool);
+    let (_, b) = bracketed_added(runs, peer);
+    a.iter().zip(&b).map(|(a, b)| a / b).collect()
+}
+
+/// The guest's available memory at boot and the least seen with each
+/// kind of tracer running.
+fn mem_line(times: &LoopTimes) -> String {
+    let least = |peer: bool| {
+        times
+            .mem_traced
+            .iter()
+            .filter(|(m, _)| m.starts_with("bpftrace") == peer)
+            .map(|(_, v)| *v)
+            .min()
+    };
+    let show = |v: Option<u64>| v.map_or("?".to_string(), |v| format!("{v} MiB"));
+    format!(
+        "{} at boot, at least {} with uacce-trace running, {} with bpftrace running",
+        show(times.mem_boot),
+        show(least(false)),
+        show(least(true))
+    )
 }
 
 fn hooks_report(
@@ -1030,14 +1198,31 @@ fn hooks_report(
          the syscall tracepoints for pin ioctls included) with its consumer running on the \
          other vCPU, per-event, and `record --summary --format json` with the same hooks \
          (summary mode: pins, unpins and pin ioctls counted in per-CPU kernel histograms; \
-         IO page faults stay per-event). bpftrace is not run in the guest: Debian's bpftrace needs ≈ 200 MB of \
-         shared libraries (LLVM, clang, bcc) that would have to go into the initramfs of a \
-         1 GiB TCG guest; the host table of `bench pipeline` is the side-by-side with \
-         bpftrace.\n",
+         IO page faults stay per-event). The peer, {bt_version} (the host's binary and \
+         its shared libraries, ≈ 200 MB, unpacked into the guest's initramfs; guest \
+         memory available: {mem}), runs in the same boot, interleaved, the one-liner \
+         a user would write for the same hooks: per-pid latency `hist()`s of each pin \
+         and unpin call (entry to return, start times in maps keyed by thread) and of \
+         each IO page fault (report to response, keyed by PASID and group), all kept in \
+         the kernel; as fentry/fexit programs (`kfunc`/`kretfunc`):\n\n\
+         ```\n{BT_FENTRY}\n```\n\n\
+         and the same on kprobes and kretprobes (arguments cast to their BTF types):\n\n\
+         ```\n{BT_KPROBE}\n```\n\n\
+         It has no programs on the ioctl tracepoints (the tool's filter there costs both \
+         loops a little) and writes nothing per event.\n",
         args.reps.max(1),
         args.pin_rounds,
-        args.faults
+        args.faults,
+        bt_version = console.bpftrace.as_deref().unwrap_or("bpftrace"),
+        mem = mem_line(times),
     );
+    if console.bpftrace.is_none() {
+        let _ = writeln!(
+            out,
+            "**bpftrace did not run in the guest** (not installed on the host, or it \
+             failed; see the notes at the end): its columns are empty.\n"
+        );
+    }
     let mut rows = Vec::new();
     for (name, runs) in [("pin round", &times.pin), ("IOPF", &times.iopf)] {
         let off: Vec<f64> = runs
@@ -1053,7 +1238,7 @@ fn hooks_report(
             format!("{:.1}", median(off.clone()) / 1000.0),
             format!("{:.1}–{:.1}", lo / 1000.0, hi / 1000.0),
         ];
-        for mode in HOOK_MODES {
+        for (mode, _) in HOOK_MODES {
             let (t, r) = bracketed(runs, mode);
             row.push(format!(
                 "{:.1} ({})",
@@ -1063,16 +1248,18 @@ fn hooks_report(
         }
         rows.push(row);
     }
+    let mut heads = vec![
+        "loop".to_string(),
+        "untraced µs/event".into(),
+        "untraced range".into(),
+    ];
+    heads.extend(
+        HOOK_MODES
+            .iter()
+            .map(|(_, name)| format!("{name} µs/event (ratio)")),
+    );
     out.push_str(&table(
-        &[
-            "loop",
-            "untraced µs/event",
-            "untraced range",
-            "fentry µs/event (ratio)",
-            "kprobe",
-            "fentry, summary mode",
-            "kprobe, summary mode",
-        ],
+        &heads.iter().map(String::as_str).collect::<Vec<_>>(),
         &rows,
     ));
     let _ = writeln!(
@@ -1090,7 +1277,7 @@ fn hooks_report(
             .map(|(_, t)| *t)
             .collect();
         let mut row = vec![name.to_string(), format!("{:.1}", median(off) / 1000.0)];
-        for mode in HOOK_MODES {
+        for (mode, _) in HOOK_MODES {
             let (t, added) = bracketed_added(runs, mode);
             row.push(format!(
                 "{:.1} (+{:.1})",
@@ -1100,23 +1287,64 @@ fn hooks_report(
         }
         brows.push(row);
     }
+    let mut heads = vec!["loop".to_string(), "untraced busy µs/event".into()];
+    heads.extend(
+        HOOK_MODES
+            .iter()
+            .map(|(_, name)| format!("{name} busy (added)")),
+    );
     out.push_str(&table(
-        &[
-            "loop",
-            "untraced busy µs/event",
-            "fentry busy (added)",
-            "kprobe",
-            "fentry, summary mode",
-            "kprobe, summary mode",
-        ],
+        &heads.iter().map(String::as_str).collect::<Vec<_>>(),
         &brows,
     ));
     let _ = writeln!(
         out,
-        "\nRatios are medians over cycles of each traced run divided by the mean of the \
-         untraced runs just before and after it. The tracers recorded {} events and \
-         dropped {} in all.",
-        times.traced_events, times.dropped
+        "\nThe tool against bpftrace on the same hook type: the whole guest's busy CPU \
+         that each added per event (as above), divided by what bpftrace added in the same \
+         cycle, median over cycles (tick-sampled: read it with the `/proc/stat` \
+         resolution in mind, ±2 ticks of 10 ms per run):\n"
+    );
+    let mut vrows = Vec::new();
+    for (name, runs) in [("pin round", &times.pin_busy), ("IOPF", &times.iopf_busy)] {
+        let mut row = vec![name.to_string()];
+        for (tool, peer) in PEERS {
+            row.push(fmt_ratio(median(peer_ratios(runs, tool, peer))));
+        }
+        vrows.push(row);
+    }
+    let heads: Vec<String> = std::iter::once("loop".to_string())
+        .chain(PEERS.iter().map(|(tool, peer)| {
+            let name = |m: &str| {
+                HOOK_MODES
+                    .iter()
+                    .find(|(k, _)| *k == m)
+                    .map_or(m.to_string(), |(_, n)| (*n).to_string())
+            };
+            format!("{} vs {}", name(tool), name(peer))
+        }))
+        .collect();
+    out.push_str(&table(
+        &heads.iter().map(String::as_str).collect::<Vec<_>>(),
+        &vrows,
+    ));
+    let _ = writeln!(
+        out,
+        "\nRatios to untraced are medians over cycles of each traced run divided by the \
+         mean of the untraced runs just before and after it. The tool recorded {} events \
+         and dropped {} in all; bpftrace's histograms held {} (every pin, unpin and fault \
+         of the loops it ran beside, statistics runs included).",
+        times.traced_events,
+        times.dropped,
+        if times.bpftrace_events.is_empty() {
+            "nothing".to_string()
+        } else {
+            times
+                .bpftrace_events
+                .iter()
+                .map(|(map, n)| format!("{n} events in @{map}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     );
     let _ = writeln!(
         out,
@@ -1471,24 +1699,66 @@ mod tests {
         assert_eq!(c.times.iopf, vec![("off".to_string(), 5000.0)]);
         assert_eq!(c.notes.len(), 1, "{:?}", c.notes);
         assert_eq!(c.progs.len(), 1);
+        assert!(!c.peer_started);
+    }
+
+    #[test]
+    fn console_lines_of_the_peer() {
+        let log = "@@BENCH mem boot 730\n@@BENCH started bpftrace-fentry 12\n\
+                   @@BENCH mem bpftrace-fentry 512\n@@BENCH mem fentry 700\n\
+                   @@BENCH pin off 1 100 2000000 0 10\n\
+                   @@BENCH pin bpftrace-fentry 1 100 3000000 0 14\n\
+                   @@BENCH pin fentry 1 100 3000000 0 12\n\
+                   @@BENCH pin off 2 100 2000000 0 10\n\
+                   @@BENCH tracer bpftrace-kprobe ERROR: Unknown struct\n\
+                   @@BENCH bthist bpftrace-fentry @pin[53]:\n\
+                   @@BENCH bthist bpftrace-fentry [8K, 16K)  20 |@@@@@|\n\
+                   @@BENCH bthist bpftrace-fentry [16K, 32K)  80 |@@@@@@@@@@@@@@@|\n\
+                   @@BENCH bthist bpftrace-fentry @iopf[54]: \n\
+                   @@BENCH bthist bpftrace-fentry [1]  7 |@@@@@|\n";
+        let c = parse_hooks(log);
+        assert!(c.peer_started);
+        assert_eq!(
+            c.times.bpftrace_events.iter().collect::<Vec<_>>(),
+            vec![(&"iopf".to_string(), &7), (&"pin".to_string(), &100)]
+        );
+        assert_eq!(c.times.mem_boot, Some(730));
+        assert_eq!(
+            mem_line(&c.times),
+            "730 MiB at boot, at least 700 MiB with uacce-trace running, 512 MiB with bpftrace running"
+        );
+        assert_eq!(
+            c.notes,
+            vec!["bpftrace-kprobe: ERROR: Unknown struct".to_string()]
+        );
+        // Busy ticks per round: off 1e6 ns, fentry +0.2e6, bpftrace +0.4e6.
+        let r = peer_ratios(&c.times.pin_busy, "fentry", "bpftrace-fentry");
+        assert!(r.len() == 1 && (r[0] - 0.5).abs() < 1e-9, "{r:?}");
     }
 
     #[test]
     fn script_has_every_mode() {
-        let s = hooks_script(&HooksArgs {
-            pin_rounds: 10,
-            faults: 20,
-            reps: 2,
-            timeout: 1,
-            common: Common {
-                no_build: true,
-                no_renice: true,
-                no_write: true,
+        let s = hooks_script(
+            &HooksArgs {
+                pin_rounds: 10,
+                faults: 20,
+                reps: 2,
+                timeout: 1,
+                common: Common {
+                    no_build: true,
+                    no_renice: true,
+                    no_write: true,
+                },
             },
-        });
-        assert!(s.contains("\nPIN_ROUNDS=10\nFAULTS=20\nREPS=2\n"));
+            true,
+        );
+        assert!(s.contains("\nPIN_ROUNDS=10\nFAULTS=20\nREPS=2\nBPFTRACE=/usr/bin/bpftrace\n"));
+        assert!(s.contains("\nBT_FENTRY='kfunc:pin_user_pages_fast { @pin_start[tid] = nsecs; }\n"));
+        assert!(s.contains("\nBT_KPROBE='kprobe:pin_user_pages_fast"));
         assert!(s.contains("while [ \"$c\" -le $REPS ]"));
-        assert!(s.contains("for h in fentry kprobe"));
+        assert!(s.contains(
+            "for h in fentry kprobe fentry-summary kprobe-summary bpftrace-fentry bpftrace-kprobe"
+        ));
         assert!(s.contains("--count $FAULTS --delays-us 0"));
         assert!(s.contains("loops off 1\necho \"@@BENCH done\""));
         vm::guest::assert_sh_syntax(&s);
