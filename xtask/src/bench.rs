@@ -21,9 +21,13 @@
 //!   [`host`]'s runner and table.
 //! - `hooks` (VM, the project's test kernel): a pin loop (io_uring buffer
 //!   register/unregister) and a mock-IOPF loop untraced, under
-//!   `uacce-trace record --hooks fentry` and `--hooks kprobe`, and untraced
-//!   again; the slowdown as ratios (absolute times under TCG are not
-//!   meaningful) plus the kernel's BPF run-time statistics per program.
+//!   `uacce-trace record --hooks fentry` and `--hooks kprobe` (per-event
+//!   and `--summary`), under the peer — the host's bpftrace with its
+//!   libraries in the guest, running kfunc and kprobe one-liners with
+//!   `hist()`s of the same pins, unpins and IOPFs — and untraced again, in
+//!   one boot; the slowdown as ratios (absolute times under TCG are not
+//!   meaningful), the whole guest's added busy CPU against bpftrace's, plus
+//!   the kernel's BPF run-time statistics per program.
 //! - `tui` (host): the CPU an idle `uacce-trace top` uses at 1 Hz, live
 //!   and on an idle replay pipe, next to procps `top -d 1` and a bpftrace
 //!   one-liner that prints every second, each alone in a tmux pane.
@@ -72,7 +76,7 @@ enum What {
     /// one-liner (root).
     Requests(requests::RequestsArgs),
     /// VM (test kernel): pin and mock-IOPF loops untraced, with fentry and
-    /// with kprobe hooks.
+    /// with kprobe hooks, and under bpftrace one-liners on the same hooks.
     Hooks(HooksArgs),
     /// Host: CPU use of an idle `uacce-trace top` at 1 Hz (live and on an
     /// idle replay pipe) next to procps `top -d 1` and a bpftrace
@@ -112,7 +116,8 @@ struct HooksArgs {
     /// Mock IO page faults per IOPF-loop run.
     #[arg(long, default_value_t = 3000)]
     faults: u32,
-    /// Cycles (each: untraced, then fentry and kprobe, per-event and in summary mode).
+    /// Cycles (each: untraced, then fentry and kprobe, per-event and in
+    /// summary mode, then bpftrace on kfunc and on kprobe hooks).
     #[arg(long, default_value_t = 5)]
     reps: u32,
     /// Seconds the VM may run before QEMU is killed.
