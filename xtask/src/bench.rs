@@ -110,11 +110,12 @@ struct PipelineArgs {
 /// Options of `bench hooks`.
 #[derive(clap::Args, Debug)]
 struct HooksArgs {
-    /// io_uring register/unregister rounds per pin-loop run (4 KiB each).
-    #[arg(long, default_value_t = 1000)]
+    /// io_uring register/unregister rounds per pin-loop run (4 KiB each;
+    /// enough 10 ms `/proc/stat` ticks per run for the busy-CPU columns).
+    #[arg(long, default_value_t = 2000)]
     pin_rounds: u32,
     /// Mock IO page faults per IOPF-loop run.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 10000)]
     faults: u32,
     /// Cycles (each: untraced, then fentry and kprobe, per-event and in
     /// summary mode, then bpftrace on kfunc and on kprobe hooks).

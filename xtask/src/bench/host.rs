@@ -183,6 +183,43 @@ impl Running {
     }
 }
 
+/// N of bpftrace's "Attaching N probes..." (printed before it attaches
+/// them).
+fn probes_announced(line: &str) -> Option<usize> {
+    line.strip_prefix("Attaching ")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Attachments `pid` holds: its perf event (kprobes, uprobes, tracepoints)
+/// and BPF link (fentry, …) descriptors.
+fn attachments(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| {
+            let t = t.to_string_lossy();
+            t.contains("perf_event") || t.contains("bpf_link")
+        })
+        .count()
+}
+
+/// Waits (at most 60 s) until bpftrace's process holds one attachment per
+/// announced probe.
+fn wait_attached(pid: u32, want: usize, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while attachments(pid) < want {
+        if Instant::now() > deadline {
+            bail!("{what}: {want} probes announced, not attached within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 /// The sum of the counts of the histograms bpftrace printed (`[lo, hi)
 /// COUNT |@@@|` lines), i.e. the events its `hist()` took in.
 pub(super) fn hist_total(lines: &[String]) -> u64 {
@@ -275,6 +312,9 @@ impl HostLoop<'_> {
         let running = match self.tracer_command(&mode.tracer) {
             Some((cmd, ready)) => {
                 let r = start(cmd, ready, what)?;
+                if let Some(want) = r.seen.last().and_then(|l| probes_announced(l)) {
+                    wait_attached(r.child.id(), want, what)?;
+                }
                 std::thread::sleep(Duration::from_millis(self.settle_ms));
                 Some(r)
             }
@@ -572,6 +612,15 @@ mod tests {
             Some("2 @lat histogram(s), 208150 events in them")
         );
         assert_eq!(hist_total(&["[1, 2) x |".to_string()]), 0);
+    }
+
+    #[test]
+    fn announced_probes() {
+        assert_eq!(probes_announced("Attaching 2 probes..."), Some(2));
+        assert_eq!(probes_announced("Attaching 1 probe..."), Some(1));
+        assert_eq!(probes_announced("recording to x (9 hooks attached)"), None);
+        // This process holds no perf event or BPF link.
+        assert_eq!(attachments(std::process::id()), 0);
     }
 
     #[test]

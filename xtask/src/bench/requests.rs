@@ -195,7 +195,10 @@ fn report(
            tracer's threads, kernel work, and whatever else the machine ran) over the \
            loop alone, per request; \"added\" subtracts the untraced run of the same \
            round. `/proc/stat` is tick-sampled (10 ms), i.e. about ±{res:.0} ns/request \
-           per run.\n\
+           per run. The untraced loop lasts well under a tick, so it cannot take out \
+           what other processes ran meanwhile: on a busy machine (see the load average \
+           and other jobs above) whole-machine busy exceeds the wall time and the \
+           added figures include the others' work; read them from an idle machine.\n\
          - the ratios are per round (same round's runs), then the median;\n\
          - wall: the loop's own time per request; \"traced thread CPU\" is the loop \
            thread's CPU time only (user + system, the uprobe handling and BPF programs \
