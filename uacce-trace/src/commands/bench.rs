@@ -107,34 +107,10 @@ pub enum BenchCommand {
     },
     /// `ioctl(UACCE_CMD_PIN)` on /dev/null in a loop (fails with ENOTTY):
     /// the host's one hook that runs the tool's real programs.
-    IoctlLoop {
-        /// ioctl calls in the measured loop (after a warm-up of 1/20 as many).
-        #[arg(long, default_value_t = 1_000_000)]
-        count: u64,
-        /// Enable kernel BPF run-time statistics and report the programs
-        /// that ran once per call.
-        #[arg(long)]
-        bpf_stats: bool,
-        /// Leave the thread unpinned (by default it runs on CPU 1, like the
-        /// trigger of `bench pipeline`).
-        #[arg(long)]
-        no_pin: bool,
-    },
+    IoctlLoop(LoopArgs),
     /// Calls of `uacce_trace_bench_request` (an empty function of this
     /// binary, for `--op` and uprobes) in a loop.
-    RequestLoop {
-        /// Calls in the measured loop (after a warm-up of 1/20 as many).
-        #[arg(long, default_value_t = 1_000_000)]
-        count: u64,
-        /// Enable kernel BPF run-time statistics and report the programs
-        /// that ran once per call.
-        #[arg(long)]
-        bpf_stats: bool,
-        /// Leave the thread unpinned (by default it runs on CPU 1, like the
-        /// trigger of `bench pipeline`).
-        #[arg(long)]
-        no_pin: bool,
-    },
+    RequestLoop(LoopArgs),
     /// Print CLOCK_MONOTONIC in ns (for shell scripts timing a command).
     Clock,
     /// Print every loaded BPF program's run count and run time (kernel BPF
@@ -149,6 +125,38 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 4096)]
         batch: usize,
     },
+}
+
+/// Options of the call loops (`ioctl-loop`, `request-loop`).
+#[derive(clap::Args, Debug)]
+pub struct LoopArgs {
+    /// Calls in the measured loop (after a warm-up of 1/20 as many).
+    #[arg(long, default_value_t = 1_000_000)]
+    count: u64,
+    /// Enable kernel BPF run-time statistics and report the programs
+    /// that ran once per call.
+    #[arg(long)]
+    bpf_stats: bool,
+    /// Leave the thread unpinned (by default it runs on CPU 1, like the
+    /// trigger of `bench pipeline`).
+    #[arg(long)]
+    no_pin: bool,
+}
+
+impl LoopArgs {
+    /// `call_loop` as these options say, as JSON.
+    fn run(
+        &self,
+        call_loop: fn(u64, bool) -> anyhow::Result<TriggerAlone>,
+    ) -> anyhow::Result<String> {
+        if !self.no_pin {
+            pin_to_cpu(TRIGGER_CPU);
+        }
+        Ok(serde_json::to_string(&call_loop(
+            self.count,
+            self.bpf_stats,
+        )?)?)
+    }
 }
 
 /// Wake-up policy of the bench programs' ring-buffer submits.
@@ -200,26 +208,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<u8> {
             }
             json
         }
-        BenchCommand::IoctlLoop {
-            count,
-            bpf_stats,
-            no_pin,
-        } => {
-            if !no_pin {
-                pin_to_cpu(TRIGGER_CPU);
-            }
-            serde_json::to_string(&ioctl_loop(count, bpf_stats)?)?
-        }
-        BenchCommand::RequestLoop {
-            count,
-            bpf_stats,
-            no_pin,
-        } => {
-            if !no_pin {
-                pin_to_cpu(TRIGGER_CPU);
-            }
-            serde_json::to_string(&request_loop(count, bpf_stats)?)?
-        }
+        BenchCommand::IoctlLoop(a) => a.run(ioctl_loop)?,
+        BenchCommand::RequestLoop(a) => a.run(request_loop)?,
         BenchCommand::Clock => mono_ns().to_string(),
         BenchCommand::Progs => serde_json::to_string(&prog_stats())?,
         BenchCommand::Decode { events, batch } => {

@@ -25,7 +25,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use super::{f, fmt_ns, fmt_ratio, json_of, machine, median, proc_cpu, table};
+use super::{
+    built_binaries, f, fmt_ns, fmt_ratio, json_of, loadavg, machine, median, proc_cpu,
+    raise_priority, setup_host, table, utc_now, Common, Priority,
+};
 
 /// The untraced mode's index in every mode list.
 pub(super) const UNTRACED: usize = 0;
@@ -262,15 +265,15 @@ fn saw(tracer: &Tracer, lines: &[String]) -> Option<String> {
 
 /// One bench's loop and how its tracers run.
 pub(super) struct HostLoop<'a> {
-    pub tool: &'a Path,
+    tool: &'a Path,
     /// The loop: `uacce-trace bench SUBCOMMAND --count N …`.
-    pub loop_args: Vec<String>,
+    loop_args: Vec<String>,
     /// Arguments every uacce-trace tracer gets after its own (`--op …`).
-    pub tool_args: Vec<String>,
+    tool_args: Vec<String>,
     /// Milliseconds between a tracer's readiness line and the loop's start.
-    pub settle_ms: u64,
+    settle_ms: u64,
     /// `record`'s output file (removed after each run).
-    pub scratch: PathBuf,
+    scratch: PathBuf,
 }
 
 impl HostLoop<'_> {
@@ -392,9 +395,94 @@ impl HostLoop<'_> {
     }
 }
 
+/// The options `bench ioctl` and `bench requests` share.
+#[derive(clap::Args, Debug)]
+pub(super) struct RoundArgs {
+    /// Rounds; each runs every mode once, in the same order.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Milliseconds between a tracer's readiness line and the loop's start
+    /// (start-up work such as scanning processes stays out of the window).
+    #[arg(long, default_value_t = 1000)]
+    pub settle_ms: u64,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// What a host bench holds from its start to its report: the bench build
+/// of the tool, the raised priority and what the machine was doing.
+pub(super) struct Session {
+    pub tool: PathBuf,
+    priority: Priority,
+    load_before: String,
+    others: String,
+    started: Instant,
+}
+
+impl Session {
+    /// Root, the toolchain and packages, the tool built with its bench
+    /// driver, the priority raised (`bench NAME`, for messages).
+    pub fn begin(name: &str, common: &Common) -> Result<Self> {
+        // SAFETY: geteuid(2) has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("bench {name} loads BPF programs and needs root");
+        }
+        setup_host()?;
+        let (tool, _) = built_binaries(common.no_build)?;
+        let priority = raise_priority(common);
+        Ok(Session {
+            tool,
+            priority,
+            load_before: loadavg(),
+            others: other_jobs(),
+            started: Instant::now(),
+        })
+    }
+
+    /// The loop `uacce-trace bench LOOP --count COUNT`, the tool's tracers
+    /// getting `tool_args`; `record` writes to a scratch file named after
+    /// `name`.
+    pub fn host_loop(
+        &self,
+        name: &str,
+        call_loop: &str,
+        count: u64,
+        tool_args: Vec<String>,
+        settle_ms: u64,
+    ) -> HostLoop<'_> {
+        HostLoop {
+            tool: &self.tool,
+            loop_args: vec![call_loop.into(), "--count".into(), count.to_string()],
+            tool_args,
+            settle_ms,
+            scratch: std::env::temp_dir()
+                .join(format!("uacce-bench-{name}-{}.hlog", std::process::id())),
+        }
+    }
+
+    /// Restores the priority; where, when and beside what the runs were
+    /// made.
+    pub fn end(self) -> Facts {
+        let facts = Facts {
+            when: utc_now(),
+            seconds: self.started.elapsed().as_secs(),
+            priority: self.priority.what.clone(),
+            load: format!("{} before, {} after", self.load_before, loadavg()),
+            others: self.others,
+            versions: format!(
+                "{}; {}",
+                version_of(Path::new("bpftrace")),
+                version_of(&self.tool)
+            ),
+        };
+        drop(self.priority);
+        facts
+    }
+}
+
 /// Other heavy jobs seen when the bench started (the project's own test
 /// suite, builds), for the report.
-pub(super) fn other_jobs() -> String {
+fn other_jobs() -> String {
     // Not plain "cargo": `cargo xtask` runs this very command.
     let busy: Vec<&str> = [
         "xtask test",

@@ -16,13 +16,11 @@
 //! ratios to the two bpftrace programs' (same round), and medians.
 
 use std::fmt::Write as _;
-use std::path::Path;
-use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
-use super::host::{cost_table, other_jobs, version_of, Facts, HostLoop, Mode, Run, Tracer};
-use super::{built_binaries, loadavg, publish, raise_priority, setup_host, utc_now, Common};
+use super::host::{cost_table, Facts, Mode, RoundArgs, Run, Session, Tracer};
+use super::publish;
 
 /// Options of `bench ioctl`.
 #[derive(clap::Args, Debug)]
@@ -30,15 +28,8 @@ pub(super) struct IoctlArgs {
     /// ioctl calls per measured loop.
     #[arg(long, default_value_t = 1_000_000)]
     count: u64,
-    /// Rounds; each runs every mode once, in the same order.
-    #[arg(long, default_value_t = 3)]
-    rounds: u32,
-    /// Milliseconds between a tracer's readiness line and the loop's start
-    /// (start-up work such as scanning processes stays out of the window).
-    #[arg(long, default_value_t = 1000)]
-    settle_ms: u64,
     #[command(flatten)]
-    common: Common,
+    run: RoundArgs,
 }
 
 /// Floor: on entry, compare the command and do nothing; on exit, a
@@ -80,48 +71,21 @@ fn modes() -> Vec<Mode> {
 
 /// Runs `cargo xtask bench ioctl`.
 pub(super) fn run(args: &IoctlArgs) -> Result<()> {
-    // SAFETY: geteuid(2) has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("bench ioctl loads BPF programs and needs root");
-    }
-    setup_host()?;
-    let (tool, _) = built_binaries(args.common.no_build)?;
-    let priority = raise_priority(&args.common);
-    let load_before = loadavg();
-    let others = other_jobs();
-    let started = Instant::now();
-    let bench = HostLoop {
-        tool: &tool,
-        loop_args: vec![
-            "ioctl-loop".into(),
-            "--count".into(),
-            args.count.to_string(),
-        ],
-        tool_args: Vec::new(),
-        settle_ms: args.settle_ms,
-        scratch: std::env::temp_dir()
-            .join(format!("uacce-bench-ioctl-{}.hlog", std::process::id())),
-    };
+    let session = Session::begin("ioctl", &args.run.common)?;
+    let bench = session.host_loop(
+        "ioctl",
+        "ioctl-loop",
+        args.count,
+        Vec::new(),
+        args.run.settle_ms,
+    );
     let modes = modes();
-    let (runs, stats) = bench.rounds("ioctl loop", &modes, args.rounds.max(1))?;
-    let load_after = loadavg();
-    let facts = Facts {
-        when: utc_now(),
-        seconds: started.elapsed().as_secs(),
-        priority: priority.what.clone(),
-        load: format!("{load_before} before, {load_after} after"),
-        others,
-        versions: format!(
-            "{}; {}",
-            version_of(Path::new("bpftrace")),
-            version_of(&tool)
-        ),
-    };
-    drop(priority);
+    let (runs, stats) = bench.rounds("ioctl loop", &modes, args.run.rounds.max(1))?;
+    let facts = session.end();
     publish(
         "ioctl",
         &report(args, &modes, &runs, &stats, &facts),
-        &args.common,
+        &args.run.common,
     )
 }
 
@@ -179,8 +143,8 @@ fn report(
          a second.\n",
         count = args.count,
         warm = args.count / 20,
-        rounds = args.rounds.max(1),
-        settle = args.settle_ms,
+        rounds = args.run.rounds.max(1),
+        settle = args.run.settle_ms,
         res = 2.0 * 1e7 / args.count.max(1) as f64,
         filter = FILTER_ONLY.replace("} tracepoint", "}\ntracepoint"),
         hist = HIST.replace("} tracepoint", "}\ntracepoint"),
@@ -192,6 +156,7 @@ fn report(
 #[cfg(test)]
 mod tests {
     use super::super::host::{added, ratios, BPFTRACE, FILTER};
+    use super::super::Common;
     use super::*;
 
     fn run(machine: f64) -> Run {
@@ -229,12 +194,14 @@ mod tests {
         };
         let args = IoctlArgs {
             count: 1000,
-            rounds: 2,
-            settle_ms: 0,
-            common: Common {
-                no_build: true,
-                no_renice: true,
-                no_write: true,
+            run: RoundArgs {
+                rounds: 2,
+                settle_ms: 0,
+                common: Common {
+                    no_build: true,
+                    no_renice: true,
+                    no_write: true,
+                },
             },
         };
         let mut stats: Vec<Vec<Run>> = vec![Vec::new(); modes().len()];

@@ -16,12 +16,11 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::host::{cost_table, other_jobs, version_of, Facts, HostLoop, Mode, Run, Tracer};
-use super::{built_binaries, loadavg, publish, raise_priority, setup_host, utc_now, Common};
+use super::host::{cost_table, Facts, Mode, RoundArgs, Run, Session, Tracer};
+use super::publish;
 
 /// The probed function of `uacce-trace bench request-loop`
 /// (`uacce-trace/src/commands/bench.rs`).
@@ -33,15 +32,8 @@ pub(super) struct RequestsArgs {
     /// Requests (calls of the probed function) per measured loop.
     #[arg(long, default_value_t = 200_000)]
     count: u64,
-    /// Rounds; each runs every mode once, in the same order.
-    #[arg(long, default_value_t = 3)]
-    rounds: u32,
-    /// Milliseconds between a tracer's readiness line and the loop's start
-    /// (start-up work such as scanning processes stays out of the window).
-    #[arg(long, default_value_t = 1000)]
-    settle_ms: u64,
     #[command(flatten)]
-    common: Common,
+    run: RoundArgs,
 }
 
 /// The probe point `BINARY:SYMBOL`, in both tools' syntax.
@@ -111,49 +103,22 @@ fn probe_path(tool: &Path) -> Result<String> {
 
 /// Runs `cargo xtask bench requests`.
 pub(super) fn run(args: &RequestsArgs) -> Result<()> {
-    // SAFETY: geteuid(2) has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("bench requests loads BPF programs (uprobes) and needs root");
-    }
-    setup_host()?;
-    let (tool, _) = built_binaries(args.common.no_build)?;
-    let tool_s = probe_path(&tool)?;
-    let priority = raise_priority(&args.common);
-    let load_before = loadavg();
-    let others = other_jobs();
-    let started = Instant::now();
-    let bench = HostLoop {
-        tool: &tool,
-        loop_args: vec![
-            "request-loop".into(),
-            "--count".into(),
-            args.count.to_string(),
-        ],
-        tool_args: vec!["--op".into(), site(&tool_s)],
-        settle_ms: args.settle_ms,
-        scratch: std::env::temp_dir()
-            .join(format!("uacce-bench-requests-{}.hlog", std::process::id())),
-    };
-    let modes = modes(&tool_s);
-    let (runs, stats) = bench.rounds("request loop", &modes, args.rounds.max(1))?;
-    let load_after = loadavg();
-    let facts = Facts {
-        when: utc_now(),
-        seconds: started.elapsed().as_secs(),
-        priority: priority.what.clone(),
-        load: format!("{load_before} before, {load_after} after"),
-        others,
-        versions: format!(
-            "{}; {}",
-            version_of(Path::new("bpftrace")),
-            version_of(&tool)
-        ),
-    };
-    drop(priority);
+    let session = Session::begin("requests", &args.run.common)?;
+    let tool = probe_path(&session.tool)?;
+    let bench = session.host_loop(
+        "requests",
+        "request-loop",
+        args.count,
+        vec!["--op".into(), site(&tool)],
+        args.run.settle_ms,
+    );
+    let modes = modes(&tool);
+    let (runs, stats) = bench.rounds("request loop", &modes, args.run.rounds.max(1))?;
+    let facts = session.end();
     publish(
         "requests",
-        &report(args, &tool_s, &modes, &runs, &stats, &facts),
-        &args.common,
+        &report(args, &tool, &modes, &runs, &stats, &facts),
+        &args.run.common,
     )
 }
 
@@ -224,8 +189,8 @@ fn report(
          concerns pins and ioctls only).\n",
         count = args.count,
         warm = args.count / 20,
-        rounds = args.rounds.max(1),
-        settle = args.settle_ms,
+        rounds = args.run.rounds.max(1),
+        settle = args.run.settle_ms,
         res = 2.0 * 1e7 / args.count.max(1) as f64,
         filter = shown(filter_only(tool)),
         hist = shown(hist(tool)),
@@ -242,6 +207,7 @@ fn report(
 
 #[cfg(test)]
 mod tests {
+    use super::super::Common;
     use super::*;
 
     #[test]
@@ -288,12 +254,14 @@ mod tests {
         };
         let args = RequestsArgs {
             count: 1000,
-            rounds: 1,
-            settle_ms: 0,
-            common: Common {
-                no_build: true,
-                no_renice: true,
-                no_write: true,
+            run: RoundArgs {
+                rounds: 1,
+                settle_ms: 0,
+                common: Common {
+                    no_build: true,
+                    no_renice: true,
+                    no_write: true,
+                },
             },
         };
         let text = report(&args, tool, &m, &runs, &stats, &facts);
