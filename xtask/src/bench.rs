@@ -110,9 +110,10 @@ struct PipelineArgs {
 /// Options of `bench hooks`.
 #[derive(clap::Args, Debug)]
 struct HooksArgs {
-    /// io_uring register/unregister rounds per pin-loop run (4 KiB each;
-    /// enough 10 ms `/proc/stat` ticks per run for the busy-CPU columns).
-    #[arg(long, default_value_t = 2000)]
+    /// io_uring register/unregister rounds per pin-loop run (4 KiB each,
+    /// one ring; enough 10 ms `/proc/stat` ticks per run for the busy-CPU
+    /// columns).
+    #[arg(long, default_value_t = 20000)]
     pin_rounds: u32,
     /// Mock IO page faults per IOPF-loop run.
     #[arg(long, default_value_t = 10000)]
@@ -1192,10 +1193,11 @@ fn hooks_report(
         "\n{} cycles, each running both loops untraced, then under fentry and kprobe \
          hooks, per-event and in summary mode (the tracer started and stopped around its \
          runs), then the loops untraced once more; times on the guest's CLOCK_MONOTONIC:\n\n\
-         - pin loop: `uacce-workload iouring --size-kib 4 --count {}`: each round sets up \
-           an io_uring, registers one 4 KiB buffer (`pin_user_pages_fast`, one page) and \
-           unregisters it (one unpin call); time per round of the whole process, so \
-           the ratio is diluted by ring set-up, mmap and exec;\n\
+         - pin loop: `uacce-workload iouring --size-kib 4 --count {} --one-ring`: on one \
+           io_uring, each round registers one 4 KiB buffer (`pin_user_pages_fast`, one \
+           page) and unregisters it (one `unpin_user_folio` call); time per round of the \
+           whole process, so the ring set-up, mmap and exec (once per run) dilute the \
+           ratio a little;\n\
          - IOPF loop: `iopf-workload --count {} --delays-us 0`: each mock fault goes \
            through `iommu_report_device_fault()` → the iommufd fault queue → user read → \
            response write → `iopf_group_response()`; time per fault from the trigger \
@@ -1766,6 +1768,7 @@ mod tests {
             "for h in fentry kprobe fentry-summary kprobe-summary bpftrace-fentry bpftrace-kprobe"
         ));
         assert!(s.contains("--count $FAULTS --delays-us 0"));
+        assert!(s.contains("iouring --size-kib 4 --count $PIN_ROUNDS --one-ring"));
         assert!(s.contains("loops off 1\necho \"@@BENCH done\""));
         vm::guest::assert_sh_syntax(&s);
     }

@@ -33,7 +33,7 @@ loops() {
     while [ "$r" -le "$2" ]; do
         t0=$("$TOOL" bench clock)
         b0=$(busy)
-        $WORKLOAD iouring --size-kib 4 --count $PIN_ROUNDS > /tmp/w.json 2> /tmp/w.err
+        $WORKLOAD iouring --size-kib 4 --count $PIN_ROUNDS --one-ring > /tmp/w.json 2> /tmp/w.err
         rc=$?
         b1=$(busy)
         t1=$("$TOOL" bench clock)
