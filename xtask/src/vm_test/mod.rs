@@ -33,6 +33,7 @@ mod arm64;
 mod attribution;
 mod busy;
 mod pinpaths;
+mod pinverdict;
 mod report;
 mod requests;
 mod script;
@@ -416,6 +417,7 @@ fn main_verdict(
         testkernel::check(console, &mut verdict);
         attribution::check(console, &mut verdict);
         requests::check(console, &mut verdict);
+        pinverdict::check(console, &mut verdict);
     }
     if job.kernel == ARM64_STOCK_KERNEL && job.hooks.is_some() {
         arm64::check(console, hooks.filter(|h| *h != "auto"), &mut verdict);
