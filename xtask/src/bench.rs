@@ -1191,8 +1191,9 @@ fn hooks_report(
     let _ = writeln!(
         out,
         "\n{} cycles, each running both loops untraced, then under fentry and kprobe \
-         hooks, per-event and in summary mode (the tracer started and stopped around its \
-         runs), then the loops untraced once more; times on the guest's CLOCK_MONOTONIC:\n\n\
+         hooks, per-event and in summary mode, then under bpftrace on kfunc and on kprobe \
+         hooks (each tracer started and stopped around its runs), then the loops untraced \
+         once more; times on the guest's CLOCK_MONOTONIC:\n\n\
          - pin loop: `uacce-workload iouring --size-kib 4 --count {} --one-ring`: on one \
            io_uring, each round registers one 4 KiB buffer (`pin_user_pages_fast`, one \
            page) and unregisters it (one `unpin_user_folio` call); time per round of the \
