@@ -13,7 +13,7 @@ use uacce_trace_common::{
     summary::{bucket_of, SummaryKey, SummaryValue, SUMMARY_MAX_ENTRIES},
 };
 
-use crate::{comm_into, count};
+use crate::comm_into;
 
 /// Per process and kind: this CPU's totals. Not preallocated: memory
 /// grows with the keys in use (a value is about 1.2 KiB per CPU), not with
@@ -81,7 +81,12 @@ pub(crate) fn add(tgid: u32, call: Call) -> bool {
             match SUMMARY.get_ptr_mut(key) {
                 Some(v) => v,
                 None => {
-                    count(counter::SUMMARY_FULL);
+                    if crate::count_first(counter::SUMMARY_FULL) {
+                        diag!(
+                            "summary map full: calls of process {} and later new ones go to the ring",
+                            tgid
+                        );
+                    }
                     return false;
                 }
             }
