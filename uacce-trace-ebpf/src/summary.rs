@@ -138,6 +138,19 @@ fn add_to(key: SummaryKey, call: Call, names: impl FnOnce(&mut SummaryValue)) ->
     true
 }
 
+/// `v` as a plain number to the verifier. The fentry hooks' device
+/// argument is a typed kernel pointer (BTF), and the verifier refuses
+/// shifts and other bit operations on pointers (EACCES: "bitwise operator
+/// … on pointer prohibited"), which the slot's hash needs; a value read
+/// back through a helper is a scalar. Costs one probe read, in summary
+/// mode's IOPF path only.
+#[inline(always)]
+fn scalar(v: u64) -> u64 {
+    let spilled = v;
+    // SAFETY: probe read of this program's own stack slot.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(&spilled as *const u64) }.unwrap_or(0)
+}
+
 #[inline(always)]
 fn sample_shift() -> u32 {
     // SAFETY: a read of a global; volatile so the default is not folded.
@@ -159,6 +172,10 @@ fn sample_shift() -> u32 {
 /// where user space counts it as a response without report.
 #[inline(always)]
 pub(crate) fn iopf_report(key: IopfKey, flags: u32, user: bool, dev_name: u64) -> bool {
+    let key = IopfKey {
+        dev: scalar(key.dev),
+        ..key
+    };
     let Some(slot) = IOPF_TABLE.get_ptr_mut(iopf_slot(key.dev, key.pasid, key.grpid)) else {
         return false;
     };
@@ -242,6 +259,10 @@ pub(crate) enum Response {
 /// space's pairing does.
 #[inline(always)]
 pub(crate) fn iopf_response(key: IopfKey, code: u32) -> Response {
+    let key = IopfKey {
+        dev: scalar(key.dev),
+        ..key
+    };
     let mut slot = find(key);
     if slot.is_none() && key.dev != 0 {
         slot = find(IopfKey { dev: 0, ..key });

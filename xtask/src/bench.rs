@@ -1017,7 +1017,8 @@ fn hooks_report(
          the syscall tracepoints for pin ioctls included) with its consumer running on the \
          other vCPU, per-event, and `record --summary --format json` with the same hooks \
          (summary mode: pins, unpins and pin ioctls counted in per-CPU kernel histograms; \
-         IO page faults stay per-event). bpftrace is not run in the guest: Debian's bpftrace needs ≈ 200 MB of \
+         IO page faults paired in the kernel's array table and counted the same way, one \
+         group in 64 sampled per event). bpftrace is not run in the guest: Debian's bpftrace needs ≈ 200 MB of \
          shared libraries (LLVM, clang, bcc) that would have to go into the initramfs of a \
          1 GiB TCG guest; the host table of `bench pipeline` is the side-by-side with \
          bpftrace.\n",
