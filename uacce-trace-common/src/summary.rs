@@ -153,10 +153,13 @@ pub struct IopfSlot {
 /// is a hash of (device, PASID), the column the group index's 9 bits.
 #[inline(always)]
 pub const fn iopf_slot(dev: u64, pasid: u32, grpid: u32) -> u32 {
-    // Multiplicative hash (Knuth); the device pointer's low bits are
-    // alignment, so its middle bits are mixed in.
-    let h = (dev >> 6) ^ (dev >> 20) ^ ((pasid as u64) << 7) ^ pasid as u64;
-    let row = (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - IOPF_ROW_BITS)) as u32;
+    // A 64-bit mix (multiply, xor-shift, multiply; splitmix64's
+    // constants); the device pointer's low 3 bits are alignment.
+    let mut h = (dev >> 3) ^ (pasid as u64).wrapping_mul(0x9e37_79b1);
+    h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^= h >> 29;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let row = (h >> (64 - IOPF_ROW_BITS)) as u32;
     row * IOPF_GROUPS_PER_PASID + grpid % IOPF_GROUPS_PER_PASID
 }
 
@@ -333,8 +336,9 @@ mod tests {
             }
             rows.iter().filter(|&&r| r).count()
         };
-        assert!(rows_used(&|p| iopf_slot(dev, p as u32, 0)) >= 20);
-        assert!(rows_used(&|d| iopf_slot(dev + d * 0x400, 5, 0)) >= 20);
+        assert!(rows_used(&|p| iopf_slot(dev, p as u32, 0)) >= 22);
+        assert!(rows_used(&|d| iopf_slot(dev + d * 0x400, 5, 0)) >= 22);
+        assert!(rows_used(&|d| iopf_slot(dev + d * 0x40, 5, 0)) >= 22);
     }
 
     #[test]

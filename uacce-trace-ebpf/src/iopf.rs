@@ -165,6 +165,20 @@ fn store_report(key: IopfKey, fields: ReportFields, dev_name: u64, lasting_name:
 /// `IopfResponseRecord`). A full ring is counted, never silent.
 #[inline(always)]
 pub(crate) fn emit_report(fill: impl FnOnce(&mut IopfRecord)) {
+    write_report(|r| {
+        // SAFETY: helper without preconditions.
+        r.ts_ns = unsafe { bpf_ktime_get_ns() };
+        r.reporter_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        comm_into(&mut r.reporter_comm);
+        fill(r);
+    });
+}
+
+/// Reserves a report record of one fault in the ring, zeroed with its
+/// header, and submits it once `fill` wrote the rest; a full ring is
+/// counted.
+#[inline(always)]
+fn write_report(fill: impl FnOnce(&mut IopfRecord)) {
     let Some(mut slot) = EVENTS.reserve::<IopfRecord>(0) else {
         count_ring_full(KIND_IOPF_REPORT);
         return;
@@ -175,11 +189,7 @@ pub(crate) fn emit_report(fill: impl FnOnce(&mut IopfRecord)) {
         version: RECORD_VERSION,
         size: core::mem::size_of::<IopfRecord>() as u32,
     };
-    // SAFETY: helper without preconditions.
-    r.ts_ns = unsafe { bpf_ktime_get_ns() };
     r.nr_faults = 1;
-    r.reporter_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    comm_into(&mut r.reporter_comm);
     fill(r);
     slot.submit(submit_flags(core::mem::size_of::<IopfRecord>()));
 }
@@ -203,28 +213,18 @@ pub(crate) fn on_response(key: IopfKey, code: u32, hook: u8) {
 /// permissions or flags), so that user space pairs it with its response.
 #[inline(always)]
 fn emit_group_report(group: &uacce_trace_common::summary::IopfSlot) {
-    let Some(mut slot) = EVENTS.reserve::<IopfRecord>(0) else {
-        count_ring_full(KIND_IOPF_REPORT);
-        return;
-    };
-    let r = zero_fill(&mut slot);
-    r.header = RecordHeader {
-        kind: KIND_IOPF_REPORT,
-        version: RECORD_VERSION,
-        size: core::mem::size_of::<IopfRecord>() as u32,
-    };
-    r.ts_ns = group.ts_ns;
-    r.nr_faults = 1;
-    r.dev = group.dev;
-    r.pasid = group.pasid;
-    r.grpid = group.grpid;
-    r.reporter_tgid = group.reporter_tgid;
-    if group.reporter_tgid != 0 {
-        r.flags2 = IOPF_REPORTER_IS_USER;
-    }
-    r.reporter_comm = group.reporter_comm;
-    kernel_str_into(group.dev_name, &mut r.dev_name);
-    slot.submit(submit_flags(core::mem::size_of::<IopfRecord>()));
+    write_report(|r| {
+        r.ts_ns = group.ts_ns;
+        r.dev = group.dev;
+        r.pasid = group.pasid;
+        r.grpid = group.grpid;
+        r.reporter_tgid = group.reporter_tgid;
+        if group.reporter_tgid != 0 {
+            r.flags2 = IOPF_REPORTER_IS_USER;
+        }
+        r.reporter_comm = group.reporter_comm;
+        kernel_str_into(group.dev_name, &mut r.dev_name);
+    });
 }
 
 /// Writes the response record of group `key`.

@@ -398,7 +398,12 @@ mod tests {
                 .iter()
                 .filter(|r| !r.is_loss())
                 .collect::<Vec<_>>(),
-            [&LossReason::Nested, &LossReason::SummaryFull]
+            [
+                &LossReason::Nested,
+                &LossReason::SummaryFull,
+                &LossReason::IopfTableCollision,
+                &LossReason::IopfTableMiss
+            ]
         );
     }
 

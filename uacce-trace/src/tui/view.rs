@@ -820,9 +820,6 @@ fn help(f: &mut Frame, area: Rect) {
         Line::raw("  d L      losses: every reason events were lost, with counts"),
         Line::raw("  ?        this help   q Ctrl-C       quit"),
         Line::raw(""),
-        Line::raw("  --summary: IOPFs counted in the kernel; a process's fault regions are"),
-        Line::raw("  sampled (1 IOPF group in 64 goes per event, with its address)"),
-        Line::raw(""),
         Line::styled("columns", BOLD),
     ];
     for c in Column::ALL {
