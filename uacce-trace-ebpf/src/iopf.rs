@@ -511,8 +511,13 @@ pub(crate) fn ioctl_begin(cmd: u32, arg: u64, fd: u32, hook: u8) {
     match IOCTL_INFLIGHT.insert(tid, value, u64::from(aya_ebpf::bindings::BPF_NOEXIST)) {
         Ok(()) => return,
         Err(crate::EEXIST) => {}
-        Err(_) => {
-            count(counter::INFLIGHT_FULL);
+        Err(e) => {
+            if crate::count_first(counter::INFLIGHT_FULL) {
+                diag!(
+                    "pin ioctl in-flight map: insert failed ({}), ioctl not timed",
+                    e
+                );
+            }
             return;
         }
     }
@@ -528,8 +533,10 @@ pub(crate) fn ioctl_begin(cmd: u32, arg: u64, fd: u32, hook: u8) {
             count(counter::STALE_INFLIGHT);
         }
     }
-    if IOCTL_INFLIGHT.insert(tid, value, 0).is_err() {
-        count(counter::INFLIGHT_FULL);
+    if let Err(e) = IOCTL_INFLIGHT.insert(tid, value, 0) {
+        if crate::count_first(counter::INFLIGHT_FULL) {
+            diag!("pin ioctl in-flight map: replacing an entry failed ({})", e);
+        }
     }
 }
 

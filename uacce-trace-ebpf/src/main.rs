@@ -27,6 +27,18 @@ use uacce_trace_common::{
     HOOK_FENTRY, HOOK_KPROBE, KIND_PIN, KIND_UNPIN, RECORD_VERSION,
 };
 
+/// A rare diagnostic (a map insert that fails, a table full), shown by
+/// `uacce-trace -v`: aya-log at info level into its own ring (`AYA_LOGS`).
+/// User space sets `AYA_LOG_LEVEL` at load time; below info (no `-v`) the
+/// verifier drops the code as dead, so it costs nothing then. Callers send
+/// one only on the first occurrence per CPU ([`count_first`]): never a
+/// message per call.
+macro_rules! diag {
+    ($($arg:tt)+) => {
+        aya_log_ebpf::info!(&(), $($arg)+)
+    };
+}
+
 #[cfg(feature = "bench")]
 mod bench;
 mod iopf;
@@ -192,6 +204,22 @@ pub(crate) fn count(index: u32) {
     }
 }
 
+/// [`count`], and whether this is the first on this CPU (a [`diag`] is
+/// sent then only).
+#[inline(always)]
+pub(crate) fn count_first(index: u32) -> bool {
+    match COUNTERS.get_ptr_mut(index) {
+        Some(slot) => {
+            // SAFETY: as in `count`.
+            let was = unsafe { *slot };
+            // SAFETY: as in `count`.
+            unsafe { *slot = was + 1 };
+            was == 0
+        }
+        None => false,
+    }
+}
+
 #[inline(always)]
 fn inflight_map(func: PinFunc) -> &'static LruHashMap<InflightKey, PinInflight> {
     if func.is_pin() {
@@ -248,8 +276,13 @@ fn on_entry(func: PinFunc, args: PinArgs) {
     match map.insert(tid, value, u64::from(aya_ebpf::bindings::BPF_NOEXIST)) {
         Ok(()) => return,
         Err(EEXIST) => {}
-        Err(_) => {
-            count(counter::INFLIGHT_FULL);
+        Err(e) => {
+            if count_first(counter::INFLIGHT_FULL) {
+                diag!(
+                    "pin/unpin in-flight map: insert failed ({}), call not timed",
+                    e
+                );
+            }
             return;
         }
     }
@@ -270,8 +303,13 @@ fn on_entry(func: PinFunc, args: PinArgs) {
         // below, counted as lost.
         count(counter::STALE_INFLIGHT);
     }
-    if map.insert(tid, value, 0).is_err() {
-        count(counter::INFLIGHT_FULL);
+    if let Err(e) = map.insert(tid, value, 0) {
+        if count_first(counter::INFLIGHT_FULL) {
+            diag!(
+                "pin/unpin in-flight map: replacing a stale entry failed ({})",
+                e
+            );
+        }
     }
 }
 

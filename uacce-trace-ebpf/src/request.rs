@@ -95,8 +95,13 @@ pub fn req_uprobe(ctx: ProbeContext) -> u32 {
         depth: 0,
         max_depth: 0,
     };
-    if REQ_INFLIGHT.insert(key, value, 0).is_err() {
-        count(counter::INFLIGHT_FULL);
+    if let Err(e) = REQ_INFLIGHT.insert(key, value, 0) {
+        if crate::count_first(counter::INFLIGHT_FULL) {
+            diag!(
+                "request in-flight map: insert failed ({}), request not timed",
+                e
+            );
+        }
     }
     0
 }

@@ -113,7 +113,12 @@ fn add_to(key: SummaryKey, call: Call, names: impl FnOnce(&mut SummaryValue)) ->
             match SUMMARY.get_ptr_mut(key) {
                 Some(v) => v,
                 None => {
-                    count(counter::SUMMARY_FULL);
+                    if crate::count_first(counter::SUMMARY_FULL) {
+                        diag!(
+                            "summary map full: calls of process {} and later new ones go to the ring",
+                            key.tgid
+                        );
+                    }
                     return false;
                 }
             }

@@ -120,8 +120,10 @@ fn queue_enter(op: u32, file: u64) {
         // An earlier call of this thread never saw its exit.
         count(counter::STALE_INFLIGHT);
     }
-    if QUEUE_INFLIGHT.insert(tid, value, 0).is_err() {
-        count(counter::INFLIGHT_FULL);
+    if let Err(e) = QUEUE_INFLIGHT.insert(tid, value, 0) {
+        if crate::count_first(counter::INFLIGHT_FULL) {
+            diag!("uacce queue in-flight map: insert failed ({})", e);
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 
 use uacce_trace::{
     analysis,
-    commands::serve::metrics,
+    commands::serve::{self, metrics},
     commands::trace,
     formats::{self, Format},
     ingest::attribution::Attributor,
@@ -56,14 +56,30 @@ pub fn decode_records(data: &[u8]) {
         }
     }
     let snap = agg.snapshot(agg.latest_ns());
-    let _ = metrics::render(&metrics::Exposition {
-        snapshot: &snap,
-        mode: "live",
-        kernel: "fuzz",
-        replay_complete: None,
-        self_stats: None,
-        bpf: None,
-    });
+    // The input also picks serve's labels (each choice of pid, comm,
+    // device, cgroup) and a small or a roomy series cap.
+    let pick = |bit: u8| sel & bit == bit;
+    let labels = serve::labels::LabelSet {
+        pid: !pick(4),
+        comm: !pick(8),
+        device: !pick(16),
+        cgroup: pick(32),
+    };
+    let cgroups = std::collections::HashMap::from([(1u32, "docker-0123456789ab".to_string())]);
+    let mut cap = serve::labels::SeriesCap::new(if pick(64) { 1 } else { 1000 });
+    let _ = metrics::render(
+        &metrics::Exposition {
+            snapshot: &snap,
+            mode: "live",
+            kernel: "fuzz",
+            replay_complete: None,
+            self_stats: None,
+            bpf: None,
+            labels,
+            cgroups: &cgroups,
+        },
+        &mut cap,
+    );
 }
 
 /// Raw recordings (`.utrace`): the streaming reader and the replay

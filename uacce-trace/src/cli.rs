@@ -261,11 +261,16 @@ pub enum Command {
         /// Do not fail the goal when CANDIDATE lost records.
         #[arg(long)]
         allow_drops: bool,
+        /// Compare only this command name (repeatable): e.g. the process
+        /// that was changed, while others ran unchanged beside it. A name
+        /// in neither recording is an error (exit 2).
+        #[arg(long = "comm", value_name = "NAME")]
+        comms: Vec<String>,
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Serve Prometheus metrics on http://127.0.0.1:9435/metrics.
+    /// Serve Prometheus metrics on http://127.0.0.1:19211/metrics.
     ///
     /// Per process (and device): IOPF, pin, unpin and uacce_ctrl latency
     /// histograms in seconds (1-2-5 buckets from 1us to 10s), error and page
@@ -290,7 +295,7 @@ pub enum Command {
     /// SIGINT/SIGTERM (exit 0). Exit status 1 when tracing cannot start, 2
     /// for an unusable recording or listen address.
     Serve {
-        /// Address and port to listen on (e.g. 127.0.0.1:9435, [::1]:9435, 0.0.0.0:9435).
+        /// Address and port to listen on (e.g. 127.0.0.1:19211, [::1]:19211, 0.0.0.0:19211).
         #[arg(long, default_value = crate::commands::serve::DEFAULT_LISTEN, value_name = "ADDR:PORT")]
         listen: std::net::SocketAddr,
         /// Serve a raw recording (`-`: standard input) instead of tracing.
@@ -305,6 +310,19 @@ pub enum Command {
         /// Most processes with series of their own (the least recent go first).
         #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         max_processes: u32,
+        /// Labels of the per-process series, comma-separated, among pid, comm,
+        /// device (IO page faults) and cgroup (the process's cgroup v2 path,
+        /// a container scope shortened to RUNTIME-ID, e.g. docker-4f1a2b3c4d5e,
+        /// a Kubernetes pod without one to pod-UID; live only, "" in a
+        /// replay). A label left out aggregates: the series that then share
+        /// their labels are summed, histograms merged.
+        #[arg(long, default_value = "pid,comm,device", value_name = "LABEL,...", value_parser = crate::commands::serve::labels::LabelSet::parse)]
+        labels: crate::commands::serve::labels::LabelSet,
+        /// Most label sets per metric family; further ones are folded into
+        /// the family's series whose labels are all "[other]", counted by
+        /// uacce_trace_series_folded_total.
+        #[arg(long, default_value_t = crate::commands::serve::labels::DEFAULT_MAX_SERIES as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        max_series: u32,
         /// Have the kernel time BPF programs while serving (Linux 5.8+; small
         /// cost on every BPF program of the system).
         #[arg(long, conflicts_with = "replay")]
@@ -468,6 +486,7 @@ pub fn run(cli: Cli) -> u8 {
             tolerance,
             kind,
             allow_drops,
+            comms,
             json,
         } => {
             let opts = analysis::compare::CompareOptions {
@@ -476,6 +495,7 @@ pub fn run(cli: Cli) -> u8 {
                 tolerance_pct: tolerance,
                 kind,
                 allow_drops,
+                comms,
             };
             let stdout = io::stdout();
             Ok(analysis::compare_command(
@@ -493,6 +513,8 @@ pub fn run(cli: Cli) -> u8 {
             idle_after,
             max_processes,
             bpf_stats,
+            labels,
+            max_series,
             per_event,
             hooks,
             op,
@@ -504,6 +526,8 @@ pub fn run(cli: Cli) -> u8 {
             idle_after_ns: idle_after,
             max_processes: max_processes as usize,
             bpf_stats,
+            labels,
+            max_series: max_series as usize,
             tracer: TracerOptions {
                 hooks,
                 ring_bytes: ring_size,

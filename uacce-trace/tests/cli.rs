@@ -111,6 +111,18 @@ fn compare_is_inconclusive_on_few_samples_and_decides_on_many() {
     assert!(text.contains("  reduced  "), "{text}");
     // And back: worse, a definite failure (1), not inconclusive.
     assert_eq!(run(&["compare", s(&c), s(&b)]).status.code(), Some(1));
+    // --comm: the named process only; a name in neither recording is bad
+    // input (2), said on standard error.
+    let o = run(&["compare", s(&b), s(&c), "--comm", "a"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("only:      a (--comm"));
+    let o = run(&["compare", s(&b), s(&c), "--comm", "a", "--comm", "zz"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--comm zz: no series of that command"),
+        "{}",
+        stderr(&o)
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -473,7 +485,7 @@ fn bad_input_matrix_over_every_command() {
         ],
         &["compare", "a", "b", "--max", "1e300s"],
         &["compare", "a", "b", "--tolerance", "1e999"],
-        &["serve", "--listen", "256.0.0.1:9435"],
+        &["serve", "--listen", "256.0.0.1:19211"],
         &["serve", "--listen", "127.0.0.1:99999"],
         &["serve", "--max-processes", "0"],
         &["serve", "--idle-after", "99999999999h"],
@@ -514,12 +526,12 @@ fn serve_refuses_an_unusable_listen_address() {
     // An address this host does not have (TEST-NET-1): refused before any
     // socket listens, with the warning that it is not loopback.
     let o = run_limited(
-        &["serve", "--replay", s(&raw), "--listen", "192.0.2.1:9435"],
+        &["serve", "--replay", s(&raw), "--listen", "192.0.2.1:19211"],
         Duration::from_secs(20),
     );
-    assert_bad_input(&o, "192.0.2.1:9435");
+    assert_bad_input(&o, "192.0.2.1:19211");
     assert!(
-        stderr(&o).contains("warning: listening on 192.0.2.1:9435"),
+        stderr(&o).contains("warning: listening on 192.0.2.1:19211"),
         "{}",
         stderr(&o)
     );

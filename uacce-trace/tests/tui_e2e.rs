@@ -1,7 +1,9 @@
 //! `uacce-trace top` end to end: the real binary in a tmux pane (80x24) on
-//! a raw recording written here from synthetic events, and on the demo
+//! raw recordings written here from synthetic events (one with requests,
+//! `--op`, and uacce_ctrl pin ioctls), and on the demo
 //! recording shipped in `tests/data/demo.utrace` (made in the demo VM). It starts, shows the
-//! expected processes, sorts and filters on keys, drills down, quits on `q`
+//! expected processes, sorts and filters on keys, drills down (and through
+//! its sections with Tab), quits on `q`
 //! with exit status 0, and the terminal is restored (alternate screen left,
 //! the shell prompt back). Skips, saying why, when tmux is not installed
 //! (a failure under `CI=true`: `cargo xtask setup` installs it).
@@ -18,7 +20,10 @@ use std::{
 };
 
 use uacce_trace::{
-    ingest::event::{Event, HookType, IopfEvent, LossSample, PasidEvent, PinEvent},
+    ingest::event::{
+        Event, HookType, IopfEvent, LossSample, PasidEvent, PinEvent, PinIoctl, PinIoctlEvent,
+        RequestEvent,
+    },
     ingest::rawfile::RawWriter,
     ingest::run::RunMeta,
 };
@@ -113,6 +118,10 @@ fn recording(path: &Path) {
         ts_ns: START + 2 * SEC,
         losses: Default::default(),
     }));
+    write_recording(path, evs);
+}
+
+fn write_recording(path: &Path, mut evs: Vec<Event>) {
     evs.sort_by_key(Event::ts_ns);
     let header = RunMeta {
         start_unix_ns: 1_700_000_000 * SEC,
@@ -128,6 +137,71 @@ fn recording(path: &Path) {
         w.write_event(e).unwrap_or_else(|e| panic!("{e}"));
     }
     w.finish().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Requests and pin ioctls over three seconds: `infer` (3001) makes 200
+/// `infer_request`s a second, one in twenty with an IO page fault inside
+/// (slow, 1-2 ms; the rest 50-100 µs); `pinner` (3002) makes 100 PIN and
+/// 100 UNPIN ioctls a second on `/dev/uacce_ctrl`, 16 pages each, every
+/// tenth PIN failing.
+fn request_recording(path: &Path) {
+    let mut evs = Vec::new();
+    for s in 0..3u64 {
+        for i in 0..200u64 {
+            let ts = START + s * SEC + 10 + i * (SEC / 200);
+            let faulted = i % 20 == 7;
+            if faulted {
+                evs.push(iopf(
+                    ts + 50_000,
+                    3001,
+                    "infer",
+                    "0000:00:02.0",
+                    4,
+                    0x7f00_0000 + i * 4096,
+                    600_000,
+                ));
+            }
+            evs.push(Event::Request(RequestEvent {
+                ts_ns: ts,
+                latency_ns: if faulted {
+                    1_000_000 + i * 4_000
+                } else {
+                    50_000 + (i * 250) % 50_000
+                },
+                tgid: 3001,
+                tid: 3001,
+                comm: "infer".into(),
+                op: "infer_request".into(),
+                ret: 0,
+                faults: u32::from(faulted),
+                fault_ns: if faulted { 600_000 } else { 0 },
+            }));
+        }
+        for i in 0..100u64 {
+            let ts = START + s * SEC + 20 + i * (SEC / 100);
+            for (cmd, ret, at) in [
+                (PinIoctl::UaccePin, if i % 10 == 3 { -12 } else { 0 }, ts),
+                (PinIoctl::UacceUnpin, 0, ts + 5_000),
+            ] {
+                evs.push(Event::PinIoctl(PinIoctlEvent {
+                    ts_ns: at,
+                    latency_ns: 8_000 + (i * 97) % 20_000,
+                    tgid: 3002,
+                    tid: 3002,
+                    comm: "pinner".into(),
+                    cmd,
+                    addr: 0x6000_0000,
+                    size: 16 * 4096,
+                    ret,
+                    hook: HookType::Tracepoint,
+                    pin_calls: u32::from(ret == 0),
+                    pages: if ret == 0 { 16 } else { 0 },
+                    driver_call: None,
+                }));
+            }
+        }
+    }
+    write_recording(path, evs);
 }
 
 /// True, after saying the test is skipped, where tmux is not installed.
@@ -247,6 +321,20 @@ fn table_rows(screen: &str) -> Vec<String> {
         .collect()
 }
 
+/// The cells of a table row by column title (titles and cells without
+/// spaces; the selection mark dropped).
+fn cells(screen: &str, row: &str) -> std::collections::HashMap<String, String> {
+    let header = screen
+        .lines()
+        .find(|l| l.contains("PID") && l.contains("COMM"))
+        .unwrap_or_default();
+    header
+        .split_whitespace()
+        .map(str::to_string)
+        .zip(row.replace('▶', " ").split_whitespace().map(str::to_string))
+        .collect()
+}
+
 /// A fresh folder for one test.
 fn scratch(test: &str) -> PathBuf {
     let dir =
@@ -355,6 +443,88 @@ fn top_replays_sorts_filters_drills_down_and_restores_the_terminal() {
         !s.contains("q quit"),
         "the screen of top is left behind:\n{s}"
     );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// `top` on a recording with requests and pin ioctls: the request and
+/// ioctl columns fill in, and the drill-down's sections show the faulted
+/// and clean request histograms and the ioctl histogram.
+#[test]
+fn top_replays_requests_and_pin_ioctls() {
+    if tmux_missing() {
+        return;
+    }
+    let dir = scratch("requests");
+    let rec = dir.join("requests.utrace");
+    request_recording(&rec);
+    let bin = env!("CARGO_BIN_EXE_uacce-trace");
+    let tmux = Tmux::clean_shell("requests");
+    tmux.text(&format!(
+        "clear; {bin} top --replay {} --fast; echo \"top exited $?\"",
+        rec.display()
+    ));
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait_for("the replay to finish", |s| s.contains("replay finished"));
+    for title in ["OPS/s", "OPp99", "OPp99.9", "TAIL%F", "CTL/s"] {
+        assert!(s.contains(title), "no {title} column:\n{s}");
+    }
+    let rows = table_rows(&s);
+    let infer = rows
+        .iter()
+        .find(|r| r.contains("infer"))
+        .unwrap_or_else(|| panic!("no infer row:\n{s}"));
+    // About 200 requests/s (the last, partial interval of the replay);
+    // the slowest 1 % (6 of 600) all faulted.
+    let cell = |row: &str, col: &str| cells(&s, row).get(col).cloned().unwrap_or_default();
+    let ops: f64 = cell(infer, "OPS/s").parse().unwrap_or(0.0);
+    assert!((190.0..=210.0).contains(&ops), "{infer}");
+    assert_eq!(cell(infer, "TAIL%F"), "100%", "{infer}");
+    let pinner = rows
+        .iter()
+        .find(|r| r.contains("pinner"))
+        .unwrap_or_else(|| panic!("no pinner row:\n{s}"));
+    // About 200 ioctls/s, not a row of zeros.
+    let ctl: f64 = cell(pinner, "CTL/s").parse().unwrap_or(0.0);
+    assert!((190.0..=210.0).contains(&ctl), "{pinner}");
+
+    // The request process: summary line, then its requests section.
+    tmux.keys(&["/"]);
+    tmux.text("infer");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the filtered table", |s| s.contains("filter \"infer\""));
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait_for("the drill-down", |s| s.contains("PID 3001 infer"));
+    assert!(s.contains("requests 600 ("), "{s}");
+    assert!(s.contains("slowest 1 % 100% faulted"), "{s}");
+    tmux.keys(&["Tab"]);
+    let s = tmux.wait_for("the requests section", |s| s.contains("with faults ("));
+    for want in [
+        "infer_request · 600 requests",
+        "slowest 1 %: 6/6 faulted (100%",
+        "with faults (30, p99",
+        "without (570, p99",
+        "OPS/s",
+    ] {
+        assert!(s.contains(want), "no {want:?}:\n{s}");
+    }
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the table again", |s| s.contains("filter \"infer\""));
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the filter cleared", |s| s.contains("2 of 2 processes"));
+
+    // The ioctl process: its uacce_ctrl section.
+    tmux.keys(&["/"]);
+    tmux.text("pinner");
+    tmux.keys(&["Enter", "Enter", "Tab"]);
+    let s = tmux.wait_for("the uacce_ctrl section", |s| {
+        s.contains("uacce_ctrl ioctl latency")
+    });
+    assert!(s.contains("PIN 270 · UNPIN 300 · failed 30"), "{s}");
+    assert!(s.contains("uacce_ctrl ioctl latency (600 calls)"), "{s}");
+    tmux.keys(&["q"]);
+    let s = tmux.wait_for("top to exit", |s| s.contains("top exited"));
+    assert!(s.contains("top exited 0"), "{s}");
+    assert!(!tmux.alternate_on(), "alternate screen still on:\n{s}");
     let _ = fs::remove_dir_all(&dir);
 }
 

@@ -26,7 +26,18 @@
  *                 One line per request: {"request":i,"faults":F,
  *                 "t_enter":ns,"t_exit":ns,"inner_start":ns,"inner_end":ns}
  *                 (around the call, and inside it), then
- *                 {"iopf_workload":"ok","requests":N}.
+ *                 {"iopf_workload":"ok","requests":N,"faulted":F}.
+ *   --fault-every K  (with --requests) request i raises one fault when
+ *                 i % K == 0 and none otherwise, at an address inside a
+ *                 buffer of its own (64 pages, page i % 64), instead of
+ *                 i % 3 faults at --addr;
+ *   --request-us W  each request spins W us (default 300);
+ *   --pin-buffer  (with --fault-every) first pin that buffer through
+ *                 /dev/uacce_ctrl (UACCE_CMD_PIN; {"pinned":{"addr":A,
+ *                 "pages":64}}): the device finds its pages, so no request
+ *                 raises a fault; unpinned after the last request. The
+ *                 before/after pinning check (xtask/src/vm_test/pinverdict.rs)
+ *                 records one run without and one with it.
  *
  * The attribution and pairing tests (xtask/src/vm_test/attribution.rs) add:
  *   --kworker     the mock reports each fault from a kworker, not from this
@@ -111,7 +122,13 @@ struct options {
 	unsigned long unanswered;
 	unsigned long orphans;
 	unsigned long requests;
+	unsigned long fault_every;
+	unsigned long request_us;
+	int pin_buffer;
 };
+
+/* The buffer of --fault-every, in pages. */
+#define REQ_BUF_PAGES 64
 
 /* ut_on_die: the last line says why. */
 static void fail_line(const char *what, int err)
@@ -123,7 +140,8 @@ static void fail_line(const char *what, int err)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: iopf-workload [--requests N] [--count N] [--delays-us D1,D2,...] "
+		"usage: iopf-workload [--requests N [--fault-every K] [--request-us W] "
+		"[--pin-buffer]] [--count N] [--delays-us D1,D2,...] "
 		"[--pasid P1,P2,...] [--grpid G] [--perm P] [--addr A] "
 		"[--kworker] [--devices K] [--pages M] [--grpid-mod W] "
 		"[--unanswered U] [--orphans O]\n");
@@ -179,12 +197,17 @@ static void parse_args(int argc, char **argv, struct options *o)
 	o->addr = 0xdead0000;
 	o->devices = 1;
 	o->pages = 1;
+	o->request_us = 300;
 	for (i = 1; i < argc; i++) {
 		const char *arg = argv[i];
 		const char *val = i + 1 < argc ? argv[i + 1] : NULL;
 
 		if (!strcmp(arg, "--kworker")) {
 			o->kworker = 1;
+			continue;
+		}
+		if (!strcmp(arg, "--pin-buffer")) {
+			o->pin_buffer = 1;
 			continue;
 		}
 		if (!val)
@@ -209,6 +232,10 @@ static void parse_args(int argc, char **argv, struct options *o)
 			o->grpid_mod = parse_num(val);
 		else if (!strcmp(arg, "--requests"))
 			o->requests = parse_num(val);
+		else if (!strcmp(arg, "--fault-every"))
+			o->fault_every = parse_num(val);
+		else if (!strcmp(arg, "--request-us"))
+			o->request_us = parse_num(val);
 		else if (!strcmp(arg, "--unanswered"))
 			o->unanswered = parse_num(val);
 		else if (!strcmp(arg, "--orphans"))
@@ -219,7 +246,9 @@ static void parse_args(int argc, char **argv, struct options *o)
 	}
 	if (!o->devices || o->devices > MAX_DEVICES || !o->pages ||
 	    o->pages > MAX_PAGES || o->unanswered > o->count ||
-	    (o->perm & (UT_IOPF_FROM_WORK | UT_IOPF_NOT_LAST)))
+	    (o->perm & (UT_IOPF_FROM_WORK | UT_IOPF_NOT_LAST)) ||
+	    ((o->fault_every || o->pin_buffer) && !o->requests) ||
+	    (o->pin_buffer && !o->fault_every))
 		usage();
 }
 
@@ -299,13 +328,15 @@ struct request_inner {
 };
 
 /* One request: `nfaults` mock faults, each read and answered after
- * `delay_us`, then 300 us of work; returns `id` (what the tracer sees as
- * the return value). Never inlined and kept: `uacce-trace --op` probes it. */
+ * `delay_us`, then `work_us` of work in all; returns `id` (what the tracer
+ * sees as the return value). Never inlined and kept: `uacce-trace --op`
+ * probes it. */
 __attribute__((noinline, used)) long iopf_request(long id, unsigned long nfaults,
 						  const struct ut_iommufd *u,
 						  const struct ut_mock *m, uint32_t pasid,
 						  uint32_t grpid, uint64_t addr,
 						  unsigned long delay_us,
+						  unsigned long work_us,
 						  struct request_inner *inner)
 {
 	struct iommu_hwpt_pgfault f;
@@ -321,7 +352,7 @@ __attribute__((noinline, used)) long iopf_request(long id, unsigned long nfaults
 			ut_sleep_until_ns(ut_now_ns() + (uint64_t)delay_us * 1000);
 		ut_respond(u->fault_fd, f.cookie);
 	}
-	while (ut_now_ns() - inner->start < 300000)
+	while (ut_now_ns() - inner->start < (uint64_t)work_us * 1000)
 		;
 	inner->end = ut_now_ns();
 	__asm__ volatile("" ::: "memory");
@@ -331,19 +362,43 @@ __attribute__((noinline, used)) long iopf_request(long id, unsigned long nfaults
 static int run_requests(const struct options *o, const struct ut_iommufd *u,
 			const struct ut_mock *m)
 {
-	unsigned long i;
+	long page = sysconf(_SC_PAGESIZE);
+	unsigned long i, faulted = 0;
+	char *buf = NULL;
+	int ctrl = -1;
+	struct uacce_pin_address pin = { 0, 0 };
 
+	if (o->fault_every)
+		buf = ut_map_pages(REQ_BUF_PAGES, page);
+	if (o->pin_buffer) {
+		ctrl = open("/dev/uacce_ctrl", O_RDWR);
+		if (ctrl < 0)
+			ut_die("open /dev/uacce_ctrl");
+		pin.addr = (uintptr_t)buf;
+		pin.size = (uint64_t)REQ_BUF_PAGES * (uint64_t)page;
+		if (ioctl(ctrl, UACCE_CMD_PIN, &pin))
+			ut_die("UACCE_CMD_PIN");
+		printf("{\"pinned\":{\"addr\":%" PRIuPTR ",\"pages\":%d}}\n",
+		       (uintptr_t)buf, REQ_BUF_PAGES);
+	}
 	for (i = 0; i < o->requests; i++) {
 		struct request_inner inner = { 0, 0 };
 		unsigned long nfaults = i % 3;
+		uint64_t addr = o->addr + 4 * i * 4096;
 		uint64_t t_enter, t_exit;
 		long ret;
 
+		if (o->fault_every) {
+			/* A pinned buffer never faults: the device finds its pages. */
+			nfaults = !o->pin_buffer && i % o->fault_every == 0;
+			addr = (uintptr_t)buf + (i % REQ_BUF_PAGES) * (uint64_t)page + 0x40;
+		}
 		t_enter = ut_now_ns();
 		ret = iopf_request((long)i, nfaults, u, m, (uint32_t)o->pasids[0],
-				   o->grpid + (uint32_t)(4 * i),
-				   o->addr + 4 * i * 4096, o->delays_us[0], &inner);
+				   o->grpid + (uint32_t)(4 * i), addr, o->delays_us[0],
+				   o->request_us, &inner);
 		t_exit = ut_now_ns();
+		faulted += nfaults > 0;
 		if (ret != (long)i)
 			ut_die("iopf_request returned another id");
 		printf("{\"request\":%lu,\"faults\":%lu,\"t_enter\":%" PRIu64
@@ -351,7 +406,13 @@ static int run_requests(const struct options *o, const struct ut_iommufd *u,
 		       ",\"inner_end\":%" PRIu64 "}\n",
 		       i, nfaults, t_enter, t_exit, inner.start, inner.end);
 	}
-	printf("{\"iopf_workload\":\"ok\",\"requests\":%lu}\n", o->requests);
+	if (ctrl >= 0) {
+		if (ioctl(ctrl, UACCE_CMD_UNPIN, &pin))
+			ut_die("UACCE_CMD_UNPIN");
+		close(ctrl);
+	}
+	printf("{\"iopf_workload\":\"ok\",\"requests\":%lu,\"faulted\":%lu}\n",
+	       o->requests, faulted);
 	return 0;
 }
 

@@ -11,6 +11,7 @@
  *              [--pasid P] [--pages N] [--burst ON_MS,OFF_MS]
  *              [--pin-with uacce|iouring] [--pin-at T] [--faults-after-pin T]
  *              [--churn-ms MS] [--churn-pages N]
+ *              [--request-rate Q] [--request-us W]
  *
  * - COMM becomes the process's command name (prctl PR_SET_NAME), so the
  *   demo's processes are told apart in `top`.
@@ -24,12 +25,21 @@
  *   yet) and then stop. The buffer is unpinned at the end of the run.
  * - --churn-ms MS: every MS milliseconds pin and unpin a separate
  *   N-page buffer (--churn-pages, default 8) with the --pin-with method.
+ * - --request-rate Q: the process works in requests, Q calls per second of
+ *   demo_request() (an unmangled, never-inlined symbol: `uacce-trace --op
+ *   uacce-demo:demo_request` probes it), each spinning W us (--request-us,
+ *   default 100). The faults then happen inside requests: those that fell
+ *   due since the last request are raised inside the next one (at most 4),
+ *   so some requests have faults and the others none; once the faults stop
+ *   (the pin), every request is clean.
  *
  * Output, one JSON object per line on stdout, times CLOCK_MONOTONIC ns:
  *   {"demo":"COMM","pid":N,"phase":"start","t":ns}
  *   {"demo":"COMM","pid":N,"phase":"pinned","t":ns,"addr":A,"pages":N}
  *   {"demo":"COMM","pid":N,"phase":"faults_stopped","t":ns,"faults":F}
- *   {"demo":"COMM","pid":N,"phase":"end","t":ns,"faults":F,"churn":C}
+ *   {"demo":"COMM","pid":N,"phase":"end","t":ns,"faults":F,"churn":C,
+ *    "requests":R,"faulted_requests":FR}
+ * (R requests made, FR of them with at least one fault inside.)
  * Exit status 0 when every step worked, 1 otherwise (the reason on stderr).
  *
  * The mock device's set-up, the clock and the pin ABI are ut_guest.h's
@@ -58,7 +68,12 @@ struct options {
 	double faults_after_pin;
 	long churn_ms; /* 0: no churn */
 	long churn_pages;
+	double request_rate; /* 0: no requests */
+	double request_us;
 };
+
+/* Faults raised inside one request at most. */
+#define MAX_REQUEST_FAULTS 4
 
 static void usage(void)
 {
@@ -66,7 +81,7 @@ static void usage(void)
 		"usage: uacce-demo --name COMM --seconds S [--rate R] [--delay-us MIN,MAX]\n"
 		"       [--pasid P] [--pages N] [--burst ON_MS,OFF_MS]\n"
 		"       [--pin-with uacce|iouring] [--pin-at T] [--faults-after-pin T]\n"
-		"       [--churn-ms MS] [--churn-pages N]\n");
+		"       [--churn-ms MS] [--churn-pages N] [--request-rate Q] [--request-us W]\n");
 	exit(2);
 }
 
@@ -123,6 +138,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 	o->pin_at = -1;
 	o->faults_after_pin = 1.5;
 	o->churn_pages = 8;
+	o->request_us = 100;
 	for (i = 1; i < argc; i++) {
 		const char *arg = argv[i];
 		const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -165,6 +181,10 @@ static void parse_args(int argc, char **argv, struct options *o)
 			o->churn_ms = parse_long(val);
 		else if (!strcmp(arg, "--churn-pages"))
 			o->churn_pages = parse_long(val);
+		else if (!strcmp(arg, "--request-rate"))
+			o->request_rate = parse_double(val);
+		else if (!strcmp(arg, "--request-us"))
+			o->request_us = parse_double(val);
 		else
 			usage();
 		i++;
@@ -207,6 +227,51 @@ static void mock_fault(const struct ut_iommufd *u, const struct ut_mock *m,
 	if (delay_ns)
 		ut_sleep_until_ns(ut_now_ns() + delay_ns);
 	ut_respond(u->fault_fd, fault.cookie);
+}
+
+/* What a fault inside the process's buffer needs. */
+struct faulter {
+	const struct options *o;
+	struct ut_iommufd *iommu;
+	struct ut_mock *m;
+	char *buf;
+	long page;
+	unsigned long *faults; /* the process's fault count, for group ids */
+};
+
+/* One fault on a page of the buffer (hot pages more often) with a delay
+ * from the process's range (mostly short, with a long tail: u^3). */
+static void buffer_fault(const struct faulter *f)
+{
+	const struct options *o = f->o;
+	/* Hot pages: the low quarter of the buffer gets half. */
+	long pg = uniform() < 0.5 ? (long)(uniform() * (o->pages / 4 + 1))
+				  : (long)(uniform() * o->pages);
+	double u = uniform();
+	double delay_us = o->delay_min_us + (o->delay_max_us - o->delay_min_us) * u * u * u;
+
+	if (pg >= o->pages)
+		pg = o->pages - 1;
+	mock_fault(f->iommu, f->m, o->pasid, (uint32_t)(*f->faults + 1),
+		   (uintptr_t)f->buf + (uint64_t)pg * f->page + 0x40, (uint64_t)(delay_us * 1000));
+	(*f->faults)++;
+}
+
+/* One request: `nfaults` faults, then work until `work_ns` after its
+ * start; returns `id`. Never inlined and kept: `uacce-trace --op` probes
+ * it. */
+__attribute__((noinline, used)) long demo_request(long id, unsigned nfaults,
+						  const struct faulter *f, uint64_t work_ns)
+{
+	uint64_t start = ut_now_ns();
+	unsigned k;
+
+	for (k = 0; k < nfaults; k++)
+		buffer_fault(f);
+	while (ut_now_ns() - start < work_ns)
+		;
+	__asm__ volatile("" ::: "memory");
+	return id;
 }
 
 /* ---- pinning ---------------------------------------------------------- */
@@ -260,6 +325,15 @@ static void unpin(struct pinner *p, void *addr, size_t len)
 	}
 }
 
+/* Whether a fault due at t is raised: always, or in the on part of the
+ * --burst cycle. */
+static int fault_on(const struct options *o, uint64_t start, uint64_t t)
+{
+	uint64_t cycle_ms = (uint64_t)(o->burst_on_ms + o->burst_off_ms);
+
+	return !cycle_ms || ((t - start) / 1000000) % cycle_ms < (uint64_t)o->burst_on_ms;
+}
+
 static void phase(const struct options *o, const char *name, const char *extra)
 {
 	printf("{\"demo\":\"%s\",\"pid\":%d,\"phase\":\"%s\",\"t\":%" PRIu64 "%s}\n", o->name,
@@ -270,11 +344,12 @@ int main(int argc, char **argv)
 {
 	long page = sysconf(_SC_PAGESIZE);
 	struct pinner buf_pinner = { .fd = -1 }, churn_pinner = { .fd = -1 };
-	uint64_t start, end, next_fault, next_churn, pin_at = UINT64_MAX;
+	uint64_t start, end, next_fault, next_churn, next_request, pin_at = UINT64_MAX;
 	uint64_t stop_faults_at = UINT64_MAX;
-	unsigned long faults = 0, churns = 0;
+	unsigned long faults = 0, churns = 0, requests = 0, faulted_requests = 0;
 	int pinned = 0, stopped = 0;
-	char extra[128];
+	char extra[192];
+	struct faulter faulter;
 	char *buf, *churn_buf = NULL;
 	struct options o;
 	struct ut_iommufd iommu = { .fd = -1 };
@@ -304,6 +379,8 @@ int main(int argc, char **argv)
 	}
 	next_fault = o.rate > 0 ? start : UINT64_MAX;
 	next_churn = o.churn_ms ? start : UINT64_MAX;
+	next_request = o.request_rate > 0 ? start : UINT64_MAX;
+	faulter = (struct faulter){ &o, &iommu, &m, buf, page, &faults };
 	phase(&o, "start", "");
 
 	for (;;) {
@@ -326,27 +403,30 @@ int main(int argc, char **argv)
 			snprintf(extra, sizeof(extra), ",\"faults\":%lu", faults);
 			phase(&o, "faults_stopped", extra);
 		}
-		if (t >= next_fault) {
-			uint64_t period = (uint64_t)(1e9 / o.rate);
-			uint64_t cycle_ms = o.burst_on_ms + o.burst_off_ms;
-			int on = !cycle_ms || ((t - start) / 1000000) % cycle_ms < (uint64_t)o.burst_on_ms;
+		if (t >= next_request) {
+			/* The faults due since the last request, inside this one. */
+			uint64_t period = (uint64_t)(1e9 / (o.rate > 0 ? o.rate : 1));
+			unsigned nfaults = 0;
 
-			if (on) {
-				/* Hot pages: the low quarter of the buffer gets half. */
-				long pg = uniform() < 0.5 ? (long)(uniform() * (o.pages / 4 + 1))
-							  : (long)(uniform() * o.pages);
-				double u = uniform();
-				/* Mostly short, with a long tail (u^3). */
-				double delay_us = o.delay_min_us +
-						  (o.delay_max_us - o.delay_min_us) * u * u * u;
-
-				if (pg >= o.pages)
-					pg = o.pages - 1;
-				mock_fault(&iommu, &m, o.pasid, (uint32_t)(faults + 1),
-					   (uintptr_t)buf + (uint64_t)pg * page + 0x40,
-					   (uint64_t)(delay_us * 1000));
-				faults++;
+			while (t >= next_fault && nfaults < MAX_REQUEST_FAULTS) {
+				nfaults += fault_on(&o, start, next_fault);
+				next_fault += period;
 			}
+			if (next_fault < t)
+				next_fault = t + period / 2;
+			if (demo_request((long)requests, nfaults, &faulter,
+					 (uint64_t)(o.request_us * 1000)) != (long)requests)
+				ut_die("demo_request returned another id");
+			requests++;
+			faulted_requests += nfaults > 0;
+			next_request += (uint64_t)(1e9 / o.request_rate);
+			if (next_request < t)
+				next_request = t + (uint64_t)(0.5e9 / o.request_rate);
+		} else if (o.request_rate <= 0 && t >= next_fault) {
+			uint64_t period = (uint64_t)(1e9 / o.rate);
+
+			if (fault_on(&o, start, t))
+				buffer_fault(&faulter);
 			next_fault += period;
 			if (next_fault < t)
 				next_fault = t + period / 2;
@@ -358,8 +438,11 @@ int main(int argc, char **argv)
 			next_churn += (uint64_t)o.churn_ms * 1000000;
 		}
 		next = end;
-		if (next_fault < next)
+		/* With requests, faults wait for the next request. */
+		if (o.request_rate <= 0 && next_fault < next)
 			next = next_fault;
+		if (next_request < next)
+			next = next_request;
 		if (next_churn < next)
 			next = next_churn;
 		if (!pinned && pin_at < next)
@@ -372,7 +455,9 @@ int main(int argc, char **argv)
 	 * unpinned later by a kernel worker. */
 	if (pinned)
 		unpin(&buf_pinner, buf, (size_t)(o.pages * page));
-	snprintf(extra, sizeof(extra), ",\"faults\":%lu,\"churn\":%lu", faults, churns);
+	snprintf(extra, sizeof(extra),
+		 ",\"faults\":%lu,\"churn\":%lu,\"requests\":%lu,\"faulted_requests\":%lu", faults,
+		 churns, requests, faulted_requests);
 	phase(&o, "end", extra);
 	return 0;
 }

@@ -27,7 +27,12 @@
 //! faults go on for 1.5 s inside the pinned range (`FINPIN` counts them),
 //! then stop; `zip-job` faults in bursts; `rdma-reg` pins a buffer with
 //! io_uring and keeps registering and unregistering another one (pin
-//! calls/s, no faults).
+//! calls/s, no faults). The three faulting processes work in requests
+//! (calls of [`REQUEST_SYMBOL`], which the guest's tracer probes with
+//! `--op`); a fault that falls due is raised inside the next request.
+//! `--pin never|early` changes only `ml-infer`: it never pins, or pins
+//! before its first fault; `--before-after DIR` records that pair and
+//! checks `uacce-trace compare` on it ([`run_pin_pair`]).
 //!
 //! Without the test kernel (it could not be built) the demo falls back to
 //! a stock Debian kernel with pins only (io_uring buffer registrations of
@@ -45,7 +50,8 @@
 //! `--no-tui` runs without `top` (for tests and for making the shipped
 //! recording), `--record FILE` keeps the stream, and `--check` then
 //! verifies the recording through `uacce-trace record --replay` and
-//! `uacce-trace report` ([`check_recording`]).
+//! `uacce-trace report` ([`check_recording`]), request counts against the
+//! program's own tallies included.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -82,12 +88,46 @@ const STREAM_INTERVAL: &str = "250ms";
 /// Stock kernel of the fallback.
 const FALLBACK_KERNEL: &str = "debian-6.12";
 
+/// When `ml-infer` pins its buffer (`cargo xtask demo --pin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pin {
+    /// At 40 % of the run: its faults (and its requests' faults) stop
+    /// 1.5 s later, while the other processes go on faulting.
+    Midway,
+    /// Never: it faults all the run (a "before pinning" recording).
+    Never,
+    /// At its start, before any fault: it never faults (an "after
+    /// pinning" recording).
+    Early,
+}
+
+impl Pin {
+    fn as_str(self) -> &'static str {
+        match self {
+            Pin::Midway => "midway",
+            Pin::Never => "never",
+            Pin::Early => "early",
+        }
+    }
+}
+
 /// Options of `cargo xtask demo`.
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
     /// Seconds the guest workload runs (the live view stays until `q`).
     #[arg(long, default_value_t = 60)]
     seconds: u32,
+    /// When ml-infer pins its buffer: `midway` (the demo's story), `never`
+    /// and `early` make a before/after pair for `uacce-trace compare`
+    /// (README, "Before and after").
+    #[arg(long, value_enum, default_value_t = Pin::Midway)]
+    pin: Pin,
+    /// Record the before/after pair into DIR instead (`--pin never`, then
+    /// `--pin early`, 10 s each, no `top`, both checked) and print
+    /// `uacce-trace compare --metric p99 --comm ml-infer` on it; exit
+    /// status 1 when a run or the expected verdict fails.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["record", "check", "pin", "stock"])]
+    before_after: Option<PathBuf>,
     /// Do not start `top`: print progress until the guest is done (tests,
     /// making a recording).
     #[arg(long)]
@@ -119,8 +159,16 @@ impl DemoArgs {
     /// The VM tier's check of the demo path (`cargo xtask test`): no TUI, a
     /// 12-s workload recorded into `record`, checked.
     pub fn for_test(record: PathBuf, no_build: bool) -> DemoArgs {
+        Self::for_test_pinned(record, no_build, Pin::Midway, 12)
+    }
+
+    /// The same for one side of the before/after pair: `pin` never or
+    /// early, `seconds` long.
+    pub fn for_test_pinned(record: PathBuf, no_build: bool, pin: Pin, seconds: u32) -> DemoArgs {
         DemoArgs {
-            seconds: 12,
+            seconds,
+            pin,
+            before_after: None,
             no_tui: true,
             record: Some(record),
             check: true,
@@ -172,7 +220,14 @@ pub enum DemoResult {
 /// check failed, and, under `CI=true`, when it ran on the stock-kernel
 /// fallback (elsewhere the fallback says so and is `Ok(true)`).
 pub fn run(args: &DemoArgs) -> Result<bool> {
-    Ok(match run_demo(args)? {
+    let result = match &args.before_after {
+        Some(dir) => {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            run_pin_pair(dir, args.no_build)?
+        }
+        None => run_demo(args)?,
+    };
+    Ok(match result {
         DemoResult::Passed => true,
         DemoResult::Failed => false,
         DemoResult::Fallback(_) if crate::base::ci() => {
@@ -235,7 +290,7 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoResult> {
     let (kernel_image, script, extra) = match &guest {
         Guest::Test(dir) => (
             dir.join("bzImage"),
-            init_script(args.hooks, args.seconds, true),
+            init_script(args.hooks, args.seconds, args.pin, true),
             vec![(
                 programs::ensure(dir, crate::base::Arch::X86_64)?.demo(),
                 GUEST_DEMO,
@@ -243,7 +298,7 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoResult> {
         ),
         Guest::Stock { vmlinuz, .. } => (
             vmlinuz.clone(),
-            init_script(args.hooks, args.seconds, false),
+            init_script(args.hooks, args.seconds, args.pin, false),
             Vec::new(),
         ),
     };
@@ -350,7 +405,7 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoResult> {
         let console_text = fs::read_to_string(&console)
             .with_context(|| format!("reading {}", console.display()))?;
         let test_kernel = matches!(guest, Guest::Test(_));
-        return match check_recording(&tool, rec, &console_text, test_kernel) {
+        return match check_recording(&tool, rec, &console_text, test_kernel, args.pin) {
             Ok(lines) => {
                 for l in lines {
                     println!("check: ok: {l}");
@@ -378,6 +433,181 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoResult> {
         println!("Next: `cargo xtask test` runs every test tier.");
     }
     Ok(passed())
+}
+
+/// Seconds of each run of the before/after pair in the VM tier: 10 s of
+/// ml-infer's 100 requests a second close the p99 intervals (368 needed).
+pub const PAIR_SECONDS: u32 = 10;
+
+/// The before/after pinning pair (README, "Before and after"): the demo
+/// with `--pin never`, then with `--pin early`, each recorded into `dir`
+/// and checked, then `uacce-trace compare` on the two ([`check_pair`]).
+/// A run that did not pass (or fell back) ends it with its result.
+pub fn run_pin_pair(dir: &Path, no_build: bool) -> Result<DemoResult> {
+    let before = dir.join("demo-pin-never.utrace");
+    let after = dir.join("demo-pin-early.utrace");
+    let mut built = no_build;
+    for (pin, rec) in [(Pin::Never, &before), (Pin::Early, &after)] {
+        println!(
+            "demo pair: --pin {} --record {}",
+            pin.as_str(),
+            rec.display()
+        );
+        match run_demo(&DemoArgs::for_test_pinned(
+            rec.clone(),
+            built,
+            pin,
+            PAIR_SECONDS,
+        ))? {
+            DemoResult::Passed => {}
+            other => return Ok(other),
+        }
+        built = true;
+    }
+    let (tool, _) = vm::build(false, true)?;
+    let tool = tool.context("no uacce-trace binary")?;
+    let text = Command::new(&tool)
+        .args([
+            "compare",
+            "--metric",
+            PAIR_METRIC,
+            "--comm",
+            PINNING_PROCESS,
+        ])
+        .arg(&before)
+        .arg(&after)
+        .output()
+        .with_context(|| format!("running {} compare", tool.display()))?;
+    println!(
+        "\n$ uacce-trace compare --metric {PAIR_METRIC} --comm {PINNING_PROCESS} {} {}\n{}",
+        before.display(),
+        after.display(),
+        String::from_utf8_lossy(&text.stdout)
+    );
+    Ok(match check_pair(&tool, &before, &after) {
+        Ok(lines) => {
+            for l in lines {
+                println!("pair: ok: {l}");
+            }
+            println!("demo pair check passed");
+            DemoResult::Passed
+        }
+        Err(e) => {
+            println!("demo pair check FAILED: {e:#}");
+            DemoResult::Failed
+        }
+    })
+}
+
+/// `uacce-trace compare --json --metric p99 [--comm ml-infer] BEFORE
+/// AFTER`: its JSON and exit status.
+fn compare_json(
+    tool: &Path,
+    before: &Path,
+    after: &Path,
+    comm: Option<&str>,
+) -> Result<(Value, i32)> {
+    let mut cmd = Command::new(tool);
+    cmd.args(["compare", "--json", "--metric", PAIR_METRIC]);
+    if let Some(c) = comm {
+        cmd.args(["--comm", c]);
+    }
+    let out = cmd
+        .arg(before)
+        .arg(after)
+        .output()
+        .with_context(|| format!("running {} compare", tool.display()))?;
+    let code = out.status.code().unwrap_or(-1);
+    let json = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "`uacce-trace compare` (exit {code}) printed no JSON: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })?;
+    Ok((json, code))
+}
+
+/// The metric of the pair's verdict: 10-s runs have about 1000 requests of
+/// ml-infer, enough for p99 (368), not for p99.9 (3688).
+pub const PAIR_METRIC: &str = "p99";
+
+/// The pair's checks: `compare --comm ml-infer` meets the goal (exit 0:
+/// ml-infer's IOPFs eliminated, its op p99 reduced and the faulted share of
+/// its p99 tail eliminated); `compare` of every process does not (exit 1
+/// or 3: the other processes did not change, and their IOPF p99s rest on
+/// too few faults to be called reduced). Returns what was checked.
+fn check_pair(tool: &Path, before: &Path, after: &Path) -> Result<Vec<String>> {
+    let (only, code) = compare_json(tool, before, after, Some(PINNING_PROCESS))?;
+    let (all, all_code) = compare_json(tool, before, after, None)?;
+    check_pair_json(&only, code, &all, all_code)
+}
+
+/// [`check_pair`] on compare's JSON and exit codes.
+fn check_pair_json(only: &Value, code: i32, all: &Value, all_code: i32) -> Result<Vec<String>> {
+    let str_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let op_p99 = |doc: &Value, comm: &str| -> Option<Value> {
+        doc.get("requests")?
+            .as_array()?
+            .iter()
+            .find(|r| str_of(r, "comm") == comm && str_of(r, "op") == REQUEST_SYMBOL)?
+            .get("quantiles")?
+            .as_array()?
+            .iter()
+            .find(|q| str_of(q, "quantile") == PAIR_METRIC)
+            .cloned()
+    };
+    let mut ok = Vec::new();
+    let q = op_p99(only, PINNING_PROCESS)
+        .with_context(|| format!("compare has no {PINNING_PROCESS} {REQUEST_SYMBOL} verdict"))?;
+    let (latency, share) = (str_of(&q, "verdict"), str_of(&q, "faulted_tail_verdict"));
+    let side = |k: &str| {
+        q.get(k)
+            .and_then(|s| s.get("metric_ns"))
+            .and_then(Value::as_u64)
+            .map_or_else(
+                || "-".to_string(),
+                |ns| format!("{:.0} µs", ns as f64 / 1e3),
+            )
+    };
+    let iopf = only
+        .get("processes")
+        .and_then(Value::as_array)
+        .and_then(|p| p.iter().find(|p| str_of(p, "comm") == PINNING_PROCESS))
+        .map(|p| str_of(p, "verdict"));
+    if latency != "reduced"
+        || share != "eliminated"
+        || iopf.as_deref() != Some("eliminated")
+        || code != 0
+    {
+        bail!(
+            "compare --comm {PINNING_PROCESS} --metric {PAIR_METRIC}: exit {code} (want 0), op \
+             {PAIR_METRIC} {latency} (want reduced), faulted tail {share} (want eliminated), \
+             IOPFs {iopf:?} (want eliminated); reasons {:?}",
+            only.get("reasons")
+        );
+    }
+    ok.push(format!(
+        "compare --comm {PINNING_PROCESS} --metric {PAIR_METRIC}: exit 0; its {REQUEST_SYMBOL} \
+         {PAIR_METRIC} reduced ({} → {}), the faulted share of its {PAIR_METRIC} tail \
+         eliminated, its IOPFs eliminated",
+        side("baseline"),
+        side("candidate")
+    ));
+    if all_code != 1 && all_code != 3 {
+        bail!(
+            "compare of every process: exit {all_code}, want 1 or 3 (the other processes did not \
+             change): {:?}",
+            all.get("reasons")
+        );
+    }
+    let dma = op_p99(all, "dma-copy")
+        .map(|q| str_of(&q, "verdict"))
+        .context("compare has no dma-copy request verdict")?;
+    ok.push(format!(
+        "compare of every process: exit {all_code} (not met: the others did not pin); dma-copy's \
+         {REQUEST_SYMBOL} {PAIR_METRIC}: {dma}"
+    ));
+    Ok(ok)
 }
 
 /// The stock kernel `name` (`debian-6.12` or `6.12`), installed by setup.
@@ -423,38 +653,57 @@ pub struct DemoProcess {
     pub faults: bool,
     /// Whether it pins.
     pub pins: bool,
+    /// Whether it makes requests (calls of [`REQUEST_SYMBOL`]).
+    pub requests: bool,
 }
 
-/// The test-kernel workload for a run of `seconds` (see the module docs).
-pub fn workload(seconds: u32) -> Vec<DemoProcess> {
+/// The demo program's request function, traced with `--op`.
+pub const REQUEST_SYMBOL: &str = "demo_request";
+
+/// The test-kernel workload for a run of `seconds` with `ml-infer`
+/// pinning as `pin` says (see the module docs).
+pub fn workload(seconds: u32, pin: Pin) -> Vec<DemoProcess> {
     let pin_at = f64::from(seconds) * 0.4;
+    let ml_pin = match pin {
+        Pin::Midway => format!(" --pin-with uacce --pin-at {pin_at:.1} --faults-after-pin 1.5"),
+        Pin::Never => String::new(),
+        Pin::Early => " --pin-with uacce --pin-at 0 --faults-after-pin 0".into(),
+    };
     vec![
         DemoProcess {
             name: "dma-copy",
-            args: "--rate 20 --delay-us 20,400 --pasid 1 --pages 128".into(),
+            args: "--rate 20 --delay-us 20,400 --pasid 1 --pages 128 --request-rate 100 \
+                   --request-us 100"
+                .into(),
             faults: true,
             pins: false,
+            requests: true,
         },
         DemoProcess {
             name: "ml-infer",
             args: format!(
-                "--rate 30 --delay-us 50,4000 --pasid 2 --pages 256 --pin-with uacce \
-                 --pin-at {pin_at:.1} --faults-after-pin 1.5"
+                "--rate 30 --delay-us 50,4000 --pasid 2 --pages 256 --request-rate 100 \
+                 --request-us 150{ml_pin}"
             ),
-            faults: true,
-            pins: true,
+            faults: pin != Pin::Early,
+            pins: pin != Pin::Never,
+            requests: true,
         },
         DemoProcess {
             name: "zip-job",
-            args: "--rate 60 --burst 2000,3000 --delay-us 10,250 --pasid 3 --pages 64".into(),
+            args: "--rate 60 --burst 2000,3000 --delay-us 10,250 --pasid 3 --pages 64 \
+                   --request-rate 50 --request-us 200"
+                .into(),
             faults: true,
             pins: false,
+            requests: true,
         },
         DemoProcess {
             name: "rdma-reg",
             args: "--pin-with iouring --pin-at 1 --pages 32 --churn-ms 1000 --churn-pages 8".into(),
             faults: false,
             pins: true,
+            requests: false,
         },
     ]
 }
@@ -466,11 +715,19 @@ pub const PINNING_PROCESS: &str = "ml-infer";
 const SCRIPT: &str = include_str!("../vm-guest/demo.sh");
 
 /// The guest's `/init`: its parameters, then `vm-guest/demo.sh`.
-fn init_script(hooks: Hooks, seconds: u32, test_kernel: bool) -> String {
-    let processes: Vec<String> = workload(seconds)
+fn init_script(hooks: Hooks, seconds: u32, pin: Pin, test_kernel: bool) -> String {
+    let processes: Vec<String> = workload(seconds, pin)
         .iter()
         .map(|p| format!("{} {}", p.name, p.args))
         .collect();
+    let pin_note = match pin {
+        Pin::Midway => format!(
+            "ml-infer pins its buffer at {:.0} s and its faults stop",
+            f64::from(seconds) * 0.4
+        ),
+        Pin::Never => "ml-infer never pins (--pin never)".into(),
+        Pin::Early => "ml-infer pins its buffer at its start and never faults (--pin early)".into(),
+    };
     guest::init(
         "demo",
         &[
@@ -483,7 +740,15 @@ fn init_script(hooks: Hooks, seconds: u32, test_kernel: bool) -> String {
             ("START_TICKS", TRACE_START_TICKS.to_string()),
             ("RUN_SECONDS", seconds.to_string()),
             ("TEST_KERNEL", u8::from(test_kernel).to_string()),
-            ("PIN_AT_S", format!("{:.0}", f64::from(seconds) * 0.4)),
+            ("PIN_NOTE", pin_note),
+            (
+                "OP",
+                if test_kernel {
+                    format!("{GUEST_DEMO}:{REQUEST_SYMBOL}")
+                } else {
+                    String::new()
+                },
+            ),
             ("PROCESSES", processes.join("\n")),
         ],
         SCRIPT,
@@ -768,6 +1033,9 @@ struct ProcSeries {
     /// Pin calls (`pin` series) and uacce_ctrl ioctls.
     pins: u64,
     ioctls: u64,
+    /// Requests (`op` series) and those with a fault inside (`op_faulted`).
+    requests: u64,
+    faulted_requests: u64,
 }
 
 impl ProcSeries {
@@ -791,6 +1059,7 @@ pub fn check_recording(
     recording: &Path,
     console: &str,
     test_kernel: bool,
+    pin: Pin,
 ) -> Result<Vec<String>> {
     let mut ok = Vec::new();
     let report = Command::new(tool)
@@ -822,18 +1091,34 @@ pub fn check_recording(
         );
     }
     let series = series_by_comm(&String::from_utf8_lossy(&json.stdout));
-    ok.extend(check_series(&series, console, &report_text, test_kernel)?);
+    ok.extend(check_series(
+        &series,
+        console,
+        &report_text,
+        test_kernel,
+        pin,
+    )?);
     Ok(ok)
 }
 
+/// A phase line of process `name` on the guest console (its JSON).
+fn phase_line(console: &str, name: &str, phase: &str) -> Option<Value> {
+    console.lines().find_map(|l| {
+        let v: Value = serde_json::from_str(l.get(l.find('{')?..)?.trim()).ok()?;
+        (v.get("demo")?.as_str()? == name && v.get("phase")?.as_str()? == phase).then_some(v)
+    })
+}
+
 /// The checks of [`check_recording`] on the replay's per-process series,
-/// the guest console (the pinning process's phase lines) and the text of
-/// `uacce-trace report`.
+/// the guest console (the processes' phase lines: the pinning process's
+/// times, every process's request tallies) and the text of `uacce-trace
+/// report`.
 fn check_series(
     series: &BTreeMap<String, ProcSeries>,
     console: &str,
     report_text: &str,
     test_kernel: bool,
+    pin: Pin,
 ) -> Result<Vec<String>> {
     let mut ok = Vec::new();
     if !test_kernel {
@@ -849,7 +1134,7 @@ fn check_series(
             .get(name)
             .with_context(|| format!("no events of process {name} in the recording"))
     };
-    for p in workload(60) {
+    for p in workload(60, pin) {
         let s = get(p.name)?;
         let faults: u64 = s.iopf.values().sum();
         if p.faults && faults == 0 {
@@ -861,19 +1146,69 @@ fn check_series(
         if p.pins && s.pins + s.ioctls == 0 {
             bail!("{}: no pin calls", p.name);
         }
+        if !p.pins && s.ioctls > 0 {
+            bail!("{}: {} uacce_ctrl ioctls, expected none", p.name, s.ioctls);
+        }
         ok.push(format!(
             "{}: {faults} IOPFs, {} pin calls, {} uacce_ctrl ioctls",
             p.name, s.pins, s.ioctls
         ));
+        // Requests: what the tracer saw is what the program counted.
+        let end = phase_line(console, p.name, "end")
+            .with_context(|| format!("the console lacks {}'s end line", p.name))?;
+        let tally = |key: &str| end.get(key).and_then(Value::as_u64).unwrap_or(0);
+        let (made, faulted) = (tally("requests"), tally("faulted_requests"));
+        if p.requests && (made == 0 || (p.faults && faulted == 0) || (!p.faults && faulted > 0)) {
+            bail!(
+                "{}: the program made {made} requests, {faulted} with faults inside: \
+                 not what its options ask for",
+                p.name
+            );
+        }
+        if (s.requests, s.faulted_requests) != (made, faulted) {
+            bail!(
+                "{}: {} requests traced, {} with faults inside; the program made {made}, \
+                 {faulted} with faults inside",
+                p.name,
+                s.requests,
+                s.faulted_requests
+            );
+        }
+        if p.requests {
+            ok.push(format!(
+                "{}: {made} requests ({REQUEST_SYMBOL}) traced, {faulted} with IOPFs inside, \
+                 as the program counted",
+                p.name
+            ));
+        }
+    }
+    let in_pinned = report_text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("faults inside pinned ranges:")
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .context("the report has no `faults inside pinned ranges` line")?;
+    if pin != Pin::Midway {
+        // No process faults inside a range it pinned: ml-infer pins before
+        // its first fault or never.
+        if in_pinned != 0 {
+            bail!(
+                "{in_pinned} faults inside pinned ranges with --pin {}",
+                pin.as_str()
+            );
+        }
+        ok.push(format!(
+            "--pin {}: no faults inside pinned ranges",
+            pin.as_str()
+        ));
+        return Ok(ok);
     }
     // The phase lines of the pinning process, from the console.
-    let phase_t = |phase: &str| -> Option<u64> {
-        console.lines().find_map(|l| {
-            let v: Value = serde_json::from_str(l.get(l.find('{')?..)?.trim()).ok()?;
-            (v.get("demo")?.as_str()? == PINNING_PROCESS && v.get("phase")?.as_str()? == phase)
-                .then(|| v.get("t")?.as_u64())
-                .flatten()
-        })
+    let phase_t = |phase: &str| {
+        phase_line(console, PINNING_PROCESS, phase).and_then(|v| v.get("t")?.as_u64())
     };
     let (Some(t0), Some(_pinned), Some(t_stop), Some(t_end)) = (
         phase_t("start"),
@@ -908,15 +1243,6 @@ fn check_series(
         "{PINNING_PROCESS}: IOPFs from {first_s} s to {last_pinner} s, none after its pin \
          (+1.5 s); dma-copy faulted until {last_other} s"
     ));
-    let in_pinned = report_text
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("faults inside pinned ranges:")
-                .and_then(|r| r.split_whitespace().next())
-                .and_then(|n| n.parse::<u64>().ok())
-        })
-        .context("the report has no `faults inside pinned ranges` line")?;
     if in_pinned == 0 {
         bail!("no faults inside pinned ranges (ml-infer faults for 1.5 s after its pin)");
     }
@@ -944,6 +1270,8 @@ fn series_by_comm(json: &str) -> BTreeMap<String, ProcSeries> {
             "iopf" => *s.iopf.entry(start.max(0.0) as u64).or_default() += count,
             "pin" => s.pins += count,
             "uacce_ctrl" => s.ioctls += count,
+            "op" => s.requests += count,
+            "op_faulted" => s.faulted_requests += count,
             _ => {}
         }
     }
@@ -990,21 +1318,29 @@ mod tests {
 
     #[test]
     fn script_runs_every_process() {
-        let s = init_script(Hooks::Kprobe, 30, true);
+        let s = init_script(Hooks::Kprobe, 30, Pin::Midway, true);
         assert!(s.starts_with("#!/bin/sh\n"));
         assert!(s.contains("\nHOOKS=kprobe\n"));
         assert!(s.contains("\nTTY=/dev/ttyS1\n"));
-        assert!(s.contains("\nTEST_KERNEL=1\nPIN_AT_S=12\n"));
+        assert!(s.contains("\nTEST_KERNEL=1\nPIN_NOTE='ml-infer pins its buffer at 12 s"));
+        assert!(s.contains("\nOP=/usr/bin/uacce-demo:demo_request\n"));
+        assert!(s.contains("--hooks \"$HOOKS\" $op -o $TTY"));
         assert!(s.contains("-o $TTY"));
         assert!(s.contains("stty -F $TTY raw"));
-        for p in workload(30) {
+        for p in workload(30, Pin::Midway) {
             assert!(s.contains(&format!("{} {}", p.name, p.args)), "{}", p.name);
         }
         assert!(s.contains("\"$DEMO\" --name $name --seconds $RUN_SECONDS $args"));
         assert!(s.contains("--pin-at 12.0"));
         assert!(s.contains("say \"done.\""));
-        let stock = init_script(Hooks::Auto, 30, false);
+        let stock = init_script(Hooks::Auto, 30, Pin::Midway, false);
         assert!(stock.contains("\nTEST_KERNEL=0\n"));
+        assert!(stock.contains("\nOP=''\n"));
+        let never = init_script(Hooks::Auto, 30, Pin::Never, true);
+        assert!(!never.contains("--pin-at 12.0"));
+        assert!(never.contains("ml-infer never pins"));
+        let early = init_script(Hooks::Auto, 30, Pin::Early, true);
+        assert!(early.contains("--pin-with uacce --pin-at 0 --faults-after-pin 0"));
         assert!(stock.contains("\"$WORKLOAD\" iouring"));
         guest::assert_sh_syntax(&s);
         guest::assert_sh_syntax(&stock);
@@ -1014,14 +1350,19 @@ mod tests {
     fn names_fit_the_comm_column() {
         // Shown whole in top's COMM column at 80 columns (8 characters),
         // and within the kernel's TASK_COMM_LEN - 1 anyway.
-        for p in workload(60) {
+        for p in workload(60, Pin::Midway) {
             assert!(p.name.len() <= 8, "{}", p.name);
         }
-        assert!(workload(60).iter().any(|p| p.name == PINNING_PROCESS));
+        assert!(workload(60, Pin::Midway)
+            .iter()
+            .any(|p| p.name == PINNING_PROCESS));
     }
 
-    /// Series like a 20-s demo run's: `ml-infer` faults for 9.5 s.
-    fn demo_series(pinner_until: u64) -> BTreeMap<String, ProcSeries> {
+    /// Series like a 20-s demo run's: `ml-infer` faults for 9.5 s (or
+    /// none with `pinner_until` `None`); each of the three faulting
+    /// processes makes 100 requests a second, 20 with faults inside
+    /// (ml-infer's while it faults).
+    fn demo_series(pinner_until: Option<u64>) -> BTreeMap<String, ProcSeries> {
         let mut json = String::new();
         for s in 0..20u64 {
             json.push_str(&format!(
@@ -1029,7 +1370,18 @@ mod tests {
                  {{\"comm\":\"zip-job\",\"count\":30,\"kind\":\"iopf\",\"start\":{s}.0}}\n\
                  {{\"comm\":\"rdma-reg\",\"count\":1,\"kind\":\"pin\",\"start\":{s}.0}}\n"
             ));
-            if s <= pinner_until {
+            for comm in ["dma-copy", "zip-job", "ml-infer"] {
+                let faulted = comm != "ml-infer" || pinner_until.is_some_and(|u| s <= u);
+                json.push_str(&format!(
+                    "{{\"comm\":\"{comm}\",\"count\":100,\"kind\":\"op\",\"start\":{s}.0}}\n"
+                ));
+                if faulted {
+                    json.push_str(&format!(
+                        "{{\"comm\":\"{comm}\",\"count\":20,\"kind\":\"op_faulted\",\"start\":{s}.0}}\n"
+                    ));
+                }
+            }
+            if pinner_until.is_some_and(|u| s <= u) {
                 json.push_str(&format!(
                     "{{\"comm\":\"ml-infer\",\"count\":30,\"kind\":\"iopf\",\"start\":{s}.0}}\n"
                 ));
@@ -1041,31 +1393,114 @@ mod tests {
         series_by_comm(&json)
     }
 
+    /// The end lines of the processes: 2000 requests each, `ml_faulted`
+    /// of ml-infer's with faults inside, 400 of the others'.
+    fn end_lines(ml_faulted: u64) -> String {
+        let mut out = String::new();
+        for (name, faulted) in [
+            ("dma-copy", 400),
+            ("zip-job", 400),
+            ("ml-infer", ml_faulted),
+            ("rdma-reg", 0),
+        ] {
+            let requests = if name == "rdma-reg" { 0 } else { 2000 };
+            out.push_str(&format!(
+                "{{\"demo\":\"{name}\",\"pid\":9,\"phase\":\"end\",\"t\":21000000000,\
+                 \"faults\":1,\"churn\":0,\"requests\":{requests},\"faulted_requests\":{faulted}}}\n"
+            ));
+        }
+        out
+    }
+
     const CONSOLE: &str = "[    1.0] noise\n\
         {\"demo\":\"ml-infer\",\"pid\":9,\"phase\":\"start\",\"t\":1000000000}\n\
         {\"demo\":\"ml-infer\",\"pid\":9,\"phase\":\"pinned\",\"t\":9000000000,\"addr\":1,\"pages\":256}\n\
-        {\"demo\":\"ml-infer\",\"pid\":9,\"phase\":\"faults_stopped\",\"t\":10500000000,\"faults\":285}\n\
-        {\"demo\":\"ml-infer\",\"pid\":9,\"phase\":\"end\",\"t\":21000000000,\"faults\":285,\"churn\":0}\n";
+        {\"demo\":\"ml-infer\",\"pid\":9,\"phase\":\"faults_stopped\",\"t\":10500000000,\"faults\":285}\n";
     const REPORT: &str = "faults inside pinned ranges: 45 (should be 0: ...)\n";
 
     #[test]
     fn the_check_passes_a_good_run_and_fails_bad_ones() {
-        let good = check_series(&demo_series(9), CONSOLE, REPORT, true);
+        let console = format!("{CONSOLE}{}", end_lines(200));
+        let check =
+            |series, console: &str, report, pin| check_series(&series, console, report, true, pin);
+        let good = check(demo_series(Some(9)), &console, REPORT, Pin::Midway);
         assert!(good.is_ok(), "{good:?}");
         // Faults that do not stop after the pin.
-        let err = check_series(&demo_series(19), CONSOLE, REPORT, true);
+        let all_along = format!("{CONSOLE}{}", end_lines(400));
+        let err = check(demo_series(Some(19)), &all_along, REPORT, Pin::Midway);
         assert!(format!("{err:?}").contains("faulted until 19 s"), "{err:?}");
         // No fault inside a pinned range.
         let none = "faults inside pinned ranges: 0 (should be 0)\n";
-        assert!(check_series(&demo_series(9), CONSOLE, none, true).is_err());
+        assert!(check(demo_series(Some(9)), &console, none, Pin::Midway).is_err());
         // A process missing, or the phase lines.
-        let mut partial = demo_series(9);
+        let mut partial = demo_series(Some(9));
         partial.remove("rdma-reg");
-        assert!(check_series(&partial, CONSOLE, REPORT, true).is_err());
-        assert!(check_series(&demo_series(9), "", REPORT, true).is_err());
+        assert!(check(partial, &console, REPORT, Pin::Midway).is_err());
+        assert!(check(demo_series(Some(9)), &end_lines(200), REPORT, Pin::Midway).is_err());
+        assert!(check(demo_series(Some(9)), "", REPORT, Pin::Midway).is_err());
+        // Requests traced that the program did not count, or the reverse.
+        let more = format!("{CONSOLE}{}", end_lines(199));
+        let err = check(demo_series(Some(9)), &more, REPORT, Pin::Midway);
+        assert!(
+            format!("{err:?}").contains("ml-infer: 2000 requests traced, 200 with faults inside; the program made 2000, 199"),
+            "{err:?}"
+        );
+        // Before/after pairs: never pinned (no phase lines needed, no
+        // uacce_ctrl ioctl of ml-infer then) and pinned early (no fault).
+        let mut never = demo_series(Some(19));
+        if let Some(s) = never.get_mut("ml-infer") {
+            s.ioctls = 0;
+        }
+        let never_console = end_lines(400);
+        assert!(check(never.clone(), &never_console, none, Pin::Never).is_ok());
+        assert!(check(never.clone(), &never_console, REPORT, Pin::Never).is_err());
+        assert!(check(demo_series(Some(19)), &never_console, none, Pin::Never).is_err());
+        let early_console = end_lines(0);
+        assert!(check(demo_series(None), &early_console, none, Pin::Early).is_ok());
+        assert!(check(demo_series(None), &end_lines(400), none, Pin::Early).is_err());
+        assert!(check(never, &early_console, none, Pin::Early).is_err());
         // Stock kernel: pins are enough.
-        assert!(check_series(&demo_series(9), "", "", false).is_ok());
-        assert!(check_series(&BTreeMap::new(), "", "", false).is_err());
+        assert!(check_series(&demo_series(Some(9)), "", "", false, Pin::Midway).is_ok());
+        assert!(check_series(&BTreeMap::new(), "", "", false, Pin::Midway).is_err());
+    }
+
+    /// compare's JSON for the pair, cut to the fields relied on.
+    fn pair_json(ml: (&str, &str), iopf: &str, dma: &str) -> Value {
+        let q = |comm: &str, verdict: &str, share: &str| {
+            format!(
+                r#"{{"comm":"{comm}","op":"demo_request","quantiles":[{{"quantile":"p99",
+                "verdict":"{verdict}","faulted_tail_verdict":"{share}",
+                "baseline":{{"metric_ns":3900000}},"candidate":{{"metric_ns":210000}}}}]}}"#
+            )
+        };
+        serde_json::from_str(&format!(
+            r#"{{"requests":[{},{}],"processes":[{{"comm":"ml-infer","verdict":"{iopf}"}}],
+            "reasons":[]}}"#,
+            q("ml-infer", ml.0, ml.1),
+            q("dma-copy", dma, "unchanged")
+        ))
+        .expect("JSON")
+    }
+
+    #[test]
+    fn the_pair_check_wants_mlinfer_decided_and_the_rest_not_met() {
+        let good = pair_json(("reduced", "eliminated"), "eliminated", "unchanged");
+        let lines = check_pair_json(&good, 0, &good, 1).expect("passes");
+        assert!(lines[0].contains("reduced (3900 µs → 210 µs)"), "{lines:?}");
+        assert!(
+            lines[1].contains("dma-copy's demo_request p99: unchanged"),
+            "{lines:?}"
+        );
+        assert!(check_pair_json(&good, 0, &good, 3).is_ok());
+        assert!(check_pair_json(&good, 3, &good, 1).is_err());
+        assert!(check_pair_json(&good, 0, &good, 0).is_err());
+        for bad in [
+            pair_json(("inconclusive", "eliminated"), "eliminated", "unchanged"),
+            pair_json(("reduced", "inconclusive"), "eliminated", "unchanged"),
+            pair_json(("reduced", "eliminated"), "reduced", "unchanged"),
+        ] {
+            assert!(check_pair_json(&bad, 0, &good, 1).is_err());
+        }
     }
 
     #[test]

@@ -15,7 +15,12 @@
 //!    recording rule must return data with at least one value that is not
 //!    NaN; every rule must be healthy and every rule of the files loaded; and
 //!    the alerts must say what the recording holds (faults inside pinned
-//!    ranges: firing; losses: none).
+//!    ranges: firing; losses: none);
+//! 4. beside it a second `serve --replay --realtime` of the same recording
+//!    with `--labels comm,device` (job `uacce-trace-fleet`): once both are
+//!    complete, its IOPF buckets and counts, pin counts and pages must equal
+//!    Prometheus' `sum by` over the first one's `pid` series, series by
+//!    series, and carry no `pid` label.
 //!
 //! Pure parts (dashboard parsing, variable substitution) are unit-tested
 //! below, together with a check that every metric the dashboard and rules
@@ -383,6 +388,43 @@ impl Api {
     }
 }
 
+/// The job of the second serve (`--labels` [`FLEET_LABELS`]).
+const FLEET_JOB: &str = "uacce-trace-fleet";
+/// The labels of the second serve: what the recording rules keep.
+const FLEET_LABELS: &str = "comm,device";
+
+/// An instant vector as (labels without instance and job, value), sorted.
+fn vector(data: &Value) -> Result<Vec<(String, String)>> {
+    let result = data
+        .get("result")
+        .and_then(Value::as_array)
+        .context("no result in the answer")?;
+    let mut out: Vec<(String, String)> = result
+        .iter()
+        .map(|s| {
+            let labels = s
+                .get("metric")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .filter(|(k, _)| *k != "instance" && *k != "job")
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            let value = s
+                .pointer("/value/1")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            (labels, value)
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 /// Series and values of a query's `data` (vector or matrix): the number of
 /// series, and of values that are not NaN. An empty answer, or one of NaN
 /// only (a quantile of no events), is an error.
@@ -494,7 +536,9 @@ fn rules_in_files(root: &Path) -> Result<usize> {
 
 /// Runs Prometheus against `serve --replay --realtime` of [`RECORDING`]
 /// (with `tool`, the release binary) in `scratch`, and checks every
-/// variable, panel query and rule (see the module docs). `Err` when the
+/// variable, panel query and rule (see the module docs); a second serve of
+/// the same recording with `--labels` [`FLEET_LABELS`] (job [`FLEET_JOB`])
+/// must export exactly Prometheus' sum over `pid` of the first. `Err` when the
 /// check could not run at all (Prometheus or serve did not start, the
 /// replay was never scraped).
 pub fn live_checks(
@@ -513,6 +557,10 @@ pub fn live_checks(
     fs::create_dir_all(scratch).with_context(|| format!("creating {}", scratch.display()))?;
 
     let serve_port = free_port()?;
+    // A second serve of the same recording with the fleet labels
+    // (`--labels comm,device`): its aggregated series must equal what
+    // Prometheus sums from the per-process ones.
+    let fleet_port = free_port()?;
     let prom_port = free_port()?;
     let rule_files: Vec<String> = RULE_FILES
         .iter()
@@ -525,7 +573,8 @@ pub fn live_checks(
             "global:\n  scrape_interval: {SCRAPE_S}s\n  evaluation_interval: {SCRAPE_S}s\n\
              rule_files:\n{}\
              scrape_configs:\n  - job_name: uacce-trace\n    static_configs:\n      \
-             - targets: ['127.0.0.1:{serve_port}']\n",
+             - targets: ['127.0.0.1:{serve_port}']\n  - job_name: {FLEET_JOB}\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{fleet_port}']\n",
             rule_files.concat()
         ),
     )
@@ -578,6 +627,17 @@ pub fn live_checks(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(fs::File::create(&serve_log)?);
+    let fleet_log = scratch.join("serve-fleet.log");
+    let mut fleet = Command::new(tool);
+    fleet
+        .args(["serve", "--listen", &format!("127.0.0.1:{fleet_port}")])
+        .args(["--labels", FLEET_LABELS])
+        .arg("--replay")
+        .arg(root.join(RECORDING))
+        .arg("--realtime")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&fleet_log)?);
     let start = unix_now();
     println!("$ {}", describe(&serve));
     let mut serve = Running {
@@ -586,12 +646,21 @@ pub fn live_checks(
             .with_context(|| format!("starting {}", describe(&serve)))?,
         name: "uacce-trace serve",
     };
+    println!("$ {}", describe(&fleet));
+    let mut fleet = Running {
+        child: fleet
+            .spawn()
+            .with_context(|| format!("starting {}", describe(&fleet)))?,
+        name: "uacce-trace serve --labels",
+    };
     let t = Instant::now();
     loop {
-        if api.scalar("uacce_trace_replay_complete")? == Some(1.0) {
+        // Both replays complete.
+        if api.scalar("count(uacce_trace_replay_complete == 1)")? == Some(2.0) {
             break;
         }
         serve.alive(&serve_log)?;
+        fleet.alive(&fleet_log)?;
         prom.alive(&prom_log)?;
         if t.elapsed() > REPLAY_DEADLINE {
             bail!(
@@ -626,6 +695,42 @@ pub fn live_checks(
             other => bail!("up is {other:?}"),
         }),
     ));
+
+    // The fleet serve's own aggregation (`--labels comm,device`) equals
+    // Prometheus' sum over pid of the per-process serve, series by series
+    // (final state: both replays are complete).
+    for (what, by) in [
+        (
+            "uacce_trace_iopf_latency_seconds_bucket",
+            "comm, device, le",
+        ),
+        ("uacce_trace_iopf_latency_seconds_count", "comm, device"),
+        ("uacce_trace_pin_latency_seconds_count", "comm"),
+        ("uacce_trace_pin_pages_total", "comm"),
+        ("uacce_trace_pinned_pages", "comm"),
+    ] {
+        let q = |job: &str| format!("sum by ({by}) ({what}{{job=\"{job}\"}})");
+        let result = (|| {
+            let per_process = vector(&api.get("/api/v1/query", &[("query", &q("uacce-trace"))])?)?;
+            let fleet = vector(&api.get("/api/v1/query", &[("query", &q(FLEET_JOB))])?)?;
+            if per_process.is_empty() {
+                bail!("no {what} from the per-process serve");
+            }
+            if per_process != fleet {
+                bail!("sum by ({by}) differs: per-process {per_process:?}, --labels {FLEET_LABELS} {fleet:?}");
+            }
+            let with_pid =
+                api.scalar(&format!("count({what}{{job=\"{FLEET_JOB}\", pid!=\"\"}})"))?;
+            if with_pid.is_some() {
+                bail!("--labels {FLEET_LABELS} still exports a pid label on {what}");
+            }
+            Ok(format!("{} series equal", per_process.len()))
+        })();
+        checks.push(Check::new(
+            format!("serve --labels {FLEET_LABELS}: {what} by ({by}) equals the sum over pid"),
+            result,
+        ));
+    }
 
     // Template variables, as Grafana lists their values.
     for v in dash.variables.iter().filter(|v| v.kind == "query") {

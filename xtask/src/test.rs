@@ -24,7 +24,8 @@
 //!    test (see [`crate::prom`]);
 //! 5. vm: the VM matrix of `cargo xtask vm-test` (each VM counts as one),
 //!    the demo's streamed recording checked (`cargo xtask demo --no-tui
-//!    --check`, one test), then the soak of `cargo xtask soak` (one test;
+//!    --check`, one test), the demo's before/after pinning pair and
+//!    `compare`'s request verdict on it (one test), then the soak of `cargo xtask soak` (one test;
 //!    `--soak-minutes`, 10 by default, 0 skips it);
 //! 6. fuzz: every cargo-fuzz target of `uacce-trace/fuzz` for
 //!    `--fuzz-seconds` (30 by default) each; a crash fails (see
@@ -270,6 +271,7 @@ pub fn run(args: &TestArgs) -> Result<bool> {
                 );
                 let mut counts = vm_tier(release_built);
                 counts.add(&demo_test(release_built));
+                counts.add(&demo_pair_test(release_built));
                 counts.add(&soak_test(args.soak_minutes, release_built));
                 counts
             }
@@ -1056,6 +1058,20 @@ fn demo_test(release_built: bool) -> Counts {
         let rec = dir.join("demo-test.utrace");
         crate::demo::run_demo(&crate::demo::DemoArgs::for_test(rec, release_built))
     });
+    demo_outcome(name, t, result, ci())
+}
+
+/// The demo's before/after pinning pair (`--pin never`, `--pin early`,
+/// 10 s each, both checked) and `uacce-trace compare` on it
+/// ([`crate::demo::run_pin_pair`]): `--comm ml-infer` meets the goal with
+/// ml-infer's request p99 reduced and its faulted tail eliminated (exit 0);
+/// every process together does not (exit 1 or 3). The fallback is a skip,
+/// as for [`demo_test`].
+fn demo_pair_test(release_built: bool) -> Counts {
+    let name = "demo before/after pinning (compare's request verdict)";
+    let t = Instant::now();
+    let result = crate::base::cache::vm_work()
+        .and_then(|dir| crate::demo::run_pin_pair(&dir, release_built));
     demo_outcome(name, t, result, ci())
 }
 

@@ -11,7 +11,9 @@
 #   RUN_SECONDS           how long the workload runs
 #   TEST_KERNEL           1: the test kernel (PROCESSES fault and pin);
 #                         0: a stock kernel (io_uring pins only)
-#   PIN_AT_S              when ml-infer pins its buffer (for the message)
+#   PIN_NOTE              when ml-infer pins its buffer (for the message)
+#   OP                    `--op` of the tracer (the demo program's request
+#                         function, BINARY:SYMBOL); empty: no requests
 #   PROCESSES             one `name args...` line per uacce-demo process
 
 say() { echo "[demo] $*"; }
@@ -19,8 +21,10 @@ say() { echo "[demo] $*"; }
 say "Linux $(uname -r) is up"
 # The raw recording is binary: no newline translation, echo or flow control.
 stty -F $TTY raw -echo -ixon -ixoff -crtscts clocal 115200 || say "stty $TTY failed"
-say "starting the tracer: uacce-trace record --format raw -o $TTY (streamed to the host)"
-"$TOOL" record --format raw --interval $INTERVAL --hooks "$HOOKS" -o $TTY 2> /tmp/rec.err &
+op=
+[ -n "$OP" ] && op="--op $OP"
+say "starting the tracer: uacce-trace record --format raw $op -o $TTY (streamed to the host)"
+"$TOOL" record --format raw --interval $INTERVAL --hooks "$HOOKS" $op -o $TTY 2> /tmp/rec.err &
 tpid=$!
 wait_started "$tpid" /tmp/rec.err '^uacce-trace: recording to' $START_TICKS
 sed 's/^/[demo] tracer: /' /tmp/rec.err
@@ -29,7 +33,7 @@ failed=0
 if [ "$started" = 1 ]; then
     say "tracer ready after $((n / 10)).$((n % 10)) s"
     if [ "$TEST_KERNEL" = 1 ]; then
-        say "workload: 4 processes for $RUN_SECONDS s (dma-copy, ml-infer, zip-job fault through the iommufd mock; ml-infer pins its buffer at $PIN_AT_S s and its faults stop; rdma-reg pins with io_uring)"
+        say "workload: 4 processes for $RUN_SECONDS s (dma-copy, ml-infer, zip-job fault through the iommufd mock; $PIN_NOTE; rdma-reg pins with io_uring; the three faulting ones make requests, some with faults inside)"
         pids=""
         while read -r name args; do
             [ -n "$name" ] || continue

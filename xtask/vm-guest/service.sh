@@ -25,7 +25,7 @@ section() {
 
 scrape() {
     # bash's /dev/tcp: the root has no curl.
-    { exec 3<>/dev/tcp/127.0.0.1/9435 &&
+    { exec 3<>/dev/tcp/127.0.0.1/19211 &&
         printf 'GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3 &&
         cat <&3; } 2>/dev/null
     exec 3>&-

@@ -20,6 +20,10 @@
 #   REQ_ARGS       (test kernel) iopf-workload's arguments for the request
 #                  run (`--op`, xtask/src/vm_test/requests.rs); empty: none
 #   REQ_SYMBOL     its request function
+#   PIN_ARGS       (test kernel) iopf-workload's arguments for the
+#                  before/after pinning runs (xtask/src/vm_test/pinverdict.rs;
+#                  the second adds --pin-buffer); empty: none
+#   PIN_METRIC     compare's --metric for their decided verdict
 #   SECTIONS       one `name file` line per result section, in order
 # With HOOKS, `record --summary` runs beside `trace` on the same calls.
 # Results go out as sections; @@UT-DONE ends the output.
@@ -46,7 +50,8 @@ fi
 started=0
 tpid=
 if [ -n "$HOOKS" ]; then
-    "$TOOL" trace --json --hooks "$HOOKS" > /tmp/events.ndjson 2> /tmp/trace.err &
+    # -v: the kernel programs load with their diagnostics (aya-log) live.
+    "$TOOL" -v trace --json --hooks "$HOOKS" > /tmp/events.ndjson 2> /tmp/trace.err &
     tpid=$!
     wait_started "$tpid" /tmp/trace.err '^uacce-trace: tracing started' $START_TICKS
     start_wait_ds=$n
@@ -135,6 +140,36 @@ if [ "$TEST_KERNEL" = 1 ] && [ -n "$HOOKS" ] && [ -n "$REQ_ARGS" ]; then
     done
     wait "$rpid"
     echo "req_trace_started=$started req_trace_rc=$?" >> /tmp/req-trace.err
+    started=$main_started
+fi
+
+# Before/after pinning (xtask/src/vm_test/pinverdict.rs): the same request
+# workload recorded twice (raw, `--op`), without and then with its buffer
+# pinned through /dev/uacce_ctrl; `compare` runs here, on the two files.
+if [ "$TEST_KERNEL" = 1 ] && [ -n "$HOOKS" ] && [ -n "$PIN_ARGS" ]; then
+    main_started=$started
+    for run in before after; do
+        pin=
+        [ "$run" = after ] && pin=--pin-buffer
+        "$TOOL" record --format raw --hooks "$HOOKS" --op "$IOPF:$REQ_SYMBOL" \
+            -o /tmp/pin-$run.utrace 2> /tmp/pin-$run-rec.err &
+        rpid=$!
+        wait_started "$rpid" /tmp/pin-$run-rec.err '^uacce-trace: recording to' $START_TICKS
+        rec_started=$started
+        "$IOPF" $PIN_ARGS $pin > /tmp/pin-$run.json 2> /tmp/pin-$run.err < /dev/null
+        stop_tracer "$rpid" $STOP_S
+        echo "pin_${run}_started=$rec_started pin_${run}_stop=$stop_sig pin_${run}_rc=$stop_rc" \
+            >> /tmp/pin-compare.status
+    done
+    "$TOOL" compare --json --metric "$PIN_METRIC" /tmp/pin-before.utrace /tmp/pin-after.utrace \
+        > /tmp/pin-compare.json 2> /tmp/pin-compare.err
+    echo "compare_rc=$?" >> /tmp/pin-compare.status
+    "$TOOL" compare --metric "$PIN_METRIC" /tmp/pin-before.utrace /tmp/pin-after.utrace \
+        > /tmp/pin-compare.txt 2>> /tmp/pin-compare.err
+    # The default metric, p99.9, rests on too few requests here.
+    "$TOOL" compare --json /tmp/pin-before.utrace /tmp/pin-after.utrace \
+        > /tmp/pin-compare-p999.json 2>> /tmp/pin-compare.err
+    echo "compare_p999_rc=$?" >> /tmp/pin-compare.status
     started=$main_started
 fi
 

@@ -73,6 +73,9 @@ pub struct CompareOptions {
     pub kind: Kind,
     /// Lost records in CANDIDATE do not fail the goal.
     pub allow_drops: bool,
+    /// Only these command names (empty: every process). The rest of both
+    /// recordings is left out of the series, the verdicts and the goal.
+    pub comms: Vec<String>,
 }
 
 impl Default for CompareOptions {
@@ -83,6 +86,7 @@ impl Default for CompareOptions {
             tolerance_pct: 10.0,
             kind: Kind::Iopf,
             allow_drops: false,
+            comms: Vec::new(),
         }
     }
 }
@@ -212,6 +216,9 @@ pub struct Comparison {
     pub metric: String,
     pub tolerance_pct: f64,
     pub max_ns: Option<u64>,
+    /// `--comm`: the only command names compared (empty: all).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub comms: Vec<String>,
     pub rule: String,
     pub series: Vec<SeriesDelta>,
     pub processes: Vec<ProcessVerdict>,
@@ -380,8 +387,42 @@ fn sampled_verdict(bs: &ProcSide, cs: &ProcSide, t: f64) -> Verdict {
     }
 }
 
-/// Compare two loaded inputs.
+/// `l` with only the series of the command names `comms` (all when
+/// empty).
+pub fn only_comms(l: &Loaded, comms: &[String]) -> Loaded {
+    let mut l = l.clone();
+    if !comms.is_empty() {
+        l.recording
+            .series
+            .retain(|s| !s.tag.kind.is_empty() && comms.contains(&s.tag.comm));
+    }
+    l
+}
+
+/// The names of `comms` that neither input has a series of.
+pub fn unknown_comms(base: &Loaded, cand: &Loaded, comms: &[String]) -> Vec<String> {
+    comms
+        .iter()
+        .filter(|c| {
+            ![base, cand]
+                .iter()
+                .any(|l| l.recording.series.iter().any(|s| &s.tag.comm == *c))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Compare two loaded inputs (only the processes of `o.comms`, when
+/// named).
 pub fn compare(base: &Loaded, cand: &Loaded, o: &CompareOptions) -> Comparison {
+    if o.comms.is_empty() {
+        compare_all(base, cand, o)
+    } else {
+        compare_all(&only_comms(base, &o.comms), &only_comms(cand, &o.comms), o)
+    }
+}
+
+fn compare_all(base: &Loaded, cand: &Loaded, o: &CompareOptions) -> Comparison {
     let b = side(base, o.kind);
     let c = side(cand, o.kind);
     let keys: BTreeSet<_> = b.series.keys().chain(c.series.keys()).cloned().collect();
@@ -511,6 +552,7 @@ pub fn compare(base: &Loaded, cand: &Loaded, o: &CompareOptions) -> Comparison {
         metric: o.metric.clone(),
         tolerance_pct: o.tolerance_pct,
         max_ns: o.max_ns,
+        comms: o.comms.clone(),
         rule: rule(o),
         series,
         processes,
@@ -664,12 +706,19 @@ fn loss_text(l: &Loss) -> String {
 /// The comparison as text.
 pub fn render_text(c: &Comparison) -> String {
     let mut out = format!(
-        "baseline:  {} ({})\ncandidate: {} ({})\n\n",
+        "baseline:  {} ({})\ncandidate: {} ({})\n",
         c.baseline,
         loss_text(&c.loss_baseline),
         c.candidate,
         loss_text(&c.loss_candidate)
     );
+    if !c.comms.is_empty() {
+        out.push_str(&format!(
+            "only:      {} (--comm; other processes left out)\n",
+            c.comms.join(", ")
+        ));
+    }
+    out.push('\n');
     let rows: Vec<Vec<String>> = c
         .series
         .iter()
@@ -886,6 +935,52 @@ mod tests {
         let c = compare(&plain, &plain, &CompareOptions::default());
         assert!(c.requests.is_empty());
         assert!(!render_json(&c).contains("requests"));
+    }
+
+    #[test]
+    fn comm_filter_compares_only_the_named_processes() {
+        // zip pinned and lost its faulted tail; dma ran unchanged beside
+        // it (same requests, faults and IOPFs in both runs).
+        let mut before = request_run(1, 19_600, 400, 2_000_000, 380);
+        let mut after = request_run(2, 19_600, 400, 20_000, 0);
+        for (run, pid) in [(&mut before, 3), (&mut after, 4)] {
+            run.push(series(
+                Kind::Iopf,
+                pid,
+                "dma",
+                &spread(4000, 10_000, 90_000),
+            ));
+            run.push(series(Kind::Op, pid, "dma", &spread(4000, 50_000, 900_000)));
+        }
+        before.push(series(Kind::Iopf, 1, "zip", &spread(4000, 10_000, 90_000)));
+        let (base, cand) = (loaded("before", before, 0), loaded("after", after, 0));
+        // All processes: dma's IOPFs and requests are not reduced.
+        let all = compare(&base, &cand, &CompareOptions::default());
+        assert_eq!(all.exit_code(), EXIT_NOT_MET, "{:?}", all.reasons);
+        assert_eq!(all.requests.len(), 2);
+        assert!(
+            all.reasons.iter().any(|r| r.starts_with("dma")),
+            "{:?}",
+            all.reasons
+        );
+        // Only zip: its IOPFs eliminated, its requests reduced; goal met.
+        let o = CompareOptions {
+            comms: vec!["zip".into()],
+            ..Default::default()
+        };
+        let zip = compare(&base, &cand, &o);
+        assert_eq!(verdicts(&zip), vec![("zip", Verdict::Eliminated)]);
+        assert_eq!(zip.requests.len(), 1);
+        assert!(zip.series.iter().all(|s| s.comm == "zip"));
+        assert_eq!(zip.exit_code(), EXIT_MET, "{:?}", zip.reasons);
+        assert!(render_text(&zip).contains("only:      zip (--comm"));
+        assert!(render_json(&zip).contains("\"comms\": ["));
+        assert!(!render_json(&all).contains("\"comms\""));
+        // A name in neither recording is reported.
+        assert_eq!(
+            unknown_comms(&base, &cand, &["zip".into(), "nope".into()]),
+            ["nope"]
+        );
     }
 
     #[test]

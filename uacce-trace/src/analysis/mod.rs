@@ -209,6 +209,14 @@ pub fn compare_command(
             return crate::exit::BAD_INPUT;
         }
     };
+    let unknown = compare::unknown_comms(&b, &c, &opts.comms);
+    if !unknown.is_empty() {
+        log::error!(
+            "--comm {}: no series of that command in either recording",
+            unknown.join(", ")
+        );
+        return crate::exit::BAD_INPUT;
+    }
     let result = compare::compare(&b, &c, opts);
     let text = if json {
         let mut j = compare::render_json(&result);

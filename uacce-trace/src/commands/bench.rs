@@ -21,6 +21,11 @@
 //!   `sys_enter/exit_ioctl` programs (and any other tracer on those
 //!   tracepoints) see: the loop's wall time, its own CPU time and the whole
 //!   machine's busy CPU time (`/proc/stat`) over the loop alone.
+//! - `bench request-loop --count N`: N calls of [`uacce_trace_bench_request`],
+//!   an empty, never-inlined, unmangled function of this binary that
+//!   request tracing (`--op THIS-BINARY:uacce_trace_bench_request`) and
+//!   bpftrace's `uprobe:`/`uretprobe:` can probe: the same figures, per
+//!   request.
 //! - `bench decode --events N`: decode + attribute + aggregate of
 //!   in-memory bench records, no kernel: the user-side ceiling on one core
 //!   (also the target for callgrind).
@@ -102,19 +107,10 @@ pub enum BenchCommand {
     },
     /// `ioctl(UACCE_CMD_PIN)` on /dev/null in a loop (fails with ENOTTY):
     /// the host's one hook that runs the tool's real programs.
-    IoctlLoop {
-        /// ioctl calls in the measured loop (after a warm-up of 1/20 as many).
-        #[arg(long, default_value_t = 1_000_000)]
-        count: u64,
-        /// Enable kernel BPF run-time statistics and report the programs
-        /// that ran once per call.
-        #[arg(long)]
-        bpf_stats: bool,
-        /// Leave the thread unpinned (by default it runs on CPU 1, like the
-        /// trigger of `bench pipeline`).
-        #[arg(long)]
-        no_pin: bool,
-    },
+    IoctlLoop(LoopArgs),
+    /// Calls of `uacce_trace_bench_request` (an empty function of this
+    /// binary, for `--op` and uprobes) in a loop.
+    RequestLoop(LoopArgs),
     /// Print CLOCK_MONOTONIC in ns (for shell scripts timing a command).
     Clock,
     /// Print every loaded BPF program's run count and run time (kernel BPF
@@ -129,6 +125,38 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 4096)]
         batch: usize,
     },
+}
+
+/// Options of the call loops (`ioctl-loop`, `request-loop`).
+#[derive(clap::Args, Debug)]
+pub struct LoopArgs {
+    /// Calls in the measured loop (after a warm-up of 1/20 as many).
+    #[arg(long, default_value_t = 1_000_000)]
+    count: u64,
+    /// Enable kernel BPF run-time statistics and report the programs
+    /// that ran once per call.
+    #[arg(long)]
+    bpf_stats: bool,
+    /// Leave the thread unpinned (by default it runs on CPU 1, like the
+    /// trigger of `bench pipeline`).
+    #[arg(long)]
+    no_pin: bool,
+}
+
+impl LoopArgs {
+    /// `call_loop` as these options say, as JSON.
+    fn run(
+        &self,
+        call_loop: fn(u64, bool) -> anyhow::Result<TriggerAlone>,
+    ) -> anyhow::Result<String> {
+        if !self.no_pin {
+            pin_to_cpu(TRIGGER_CPU);
+        }
+        Ok(serde_json::to_string(&call_loop(
+            self.count,
+            self.bpf_stats,
+        )?)?)
+    }
 }
 
 /// Wake-up policy of the bench programs' ring-buffer submits.
@@ -180,16 +208,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<u8> {
             }
             json
         }
-        BenchCommand::IoctlLoop {
-            count,
-            bpf_stats,
-            no_pin,
-        } => {
-            if !no_pin {
-                pin_to_cpu(TRIGGER_CPU);
-            }
-            serde_json::to_string(&ioctl_loop(count, bpf_stats)?)?
-        }
+        BenchCommand::IoctlLoop(a) => a.run(ioctl_loop)?,
+        BenchCommand::RequestLoop(a) => a.run(request_loop)?,
         BenchCommand::Clock => mono_ns().to_string(),
         BenchCommand::Progs => serde_json::to_string(&prog_stats())?,
         BenchCommand::Decode { events, batch } => {
@@ -582,6 +602,31 @@ fn ioctl_loop(count: u64, bpf_stats: bool) -> anyhow::Result<TriggerAlone> {
     loop_alone(count, bpf_stats, call)
 }
 
+// ------------------------------------------------------------ request loop
+
+/// The request of `bench request-loop` (`cargo xtask bench requests`
+/// probes it by this name): does nothing but return its
+/// argument, so a traced call costs what the probes add. Unmangled and
+/// never inlined, so it is a symbol of the binary that uprobes find and
+/// every call really enters it; `black_box` keeps the compiler from
+/// treating it as pure.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn uacce_trace_bench_request(i: u64) -> u64 {
+    std::hint::black_box(i)
+}
+
+/// [`uacce_trace_bench_request`] `count` times after a warm-up of
+/// `count / 20`: each call enters and returns through the probes that
+/// request tracing (or bpftrace) attached to it.
+fn request_loop(count: u64, bpf_stats: bool) -> anyhow::Result<TriggerAlone> {
+    let mut i = 0u64;
+    let call = || {
+        i = uacce_trace_bench_request(std::hint::black_box(i)).wrapping_add(1);
+    };
+    loop_alone(count, bpf_stats, call)
+}
+
 // ---------------------------------------------------------------- pipeline
 
 /// Options of `bench pipeline`.
@@ -951,6 +996,13 @@ mod tests {
         let r = ioctl_loop(1000, false).expect("loop").trigger;
         assert_eq!((r.calls, r.warmup_calls), (1000, 50));
         assert!(r.elapsed_ns > 0);
+    }
+
+    #[test]
+    fn request_loop_calls_the_request_function() {
+        let r = request_loop(1000, false).expect("loop").trigger;
+        assert_eq!((r.calls, r.warmup_calls), (1000, 50));
+        assert_eq!(uacce_trace_bench_request(7), 7);
     }
 
     #[test]

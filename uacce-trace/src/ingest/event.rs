@@ -323,6 +323,22 @@ impl Event {
         }
     }
 
+    /// The process the event names itself (an IOPF's owner may only be
+    /// known later, from its PASID; a loss sample has none).
+    pub fn tgid(&self) -> Option<u32> {
+        match self {
+            Event::Pin(e) => Some(e.tgid),
+            Event::Iopf(e) => e.tgid,
+            Event::PinIoctl(e) => Some(e.tgid),
+            Event::Pasid(e) => Some(e.tgid),
+            Event::Queue(e) => Some(e.tgid),
+            Event::Loss(_) => None,
+            Event::Proc(e) => Some(e.tgid),
+            Event::Summary(e) => Some(e.tgid),
+            Event::Request(e) => Some(e.tgid),
+        }
+    }
+
     /// The event's timestamp (CLOCK_MONOTONIC ns).
     pub fn ts_ns(&self) -> u64 {
         match self {

@@ -62,6 +62,8 @@ pub struct Tracer {
     plan: Plan,
     hooks_attached: usize,
     scan: PasidScan,
+    /// The programs' diagnostics, passed on once a second (`-v`).
+    bpf_log: Option<attach::BpfLogger>,
 }
 
 /// Options for [`Tracer::start`].
@@ -165,6 +167,7 @@ impl Tracer {
                 plan,
                 hooks_attached: attached.hooks,
                 scan,
+                bpf_log: attached.logger,
             },
             inspection,
         ))
@@ -420,6 +423,13 @@ impl Tracer {
         self.decoder.pairing.sweep(now_ns, timeout_ns)
     }
 
+    /// Pass the programs' diagnostics on to the log.
+    fn flush_bpf_log(&mut self) {
+        if let Some(l) = &mut self.bpf_log {
+            l.flush();
+        }
+    }
+
     fn loss_sample(ts_ns: u64, losses: Ledger) -> Event {
         Event::Loss(LossSample { ts_ns, losses })
     }
@@ -442,6 +452,7 @@ impl Tracer {
             return Ok(self.counters());
         }
         self.forward(&tx).await;
+        self.flush_bpf_log();
         self.request_thread_exited = self.requests_of_exited_threads();
         let now = monotonic_ns();
         // The summary's last counts, after the ring's last records.
@@ -477,6 +488,7 @@ impl RingLoop for Running<'_> {
     }
 
     async fn tick(&mut self) -> bool {
+        self.tracer.flush_bpf_log();
         let now = monotonic_ns();
         self.tracer.sweep(now, IOPF_TIMEOUT_NS);
         if !self.tracer.forward_summary(now, self.tx).await {
@@ -522,6 +534,8 @@ impl Tracer {
         }
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", ring_bytes)
+            .map_max_entries(attach::LOG_RING, 4096)
+            .override_global(attach::LOG_LEVEL_GLOBAL, &0u8, false)
             .override_global("BENCH_TGID", &tgid, true)
             .override_global("BENCH_WAKEUP", &u32::from(batched_wakeup), true)
             .override_global("BENCH_BURST", &burst.clamp(1, 16), true)
@@ -553,6 +567,7 @@ impl Tracer {
             plan: Plan::default(),
             hooks_attached: uacce_trace_common::hooks::BENCH.len(),
             scan: PasidScan::skipped("not run by the bench source"),
+            bpf_log: None,
         })
     }
 }

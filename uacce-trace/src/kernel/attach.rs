@@ -32,6 +32,54 @@ use crate::kernel::{
 pub(crate) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/uacce-trace"));
 
+/// The global of aya-log-ebpf with the most verbose level the programs
+/// send (aya-log's numbering: 0 off, 1 error … 5 trace). A constant at
+/// load time: the verifier removes the logging code of the levels above.
+pub(crate) const LOG_LEVEL_GLOBAL: &str = "AYA_LOG_LEVEL";
+/// aya-log's ring (the programs' diagnostics); loads that send none shrink it.
+pub(crate) const LOG_RING: &str = "AYA_LOGS";
+/// The size of [`LOG_RING`] in loads that send no diagnostics.
+const LOG_RING_UNUSED_BYTES: u32 = 4096;
+
+/// aya-log's level for ours: the programs' diagnostics (sent at info
+/// level) are on with `-v` and off otherwise.
+pub fn bpf_log_level(level: log::LevelFilter) -> u8 {
+    match level {
+        log::LevelFilter::Off => 0,
+        log::LevelFilter::Error => 1,
+        log::LevelFilter::Warn => 2,
+        log::LevelFilter::Info => 3,
+        log::LevelFilter::Debug => 4,
+        log::LevelFilter::Trace => 5,
+    }
+}
+
+/// Passes the kernel programs' diagnostics (aya-log records) on to the
+/// tool's logger, saying where they come from.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelLog;
+
+impl log::Log for KernelLog {
+    fn enabled(&self, meta: &log::Metadata<'_>) -> bool {
+        log::logger().enabled(meta)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        log::logger().log(
+            &log::Record::builder()
+                .level(record.level())
+                .target(record.target())
+                .args(format_args!("kernel program: {}", record.args()))
+                .build(),
+        );
+    }
+
+    fn flush(&self) {}
+}
+
+/// Reads the programs' diagnostics from [`LOG_RING`].
+pub type BpfLogger = aya_log::EbpfLogger<KernelLog>;
+
 /// Errors of the tracing source, with what the user can do about them.
 #[derive(Debug, Error)]
 pub enum SourceError {
@@ -102,6 +150,8 @@ pub(crate) fn probe_fentry(aya_btf: Option<&AyaBtf>, target: Option<&str>) -> Re
     let target = target.ok_or("no pin function in BTF to test with")?;
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", 4096)
+        .map_max_entries(LOG_RING, LOG_RING_UNUSED_BYTES)
+        .override_global(LOG_LEVEL_GLOBAL, &0u8, false)
         .load(OBJECT)
         .map_err(|e| format!("loading the object: {e}"))?;
     let program = hooks::hook(target)
@@ -257,6 +307,9 @@ pub struct Attached {
     pub counters: PerCpuArray<MapData, u64>,
     /// Summary mode's map; `None` in per-event mode.
     pub summary: Option<SummaryMap>,
+    /// The programs' diagnostics (`-v`); `None` when the object has no
+    /// log ring.
+    pub logger: Option<BpfLogger>,
     /// Rows attached.
     pub hooks: usize,
 }
@@ -273,6 +326,7 @@ pub fn attach_plan(
     summary: bool,
 ) -> Result<Attached, SourceError> {
     let longterm = inspection.foll_longterm.value.unwrap_or(0);
+    let log_level = bpf_log_level(log::max_level());
     // The loader relocates with the BTF the plan was made from (aya would
     // read /sys/kernel/btf/vmlinux again, or fail without it: `--btf`).
     let mut ebpf = EbpfLoader::new()
@@ -281,8 +335,22 @@ pub fn attach_plan(
         .override_global("CONFIG", &inspection.config.config, true)
         .override_global("SUMMARY_MODE", &u32::from(summary), true)
         .override_global("FOLL_LONGTERM", &longterm, true)
+        .override_global(LOG_LEVEL_GLOBAL, &log_level, false)
         .load(OBJECT)
         .map_err(SourceError::Load)?;
+    let logger = match BpfLogger::init_with_logger(&mut ebpf, KernelLog) {
+        Ok(l) => {
+            log::info!(
+                "kernel programs' diagnostics on (aya-log, level {})",
+                log::max_level()
+            );
+            Some(l)
+        }
+        Err(e) => {
+            log::debug!("kernel programs' diagnostics unavailable: {e}");
+            None
+        }
+    };
     let mut attached = 0;
     for i in 0..inspection.plan.hooks.len() {
         // A vendor row comes after its core rows: their attach results
@@ -378,6 +446,7 @@ pub fn attach_plan(
         ring,
         counters,
         summary,
+        logger,
         hooks: attached,
     })
 }
@@ -424,6 +493,12 @@ pub fn verify_all_programs() -> Result<Vec<VerifierResult>, SourceError> {
         .override_global("SUMMARY_MODE", &1u32, true)
         // Any bit: keeps the long-term branch live.
         .override_global("FOLL_LONGTERM", &1u32, true)
+        // Every level: the diagnostics (aya-log) are verified too.
+        .override_global(
+            LOG_LEVEL_GLOBAL,
+            &bpf_log_level(log::LevelFilter::Trace),
+            false,
+        )
         .load(OBJECT)
         .map_err(SourceError::Load)?;
     let mut results = Vec::new();

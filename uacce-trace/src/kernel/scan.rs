@@ -43,8 +43,10 @@ pub fn run(config: &kconfig::Resolved) -> Result<RawScan, String> {
     let cfg: KernelConfig = config.config;
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", 1 << 20)
+        .map_max_entries(attach::LOG_RING, 4096)
         .override_global("CONFIG", &cfg, true)
         .override_global("SCAN_TID", &tid, true)
+        .override_global(attach::LOG_LEVEL_GLOBAL, &0u8, false)
         .load(OBJECT)
         .map_err(|e| format!("loading the object: {e}"))?;
     let via = tracepoint();

@@ -339,6 +339,20 @@ pub fn process_exists(tgid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{tgid}")).exists()
 }
 
+/// The cgroup v2 path in the text of `/proc/PID/cgroup`: its `0::PATH`
+/// line (the unified hierarchy; on a pure cgroup v1 system there is none).
+pub fn parse_cgroup_v2(text: &str) -> Option<&str> {
+    text.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
+/// The cgroup v2 path of process `tgid` (`/proc/PID/cgroup` is readable
+/// by every user), relative to our cgroup namespace; `None` when the
+/// process is gone or the system has no cgroup v2 hierarchy.
+pub fn task_cgroup(tgid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{tgid}/cgroup")).ok()?;
+    parse_cgroup_v2(&text).map(str::to_string)
+}
+
 /// `bpf_prog_info.recursion_misses` of the program behind `fd` (5.12+):
 /// runs the kernel skipped because the program was already running on
 /// that CPU (a trampoline program preempted, or reentered from an
@@ -382,6 +396,29 @@ mod tests {
         assert_eq!(parse_version("6.1.0-37-amd64"), Some((6, 1)));
         assert_eq!(parse_version("7.2.1"), Some((7, 2)));
         assert_eq!(parse_version("garbage"), None);
+    }
+
+    #[test]
+    fn cgroup_v2_line() {
+        let hybrid = "12:cpuset:/\n1:name=systemd:/user.slice\n0::/user.slice/user-0.slice/session-3.scope\n";
+        assert_eq!(
+            parse_cgroup_v2(hybrid),
+            Some("/user.slice/user-0.slice/session-3.scope")
+        );
+        assert_eq!(parse_cgroup_v2("0::/\n"), Some("/"));
+        assert_eq!(parse_cgroup_v2("4:memory:/x\n"), None);
+        // Our own process, read for real: where the system has cgroup v2
+        // at all, the path is absolute.
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        match (parse_cgroup_v2(&own), task_cgroup(std::process::id())) {
+            (Some(p), Some(q)) => {
+                assert!(q.starts_with('/'), "{q}");
+                assert_eq!(p, q);
+            }
+            (None, None) => {}
+            other => panic!("{other:?} from {own}"),
+        }
+        assert_eq!(task_cgroup(u32::MAX), None);
     }
 
     #[test]

@@ -162,6 +162,10 @@ pub struct LedgerSummary {
     pub unpin_ioctls: u64,
     /// Pin/unpin ioctls that failed.
     pub ioctl_errors: u64,
+    /// Pages pinned by the `pin_user_pages*` calls inside PIN ioctls.
+    pub ioctl_pin_pages: u64,
+    /// Pages released by the `unpin_user_page*` calls inside UNPIN ioctls.
+    pub ioctl_unpin_pages: u64,
 }
 
 impl LedgerSummary {
@@ -185,6 +189,15 @@ impl LedgerSummary {
         self.pin_ioctls = self.pin_ioctls.saturating_add(o.pin_ioctls);
         self.unpin_ioctls = self.unpin_ioctls.saturating_add(o.unpin_ioctls);
         self.ioctl_errors = self.ioctl_errors.saturating_add(o.ioctl_errors);
+        self.ioctl_pin_pages = self.ioctl_pin_pages.saturating_add(o.ioctl_pin_pages);
+        self.ioctl_unpin_pages = self.ioctl_unpin_pages.saturating_add(o.ioctl_unpin_pages);
+    }
+
+    /// Pin and unpin ioctls, failed ones included.
+    pub fn ioctl_calls(&self) -> u64 {
+        self.pin_ioctls
+            .saturating_add(self.unpin_ioctls)
+            .saturating_add(self.ioctl_errors)
     }
 }
 
@@ -284,6 +297,19 @@ impl PinLedger {
             self.sum.unpin_ioctls = self.sum.unpin_ioctls.saturating_add(ok);
         }
         self.sum.ioctl_errors = self.sum.ioctl_errors.saturating_add(errors);
+    }
+
+    /// Pages (un)pinned by the pin calls inside pin (`pin`) or unpin
+    /// ioctls, as the kernel credited them to the ioctl (both modes). The
+    /// pin calls themselves are counted by [`PinLedger::pin`] and
+    /// [`PinLedger::unpin`]; this only says how many pages the ioctls moved.
+    pub fn ioctl_pages(&mut self, pin: bool, pages: u64) {
+        let slot = if pin {
+            &mut self.sum.ioctl_pin_pages
+        } else {
+            &mut self.sum.ioctl_unpin_pages
+        };
+        *slot = slot.saturating_add(pages);
     }
 
     /// An unpin call that released `pages` pages (address unknown).

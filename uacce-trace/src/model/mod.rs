@@ -502,6 +502,7 @@ impl Aggregator {
             SummaryKind::Ioctl(cmd) => {
                 let pin = matches!(cmd, PinIoctl::UaccePin | PinIoctl::MemPin);
                 st.ledger.ioctls_counted(pin, ok, e.errors);
+                st.ledger.ioctl_pages(pin, e.pages);
                 Kind::UacceCtrl
             }
             SummaryKind::Iopf => Kind::Iopf,
@@ -596,6 +597,10 @@ impl Aggregator {
     fn ingest_ioctl(&mut self, i: &PinIoctlEvent) {
         let st = self.proc_mut(i.tgid, &i.comm, i.ts_ns);
         let ok = i.ret == 0;
+        st.ledger.ioctl_pages(
+            matches!(i.cmd, PinIoctl::UaccePin | PinIoctl::MemPin),
+            i.pages,
+        );
         match i.cmd {
             PinIoctl::UaccePin | PinIoctl::MemPin => st.ledger.pin_ioctl(i.addr, i.size, ok),
             PinIoctl::UacceUnpin | PinIoctl::MemUnpin => st.ledger.unpin_ioctl(i.addr, i.size, ok),

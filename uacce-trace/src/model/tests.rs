@@ -210,7 +210,10 @@ fn ioctl_ranges_count_as_pinned() {
         (s.processes[0].faults, s.processes[0].faults_in_pinned),
         (2, 1)
     );
-    assert_eq!(s.processes[0].ledger.pin_ioctls, 1);
+    let l = &s.processes[0].ledger;
+    assert_eq!((l.pin_ioctls, l.unpin_ioctls, l.ioctl_calls()), (1, 1, 2));
+    // The pages the pin calls inside each ioctl moved, as credited.
+    assert_eq!((l.ioctl_pin_pages, l.ioctl_unpin_pages), (8, 8));
     assert!(s.series.iter().any(|x| x.key.kind == Kind::UacceCtrl));
 }
 
@@ -354,7 +357,7 @@ fn summary_events_count_calls_pages_and_latencies() {
         7,
         SummaryKind::Ioctl(PinIoctl::UaccePin),
         5,
-        0,
+        64,
     ));
     let s = a.snapshot(4_000);
     assert_eq!(s.events, 115);
@@ -369,6 +372,10 @@ fn summary_events_count_calls_pages_and_latencies() {
     );
     assert_eq!(p.ledger.pinned_pages, 100);
     assert_eq!((p.ledger.pin_ioctls, p.ledger.ioctl_errors), (4, 1));
+    assert_eq!(
+        (p.ledger.ioctl_pin_pages, p.ledger.ioctl_unpin_pages),
+        (64, 0)
+    );
     let pin = s
         .series
         .iter()

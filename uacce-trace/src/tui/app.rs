@@ -82,11 +82,31 @@ pub enum Column {
     Pinned,
     PinRate,
     InPinned,
+    /// `uacce_ctrl`/mempinfd pin ioctls.
+    CtlRate,
+    CtlErrors,
+    CtlPages,
+    /// Requests (`--op`).
+    OpRate,
+    OpP99,
+    OpP999,
+    OpTailFaulted,
+}
+
+/// Columns that are shown only when some process has their data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Group {
+    /// Always shown.
+    Base,
+    /// `uacce_ctrl`/mempinfd pin and unpin ioctls.
+    Ioctls,
+    /// Requests (`--op`).
+    Requests,
 }
 
 impl Column {
     /// Every column in table order.
-    pub const ALL: [Column; 12] = [
+    pub const ALL: [Column; 19] = [
         Column::Pid,
         Column::Comm,
         Column::Device,
@@ -99,7 +119,25 @@ impl Column {
         Column::Pinned,
         Column::PinRate,
         Column::InPinned,
+        Column::CtlRate,
+        Column::CtlErrors,
+        Column::CtlPages,
+        Column::OpRate,
+        Column::OpP99,
+        Column::OpP999,
+        Column::OpTailFaulted,
     ];
+
+    /// The group the column belongs to.
+    pub const fn group(self) -> Group {
+        match self {
+            Column::CtlRate | Column::CtlErrors | Column::CtlPages => Group::Ioctls,
+            Column::OpRate | Column::OpP99 | Column::OpP999 | Column::OpTailFaulted => {
+                Group::Requests
+            }
+            _ => Group::Base,
+        }
+    }
 
     /// Header text.
     pub const fn title(self) -> &'static str {
@@ -116,6 +154,13 @@ impl Column {
             Column::Pinned => "PINNED",
             Column::PinRate => "PIN/s",
             Column::InPinned => "INPIN",
+            Column::CtlRate => "CTL/s",
+            Column::CtlErrors => "CTLERR",
+            Column::CtlPages => "CTLPG",
+            Column::OpRate => "OPS/s",
+            Column::OpP99 => "OPp99",
+            Column::OpP999 => "OPp99.9",
+            Column::OpTailFaulted => "TAIL%F",
         }
     }
 
@@ -133,6 +178,13 @@ impl Column {
             Column::Pinned => "pages pinned now",
             Column::PinRate => "pin_user_pages* calls per second, last interval",
             Column::InPinned => "faults inside ranges pinned at the time (should be 0)",
+            Column::CtlRate | Column::CtlErrors | Column::CtlPages => {
+                "uacce_ctrl pin+unpin ioctls/s, failed, pages pinned"
+            }
+            Column::OpRate | Column::OpP99 | Column::OpP999 => {
+                "requests (--op)/s, latency p99, p99.9 (entry to return)"
+            }
+            Column::OpTailFaulted => "% of the slowest 1 % of requests with an IOPF inside",
         }
     }
 
@@ -141,14 +193,53 @@ impl Column {
         !matches!(self, Column::Pid | Column::Comm | Column::Device)
     }
 
-    fn index(self) -> usize {
-        Column::ALL.iter().position(|&c| c == self).unwrap_or(0)
+    /// The next column (`by` 1) or the previous one (-1) among `among`.
+    fn step(self, by: isize, among: &[Column]) -> Column {
+        let Some(cur) = among.iter().position(|&c| c == self) else {
+            return among.first().copied().unwrap_or(self);
+        };
+        let n = among.len() as isize;
+        among[(cur as isize + by).rem_euclid(n) as usize]
     }
 
-    fn step(self, by: isize) -> Column {
-        let n = Column::ALL.len() as isize;
-        let i = (self.index() as isize + by).rem_euclid(n);
-        Column::ALL[i as usize]
+    /// A latency column: processes without its samples sort last.
+    fn is_latency(self) -> bool {
+        matches!(self, Column::P50 | Column::P99 | Column::P999 | Column::Max)
+            || matches!(self, Column::OpP99 | Column::OpP999 | Column::OpTailFaulted)
+    }
+}
+
+/// What the drill-down shows below the process's summary lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    /// IOPF and pin call latency, sparklines, fault regions, pinned ranges.
+    Faults,
+    /// Requests (`--op`) per op: faulted and clean latency histograms.
+    Requests,
+    /// `uacce_ctrl`/mempinfd ioctls: latency histogram, counts.
+    Ioctls,
+}
+
+impl Section {
+    /// Its name on the drill-down's tab line.
+    pub const fn title(self) -> &'static str {
+        match self {
+            Section::Faults => "faults & pins",
+            Section::Requests => "requests",
+            Section::Ioctls => "uacce_ctrl",
+        }
+    }
+
+    /// The sections `row` has data for, in tab order.
+    pub fn available(row: &ProcRow) -> Vec<Section> {
+        let mut out = vec![Section::Faults];
+        if row.ops.is_some() {
+            out.push(Section::Requests);
+        }
+        if row.ioctl_calls > 0 {
+            out.push(Section::Ioctls);
+        }
+        out
     }
 }
 
@@ -185,6 +276,8 @@ pub enum Msg {
     Last,
     /// Drill down into the selected process.
     Open,
+    /// The drill-down's next (`true`) or previous section.
+    Section(bool),
     /// Back from the drill-down.
     Back,
     TogglePause,
@@ -231,6 +324,7 @@ pub struct App {
     filter: String,
     selected: Option<ProcId>,
     detail: Option<ProcId>,
+    section: Section,
     paused: bool,
     interval_ns: u64,
     finished: bool,
@@ -257,6 +351,7 @@ impl App {
             filter: String::new(),
             selected: None,
             detail: None,
+            section: Section::Faults,
             paused: false,
             interval_ns: interval_ns.max(1),
             finished: false,
@@ -310,6 +405,38 @@ impl App {
         self.detail
     }
 
+    /// The drill-down's section: the one chosen, where the process has
+    /// data for it, else [`Section::Faults`].
+    pub fn section(&self) -> Section {
+        match self.detail_row() {
+            Some(r) if Section::available(r).contains(&self.section) => self.section,
+            _ => Section::Faults,
+        }
+    }
+
+    /// The column groups some process has data for (shown, and sortable).
+    pub fn groups(&self) -> Vec<Group> {
+        let mut g = vec![Group::Base];
+        if let Some(d) = self.data() {
+            if d.has_ioctls() {
+                g.push(Group::Ioctls);
+            }
+            if d.has_requests() {
+                g.push(Group::Requests);
+            }
+        }
+        g
+    }
+
+    /// The columns of the shown groups, in table order.
+    pub fn columns(&self) -> Vec<Column> {
+        let groups = self.groups();
+        Column::ALL
+            .into_iter()
+            .filter(|c| groups.contains(&c.group()))
+            .collect()
+    }
+
     /// The row of the drill-down, if that process is still shown.
     pub fn detail_row(&self) -> Option<&ProcRow> {
         let id = self.detail?;
@@ -328,10 +455,18 @@ impl App {
             .filter(|r| needle.is_empty() || matches_filter(r, &needle))
             .collect();
         let (col, desc) = (self.sort, self.descending);
-        let latency = matches!(col, Column::P50 | Column::P99 | Column::P999 | Column::Max);
+        let latency = col.is_latency();
+        let op = matches!(col.group(), Group::Requests);
         rows.sort_by(|a, b| {
-            // Without faults there is no latency: last either way.
-            let no_data = |r: &ProcRow| latency && r.iopf.count == 0;
+            // Without faults (requests) there is no latency: last either way.
+            let no_data = |r: &ProcRow| {
+                latency
+                    && if op {
+                        r.ops.is_none()
+                    } else {
+                        r.iopf.count == 0
+                    }
+            };
             let o = compare(a, b, col);
             let o = if desc { o.reverse() } else { o };
             no_data(a)
@@ -406,6 +541,15 @@ impl App {
                     self.mode = Mode::Detail;
                 }
             }
+            Msg::Section(next) => {
+                let Some(row) = self.detail_row() else {
+                    return Effect::None;
+                };
+                let all = Section::available(row);
+                let cur = all.iter().position(|&s| s == self.section()).unwrap_or(0) as isize;
+                let n = all.len() as isize;
+                self.section = all[(cur + if next { 1 } else { -1 }).rem_euclid(n) as usize];
+            }
             Msg::Back => {
                 self.mode = Mode::Table;
                 self.fix_selection();
@@ -444,7 +588,10 @@ impl App {
             Msg::ToggleLosses => self.losses = !self.losses,
             Msg::SortMode => self.mode = Mode::Sort,
             Msg::SortNext | Msg::SortPrev => {
-                self.sort = self.sort.step(if msg == Msg::SortNext { 1 } else { -1 });
+                let among = self.columns();
+                self.sort = self
+                    .sort
+                    .step(if msg == Msg::SortNext { 1 } else { -1 }, &among);
                 self.descending = self.sort.descending_first();
             }
             Msg::SortReverse => self.descending = !self.descending,
@@ -500,6 +647,37 @@ fn compare(a: &ProcRow, b: &ProcRow, col: Column) -> std::cmp::Ordering {
             f(a.pin_calls_per_s, b.pin_calls_per_s).then(a.pin_calls_total.cmp(&b.pin_calls_total))
         }
         Column::InPinned => a.faults_in_pinned.cmp(&b.faults_in_pinned),
+        Column::CtlRate => {
+            f(a.ioctls_per_s, b.ioctls_per_s).then(a.ioctl_calls.cmp(&b.ioctl_calls))
+        }
+        Column::CtlErrors => a.ioctl_errors.cmp(&b.ioctl_errors),
+        Column::CtlPages => a.ioctl_pages.cmp(&b.ioctl_pages),
+        Column::OpRate => {
+            let rate = |r: &ProcRow| r.ops.as_ref().map_or(0.0, |o| o.per_s);
+            let count = |r: &ProcRow| r.ops.as_ref().map_or(0, |o| o.latency.count);
+            f(rate(a), rate(b)).then(count(a).cmp(&count(b)))
+        }
+        Column::OpP99 | Column::OpP999 => {
+            let v = |r: &ProcRow| {
+                r.ops.as_ref().map_or(0, |o| {
+                    if col == Column::OpP99 {
+                        o.latency.p99
+                    } else {
+                        o.latency.p999
+                    }
+                })
+            };
+            v(a).cmp(&v(b))
+        }
+        Column::OpTailFaulted => {
+            let share = |r: &ProcRow| {
+                r.ops
+                    .as_ref()
+                    .and_then(|o| o.tail_p99())
+                    .map_or(0.0, |t| t.share())
+            };
+            f(share(a), share(b))
+        }
     }
 }
 
@@ -579,6 +757,8 @@ pub fn key_to_msg(app: &App, key: KeyEvent) -> Option<Msg> {
             KeyCode::Esc | KeyCode::Backspace | KeyCode::Left | KeyCode::Char('h') => {
                 Some(Msg::Back)
             }
+            KeyCode::Tab | KeyCode::Char('t') => Some(Msg::Section(true)),
+            KeyCode::BackTab | KeyCode::Char('T') => Some(Msg::Section(false)),
             code => common(code),
         },
     }

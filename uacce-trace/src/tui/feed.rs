@@ -1,7 +1,10 @@
 //! The data behind `top`: an [`Aggregator`] plus what only the screen needs
 //! (per-interval rates, the last minute of history for the sparklines, the
 //! PASIDs and devices of every process), turned into an owned [`TopData`]
-//! on every tick.
+//! on every tick. Requests (`--op`) come as the model's `op`, `op_faulted`
+//! and `op_clean` series, per op ([`OpStats`], [`OpDetail`]); the
+//! `uacce_ctrl` ioctls as its `uacce_ctrl` series and the pin ledger's
+//! ioctl counters (per-event and summary mode alike).
 //!
 //! Pure like the model: imports no aya, tokio, crossterm or ratatui and
 //! never reads a clock. Time is the events' timestamps or the `now_ns`
@@ -14,8 +17,10 @@ use crate::{
     ingest::event::Event,
     ingest::losses::Ledger,
     model::{
-        hist, Aggregator, FaultRegion, Hist, Kind, LedgerSummary, ModelConfig, ProcId,
-        ProcessSnapshot, SeriesSnapshot, Summary,
+        hist,
+        requests::{TailShare, TAIL_QUANTILES},
+        Aggregator, FaultRegion, Hist, Kind, LedgerSummary, ModelConfig, ProcId, ProcessSnapshot,
+        SeriesSnapshot, Summary,
     },
 };
 
@@ -42,6 +47,12 @@ pub struct Sample {
     pub iopf_p99_ns: u64,
     /// Pin calls in the interval.
     pub pin_calls: u64,
+    /// Requests (`--op`, all ops) that began in the interval.
+    pub ops: u64,
+    /// Their p99 latency (0 without requests).
+    pub op_p99_ns: u64,
+    /// `uacce_ctrl`/mempinfd pin and unpin ioctls in the interval.
+    pub ioctls: u64,
 }
 
 impl Sample {
@@ -50,8 +61,23 @@ impl Sample {
         per_s(self.iopfs, self.span_ns)
     }
 
+    /// Pin calls per second of the interval.
+    pub fn pin_calls_per_s(&self) -> f64 {
+        per_s(self.pin_calls, self.span_ns)
+    }
+
+    /// Requests per second of the interval.
+    pub fn ops_per_s(&self) -> f64 {
+        per_s(self.ops, self.span_ns)
+    }
+
+    /// Pin ioctls per second of the interval.
+    pub fn ioctls_per_s(&self) -> f64 {
+        per_s(self.ioctls, self.span_ns)
+    }
+
     fn is_zero(&self) -> bool {
-        self.iopfs == 0 && self.pin_calls == 0
+        self.iopfs == 0 && self.pin_calls == 0 && self.ops == 0 && self.ioctls == 0
     }
 }
 
@@ -73,6 +99,50 @@ pub struct PasidInfo {
     pub devices: Vec<String>,
 }
 
+/// Requests (`--op`) of one process: of one op, or of all its ops together.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OpStats {
+    /// Requests that began in the last closed interval, per second.
+    pub per_s: f64,
+    /// Request latency (entry to return) since the start.
+    pub latency: Summary,
+    /// The slowest 1 % and 0.1 % of the requests and how many of them had
+    /// an IO page fault inside ([`TAIL_QUANTILES`] order).
+    pub tails: Vec<TailShare>,
+}
+
+impl OpStats {
+    fn of(all: &Hist, faulted: Option<&Hist>, per_s: f64) -> OpStats {
+        OpStats {
+            per_s,
+            latency: Summary::of(all),
+            tails: TAIL_QUANTILES
+                .iter()
+                .filter_map(|&(_, q)| TailShare::of(all, faulted, q))
+                .collect(),
+        }
+    }
+
+    /// The slowest 1 % (`None` without requests).
+    pub fn tail_p99(&self) -> Option<&TailShare> {
+        self.tails.first()
+    }
+}
+
+/// One op of one process in the drill-down: its requests, split into
+/// those with an IO page fault inside and those without.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OpDetail {
+    /// The op (the probed symbol).
+    pub op: String,
+    pub stats: OpStats,
+    pub faulted: Summary,
+    /// Non-empty buckets `(highest equivalent value, count)`.
+    pub faulted_buckets: Vec<(u64, u64)>,
+    pub clean: Summary,
+    pub clean_buckets: Vec<(u64, u64)>,
+}
+
 /// Everything the drill-down shows about one process.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ProcDetail {
@@ -84,8 +154,11 @@ pub struct ProcDetail {
     pub pin: Summary,
     pub pin_buckets: Vec<(u64, u64)>,
     pub unpin: Summary,
-    /// `uacce_ctrl`/mempinfd ioctl latency.
+    /// `uacce_ctrl`/mempinfd ioctl latency and its buckets.
     pub ioctl: Summary,
+    pub ioctl_buckets: Vec<(u64, u64)>,
+    /// Requests per op, most requests first.
+    pub ops: Vec<OpDetail>,
     pub ledger: LedgerSummary,
     /// Hottest regions first (at most [`MAX_REGIONS`]).
     pub regions: Vec<FaultRegion>,
@@ -124,6 +197,17 @@ pub struct ProcRow {
     pub pin_calls_total: u64,
     /// Faults inside ranges pinned at the time (should be 0).
     pub faults_in_pinned: u64,
+    /// Requests (`--op`) of all its ops together; `None` without any.
+    pub ops: Option<OpStats>,
+    /// `uacce_ctrl`/mempinfd pin and unpin ioctls per second over the last
+    /// closed interval.
+    pub ioctls_per_s: f64,
+    /// Pin and unpin ioctls since the start, failed ones included.
+    pub ioctl_calls: u64,
+    /// Of those, failed.
+    pub ioctl_errors: u64,
+    /// Pages the pin calls inside its PIN ioctls pinned, since the start.
+    pub ioctl_pages: u64,
     pub detail: ProcDetail,
 }
 
@@ -151,10 +235,34 @@ pub struct TopData {
     pub rows: Vec<ProcRow>,
 }
 
+impl TopData {
+    /// Some process made a request (`--op`).
+    pub fn has_requests(&self) -> bool {
+        self.rows.iter().any(|r| r.ops.is_some())
+    }
+
+    /// Some process made a `uacce_ctrl`/mempinfd pin or unpin ioctl.
+    pub fn has_ioctls(&self) -> bool {
+        self.rows.iter().any(|r| r.ioctl_calls > 0)
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct Rates {
     iopfs: u64,
     pin_calls: u64,
+    ops: u64,
+    ioctls: u64,
+}
+
+/// One process's part of an interval.
+#[derive(Clone, Debug, Default)]
+struct ProcWindow {
+    rates: Rates,
+    iopf: Option<Hist>,
+    op: Option<Hist>,
+    /// Requests per op.
+    ops: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -162,6 +270,8 @@ struct LastWindow {
     span_ns: u64,
     events: u64,
     per_proc: HashMap<ProcId, Rates>,
+    /// Requests per (process, op).
+    per_op: HashMap<(ProcId, String), u64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -322,27 +432,36 @@ impl Feed {
     fn close(&mut self, end_ns: u64) {
         let win = self.agg.take_interval(end_ns);
         let span_ns = win.end_ns - win.start_ns;
-        let mut per: BTreeMap<ProcId, (Rates, Option<Hist>)> = BTreeMap::new();
+        let mut per: BTreeMap<ProcId, ProcWindow> = BTreeMap::new();
         for s in &win.series {
             let e = per.entry(s.key.proc_id).or_default();
             match s.key.kind {
                 Kind::Iopf => {
-                    e.0.iopfs += s.hist.len();
-                    hist::merge(e.1.get_or_insert_with(hist::new_hist), &s.hist);
+                    e.rates.iopfs += s.hist.len();
+                    hist::merge(e.iopf.get_or_insert_with(hist::new_hist), &s.hist);
                 }
-                Kind::Pin => e.0.pin_calls += s.hist.len(),
-                Kind::Unpin | Kind::UacceCtrl => {}
-                // Requests (`--op`) have no columns in `top` yet.
-                Kind::Op | Kind::OpFaulted | Kind::OpClean => {}
+                Kind::Pin => e.rates.pin_calls += s.hist.len(),
+                Kind::UacceCtrl => e.rates.ioctls += s.hist.len(),
+                Kind::Op => {
+                    e.rates.ops += s.hist.len();
+                    *e.ops.entry(s.key.device.clone()).or_default() += s.hist.len();
+                    hist::merge(e.op.get_or_insert_with(hist::new_hist), &s.hist);
+                }
+                // Sub-histograms of `Op`: counted there.
+                Kind::Unpin | Kind::OpFaulted | Kind::OpClean => {}
             }
         }
-        for (id, (rates, h)) in &per {
+        let p99 = |h: &Option<Hist>| h.as_ref().map_or(0, |h| h.value_at_quantile(0.99));
+        for (id, w) in &per {
             let sample = Sample {
                 end_ns: win.end_ns,
                 span_ns,
-                iopfs: rates.iopfs,
-                iopf_p99_ns: h.as_ref().map_or(0, |h| h.value_at_quantile(0.99)),
-                pin_calls: rates.pin_calls,
+                iopfs: w.rates.iopfs,
+                iopf_p99_ns: p99(&w.iopf),
+                pin_calls: w.rates.pin_calls,
+                ops: w.rates.ops,
+                op_p99_ns: p99(&w.op),
+                ioctls: w.rates.ioctls,
             };
             if !sample.is_zero() {
                 self.history.entry(*id).or_default().push_back(sample);
@@ -364,10 +483,15 @@ impl Feed {
             }
         }
         self.history.retain(|_, s| s.iter().any(|x| !x.is_zero()));
+        let per_op = per
+            .iter()
+            .flat_map(|(&id, w)| w.ops.iter().map(move |(op, &n)| ((id, op.clone()), n)))
+            .collect();
         self.last = LastWindow {
             span_ns,
             events: self.events - self.events_at_interval_start,
-            per_proc: per.into_iter().map(|(id, (r, _))| (id, r)).collect(),
+            per_proc: per.into_iter().map(|(id, w)| (id, w.rates)).collect(),
+            per_op,
         };
         self.events_at_interval_start = self.events;
     }
@@ -410,6 +534,8 @@ impl Feed {
             }
         };
         let iopf = Summary::of(&iopf_hist);
+        let ioctl_hist = merged(of(Kind::UacceCtrl).map(|s| &s.hist));
+        let (ops, op_rows) = self.requests(p.proc_id, series);
         let rates = self
             .last
             .per_proc
@@ -439,7 +565,9 @@ impl Feed {
             pin: Summary::of(&pin_hist),
             pin_buckets: hist::buckets(&pin_hist),
             unpin: summary(Kind::Unpin),
-            ioctl: summary(Kind::UacceCtrl),
+            ioctl: Summary::of(&ioctl_hist),
+            ioctl_buckets: hist::buckets(&ioctl_hist),
+            ops: op_rows,
             ledger: p.ledger,
             regions,
             region_count: p.fault_regions.len(),
@@ -470,8 +598,70 @@ impl Feed {
             pin_calls_per_s: per_s(rates.pin_calls, self.last.span_ns),
             pin_calls_total: p.ledger.pin_calls + p.ledger.pin_errors,
             faults_in_pinned: p.faults_in_pinned,
+            ops,
+            ioctls_per_s: per_s(rates.ioctls, self.last.span_ns),
+            ioctl_calls: p.ledger.ioctl_calls(),
+            ioctl_errors: p.ledger.ioctl_errors,
+            ioctl_pages: p.ledger.ioctl_pin_pages,
             detail,
         }
+    }
+
+    /// The requests of one process: all ops together (`None` without
+    /// requests) and per op, most requests first.
+    fn requests(
+        &self,
+        proc_id: ProcId,
+        series: &[&SeriesSnapshot],
+    ) -> (Option<OpStats>, Vec<OpDetail>) {
+        let mut by_op: BTreeMap<&str, [Option<&Hist>; 3]> = BTreeMap::new();
+        for s in series {
+            let slot = match s.key.kind {
+                Kind::Op => 0,
+                Kind::OpFaulted => 1,
+                Kind::OpClean => 2,
+                _ => continue,
+            };
+            by_op.entry(s.key.device.as_str()).or_default()[slot] = Some(&s.hist);
+        }
+        let mut all: Option<Hist> = None;
+        let mut faulted_all: Option<Hist> = None;
+        let mut rows = Vec::new();
+        for (op, [a, f, c]) in by_op {
+            let Some(a) = a.filter(|h| !h.is_empty()) else {
+                continue;
+            };
+            hist::merge(all.get_or_insert_with(hist::new_hist), a);
+            if let Some(f) = f {
+                hist::merge(faulted_all.get_or_insert_with(hist::new_hist), f);
+            }
+            let n = self
+                .last
+                .per_op
+                .get(&(proc_id, op.to_string()))
+                .copied()
+                .unwrap_or(0);
+            let empty = hist::new_hist();
+            rows.push(OpDetail {
+                op: op.to_string(),
+                stats: OpStats::of(a, f, per_s(n, self.last.span_ns)),
+                faulted: Summary::of(f.unwrap_or(&empty)),
+                faulted_buckets: f.map(hist::buckets).unwrap_or_default(),
+                clean: Summary::of(c.unwrap_or(&empty)),
+                clean_buckets: c.map(hist::buckets).unwrap_or_default(),
+            });
+        }
+        rows.sort_by(|a, b| {
+            b.stats
+                .latency
+                .count
+                .cmp(&a.stats.latency.count)
+                .then_with(|| a.op.cmp(&b.op))
+        });
+        let rate = self.last.per_proc.get(&proc_id).map_or(0, |r| r.ops);
+        let stats =
+            all.map(|a| OpStats::of(&a, faulted_all.as_ref(), per_s(rate, self.last.span_ns)));
+        (stats, rows)
     }
 }
 

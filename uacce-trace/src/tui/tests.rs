@@ -8,13 +8,17 @@ use ratatui::{backend::TestBackend, Terminal};
 use uacce_trace_common::PinFunc;
 
 use super::{
-    app::{key_to_msg, App, Column, CostState, Effect, Mode, Msg, SourceInfo, SourceKind},
-    feed::{Feed, TopData},
+    app::{
+        key_to_msg, App, Column, CostState, Effect, Group, Mode, Msg, Section, SourceInfo,
+        SourceKind,
+    },
+    feed::{Feed, ProcRow, TopData},
     view,
 };
 use crate::{
     ingest::event::{
         Event, HookType, IopfEvent, LossSample, PasidEvent, PinEvent, PinIoctl, PinIoctlEvent,
+        RequestEvent, SummaryEvent, SummaryKind,
     },
     ingest::losses::{Ledger, LossReason},
     model::{ModelConfig, ProcId},
@@ -257,6 +261,159 @@ fn many_events() -> Vec<Event> {
     sorted(evs)
 }
 
+fn request(
+    ts: u64,
+    tgid: u32,
+    comm: &str,
+    op: &str,
+    lat: u64,
+    faults: u32,
+    fault_ns: u64,
+) -> Event {
+    Event::Request(RequestEvent {
+        ts_ns: ts,
+        latency_ns: lat,
+        tgid,
+        tid: tgid,
+        comm: comm.into(),
+        op: op.into(),
+        ret: 0,
+        faults,
+        fault_ns,
+    })
+}
+
+fn pin_ioctl(
+    ts: u64,
+    tgid: u32,
+    comm: &str,
+    cmd: PinIoctl,
+    ret: i64,
+    pages: u64,
+    lat: u64,
+) -> Event {
+    Event::PinIoctl(PinIoctlEvent {
+        ts_ns: ts,
+        latency_ns: lat,
+        tgid,
+        tid: tgid,
+        comm: comm.into(),
+        cmd,
+        addr: 0x5000_0000 + u64::from(tgid) * 0x100_0000,
+        size: pages * 4096,
+        ret,
+        hook: HookType::Tracepoint,
+        pin_calls: u32::from(ret == 0),
+        pages: if ret == 0 { pages } else { 0 },
+        driver_call: None,
+    })
+}
+
+/// Requests (`--op`) and pin ioctls, five seconds:
+/// - `ml-infer` (163): 100 `infer` requests a second; in the first two
+///   seconds one in ten has an IO page fault inside and is slow; then it
+///   pins its buffer through `uacce_ctrl` and no request faults again;
+/// - `zip-job` (164): two ops, `wd_do_comp_sync` (50/s, three slow
+///   faulted ones) and `wd_do_comp_sync2` (10/s, clean);
+/// - `pinner` (165): 200 PIN and 200 UNPIN ioctls a second, one PIN in
+///   fifty failing, 16 pages each;
+/// - `fio` (1234) faulting without requests.
+fn request_events() -> Vec<Event> {
+    let mut rng = Lcg(99);
+    let mut evs = Vec::new();
+    faulting(&mut rng, &mut evs, fa(1234, "fio", DEV_A, 3, 5, 50, 12_000));
+    let base = 0x7f00_0000_0000 + 163 * 0x1_0000_0000;
+    for s in 0..5u64 {
+        for i in 0..100u64 {
+            let ts = START + s * SEC + 1_000 + i * (SEC / 100);
+            if s < 2 && i % 10 == 3 {
+                // The fault inside: reported 100 µs in, answered 400 µs later.
+                evs.push(iopf(
+                    ts + 100_000,
+                    Some(163),
+                    "ml-infer",
+                    DEV_B,
+                    2,
+                    base + i * 4096,
+                    400_000,
+                ));
+                let lat = rng.range(900_000, 1_400_000);
+                evs.push(request(ts, 163, "ml-infer", "infer", lat, 1, 400_000));
+            } else {
+                let lat = rng.range(50_000, 150_000);
+                evs.push(request(ts, 163, "ml-infer", "infer", lat, 0, 0));
+            }
+        }
+        if s == 2 {
+            let ts = START + 2 * SEC + 500;
+            evs.push(pin(
+                ts,
+                163,
+                "ml-infer",
+                0x5000_0000 + 163 * 0x100_0000,
+                256,
+                30_000,
+            ));
+            evs.push(pin_ioctl(
+                ts,
+                163,
+                "ml-infer",
+                PinIoctl::UaccePin,
+                0,
+                256,
+                60_000,
+            ));
+        }
+        for i in 0..50u64 {
+            let ts = START + s * SEC + 2_000 + i * (SEC / 50);
+            let slow = s == 1 && i < 3;
+            let (lat, faults) = if slow {
+                (2_000_000 + i * 100_000, 2)
+            } else {
+                (rng.range(20_000, 40_000), 0)
+            };
+            evs.push(request(
+                ts,
+                164,
+                "zip-job",
+                "wd_do_comp_sync",
+                lat,
+                faults,
+                faults as u64 * 300_000,
+            ));
+        }
+        for i in 0..10u64 {
+            let ts = START + s * SEC + 3_000 + i * (SEC / 10);
+            let lat = rng.range(60_000, 90_000);
+            evs.push(request(ts, 164, "zip-job", "wd_do_comp_sync2", lat, 0, 0));
+        }
+        for i in 0..200u64 {
+            let ts = START + s * SEC + 4_000 + i * (SEC / 200);
+            let ret = if i % 50 == 7 { -12 } else { 0 };
+            let lat = rng.range(5_000, 40_000);
+            evs.push(pin_ioctl(
+                ts,
+                165,
+                "pinner",
+                PinIoctl::UaccePin,
+                ret,
+                16,
+                lat,
+            ));
+            evs.push(pin_ioctl(
+                ts + 1_000,
+                165,
+                "pinner",
+                PinIoctl::UacceUnpin,
+                0,
+                16,
+                lat / 2,
+            ));
+        }
+    }
+    sorted(evs)
+}
+
 fn feed_of(events: &[Event]) -> Feed {
     let mut feed = Feed::new(SEC, Some(START), ModelConfig::default());
     feed.ingest(events);
@@ -489,9 +646,10 @@ fn losses_panel_lists_every_reason_with_its_count() {
         assert!(line.contains(&format!("{n} {}", r.name())), "{line}");
         assert!(line.contains(r.describe()), "{line}");
     }
-    // Every reason is listed at 40 rows (zeros too).
+    // Every reason is listed at 50 rows (zeros too).
+    let tall = render(&app, 120, 50);
     for r in LossReason::ALL {
-        assert!(frame.contains(r.name()), "{} missing: {frame}", r.name());
+        assert!(tall.contains(r.name()), "{} missing: {tall}", r.name());
     }
     frames("losses_panel", &app);
     // Any key closes it; `L` opens it too, also from the drill-down,
@@ -532,6 +690,343 @@ fn frame_replay_finished_paused_and_help() {
     frames("help", &app);
 }
 
+// ---- requests (`--op`) and uacce_ctrl ioctls -------------------------------
+
+fn row_of(data: &TopData, pid: u32) -> &ProcRow {
+    data.rows
+        .iter()
+        .find(|r| r.proc_id == ProcId::Pid(pid))
+        .unwrap_or_else(|| panic!("no row for {pid}"))
+}
+
+#[test]
+fn feed_requests_per_process_and_op() {
+    let data = data_of(&request_events());
+    assert!(data.has_requests() && data.has_ioctls());
+    let ml = row_of(&data, 163);
+    let ops = ml.ops.as_ref().expect("ml-infer made requests");
+    assert_eq!(ops.latency.count, 500);
+    // The last interval (4 s – 5 s): 100 requests.
+    assert!((ops.per_s - 100.0).abs() < 1e-9, "{}", ops.per_s);
+    // The 20 faulted requests are the slowest: p99 among them, and the
+    // slowest 1 % (5) and 0.1 % (1) all faulted.
+    assert!(ops.latency.p99 >= 900_000, "{:?}", ops.latency);
+    let tails: Vec<(u64, u64)> = ops.tails.iter().map(|t| (t.tail, t.faulted)).collect();
+    assert_eq!(tails, [(5, 5), (1, 1)]);
+    let infer = &ml.detail.ops[0];
+    assert_eq!(infer.op, "infer");
+    assert_eq!((infer.faulted.count, infer.clean.count), (20, 480));
+    assert_eq!(
+        infer.faulted_buckets.iter().map(|b| b.1).sum::<u64>(),
+        20,
+        "faulted buckets hold every faulted request"
+    );
+    assert!(infer.clean.max < 150_200 && infer.faulted.min >= 899_000);
+    // The tail collapses once the buffer is pinned: per-interval p99.
+    let p99s: Vec<u64> = ml.detail.history.iter().map(|x| x.op_p99_ns).collect();
+    assert_eq!(p99s.len(), 5);
+    assert!(p99s[..2].iter().all(|&v| v >= 900_000), "{p99s:?}");
+    assert!(p99s[2..].iter().all(|&v| v < 151_000), "{p99s:?}");
+    assert!(ml.detail.history.iter().all(|x| x.ops == 100));
+    // Its one PIN ioctl.
+    assert_eq!(
+        (ml.ioctl_calls, ml.ioctl_errors, ml.ioctl_pages),
+        (1, 0, 256)
+    );
+
+    // Two ops, most requests first, each with its own rate.
+    let zip = row_of(&data, 164);
+    let names: Vec<&str> = zip.detail.ops.iter().map(|o| o.op.as_str()).collect();
+    assert_eq!(names, ["wd_do_comp_sync", "wd_do_comp_sync2"]);
+    let rates: Vec<f64> = zip.detail.ops.iter().map(|o| o.stats.per_s).collect();
+    assert_eq!(rates, [50.0, 10.0]);
+    assert_eq!(zip.ops.as_ref().map(|o| o.latency.count), Some(300));
+    assert_eq!(zip.detail.ops[0].faulted.count, 3);
+    assert_eq!(zip.detail.ops[1].faulted_buckets, []);
+
+    // The ioctl process: calls/s, errors, pages; and its histogram.
+    let pinner = row_of(&data, 165);
+    assert_eq!(pinner.ioctl_calls, 2_000);
+    assert_eq!(pinner.ioctl_errors, 20);
+    assert_eq!(pinner.ioctl_pages, (1_000 - 20) * 16);
+    assert!((pinner.ioctls_per_s - 400.0).abs() < 1e-9);
+    assert_eq!(pinner.detail.ioctl.count, 2_000);
+    assert_eq!(
+        pinner.detail.ioctl_buckets.iter().map(|b| b.1).sum::<u64>(),
+        2_000
+    );
+    assert!(pinner.ops.is_none() && pinner.detail.ops.is_empty());
+    assert_eq!(pinner.detail.ledger.ioctl_unpin_pages, 1_000 * 16);
+    // No requests, no ioctls: nothing made up.
+    let fio = row_of(&data, 1234);
+    assert!(fio.ops.is_none());
+    assert_eq!((fio.ioctl_calls, fio.ioctls_per_s), (0, 0.0));
+}
+
+#[test]
+fn frame_requests_table_and_drill_down() {
+    let mut app = app_with(replay_info(), data_of(&request_events()));
+    // Every group has data: all its columns are sortable.
+    assert_eq!(app.columns().len(), Column::ALL.len());
+    for (w, h) in [(80, 24), (120, 40)] {
+        let frame = render(&app, w, h);
+        for title in ["OPS/s", "OPp99", "OPp99.9", "TAIL%F", "CTL/s"] {
+            assert!(frame.contains(title), "{title} at {w}x{h}:\n{frame}");
+        }
+    }
+    frames("requests", &app);
+    // Sort by the faulted tail share: ml-infer (100 %) first.
+    app.update(Msg::SortMode);
+    while app.sort().0 != Column::OpTailFaulted {
+        app.update(Msg::SortNext);
+    }
+    app.update(Msg::SortDone);
+    assert_eq!(pids(&app)[..2], ["163", "164"]);
+    let frame = render(&app, 80, 24);
+    let line = frame
+        .lines()
+        .find(|l| l.contains("ml-infer"))
+        .unwrap_or_else(|| panic!("{frame}"));
+    assert!(line.contains("100%"), "{line}");
+    frames("requests_by_tail", &app);
+    // Processes without requests stay last either way.
+    press(&mut app, KeyCode::Char('r'));
+    assert_eq!(app.sort(), (Column::OpTailFaulted, false));
+    let order = pids(&app);
+    assert!(
+        order[..2].contains(&"163".to_string()) && order[..2].contains(&"164".to_string()),
+        "{order:?}"
+    );
+    press(&mut app, KeyCode::Char('r'));
+
+    // ml-infer's drill-down: three sections.
+    press(&mut app, KeyCode::Home);
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.detail(), Some(ProcId::Pid(163)));
+    assert_eq!(app.section(), Section::Faults);
+    let frame = render(&app, 80, 24);
+    assert!(frame.contains("requests 500 (100/s)"), "{frame}");
+    assert!(frame.contains("slowest 1 % 100% faulted"), "{frame}");
+    assert!(frame.contains("Tab: next section"), "{frame}");
+    frames("requests_detail_faults", &app);
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.section(), Section::Requests);
+    let frame = render(&app, 120, 40);
+    for want in [
+        "infer · 500 requests (100/s)",
+        "slowest 1 %: 5/5 faulted (100%, CI 57–100%)",
+        "with faults (20,",
+        "without (480,",
+        "OPS/s",
+        "op p99",
+    ] {
+        assert!(frame.contains(want), "{want:?}:\n{frame}");
+    }
+    frames("requests_detail_requests", &app);
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.section(), Section::Ioctls);
+    frames("requests_detail_ioctls", &app);
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.section(), Section::Faults, "Tab wraps around");
+    press(&mut app, KeyCode::BackTab);
+    assert_eq!(app.section(), Section::Ioctls);
+
+    // zip-job: two ops in the requests section; the section stays chosen
+    // for the next process that has it.
+    press(&mut app, KeyCode::BackTab);
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.detail(), Some(ProcId::Pid(164)));
+    assert_eq!(app.section(), Section::Requests);
+    let frame = render(&app, 80, 24);
+    assert!(frame.contains("wd_do_comp_sync ·"), "{frame}");
+    assert!(frame.contains("wd_do_comp_sync2 ·"), "{frame}");
+    frames("requests_detail_two_ops", &app);
+    // A process without requests shows its faults instead.
+    press(&mut app, KeyCode::End);
+    assert!(app.detail_row().is_some_and(|r| r.ops.is_none()));
+    assert_eq!(app.section(), Section::Faults);
+
+    // The ioctl-only process: its uacce_ctrl section.
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Char('/'));
+    type_keys(&mut app, "pinner");
+    press(&mut app, KeyCode::Enter);
+    press(&mut app, KeyCode::Enter);
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.section(), Section::Ioctls);
+    let frame = render(&app, 80, 24);
+    let wide = render(&app, 120, 40);
+    assert!(
+        wide.contains("uacce_ctrl 2000 (400/s, 20 failed)"),
+        "{wide}"
+    );
+    for want in [
+        "PIN 980 · UNPIN 1000 · failed 20 · pages pinned 15680, released 16000",
+        "ioctl latency p50 ",
+        "uacce_ctrl ioctl latency (2000 calls)",
+        "CTL/s",
+    ] {
+        assert!(frame.contains(want), "{want:?}:\n{frame}");
+    }
+    frames("ioctls_detail", &app);
+}
+
+/// Many ops: the requests section shows what fits and says how many more;
+/// no size panics.
+#[test]
+fn many_ops_fit_and_small_screens_do_not_panic() {
+    let mut evs = Vec::new();
+    for op in 0..10u64 {
+        for i in 0..=op {
+            evs.push(request(
+                START + i * 1_000 + op,
+                42,
+                "multi",
+                &format!("op{op}"),
+                10_000 * (op + 1),
+                u32::from(i % 2 == 0),
+                0,
+            ));
+        }
+    }
+    let mut app = app_with(replay_info(), data_of(&sorted(evs)));
+    press(&mut app, KeyCode::Enter);
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.section(), Section::Requests);
+    let frame = render(&app, 80, 24);
+    // Most requests first: op9 (10 requests) on top.
+    assert!(frame.contains("op9 · 10 requests"), "{frame}");
+    assert!(frame.contains("more ops with fewer requests"), "{frame}");
+    for (w, h) in [(120, 40), (40, 10), (20, 5), (1, 1)] {
+        render(&app, w, h);
+    }
+    press(&mut app, KeyCode::Tab);
+    for (w, h) in [(80, 24), (20, 5), (1, 1)] {
+        render(&app, w, h);
+    }
+}
+
+/// `top --summary`: pin ioctls counted in the kernel arrive as weighted
+/// `Event::Summary`s; the ioctl columns and histogram count the calls, not
+/// the events.
+#[test]
+fn summary_mode_ioctls_fill_the_columns() {
+    use uacce_trace_common::summary::bucket_of;
+    let mut evs = Vec::new();
+    for s in 1..=5u64 {
+        for (kind, calls, errors, pages) in [
+            (SummaryKind::Ioctl(PinIoctl::UaccePin), 1_000, 10, 16_000),
+            (SummaryKind::Ioctl(PinIoctl::UacceUnpin), 990, 0, 15_840),
+            (SummaryKind::Pin, 990, 0, 15_840),
+        ] {
+            evs.push(Event::Summary(SummaryEvent {
+                ts_ns: START + s * SEC - 1,
+                tgid: 777,
+                comm: "uacce_pin_bench".into(),
+                kind,
+                pasid: 0,
+                device: String::new(),
+                calls,
+                errors,
+                pages,
+                longterm_pages: 0,
+                latency_sum_ns: 0,
+                buckets: vec![(bucket_of(8_000), calls - 5), (bucket_of(200_000), 5)],
+            }));
+        }
+    }
+    let data = data_of(&evs);
+    let r = row_of(&data, 777);
+    assert_eq!(r.ioctl_calls, 5 * 1_990);
+    assert_eq!(r.ioctl_errors, 50);
+    assert_eq!(r.ioctl_pages, 5 * 16_000);
+    assert!(
+        (r.ioctls_per_s - 1_990.0).abs() < 1e-9,
+        "{}",
+        r.ioctls_per_s
+    );
+    assert_eq!(r.detail.ioctl.count, 5 * 1_990);
+    assert_eq!(data.events, 5 * (1_000 + 990 + 990));
+    let mut app = app_with(
+        SourceInfo {
+            source: SourceKind::Live {
+                hooks: 9,
+                summary: true,
+            },
+            warning: None,
+            ..live_info()
+        },
+        data,
+    );
+    app.update(Msg::Cost(CostState::Measuring));
+    let frame = render(&app, 80, 24);
+    let line = frame
+        .lines()
+        .find(|l| l.contains("uacce_pin"))
+        .unwrap_or_else(|| panic!("{frame}"));
+    assert!(line.contains("1990") && line.contains("50"), "{line}");
+    frames("summary_ioctls", &app);
+    press(&mut app, KeyCode::Enter);
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.section(), Section::Ioctls);
+    frames("summary_ioctls_detail", &app);
+}
+
+/// A raw recording with requests, replayed the way `top --replay` reads
+/// it (`rawfile::Replay` batches into the feed): the same rows as the
+/// events fed directly, and the request columns on screen.
+#[test]
+fn replay_of_a_recording_with_requests() {
+    use crate::ingest::{
+        rawfile::{RawReader, RawWriter, Replay, ReplayItem},
+        run::RunMeta,
+    };
+    let evs = request_events();
+    let meta = RunMeta {
+        start_unix_ns: 1_700_000_000 * SEC,
+        start_mono_ns: START,
+        kernel: "6.12.0-uacce-test".into(),
+        plan: "op: uprobe".into(),
+        command: String::new(),
+    };
+    let mut w = RawWriter::new(Vec::new(), &meta).unwrap_or_else(|e| panic!("{e}"));
+    for e in &evs {
+        w.write_event(e).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let bytes = w.finish().unwrap_or_else(|e| panic!("{e}"));
+    let (reader, back) = RawReader::open(&bytes[..]).unwrap_or_else(|e| panic!("{e}"));
+    let mut feed = Feed::new(SEC, Some(back.start_mono_ns), ModelConfig::default());
+    let mut requests = 0;
+    for item in Replay::new(reader) {
+        match item.unwrap_or_else(|e| panic!("{e}")) {
+            ReplayItem::Batch { events, .. } => {
+                requests += events
+                    .iter()
+                    .filter(|e| matches!(e, Event::Request(_)))
+                    .count();
+                feed.ingest(&events);
+            }
+            ReplayItem::Mark(_) => {}
+        }
+    }
+    feed.advance_to(START + 5 * SEC);
+    assert_eq!(requests, 500 + 300);
+    let replayed = feed.view(START + 5 * SEC);
+    let direct = data_of(&evs);
+    assert_eq!(
+        replayed.rows, direct.rows,
+        "the replay shows what was recorded"
+    );
+    let app = app_with(replay_info(), Box::new(replayed));
+    let frame = render(&app, 120, 40);
+    let line = frame
+        .lines()
+        .find(|l| l.contains("ml-infer"))
+        .unwrap_or_else(|| panic!("{frame}"));
+    // OPS/s 100, the faulted tail 100 %.
+    assert!(line.contains(" 100 ") && line.contains("100%"), "{line}");
+}
+
 // ---- keys → messages → update ---------------------------------------------
 
 #[test]
@@ -570,9 +1065,12 @@ fn keys_map_to_messages_by_mode() {
     assert_eq!(m(&app, KeyCode::Char('q')), Some(Msg::FilterInput('q')));
     assert_eq!(m(&app, KeyCode::Esc), Some(Msg::FilterCancel));
     app.update(Msg::FilterCancel);
-    // Detail: Esc goes back, q quits.
+    // Detail: Esc goes back, q quits, Tab/t and BackTab/T switch sections.
     app.update(Msg::Open);
     assert_eq!(m(&app, KeyCode::Esc), Some(Msg::Back));
+    assert_eq!(m(&app, KeyCode::Tab), Some(Msg::Section(true)));
+    assert_eq!(m(&app, KeyCode::Char('t')), Some(Msg::Section(true)));
+    assert_eq!(m(&app, KeyCode::BackTab), Some(Msg::Section(false)));
     assert_eq!(m(&app, KeyCode::Char('q')), Some(Msg::Quit));
     // Help: any key closes it.
     app.update(Msg::ToggleHelp);
@@ -601,8 +1099,12 @@ fn sorting_cycles_and_reverses() {
         pids(&app),
         ["1234", "2001", "2002", "3100", "4000", "4100", "-"]
     );
-    // `s` cycles through all columns back to where it started.
-    for _ in 0..Column::ALL.len() {
+    // `s` cycles through the shown columns back to where it started:
+    // the ioctl ones (rdma_server made one), not the request ones.
+    assert_eq!(app.columns().len(), 15);
+    assert!(app.columns().contains(&Column::CtlRate));
+    assert!(!app.columns().contains(&Column::OpRate));
+    for _ in 0..app.columns().len() {
         press(&mut app, KeyCode::Char('s'));
     }
     assert_eq!(app.sort().0, Column::Pid);
@@ -846,14 +1348,49 @@ fn sparklines_are_right_aligned_and_never_hide_small_values() {
 #[test]
 fn columns_fit_80_and_grow() {
     let w = |cols: &[(Column, u16)]| cols.iter().map(|c| c.1).sum::<u16>() + cols.len() as u16 - 1;
-    let c80 = view::columns(80);
+    let base = [Group::Base];
+    let c80 = view::columns(80, &base);
     assert_eq!(c80.len(), 12);
     assert_eq!(w(&c80), 80);
-    let c120 = view::columns(120);
+    let c120 = view::columns(120, &base);
     assert_eq!(w(&c120), 120);
-    let c60 = view::columns(60);
+    let c60 = view::columns(60, &base);
     assert!(w(&c60) <= 60 && c60.len() < 12);
     assert!(c60.iter().any(|c| c.0 == Column::IopfRate));
+    // With ioctls and requests: every one of their columns but the
+    // first to go fits 80, all but p50 fit 120.
+    let all = [Group::Base, Group::Ioctls, Group::Requests];
+    let has = |cols: &[(Column, u16)], c: Column| cols.iter().any(|x| x.0 == c);
+    let c80 = view::columns(80, &all);
+    assert!(w(&c80) == 80, "{c80:?}");
+    for c in [
+        Column::Pid,
+        Column::Comm,
+        Column::IopfRate,
+        Column::P99,
+        Column::Pinned,
+        Column::CtlRate,
+        Column::OpRate,
+        Column::OpP99,
+        Column::OpP999,
+        Column::OpTailFaulted,
+    ] {
+        assert!(has(&c80, c), "{c:?} not in {c80:?}");
+    }
+    let c120 = view::columns(120, &all);
+    assert_eq!(w(&c120), 120);
+    assert_eq!(c120.len(), Column::ALL.len() - 1);
+    assert!(!has(&c120, Column::P50));
+    // Titles fit their columns at every width.
+    for width in [40, 60, 80, 100, 120, 200] {
+        for (c, cw) in view::columns(width, &all) {
+            assert!(
+                c.title().chars().count() <= usize::from(cw),
+                "{c:?} at {width}"
+            );
+        }
+        assert!(w(&view::columns(width, &all)) <= width.max(80));
+    }
 }
 
 #[test]

@@ -6,9 +6,19 @@
 //! events/drops/unanswered/cost), banners (error, replay finished, paused,
 //! warning), the body (process table or drill-down) and one footer line
 //! with the keys of the current mode; overlays: help (`?`) and the losses
-//! panel (`d`: every loss reason, its count and what it means). `drops 0`
-//! only when every loss reason is 0. Fits 80x24; wider terminals give the
-//! extra columns to COMM, DEV and the numbers, taller ones to rows.
+//! panel (`d`: every loss reason, its count and what it means, below the
+//! header so that `drops N` stays in view). `drops 0` only when every loss
+//! reason is 0. Fits 80x24; wider terminals give the extra columns to COMM,
+//! DEV and the numbers, taller ones to rows. The `uacce_ctrl` ioctl columns
+//! and the request (`--op`) columns appear once some process has their
+//! data; at 80 columns they take the place of the IOPF columns dropped first.
+//!
+//! The drill-down: the process's summary lines, then, when it has
+//! requests or ioctls, a tab line and one section (`Tab`): faults & pins
+//! (IOPF and pin call histograms, sparklines, fault regions, pinned
+//! ranges), requests (per op: faulted and clean request histograms on one
+//! grid, the faulted share of the tail; sparklines) or uacce_ctrl (ioctl
+//! and pin call histograms, counts, sparklines).
 
 use ratatui::{
     layout::{Alignment, Constraint, Layout, Rect},
@@ -19,8 +29,8 @@ use ratatui::{
 };
 
 use super::{
-    app::{App, Column, CostState, Mode, SourceKind},
-    feed::{ProcRow, Sample},
+    app::{App, Column, CostState, Group, Mode, Section, SourceKind},
+    feed::{OpDetail, ProcRow, Sample},
     fmt,
 };
 use crate::{
@@ -54,7 +64,13 @@ pub fn draw(f: &mut Frame, app: &App) {
         foot,
     );
     if app.losses() {
-        losses_panel(f, area, app);
+        // Below the header, whose third line says how much was lost.
+        let below = Rect {
+            y: area.y + head.height,
+            height: area.height.saturating_sub(head.height),
+            ..area
+        };
+        losses_panel(f, below, app);
     }
     if app.help() {
         help(f, area);
@@ -208,7 +224,13 @@ fn footer(app: &App) -> Line<'static> {
             app.filter()
         ),
         Mode::Detail => {
-            format!(" Esc back  ↑↓/jk other process  p pause  +/- {iv}  d drops  ? help  q quit")
+            let tab = match app.detail_row() {
+                Some(r) if Section::available(r).len() > 1 => "  Tab section",
+                _ => "",
+            };
+            format!(
+                " Esc back  ↑↓/jk other process{tab}  p pause  +/- {iv}  d drops  ? help  q quit"
+            )
         }
     };
     Line::raw(text)
@@ -224,22 +246,32 @@ fn arrow(desc: bool) -> &'static str {
 
 // ---- process table ------------------------------------------------------
 
-/// Column widths at 80 columns (12 columns, 11 separating spaces).
-const BASE_WIDTHS: [u16; 12] = [7, 8, 7, 6, 5, 5, 5, 5, 5, 6, 5, 5];
-/// Columns dropped first when even 80 columns are not there.
-const DROP_ORDER: [Column; 7] = [
+/// Narrowest column widths, in [`Column::ALL`] order (the first 12 fill 80
+/// columns with their 11 separating spaces).
+const BASE_WIDTHS: [u16; 19] = [7, 8, 7, 6, 5, 5, 5, 5, 5, 6, 5, 5, 5, 6, 5, 5, 5, 7, 6];
+/// Columns dropped first when the width is not there (at 80 columns the
+/// ioctl and request columns push out the first of these).
+const DROP_ORDER: [Column; 11] = [
     Column::P50,
     Column::Max,
     Column::PinRate,
     Column::IopfTotal,
     Column::P999,
+    Column::CtlErrors,
+    Column::CtlPages,
     Column::InPinned,
+    Column::OpP999,
     Column::Device,
+    Column::CtlRate,
 ];
 
-/// The columns shown at `width` and their widths.
-pub fn columns(width: u16) -> Vec<(Column, u16)> {
-    let mut cols: Vec<(Column, u16)> = Column::ALL.into_iter().zip(BASE_WIDTHS).collect();
+/// The columns of `groups` shown at `width` and their widths.
+pub fn columns(width: u16, groups: &[Group]) -> Vec<(Column, u16)> {
+    let mut cols: Vec<(Column, u16)> = Column::ALL
+        .into_iter()
+        .zip(BASE_WIDTHS)
+        .filter(|(c, _)| groups.contains(&c.group()))
+        .collect();
     let total = |c: &[(Column, u16)]| -> u16 {
         c.iter().map(|x| x.1).sum::<u16>() + c.len().saturating_sub(1) as u16
     };
@@ -304,6 +336,35 @@ fn cell_text(r: &ProcRow, col: Column, width: u16, selected: bool) -> String {
         Column::Pinned => fmt::count(r.pinned_pages),
         Column::PinRate => fmt::rate(r.pin_calls_per_s),
         Column::InPinned => fmt::count(r.faults_in_pinned),
+        Column::CtlRate | Column::CtlErrors | Column::CtlPages if r.ioctl_calls == 0 => "-".into(),
+        Column::CtlRate => fmt::rate(r.ioctls_per_s),
+        Column::CtlErrors => fmt::count(r.ioctl_errors),
+        Column::CtlPages => fmt::count(r.ioctl_pages),
+        Column::OpRate | Column::OpP99 | Column::OpP999 | Column::OpTailFaulted => {
+            let Some(o) = &r.ops else {
+                return "-".into();
+            };
+            match col {
+                Column::OpRate => fmt::rate(o.per_s),
+                Column::OpP99 => fmt::lat(o.latency.p99),
+                Column::OpP999 => fmt::lat(o.latency.p999),
+                _ => o
+                    .tail_p99()
+                    .map_or_else(|| "-".into(), |t| percent(t.share())),
+            }
+        }
+    }
+}
+
+/// A share 0..1 as a whole percentage, `<1%` and `>99%` near the ends.
+fn percent(share: f64) -> String {
+    let p = share * 100.0;
+    if p > 0.0 && p < 0.5 {
+        "<1%".into()
+    } else if p < 100.0 && p > 99.5 {
+        ">99%".into()
+    } else {
+        format!("{p:.0}%")
     }
 }
 
@@ -333,7 +394,7 @@ fn table(f: &mut Frame, area: Rect, app: &App) {
     let total = app.data().map_or(0, |d| d.rows.len());
     let rows = app.visible_rows();
     f.render_widget(Paragraph::new(status_line(app, rows.len(), total)), status);
-    let cols = columns(rest.width);
+    let cols = columns(rest.width, &app.groups());
     let (sort_col, _) = app.sort();
     let header = Row::new(cols.iter().map(|&(c, _)| {
         let mut style = BOLD.add_modifier(Modifier::UNDERLINED);
@@ -451,10 +512,49 @@ fn detail(f: &mut Frame, area: Rect, app: &App) {
         );
         return;
     };
+    let info = detail_info(r);
+    let sections = Section::available(r);
+    let tabs = if sections.len() > 1 { 1 } else { 0 };
+    let [info_area, tab_area, body] = Layout::vertical([
+        Constraint::Length(info.len() as u16),
+        Constraint::Length(tabs),
+        Constraint::Min(0),
+    ])
+    .areas(area);
+    f.render_widget(Paragraph::new(info), info_area);
+    if tabs > 0 {
+        f.render_widget(Paragraph::new(tab_line(&sections, app.section())), tab_area);
+    }
+    match app.section() {
+        Section::Faults => faults_section(f, body, r),
+        Section::Requests => requests_section(f, body, r),
+        Section::Ioctls => ioctls_section(f, body, r),
+    }
+}
+
+fn tab_line(sections: &[Section], current: Section) -> Line<'static> {
+    let mut spans = Vec::new();
+    for (i, &s) in sections.iter().enumerate() {
+        if i > 0 {
+            spans.push(Span::styled(" │ ", DIM));
+        }
+        let text = format!(" {} ", s.title());
+        spans.push(if s == current {
+            Span::styled(text, BOLD.add_modifier(Modifier::REVERSED))
+        } else {
+            Span::raw(text)
+        });
+    }
+    spans.push(Span::styled("  Tab: next section", DIM));
+    Line::from(spans)
+}
+
+/// IOPF and pin call histograms, sparklines, fault regions, pinned ranges.
+fn faults_section(f: &mut Frame, area: Rect, r: &ProcRow) {
     let d = &r.detail;
     // Histograms get the rows they need, lists (at least a title and
     // three rows) the rest.
-    let room = usize::from(area.height.saturating_sub(3 + 2 + 4)).max(2);
+    let room = usize::from(area.height.saturating_sub(2 + 4)).max(2);
     let needed = [&d.iopf_buckets, &d.pin_buckets]
         .iter()
         .map(|b| hist_rows(b, room - 1).len().min(room - 1))
@@ -462,29 +562,29 @@ fn detail(f: &mut Frame, area: Rect, app: &App) {
         .unwrap_or(0)
         .max(1)
         + 1;
-    let [info, hists, sparks, lists] = Layout::vertical([
-        Constraint::Length(3),
+    let [hists, sparks, lists] = Layout::vertical([
         Constraint::Length(needed as u16),
         Constraint::Length(2),
         Constraint::Min(0),
     ])
     .areas(area);
-    f.render_widget(Paragraph::new(detail_info(r)), info);
-    let [hl, hr] =
-        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(hists);
-    histogram(
+    side_by_side(
         f,
-        hl,
-        &format!("IOPF latency ({} faults)", fmt::count(d.iopf.count)),
-        &d.iopf_buckets,
+        hists,
+        (
+            format!("IOPF latency ({} faults)", fmt::count(d.iopf.count)),
+            &d.iopf_buckets,
+        ),
+        pin_histogram(r),
     );
-    histogram(
+    sparklines(
         f,
-        hr,
-        &format!("pin call latency ({} calls)", fmt::count(d.pin.count)),
-        &d.pin_buckets,
+        sparks,
+        &[
+            Spark::rate("IOPF/s", &d.history, Sample::iopf_per_s),
+            Spark::lat("p99", &d.history, |x| x.iopf_p99_ns),
+        ],
     );
-    sparklines(f, sparks, &d.history);
     let [ll, lr] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(lists);
     f.render_widget(Paragraph::new(region_lines(r, ll.height)), ll);
@@ -567,10 +667,230 @@ fn detail_info(r: &ProcRow) -> Vec<Line<'static>> {
         fmt::bytes(d.pinned_bytes),
         fmt::count(lg.unpin_calls)
     ));
-    if d.ioctl.count > 0 {
-        l3.push_str(&format!("{SEP}uacce_ctrl {}", fmt::count(d.ioctl.count)));
+    if r.ioctl_calls > 0 {
+        l3.push_str(&format!(
+            "{SEP}uacce_ctrl {} ({}/s",
+            fmt::count(r.ioctl_calls),
+            fmt::rate(r.ioctls_per_s)
+        ));
+        if r.ioctl_errors > 0 {
+            l3.push_str(&format!(", {} failed", fmt::count(r.ioctl_errors)));
+        }
+        l3.push(')');
     }
-    vec![Line::from(l1), Line::from(l2), Line::raw(l3)]
+    let mut lines = vec![Line::from(l1), Line::from(l2), Line::raw(l3)];
+    if let Some(o) = &r.ops {
+        let s = &o.latency;
+        let mut l4 = vec![Span::raw(format!(
+            "requests {} ({}/s) p99 {} p99.9 {}",
+            fmt::count(s.count),
+            fmt::rate(o.per_s),
+            fmt::lat(s.p99),
+            fmt::lat(s.p999),
+        ))];
+        if let Some(t) = o.tail_p99() {
+            l4.push(Span::raw(SEP));
+            l4.push(tail_span(
+                format!("slowest 1 % {} faulted", percent(t.share())),
+                t.share(),
+            ));
+        }
+        lines.push(Line::from(l4));
+    }
+    lines
+}
+
+/// A faulted-tail text, yellow when most of the tail faulted.
+fn tail_span(text: String, share: f64) -> Span<'static> {
+    if share >= 0.5 {
+        Span::styled(text, Style::new().fg(Color::Yellow))
+    } else {
+        Span::raw(text)
+    }
+}
+
+/// Requests per op: two summary lines each and the histograms of its
+/// faulted and clean requests on one grid; sparklines at the bottom.
+fn requests_section(f: &mut Frame, area: Rect, r: &ProcRow) {
+    let d = &r.detail;
+    let [blocks, sparks] =
+        Layout::vertical([Constraint::Min(0), Constraint::Length(2)]).areas(area);
+    sparklines(
+        f,
+        sparks,
+        &[
+            Spark::rate("OPS/s", &d.history, Sample::ops_per_s),
+            Spark::lat("op p99", &d.history, |x| x.op_p99_ns),
+        ],
+    );
+    // Each op needs its two lines, the histogram titles and a row.
+    const MIN_BLOCK: u16 = 4;
+    let fit = usize::from((blocks.height / MIN_BLOCK).max(1));
+    let (shown, more) = if d.ops.len() > fit {
+        (
+            fit.saturating_sub(1).max(1),
+            d.ops.len() - fit.saturating_sub(1).max(1),
+        )
+    } else {
+        (d.ops.len(), 0)
+    };
+    let mut constraints: Vec<Constraint> = (0..shown).map(|_| Constraint::Fill(1)).collect();
+    if more > 0 {
+        constraints.push(Constraint::Length(1));
+    }
+    let areas = Layout::vertical(constraints).split(blocks);
+    for (op, a) in d.ops.iter().zip(areas.iter()) {
+        op_block(f, *a, op);
+    }
+    if more > 0 {
+        if let Some(a) = areas.last() {
+            f.render_widget(
+                Paragraph::new(Line::styled(
+                    format!("… {more} more ops with fewer requests"),
+                    DIM,
+                )),
+                *a,
+            );
+        }
+    }
+}
+
+/// The share of one tail: `k/n faulted (p%, CI lo–hi%)` (95 % Wilson;
+/// `faulted ` is `what`).
+fn tail_text(t: &crate::model::requests::TailShare, what: &str) -> String {
+    let (lo, hi) = t.interval();
+    format!(
+        "{}/{} {what}({}, CI {:.0}–{:.0}%)",
+        fmt::count(t.faulted),
+        fmt::count(t.tail),
+        percent(t.share()),
+        lo * 100.0,
+        hi * 100.0
+    )
+}
+
+fn op_block(f: &mut Frame, area: Rect, op: &OpDetail) {
+    let s = &op.stats.latency;
+    let mut lines = vec![Line::from(vec![
+        Span::styled(op.op.clone(), BOLD),
+        Span::raw(format!(
+            "{SEP}{} requests ({}/s) p50 {} p99 {} p99.9 {} max {}",
+            fmt::count(s.count),
+            fmt::rate(op.stats.per_s),
+            fmt::lat(s.p50),
+            fmt::lat(s.p99),
+            fmt::lat(s.p999),
+            fmt::lat(s.max)
+        )),
+    ])];
+    let mut l2 = Vec::new();
+    for (i, t) in op.stats.tails.iter().enumerate() {
+        let text = if i == 0 {
+            format!("slowest 1 %: {}", tail_text(t, "faulted "))
+        } else {
+            l2.push(Span::raw(SEP));
+            format!("0.1 %: {}", tail_text(t, ""))
+        };
+        l2.push(tail_span(text, t.share()));
+    }
+    lines.push(Line::from(l2));
+    let [text, hists] = Layout::vertical([Constraint::Length(2), Constraint::Min(0)]).areas(area);
+    f.render_widget(Paragraph::new(lines), text);
+    histogram_pair(
+        f,
+        hists,
+        [
+            (
+                format!(
+                    "with faults ({}, p99 {})",
+                    fmt::count(op.faulted.count),
+                    fmt::lat(op.faulted.p99)
+                ),
+                &op.faulted_buckets,
+            ),
+            (
+                format!(
+                    "without ({}, p99 {})",
+                    fmt::count(op.clean.count),
+                    fmt::lat(op.clean.p99)
+                ),
+                &op.clean_buckets,
+            ),
+        ],
+    );
+}
+
+/// `uacce_ctrl`/mempinfd ioctls: counts, the ioctl and pin call
+/// histograms, sparklines.
+fn ioctls_section(f: &mut Frame, area: Rect, r: &ProcRow) {
+    let d = &r.detail;
+    let lg = &d.ledger;
+    let [text, hists, sparks] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Min(0),
+        Constraint::Length(2),
+    ])
+    .areas(area);
+    let s = &d.ioctl;
+    f.render_widget(
+        Paragraph::new(vec![
+            Line::raw(format!(
+                "PIN {}{SEP}UNPIN {}{SEP}failed {}{SEP}pages pinned {}, released {}",
+                fmt::count(lg.pin_ioctls),
+                fmt::count(lg.unpin_ioctls),
+                fmt::count(lg.ioctl_errors),
+                fmt::count(lg.ioctl_pin_pages),
+                fmt::count(lg.ioctl_unpin_pages),
+            )),
+            Line::raw(format!(
+                "ioctl latency p50 {} p99 {} p99.9 {} max {}",
+                fmt::lat(s.p50),
+                fmt::lat(s.p99),
+                fmt::lat(s.p999),
+                fmt::lat(s.max)
+            )),
+        ]),
+        text,
+    );
+    side_by_side(
+        f,
+        hists,
+        (
+            format!("uacce_ctrl ioctl latency ({} calls)", fmt::count(s.count)),
+            &d.ioctl_buckets,
+        ),
+        pin_histogram(r),
+    );
+    sparklines(
+        f,
+        sparks,
+        &[
+            Spark::rate("CTL/s", &d.history, Sample::ioctls_per_s),
+            Spark::rate("PIN/s", &d.history, Sample::pin_calls_per_s),
+        ],
+    );
+}
+
+/// The title and buckets of the pin call latency histogram.
+fn pin_histogram(r: &ProcRow) -> (String, &[(u64, u64)]) {
+    let d = &r.detail;
+    (
+        format!("pin call latency ({} calls)", fmt::count(d.pin.count)),
+        &d.pin_buckets,
+    )
+}
+
+/// Two histograms, each on its own grid, in the halves of `area`.
+fn side_by_side(
+    f: &mut Frame,
+    area: Rect,
+    left: (String, &[(u64, u64)]),
+    right: (String, &[(u64, u64)]),
+) {
+    let [hl, hr] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
+    histogram(f, hl, &left.0, left.1);
+    histogram(f, hr, &right.0, right.1);
 }
 
 /// Steps within a decade, finest first (log-linear: each decade split
@@ -643,29 +963,69 @@ fn histogram(f: &mut Frame, area: Rect, title: &str, buckets: &[(u64, u64)]) {
     if rows.is_empty() {
         lines.push(Line::styled("  none", DIM));
     }
-    let label_w = 11;
-    let count_w = 5;
-    let bar_w = usize::from(area.width).saturating_sub(label_w + count_w + 3);
-    let max = rows.iter().map(|r| r.2).max().unwrap_or(0);
     let skip = rows
         .len()
         .saturating_sub(usize::from(area.height.saturating_sub(1)));
-    for &(lo, hi, c) in rows.iter().skip(skip) {
-        let label = if hi == u64::MAX {
-            format!("≥{}", fmt::grid(lo))
-        } else {
-            format!("{}-{}", fmt::grid(lo), fmt::grid(hi))
-        };
-        lines.push(Line::from(vec![
-            Span::styled(format!("{label:>label_w$} "), DIM),
-            Span::styled(
-                format!("{:<bar_w$}", bar(c, max, bar_w)),
-                Style::new().fg(Color::Cyan),
-            ),
-            Span::raw(format!(" {:>count_w$}", fmt::count(c))),
-        ]));
-    }
+    lines.extend(hist_lines(&rows[skip..], usize::from(area.width)));
     f.render_widget(Paragraph::new(lines), area);
+}
+
+/// One line per histogram row: its range, a bar scaled to the largest
+/// row, the count.
+fn hist_lines(rows: &[(u64, u64, u64)], width: usize) -> Vec<Line<'static>> {
+    let label_w = 11;
+    let count_w = 5;
+    let bar_w = width.saturating_sub(label_w + count_w + 3);
+    let max = rows.iter().map(|r| r.2).max().unwrap_or(0);
+    rows.iter()
+        .map(|&(lo, hi, c)| {
+            let label = if hi == u64::MAX {
+                format!("≥{}", fmt::grid(lo))
+            } else {
+                format!("{}-{}", fmt::grid(lo), fmt::grid(hi))
+            };
+            Line::from(vec![
+                Span::styled(format!("{label:>label_w$} "), DIM),
+                Span::styled(
+                    format!("{:<bar_w$}", bar(c, max, bar_w)),
+                    Style::new().fg(Color::Cyan),
+                ),
+                Span::raw(format!(" {:>count_w$}", fmt::count(c))),
+            ])
+        })
+        .collect()
+}
+
+/// Two histograms side by side on one grid (the rows of their union), so
+/// that the same row is the same latency on both sides; each side's bars
+/// are scaled to its own largest row.
+fn histogram_pair(f: &mut Frame, area: Rect, sides: [(String, &Vec<(u64, u64)>); 2]) {
+    let union: Vec<(u64, u64)> = sides.iter().flat_map(|s| s.1.iter().copied()).collect();
+    let room = usize::from(area.height.saturating_sub(1));
+    let grid = hist_rows(&union, room);
+    let skip = grid.len().saturating_sub(room);
+    let halves =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).split(area);
+    for ((title, buckets), half) in sides.iter().zip(halves.iter()) {
+        let rows: Vec<(u64, u64, u64)> = grid
+            .iter()
+            .map(|&(lo, hi, _)| {
+                let n = buckets
+                    .iter()
+                    .filter(|&&(v, _)| v >= lo && (v < hi || hi == u64::MAX))
+                    .map(|&(_, c)| c)
+                    .sum();
+                (lo, hi, n)
+            })
+            .collect();
+        let mut lines = vec![Line::styled(title.clone(), BOLD)];
+        if buckets.is_empty() {
+            lines.push(Line::styled("  none", DIM));
+        } else {
+            lines.extend(hist_lines(&rows[skip..], usize::from(half.width)));
+        }
+        f.render_widget(Paragraph::new(lines), *half);
+    }
 }
 
 const LEVELS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -688,37 +1048,53 @@ pub fn spark(values: &[u64], width: usize) -> String {
     out
 }
 
-fn sparklines(f: &mut Frame, area: Rect, history: &[Sample]) {
+/// One sparkline: a label, values oldest first, how to print one.
+struct Spark {
+    label: &'static str,
+    values: Vec<u64>,
+    show: fn(u64) -> String,
+}
+
+impl Spark {
+    /// A rate per second of each interval.
+    fn rate(label: &'static str, history: &[Sample], per_s: impl Fn(&Sample) -> f64) -> Spark {
+        Spark {
+            label,
+            values: history.iter().map(|x| per_s(x).round() as u64).collect(),
+            show: |v| fmt::rate(v as f64),
+        }
+    }
+
+    /// A latency of each interval.
+    fn lat(label: &'static str, history: &[Sample], ns: impl Fn(&Sample) -> u64) -> Spark {
+        Spark {
+            label,
+            values: history.iter().map(ns).collect(),
+            show: fmt::lat,
+        }
+    }
+}
+
+fn sparklines(f: &mut Frame, area: Rect, sparks: &[Spark]) {
     let label_w = 7usize;
     let tail_w = 22usize;
     let spark_w = usize::from(area.width).saturating_sub(label_w + tail_w + 2);
-    let rates: Vec<u64> = history
+    let lines: Vec<Line> = sparks
         .iter()
-        .map(|x| x.iopf_per_s().round() as u64)
+        .map(|s| {
+            let last = s.values.last().copied().unwrap_or(0);
+            let max = s.values.iter().copied().max().unwrap_or(0);
+            Line::from(vec![
+                Span::styled(format!("{:<label_w$}", s.label), DIM),
+                Span::styled(spark(&s.values, spark_w), Style::new().fg(Color::Magenta)),
+                Span::raw(format!(
+                    "  now {:>5} max {:>5}",
+                    (s.show)(last),
+                    (s.show)(max)
+                )),
+            ])
+        })
         .collect();
-    let p99s: Vec<u64> = history.iter().map(|x| x.iopf_p99_ns).collect();
-    let last = |v: &[u64]| v.last().copied().unwrap_or(0);
-    let max = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
-    let lines = vec![
-        Line::from(vec![
-            Span::styled(format!("{:<label_w$}", "IOPF/s"), DIM),
-            Span::styled(spark(&rates, spark_w), Style::new().fg(Color::Magenta)),
-            Span::raw(format!(
-                "  now {:>5} max {:>5}",
-                fmt::rate(last(&rates) as f64),
-                fmt::rate(max(&rates) as f64)
-            )),
-        ]),
-        Line::from(vec![
-            Span::styled(format!("{:<label_w$}", "p99"), DIM),
-            Span::styled(spark(&p99s, spark_w), Style::new().fg(Color::Magenta)),
-            Span::raw(format!(
-                "  now {:>5} max {:>5}",
-                fmt::lat(last(&p99s)),
-                fmt::lat(max(&p99s))
-            )),
-        ]),
-    ];
     f.render_widget(Paragraph::new(lines), area);
 }
 
@@ -818,12 +1194,27 @@ fn help(f: &mut Frame, area: Rect) {
         Line::raw("  / f      filter (PID, COMM or device), ⏎ keep, Esc clear"),
         Line::raw("  p space  pause       + -            longer/shorter interval"),
         Line::raw("  d L      losses: every reason events were lost, with counts"),
-        Line::raw("  ?        this help   q Ctrl-C       quit"),
+        Line::raw("  ?        this help   q Ctrl-C       quit     Tab t  drill-down: next section"),
         Line::raw(""),
-        Line::styled("columns", BOLD),
+        Line::styled(
+            "columns (CTL… once an ioctl is seen, OP… once a request)",
+            BOLD,
+        ),
     ];
+    // Columns of one meaning share a line.
+    let mut rows: Vec<(String, &str)> = Vec::new();
     for c in Column::ALL {
-        lines.push(Line::raw(format!("  {:<7} {}", c.title(), c.meaning())));
+        match rows.last_mut() {
+            Some((titles, meaning)) if *meaning == c.meaning() => {
+                titles.push(' ');
+                titles.push_str(c.title());
+            }
+            _ => rows.push((c.title().to_string(), c.meaning())),
+        }
+    }
+    let w = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+    for (titles, meaning) in rows {
+        lines.push(Line::raw(format!("  {titles:<w$} {meaning}")));
     }
     overlay(f, area, lines, 84, " help — any key closes ");
 }
@@ -855,7 +1246,8 @@ fn losses_panel(f: &mut Frame, area: Rect, app: &App) {
     };
     let nonzero: Vec<_> = l.iter_nonzero().collect();
     let zero: Vec<_> = l.iter().filter(|&(_, n)| n == 0).collect();
-    let room = usize::from(area.height.saturating_sub(3));
+    // Inside the borders.
+    let room = usize::from(area.height.saturating_sub(2));
     for &(r, n) in &nonzero {
         lines.push(row(r, n));
     }

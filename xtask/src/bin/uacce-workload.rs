@@ -7,7 +7,7 @@
 //! kernel with io_uring and is easy to copy into an initramfs.
 //!
 //! ```text
-//! uacce-workload iouring [--size-kib 1024[,64,4]] [--count 4]
+//! uacce-workload iouring [--size-kib 1024[,64,4]] [--count 4] [--one-ring]
 //! uacce-workload odirect|pvm|udmabuf [--size-kib 64] [--count 4] [--dev /dev/ram0]
 //! uacce-workload busy --log FILE [--threads 2] [--size-kib 64] [--seconds 60] [--stop-file F] [--nice N] [--pause-us U]
 //! uacce-workload now
@@ -23,7 +23,10 @@
 //! `IORING_REGISTER_BUFFERS` call (one iovec per size: io_uring pins each
 //! with `FOLL_WRITE | FOLL_LONGTERM`), unregisters them again
 //! (`IORING_UNREGISTER_BUFFERS`, which unpins), closes the ring and unmaps
-//! the buffers. On success it prints exactly one JSON line on stdout:
+//! the buffers. With `--one-ring` the ring and the buffers are set up once
+//! and each round only registers and unregisters them (a pin loop whose
+//! rounds are mostly the pin and unpin calls: `cargo xtask bench hooks`).
+//! On success it prints exactly one JSON line on stdout:
 //!
 //! ```text
 //! {"workload":"iouring","pid":123,"rounds":4,"sizes_kib":[1024],"page_size":4096,
@@ -177,12 +180,14 @@ impl Drop for Ring {
 struct IouringOpts {
     sizes_kib: Vec<u64>,
     count: u32,
+    /// One ring and one set of buffers for all rounds.
+    one_ring: bool,
 }
 
 /// Prints the usage on stderr and returns the exit status for bad usage.
 pub(crate) fn usage(msg: &str) -> ExitCode {
     eprintln!("uacce-workload: {msg}");
-    eprintln!("usage: uacce-workload iouring [--size-kib KIB[,KIB...]] [--count N]");
+    eprintln!("usage: uacce-workload iouring [--size-kib KIB[,KIB...]] [--count N] [--one-ring]");
     eprintln!(
         "       uacce-workload odirect|pvm|udmabuf [--size-kib KIB] [--count N] [--dev PATH]"
     );
@@ -196,6 +201,7 @@ fn parse_iouring(args: &[String]) -> Result<IouringOpts, String> {
     let mut opts = IouringOpts {
         sizes_kib: vec![1024],
         count: 4,
+        one_ring: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -210,6 +216,7 @@ fn parse_iouring(args: &[String]) -> Result<IouringOpts, String> {
                 .ok_or_else(|| format!("{name} needs a value"))
         };
         match name {
+            "--one-ring" if inline.is_none() => opts.one_ring = true,
             "--size-kib" => {
                 let v = value()?;
                 opts.sizes_kib = v
@@ -244,11 +251,19 @@ fn run_iouring(opts: &IouringOpts, page_size: usize) -> Result<Vec<u64>, SysErro
         .collect();
     let pages: u64 = lens.iter().map(|&l| (l / page_size) as u64).sum();
     let mut per_round = Vec::new();
+    // With --one-ring: the buffers and the ring of the first round, kept.
+    let mut kept: Option<(Vec<Mapping>, Ring)> = None;
     for _ in 0..opts.count {
-        let maps = lens
-            .iter()
-            .map(|&len| Mapping::new_touched(len, page_size))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (maps, ring) = match kept.take() {
+            Some(held) => held,
+            None => {
+                let maps = lens
+                    .iter()
+                    .map(|&len| Mapping::new_touched(len, page_size))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (maps, Ring::setup(RING_ENTRIES)?)
+            }
+        };
         let iovecs: Vec<libc::iovec> = maps
             .iter()
             .map(|m| libc::iovec {
@@ -260,7 +275,6 @@ fn run_iouring(opts: &IouringOpts, page_size: usize) -> Result<Vec<u64>, SysErro
             call: "io_uring_register(IORING_REGISTER_BUFFERS)",
             errno: libc::EINVAL,
         })?;
-        let ring = Ring::setup(RING_ENTRIES)?;
         ring.register(
             "io_uring_register(IORING_REGISTER_BUFFERS)",
             IORING_REGISTER_BUFFERS,
@@ -273,8 +287,12 @@ fn run_iouring(opts: &IouringOpts, page_size: usize) -> Result<Vec<u64>, SysErro
             std::ptr::null(),
             0,
         )?;
-        drop(ring);
-        drop(maps);
+        if opts.one_ring {
+            kept = Some((maps, ring));
+        } else {
+            drop(ring);
+            drop(maps);
+        }
         per_round.push(pages);
     }
     Ok(per_round)

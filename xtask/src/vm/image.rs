@@ -264,6 +264,15 @@ fn add_binary(cpio: &mut Newc, binary: &Path, guest: &str) -> Result<()> {
     Ok(())
 }
 
+/// `binary` at `guest` plus the libraries `ldd` lists for it, as an
+/// uncompressed archive of its own, to be appended to one VM's image (a
+/// host tool that only that VM needs, such as `bench hooks`' bpftrace).
+pub fn binary_archive(binary: &Path, guest: &str) -> Result<Vec<u8>> {
+    let mut cpio = Newc::new();
+    add_binary(&mut cpio, binary, guest)?;
+    Ok(cpio.finish())
+}
+
 /// Builds the uncompressed base archive: directories, device nodes, busybox
 /// and its applets, the binaries and their libraries.
 pub fn base_archive(contents: &BaseContents<'_>) -> Result<Vec<u8>> {

@@ -337,6 +337,18 @@ pub fn check(console: &Console, expect: &Expect<'_>) -> Verdict {
         v.notes
             .push(format!("tracer ready after ~{:.1} s", ds / 10.0));
     }
+    // The tracer runs with -v: its programs were loaded (and passed the
+    // verifier) with the aya-log diagnostics live.
+    if !console
+        .lines("trace.err")
+        .iter()
+        .any(|l| l.starts_with("uacce-trace: info: kernel programs' diagnostics on"))
+    {
+        v.fail(
+            &trace_err,
+            "the tracer (-v) did not load its programs with their aya-log diagnostics on",
+        );
+    }
     if st("trace_stop_signal") != "INT" {
         v.fail(
             &trace_err,
@@ -585,6 +597,7 @@ mod tests {
         out += &section(
             "trace.err",
             &[
+                "uacce-trace: info: kernel programs' diagnostics on (aya-log, level INFO)".into(),
                 "uacce-trace: tracing started (fentry)".into(),
                 format!("uacce-trace: stopped: 3 events, {dropped} dropped"),
             ],

@@ -116,6 +116,7 @@ pub fn init_script(plan: &GuestPlan<'_>) -> String {
         sections.extend(TEST_KERNEL_SECTIONS);
         sections.extend(super::attribution::SECTIONS);
         sections.extend(super::requests::SECTIONS);
+        sections.extend(super::pinverdict::SECTIONS);
     }
     guest::init(
         "vm-test",
@@ -145,6 +146,15 @@ pub fn init_script(plan: &GuestPlan<'_>) -> String {
                 },
             ),
             ("REQ_SYMBOL", super::requests::SYMBOL.into()),
+            (
+                "PIN_ARGS",
+                if plan.test_kernel {
+                    super::pinverdict::PIN_ARGS.into()
+                } else {
+                    String::new()
+                },
+            ),
+            ("PIN_METRIC", super::pinverdict::PIN_METRIC.into()),
             ("SECTIONS", lines_of(&sections)),
         ],
         SCRIPT,
@@ -166,6 +176,7 @@ mod tests {
         assert!(script.contains("\nTEST_KERNEL=0\n"));
         assert!(!script.contains("attr-a /tmp/attr-a.json"));
         assert!(script.contains("\nREQ_ARGS=''\n"));
+        assert!(script.contains("\nPIN_ARGS=''\n"));
         assert!(script.starts_with("#!/bin/sh\n"));
         assert!(script.contains("\nHOOKS=''\n"));
         assert!(script.contains("WORKLOAD_ARGS='iouring --size-kib 1024 --count 4'"));
@@ -186,7 +197,9 @@ mod tests {
         assert!(script.contains("\nIOPF_A_ARGS='--count 12 "));
         assert!(script.contains("\nuacce-ctrl /tmp/uacce-ctrl.json\n"));
         assert!(script.contains("\nattr-noresp.err /tmp/attr-noresp.err\n"));
-        assert!(script.contains("\nreq-trace.err /tmp/req-trace.err'\n"));
+        assert!(script.contains("\nreq-trace.err /tmp/req-trace.err\n"));
+        assert!(script.contains("\npin-compare.err /tmp/pin-compare.err'\n"));
+        assert!(script.contains("\nPIN_ARGS='--requests 1000 "));
         assert!(script.contains("\nHOOKS=kprobe\n"));
         assert!(script.contains("\nsummary /tmp/summary.json\n"));
         assert!(script.contains("\nREQ_ARGS='--requests 30 "));

@@ -292,7 +292,7 @@ mod tests {
             (route(&r), r.gzip),
             (Route::Metrics { head_only: true }, false)
         );
-        let r = parse("GET http://h:9435/metrics HTTP/1.1\r\nAccept-Encoding: gzip;q=0\r\n\r\n")
+        let r = parse("GET http://h:19211/metrics HTTP/1.1\r\nAccept-Encoding: gzip;q=0\r\n\r\n")
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!((r.path.as_str(), r.gzip), ("/metrics", false));
         let r = parse("POST /metrics HTTP/1.1\r\n\r\n").unwrap_or_else(|e| panic!("{e:?}"));

@@ -74,11 +74,15 @@
 //! per-process samples (≈ 14 k at the defaults, ~100 with a handful of
 //! busy processes).
 
-use std::fmt::Write as _;
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write as _,
+};
 
+use super::labels::{Key, LabelSet, SeriesCap};
 use crate::{
     ingest::losses::LossReason,
-    model::{Hist, Kind, ProcId, Snapshot},
+    model::{hist, Hist, Kind, ProcId, Snapshot},
 };
 
 /// Upper bounds (`le`) of the histogram buckets, in ns: 1-2-5 per decade,
@@ -151,6 +155,10 @@ pub struct Exposition<'a> {
     pub replay_complete: Option<bool>,
     pub self_stats: Option<SelfStats>,
     pub bpf: Option<BpfStats>,
+    /// The labels of the per-process families (`--labels`).
+    pub labels: LabelSet,
+    /// cgroup label per process (tgid); a process not in it has `""`.
+    pub cgroups: &'a HashMap<u32, String>,
 }
 
 /// Name of the latency histogram family of a kind.
@@ -271,30 +279,95 @@ impl Out {
     }
 }
 
-/// `pid="…",comm="…"` (+ `,device="…"`) of a series or process.
-fn proc_labels(proc_id: ProcId, comm: &str, device: Option<&str>) -> String {
-    let pid = proc_id.pid().map_or_else(String::new, |p| p.to_string());
-    let mut l = format!("pid=\"{pid}\",comm=\"{}\"", escape_label(comm));
-    if let Some(d) = device {
-        let _ = write!(l, ",device=\"{}\"", escape_label(d));
+/// `labels` and `extra` joined by a comma, either possibly empty.
+fn join(labels: &str, extra: &str) -> String {
+    match (labels.is_empty(), extra.is_empty()) {
+        (true, _) => extra.to_string(),
+        (_, true) => labels.to_string(),
+        _ => format!("{labels},{extra}"),
     }
-    l
 }
 
-/// The labels of a series: the process, and the device of an IOPF series
-/// or the op of a request series.
-fn series_labels(s: &crate::model::SeriesSnapshot) -> String {
-    let device = (s.key.kind == Kind::Iopf).then_some(s.key.device.as_str());
-    let mut l = proc_labels(s.key.proc_id, &s.key.comm, device);
-    if s.key.kind.is_request() {
-        let _ = write!(l, ",op=\"{}\"", escape_label(&s.key.device));
+/// The label values of a process-level series under `--labels`.
+fn key_of(
+    e: &Exposition<'_>,
+    proc_id: ProcId,
+    comm: &str,
+    device: Option<&str>,
+    op: Option<&str>,
+) -> Key {
+    let l = e.labels;
+    Key {
+        pid: l
+            .pid
+            .then(|| proc_id.pid().map_or_else(String::new, |p| p.to_string())),
+        comm: l.comm.then(|| comm.to_string()),
+        device: device.filter(|_| l.device).map(str::to_string),
+        cgroup: l.cgroup.then(|| match proc_id {
+            ProcId::Pid(p) => e.cgroups.get(&p).cloned().unwrap_or_default(),
+            _ => String::new(),
+        }),
+        op: op.map(str::to_string),
     }
-    l
+}
+
+/// The key of a model series: its process, the device of an IOPF series,
+/// the op of a request series.
+fn series_key(e: &Exposition<'_>, s: &crate::model::SeriesSnapshot) -> Key {
+    let device = (s.key.kind == Kind::Iopf).then_some(s.key.device.as_str());
+    let op = s.key.kind.is_request().then_some(s.key.device.as_str());
+    key_of(e, s.key.proc_id, &s.key.comm, device, op)
+}
+
+/// Merged histograms and summed error counts per key.
+type Groups = BTreeMap<Key, (Hist, u64)>;
+
+fn add_group(groups: &mut Groups, key: Key, h: &Hist, errors: u64) {
+    match groups.get_mut(&key) {
+        Some((acc, n)) => {
+            hist::merge(acc, h);
+            *n += errors;
+        }
+        None => {
+            groups.insert(key, (h.clone(), errors));
+        }
+    }
+}
+
+/// `groups` moved to where `place` says (a key it does not know goes to
+/// its overflow series), merged again.
+fn regroup(groups: Groups, place: &HashMap<Key, Key>) -> Groups {
+    let mut out = Groups::new();
+    for (k, (h, n)) in groups {
+        let to = place.get(&k).cloned().unwrap_or_else(|| k.overflow());
+        add_group(&mut out, to, &h, n);
+    }
+    out
+}
+
+/// Sums of a per-process value per key, capped as family `name`.
+fn per_process_sums(
+    name: &'static str,
+    rows: impl Iterator<Item = (Key, u64)>,
+    cap: &mut SeriesCap,
+) -> BTreeMap<Key, u64> {
+    let mut sums = BTreeMap::<Key, u64>::new();
+    for (k, v) in rows {
+        *sums.entry(k).or_default() += v;
+    }
+    let place = cap.place(name, &sums.keys().cloned().collect());
+    let mut out = BTreeMap::<Key, u64>::new();
+    for (k, v) in sums {
+        let to = place.get(&k).cloned().unwrap_or_else(|| k.overflow());
+        *out.entry(to).or_default() += v;
+    }
+    out
 }
 
 /// The share of each op's slowest requests that had a fault
-/// (`model::requests`), per process and op.
-fn render_tail_shares(o: &mut Out, snap: &Snapshot) {
+/// (`model::requests`), per label set of the op family (`ops`) with the
+/// faulted requests grouped the same way (`faulted`).
+fn render_tail_shares(o: &mut Out, ops: &Groups, faulted: &Groups) {
     use crate::model::requests::{TailShare, TAIL_QUANTILES};
     let name = "uacce_trace_op_faulted_tail_ratio";
     o.family(
@@ -303,25 +376,14 @@ fn render_tail_shares(o: &mut Out, snap: &Snapshot) {
         "Share of the slowest requests (--op; tail=p99: slowest 1 %, p99.9: slowest 0.1 %) \
          that had an IO page fault of their process inside.",
     );
-    for s in snap
-        .series
-        .iter()
-        .filter(|s| s.key.kind == Kind::Op && s.key.proc_id != ProcId::Other)
-    {
-        let faulted = snap
-            .series
-            .iter()
-            .find(|f| {
-                f.key.kind == Kind::OpFaulted
-                    && f.key.proc_id == s.key.proc_id
-                    && f.key.device == s.key.device
-            })
-            .map(|f| &f.hist);
+    for (k, (h, _)) in ops {
+        let labels = k.render(escape_label);
+        let f = faulted.get(k).map(|(h, _)| h);
         for (tail, q) in TAIL_QUANTILES {
-            if let Some(t) = TailShare::of(&s.hist, faulted, q) {
+            if let Some(t) = TailShare::of(h, f, q) {
                 o.sample(
                     name,
-                    &format!("{},tail=\"{tail}\"", series_labels(s)),
+                    &join(&labels, &format!("tail=\"{tail}\"")),
                     &float(t.share()),
                 );
             }
@@ -329,8 +391,9 @@ fn render_tail_shares(o: &mut Out, snap: &Snapshot) {
     }
 }
 
-/// Render the exposition.
-pub fn render(e: &Exposition<'_>) -> String {
+/// Render the exposition; `cap` bounds the label sets per family (and
+/// remembers them from one scrape to the next).
+pub fn render(e: &Exposition<'_>, cap: &mut SeriesCap) -> String {
     let snap = e.snapshot;
     let mut o = Out(String::with_capacity(16 * 1024));
     o.family(
@@ -354,46 +417,56 @@ pub fn render(e: &Exposition<'_>) -> String {
             .iter()
             .filter(|s| s.key.proc_id != ProcId::Other)
     };
+    let mut op_place = HashMap::new();
+    let mut op_groups = Groups::new();
+    let mut faulted_raw = Groups::new();
     for kind in Kind::ALL {
         // Request families only when requests are traced (`--op`).
         if kind.is_request() && !exported().any(|s| s.key.kind == kind) {
             continue;
         }
         let name = latency_metric(kind);
-        o.family(name, "histogram", latency_help(kind));
+        let mut groups = Groups::new();
         for s in exported().filter(|s| s.key.kind == kind) {
-            let labels = series_labels(s);
-            let (cum, count, sum_ns) = cumulative_buckets(&s.hist);
+            add_group(&mut groups, series_key(e, s), &s.hist, s.errors);
+        }
+        if kind == Kind::OpFaulted {
+            faulted_raw = groups.clone();
+        }
+        let place = cap.place(name, &groups.keys().cloned().collect());
+        let groups = regroup(groups, &place);
+        o.family(name, "histogram", latency_help(kind));
+        for (k, (h, _)) in &groups {
+            let labels = k.render(escape_label);
+            let (cum, count, sum_ns) = cumulative_buckets(h);
             let bucket = format!("{name}_bucket");
             for (le, c) in BUCKETS_NS.iter().zip(&cum) {
                 o.sample(
                     &bucket,
-                    &format!("{labels},le=\"{}\"", seconds(*le)),
+                    &join(&labels, &format!("le=\"{}\"", seconds(*le))),
                     &c.to_string(),
                 );
             }
-            o.sample(
-                &bucket,
-                &format!("{labels},le=\"+Inf\""),
-                &count.to_string(),
-            );
+            o.sample(&bucket, &join(&labels, "le=\"+Inf\""), &count.to_string());
             o.sample(&format!("{name}_sum"), &labels, &float(sum_ns as f64 / 1e9));
             o.sample(&format!("{name}_count"), &labels, &count.to_string());
         }
+        // The errors counter follows its histogram's label sets.
         if let Some((ename, help)) = errors_metric(kind) {
             o.family(ename, "counter", help);
-            for s in exported().filter(|s| s.key.kind == kind) {
-                let device = (kind == Kind::Iopf).then_some(s.key.device.as_str());
-                o.sample(
-                    ename,
-                    &proc_labels(s.key.proc_id, &s.key.comm, device),
-                    &s.errors.to_string(),
-                );
+            for (k, (_, errors)) in &groups {
+                o.sample(ename, &k.render(escape_label), &errors.to_string());
             }
         }
+        if kind == Kind::Op {
+            op_place = place;
+            op_groups = groups;
+        }
     }
-    if exported().any(|s| s.key.kind == Kind::Op) {
-        render_tail_shares(&mut o, snap);
+    if !op_groups.is_empty() {
+        // Faulted requests grouped as the op family is.
+        let faulted = regroup(faulted_raw, &op_place);
+        render_tail_shares(&mut o, &op_groups, &faulted);
     }
     let procs = || {
         snap.processes
@@ -401,7 +474,7 @@ pub fn render(e: &Exposition<'_>) -> String {
             .filter(|p| matches!(p.proc_id, ProcId::Pid(_)))
     };
     type PerProc = fn(&crate::model::ProcessSnapshot) -> u64;
-    let counters: [(&str, &str, PerProc); 3] = [
+    let counters: [(&'static str, &str, PerProc); 3] = [
         (
             "uacce_trace_pin_pages_total",
             "Pages pinned by successful pin calls.",
@@ -424,12 +497,9 @@ pub fn render(e: &Exposition<'_>) -> String {
             continue;
         }
         o.family(name, "counter", help);
-        for p in procs() {
-            o.sample(
-                name,
-                &proc_labels(p.proc_id, &p.comm, None),
-                &get(p).to_string(),
-            );
+        let rows = procs().map(|p| (key_of(e, p.proc_id, &p.comm, None, None), get(p)));
+        for (k, v) in per_process_sums(name, rows, cap) {
+            o.sample(name, &k.render(escape_label), &v.to_string());
         }
     }
     o.family(
@@ -437,15 +507,21 @@ pub fn render(e: &Exposition<'_>) -> String {
         "gauge",
         "Pages pinned now (pins minus unpins); comm=\"[other]\": processes aged out.",
     );
-    for p in snap
+    let rows = snap
         .processes
         .iter()
         .filter(|p| !matches!(p.proc_id, ProcId::Unattributed(_)))
-    {
+        .map(|p| {
+            (
+                key_of(e, p.proc_id, &p.comm, None, None),
+                p.ledger.pinned_pages,
+            )
+        });
+    for (k, v) in per_process_sums("uacce_trace_pinned_pages", rows, cap) {
         o.sample(
             "uacce_trace_pinned_pages",
-            &proc_labels(p.proc_id, &p.comm, None),
-            &p.ledger.pinned_pages.to_string(),
+            &k.render(escape_label),
+            &v.to_string(),
         );
     }
     let folded = snap
@@ -511,6 +587,20 @@ pub fn render(e: &Exposition<'_>) -> String {
         "uacce_trace_nested_calls_total",
         "",
         &snap.losses.get(LossReason::Nested).to_string(),
+    );
+    o.family(
+        "uacce_trace_series_folded_total",
+        "counter",
+        &format!(
+            "Label sets folded into a family's [other] series because the family \
+             already had --max-series ({}) of them.",
+            cap.max()
+        ),
+    );
+    o.sample(
+        "uacce_trace_series_folded_total",
+        "",
+        &cap.folded_total().to_string(),
     );
     if let Some(done) = e.replay_complete {
         o.family(
@@ -718,25 +808,30 @@ mod tests {
     #[test]
     fn exposition_has_every_family_once_and_escapes_labels() {
         let snap = sample_snapshot();
-        let text = render(&Exposition {
-            snapshot: &snap,
-            mode: "replay",
-            kernel: "6.12.0",
-            replay_complete: Some(true),
-            self_stats: Some(SelfStats {
-                cpu_seconds: 0.5,
-                resident_bytes: 4096,
-                virtual_bytes: 8192,
-                start_time_seconds: Some(1.7e9),
-                open_fds: Some(9),
-            }),
-            bpf: Some(BpfStats {
-                programs: 2,
-                run_time_ns: 1_500,
-                run_count: 3,
-                stats_enabled: true,
-            }),
-        });
+        let text = render(
+            &Exposition {
+                snapshot: &snap,
+                mode: "replay",
+                kernel: "6.12.0",
+                replay_complete: Some(true),
+                self_stats: Some(SelfStats {
+                    cpu_seconds: 0.5,
+                    resident_bytes: 4096,
+                    virtual_bytes: 8192,
+                    start_time_seconds: Some(1.7e9),
+                    open_fds: Some(9),
+                }),
+                bpf: Some(BpfStats {
+                    programs: 2,
+                    run_time_ns: 1_500,
+                    run_count: 3,
+                    stats_enabled: true,
+                }),
+                labels: LabelSet::default(),
+                cgroups: &HashMap::new(),
+            },
+            &mut SeriesCap::new(1000),
+        );
         // Every TYPE line is unique and its samples follow it contiguously.
         let mut seen = std::collections::BTreeSet::new();
         let mut current = String::new();
@@ -799,6 +894,201 @@ mod tests {
         assert!(!text.contains("_count{pid=\"\",comm=\"[other]\""), "{text}");
     }
 
+    /// Two processes named `zip` (pids 1 and 2) with IOPFs on one device
+    /// and pins, a third (`cat`, pid 3) on another device.
+    fn two_zips() -> Snapshot {
+        let mut agg = Aggregator::new(ModelConfig {
+            start_ns: Some(0),
+            ..Default::default()
+        });
+        let mut t = 0;
+        for (pid, comm, dev, n, base) in [
+            (1, "zip", "0000:6a:00.0", 30u64, 2_000u64),
+            (2, "zip", "0000:6a:00.0", 50, 300_000),
+            (3, "cat", "0000:6b:00.0", 7, 40_000),
+        ] {
+            for i in 0..n {
+                t += 10;
+                let mut ev = iopf(t, Some(pid), base + i * 997);
+                if let Event::Iopf(f) = &mut ev {
+                    f.comm = comm.into();
+                    f.device = dev.into();
+                }
+                agg.ingest(&ev);
+            }
+            t += 10;
+            let mut p = pin(t, pid, PinFunc::PinUserPagesFast, 4 * i64::from(pid));
+            if let Event::Pin(e) = &mut p {
+                e.comm = comm.into();
+            }
+            agg.ingest(&p);
+        }
+        agg.snapshot(t)
+    }
+
+    fn render_with(
+        snap: &Snapshot,
+        labels: &str,
+        cgroups: &HashMap<u32, String>,
+        cap: &mut SeriesCap,
+    ) -> String {
+        render(
+            &Exposition {
+                snapshot: snap,
+                mode: "replay",
+                kernel: "k",
+                replay_complete: None,
+                self_stats: None,
+                bpf: None,
+                labels: LabelSet::parse(labels).unwrap_or_default(),
+                cgroups,
+            },
+            cap,
+        )
+    }
+
+    /// The value of the sample line that starts with `series`.
+    fn value(text: &str, series: &str) -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    }
+
+    #[test]
+    fn dropping_pid_sums_counters_and_merges_histograms() {
+        let snap = two_zips();
+        let none = HashMap::new();
+        let by_pid = render_with(&snap, "pid,comm,device", &none, &mut SeriesCap::new(1000));
+        let by_comm = render_with(&snap, "comm,device", &none, &mut SeriesCap::new(1000));
+        assert!(!by_comm.contains("pid="), "{by_comm}");
+        let name = "uacce_trace_iopf_latency_seconds";
+        let dev = r#"device="0000:6a:00.0""#;
+        for le in BUCKETS_NS
+            .iter()
+            .map(|le| seconds(*le))
+            .chain(["+Inf".to_string()])
+        {
+            let one = |pid: u32| {
+                value(
+                    &by_pid,
+                    &format!("{name}_bucket{{pid=\"{pid}\",comm=\"zip\",{dev},le=\"{le}\"}}"),
+                )
+            };
+            let merged = value(
+                &by_comm,
+                &format!("{name}_bucket{{comm=\"zip\",{dev},le=\"{le}\"}}"),
+            );
+            assert_eq!(merged, one(1) + one(2), "le={le}");
+        }
+        assert_eq!(
+            value(&by_comm, &format!("{name}_count{{comm=\"zip\",{dev}}}")),
+            80
+        );
+        assert_eq!(
+            value(
+                &by_comm,
+                &format!("{name}_count{{comm=\"cat\",device=\"0000:6b:00.0\"}}")
+            ),
+            7
+        );
+        assert_eq!(
+            value(&by_comm, r#"uacce_trace_pin_pages_total{comm="zip"}"#),
+            4 + 8
+        );
+        assert_eq!(
+            value(&by_comm, r#"uacce_trace_pinned_pages{comm="zip"}"#),
+            12
+        );
+        assert_eq!(
+            value(
+                &by_comm,
+                r#"uacce_trace_pin_latency_seconds_count{comm="zip"}"#
+            ),
+            2
+        );
+        // Only the device: pin families lose every label and become one
+        // series each; IOPFs one per device.
+        let by_dev = render_with(&snap, "device", &none, &mut SeriesCap::new(1000));
+        assert_eq!(value(&by_dev, "uacce_trace_pin_pages_total"), 4 + 8 + 12);
+        assert_eq!(value(&by_dev, &format!("{name}_count{{{dev}}}")), 80);
+        assert!(
+            by_dev.contains("uacce_trace_pin_latency_seconds_bucket{le=\"+Inf\"} 3\n"),
+            "{by_dev}"
+        );
+        // The default is the exposition from before --labels, byte for byte
+        // in its label order.
+        assert_eq!(
+            value(
+                &by_pid,
+                &format!("{name}_count{{pid=\"2\",comm=\"zip\",{dev}}}")
+            ),
+            50
+        );
+        assert!(
+            by_pid.contains("uacce_trace_series_folded_total 0\n"),
+            "{by_pid}"
+        );
+    }
+
+    #[test]
+    fn cgroup_labels_and_the_series_cap() {
+        let snap = two_zips();
+        let cgroups: HashMap<u32, String> =
+            [(1, "docker-aaaaaaaaaaaa"), (2, "docker-bbbbbbbbbbbb")]
+                .into_iter()
+                .map(|(p, c)| (p, c.to_string()))
+                .collect();
+        let text = render_with(&snap, "comm,cgroup", &cgroups, &mut SeriesCap::new(1000));
+        assert_eq!(
+            value(
+                &text,
+                r#"uacce_trace_iopf_latency_seconds_count{comm="zip",cgroup="docker-bbbbbbbbbbbb"}"#
+            ),
+            50
+        );
+        // pid 3 has no cgroup known: "".
+        assert_eq!(
+            value(
+                &text,
+                r#"uacce_trace_pin_pages_total{comm="cat",cgroup=""}"#
+            ),
+            12
+        );
+        // A cap of 1 per family: the first label set keeps its series, the
+        // others fold into [other], counted once per family and label set.
+        let mut cap = SeriesCap::new(1);
+        let text = render_with(&snap, "pid,comm,device", &none_map(), &mut cap);
+        let over = r#"pid="[other]",comm="[other]""#;
+        assert_eq!(
+            value(&text, r#"uacce_trace_pin_pages_total{pid="1",comm="zip"}"#),
+            4
+        );
+        assert_eq!(
+            value(&text, &format!("uacce_trace_pin_pages_total{{{over}}}")),
+            8 + 12
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("uacce_trace_iopf_latency_seconds_count{{{over},device=\"[other]\"}}")
+            ),
+            57
+        );
+        // 2 folded in each of iopf, pin, pin_pages, unpin_pages,
+        // iopfs_in_pinned and pinned_pages.
+        assert_eq!(value(&text, "uacce_trace_series_folded_total"), 12);
+        assert!(!text.contains(r#"pid="2""#), "{text}");
+        // The next scrape folds nothing new.
+        let again = render_with(&snap, "pid,comm,device", &none_map(), &mut cap);
+        assert_eq!(value(&again, "uacce_trace_series_folded_total"), 12);
+        assert_eq!(again, text);
+    }
+
+    fn none_map() -> HashMap<u32, String> {
+        HashMap::new()
+    }
+
     #[test]
     fn requests_have_op_series_and_a_faulted_tail_share() {
         use crate::ingest::event::RequestEvent;
@@ -819,14 +1109,12 @@ mod tests {
             }));
         }
         let snap = agg.snapshot(20_000_000);
-        let text = render(&Exposition {
-            snapshot: &snap,
-            mode: "replay",
-            kernel: "k",
-            replay_complete: None,
-            self_stats: None,
-            bpf: None,
-        });
+        let text = render_with(
+            &snap,
+            "pid,comm,device",
+            &none_map(),
+            &mut SeriesCap::new(1000),
+        );
         let l = r#"pid="5",comm="zip",op="wd_do_comp_sync""#;
         for want in [
             format!("uacce_trace_op_latency_seconds_count{{{l}}} 1000"),
@@ -840,16 +1128,20 @@ mod tests {
                 "missing {want}:\n{text}"
             );
         }
+        // Without pid the op keeps its label, and the tail share is that
+        // of the merged requests.
+        let text = render_with(&snap, "comm", &none_map(), &mut SeriesCap::new(1000));
+        let want =
+            r#"uacce_trace_op_faulted_tail_ratio{comm="zip",op="wd_do_comp_sync",tail="p99"} 1"#;
+        assert!(text.contains(&format!("{want}\n")), "{text}");
         // Without requests there are no request families.
         let empty = Aggregator::new(ModelConfig::default()).snapshot(0);
-        let text = render(&Exposition {
-            snapshot: &empty,
-            mode: "replay",
-            kernel: "k",
-            replay_complete: None,
-            self_stats: None,
-            bpf: None,
-        });
+        let text = render_with(
+            &empty,
+            "pid,comm,device",
+            &none_map(),
+            &mut SeriesCap::new(1000),
+        );
         assert!(!text.contains("uacce_trace_op"), "{text}");
     }
 }

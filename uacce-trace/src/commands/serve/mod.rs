@@ -5,7 +5,7 @@
 //! the cardinality bound are documented). A headless consumer: it reads
 //! the clock, handles signals and sockets; the exposition itself is pure.
 //!
-//! - Listens on `127.0.0.1:9435` by default; any other address only when
+//! - Listens on `127.0.0.1:19211` by default; any other address only when
 //!   given with `--listen`, with a warning when it is not a loopback
 //!   address (the metrics name processes and devices of the host).
 //! - One task owns the aggregator: it ingests event batches and answers
@@ -31,10 +31,11 @@
 //! unusable recording or listen address.
 
 pub mod http;
+pub mod labels;
 pub mod metrics;
 pub mod selfstat;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, Semaphore};
 
@@ -44,13 +45,13 @@ use crate::{
     ingest::event::Event,
     ingest::live::TracerOptions,
     ingest::source::{block_on, Item, Kind, LiveOptions, Origin, Source, StopOn},
-    kernel::ring::monotonic_ns,
+    kernel::{ring::monotonic_ns, system::task_cgroup},
     model::{Aggregator, ModelConfig},
     status,
 };
 
 /// The default listen address (loopback only).
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9435";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:19211";
 /// Connections served at once; more wait in the kernel's listen backlog.
 pub const MAX_CONNECTIONS: usize = 4096;
 /// File descriptors kept free of connections (the BPF maps and programs,
@@ -73,6 +74,10 @@ pub struct ServeOptions {
     pub max_processes: usize,
     /// Ask the kernel for BPF run-time statistics (live only).
     pub bpf_stats: bool,
+    /// Labels of the per-process families (`--labels`).
+    pub labels: labels::LabelSet,
+    /// Label sets per metric family (`--max-series`).
+    pub max_series: usize,
     pub tracer: TracerOptions,
 }
 
@@ -81,12 +86,14 @@ impl Default for ServeOptions {
         ServeOptions {
             listen: DEFAULT_LISTEN
                 .parse()
-                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9435))),
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 19211))),
             replay: None,
             realtime: false,
             idle_after_ns: ModelConfig::default().idle_after_ns,
             max_processes: ModelConfig::default().max_processes,
             bpf_stats: false,
+            labels: labels::LabelSet::default(),
+            max_series: labels::DEFAULT_MAX_SERIES,
             tracer: TracerOptions::default(),
         }
     }
@@ -174,6 +181,13 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
     };
     let mut age_tick = tokio::time::interval(Duration::from_secs(1));
     age_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut cap = labels::SeriesCap::new(opts.max_series);
+    let mut folded_said = 0u64;
+    // cgroup labels, live only (a recording's processes are not ours to
+    // look up): read when a process is first seen, so that one which ends
+    // before the next scrape keeps its label.
+    let want_cgroups = live && opts.labels.cgroup;
+    let mut cgroups = Cgroups::default();
     let mut scrapes = 0u64;
     let mut events = 0u64;
     let mut source_open = true;
@@ -190,6 +204,11 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
                             // however far the clock jumped).
                             agg.take_interval(ev.ts_ns());
                             next_age_ns = ev.ts_ns().saturating_add(AGE_EVERY_NS);
+                        }
+                        if want_cgroups {
+                            if let Some(tgid) = ev.tgid() {
+                                cgroups.see(tgid);
+                            }
                         }
                         agg.ingest(ev);
                     }
@@ -222,14 +241,31 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
                     } else {
                         (None, Some(complete))
                     };
-                    let text = metrics::render(&metrics::Exposition {
-                        snapshot: &snapshot,
-                        mode,
-                        kernel: &kernel,
-                        replay_complete: complete,
-                        self_stats: selfstat::self_stats(),
-                        bpf,
-                    });
+                    if want_cgroups {
+                        cgroups.keep_only(snapshot.processes.iter().filter_map(|p| p.proc_id.pid()));
+                    }
+                    let text = metrics::render(
+                        &metrics::Exposition {
+                            snapshot: &snapshot,
+                            mode,
+                            kernel: &kernel,
+                            replay_complete: complete,
+                            self_stats: selfstat::self_stats(),
+                            bpf,
+                            labels: opts.labels,
+                            cgroups: &cgroups.labels,
+                        },
+                        &mut cap,
+                    );
+                    if cap.folded_total() > folded_said {
+                        log::warn!(
+                            "{} label sets folded into [other] series so far: a metric family \
+                             reached --max-series {} (uacce_trace_series_folded_total)",
+                            cap.folded_total(),
+                            cap.max()
+                        );
+                        folded_said = cap.folded_total();
+                    }
                     let _ = reply.send(text);
                 }
             }
@@ -274,6 +310,43 @@ async fn serve(opts: ServeOptions) -> anyhow::Result<u8> {
     }
     status!("stopped serving ({events} events{dropped}, {scrapes} scrapes)");
     Ok(exit)
+}
+
+/// Processes tracked for the cgroup label before it is dropped whatever
+/// the model holds (a fork storm between two scrapes).
+const MAX_CGROUP_CACHE: usize = 65_536;
+
+/// The cgroup label of each process seen (`labels::cgroup_label` of its
+/// cgroup v2 path; `""` when the process was gone before it was read).
+#[derive(Default)]
+struct Cgroups {
+    labels: HashMap<u32, String>,
+}
+
+impl Cgroups {
+    /// Read the cgroup of `tgid` unless known.
+    fn see(&mut self, tgid: u32) {
+        if self.labels.contains_key(&tgid) {
+            return;
+        }
+        if self.labels.len() >= MAX_CGROUP_CACHE {
+            self.labels.clear();
+        }
+        let label = task_cgroup(tgid)
+            .map(|p| labels::cgroup_label(&p))
+            .unwrap_or_default();
+        self.labels.insert(tgid, label);
+    }
+
+    /// Keep the processes the model still holds, and look up those that
+    /// it attributed later (IOPFs through their PASID).
+    fn keep_only(&mut self, pids: impl Iterator<Item = u32>) {
+        let keep: std::collections::HashSet<u32> = pids.collect();
+        self.labels.retain(|p, _| keep.contains(p));
+        for p in keep {
+            self.see(p);
+        }
+    }
 }
 
 /// Events of a batch as `record` counts them: the source's loss samples
@@ -357,6 +430,6 @@ mod tests {
     fn default_listen_is_loopback() {
         let o = ServeOptions::default();
         assert!(o.listen.ip().is_loopback());
-        assert_eq!(o.listen.port(), 9435);
+        assert_eq!(o.listen.port(), 19211);
     }
 }
