@@ -594,12 +594,18 @@ pub mod counter {
     pub const NESTED: u32 = 2;
     /// Loss: an entry could not be stored in an in-flight map.
     pub const INFLIGHT_FULL: u32 = 3;
-    /// Unused since IOPFs are paired in user space (which counts pairing
-    /// losses itself); kept so that the indices stay stable.
-    pub const IOPF_PENDING_FULL: u32 = 4;
-    /// Unused, as [`IOPF_PENDING_FULL`].
-    pub const RESPONSE_WITHOUT_REPORT: u32 = 5;
-    /// Unused, as [`IOPF_PENDING_FULL`].
+    /// Not a loss: summary mode, an IOPF report found its `IOPF_TABLE`
+    /// slot held by another live group and went to the ring as a record
+    /// (user space pairs it). Per-event mode pairs in user space, which
+    /// counts its own losses; this index counted that table's overflow
+    /// when pairing was done in the kernel before.
+    pub const IOPF_TABLE_COLLISION: u32 = 4;
+    /// Not a loss: summary mode, an IOPF response whose group was not in
+    /// `IOPF_TABLE` (sampled or collided groups, groups reported before the
+    /// tracer started) went to the ring for user space to pair.
+    pub const IOPF_TABLE_MISS: u32 = 5;
+    /// Unused since IOPFs are paired in user space; kept so that the
+    /// indices stay stable.
     pub const IOPF_GROUP_FAULTS: u32 = 6;
     /// Loss: an entry found a leftover in-flight record of its thread that
     /// cannot be its caller, i.e. the exit of that earlier call was missed
@@ -620,11 +626,20 @@ pub mod counter {
     /// Not a loss: a call in summary mode whose key did not fit in the
     /// full `SUMMARY` map went to the ring as a record instead.
     pub const SUMMARY_FULL: u32 = 11;
+    /// Loss: summary mode, an IOPF report found its group closed (its last
+    /// fault seen) and still waiting: the waiting group's response took a
+    /// path no hook sees, and the report starts a new group (user space's
+    /// `iopf_superseded`).
+    pub const IOPF_TABLE_SUPERSEDED: u32 = 12;
     /// Loss: a request (`--op`) entry found a call of the same thread and
     /// op in flight that cannot be its caller (same or outer stack frame):
     /// that call never returned through its uretprobe (longjmp, exception
     /// unwinding, a thread that exited); it was replaced, its request lost.
     pub const REQUEST_RETURN_MISSED: u32 = 13;
+    /// Loss: summary mode, an IOPF report took over the `IOPF_TABLE` slot
+    /// of a group older than `summary::IOPF_TIMEOUT_NS`, never answered
+    /// (user space's `iopf_unanswered`).
+    pub const IOPF_TABLE_STALE: u32 = 14;
     /// First of the per-record-kind ring-buffer losses ([`ringbuf_full`]).
     pub const RINGBUF_FULL_BASE: u32 = 16;
     /// Number of counters.
@@ -843,6 +858,8 @@ mod user {
     unsafe impl aya::Pod for super::summary::SummaryKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::summary::SummaryValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::summary::IopfSlot {}
     unsafe impl aya::Pod for super::RequestKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::RequestInflight {}

@@ -114,7 +114,7 @@ fn on_report(dev: u64, fault_container: u64) {
         perm: read_u32(fault + u64::from(c.prm_perm)),
         flags: read_u32(fault + u64::from(c.prm_flags)),
     };
-    store_report(key, fields, name);
+    store_report(key, fields, name, true);
 }
 
 /// What a report says besides its key.
@@ -125,9 +125,12 @@ struct ReportFields {
 }
 
 /// Writes the report of one fault of group `key`; `dev_name` is the
-/// kernel address of the device's name (0: unknown).
+/// kernel address of the device's name (0: unknown). In summary mode the
+/// group goes to the pairing table instead (`summary::iopf_report`) where
+/// `lasting_name`: the name outlives this program (the device's, not a
+/// tracepoint record's, whose reports stay per-event).
 #[inline(always)]
-fn store_report(key: IopfKey, fields: ReportFields, dev_name: u64) {
+fn store_report(key: IopfKey, fields: ReportFields, dev_name: u64, lasting_name: bool) {
     let c = cfg();
     let mut user = false;
     if known(c.task_flags) {
@@ -135,6 +138,12 @@ fn store_report(key: IopfKey, fields: ReportFields, dev_name: u64) {
         let task = unsafe { bpf_get_current_task() };
         let task_flags = read_u32(task + u64::from(c.task_flags));
         user = task_flags & c.pf_kthread == 0 && (bpf_get_current_pid_tgid() >> 32) != 0;
+    }
+    if lasting_name
+        && crate::summary::enabled()
+        && crate::summary::iopf_report(key, fields.flags, user, dev_name)
+    {
+        return;
     }
     emit_report(|r| {
         r.dev = key.dev;
@@ -156,6 +165,20 @@ fn store_report(key: IopfKey, fields: ReportFields, dev_name: u64) {
 /// `IopfResponseRecord`). A full ring is counted, never silent.
 #[inline(always)]
 pub(crate) fn emit_report(fill: impl FnOnce(&mut IopfRecord)) {
+    write_report(|r| {
+        // SAFETY: helper without preconditions.
+        r.ts_ns = unsafe { bpf_ktime_get_ns() };
+        r.reporter_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        comm_into(&mut r.reporter_comm);
+        fill(r);
+    });
+}
+
+/// Reserves a report record of one fault in the ring, zeroed with its
+/// header, and submits it once `fill` wrote the rest; a full ring is
+/// counted.
+#[inline(always)]
+fn write_report(fill: impl FnOnce(&mut IopfRecord)) {
     let Some(mut slot) = EVENTS.reserve::<IopfRecord>(0) else {
         count_ring_full(KIND_IOPF_REPORT);
         return;
@@ -166,18 +189,47 @@ pub(crate) fn emit_report(fill: impl FnOnce(&mut IopfRecord)) {
         version: RECORD_VERSION,
         size: core::mem::size_of::<IopfRecord>() as u32,
     };
-    // SAFETY: helper without preconditions.
-    r.ts_ns = unsafe { bpf_ktime_get_ns() };
     r.nr_faults = 1;
-    r.reporter_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    comm_into(&mut r.reporter_comm);
     fill(r);
     slot.submit(submit_flags(core::mem::size_of::<IopfRecord>()));
 }
 
-/// Writes the response to group `key` ([`KIND_IOPF_RESPONSE`]).
+/// Writes the response to group `key` ([`KIND_IOPF_RESPONSE`]); in summary
+/// mode adds it to the summary when its group is in the pairing table.
 #[inline(always)]
 pub(crate) fn on_response(key: IopfKey, code: u32, hook: u8) {
+    if crate::summary::enabled() {
+        match crate::summary::iopf_response(key, code) {
+            crate::summary::Response::Counted => return,
+            crate::summary::Response::Ring => {}
+            crate::summary::Response::RingWithReport(group) => emit_group_report(&group),
+        }
+    }
+    emit_response(key, code, hook);
+}
+
+/// Summary mode, the summary map full: the report of a group kept in the
+/// pairing table, written now from what the table kept (no address,
+/// permissions or flags), so that user space pairs it with its response.
+#[inline(always)]
+fn emit_group_report(group: &uacce_trace_common::summary::IopfSlot) {
+    write_report(|r| {
+        r.ts_ns = group.ts_ns;
+        r.dev = group.dev;
+        r.pasid = group.pasid;
+        r.grpid = group.grpid;
+        r.reporter_tgid = group.reporter_tgid;
+        if group.reporter_tgid != 0 {
+            r.flags2 = IOPF_REPORTER_IS_USER;
+        }
+        r.reporter_comm = group.reporter_comm;
+        kernel_str_into(group.dev_name, &mut r.dev_name);
+    });
+}
+
+/// Writes the response record of group `key`.
+#[inline(always)]
+fn emit_response(key: IopfKey, code: u32, hook: u8) {
     let Some(mut slot) = EVENTS.reserve::<IopfResponseRecord>(0) else {
         count_ring_full(KIND_IOPF_RESPONSE);
         return;
@@ -345,7 +397,7 @@ pub fn prq_report_tp(ctx: TracePointContext) -> u32 {
         perm: bit(dw1, 0) | (bit(dw1, 1) << 1) | (bit(dw0, 52) << 2) | (bit(dw0, 53) << 3),
         flags: bit(dw0, 8) | (bit(dw1, 2) << 1),
     };
-    store_report(key, fields, tp_dev_name(&ctx, c.tp_prq_dev));
+    store_report(key, fields, tp_dev_name(&ctx, c.tp_prq_dev), false);
     0
 }
 
@@ -365,7 +417,7 @@ pub fn dev_fault_tp(ctx: TracePointContext) -> u32 {
         perm: tp_u32_or0(&ctx, c.tp_fault_perm),
         flags: tp_u32_or0(&ctx, c.tp_fault_flags),
     };
-    store_report(key, fields, tp_dev_name(&ctx, c.tp_fault_dev));
+    store_report(key, fields, tp_dev_name(&ctx, c.tp_fault_dev), false);
     0
 }
 

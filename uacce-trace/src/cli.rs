@@ -74,10 +74,11 @@ pub enum Command {
         /// Refresh and rate interval, e.g. 1s, 500ms (+/- change it).
         #[arg(long, default_value = "1s", value_parser = commands::parse_duration)]
         interval: u64,
-        /// Count pin, unpin and uacce_ctrl calls in the kernel (as `serve`
-        /// does by default) instead of reading every call: cheaper, but
-        /// latencies are bucket upper bounds and pinned ranges (and faults
-        /// inside them) are not known. IO page faults stay per-event.
+        /// Count pin, unpin and uacce_ctrl calls and IO page faults in the
+        /// kernel (as `serve` does by default) instead of reading every
+        /// one: cheaper, but latencies are bucket upper bounds and pinned
+        /// ranges (and faults inside them) are not known. Fault regions
+        /// are sampled: one IO page fault group in 64 is read per event.
         #[arg(long, conflicts_with = "replay")]
         summary: bool,
         /// Which hook types to use.
@@ -181,11 +182,11 @@ pub enum Command {
         /// Read events from a raw recording (`-`: standard input) instead of tracing.
         #[arg(long, value_name = "FILE|-", conflicts_with = "command")]
         replay: Option<String>,
-        /// Count pin, unpin and uacce_ctrl calls in the kernel (summary
-        /// mode, as `serve` does by default): cheaper per call; latencies
-        /// become log-linear bucket upper bounds (at most 12.5 % above),
-        /// counted once a second, and pinned ranges are not known. IO page
-        /// faults stay per-event. Not with --raw.
+        /// Count pin, unpin and uacce_ctrl calls and IO page faults
+        /// (paired in the kernel) in the kernel (summary mode, as `serve`
+        /// does by default): cheaper per call; latencies become log-linear
+        /// bucket upper bounds (at most 12.5 % above), counted once a
+        /// second, and pinned ranges are not known. Not with --raw.
         #[arg(long, conflicts_with_all = ["replay", "raw"])]
         summary: bool,
         /// With --replay: deliver events at the recorded pace.
@@ -279,10 +280,11 @@ pub enum Command {
     /// kept). Loopback only unless --listen names another address.
     ///
     /// Live, it runs in summary mode unless --per-event: the kernel
-    /// programs count pin, unpin and uacce_ctrl calls per process in
-    /// per-CPU histograms (log-linear buckets at most 12.5 % wide), read
-    /// once a second, instead of writing every call to the ring buffer;
-    /// IO page faults stay per-event. In summary mode pinned address
+    /// programs count pin, unpin and uacce_ctrl calls per process, and IO
+    /// page faults per (process, device) paired in the kernel, in per-CPU
+    /// histograms (log-linear buckets at most 12.5 % wide), read once a
+    /// second, instead of writing every call to the ring buffer. In
+    /// summary mode pinned address
     /// ranges are not known, so faults inside pinned ranges are not
     /// counted (uacce_trace_iopfs_in_pinned_total is left out), and
     /// latency percentiles are bucket upper bounds.

@@ -1207,7 +1207,8 @@ fn hooks_report(
          the syscall tracepoints for pin ioctls included) with its consumer running on the \
          other vCPU, per-event, and `record --summary --format json` with the same hooks \
          (summary mode: pins, unpins and pin ioctls counted in per-CPU kernel histograms; \
-         IO page faults stay per-event). The peer, {bt_version} (the host's binary and \
+         IO page faults paired in the kernel's array table and counted the same way, one \
+         group in 64 sampled per event). The peer, {bt_version} (the host's binary and \
          its shared libraries, ≈ 200 MB, unpacked into the guest's initramfs; guest \
          memory available: {mem}), runs in the same boot, interleaved, the one-liner \
          a user would write for the same hooks: per-pid latency `hist()`s of each pin \

@@ -20,6 +20,15 @@
 //! first event. A uacce queue opened on an SVA device (`uacce_fops_open`
 //! with a PASID) is a bind too; its release is an unbind.
 //!
+//! Summary mode (`ingest::summary`): the kernel counts faults per
+//! (reporting user task or 0, PASID, device) and user space attributes
+//! each interval's counts when it reads them ([`Attributor::attribute_counted`]),
+//! with the same rules and the owners known at that moment: the ring's
+//! binds are read first, and an owner unbound since the previous reading
+//! still owns its PASID for that reading ([`Attributor::reading_done`]
+//! forgets it). A PASID that changed owners twice within one interval has
+//! its faults of that interval attributed to the newer owner.
+//!
 //! Pure: no aya, no clock.
 
 use std::collections::HashMap;
@@ -59,6 +68,8 @@ struct Owner {
 #[derive(Debug, Default, Clone)]
 pub struct Attributor {
     owners: HashMap<u32, Owner>,
+    /// Owners unbound since the last summary reading (summary mode).
+    recent: HashMap<u32, Owner>,
     counts: AttributionCounts,
 }
 
@@ -111,10 +122,41 @@ impl Attributor {
             if o.tgid == tgid {
                 o.binds = o.binds.saturating_sub(1);
                 if o.binds == 0 {
-                    self.owners.remove(&pasid);
+                    if let Some(o) = self.owners.remove(&pasid) {
+                        self.recent.insert(pasid, o);
+                    }
                 }
             }
         }
+    }
+
+    /// Summary mode: `calls` faults of `pasid` counted in the kernel since
+    /// the last reading, reported by process `reporter` (`comm`; 0: a
+    /// kernel thread). Returns the process and comm they belong to, `None`
+    /// when unattributed; counted like per-event faults, by `calls`.
+    pub fn attribute_counted(
+        &mut self,
+        pasid: u32,
+        reporter: u32,
+        comm: &str,
+        calls: u64,
+    ) -> Option<(u32, String)> {
+        if let Some(o) = self.owners.get(&pasid).or_else(|| self.recent.get(&pasid)) {
+            self.counts.by_owner += calls;
+            Some((o.tgid, o.comm.clone()))
+        } else if reporter != 0 {
+            self.counts.by_reporter += calls;
+            Some((reporter, comm.to_string()))
+        } else {
+            self.counts.unattributed += calls;
+            None
+        }
+    }
+
+    /// Summary mode: a reading is attributed; owners unbound before it
+    /// are forgotten.
+    pub fn reading_done(&mut self) {
+        self.recent.clear();
     }
 
     /// Learn from a bind/unbind event; attribute an IOPF event in place.
@@ -318,6 +360,32 @@ mod tests {
         assert_eq!(owner(&mut a, fault_reported_by(13, 42, "mock")), "42/mock");
         let c = a.counts();
         assert_eq!((c.by_owner, c.by_reporter, c.unattributed), (1, 1, 1));
+    }
+
+    #[test]
+    fn counted_faults_follow_the_same_rules_and_an_owner_outlives_its_unbind_by_one_reading() {
+        let mut a = Attributor::new();
+        assert_eq!(a.attribute_counted(5, 0, "kworker/0:1", 3), None);
+        assert_eq!(
+            a.attribute_counted(5, 42, "mock", 2),
+            Some((42, "mock".into()))
+        );
+        a.process(&mut bind(100, "owner", 5, true));
+        assert_eq!(
+            a.attribute_counted(5, 42, "mock", 4),
+            Some((100, "owner".into()))
+        );
+        // Unbound inside the interval: its faults of the interval are
+        // still its own at the reading.
+        a.process(&mut bind(100, "owner", 5, false));
+        assert_eq!(
+            a.attribute_counted(5, 0, "", 1),
+            Some((100, "owner".into()))
+        );
+        a.reading_done();
+        assert_eq!(a.attribute_counted(5, 0, "", 1), None);
+        let c = a.counts();
+        assert_eq!((c.by_owner, c.by_reporter, c.unattributed), (5, 2, 4));
     }
 
     #[test]

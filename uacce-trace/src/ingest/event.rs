@@ -275,6 +275,9 @@ pub enum SummaryKind {
     Pin,
     Unpin,
     Ioctl(PinIoctl),
+    /// IO page fault groups, report to response, of one PASID on one
+    /// device (`SummaryEvent::pasid`, `SummaryEvent::device`).
+    Iopf,
 }
 
 /// Summary mode: the calls of one kind that one process made in one
@@ -284,11 +287,19 @@ pub struct SummaryEvent {
     /// CLOCK_MONOTONIC ns when the kernel's counts were read (the end of
     /// the interval).
     pub ts_ns: u64,
+    /// The calling process. IO page faults: the process they are
+    /// attributed to (`ingest::attribution`), 0 when unattributed (no
+    /// process has tgid 0).
     pub tgid: u32,
     pub comm: String,
     pub kind: SummaryKind,
+    /// IO page faults: the groups' PASID; 0 otherwise.
+    pub pasid: u32,
+    /// IO page faults: the device's name; empty otherwise.
+    pub device: String,
     pub calls: u64,
-    /// Failed calls (pins: `ret` < 0; ioctls: `ret` ≠ 0).
+    /// Failed calls (pins: `ret` < 0; ioctls: `ret` ≠ 0; IO page faults:
+    /// answered with a response code other than success).
     pub errors: u64,
     /// Pins: pages pinned; unpins: pages released; ioctls: pages their
     /// pin calls pinned or released.

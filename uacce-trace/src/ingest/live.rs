@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use crate::{
     ingest::attribution::Attributor,
     ingest::decode::{DecodeContext, Decoder},
-    ingest::event::{Event, LossSample},
+    ingest::event::{Event, LossSample, SummaryKind},
     ingest::losses::{self, Ledger, LossReason},
     ingest::requests::RequestJoin,
     kernel::{
@@ -72,9 +72,10 @@ pub struct TracerOptions {
     pub hooks: HookPreference,
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_bytes: u32,
-    /// Summary mode: pins, unpins and pin ioctls are counted in the
-    /// kernel and read once per tick as [`Event::Summary`]
-    /// (`uacce_trace_common::summary`); IO page faults stay per-event.
+    /// Summary mode: pins, unpins, pin ioctls and IO page faults (paired
+    /// in the kernel) are counted in the kernel and read once per tick as
+    /// [`Event::Summary`] (`uacce_trace_common::summary`); sampled fault
+    /// groups and what the kernel's tables cannot hold stay per-event.
     pub summary: bool,
     /// User-space functions timed as requests (`--op`, resolved by
     /// `kernel::ops::resolve`; leaked once per run by the command line so
@@ -98,7 +99,7 @@ pub const MAX_BATCH: usize = 4096;
 
 /// How long a reported IOPF group may wait for its response before it is
 /// counted as unanswered and dropped from the pairing table.
-pub const IOPF_TIMEOUT_NS: u64 = 5_000_000_000;
+pub const IOPF_TIMEOUT_NS: u64 = uacce_trace_common::summary::IOPF_TIMEOUT_NS;
 
 impl Tracer {
     /// Check privileges, plan, load and attach. Fails when the core events
@@ -355,14 +356,44 @@ impl Tracer {
             map.remove(key);
         }
         self.summary_unknown += reading.unknown;
-        reading.events.into_iter().map(Event::Summary).collect()
+        let mut events: Vec<Event> = Vec::with_capacity(reading.events.len());
+        for mut e in reading.events {
+            if e.kind == SummaryKind::Iopf {
+                // The reporter, as the kernel keyed it, becomes the owner.
+                match self
+                    .attributor
+                    .attribute_counted(e.pasid, e.tgid, &e.comm, e.calls)
+                {
+                    Some((tgid, comm)) => (e.tgid, e.comm) = (tgid, comm),
+                    None => (e.tgid, e.comm) = (0, String::new()),
+                }
+            }
+            events.push(Event::Summary(e));
+        }
+        self.attributor.reading_done();
+        events
     }
 
-    /// Send this tick's summary reading to `tx`; false when the consumer
-    /// went away.
+    /// Send this tick's summary reading to `tx`, after what the ring holds
+    /// (the binds that attribute the reading's faults); false when the
+    /// consumer went away.
     async fn forward_summary(&mut self, now_ns: u64, tx: &mpsc::Sender<Vec<Event>>) -> bool {
+        if self.summary.is_none() {
+            return true;
+        }
+        if !self.forward(tx).await {
+            return false;
+        }
         let events = self.read_summary(now_ns);
         events.is_empty() || tx.send(events).await.is_ok()
+    }
+
+    /// Summary mode: the kernel's IO page fault groups still waiting at
+    /// stop, (within the timeout, older); (0, 0) in per-event mode.
+    fn iopf_waiting_in_kernel(&self, now_ns: u64) -> (u64, u64) {
+        self.summary
+            .as_ref()
+            .map_or((0, 0), |(map, _)| map.iopf_waiting(now_ns, IOPF_TIMEOUT_NS))
     }
 
     /// Requests (`--op`) still in flight whose thread is gone: the thread
@@ -427,8 +458,10 @@ impl Tracer {
         // The summary's last counts, after the ring's last records.
         self.forward_summary(now, &tx).await;
         let remaining = self.sweep(now, IOPF_TIMEOUT_NS);
+        let (waiting, unanswered) = self.iopf_waiting_in_kernel(now);
         let mut losses = self.counters();
-        losses.add(LossReason::IopfPendingAtExit, remaining);
+        losses.add(LossReason::IopfPendingAtExit, remaining + waiting);
+        losses.add(LossReason::IopfUnanswered, unanswered);
         // Always, even when nothing was lost: the final state.
         let _ = tx.send(vec![Self::loss_sample(now, losses.clone())]).await;
         log::debug!("ring fd {} drained", self.ring.raw_fd());

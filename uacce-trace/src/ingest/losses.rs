@@ -128,6 +128,13 @@ reasons! {
     /// Not a loss: summary mode's map was full, so the call went to the
     /// ring as a record.
     SummaryFull = "summary_full", false, "not a loss: calls written as records because the summary map was full";
+    /// Not a loss: summary mode, an IO page fault group whose slot in the
+    /// kernel's pairing table was held by another group went to the ring.
+    IopfTableCollision = "iopf_table_collision", false, "not a loss: IO page faults written as records because their slot in the kernel's pairing table was taken (summary mode)";
+    /// Not a loss: summary mode, a response whose group was not in the
+    /// kernel's pairing table (sampled, collided, reported before the
+    /// start) went to the ring for user space to pair.
+    IopfTableMiss = "iopf_table_miss", false, "not a loss: IO page fault responses written as records because their group was not in the kernel's pairing table (sampled groups among them; summary mode)";
 }
 
 impl LossReason {
@@ -168,6 +175,10 @@ impl LossReason {
             counter::UNBIND_UNKNOWN => LossReason::UnbindUnknown,
             counter::FOLLOW_FULL => LossReason::ProcFollowFull,
             counter::SUMMARY_FULL => LossReason::SummaryFull,
+            counter::IOPF_TABLE_COLLISION => LossReason::IopfTableCollision,
+            counter::IOPF_TABLE_MISS => LossReason::IopfTableMiss,
+            counter::IOPF_TABLE_SUPERSEDED => LossReason::IopfSuperseded,
+            counter::IOPF_TABLE_STALE => LossReason::IopfUnanswered,
             counter::REQUEST_RETURN_MISSED => LossReason::RequestReturnMissed,
             i if (counter::RINGBUF_FULL_BASE..counter::COUNT).contains(&i) => {
                 // The index is `RINGBUF_FULL_BASE + (kind & 15)`.
@@ -387,7 +398,12 @@ mod tests {
                 .iter()
                 .filter(|r| !r.is_loss())
                 .collect::<Vec<_>>(),
-            [&LossReason::Nested, &LossReason::SummaryFull]
+            [
+                &LossReason::Nested,
+                &LossReason::SummaryFull,
+                &LossReason::IopfTableCollision,
+                &LossReason::IopfTableMiss
+            ]
         );
     }
 
@@ -407,7 +423,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), LossReason::COUNT);
         assert!(LossReason::ALL.iter().all(|r| !r.describe().is_empty()));
-        assert_eq!(LossReason::ALL.len(), 34);
+        assert_eq!(LossReason::ALL.len(), 36);
     }
 
     #[test]
@@ -426,16 +442,21 @@ mod tests {
             Some(LossReason::InFlightAtStart)
         );
         assert_eq!(
-            LossReason::of_kernel_counter(counter::IOPF_PENDING_FULL),
-            None
+            LossReason::of_kernel_counter(counter::IOPF_TABLE_COLLISION),
+            Some(LossReason::IopfTableCollision)
         );
+        assert_eq!(
+            LossReason::of_kernel_counter(counter::IOPF_TABLE_STALE),
+            Some(LossReason::IopfUnanswered)
+        );
+        assert_eq!(LossReason::of_kernel_counter(6), None);
         assert_eq!(LossReason::of_kernel_counter(counter::COUNT), None);
     }
 
     #[test]
     fn every_used_kernel_counter_is_in_the_ledger() {
         // Index i holds i + 1: every used index shows up once, unused ones
-        // (4, 5, 6, 11, 12, 14, 15) not at all.
+        // (6, 15) not at all.
         let l = Ledger::from_kernel_counters(|i| u64::from(i) + 1);
         assert_eq!(l.get(LossReason::ExitWithoutEntry), 2);
         assert_eq!(l.get(LossReason::Nested), 3);
@@ -448,6 +469,15 @@ mod tests {
             u64::from(counter::ringbuf_full(KIND_IOCTL)) + 1
         );
         assert_eq!(l.get(LossReason::RequestReturnMissed), 14);
+        assert_eq!(l.get(LossReason::IopfSuperseded), 13);
+        assert_eq!(l.get(LossReason::IopfUnanswered), 15);
+        assert_eq!(
+            (
+                l.get(LossReason::IopfTableCollision),
+                l.get(LossReason::IopfTableMiss)
+            ),
+            (5, 6)
+        );
         assert_eq!(
             l.get(LossReason::RingFullRequest),
             u64::from(counter::ringbuf_full(KIND_REQUEST)) + 1
@@ -460,7 +490,7 @@ mod tests {
             .sum();
         assert_eq!(l.get(LossReason::RingFullOther), other);
         let used: u64 = (0..counter::COUNT)
-            .filter(|i| ![2, 4, 5, 6, 11, 12, 14, 15].contains(i))
+            .filter(|i| ![2, 4, 5, 6, 11, 15].contains(i))
             .map(|i| u64::from(i) + 1)
             .sum();
         assert_eq!(l.total(), used, "every used counter but NESTED counts");

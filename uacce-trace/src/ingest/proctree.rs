@@ -26,7 +26,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::ingest::event::{Event, ProcEvent};
+use crate::ingest::event::{Event, ProcEvent, SummaryKind};
 
 /// How long (event time) a member that exited stays a member, for the
 /// events its exit still causes (files closed after the exit tracepoint).
@@ -161,6 +161,7 @@ pub fn event_tgid(ev: &Event) -> Option<Option<u32>> {
         Event::PinIoctl(i) => Some(Some(i.tgid)),
         Event::Pasid(p) => Some(Some(p.tgid)),
         Event::Queue(q) => Some(Some(q.tgid)),
+        Event::Summary(s) if s.kind == SummaryKind::Iopf && s.tgid == 0 => Some(None),
         Event::Summary(s) => Some(Some(s.tgid)),
         Event::Request(r) => Some(Some(r.tgid)),
         Event::Loss(_) | Event::Proc(_) => None,

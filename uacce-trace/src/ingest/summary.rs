@@ -3,6 +3,13 @@
 //! interval, the difference to the previous reading. Pure: the caller
 //! reads the map and says which processes are alive.
 //!
+//! IO page faults are keyed by (reporting user task or 0, PASID, device):
+//! the events carry the reporter as `tgid` and its comm; the caller
+//! attributes them to the PASID's owner (`Attributor::attribute_counted`)
+//! as it attributes per-event faults. Their keys are removed once the
+//! reporter is gone, as other keys; a key of reporter 0 (kernel threads)
+//! stays while the tracer runs (one per PASID and device).
+//!
 //! Processes that exit: a key whose process is gone at two readings in a
 //! row is read a last time and then removed from the kernel's map (the
 //! second reading catches calls made while the process was exiting, such
@@ -11,7 +18,7 @@
 use std::collections::{HashMap, HashSet};
 
 use uacce_trace_common::summary::{
-    ioctl_cmd_of, SummaryKey, SummaryValue, SUMMARY_IOCTL, SUMMARY_PIN, SUMMARY_UNPIN,
+    ioctl_cmd_of, SummaryKey, SummaryValue, SUMMARY_IOCTL, SUMMARY_IOPF, SUMMARY_PIN, SUMMARY_UNPIN,
 };
 
 use crate::ingest::event::{comm_to_string, PinIoctl, SummaryEvent, SummaryKind};
@@ -56,10 +63,11 @@ impl SummaryDiff {
             };
             let zero = SummaryValue::ZERO;
             let before = self.prev.get(&key).map_or(&zero, |b| b);
-            if let Some(ev) = delta(ts_ns, key.tgid, kind, before, &value) {
+            if let Some(ev) = delta(ts_ns, &key, kind, before, &value) {
                 out.events.push(ev);
             }
-            let dead = !alive(key.tgid);
+            // Kernel-thread reporters of IO page faults have key 0.
+            let dead = key.tgid != 0 && !alive(key.tgid);
             if dead && self.gone.contains(&key.tgid) {
                 self.prev.remove(&key);
                 out.remove.push(key);
@@ -83,6 +91,7 @@ fn kind_of(key: &SummaryKey) -> Option<SummaryKind> {
             0..=3 => PinIoctl::from_cmd(ioctl_cmd_of(key.sub))?,
             _ => return None,
         }),
+        SUMMARY_IOPF => SummaryKind::Iopf,
         _ => return None,
     })
 }
@@ -90,7 +99,7 @@ fn kind_of(key: &SummaryKey) -> Option<SummaryKind> {
 /// `after - before` as an event; `None` when no call was made between.
 fn delta(
     ts_ns: u64,
-    tgid: u32,
+    key: &SummaryKey,
     kind: SummaryKind,
     before: &SummaryValue,
     after: &SummaryValue,
@@ -109,11 +118,18 @@ fn delta(
             (n != 0).then_some((i, u64::from(n)))
         })
         .collect();
+    let iopf = kind == SummaryKind::Iopf;
     Some(SummaryEvent {
         ts_ns,
-        tgid,
+        tgid: key.tgid,
         comm: comm_to_string(&after.comm),
         kind,
+        pasid: if iopf { key.pasid } else { 0 },
+        device: if iopf {
+            comm_to_string(&after.dev_name)
+        } else {
+            String::new()
+        },
         calls,
         errors: after.errors.wrapping_sub(before.errors),
         pages: after.pages.wrapping_sub(before.pages),
@@ -143,7 +159,7 @@ mod tests {
         SummaryKey {
             tgid,
             kind: SUMMARY_PIN,
-            sub: 0,
+            ..SummaryKey::default()
         }
     }
 
@@ -193,12 +209,39 @@ mod tests {
     }
 
     #[test]
+    fn iopf_keys_carry_pasid_and_device_and_kernel_reporters_stay() {
+        let mut d = SummaryDiff::new();
+        let k = SummaryKey {
+            tgid: 0,
+            kind: SUMMARY_IOPF,
+            pasid: 9,
+            dev: 0xffff_8880_0000_1000,
+            ..SummaryKey::default()
+        };
+        let mut v = value(3, &[4000, 4000, 90_000]);
+        v.errors = 1;
+        v.dev_name[..5].copy_from_slice(b"mock0");
+        let r = d.update(5, vec![(k, v.clone())], |_| false);
+        let e = &r.events[0];
+        assert_eq!(e.kind, SummaryKind::Iopf);
+        assert_eq!((e.tgid, e.pasid, e.device.as_str()), (0, 9, "mock0"));
+        assert_eq!((e.calls, e.errors), (3, 1));
+        // Reporter 0 is no process: never removed as gone.
+        let r = d.update(6, vec![(k, v.clone())], |_| false);
+        let r2 = d.update(7, vec![(k, v)], |_| false);
+        assert!(r.remove.is_empty() && r2.remove.is_empty());
+        // Pins have no PASID or device.
+        let r = d.update(8, vec![(key(3), value(1, &[5]))], |_| true);
+        assert_eq!((r.events[0].pasid, r.events[0].device.as_str()), (0, ""));
+    }
+
+    #[test]
     fn unknown_kinds_are_counted_not_decoded() {
         let mut d = SummaryDiff::new();
         let k = SummaryKey {
             tgid: 1,
             kind: 99,
-            sub: 0,
+            ..SummaryKey::default()
         };
         let r = d.update(1, vec![(k, value(1, &[1]))], |_| true);
         assert!(r.events.is_empty());

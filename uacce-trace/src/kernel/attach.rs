@@ -118,12 +118,18 @@ pub(crate) fn describe_program_error(err: &aya::programs::ProgramError) -> Strin
         } => {
             // The verifier's last words say why (EPERM has none).
             let log = verifier_log.to_string();
+            // The statistics lines at the end say nothing about why.
             let tail: Vec<&str> = log
                 .lines()
                 .map(str::trim)
-                .filter(|l| !l.is_empty())
+                .filter(|l| {
+                    !l.is_empty()
+                        && !l.starts_with("processed ")
+                        && !l.starts_with("stack depth ")
+                        && !l.starts_with("verification time ")
+                })
                 .rev()
-                .take(2)
+                .take(3)
                 .collect();
             if tail.is_empty() {
                 format!("BPF_PROG_LOAD: {io_error}")
@@ -371,7 +377,12 @@ pub fn attach_plan(
                     attached += 1;
                     break;
                 }
-                Err(reason) => hook.reject_chosen(chosen, reason),
+                Err(reason) => {
+                    // Planned but refused (the verifier, the attach): said
+                    // here, since the fallback may be a hook that never fires.
+                    log::warn!("{} ({chosen}) not attached: {reason}", hook.function);
+                    hook.reject_chosen(chosen, reason)
+                }
             }
         }
     }
@@ -420,8 +431,12 @@ pub fn attach_plan(
         let map = ebpf
             .take_map("SUMMARY")
             .ok_or(SourceError::Missing("map SUMMARY"))?;
+        let table = ebpf
+            .take_map("IOPF_TABLE")
+            .ok_or(SourceError::Missing("map IOPF_TABLE"))?;
         Some(SummaryMap::new(
             PerCpuHashMap::try_from(map).map_err(map_err("SUMMARY"))?,
+            Array::try_from(table).map_err(map_err("IOPF_TABLE"))?,
         ))
     } else {
         None

@@ -2,17 +2,40 @@
 //! `uacce_trace_common::summary`): every key's values summed over the CPUs.
 //! What the sums mean, and their differences, is `ingest::summary`'s job.
 
-use aya::maps::{MapData, PerCpuHashMap};
-use uacce_trace_common::summary::{SummaryKey, SummaryValue};
+use aya::maps::{Array, MapData, PerCpuHashMap};
+use uacce_trace_common::summary::{IopfSlot, SummaryKey, SummaryValue, SLOT_FREE, SLOT_SAMPLED};
 
-/// The kernel's `SUMMARY` map.
+/// The kernel's `SUMMARY` map, and `IOPF_TABLE`, its IO page fault
+/// groups awaiting their response.
 pub struct SummaryMap {
     map: PerCpuHashMap<MapData, SummaryKey, SummaryValue>,
+    iopf_table: Array<MapData, IopfSlot>,
 }
 
 impl SummaryMap {
-    pub fn new(map: PerCpuHashMap<MapData, SummaryKey, SummaryValue>) -> SummaryMap {
-        SummaryMap { map }
+    pub fn new(
+        map: PerCpuHashMap<MapData, SummaryKey, SummaryValue>,
+        iopf_table: Array<MapData, IopfSlot>,
+    ) -> SummaryMap {
+        SummaryMap { map, iopf_table }
+    }
+
+    /// IO page fault groups in the kernel's pairing table that still wait
+    /// for their response: (reported within `timeout_ns` of `now_ns`,
+    /// older). Sampled groups are left out (user space's pairing has them).
+    pub fn iopf_waiting(&self, now_ns: u64, timeout_ns: u64) -> (u64, u64) {
+        let (mut recent, mut old) = (0, 0);
+        for slot in self.iopf_table.iter().filter_map(Result::ok) {
+            if slot.state & 3 == SLOT_FREE || slot.state & SLOT_SAMPLED != 0 {
+                continue;
+            }
+            if now_ns.saturating_sub(slot.ts_ns) <= timeout_ns {
+                recent += 1;
+            } else {
+                old += 1;
+            }
+        }
+        (recent, old)
     }
 
     /// Every key with its values summed over the CPUs (wrapping, as the
@@ -49,6 +72,9 @@ pub fn sum<'a>(values: impl Iterator<Item = &'a SummaryValue>) -> SummaryValue {
         t.latency_sum_ns = t.latency_sum_ns.wrapping_add(v.latency_sum_ns);
         if t.comm[0] == 0 {
             t.comm = v.comm;
+        }
+        if t.dev_name[0] == 0 {
+            t.dev_name = v.dev_name;
         }
         for (a, b) in t.buckets.iter_mut().zip(v.buckets.iter()) {
             *a = a.wrapping_add(*b);

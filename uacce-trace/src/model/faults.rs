@@ -41,6 +41,8 @@ pub struct FaultMap {
     blocks: BTreeMap<u64, Block>,
     total: u64,
     in_pinned: u64,
+    /// Of `total`: faults counted without an address (summary mode).
+    unplaced: u64,
 }
 
 impl FaultMap {
@@ -52,7 +54,20 @@ impl FaultMap {
             blocks: BTreeMap::new(),
             total: 0,
             in_pinned: 0,
+            unplaced: 0,
         }
+    }
+
+    /// Count `n` faults whose addresses are not known (summary mode counts
+    /// them in the kernel): in [`FaultMap::total`], in no region.
+    pub fn count_unplaced(&mut self, n: u64) {
+        self.total += n;
+        self.unplaced += n;
+    }
+
+    /// Faults counted without an address ([`FaultMap::count_unplaced`]).
+    pub fn unplaced(&self) -> u64 {
+        self.unplaced
     }
 
     /// Count one fault at `addr`; `pinned` when the address was pinned.
@@ -147,6 +162,15 @@ mod tests {
             ]
         );
         assert_eq!((f.total(), f.in_pinned()), (4, 1));
+    }
+
+    #[test]
+    fn unplaced_faults_count_in_the_total_only() {
+        let mut f = FaultMap::new(16);
+        f.record(0x1000, false);
+        f.count_unplaced(63);
+        assert_eq!((f.total(), f.unplaced(), f.regions().len()), (64, 63, 1));
+        assert_eq!(f.regions()[0].faults, 1);
     }
 
     #[test]

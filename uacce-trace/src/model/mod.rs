@@ -330,6 +330,9 @@ pub struct ProcessSnapshot {
     pub faults_in_pinned: u64,
     /// Faulting regions, by address.
     pub fault_regions: Vec<FaultRegion>,
+    /// Of `faults`: counted in the kernel without an address (summary
+    /// mode), in no region; the regions then hold the sampled faults.
+    pub faults_unplaced: u64,
     /// Block size the regions are counted in.
     pub fault_block_bytes: u64,
     /// For `[other]`: how many processes were folded into it.
@@ -481,6 +484,9 @@ impl Aggregator {
     }
 
     fn ingest_summary(&mut self, e: &SummaryEvent) {
+        if e.kind == SummaryKind::Iopf {
+            return self.ingest_iopf_summary(e);
+        }
         let st = self.proc_mut(e.tgid, &e.comm, e.ts_ns);
         let ok = e.calls.saturating_sub(e.errors);
         let kind = match e.kind {
@@ -499,8 +505,33 @@ impl Aggregator {
                 st.ledger.ioctl_pages(pin, e.pages);
                 Kind::UacceCtrl
             }
+            SummaryKind::Iopf => Kind::Iopf,
         };
         let series = st.series(kind, "");
+        for &(bucket, count) in &e.buckets {
+            series.record_bucket(bucket, count);
+        }
+        series.count_errors(e.errors);
+    }
+
+    /// Summary mode's IO page faults: counted per process (tgid 0:
+    /// unattributed, per PASID) and device, without addresses, so in no
+    /// fault region and never in a pinned range.
+    fn ingest_iopf_summary(&mut self, e: &SummaryEvent) {
+        let st = if e.tgid != 0 {
+            let st = self.proc_mut(e.tgid, &e.comm, e.ts_ns);
+            st.faults.count_unplaced(e.calls);
+            st
+        } else {
+            let cfg = &self.cfg;
+            let st = self
+                .unattributed
+                .entry(e.pasid)
+                .or_insert_with(|| ProcState::new(&unattributed_comm(e.pasid), e.ts_ns, cfg));
+            st.last_seen_ns = st.last_seen_ns.max(e.ts_ns);
+            st
+        };
+        let series = st.series(Kind::Iopf, &e.device);
         for &(bucket, count) in &e.buckets {
             series.record_bucket(bucket, count);
         }
@@ -714,6 +745,7 @@ impl Aggregator {
                     faults: st.faults.total(),
                     faults_in_pinned: st.faults.in_pinned(),
                     fault_regions: st.faults.regions(),
+                    faults_unplaced: st.faults.unplaced(),
                     fault_block_bytes: st.faults.block_bytes(),
                     folded_processes: 0,
                 },
@@ -730,6 +762,7 @@ impl Aggregator {
                         faults: st.series.iter().map(|s| s.cumulative.len()).sum(),
                         faults_in_pinned: 0,
                         fault_regions: Vec::new(),
+                        faults_unplaced: 0,
                         fault_block_bytes: 0,
                         folded_processes: 0,
                     }
@@ -747,6 +780,7 @@ impl Aggregator {
                         faults: self.folded.faults,
                         faults_in_pinned: self.folded.faults_in_pinned,
                         fault_regions: Vec::new(),
+                        faults_unplaced: 0,
                         fault_block_bytes: 0,
                         folded_processes: self.folded.processes,
                     }

@@ -328,6 +328,12 @@ fn summary_event(ts: u64, tgid: u32, kind: SummaryKind, calls: u64, pages: u64) 
         tgid,
         comm: "fio".into(),
         kind,
+        pasid: if kind == SummaryKind::Iopf { 9 } else { 0 },
+        device: if kind == SummaryKind::Iopf {
+            "mock0".into()
+        } else {
+            String::new()
+        },
         calls,
         errors: 1,
         pages,
@@ -379,4 +385,52 @@ fn summary_events_count_calls_pages_and_latencies() {
     let p50 = pin.summary.p50;
     assert!(p50 >= 1000 && bucket_of(p50) == bucket_of(1000), "{p50}");
     assert!(pin.summary.max >= bucket_high(bucket_of(90_000)));
+}
+
+/// Summary mode's IO page faults: per process and device, or per PASID
+/// when unattributed (tgid 0); counted as faults of the process, in no
+/// fault region (no addresses), next to the sampled per-event ones.
+#[test]
+fn summary_iopfs_count_per_process_device_and_unattributed_pasid() {
+    let mut a = Aggregator::new(ModelConfig::default());
+    a.ingest(&summary_event(1_000, 7, SummaryKind::Iopf, 50, 0));
+    a.ingest(&summary_event(2_000, 0, SummaryKind::Iopf, 4, 0));
+    // One sampled fault of process 7 came per-event, with its address.
+    a.ingest(&Event::Iopf(IopfEvent {
+        ts_ns: 2_500,
+        latency_ns: 1_200,
+        tgid: Some(7),
+        comm: "fio".into(),
+        device: "mock0".into(),
+        pasid: 9,
+        grpid: 1,
+        perm: 1,
+        flags: 2,
+        addr: 0x10_0000,
+        response: 0,
+        hook: HookType::Fentry,
+    }));
+    let s = a.snapshot(3_000);
+    assert_eq!(s.events, 55);
+    let p = &s.processes[0];
+    assert_eq!(p.proc_id, ProcId::Pid(7));
+    assert_eq!(
+        (p.faults, p.faults_unplaced, p.faults_in_pinned),
+        (51, 50, 0)
+    );
+    assert_eq!(p.fault_regions.len(), 1);
+    assert_eq!(p.fault_regions[0].faults, 1);
+    let iopf: Vec<_> = s
+        .series
+        .iter()
+        .filter(|x| x.key.kind == Kind::Iopf)
+        .collect();
+    assert_eq!(iopf.len(), 2);
+    assert_eq!(iopf[0].key.proc_id, ProcId::Pid(7));
+    assert_eq!(iopf[0].key.device, "mock0");
+    assert_eq!((iopf[0].count, iopf[0].errors), (51, 1));
+    assert_eq!(iopf[1].key.proc_id, ProcId::Unattributed(9));
+    assert_eq!(iopf[1].key.comm, "[unattrib:9]");
+    assert_eq!(iopf[1].count, 4);
+    assert_eq!(s.processes[1].faults, 4);
 }

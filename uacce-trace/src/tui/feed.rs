@@ -164,6 +164,9 @@ pub struct ProcDetail {
     pub regions: Vec<FaultRegion>,
     /// Regions in all.
     pub region_count: usize,
+    /// Faults counted in the kernel without an address (summary mode):
+    /// the regions then hold only the sampled groups.
+    pub faults_unplaced: u64,
     pub fault_block_bytes: u64,
     /// Pinned ranges by address (at most [`MAX_RANGES`]).
     pub ranges: Vec<(u64, u64)>,
@@ -568,6 +571,7 @@ impl Feed {
             ledger: p.ledger,
             regions,
             region_count: p.fault_regions.len(),
+            faults_unplaced: p.faults_unplaced,
             fault_block_bytes: p.fault_block_bytes,
             ranges: p.pinned_ranges.iter().copied().take(MAX_RANGES).collect(),
             range_count: p.pinned_ranges.len(),

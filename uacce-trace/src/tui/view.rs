@@ -84,9 +84,9 @@ fn header(app: &App) -> Vec<Line<'static>> {
         SourceKind::Live { hooks, summary } => l1.push(Span::raw(format!(
             "live, {hooks} hook{}{}",
             if *hooks == 1 { "" } else { "s" },
-            // IOPFs stay per-event: their regions and latencies are exact.
+            // Fault regions come from the sampled IOPF groups only.
             if *summary {
-                ", summary mode (pins counted in the kernel, IOPFs per event)"
+                ", summary mode (counted in the kernel; fault regions sampled)"
             } else {
                 ""
             }
@@ -1102,9 +1102,18 @@ fn region_lines(r: &ProcRow, height: u16) -> Vec<Line<'static>> {
     let d = &r.detail;
     let mut lines = vec![Line::styled(
         format!(
-            "hottest fault regions ({} of {})",
+            "hottest fault regions ({} of {}){}",
             d.regions.len().min(usize::from(height.saturating_sub(1))),
-            d.region_count
+            d.region_count,
+            // Summary mode: only sampled groups have addresses.
+            if d.faults_unplaced > 0 {
+                format!(
+                    ", sampled: {} faults unplaced",
+                    fmt::count(d.faults_unplaced)
+                )
+            } else {
+                String::new()
+            }
         ),
         BOLD,
     )];

@@ -433,7 +433,7 @@ fn main_verdict(
     }
     if job.hooks.is_some() {
         check_recorded_facts(console, &job.kernel, &mut verdict);
-        summary::check(console, &mut verdict);
+        summary::check(console, test_kernel, &mut verdict);
     }
     verdict
 }

@@ -399,7 +399,7 @@ pub fn render(e: &Exposition<'_>, cap: &mut SeriesCap) -> String {
     o.family(
         "uacce_trace_info",
         "gauge",
-        "uacce-trace version, event source (live: every call read; summary: live, pins and ioctls counted in the kernel; replay) and kernel release.",
+        "uacce-trace version, event source (live: every call read; summary: live, pins, ioctls and IO page faults counted in the kernel; replay) and kernel release.",
     );
     o.sample(
         "uacce_trace_info",
