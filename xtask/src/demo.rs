@@ -1448,7 +1448,9 @@ mod tests {
         // Before/after pairs: never pinned (no phase lines needed, no
         // uacce_ctrl ioctl of ml-infer then) and pinned early (no fault).
         let mut never = demo_series(Some(19));
-        never.get_mut("ml-infer").map(|s| s.ioctls = 0);
+        if let Some(s) = never.get_mut("ml-infer") {
+            s.ioctls = 0;
+        }
         let never_console = end_lines(400);
         assert!(check(never.clone(), &never_console, none, Pin::Never).is_ok());
         assert!(check(never.clone(), &never_console, REPORT, Pin::Never).is_err());
