@@ -11,7 +11,9 @@
 //!    counts as one test;
 //! 3. unit: `cargo test --release` of the workspace (unit, golden and, as
 //!    root, host BPF tests; among them the man page and completion drift
-//!    test); the counts come from libtest's `test result:` lines; then
+//!    test, and the `--op qpl` preset test against Debian's libqpl, which
+//!    is fetched into the tool cache first, see [`reallibs`]); the counts
+//!    come from libtest's `test result:` lines; then
 //!    `cargo xtask dist --vm` ([`dist_test`]): the static binaries of both
 //!    architectures (the host's runs `--version` and `doctor`), tarballs,
 //!    .deb files, lintian on each, and the amd64 .deb's service in a Debian
@@ -57,7 +59,7 @@ use clap::ValueEnum;
 use crate::base::Arch;
 use crate::base::{cache, ci};
 use crate::demo::DemoResult;
-use crate::toolchain::{build, prometheus, setup};
+use crate::toolchain::{build, prometheus, reallibs, setup};
 use crate::{prom, soak, vm_test};
 
 /// A tier of `cargo xtask test`.
@@ -616,6 +618,22 @@ fn unit(root: &Path) -> (Counts, bool) {
             }
         }
     }
+    // A real build of Intel QPL for the `--op qpl` preset test
+    // (tests/presets.rs); when it cannot be had, the test skips saying why.
+    match reallibs::qpl() {
+        Ok(qpl) => {
+            println!(
+                "QPL for the preset test: {}",
+                qpl.versions.replace('\n', ", ")
+            );
+            cmd.env(QPL_ROOT_ENV, &qpl.root)
+                .env(QPL_VERSIONS_ENV, &qpl.versions);
+        }
+        Err(e) => {
+            println!("QPL for the preset test: not available: {e:#}");
+            cmd.env(QPL_UNAVAILABLE_ENV, format!("{e:#}"));
+        }
+    }
     cmd.args(["test", "--release"])
         .args(HOST_CRATES)
         .arg("--no-fail-fast");
@@ -678,6 +696,12 @@ fn unit(root: &Path) -> (Counts, bool) {
 const SKIP_FILE_ENV: &str = "UACCE_TRACE_SKIP_FILE";
 /// The same for its notes.
 const NOTE_FILE_ENV: &str = "UACCE_TRACE_NOTE_FILE";
+/// The unpacked QPL root (`reallibs::qpl`) that tests/presets.rs runs.
+const QPL_ROOT_ENV: &str = "UACCE_TRACE_QPL_ROOT";
+/// The Debian packages and versions in it, for the test's report.
+const QPL_VERSIONS_ENV: &str = "UACCE_TRACE_QPL_VERSIONS";
+/// Why there is none (the test skips with this reason).
+const QPL_UNAVAILABLE_ENV: &str = "UACCE_TRACE_QPL_UNAVAILABLE";
 
 /// One line of the skip or note file: `binary<TAB>test<TAB>text`, as the
 /// helper writes it (`test<TAB>text` is read too).
