@@ -5,41 +5,16 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::TcpStream,
-    process::{Child, Command, Stdio},
     time::Duration,
 };
 
-struct Serve {
-    child: Child,
-    addr: String,
-}
+use common::serve::Serve;
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        // SAFETY: SIGTERM to our own child, not yet reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
+/// `serve --replay` of the golden "before" recording.
 fn start() -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_uacce-trace"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--replay"])
-        .arg(common::golden_dir().join("before.utrace"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start serve");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = loop {
-        let line = lines.next().expect("serve exited").expect("stderr");
-        if let Some(rest) = line.strip_prefix("uacce-trace: serving http://") {
-            break rest.split('/').next().unwrap_or_default().to_string();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    Serve { child, addr }
+    common::serve::start(&common::golden_dir().join("before.utrace"), &[])
 }
 
 /// Send raw bytes, read the whole answer: (status line, head, body bytes).

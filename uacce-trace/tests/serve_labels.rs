@@ -8,13 +8,14 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::TcpStream,
     path::Path,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
+    process::Command,
     time::{Duration, Instant},
 };
+
+use common::serve::{start, Serve};
 
 use uacce_trace::{
     ingest::event::{Event, HookType, IopfEvent, PinEvent},
@@ -86,45 +87,6 @@ fn write_recording(path: &Path) {
         w.write_event(e).expect("write event");
     }
     w.finish().expect("finish").flush().expect("flush");
-}
-
-/// A running `serve --replay`; its standard error lines arrive on `err`.
-struct Serve {
-    child: Child,
-    addr: String,
-    err: mpsc::Receiver<String>,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        // SAFETY: SIGTERM to our own child, not yet reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-fn start(recording: &Path, extra: &[&str]) -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_uacce-trace"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--replay"])
-        .arg(recording)
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start serve");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = loop {
-        let line = lines.next().expect("serve exited").expect("stderr");
-        if let Some(rest) = line.strip_prefix("uacce-trace: serving http://") {
-            break rest.split('/').next().unwrap_or_default().to_string();
-        }
-    };
-    let (tx, err) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in lines.map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    Serve { child, addr, err }
 }
 
 fn scrape(addr: &str) -> String {

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod serve;
 pub mod skip;
 
 use std::path::{Path, PathBuf};

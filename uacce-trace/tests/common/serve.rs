@@ -1,0 +1,50 @@
+//! A `serve --replay` child for the HTTP tests: started on a free local
+//! port, its address read from the "serving" line, its remaining standard
+//! error lines forwarded on `err`, SIGTERM'ed and reaped on drop.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+};
+
+/// A running `serve --replay`; its standard error lines arrive on `err`.
+pub struct Serve {
+    pub child: Child,
+    pub addr: String,
+    pub err: mpsc::Receiver<String>,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        // SAFETY: SIGTERM to our own child, not yet reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// `uacce-trace serve --listen 127.0.0.1:0 --replay RECORDING EXTRA…`.
+pub fn start(recording: &Path, extra: &[&str]) -> Serve {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_uacce-trace"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--replay"])
+        .arg(recording)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start serve");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve exited").expect("stderr");
+        if let Some(rest) = line.strip_prefix("uacce-trace: serving http://") {
+            break rest.split('/').next().unwrap_or_default().to_string();
+        }
+    };
+    let (tx, err) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    Serve { child, addr, err }
+}
