@@ -23,16 +23,24 @@
 //!   summary's count equals the number of `trace`'s IOPF records (the
 //!   sampled groups that summary mode reads per event are in its rows
 //!   too);
-//! - (s4) p50, p99 and p99.9 of the summary lie within one bucket of the
-//!   per-event ones (`uacce_trace_common::summary::bucket_of`) or within
-//!   30 %; how many were within one bucket is noted. Not closer: the two
-//!   tracers time the same fault each with its own hooks, and each one's
-//!   report-to-response window holds the other's handlers (under TCG
-//!   several µs of ring writes for `trace`, and a vCPU may be descheduled
-//!   between two handlers), so single faults measure differently in each:
-//!   on test-6.12 with kprobes the worst seen was a p99 of 600 faults at
-//!   184 µs per-event against a bucket of 147 µs, and a p50 of 4 faults at
-//!   388 µs against 295 µs; a wrong bucket or a unit error is still caught;
+//! - (s4) p50, p99 and p99.9 of the summary lie within one bucket
+//!   (`uacce_trace_common::summary::bucket_of`) of the per-event order
+//!   statistics between ranks `q·n − d` and `q·n + d`, `d` =
+//!   max(2, ⌈n/20⌉) faults ([`rank_slack`]); how many were within one
+//!   bucket of the per-event percentile itself is noted. Not closer: the
+//!   two tracers time the same fault each with its own hooks, and each
+//!   one's report-to-response window holds the other's handlers (under TCG
+//!   several µs of ring writes for `trace`), and the host may preempt a
+//!   vCPU thread between two handlers, which lengthens that one fault in
+//!   one tracer only, by as long as the host likes. So single faults
+//!   measure differently in each, arbitrarily so for a few of them; a
+//!   percentile resting on few faults moves with them (CI, on a loaded
+//!   2-core host, saw p99 of 600 faults at 59 µs per-event and a summary
+//!   bucket of 125 µs: six faults measured longer by the summary's
+//!   tracer). A percentile is a rank, so the slack is in ranks, not in
+//!   time: a wrong bucket, a unit error or a pairing that times the wrong
+//!   report moves the whole distribution and is caught at p50, whose band
+//!   (ranks 270–330 of 600) stays narrow;
 //! - (s5) nothing lost that per-event mode did not lose: the summary's IO
 //!   page fault losses (`iopf_unanswered` + `iopf_superseded` +
 //!   `iopf_pending_at_exit`, which the attribution block provokes, and
@@ -201,9 +209,24 @@ fn within_a_bucket(exact: u64, summed: u64) -> bool {
     bucket_of(exact).abs_diff(bucket_of(summed)) <= 1
 }
 
-/// (s4): ... or within 30 % (the module docs say why).
-fn close_enough(exact: u64, summed: u64) -> bool {
-    within_a_bucket(exact, summed) || exact.abs_diff(summed) * 10 <= 3 * exact.max(summed)
+/// (s4): the faults each tracer may time differently from the other (the
+/// module docs say why): 2, or one in 20.
+fn rank_slack(n: usize) -> usize {
+    n.div_ceil(20).max(2)
+}
+
+/// (s4): the summary's `q`-quantile `summed` is within one bucket of the
+/// per-event order statistics (`sorted`, not empty) between ranks
+/// `q·n − d` and `q·n + d` ([`rank_slack`]).
+fn within_rank_band(sorted: &[u64], q: f64, summed: u64) -> bool {
+    use uacce_trace_common::summary::bucket_of;
+    let n = sorted.len();
+    let r = rank(n as u64, q) as usize;
+    let d = rank_slack(n);
+    let lo = sorted[r.saturating_sub(d).max(1) - 1];
+    let hi = sorted[(r + d).min(n) - 1];
+    let b = bucket_of(summed);
+    b + 1 >= bucket_of(lo) && b <= bucket_of(hi) + 1
 }
 
 /// The loss counts named in a closing line's `N dropped (reason n, …;
@@ -288,12 +311,13 @@ fn check_iopfs(console: &Console, v: &mut Verdict) {
             shown.push(format!("{name} {e}/{s}"));
             compared += 1;
             in_bucket += u32::from(within_a_bucket(e, s));
-            if !close_enough(e, s) {
+            if !within_rank_band(&lat, q, s) {
+                let d = rank_slack(lat.len());
                 v.fail(
                     &sections,
                     format!(
                         "(s4) {owner} on {device:?}: {name} per-event {e} ns, summary {s} ns: \
-                         more than a bucket and 30 % apart"
+                         more than a bucket outside the per-event values {d} ranks either side"
                     ),
                 );
             }
@@ -481,6 +505,27 @@ mod tests {
             edge - 1,
             bucket_high(bucket_of(edge + 3 * edge / 100))
         ));
+    }
+
+    #[test]
+    fn a_percentile_within_its_rank_band() {
+        use uacce_trace_common::summary::{bucket_high, bucket_of};
+        // 600 faults of 1..=600 µs: p99 is 594 µs, the band ranks 564..600.
+        let sorted: Vec<u64> = (1..=600).map(|i| i * 1000).collect();
+        assert_eq!(rank_slack(600), 30);
+        assert_eq!(rank_slack(4), 2);
+        let at = |v: u64| bucket_high(bucket_of(v));
+        assert!(within_rank_band(&sorted, 0.99, at(594_000)));
+        assert!(within_rank_band(&sorted, 0.99, at(600_000)));
+        assert!(within_rank_band(&sorted, 0.99, at(540_000)));
+        // Twice the value, or a unit error: caught.
+        assert!(!within_rank_band(&sorted, 0.5, at(600_000)));
+        assert!(!within_rank_band(&sorted, 0.5, at(300)));
+        assert!(!within_rank_band(&sorted, 0.99, at(1_200_000)));
+        // Few faults: anything between their extremes, a bucket either side.
+        let few = [295_000, 300_000, 388_000, 900_000];
+        assert!(within_rank_band(&few, 0.5, at(388_000)));
+        assert!(!within_rank_band(&few, 0.5, at(2_000_000)));
     }
 
     #[test]
