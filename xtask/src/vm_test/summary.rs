@@ -127,18 +127,18 @@ fn summary(console: &Console, keep: &dyn Fn(u64, &str) -> bool) -> Summary {
         if !keep(pid, comm) {
             continue;
         }
-        let buckets = r.get("buckets").and_then(Value::as_array);
-        let entry = out.entry((pid, kind)).or_default();
-        for b in buckets.into_iter().flatten() {
-            if let (Some(v), Some(c)) = (
-                b.get(0).and_then(Value::as_u64),
-                b.get(1).and_then(Value::as_u64),
-            ) {
-                entry.push((v, c));
-            }
-        }
+        out.entry((pid, kind)).or_default().extend(buckets(&r));
     }
     out
+}
+
+/// A summary row's `buckets`: its (value, count) pairs.
+fn buckets(row: &Value) -> impl Iterator<Item = (u64, u64)> + '_ {
+    row.get("buckets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|b| Some((b.get(0)?.as_u64()?, b.get(1)?.as_u64()?)))
 }
 
 /// `trace`'s IOPF records: latencies per (owner, device).
@@ -184,20 +184,9 @@ fn summary_iopfs(console: &Console) -> BTreeMap<IopfKey, Vec<(u64, u64)>> {
                 .to_string(),
         };
         let device = r.get("device").and_then(Value::as_str).unwrap_or("");
-        let entry = out.entry((owner, device.to_string())).or_default();
-        for b in r
-            .get("buckets")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let (Some(v), Some(c)) = (
-                b.get(0).and_then(Value::as_u64),
-                b.get(1).and_then(Value::as_u64),
-            ) {
-                entry.push((v, c));
-            }
-        }
+        out.entry((owner, device.to_string()))
+            .or_default()
+            .extend(buckets(&r));
     }
     out
 }
