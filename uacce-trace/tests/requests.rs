@@ -33,30 +33,14 @@ use std::{
 
 use uacce_trace::kernel::{attach, system};
 
+#[path = "common/harness.rs"]
+mod harness;
 #[path = "common/skip.rs"]
 mod skip;
 
-/// A child process that is killed and reaped when the test returns early.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use harness::{now_ns, read_line, Reaped};
 
 const SYMBOL: &str = "uacce_trace_test_request";
-
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into `ts`.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// The request: `depth` recursive calls below the outermost one, then
 /// `work_ns` of spinning (or a 1 ms sleep when `sleep`); writes the bracket
@@ -109,9 +93,9 @@ struct Logged {
 }
 
 /// `requests helper-workload THREADS`: request loops on THREADS threads;
-/// prints `ready` once every thread made requests, then answers `start` and
-/// `end` on its standard input with the CLOCK_MONOTONIC time of that
-/// moment, and `quit` with every request it made, one per line.
+/// prints `ready` once every thread made requests, then answers `mark` (or
+/// `start`, `end`) on its standard input with the CLOCK_MONOTONIC time of
+/// that moment, and `quit` with every request it made, one per line.
 fn workload(threads: u32) -> ExitCode {
     let stop = Arc::new(AtomicBool::new(false));
     let logs: Arc<Mutex<Vec<Logged>>> = Arc::new(Mutex::new(Vec::new()));
@@ -165,7 +149,7 @@ fn workload(threads: u32) -> ExitCode {
     say("ready".into());
     for line in std::io::stdin().lock().lines() {
         match line.as_deref() {
-            Ok("start") | Ok("end") => say(now_ns().to_string()),
+            Ok("start") | Ok("end") | Ok("mark") => say(now_ns().to_string()),
             _ => break,
         }
     }
@@ -233,12 +217,6 @@ fn error_paths() -> Result<(), String> {
     } else {
         Err(bad.join("\n"))
     }
-}
-
-fn read_line(r: &mut impl BufRead) -> String {
-    let mut s = String::new();
-    r.read_line(&mut s).expect("read workload");
-    s.trim().to_string()
 }
 
 /// The workload already running, the tracer attached to it, the window
@@ -424,60 +402,17 @@ fn skip_reason() -> Option<String> {
     None
 }
 
-type Test = fn() -> Result<(), String>;
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("helper-workload") {
         let threads = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
         return workload(threads);
     }
-    let tests: [(&str, Test, bool); 2] = [
-        ("bad_op_arguments_exit_2", error_paths, false),
-        ("requests_in_window", requests_in_window, true),
-    ];
-    // libtest-style filter: the first non-flag argument.
-    let filter = args.iter().skip(1).find(|a| !a.starts_with('-'));
-    let skip = skip_reason();
-    // libtest's lines, so that `cargo xtask test` counts these tests (a
-    // skip counts as ignored there, i.e. skipped).
-    let (mut passed, mut failed, mut skipped, mut filtered) = (0, 0, 0, 0);
-    for (name, test, needs_bpf) in tests {
-        if filter.is_some_and(|f| !name.contains(f.as_str())) {
-            filtered += 1;
-            continue;
-        }
-        if let (true, Some(why)) = (needs_bpf, &skip) {
-            if skip::ci() {
-                println!("{name}: cannot run under CI=true: {why}");
-                println!("test {name} ... FAILED");
-                failed += 1;
-            } else {
-                println!("test {name} ... SKIP: {why}");
-                skipped += 1;
-            }
-            continue;
-        }
-        match test() {
-            Ok(()) => {
-                println!("test {name} ... ok");
-                passed += 1;
-            }
-            Err(e) => {
-                println!("{name}: {e}");
-                println!("test {name} ... FAILED");
-                failed += 1;
-            }
-        }
-    }
-    println!(
-        "test result: {}. {passed} passed; {failed} failed; {skipped} ignored; 0 measured; \
-         {filtered} filtered out",
-        if failed > 0 { "FAILED" } else { "ok" }
-    );
-    if failed > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    harness::run(
+        &[
+            ("bad_op_arguments_exit_2", error_paths, false),
+            ("requests_in_window", requests_in_window, true),
+        ],
+        skip_reason(),
+    )
 }

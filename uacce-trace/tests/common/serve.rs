@@ -1,5 +1,5 @@
-//! A `serve --replay` child for the HTTP tests: started on a free local
-//! port, its address read from the "serving" line, its remaining standard
+//! A `serve` child for the HTTP tests (`serve --replay`) and the live
+//! request test (`serve --op`): started on a free local port, its address read from the "serving" line, its remaining standard
 //! error lines forwarded on `err`, SIGTERM'ed and reaped on drop.
 
 use std::{
@@ -26,10 +26,17 @@ impl Drop for Serve {
 
 /// `uacce-trace serve --listen 127.0.0.1:0 --replay RECORDING EXTRA…`.
 pub fn start(recording: &Path, extra: &[&str]) -> Serve {
+    let mut args = vec![std::ffi::OsStr::new("--replay"), recording.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    start_with(&args)
+}
+
+/// `uacce-trace serve --listen 127.0.0.1:0 ARGS…` (live without
+/// `--replay`: needs root); panics when it ends before serving.
+pub fn start_with(args: &[&std::ffi::OsStr]) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_uacce-trace"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--replay"])
-        .arg(recording)
-        .args(extra)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stderr(Stdio::piped())
         .spawn()
         .expect("start serve");
