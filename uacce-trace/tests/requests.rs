@@ -17,6 +17,41 @@
 //! lost. And the error paths: a missing binary, an unknown symbol, bad
 //! syntax and a preset found nowhere exit with status 2 and say why.
 //!
+//! `requests_in_three_lifetimes`: during ONE workload run the tracer is
+//! started and stopped three times, each window timestamped by the
+//! workload (`launch` before the tracer is spawned, `ready` after it said
+//! it attached, `stop` before SIGINT, `exited` after it was reaped):
+//!
+//! 1. `trace --json --op`: the per-request checks above, and every traced
+//!    request is one the workload made (no phantom), at most as many as
+//!    overlapped [launch, exited];
+//! 2. `record --op -o FILE.utrace`: `record --replay FILE --format json`
+//!    exports op rows whose count for the workload lies between the
+//!    requests wholly inside [ready, stop] and those overlapping [launch,
+//!    exited], none with a fault (the host has no IOPF hook), and `report
+//!    FILE` prints the same count;
+//! 3. `serve --op`, scraped at the window's start (count c0, then a mark
+//!    m0) and after its end (mark e): the growth of
+//!    `uacce_trace_op_latency_seconds_count{pid}` covers every request
+//!    wholly inside [m0, e] and each count stays below the requests that
+//!    overlapped serve's life up to that scrape; the `+Inf` bucket equals
+//!    the count; no request loss reason is counted.
+//!
+//! In every lifetime the closing line says `0 dropped` or names only the
+//! start edge (`in_flight_at_start`), the tracer exits as a signal asks
+//! (0; `record` 130), and every workload thread still makes requests
+//! after the last stop (stopped mid-stream); the workload exits 0.
+//!
+//! No timing tolerance: a traced request's entry uprobe fired after the
+//! attach (after `launch`), its return before the stop (`exited`), so it
+//! overlaps [launch, exited]; one wholly inside [ready, stop] has both
+//! probes fired while attached. `serve` answers a scrape from the events
+//! it has read so far, which lag the ring buffer, so after `e` it is
+//! scraped until the requests wholly inside [m0, e] are in (the workload
+//! counts them, once every thread finished a request after `e`): a
+//! 20 s deadline that only a lost request reaches, not a bound on the
+//! lag. About 12 s (3 × 1.5 s windows and the tracer's start-ups).
+//!
 //! The error paths need nothing; the tracing test needs root (or CAP_BPF
 //! and CAP_PERFMON) and a binary built with its eBPF object, otherwise it
 //! prints `SKIP` and why (a failure under `CI=true`).
