@@ -67,8 +67,6 @@ use std::{
     time::Duration,
 };
 
-use uacce_trace::kernel::{attach, system};
-
 #[path = "common/harness.rs"]
 mod harness;
 #[path = "common/serve.rs"]
@@ -76,7 +74,7 @@ mod serve;
 #[path = "common/skip.rs"]
 mod skip;
 
-use harness::{now_ns, read_line, Reaped};
+use harness::{now_ns, read_line, start_helper, Reaped};
 
 const SYMBOL: &str = "uacce_trace_test_request";
 
@@ -290,19 +288,7 @@ struct Workload {
 
 impl Workload {
     fn start(threads: u32) -> Result<Workload, String> {
-        let mut child = Reaped(
-            Command::new(std::env::current_exe().expect("current exe"))
-                .args(["helper-workload", &threads.to_string()])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .map_err(|e| format!("spawn workload: {e}"))?,
-        );
-        let input = child.0.stdin.take().expect("stdin");
-        let mut output = BufReader::new(child.0.stdout.take().expect("stdout"));
-        if read_line(&mut output) != "ready" {
-            return Err("the workload did not start".into());
-        }
+        let (child, input, output) = start_helper(&[&threads.to_string()])?;
         Ok(Workload {
             child,
             input,
@@ -909,32 +895,19 @@ fn requests_in_three_lifetimes() -> Result<(), String> {
     }
 }
 
-fn skip_reason() -> Option<String> {
-    if let Err(e) = system::check_privileges() {
-        return Some(e);
-    }
-    if let Err(attach::SourceError::StubObject) = attach::verify_all_programs().map(|_| ()) {
-        return Some("built with UACCE_TRACE_EBPF_STUB=1: no eBPF object".into());
-    }
-    None
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("helper-workload") {
         let threads = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
         return workload(threads);
     }
-    harness::run(
-        &[
-            ("bad_op_arguments_exit_2", error_paths, false),
-            ("requests_in_window", requests_in_window, true),
-            (
-                "requests_in_three_lifetimes",
-                requests_in_three_lifetimes,
-                true,
-            ),
-        ],
-        skip_reason(),
-    )
+    harness::run(&[
+        ("bad_op_arguments_exit_2", error_paths, false),
+        ("requests_in_window", requests_in_window, true),
+        (
+            "requests_in_three_lifetimes",
+            requests_in_three_lifetimes,
+            true,
+        ),
+    ])
 }

@@ -44,12 +44,13 @@
 //! `exited`). No timing tolerance is involved: a descheduled thread or
 //! tracer only moves calls between the two sets, which are computed from
 //! the workload's own timestamps. The upper bound is wide: it includes
-//! the calls made during the tracer's start-up (1.3–1.7 s with both cores
-//! busy, measured) and stop (0.2 s), so the test prints, per window, the
-//! count against both bounds and the three durations. Counting every call
-//! twice fails it only where fewer calls fall in start-up and stop than in
-//! the 3 s window (most runs here; not all, as the rate of the loop varies
-//! with the machine's load).
+//! the calls made during the tracer's start-up (1.3–2.2 s with both cores
+//! busy, measured) and stop (0.2–1.1 s), about 1.5–2.8 times the calls
+//! wholly inside, so the test prints, per window, the count against both
+//! bounds and the three durations. It does not catch a call counted twice
+//! under load; `host_bpf`'s `summary_mode_matches_per_event_on_the_same_calls`
+//! does (the count of a burst of calls equal to the per-event records of
+//! them).
 //!
 //! The tallies, exact without a log of every call: the workload's main
 //! thread announces a mark (`PENDING` = its number), reads the clock
@@ -77,14 +78,12 @@ use std::{
     time::Duration,
 };
 
-use uacce_trace::kernel::{attach, system};
-
 #[path = "common/harness.rs"]
 mod harness;
 #[path = "common/skip.rs"]
 mod skip;
 
-use harness::{now_ns, read_line, Reaped};
+use harness::{now_ns, read_line, start_helper, Reaped};
 
 /// `UACCE_CMD_PIN`: `_IOW('W', 2, struct { u64 addr; u64 size; })`.
 const UACCE_CMD_PIN: u64 = 0x4010_5702;
@@ -267,19 +266,7 @@ struct Workload {
 
 impl Workload {
     fn start() -> Result<Workload, String> {
-        let mut child = Reaped(
-            Command::new(std::env::current_exe().expect("current exe"))
-                .args(["helper-workload", &THREADS.to_string()])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .map_err(|e| format!("spawn workload: {e}"))?,
-        );
-        let input = child.0.stdin.take().expect("stdin");
-        let mut output = BufReader::new(child.0.stdout.take().expect("stdout"));
-        if read_line(&mut output) != "ready" {
-            return Err("the workload did not start".into());
-        }
+        let (child, input, output) = start_helper(&[&THREADS.to_string()])?;
         Ok(Workload {
             child,
             input,
@@ -483,28 +470,15 @@ fn summary_windows_on_a_busy_workload() -> Result<(), String> {
     }
 }
 
-fn skip_reason() -> Option<String> {
-    if let Err(e) = system::check_privileges() {
-        return Some(e);
-    }
-    if let Err(attach::SourceError::StubObject) = attach::verify_all_programs().map(|_| ()) {
-        return Some("built with UACCE_TRACE_EBPF_STUB=1: no eBPF object".into());
-    }
-    None
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("helper-workload") {
         let threads = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(THREADS);
         return workload(threads);
     }
-    harness::run(
-        &[(
-            "summary_windows_on_a_busy_workload",
-            summary_windows_on_a_busy_workload,
-            true,
-        )],
-        skip_reason(),
-    )
+    harness::run(&[(
+        "summary_windows_on_a_busy_workload",
+        summary_windows_on_a_busy_workload,
+        true,
+    )])
 }

@@ -10,7 +10,12 @@
 
 #![allow(dead_code)]
 
-use std::{io::BufRead, process::ExitCode};
+use std::{
+    io::{BufRead, BufReader},
+    process::{ChildStdin, ChildStdout, Command, ExitCode, Stdio},
+};
+
+use uacce_trace::kernel::{attach, system};
 
 /// A test: `Err` says what failed.
 pub type Test = fn() -> Result<(), String>;
@@ -36,6 +41,38 @@ impl Drop for Reaped {
     }
 }
 
+/// This test executable started again as `helper-workload ARGS…`, its
+/// standard input and output piped, once it printed `ready`.
+pub fn start_helper(args: &[&str]) -> Result<(Reaped, ChildStdin, BufReader<ChildStdout>), String> {
+    let mut child = Reaped(
+        Command::new(std::env::current_exe().expect("current exe"))
+            .arg("helper-workload")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn workload: {e}"))?,
+    );
+    let input = child.0.stdin.take().expect("stdin");
+    let mut output = BufReader::new(child.0.stdout.take().expect("stdout"));
+    if read_line(&mut output) != "ready" {
+        return Err("the workload did not start".into());
+    }
+    Ok((child, input, output))
+}
+
+/// Why the tests that trace cannot run here: no root (or CAP_BPF and
+/// CAP_PERFMON), or a binary built without its eBPF object.
+pub fn bpf_skip_reason() -> Option<String> {
+    if let Err(e) = system::check_privileges() {
+        return Some(e);
+    }
+    if let Err(attach::SourceError::StubObject) = attach::verify_all_programs().map(|_| ()) {
+        return Some("built with UACCE_TRACE_EBPF_STUB=1: no eBPF object".into());
+    }
+    None
+}
+
 /// One line from a child, trimmed ("" at its end).
 pub fn read_line(r: &mut impl BufRead) -> String {
     let mut s = String::new();
@@ -44,10 +81,15 @@ pub fn read_line(r: &mut impl BufRead) -> String {
 }
 
 /// Runs `tests` (name, test, needs root and the eBPF object), those whose
-/// name contains the first non-flag argument if there is one; `skip` is why
-/// the ones that need BPF cannot run here, if they cannot.
-pub fn run(tests: &[(&str, Test, bool)], skip: Option<String>) -> ExitCode {
+/// name contains the first non-flag argument if there is one; those that
+/// need BPF are skipped where [`bpf_skip_reason`] says why.
+pub fn run(tests: &[(&str, Test, bool)]) -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    let skip = if tests.iter().any(|t| t.2) {
+        bpf_skip_reason()
+    } else {
+        None
+    };
     let filter = args.iter().skip(1).find(|a| !a.starts_with('-'));
     let (mut passed, mut failed, mut skipped, mut filtered) = (0, 0, 0, 0);
     for &(name, test, needs_bpf) in tests {
