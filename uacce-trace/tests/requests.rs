@@ -74,7 +74,7 @@ mod serve;
 #[path = "common/skip.rs"]
 mod skip;
 
-use harness::{now_ns, read_line, start_helper, Reaped};
+use harness::{now_ns, only_edge_losses, read_line, scrape, start_helper, Reaped};
 
 const SYMBOL: &str = "uacce_trace_test_request";
 
@@ -464,20 +464,6 @@ fn no_request_losses(losses: &serde_json::Value) -> Result<(), String> {
     Ok(())
 }
 
-/// A closing line (`wrote …`, `stopped …`) says `0 dropped`, or names no
-/// reason but the start edge (`in_flight_at_start`: calls that returned
-/// while the hooks were being attached).
-fn only_edge_losses(closing: &str) -> Result<(), String> {
-    if closing.contains(" 0 dropped") {
-        return Ok(());
-    }
-    let edge = closing.split_once(" dropped (").and_then(|(n, rest)| {
-        let n = n.rsplit(' ').next()?;
-        (rest.split(')').next()? == format!("in_flight_at_start {n}")).then_some(())
-    });
-    edge.ok_or_else(|| format!("losses other than the start edge: {closing}"))
-}
-
 /// Per-event checks of one tracer lifetime against the workload's log:
 /// every traced request is one the workload made (by id, the function's
 /// return value), on its thread, inside its outer bracket, with a latency
@@ -579,24 +565,6 @@ fn requests_in_window() -> Result<(), String> {
         traced.len()
     );
     Ok(())
-}
-
-/// Plain `GET /metrics` (no gzip): the body.
-fn scrape(addr: &str) -> Result<String, String> {
-    use std::io::Read;
-    let mut c = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    c.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .map_err(|e| format!("send: {e}"))?;
-    let mut buf = String::new();
-    c.read_to_string(&mut buf)
-        .map_err(|e| format!("read: {e}"))?;
-    let (head, body) = buf.split_once("\r\n\r\n").ok_or("no HTTP head")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("scrape answered {head:?}"));
-    }
-    Ok(body.to_string())
 }
 
 /// The value of the sample `name{…}` whose labels include all of `labels`

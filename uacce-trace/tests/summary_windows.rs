@@ -1,56 +1,63 @@
-//! Summary mode (`record --summary`) started onto a busy workload three
-//! times during one run of it, on the host's real hook for the tool: the
-//! `sys_enter/exit_ioctl` tracepoints, which catch `ioctl(fd,
-//! UACCE_CMD_PIN, …)` on any file (here /dev/null, where every such call
-//! fails with ENOTTY: an error, as the kernel returns it).
+//! Summary mode started onto a busy workload three times during one run
+//! of it (`record --summary --format json`, then `serve` in its default
+//! summary mode, scraped, then `record --summary` again), on the host's
+//! real hook for the tool: the `sys_enter/exit_ioctl` tracepoints, which
+//! catch `ioctl(fd, UACCE_CMD_PIN, …)` on any file (here /dev/null, where
+//! every such call fails with ENOTTY: an error, as the kernel returns it).
 //!
 //! No test harness (`harness = false`): the same executable is the
 //! workload (`summary_windows helper-workload THREADS`), two threads
 //! making those ioctls back to back at full speed, each call bracketed by
 //! its own CLOCK_MONOTONIC reads (t0 before, t1 after). The tracer is
-//! started while they run; per tracer lifetime the test asks the workload
-//! for four marks, each a CLOCK_MONOTONIC time the workload takes itself:
-//! `launch` (before the tracer is spawned), `ready` (after it printed
-//! `recording to`, i.e. after its hooks are attached), `stop` (before
-//! SIGINT) and `exited` (after it was reaped). At each mark every thread
-//! tallies, exactly, how many of its calls (and of their errors) began or
-//! ended before it (below: how, without logging every call).
+//! started while they run; around each step the test asks the workload
+//! for a mark, a CLOCK_MONOTONIC time the workload takes itself, at which
+//! every thread tallies, exactly, how many of its calls (and of their
+//! errors) began or ended before it (below: how, without logging every
+//! call). From two marks the test then knows the calls wholly inside the
+//! interval between them and the calls overlapping it.
 //!
-//! Checked per lifetime, for the workload's pid, from the NDJSON rows of
-//! kind `uacce_ctrl` (all intervals summed):
+//! `record --summary`: marks `launch` (before the tracer is spawned),
+//! `ready` (after it printed `recording to`, i.e. after its hooks are
+//! attached), `stop` (before SIGINT) and `exited` (after it was reaped).
+//! Its count and errors for the workload's pid (NDJSON rows of kind
+//! `uacce_ctrl`, all intervals summed) lie between the calls wholly
+//! inside [ready, stop] and those overlapping [launch, exited]: the
+//! kernel counts a call at its `sys_exit` when it saw its `sys_enter`
+//! (`ioctl_end`); attaching is done before `recording to` is printed, so
+//! every call that began after `ready` has its entry seen; `record` reads
+//! the maps a last time after SIGINT, and a call's summary update is done
+//! before the syscall returns, so every call that ended before `stop` is
+//! in that last reading. Conversely a counted call entered the kernel
+//! after the hooks were attached (after `launch`) and left it before the
+//! last reading (before `exited`).
 //!
-//! - the count lies between the calls wholly inside [ready, stop] and the
-//!   calls overlapping [launch, exited]; the errors likewise between the
-//!   failed calls of the same two sets (all of them fail here, and the
-//!   summary counts `ret != 0` as an error);
-//! - the loss ledger names no reason but the start edge
-//!   (`in_flight_at_start`: calls that returned while the hooks were being
-//!   attached), and the closing `wrote` line says `0 dropped` when that is
-//!   empty, else exactly the ledger's total;
-//! - every thread had calls wholly inside the window, `record` exited 130
-//!   (SIGINT, after writing the file), and the workload still made calls
-//!   after the last stop (stopped mid-stream) and exited 0.
+//! `serve`: marks `launch`, `ready` (after `serving`), m0 (after the first
+//! scrape, count c0), e (a window later), and one after each later scrape;
+//! it is scraped until the growth c1 − c0 of
+//! `uacce_trace_uacce_ctrl_latency_seconds_count{pid}` covers the calls
+//! wholly inside [m0, e] (the workload counts them; `serve` reads the
+//! kernel's counts once a second, so a scrape lags: the 20 s deadline is
+//! reached only when a call is lost, it bounds no value), and c1 stays
+//! below the calls overlapping [launch, the last scrape's mark]; errors
+//! (`uacce_trace_uacce_ctrl_errors_total`) alike.
 //!
-//! Why these bounds hold, whatever the load: the kernel counts a call at
-//! its `sys_exit` when it saw its `sys_enter` (`ioctl_end`). Attaching is
-//! done before `recording to` is printed, and `ready` is taken after the
-//! test read that line, so every call that began after `ready` has its
-//! entry seen; `record` reads the maps a last time after SIGINT, which is
-//! sent after `stop`, and a call's summary update is done before the
-//! syscall returns, so every call that ended before `stop` is in that
-//! last reading. Hence every call wholly inside [ready, stop] is counted.
-//! Conversely a counted call entered the kernel after the hooks were
-//! attached (after `launch`) and left it before the last reading (before
-//! `exited`). No timing tolerance is involved: a descheduled thread or
-//! tracer only moves calls between the two sets, which are computed from
-//! the workload's own timestamps. The upper bound is wide: it includes
-//! the calls made during the tracer's start-up (1.3–2.2 s with both cores
+//! Every lifetime: the loss ledger (the rows' `losses`, serve's
+//! `uacce_trace_lost_total`) names no reason but the start edge
+//! (`in_flight_at_start`: calls that returned while the hooks were being
+//! attached); the closing line says `0 dropped`, or names only that
+//! reason; every thread had calls wholly inside the window; `record`
+//! exits 130 (SIGINT, after writing the file), `serve` 0; the workload
+//! still made calls after the last stop (stopped mid-stream) and exited 0.
+//!
+//! No timing tolerance is involved: a descheduled thread or tracer only
+//! moves calls between the two sets, which are computed from the
+//! workload's own timestamps. The upper bound is wide: it includes the
+//! calls made during the tracer's start-up (1.2–2.2 s with both cores
 //! busy, measured) and stop (0.2–1.1 s), about 1.5–2.8 times the calls
 //! wholly inside, so the test prints, per window, the count against both
-//! bounds and the three durations. It does not catch a call counted twice
-//! under load; `host_bpf`'s `summary_mode_matches_per_event_on_the_same_calls`
-//! does (the count of a burst of calls equal to the per-event records of
-//! them).
+//! bounds. It does not catch a call counted twice under load;
+//! `host_bpf`'s `summary_mode_matches_per_event_on_the_same_calls` does
+//! (the count of a burst of calls equal to the per-event records of them).
 //!
 //! The tallies, exact without a log of every call: the workload's main
 //! thread announces a mark (`PENDING` = its number), reads the clock
@@ -68,6 +75,7 @@
 //! `CI=true`). About 16 s on a 2-core machine.
 
 use std::{
+    collections::BTreeMap,
     io::{BufRead, BufReader, Write},
     os::fd::AsRawFd,
     process::{Command, ExitCode, Stdio},
@@ -83,7 +91,7 @@ mod harness;
 #[path = "common/skip.rs"]
 mod skip;
 
-use harness::{now_ns, read_line, start_helper, Reaped};
+use harness::{now_ns, only_edge_losses, read_line, scrape, start_helper, Reaped};
 
 /// `UACCE_CMD_PIN`: `_IOW('W', 2, struct { u64 addr; u64 size; })`.
 const UACCE_CMD_PIN: u64 = 0x4010_5702;
@@ -134,7 +142,7 @@ static GEN: AtomicU64 = AtomicU64::new(0);
 static ACKS: AtomicU64 = AtomicU64::new(0);
 
 /// One thread's loop: ioctls until `stop`; returns its tallies, one per mark.
-fn busy_thread(stop: &AtomicBool) -> Vec<Tally> {
+fn busy_thread(stop: &AtomicBool, tallies: &Mutex<Vec<Tally>>) {
     let devnull = std::fs::File::open("/dev/null").expect("open /dev/null");
     let range: [u64; 2] = [0x7f12_3456_7000, 4096];
     let (mut calls, mut errors) = (0u64, 0u64);
@@ -143,7 +151,6 @@ fn busy_thread(stop: &AtomicBool) -> Vec<Tally> {
     // tallies before the first of them.
     let mut kept: Vec<(u64, u64, bool)> = Vec::with_capacity(1 << 16);
     let mut base = (0u64, 0u64);
-    let mut tallies = Vec::new();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let t0 = now_ns();
         // SAFETY: ioctl on /dev/null with a pointer to our buffer.
@@ -174,7 +181,7 @@ fn busy_thread(stop: &AtomicBool) -> Vec<Tally> {
                 }
                 c
             };
-            tallies.push(Tally {
+            tallies.lock().expect("lock").push(Tally {
                 ended_before: count(&|_, b| b < m),
                 began_before: count(&|a, _| a < m),
                 ended_by: count(&|_, b| b <= m),
@@ -185,26 +192,51 @@ fn busy_thread(stop: &AtomicBool) -> Vec<Tally> {
             ACKS.fetch_add(1, SeqCst);
         }
     }
-    tallies
+}
+
+/// Calls (and errors) wholly inside [mark `i`, mark `j`], all threads.
+fn inside(tallies: &[Vec<Tally>], i: usize, j: usize) -> [u64; 2] {
+    let mut n = [0; 2];
+    for th in tallies {
+        for (k, n) in n.iter_mut().enumerate() {
+            *n += th[j].ended_by[k].saturating_sub(th[i].began_before[k]);
+        }
+    }
+    n
+}
+
+/// Calls (and errors) overlapping [mark `i`, mark `j`], all threads.
+fn overlapping(tallies: &[Vec<Tally>], i: usize, j: usize) -> [u64; 2] {
+    let mut n = [0; 2];
+    for th in tallies {
+        for (k, n) in n.iter_mut().enumerate() {
+            *n += th[j].began_by[k] - th[i].ended_before[k];
+        }
+    }
+    n
 }
 
 /// `summary_windows helper-workload THREADS`: prints `ready` once the
-/// threads run, answers each `mark` on its standard input with the mark's
-/// CLOCK_MONOTONIC time (once every thread tallied it), and `quit` with
+/// threads run, answers on its standard input each `mark` with the mark's
+/// CLOCK_MONOTONIC time (once every thread tallied it), `inside I J` with
+/// the calls and errors wholly inside [mark I, mark J], and `quit` with
 /// each thread's tallies (`thread T mark I` and 8 numbers), then exits.
 fn workload(threads: usize) -> ExitCode {
     let stop = Arc::new(AtomicBool::new(false));
-    let out: Arc<Mutex<Vec<Vec<Tally>>>> = Arc::new(Mutex::new(vec![Vec::new(); threads]));
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
+    let out: Vec<Arc<Mutex<Vec<Tally>>>> = (0..threads).map(|_| Arc::default()).collect();
+    let handles: Vec<_> = out
+        .iter()
+        .map(|tallies| {
             let stop = Arc::clone(&stop);
-            let out = Arc::clone(&out);
-            std::thread::spawn(move || {
-                let tallies = busy_thread(&stop);
-                out.lock().expect("lock")[t] = tallies;
-            })
+            let tallies = Arc::clone(tallies);
+            std::thread::spawn(move || busy_thread(&stop, &tallies))
         })
         .collect();
+    let snapshot = || -> Vec<Vec<Tally>> {
+        out.iter()
+            .map(|t| t.lock().expect("lock").clone())
+            .collect()
+    };
     std::thread::sleep(Duration::from_millis(100));
     let stdout = std::io::stdout();
     let say = |s: String| {
@@ -215,7 +247,15 @@ fn workload(threads: usize) -> ExitCode {
     say("ready".into());
     let mut marks = 0u64;
     for line in std::io::stdin().lock().lines() {
-        if line.as_deref().ok() != Some("mark") {
+        let line = line.unwrap_or_default();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let ["inside", i, j] = words.as_slice() {
+            let (i, j) = (i.parse().unwrap_or(0), j.parse().unwrap_or(0));
+            let n = inside(&snapshot(), i, j);
+            say(format!("{} {}", n[0], n[1]));
+            continue;
+        }
+        if words != ["mark"] {
             break;
         }
         marks += 1;
@@ -232,7 +272,7 @@ fn workload(threads: usize) -> ExitCode {
     for h in handles {
         let _ = h.join();
     }
-    for (t, tallies) in out.lock().expect("lock").iter().enumerate() {
+    for (t, tallies) in snapshot().iter().enumerate() {
         for (i, tally) in tallies.iter().enumerate() {
             let f = tally.fields().map(|x| x.to_string()).join(" ");
             say(format!("thread {t} mark {i} {f}"));
@@ -245,11 +285,22 @@ fn tool() -> Command {
     Command::new(env!("CARGO_BIN_EXE_uacce-trace"))
 }
 
-/// One tracer lifetime: its mark numbers, what it wrote and said.
+/// What one tracer lifetime counted for the workload, and the marks that
+/// bound it: every call wholly inside [surely.0, surely.1] is counted,
+/// none that does not overlap [possibly.0, possibly.1].
 struct Lifetime {
-    /// Indices of the launch, ready, stop and exited marks.
-    marks: [usize; 4],
-    rows: Vec<serde_json::Value>,
+    what: &'static str,
+    /// Indices of the launch and ready marks (start-up).
+    started: (usize, usize),
+    surely: (usize, usize),
+    possibly: (usize, usize),
+    /// [calls, errors] counted.
+    counted: [u64; 2],
+    /// [calls, errors] counted before `surely.0` and not in `counted`
+    /// (serve: the first scrape), off the upper bound.
+    before: [u64; 2],
+    /// Losses by reason (non-zero ones).
+    ledger: BTreeMap<String, u64>,
     closing: String,
     log: Vec<String>,
 }
@@ -287,36 +338,70 @@ impl Workload {
         self.marks += 1;
         Ok(self.marks - 1)
     }
+
+    /// Calls wholly inside [mark `i`, mark `j`] so far.
+    fn inside(&mut self, i: usize, j: usize) -> Result<u64, String> {
+        writeln!(self.input, "inside {i} {j}").map_err(|e| format!("to workload: {e}"))?;
+        let line = read_line(&mut self.output);
+        line.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("the workload answered {line:?} to inside"))
+    }
+
+    /// Milliseconds from mark `i` to mark `j`.
+    fn ms(&self, i: usize, j: usize) -> f64 {
+        (self.times[j] - self.times[i]) as f64 / 1e6
+    }
 }
 
-/// Start `record --summary --format json`, wait for it to attach, let it
-/// run [`WINDOW`], SIGINT it; marks around each step.
-fn lifetime(w: &mut Workload, out: &std::path::Path) -> Result<Lifetime, String> {
-    let launch = w.mark()?;
-    let mut rec = Reaped(
-        tool()
-            .args(["record", "--summary", "--format", "json", "-o"])
-            .arg(out)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("spawn record: {e}"))?,
-    );
-    let mut lines = BufReader::new(rec.0.stderr.take().expect("stderr")).lines();
+/// Reads `child`'s standard error up to the line starting with `ready`.
+fn read_until(
+    child: &mut std::process::Child,
+    ready: &str,
+) -> Result<
+    (
+        std::io::Lines<BufReader<std::process::ChildStderr>>,
+        Vec<String>,
+    ),
+    String,
+> {
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let mut log = Vec::new();
     loop {
         match lines.next() {
             Some(Ok(l)) => {
-                let attached = l.starts_with("uacce-trace: recording to");
+                let found = l.starts_with(ready);
                 log.push(l);
-                if attached {
-                    break;
+                if found {
+                    return Ok((lines, log));
                 }
             }
-            _ => return Err(format!("record --summary ended before attaching: {log:?}")),
+            _ => return Err(format!("the tracer ended before attaching: {log:?}")),
         }
     }
+}
+
+/// The tool live, its standard error piped.
+fn spawn_tool(args: &[&str]) -> Result<Reaped, String> {
+    Ok(Reaped(
+        tool()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn {args:?}: {e}"))?,
+    ))
+}
+
+/// Start `record --summary --format json`, wait for it to attach, let it
+/// run [`WINDOW`], SIGINT it; marks around each step.
+fn record_lifetime(w: &mut Workload, out: &std::path::Path, pid: u64) -> Result<Lifetime, String> {
+    let launch = w.mark()?;
+    let out_arg = out.display().to_string();
+    let mut rec = spawn_tool(&["record", "--summary", "--format", "json", "-o", &out_arg])?;
+    let (lines, mut log) = read_until(&mut rec.0, "uacce-trace: recording to")?;
     let ready = w.mark()?;
     std::thread::sleep(WINDOW);
     let stop = w.mark()?;
@@ -335,13 +420,115 @@ fn lifetime(w: &mut Workload, out: &std::path::Path) -> Result<Lifetime, String>
         .cloned()
         .ok_or_else(|| format!("no closing line: {log:?}"))?;
     let text = std::fs::read_to_string(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let rows = text
-        .lines()
-        .map(|l| serde_json::from_str(l).map_err(|e| format!("NDJSON {l:?}: {e}")))
-        .collect::<Result<Vec<serde_json::Value>, String>>()?;
+    let mut counted = [0u64; 2];
+    let mut ledger = BTreeMap::<String, u64>::new();
+    for line in text.lines() {
+        let row: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("NDJSON {line:?}: {e}"))?;
+        if let Some(l) = row["losses"].as_object() {
+            for (reason, n) in l {
+                *ledger.entry(reason.clone()).or_default() += n.as_u64().unwrap_or(0);
+            }
+        }
+        if row["kind"] == "uacce_ctrl" && row["pid"].as_u64() == Some(pid) {
+            counted[0] += row["count"].as_u64().unwrap_or(0);
+            counted[1] += row["errors"].as_u64().unwrap_or(0);
+        }
+    }
     Ok(Lifetime {
-        marks: [launch, ready, stop, exited],
-        rows,
+        what: "record --summary",
+        started: (launch, ready),
+        surely: (ready, stop),
+        possibly: (launch, exited),
+        counted,
+        before: [0; 2],
+        ledger,
+        closing,
+        log,
+    })
+}
+
+/// The samples named `name` with `label` among their labels: (the other
+/// labels, value).
+fn samples<'a>(body: &'a str, name: &str, label: &str) -> Vec<(&'a str, u64)> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| series.split('{').next() == Some(name) && series.contains(label))
+        .filter_map(|(series, v)| Some((series, v.parse::<f64>().ok()? as u64)))
+        .collect()
+}
+
+/// [calls, errors] of the workload's pid in a scrape.
+fn scraped(body: &str, pid_label: &str) -> [u64; 2] {
+    let sum = |name| samples(body, name, pid_label).iter().map(|s| s.1).sum();
+    [
+        sum("uacce_trace_uacce_ctrl_latency_seconds_count"),
+        sum("uacce_trace_uacce_ctrl_errors_total"),
+    ]
+}
+
+/// `serve` (summary mode, its default) started, scraped once it serves
+/// (c0, then mark m0), after [`WINDOW`] (mark e) scraped until the calls
+/// wholly inside [m0, e] are in (the workload counts them; a deadline that
+/// only a lost call reaches: `serve` reads the kernel's counts once a
+/// second), then stopped with SIGINT.
+fn serve_lifetime(w: &mut Workload, pid: u64) -> Result<Lifetime, String> {
+    let launch = w.mark()?;
+    let mut serve = spawn_tool(&["serve", "--listen", "127.0.0.1:0"])?;
+    let (lines, mut log) = read_until(&mut serve.0, "uacce-trace: serving http://")?;
+    let ready = w.mark()?;
+    let addr = log
+        .last()
+        .and_then(|l| l.strip_prefix("uacce-trace: serving http://"))
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_default()
+        .to_string();
+    let pid_label = format!("pid=\"{pid}\"");
+    let c0 = scraped(&scrape(&addr)?, &pid_label);
+    let m0 = w.mark()?;
+    std::thread::sleep(WINDOW);
+    let e = w.mark()?;
+    let need = w.inside(m0, e)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (mut body, mut c1, mut last);
+    loop {
+        body = scrape(&addr)?;
+        c1 = scraped(&body, &pid_label);
+        last = w.mark()?;
+        if c1[0].saturating_sub(c0[0]) >= need || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: a signal to our own child, not yet reaped.
+    unsafe { libc::kill(serve.0.id() as i32, libc::SIGINT) };
+    log.extend(lines.map_while(Result::ok));
+    let status = serve.0.wait().map_err(|e| format!("wait for serve: {e}"))?;
+    if status.code() != Some(0) {
+        return Err(format!("serve exit status {status:?}: {log:?}"));
+    }
+    let closing = log
+        .iter()
+        .find(|l| l.starts_with("uacce-trace: stopped serving"))
+        .cloned()
+        .ok_or_else(|| format!("no closing line: {log:?}"))?;
+    let ledger = samples(&body, "uacce_trace_lost_total", "reason=")
+        .into_iter()
+        .filter(|s| s.1 > 0)
+        .map(|(series, n)| {
+            let reason = series.split('"').nth(1).unwrap_or(series);
+            (reason.to_string(), n)
+        })
+        .collect();
+    Ok(Lifetime {
+        what: "serve",
+        started: (launch, ready),
+        surely: (m0, e),
+        possibly: (launch, last),
+        counted: [c1[0] - c0[0], c1[1] - c0[1]],
+        before: c0,
+        ledger,
         closing,
         log,
     })
@@ -360,7 +547,11 @@ fn summary_windows_on_a_busy_workload() -> Result<(), String> {
     std::thread::sleep(Duration::from_millis(300));
     let mut lives = Vec::new();
     for i in 0..WINDOWS {
-        lives.push(lifetime(&mut w, &dir.join(format!("window{i}.json")))?);
+        lives.push(if i == 1 {
+            serve_lifetime(&mut w, pid)?
+        } else {
+            record_lifetime(&mut w, &dir.join(format!("window{i}.json")), pid)?
+        });
         std::thread::sleep(Duration::from_millis(300));
     }
     let after = w.mark()?;
@@ -388,79 +579,64 @@ fn summary_windows_on_a_busy_workload() -> Result<(), String> {
         return Err(format!("workload exit status {status:?}"));
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let last_exit = lives.last().map_or(0, |l| l.marks[3]);
+    let mut failures = Vec::new();
+    let last_exit = lives.last().map_or(0, |l| l.possibly.1);
     for (t, th) in tallies.iter().enumerate() {
-        let made = th[after].began_by[0] - th[last_exit].ended_before[0];
-        if made == 0 {
-            return Err(format!("thread {t} made no call after the last stop"));
+        if th[after].began_by[0] == th[last_exit].ended_before[0] {
+            failures.push(format!("thread {t} made no call after the last stop"));
         }
     }
-    let mut failures = Vec::new();
     for (i, life) in lives.iter().enumerate() {
-        let [launch, ready, stop, exited] = life.marks;
-        // [calls, errors] wholly inside [ready, stop] and overlapping
-        // [launch, exited], all threads.
-        let (mut inside, mut overlap) = ([0u64; 2], [0u64; 2]);
-        for (t, th) in tallies.iter().enumerate() {
-            for k in 0..2 {
-                let n = th[stop].ended_by[k].saturating_sub(th[ready].began_before[k]);
-                if k == 0 && n == 0 {
-                    failures.push(format!("window {i}: thread {t} made no call inside it"));
-                }
-                inside[k] += n;
-                overlap[k] += th[exited].began_by[k] - th[launch].ended_before[k];
-            }
-        }
-        let (mut count, mut errors) = (0u64, 0u64);
-        let mut ledger = std::collections::BTreeMap::<String, u64>::new();
-        for row in &life.rows {
-            if let Some(l) = row["losses"].as_object() {
-                for (reason, n) in l {
-                    *ledger.entry(reason.clone()).or_default() += n.as_u64().unwrap_or(0);
-                }
-            }
-            if row["kind"] == "uacce_ctrl" && row["pid"].as_u64() == Some(pid) {
-                count += row["count"].as_u64().unwrap_or(0);
-                errors += row["errors"].as_u64().unwrap_or(0);
-            }
-        }
-        let ms = |a: usize, b: usize| (w.times[b] - w.times[a]) as f64 / 1e6;
-        println!(
-            "window {i}: start-up {:.0} ms, window {:.0} ms, stop {:.0} ms; {count} calls counted ({errors} errors), wholly inside [ready, stop] \
-             {} ({} errors), overlapping [launch, exited] {} ({} errors); ledger {ledger:?}; {}",
-            ms(launch, ready),
-            ms(ready, stop),
-            ms(stop, exited),
-            inside[0], inside[1], overlap[0], overlap[1], life.closing
+        let (lo, hi) = (
+            inside(&tallies, life.surely.0, life.surely.1),
+            overlapping(&tallies, life.possibly.0, life.possibly.1),
         );
-        if count < inside[0] || count > overlap[0] {
+        for (t, th) in tallies.iter().enumerate() {
+            if th[life.surely.1].ended_by[0] <= th[life.surely.0].began_before[0] {
+                failures.push(format!("window {i}: thread {t} made no call inside it"));
+            }
+        }
+        let c = life.counted;
+        println!(
+            "window {i} ({}): start-up {:.0} ms, window {:.0} ms; {} calls counted ({} errors), \
+             wholly inside the window {} ({} errors), overlapping the tracer's life {} ({} \
+             errors){}; ledger {:?}; {}",
+            life.what,
+            w.ms(life.started.0, life.started.1),
+            w.ms(life.surely.0, life.surely.1),
+            c[0],
+            c[1],
+            lo[0],
+            lo[1],
+            hi[0],
+            hi[1],
+            if life.before == [0, 0] {
+                String::new()
+            } else {
+                format!(", {} of them counted before the window", life.before[0])
+            },
+            life.ledger,
+            life.closing
+        );
+        for (k, what) in [(0, "calls"), (1, "errors")] {
+            if c[k] < lo[k] || c[k] + life.before[k] > hi[k] {
+                failures.push(format!(
+                    "window {i} ({}): {} {what} counted, outside [{}, {}]",
+                    life.what,
+                    c[k],
+                    lo[k],
+                    hi[k] - life.before[k].min(hi[k])
+                ));
+            }
+        }
+        if let Some(r) = life.ledger.keys().find(|r| *r != "in_flight_at_start") {
             failures.push(format!(
-                "window {i}: {count} calls counted, outside [{}, {}]",
-                inside[0], overlap[0]
+                "window {i}: loss reason {r} (not an edge): {:?}",
+                life.ledger
             ));
         }
-        if errors < inside[1] || errors > overlap[1] {
-            failures.push(format!(
-                "window {i}: {errors} errors counted, outside [{}, {}]",
-                inside[1], overlap[1]
-            ));
-        }
-        let total: u64 = ledger.values().sum();
-        if let Some(r) = ledger.keys().find(|r| *r != "in_flight_at_start") {
-            failures.push(format!(
-                "window {i}: loss reason {r} (not an edge): {ledger:?}"
-            ));
-        }
-        let said = if total == 0 {
-            " 0 dropped".to_string()
-        } else {
-            format!(" {total} dropped (")
-        };
-        if !life.closing.contains(&said) {
-            failures.push(format!(
-                "window {i}: closing line {:?} does not say{said:?} (ledger {ledger:?}); log {:?}",
-                life.closing, life.log
-            ));
+        if let Err(e) = only_edge_losses(&life.closing) {
+            failures.push(format!("window {i}: {e}; log {:?}", life.log));
         }
     }
     if failures.is_empty() {

@@ -13,6 +13,7 @@
 use std::{
     io::{BufRead, BufReader},
     process::{ChildStdin, ChildStdout, Command, ExitCode, Stdio},
+    time::Duration,
 };
 
 use uacce_trace::kernel::{attach, system};
@@ -71,6 +72,38 @@ pub fn bpf_skip_reason() -> Option<String> {
         return Some("built with UACCE_TRACE_EBPF_STUB=1: no eBPF object".into());
     }
     None
+}
+
+/// A closing line (`wrote …`, `stopped …`) says `0 dropped`, or names no
+/// reason but the start edge (`in_flight_at_start`: calls that returned
+/// while the hooks were being attached).
+pub fn only_edge_losses(closing: &str) -> Result<(), String> {
+    if closing.contains(" 0 dropped") {
+        return Ok(());
+    }
+    let edge = closing.split_once(" dropped (").and_then(|(n, rest)| {
+        let n = n.rsplit(' ').next()?;
+        (rest.split(')').next()? == format!("in_flight_at_start {n}")).then_some(())
+    });
+    edge.ok_or_else(|| format!("losses other than the start edge: {closing}"))
+}
+
+/// Plain `GET /metrics` (no gzip): the body.
+pub fn scrape(addr: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .map_err(|e| format!("send: {e}"))?;
+    let mut buf = String::new();
+    c.read_to_string(&mut buf)
+        .map_err(|e| format!("read: {e}"))?;
+    let (head, body) = buf.split_once("\r\n\r\n").ok_or("no HTTP head")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("scrape answered {head:?}"));
+    }
+    Ok(body.to_string())
 }
 
 /// One line from a child, trimmed ("" at its end).
