@@ -91,7 +91,7 @@ mod harness;
 #[path = "common/skip.rs"]
 mod skip;
 
-use harness::{now_ns, only_edge_losses, read_line, scrape, start_helper, Reaped};
+use harness::{closing_losses, edge, now_ns, read_line, scrape, start_helper, Reaped};
 
 /// `UACCE_CMD_PIN`: `_IOW('W', 2, struct { u64 addr; u64 size; })`.
 const UACCE_CMD_PIN: u64 = 0x4010_5702;
@@ -635,7 +635,7 @@ fn summary_windows_on_a_busy_workload() -> Result<(), String> {
                 life.ledger
             ));
         }
-        if let Err(e) = only_edge_losses(&life.closing) {
+        if let Err(e) = closing_losses(&life.closing, edge) {
             failures.push(format!("window {i}: {e}; log {:?}", life.log));
         }
     }

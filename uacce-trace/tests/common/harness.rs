@@ -74,18 +74,48 @@ pub fn bpf_skip_reason() -> Option<String> {
     None
 }
 
-/// A closing line (`wrote …`, `stopped …`) says `0 dropped`, or names no
-/// reason but the start edge (`in_flight_at_start`: calls that returned
-/// while the hooks were being attached).
-pub fn only_edge_losses(closing: &str) -> Result<(), String> {
-    if closing.contains(" 0 dropped") {
-        return Ok(());
+/// The losses a closing line (`wrote …`, `stopped …`) names: `0 dropped`,
+/// or `N dropped (reason n, …; not lost: …)` whose reasons sum to N;
+/// `Err` when they are not all `allowed`, or the line says neither.
+pub fn closing_losses(
+    closing: &str,
+    allowed: fn(&str) -> bool,
+) -> Result<std::collections::BTreeMap<String, u64>, String> {
+    let mut losses = std::collections::BTreeMap::new();
+    let (before, after) = closing
+        .split_once(" dropped")
+        .ok_or_else(|| format!("no losses in {closing:?}"))?;
+    let total: u64 = before
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("no loss count in {closing:?}"))?;
+    if total > 0 {
+        let list = after
+            .strip_prefix(" (")
+            .and_then(|l| l.split([')', ';']).next())
+            .ok_or_else(|| format!("no loss reasons in {closing:?}"))?;
+        for item in list.split(", ") {
+            let (reason, n) = item
+                .rsplit_once(' ')
+                .and_then(|(r, n)| Some((r.to_string(), n.parse::<u64>().ok()?)))
+                .ok_or_else(|| format!("loss {item:?} in {closing:?}"))?;
+            losses.insert(reason, n);
+        }
     }
-    let edge = closing.split_once(" dropped (").and_then(|(n, rest)| {
-        let n = n.rsplit(' ').next()?;
-        (rest.split(')').next()? == format!("in_flight_at_start {n}")).then_some(())
-    });
-    edge.ok_or_else(|| format!("losses other than the start edge: {closing}"))
+    if losses.values().sum::<u64>() != total {
+        return Err(format!("the reasons do not sum to the losses: {closing:?}"));
+    }
+    match losses.keys().find(|r| !allowed(r)) {
+        Some(r) => Err(format!("lost as {r}: {closing}")),
+        None => Ok(losses),
+    }
+}
+
+/// The start edge: calls that returned while the hooks were being
+/// attached (`in_flight_at_start`).
+pub fn edge(reason: &str) -> bool {
+    reason == "in_flight_at_start"
 }
 
 /// Plain `GET /metrics` (no gzip): the body.
