@@ -639,11 +639,7 @@ fn summary_windows_on_a_busy_workload() -> Result<(), String> {
             failures.push(format!("window {i}: {e}; log {:?}", life.log));
         }
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures.join("\n"))
-    }
+    harness::verdict(failures)
 }
 
 fn main() -> ExitCode {

@@ -143,6 +143,15 @@ pub fn read_line(r: &mut impl BufRead) -> String {
     s.trim().to_string()
 }
 
+/// `Ok` when nothing failed, else every failure, one a line.
+pub fn verdict(failures: Vec<String>) -> Result<(), String> {
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n"))
+    }
+}
+
 /// Runs `tests` (name, test, needs root and the eBPF object), those whose
 /// name contains the first non-flag argument if there is one; those that
 /// need BPF are skipped where [`bpf_skip_reason`] says why.
