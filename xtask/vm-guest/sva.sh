@@ -12,9 +12,10 @@
 # information; the workloads' own JSON lines go to section `sva-a`, `sva-b`
 # and `sva-c`; the host reads them back. Then, with TOOL, per hook type:
 # `uacce-trace trace --json` attached before the same workloads (one
-# process, then two at once), its events in section `tool-<hooks>` and the
-# workloads' lines in `tool-<hooks>-a|b|c`, checked by the host against
-# each other (xtask/src/sva.rs).
+# process, then two at once) and started while a fourth (d) already holds
+# its PASID, its events in section `tool-<hooks>` and the workloads' lines
+# in `tool-<hooks>-a|b|c|d`, checked by the host against each other
+# (xtask/src/sva.rs).
 
 OUT=/tmp/sva
 say() { echo "$*" >> $OUT; }
@@ -118,6 +119,12 @@ sva-b /tmp/sva-b
 sva-c /tmp/sva-c"
 if [ -n "$TOOL" ]; then
   for h in $HOOKS; do
+    # d: bound (its PASID taken) before the tool starts, faulting after;
+    # the tool learns its PASID from the start-up scan.
+    "$SVA" "$PAGES" "/dev/$node" --wait-for /tmp/go-$h > /tmp/tool-$h-d 2>&1 &
+    pd=$!
+    wait_started $pd /tmp/tool-$h-d '"sva_open"' 300
+    dbound=$started
     "$TOOL" -v trace --json --hooks "$h" > /tmp/tool-$h 2> /tmp/tool-$h-err &
     tp=$!
     wait_started $tp /tmp/tool-$h-err '^uacce-trace: tracing started' $START_TICKS
@@ -131,14 +138,18 @@ if [ -n "$TOOL" ]; then
     wait $pb; rb=$?
     wait $pc; rc2=$?
     p1=$(pins)
+    # d alone after b and c, so that its own vmstat delta is its pin.
+    : > /tmp/go-$h
+    wait $pd; rd=$?
     stop_tracer $tp 30
-    say "tool hooks=$h started=$started start_polls=$polls a=$ra b=$rb c=$rc2 pins_bc=$((p1 - p0)) stop_sig=$stop_sig stop_rc=$stop_rc"
+    say "tool hooks=$h started=$started start_polls=$polls d_bound_first=$dbound a=$ra b=$rb c=$rc2 d=$rd pins_bc=$((p1 - p0)) stop_sig=$stop_sig stop_rc=$stop_rc"
     sections="$sections
 tool-$h /tmp/tool-$h
 tool-$h-err /tmp/tool-$h-err
 tool-$h-a /tmp/tool-$h-a
 tool-$h-b /tmp/tool-$h-b
-tool-$h-c /tmp/tool-$h-c"
+tool-$h-c /tmp/tool-$h-c
+tool-$h-d /tmp/tool-$h-d"
   done
 fi
 say "uptime_s $(cut -d' ' -f1 /proc/uptime)"
