@@ -64,6 +64,11 @@ pub struct SvaArgs {
     /// with cargo).
     #[arg(long)]
     no_tool: bool,
+    /// Leave out the extra run with the first hook type and
+    /// `trace --vendor-report` (the core report function unhooked, so that
+    /// the `intel_iommu:prq_report` row reports).
+    #[arg(long)]
+    no_vendor_report: bool,
     /// Use the binaries already in target/release instead of building.
     #[arg(long)]
     no_build: bool,
@@ -80,20 +85,64 @@ impl SvaArgs {
         Self::from_arg_matches(&matches).context("sva arguments")
     }
 
-    /// The hook types the tool runs with; none with `--no-tool`.
-    fn tool_hooks(&self) -> Vec<Hooks> {
+    /// The tool's runs, in order; none with `--no-tool`.
+    fn tool_runs(&self) -> Vec<ToolRun> {
         if self.no_tool {
-            Vec::new()
+            return Vec::new();
+        }
+        let mut runs: Vec<ToolRun> = self
+            .hooks
+            .iter()
+            .map(|&hooks| ToolRun {
+                hooks,
+                vendor: false,
+            })
+            .collect();
+        if let (Some(&hooks), false) = (self.hooks.first(), self.no_vendor_report) {
+            runs.push(ToolRun {
+                hooks,
+                vendor: true,
+            });
+        }
+        runs
+    }
+}
+
+/// One run of the tool in the SVA VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ToolRun {
+    hooks: Hooks,
+    /// `--vendor-report`: the IO page faults come from the
+    /// `intel_iommu:prq_report` tracepoint instead of the core function.
+    vendor: bool,
+}
+
+impl ToolRun {
+    /// Its name in the guest's `HOOKS` and in the section names.
+    fn name(self) -> String {
+        if self.vendor {
+            format!("{}-vendor", self.hooks.as_str())
         } else {
-            self.hooks.clone()
+            self.hooks.as_str().to_owned()
+        }
+    }
+
+    /// The hook type of the `iopf_report` row its plan must show: the
+    /// fault events name the response's hook, so the report side is
+    /// checked on the "tracing started" line.
+    fn report_hook(self) -> &'static str {
+        if self.vendor {
+            "tracepoint"
+        } else {
+            self.hooks.as_str()
         }
     }
 }
 
-/// The `/init` of the SVA VM; `hooks` empty: without the tool.
-fn init_script(pages: u32, hooks: &[Hooks]) -> String {
-    let tool = if hooks.is_empty() { "" } else { GUEST_TOOL };
-    let hooks: Vec<&str> = hooks.iter().map(|h| h.as_str()).collect();
+/// The `/init` of the SVA VM; `runs` empty: without the tool.
+fn init_script(pages: u32, runs: &[ToolRun]) -> String {
+    let tool = if runs.is_empty() { "" } else { GUEST_TOOL };
+    let hooks: Vec<String> = runs.iter().map(|r| r.name()).collect();
     guest::init(
         "sva",
         &[
@@ -109,7 +158,7 @@ fn init_script(pages: u32, hooks: &[Hooks]) -> String {
 
 /// `cargo xtask sva`: Ok(true) when every check passed.
 pub fn run(args: &SvaArgs) -> Result<bool> {
-    let hooks = args.tool_hooks();
+    let hooks = args.tool_runs();
     setup::ensure(&[Need::Packages(&["busybox-static", "gzip"])])?;
     if !hooks.is_empty() && !args.no_build {
         setup::ensure(&[Need::BpfToolchain])?;
@@ -175,14 +224,21 @@ pub fn run(args: &SvaArgs) -> Result<bool> {
             Err(e) => failed.push(format!("{section}: {e}")),
         }
     }
-    for h in &hooks {
-        match tool_run(&console, h.as_str(), args.pages) {
-            Ok(summary) => eprintln!("sva: tool --hooks {}: {summary}", h.as_str()),
+    for run in &hooks {
+        let name = run.name();
+        match tool_run(
+            &console,
+            &name,
+            run.hooks.as_str(),
+            run.report_hook(),
+            args.pages,
+        ) {
+            Ok(summary) => eprintln!("sva: tool {name}: {summary}"),
             Err(e) => {
-                for line in console.lines(&format!("tool-{}-err", h.as_str())) {
-                    eprintln!("sva: tool --hooks {} stderr: {line}", h.as_str());
+                for line in console.lines(&format!("tool-{name}-err")) {
+                    eprintln!("sva: tool {name} stderr: {line}");
                 }
-                failed.push(format!("tool --hooks {}: {e:#}", h.as_str()));
+                failed.push(format!("tool {name}: {e:#}"));
             }
         }
     }
@@ -203,7 +259,7 @@ pub fn run(args: &SvaArgs) -> Result<bool> {
         return Ok(false);
     }
     eprintln!(
-        "sva: ok ({checks} checks and 3 workloads; the tool with {} hook type(s); {how})",
+        "sva: ok ({checks} checks and 3 workloads; {} run(s) of the tool; {how})",
         hooks.len()
     );
     Ok(true)
@@ -285,10 +341,19 @@ fn run_of(console: &console::Console, section: &str) -> Result<Run> {
     Ok(Run { pid, fault, pinned })
 }
 
-/// The tool's run with `hooks` (sections `tool-<hooks>*`), checked against
-/// the three workloads it watched (see the module documentation); a
-/// summary line with the fault latencies.
-fn tool_run(console: &console::Console, hooks: &str, pages: u32) -> Result<String> {
+/// The tool's run `hooks` (sections `tool-<hooks>*`), checked against the
+/// four workloads it watched (see the module documentation): its plan
+/// reports IO page faults through `report_hook` (`tracepoint`: the
+/// `intel_iommu:prq_report` row, the only vendor report row the test
+/// kernel has) and they are answered through `response_hook`; a summary
+/// line with the fault latencies.
+fn tool_run(
+    console: &console::Console,
+    hooks: &str,
+    response_hook: &str,
+    report_hook: &str,
+    pages: u32,
+) -> Result<String> {
     let pages = u64::from(pages);
     let info = console
         .lines("sva")
@@ -317,6 +382,17 @@ fn tool_run(console: &console::Console, hooks: &str, pages: u32) -> Result<Strin
             "the tool did not end cleanly on SIGINT (ended by {}, exit {})",
             field("stop_sig"),
             field("stop_rc")
+        );
+    }
+    let plan = format!("iopf_report: {report_hook} ");
+    if !console
+        .lines(&format!("tool-{hooks}-err"))
+        .iter()
+        .any(|l| l.starts_with("uacce-trace: tracing started") && l.contains(&plan))
+    {
+        bail!(
+            "the tool's \"tracing started\" line does not show `{}`",
+            plan.trim_end()
         );
     }
     let events = json_lines(console, &format!("tool-{hooks}"));
@@ -409,8 +485,11 @@ fn tool_run(console: &console::Console, hooks: &str, pages: u32) -> Result<Strin
                     u(f, "pasid")
                 );
             }
-            if f.get("hook").and_then(Value::as_str) != Some(hooks) {
-                bail!("workload {name}: a fault seen through another hook type: {f}");
+            if f.get("hook").and_then(Value::as_str) != Some(response_hook) {
+                bail!(
+                    "workload {name}: a fault answered through another hook type than \
+                     {response_hook}: {f}"
+                );
             }
             if u(f, "response") != Some(0) {
                 bail!("workload {name}: a fault not answered with success: {f}");
@@ -486,11 +565,12 @@ mod tests {
 
     #[test]
     fn init_names_the_program() {
-        let init = init_script(8, &[Hooks::Fentry, Hooks::Kprobe]);
+        let args = SvaArgs::parse_from(&[]).expect("defaults");
+        let init = init_script(8, &args.tool_runs());
         assert!(init.contains(&format!("\nSVA={GUEST_SVA}\n")));
         assert!(init.contains("\nPAGES=8\n"));
         assert!(init.contains(&format!("\nTOOL={GUEST_TOOL}\n")));
-        assert!(init.contains("\nHOOKS='fentry kprobe'\n"));
+        assert!(init.contains("\nHOOKS='fentry kprobe fentry-vendor'\n"));
         guest::assert_sh_syntax(&init);
         let init = init_script(8, &[]);
         assert!(init.contains("\nTOOL=''\n"));
@@ -544,6 +624,14 @@ mod tests {
             text.push_str(&section(&format!("tool-fentry-{k}"), &lines));
         }
         text.push_str(&section("tool-fentry", events));
+        text.push_str(&section(
+            "tool-fentry-err",
+            &[
+                "uacce-trace: tracing started (23 hooks attached; pin: fentry · \
+               iopf_report: fentry · iopf_response: fentry)"
+                    .to_string(),
+            ],
+        ));
         console::parse(&text)
     }
 
@@ -600,52 +688,56 @@ mod tests {
 
     #[test]
     fn tool_run_checks() {
+        let tool_run_fentry =
+            |c: &console::Console, h: &str, pages: u32| tool_run(c, h, "fentry", "fentry", pages);
         let ok = good_events();
-        let r = tool_run(&tool_console(&ok, 4), "fentry", 2);
+        let r = tool_run(&tool_console(&ok, 4), "fentry", "fentry", "fentry", 2);
         assert!(r.is_ok(), "{r:?}");
         // The other hook type's sections are absent.
-        assert!(tool_run(&tool_console(&ok, 4), "kprobe", 2).is_err());
+        assert!(tool_run(&tool_console(&ok, 4), "kprobe", "kprobe", "kprobe", 2).is_err());
+        // Reported through the core function where the vendor row was forced.
+        assert!(tool_run(&tool_console(&ok, 4), "fentry", "fentry", "tracepoint", 2).is_err());
         // vmstat disagreeing with the pin calls.
-        assert!(tool_run(&tool_console(&ok, 5), "fentry", 2).is_err());
+        assert!(tool_run_fentry(&tool_console(&ok, 5), "fentry", 2).is_err());
         // A fault seen twice (same page) instead of another page's.
         let twice = edited(&ok, "iopf", 1, |v| v["addr"] = "0x10000".into());
-        assert!(tool_run(&tool_console(&twice, 4), "fentry", 2).is_err());
+        assert!(tool_run_fentry(&tool_console(&twice, 4), "fentry", 2).is_err());
         // A fault attributed to nobody, or to another process.
         let nobody = edited(&ok, "iopf", 5, |v| v["tgid"] = Value::Null);
-        assert!(tool_run(&tool_console(&nobody, 4), "fentry", 2).is_err());
+        assert!(tool_run_fentry(&tool_console(&nobody, 4), "fentry", 2).is_err());
         let other = edited(&ok, "iopf", 5, |v| v["tgid"] = 20.into());
-        assert!(tool_run(&tool_console(&other, 4), "fentry", 2).is_err());
+        assert!(tool_run_fentry(&tool_console(&other, 4), "fentry", 2).is_err());
         // A fault answered after its phase ended, or reported before it.
         let late = edited(&ok, "iopf", 2, |v| v["latency_ns"] = 900.into());
-        assert!(tool_run(&tool_console(&late, 4), "fentry", 2).is_err());
+        assert!(tool_run_fentry(&tool_console(&late, 4), "fentry", 2).is_err());
         let early = edited(&ok, "iopf", 2, |v| v["ts_ns"] = 19_999.into());
-        assert!(tool_run(&tool_console(&early, 4), "fentry", 2).is_err());
+        assert!(tool_run_fentry(&tool_console(&early, 4), "fentry", 2).is_err());
         // Seen through another hook type, or answered with a failure.
         let hook = edited(&ok, "iopf", 0, |v| v["hook"] = "kprobe".into());
-        assert!(tool_run(&tool_console(&hook, 4), "fentry", 2).is_err());
+        assert!(tool_run_fentry(&tool_console(&hook, 4), "fentry", 2).is_err());
         let refused = edited(&ok, "iopf", 0, |v| v["response"] = 1.into());
-        assert!(tool_run(&tool_console(&refused, 4), "fentry", 2).is_err());
+        assert!(tool_run_fentry(&tool_console(&refused, 4), "fentry", 2).is_err());
         // b and c with one PASID.
         let shared: Vec<String> = ok
             .iter()
             .map(|l| l.replace("\"pasid\":3", "\"pasid\":2"))
             .collect();
-        assert!(tool_run(&tool_console(&shared, 4), "fentry", 2).is_err());
+        assert!(tool_run_fentry(&tool_console(&shared, 4), "fentry", 2).is_err());
         // No bind seen for a.
         let unbound = edited(&ok, "pasid_bind", 0, |v| v["tgid"] = 99.into());
-        assert!(tool_run(&tool_console(&unbound, 4), "fentry", 2).is_err());
+        assert!(tool_run_fentry(&tool_console(&unbound, 4), "fentry", 2).is_err());
         // d bound before the start but the scan missed it, or it also bound.
         let unscanned = edited(&ok, "pasid_scan", 0, |v| v["owners"] = Value::Array(vec![]));
-        assert!(tool_run(&tool_console(&unscanned, 4), "fentry", 2).is_err());
+        assert!(tool_run_fentry(&tool_console(&unscanned, 4), "fentry", 2).is_err());
         let mut rebound = ok.clone();
         rebound
             .push("{\"event\":\"pasid_bind\",\"tgid\":40,\"pasid\":4,\"hook\":\"fentry\"}".into());
-        assert!(tool_run(&tool_console(&rebound, 4), "fentry", 2).is_err());
+        assert!(tool_run_fentry(&tool_console(&rebound, 4), "fentry", 2).is_err());
         // Lost events.
         let lost = edited(&ok, "stopped", 0, |v| {
             v["dropped"] = 2.into();
             v["losses"]["ring_full"] = 1.into();
         });
-        assert!(tool_run(&tool_console(&lost, 4), "fentry", 2).is_err());
+        assert!(tool_run_fentry(&tool_console(&lost, 4), "fentry", 2).is_err());
     }
 }

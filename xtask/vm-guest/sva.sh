@@ -6,7 +6,9 @@
 #   SVA    the sva-workload program
 #   PAGES  pages per phase
 #   TOOL   uacce-trace, or empty: the checks without the tool only
-#   HOOKS  --hooks values the tool runs with, one after the other
+#   HOOKS  --hooks values the tool runs with, one after the other; a value
+#          ending in -vendor adds `--vendor-report` (the core report
+#          function left unhooked: intel_iommu:prq_report reports)
 #   START_TICKS  0.1-s polls the tool may take to start tracing
 # Every result is a line of /tmp/sva: `check <name> ok|FAIL` or
 # information; the workloads' own JSON lines go to section `sva-a`, `sva-b`
@@ -125,7 +127,10 @@ if [ -n "$TOOL" ]; then
     pd=$!
     wait_started $pd /tmp/tool-$h-d '"sva_open"' 300
     dbound=$started
-    "$TOOL" -v trace --json --hooks "$h" > /tmp/tool-$h 2> /tmp/tool-$h-err &
+    hk=${h%-vendor}
+    vendor=
+    [ "$hk" != "$h" ] && vendor=--vendor-report
+    "$TOOL" -v trace --json --hooks "$hk" $vendor > /tmp/tool-$h 2> /tmp/tool-$h-err &
     tp=$!
     wait_started $tp /tmp/tool-$h-err '^uacce-trace: tracing started' $START_TICKS
     polls=$n
