@@ -77,12 +77,7 @@ pub struct SvaArgs {
 impl SvaArgs {
     /// Options from `sva` command-line arguments (for `cargo xtask test`).
     pub fn parse_from(args: &[&str]) -> Result<Self> {
-        use clap::{Args, FromArgMatches};
-        let matches = Self::augment_args(clap::Command::new("sva"))
-            .no_binary_name(true)
-            .try_get_matches_from(args)
-            .context("sva arguments")?;
-        Self::from_arg_matches(&matches).context("sva arguments")
+        crate::base::parse_args("sva", args)
     }
 
     /// The tool's runs, in order; none with `--no-tool`.

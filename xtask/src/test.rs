@@ -29,8 +29,8 @@
 //!    --check`, one test), the demo's before/after pinning pair and
 //!    `compare`'s request verdict on it (one test), `cargo xtask sva` (the
 //!    patched QEMU built into the cache first when missing; the SVA
-//!    machine's checks and the tool with fentry and kprobe on it, one
-//!    test), then the soak of `cargo xtask soak` (one test;
+//!    machine's checks and the tool with fentry, kprobes and the forced
+//!    `intel_iommu:prq_report` row on it, one test), then the soak of `cargo xtask soak` (one test;
 //!    `--soak-minutes`, 10 by default, 0 skips it);
 //! 6. fuzz: every cargo-fuzz target of `uacce-trace/fuzz` for
 //!    `--fuzz-seconds` (30 by default) each; a crash fails (see
@@ -1106,10 +1106,11 @@ fn demo_pair_test(release_built: bool) -> Counts {
 /// `cargo xtask sva` (one test): the patched QEMU built into the cache
 /// when it is not there (`cargo xtask qemu`), the test kernel on its
 /// emulated VT-d and SVA accelerator, the machine's own checks, then
-/// `uacce-trace trace` with fentry and with kprobes checked against the
-/// SVA workloads ([`crate::sva`]).
+/// `uacce-trace trace` with fentry, with kprobes and with the
+/// `intel_iommu:prq_report` row forced (`--vendor-report`), each checked
+/// against the SVA workloads ([`crate::sva`]).
 fn sva_test(release_built: bool) -> Counts {
-    let name = "sva (emulated VT-d + SVA accelerator; the tool with fentry and kprobe)";
+    let name = "sva (emulated VT-d + SVA accelerator; the tool with fentry, kprobe, prq_report)";
     let t = Instant::now();
     let args: &[&str] = if release_built { &["--no-build"] } else { &[] };
     let result = crate::sva::SvaArgs::parse_from(args).and_then(|a| crate::sva::run(&a));

@@ -454,6 +454,14 @@ mod tests {
         }
     }
 
+    /// The index of `f`'s row in the plan.
+    fn row(p: &Plan, f: &str) -> usize {
+        p.hooks
+            .iter()
+            .position(|h| h.function == f)
+            .expect("planned")
+    }
+
     fn hook<'a>(p: &'a Plan, f: &str) -> &'a PlannedHook {
         p.hooks
             .iter()
@@ -642,18 +650,10 @@ mod tests {
         );
         // The core fails to attach: the vendor row comes back, saying why.
         let mut p = p;
-        let core = p
-            .hooks
-            .iter()
-            .position(|h| h.function == "iommu_report_device_fault")
-            .expect("planned");
+        let core = row(&p, "iommu_report_device_fault");
         p.hooks[core].reject_chosen(HookType::Fentry, "attach: EBUSY".into());
         p.hooks[core].reject_chosen(HookType::Kprobe, "attach: ENOENT".into());
-        let i = p
-            .hooks
-            .iter()
-            .position(|h| h.function == "intel_iommu:prq_report")
-            .expect("planned");
+        let i = row(&p, "intel_iommu:prq_report");
         p.reconsider_vendor_row(i);
         let prq = &p.hooks[i];
         assert_eq!(prq.chosen, Some(HookType::Tracepoint));
@@ -680,11 +680,7 @@ mod tests {
             hook(&p, "iopf_group_response").chosen,
             Some(HookType::Fentry)
         );
-        let i = p
-            .hooks
-            .iter()
-            .position(|h| h.function == "intel_iommu:prq_report")
-            .expect("planned");
+        let i = row(&p, "intel_iommu:prq_report");
         p.reconsider_vendor_row(i);
         assert_eq!(p.hooks[i].chosen, Some(HookType::Tracepoint));
         // A kernel without the core function (e.g. its IOPF path compiled
