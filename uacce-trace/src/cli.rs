@@ -145,6 +145,10 @@ pub enum Command {
         /// Ring buffer size: a power of two of at least 4K, e.g. 256K, 4M, 64M.
         #[arg(long, default_value = "4M", value_parser = commands::parse_ring_size)]
         ring_size: u32,
+        /// For tests: leave the core IOPF report functions unhooked, so
+        /// that a vendor row (e.g. intel_iommu:prq_report) reports instead.
+        #[arg(long, hide = true)]
+        vendor_report: bool,
     },
     /// Record latency histograms (or the raw event stream) to a file.
     ///
@@ -404,6 +408,7 @@ pub fn run(cli: Cli) -> u8 {
                     Ok(o) => o,
                     Err(code) => return code,
                 },
+                vendor_report: false,
             },
         }),
         Command::Doctor {
@@ -420,6 +425,7 @@ pub fn run(cli: Cli) -> u8 {
             json,
             op,
             ring_size,
+            vendor_report,
         } => trace::run(
             TracerOptions {
                 hooks,
@@ -429,6 +435,7 @@ pub fn run(cli: Cli) -> u8 {
                     Ok(o) => o,
                     Err(code) => return code,
                 },
+                vendor_report,
             },
             json,
         ),
@@ -469,6 +476,7 @@ pub fn run(cli: Cli) -> u8 {
                     ring_bytes: ring_size,
                     summary,
                     ops,
+                    vendor_report: false,
                 },
                 command,
             })
@@ -536,6 +544,7 @@ pub fn run(cli: Cli) -> u8 {
                     Ok(o) => o,
                     Err(code) => return code,
                 },
+                vendor_report: false,
             },
         }),
         Command::Generate { out } => write_assets(&out)

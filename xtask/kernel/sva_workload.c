@@ -5,11 +5,15 @@
  * client: the device reads and writes this process's memory by its
  * virtual addresses, in the PASID that opening the device bound.
  *
- *   sva-workload PAGES DEVICE [--shared-vmstat]   (DEVICE: /dev/uacce_sva_test-N)
+ *   sva-workload PAGES DEVICE [--shared-vmstat] [--wait-for FILE]
+ *   (DEVICE: /dev/uacce_sva_test-N)
  *
  * --shared-vmstat: other processes pin at the same time, so the vmstat
  * delta around this one's pin is printed but not required to be PAGES
  * (the caller checks the sum).
+ * --wait-for FILE: after step 1 (bound, its "sva_open" line printed), wait
+ * until FILE exists before the phases: a process that bound its PASID
+ * before a tracer started.
  *
  * 1. open DEVICE (uacce binds this mm: iommu_sva_bind_device), START_Q,
  *    mmap the queue's register page (region 0, UACCE_QFRT_MMIO).
@@ -135,7 +139,8 @@ int main(int argc, char **argv)
 {
 	long pages = argc > 1 ? strtol(argv[1], NULL, 0) : 0;
 	const char *dev = argc > 2 ? argv[2] : NULL;
-	int shared_vmstat = argc > 3 && !strcmp(argv[3], "--shared-vmstat");
+	int shared_vmstat = 0;
+	const char *wait_for = NULL;
 	long page = sysconf(_SC_PAGESIZE);
 	long len = pages * page;
 	struct uacce_pin_address pin;
@@ -145,8 +150,17 @@ int main(int argc, char **argv)
 	void *map;
 
 	ut_prog = "sva-workload";
+	for (int i = 3; i < argc; i++) {
+		if (!strcmp(argv[i], "--shared-vmstat"))
+			shared_vmstat = 1;
+		else if (!strcmp(argv[i], "--wait-for") && i + 1 < argc)
+			wait_for = argv[++i];
+		else
+			pages = 0; /* the usage below */
+	}
 	if (pages <= 0 || pages > 4096 || !dev) {
-		fprintf(stderr, "usage: sva-workload PAGES(1..4096) /dev/uacce_sva_test-N\n");
+		fprintf(stderr, "usage: sva-workload PAGES(1..4096) /dev/uacce_sva_test-N "
+				"[--shared-vmstat] [--wait-for FILE]\n");
 		return 2;
 	}
 	fd = open(dev, O_RDWR | O_CLOEXEC);
@@ -161,6 +175,8 @@ int main(int argc, char **argv)
 	printf("{\"sva_open\":\"%s\",\"pid\":%d,\"done_before\":%u}\n", dev,
 	       getpid(), rd(Q_DONE));
 	fflush(stdout);
+	while (wait_for && access(wait_for, F_OK))
+		usleep(10000);
 
 	a = fresh_pages(len);
 	run_phase("fault", a, len, pages, (uint32_t)pages, 0xa5, 0);

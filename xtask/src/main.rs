@@ -59,7 +59,7 @@ enum Cmd {
     Soak(soak::SoakArgs),
     /// Build (or find cached) the test kernel: Linux 6.12 with iommufd's IOPF mock and /dev/uacce_ctrl.
     Kernel(kernel::KernelArgs),
-    /// Boot the test kernel on the patched QEMU: its SVA accelerator faults through the emulated VT-d (checks, no tool).
+    /// Boot the test kernel on the patched QEMU: its SVA accelerator faults through the emulated VT-d; checks, then the tool's trace against the workloads.
     Sva(sva::SvaArgs),
     /// Build (or find cached) the QEMU with the SVA test accelerator: Debian's QEMU 10.2 source + xtask/qemu patches.
     Qemu(qemu::QemuArgs),

@@ -27,7 +27,10 @@
 //! 5. vm: the VM matrix of `cargo xtask vm-test` (each VM counts as one),
 //!    the demo's streamed recording checked (`cargo xtask demo --no-tui
 //!    --check`, one test), the demo's before/after pinning pair and
-//!    `compare`'s request verdict on it (one test), then the soak of `cargo xtask soak` (one test;
+//!    `compare`'s request verdict on it (one test), `cargo xtask sva` (the
+//!    patched QEMU built into the cache first when missing; the SVA
+//!    machine's checks and the tool with fentry, kprobes and the forced
+//!    `intel_iommu:prq_report` row on it, one test), then the soak of `cargo xtask soak` (one test;
 //!    `--soak-minutes`, 10 by default, 0 skips it);
 //! 6. fuzz: every cargo-fuzz target of `uacce-trace/fuzz` for
 //!    `--fuzz-seconds` (30 by default) each; a crash fails (see
@@ -274,6 +277,7 @@ pub fn run(args: &TestArgs) -> Result<bool> {
                 let mut counts = vm_tier(release_built);
                 counts.add(&demo_test(release_built));
                 counts.add(&demo_pair_test(release_built));
+                counts.add(&sva_test(release_built));
                 counts.add(&soak_test(args.soak_minutes, release_built));
                 counts
             }
@@ -1097,6 +1101,20 @@ fn demo_pair_test(release_built: bool) -> Counts {
     let result = crate::base::cache::vm_work()
         .and_then(|dir| crate::demo::run_pin_pair(&dir, release_built));
     demo_outcome(name, t, result, ci())
+}
+
+/// `cargo xtask sva` (one test): the patched QEMU built into the cache
+/// when it is not there (`cargo xtask qemu`), the test kernel on its
+/// emulated VT-d and SVA accelerator, the machine's own checks, then
+/// `uacce-trace trace` with fentry, with kprobes and with the
+/// `intel_iommu:prq_report` row forced (`--vendor-report`), each checked
+/// against the SVA workloads ([`crate::sva`]).
+fn sva_test(release_built: bool) -> Counts {
+    let name = "sva (emulated VT-d + SVA accelerator; the tool with fentry, kprobe, prq_report)";
+    let t = Instant::now();
+    let args: &[&str] = if release_built { &["--no-build"] } else { &[] };
+    let result = crate::sva::SvaArgs::parse_from(args).and_then(|a| crate::sva::run(&a));
+    vm_outcome(name, t, result)
 }
 
 /// The VM-tier counts of a demo run (see [`demo_test`]).

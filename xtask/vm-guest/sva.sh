@@ -5,9 +5,19 @@
 # faults through the emulated VT-d. Parameters, set in front of guest_lib.sh:
 #   SVA    the sva-workload program
 #   PAGES  pages per phase
+#   TOOL   uacce-trace, or empty: the checks without the tool only
+#   HOOKS  --hooks values the tool runs with, one after the other; a value
+#          ending in -vendor adds `--vendor-report` (the core report
+#          function left unhooked: intel_iommu:prq_report reports)
+#   START_TICKS  0.1-s polls the tool may take to start tracing
 # Every result is a line of /tmp/sva: `check <name> ok|FAIL` or
 # information; the workloads' own JSON lines go to section `sva-a`, `sva-b`
-# and `sva-c`; the host reads them back.
+# and `sva-c`; the host reads them back. Then, with TOOL, per hook type:
+# `uacce-trace trace --json` attached before the same workloads (one
+# process, then two at once) and started while a fourth (d) already holds
+# its PASID, its events in section `tool-<hooks>` and the workloads' lines
+# in `tool-<hooks>-a|b|c|d`, checked by the host against each other
+# (xtask/src/sva.rs).
 
 OUT=/tmp/sva
 say() { echo "$*" >> $OUT; }
@@ -99,8 +109,54 @@ grep 'prq_report:' $T/trace | head -n 4 | sed 's/^/prq /' >> $OUT
 dmesg | grep -iE 'dmar|uacce_sva|pasid|prq|iopf' | tail -n 20 | sed 's/^/dmesg /' >> $OUT
 check no_dmar_fault_lines sh -c "! dmesg | grep -q 'DMAR: \[DMA'"
 say "uptime_s $(cut -d' ' -f1 /proc/uptime)"
-say "done"
-finish "sva $OUT
+
+# The tool, once per hook type, with the function tracer off (only the
+# tool hooks these functions now).
+echo nop > $T/current_tracer
+echo > $T/set_ftrace_filter
+echo 0 > $T/events/intel_iommu/prq_report/enable 2>/dev/null
+sections="sva $OUT
 sva-a /tmp/sva-a
 sva-b /tmp/sva-b
 sva-c /tmp/sva-c"
+if [ -n "$TOOL" ]; then
+  for h in $HOOKS; do
+    # d: bound (its PASID taken) before the tool starts, faulting after;
+    # the tool learns its PASID from the start-up scan.
+    "$SVA" "$PAGES" "/dev/$node" --wait-for /tmp/go-$h > /tmp/tool-$h-d 2>&1 &
+    pd=$!
+    wait_started $pd /tmp/tool-$h-d '"sva_open"' 300
+    dbound=$started
+    hk=${h%-vendor}
+    vendor=
+    [ "$hk" != "$h" ] && vendor=--vendor-report
+    "$TOOL" -v trace --json --hooks "$hk" $vendor > /tmp/tool-$h 2> /tmp/tool-$h-err &
+    tp=$!
+    wait_started $tp /tmp/tool-$h-err '^uacce-trace: tracing started' $START_TICKS
+    polls=$n
+    "$SVA" "$PAGES" "/dev/$node" > /tmp/tool-$h-a 2>&1; ra=$?
+    p0=$(pins)
+    "$SVA" "$PAGES" "/dev/$node" --shared-vmstat > /tmp/tool-$h-b 2>&1 &
+    pb=$!
+    "$SVA" "$PAGES" "/dev/$node" --shared-vmstat > /tmp/tool-$h-c 2>&1 &
+    pc=$!
+    wait $pb; rb=$?
+    wait $pc; rc2=$?
+    p1=$(pins)
+    # d alone after b and c, so that its own vmstat delta is its pin.
+    : > /tmp/go-$h
+    wait $pd; rd=$?
+    stop_tracer $tp 30
+    say "tool hooks=$h started=$started start_polls=$polls d_bound_first=$dbound a=$ra b=$rb c=$rc2 d=$rd pins_bc=$((p1 - p0)) stop_sig=$stop_sig stop_rc=$stop_rc"
+    sections="$sections
+tool-$h /tmp/tool-$h
+tool-$h-err /tmp/tool-$h-err
+tool-$h-a /tmp/tool-$h-a
+tool-$h-b /tmp/tool-$h-b
+tool-$h-c /tmp/tool-$h-c
+tool-$h-d /tmp/tool-$h-d"
+  done
+fi
+say "uptime_s $(cut -d' ' -f1 /proc/uptime)"
+say "done"
+finish "$sections"

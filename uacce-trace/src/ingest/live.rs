@@ -81,6 +81,10 @@ pub struct TracerOptions {
     /// `kernel::ops::resolve`; leaked once per run by the command line so
     /// that the options stay `Copy`).
     pub ops: Option<&'static OpPlan>,
+    /// `trace --vendor-report` (hidden, for tests): leave the core IOPF
+    /// report functions unhooked so that a vendor row reports
+    /// ([`Plan::set_aside_core_reports`]).
+    pub vendor_report: bool,
 }
 
 impl Default for TracerOptions {
@@ -90,6 +94,7 @@ impl Default for TracerOptions {
             ring_bytes: 4 << 20,
             summary: false,
             ops: None,
+            vendor_report: false,
         }
     }
 }
@@ -121,6 +126,9 @@ impl Tracer {
         // The kernel's BTF is read once, for planning and for attaching.
         let facts = LiveFacts::new();
         let mut inspection = crate::kernel::inspect::inspect(&facts, opts.hooks);
+        if opts.vendor_report {
+            inspection.plan.set_aside_core_reports();
+        }
         if let Err(why) = &inspection.ring_buffer {
             return Err(SourceError::NothingToTrace(why.clone()));
         }

@@ -303,6 +303,29 @@ impl Plan {
         }
     }
 
+    /// `trace --vendor-report` (a test of the fallback, hidden): the core
+    /// IOPF report functions that a vendor row stands in for are left
+    /// unhooked, so that the vendor row (e.g. `intel_iommu:prq_report`)
+    /// reports instead, as on a kernel whose core function cannot be
+    /// hooked; [`Plan::reconsider_vendor_row`] brings it in at attach.
+    pub fn set_aside_core_reports(&mut self) {
+        let cores: Vec<&'static str> = self
+            .hooks
+            .iter()
+            .filter(|h| h.kind == EventKind::IopfReport)
+            .flat_map(|h| preferred_over(h.function).iter().copied())
+            .collect();
+        for h in self
+            .hooks
+            .iter_mut()
+            .filter(|h| cores.contains(&h.function))
+        {
+            while let Some(chosen) = h.chosen {
+                h.reject_chosen(chosen, "set aside by --vendor-report".into());
+            }
+        }
+    }
+
     /// Before attaching row `i`: a vendor row set aside for its core
     /// functions is taken back when none of them ended up hooked.
     pub fn reconsider_vendor_row(&mut self, i: usize) {
@@ -429,6 +452,14 @@ mod tests {
             },
             symbols,
         }
+    }
+
+    /// The index of `f`'s row in the plan.
+    fn row(p: &Plan, f: &str) -> usize {
+        p.hooks
+            .iter()
+            .position(|h| h.function == f)
+            .expect("planned")
     }
 
     fn hook<'a>(p: &'a Plan, f: &str) -> &'a PlannedHook {
@@ -619,18 +650,10 @@ mod tests {
         );
         // The core fails to attach: the vendor row comes back, saying why.
         let mut p = p;
-        let core = p
-            .hooks
-            .iter()
-            .position(|h| h.function == "iommu_report_device_fault")
-            .expect("planned");
+        let core = row(&p, "iommu_report_device_fault");
         p.hooks[core].reject_chosen(HookType::Fentry, "attach: EBUSY".into());
         p.hooks[core].reject_chosen(HookType::Kprobe, "attach: ENOENT".into());
-        let i = p
-            .hooks
-            .iter()
-            .position(|h| h.function == "intel_iommu:prq_report")
-            .expect("planned");
+        let i = row(&p, "intel_iommu:prq_report");
         p.reconsider_vendor_row(i);
         let prq = &p.hooks[i];
         assert_eq!(prq.chosen, Some(HookType::Tracepoint));
@@ -639,6 +662,27 @@ mod tests {
             prq.note.as_deref(),
             Some("used because no core function (iommu_report_device_fault) could be hooked")
         );
+        // --vendor-report: the core report function is set aside and the
+        // vendor row reports; the response side keeps its core function.
+        let mut f2 = facts(true, true);
+        f2.symbols.insert("iommu_report_device_fault".into(), sym());
+        f2.symbols.insert("iopf_group_response".into(), sym());
+        f2.tracepoints
+            .insert("intel_iommu:prq_report".into(), Ok(()));
+        let mut p = plan(&f2, HookPreference::Auto);
+        p.set_aside_core_reports();
+        assert_eq!(hook(&p, "iommu_report_device_fault").chosen, None);
+        assert!(hook(&p, "iommu_report_device_fault")
+            .rejected
+            .iter()
+            .any(|r| r.reason == "set aside by --vendor-report"));
+        assert_eq!(
+            hook(&p, "iopf_group_response").chosen,
+            Some(HookType::Fentry)
+        );
+        let i = row(&p, "intel_iommu:prq_report");
+        p.reconsider_vendor_row(i);
+        assert_eq!(p.hooks[i].chosen, Some(HookType::Tracepoint));
         // A kernel without the core function (e.g. its IOPF path compiled
         // out) uses the tracepoint from the start.
         let mut f = facts(false, true);

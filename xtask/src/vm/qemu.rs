@@ -281,7 +281,14 @@ pub fn boot_sva(
             "1024",
             "-smp",
             "2",
-            "-nographic",
+            // Only the devices this QEMU has (`--without-default-devices`):
+            // no default NIC, VGA, parallel port or monitor; the console
+            // is the serial port on stdout.
+            "-nodefaults",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
             "-no-reboot",
             "-kernel",
         ])

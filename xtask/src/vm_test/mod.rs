@@ -108,12 +108,7 @@ impl VmTestArgs {
     /// Options from `vm-test` command-line arguments (for other commands
     /// that run the matrix, e.g. `cargo xtask test`).
     pub fn parse_from(args: &[&str]) -> Result<Self> {
-        use clap::{Args, FromArgMatches};
-        let matches = Self::augment_args(clap::Command::new("vm-test"))
-            .no_binary_name(true)
-            .try_get_matches_from(args)
-            .context("vm-test arguments")?;
-        Self::from_arg_matches(&matches).context("vm-test arguments")
+        crate::base::parse_args("vm-test", args)
     }
 }
 
