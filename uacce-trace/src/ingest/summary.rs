@@ -18,15 +18,16 @@
 use std::collections::{HashMap, HashSet};
 
 use uacce_trace_common::summary::{
-    ioctl_cmd_of, SummaryKey, SummaryValue, SUMMARY_IOCTL, SUMMARY_IOPF, SUMMARY_PIN, SUMMARY_UNPIN,
+    ioctl_cmd_of, SummaryValue, SUMMARY_IOCTL, SUMMARY_PIN, SUMMARY_UNPIN,
 };
 
 use crate::ingest::event::{comm_to_string, PinIoctl, SummaryEvent, SummaryKind};
+use crate::kernel::summary::Key;
 
 /// The previous reading of every key.
 #[derive(Default)]
 pub struct SummaryDiff {
-    prev: HashMap<SummaryKey, Box<SummaryValue>>,
+    prev: HashMap<Key, Box<SummaryValue>>,
     /// Processes found gone at the previous reading.
     gone: HashSet<u32>,
 }
@@ -36,7 +37,7 @@ pub struct SummaryDiff {
 pub struct Reading {
     pub events: Vec<SummaryEvent>,
     /// Keys to remove from the kernel's map now.
-    pub remove: Vec<SummaryKey>,
+    pub remove: Vec<Key>,
     /// Keys of a kind this version does not know (skipped).
     pub unknown: u64,
 }
@@ -51,7 +52,7 @@ impl SummaryDiff {
     pub fn update(
         &mut self,
         ts_ns: u64,
-        now: Vec<(SummaryKey, Box<SummaryValue>)>,
+        now: Vec<(Key, Box<SummaryValue>)>,
         alive: impl Fn(u32) -> bool,
     ) -> Reading {
         let mut out = Reading::default();
@@ -67,13 +68,14 @@ impl SummaryDiff {
                 out.events.push(ev);
             }
             // Kernel-thread reporters of IO page faults have key 0.
-            let dead = key.tgid != 0 && !alive(key.tgid);
-            if dead && self.gone.contains(&key.tgid) {
+            let tgid = key.tgid();
+            let dead = tgid != 0 && !alive(tgid);
+            if dead && self.gone.contains(&tgid) {
                 self.prev.remove(&key);
                 out.remove.push(key);
             } else {
                 if dead {
-                    gone_now.insert(key.tgid);
+                    gone_now.insert(tgid);
                 }
                 self.prev.insert(key, value);
             }
@@ -83,7 +85,11 @@ impl SummaryDiff {
     }
 }
 
-fn kind_of(key: &SummaryKey) -> Option<SummaryKind> {
+fn kind_of(key: &Key) -> Option<SummaryKind> {
+    let key = match key {
+        Key::Iopf(_) => return Some(SummaryKind::Iopf),
+        Key::Call(k) => k,
+    };
     Some(match key.kind {
         SUMMARY_PIN => SummaryKind::Pin,
         SUMMARY_UNPIN => SummaryKind::Unpin,
@@ -91,7 +97,6 @@ fn kind_of(key: &SummaryKey) -> Option<SummaryKind> {
             0..=3 => PinIoctl::from_cmd(ioctl_cmd_of(key.sub))?,
             _ => return None,
         }),
-        SUMMARY_IOPF => SummaryKind::Iopf,
         _ => return None,
     })
 }
@@ -99,7 +104,7 @@ fn kind_of(key: &SummaryKey) -> Option<SummaryKind> {
 /// `after - before` as an event; `None` when no call was made between.
 fn delta(
     ts_ns: u64,
-    key: &SummaryKey,
+    key: &Key,
     kind: SummaryKind,
     before: &SummaryValue,
     after: &SummaryValue,
@@ -118,18 +123,17 @@ fn delta(
             (n != 0).then_some((i, u64::from(n)))
         })
         .collect();
-    let iopf = kind == SummaryKind::Iopf;
+    let (pasid, device) = match key {
+        Key::Iopf(k) => (k.pasid, comm_to_string(&after.dev_name)),
+        Key::Call(_) => (0, String::new()),
+    };
     Some(SummaryEvent {
         ts_ns,
-        tgid: key.tgid,
+        tgid: key.tgid(),
         comm: comm_to_string(&after.comm),
         kind,
-        pasid: if iopf { key.pasid } else { 0 },
-        device: if iopf {
-            comm_to_string(&after.dev_name)
-        } else {
-            String::new()
-        },
+        pasid,
+        device,
         calls,
         errors: after.errors.wrapping_sub(before.errors),
         pages: after.pages.wrapping_sub(before.pages),
@@ -142,7 +146,7 @@ fn delta(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uacce_trace_common::summary::bucket_of;
+    use uacce_trace_common::summary::{bucket_of, IopfSummaryKey, SummaryKey};
 
     fn value(calls: u64, latencies: &[u64]) -> Box<SummaryValue> {
         let mut v = Box::new(SummaryValue::ZERO);
@@ -155,12 +159,12 @@ mod tests {
         v
     }
 
-    fn key(tgid: u32) -> SummaryKey {
-        SummaryKey {
+    fn key(tgid: u32) -> Key {
+        Key::Call(SummaryKey {
             tgid,
             kind: SUMMARY_PIN,
-            ..SummaryKey::default()
-        }
+            sub: 0,
+        })
     }
 
     #[test]
@@ -211,13 +215,11 @@ mod tests {
     #[test]
     fn iopf_keys_carry_pasid_and_device_and_kernel_reporters_stay() {
         let mut d = SummaryDiff::new();
-        let k = SummaryKey {
+        let k = Key::Iopf(IopfSummaryKey {
             tgid: 0,
-            kind: SUMMARY_IOPF,
             pasid: 9,
             dev: 0xffff_8880_0000_1000,
-            ..SummaryKey::default()
-        };
+        });
         let mut v = value(3, &[4000, 4000, 90_000]);
         v.errors = 1;
         v.dev_name[..5].copy_from_slice(b"mock0");
@@ -238,11 +240,11 @@ mod tests {
     #[test]
     fn unknown_kinds_are_counted_not_decoded() {
         let mut d = SummaryDiff::new();
-        let k = SummaryKey {
+        let k = Key::Call(SummaryKey {
             tgid: 1,
             kind: 99,
-            ..SummaryKey::default()
-        };
+            sub: 0,
+        });
         let r = d.update(1, vec![(k, value(1, &[1]))], |_| true);
         assert!(r.events.is_empty());
         assert_eq!(r.unknown, 1);
