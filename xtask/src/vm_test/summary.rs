@@ -32,7 +32,18 @@
 //!   between two handlers), so single faults measure differently in each:
 //!   on test-6.12 with kprobes the worst seen was a p99 of 600 faults at
 //!   184 µs per-event against a bucket of 147 µs, and a p50 of 4 faults at
-//!   388 µs against 295 µs; a wrong bucket or a unit error is still caught;
+//!   388 µs against 295 µs; a wrong bucket or a unit error is still caught.
+//!   A vCPU descheduled by a loaded host between the two tracers' handlers
+//!   of one hook puts a whole host time slice (milliseconds) into one
+//!   tracer's window and not the other's, a difference no ratio bounds
+//!   (test-6.12 fentry under a host load of 5: a p50 of 8 faults at 916 µs
+//!   per-event against 492 µs). So a quantile also passes when it is
+//!   within those bounds of a per-event value at most `DISPLACED` (1)
+//!   ranks away, or between those values: with at most k values of a set
+//!   changed by any amount, its r-th smallest lies between the (r−k)-th
+//!   and (r+k)-th of the unchanged set. One such fault per series: each
+//!   needs a deschedule to land in the few µs between the two handlers of
+//!   one of its hooks; how many quantiles needed it is noted;
 //! - (s5) nothing lost that per-event mode did not lose: the summary's IO
 //!   page fault losses (`iopf_unanswered` + `iopf_superseded` +
 //!   `iopf_pending_at_exit`, which the attribution block provokes, and
@@ -206,6 +217,30 @@ fn close_enough(exact: u64, summed: u64) -> bool {
     within_a_bucket(exact, summed) || exact.abs_diff(summed) * 10 <= 3 * exact.max(summed)
 }
 
+/// (s4): faults per series that the two tracers may measure without any
+/// bound on the difference (the module docs say why).
+const DISPLACED: usize = 1;
+
+/// (s4): the summary's `q` quantile `summed` against the per-event
+/// latencies `sorted`: [`close_enough`] to the per-event quantile, or to
+/// an order statistic up to [`DISPLACED`] ranks either side of it, or
+/// between those two. With at most k values of a set changed by any
+/// amount, its r-th smallest value lies between the (r−k)-th and (r+k)-th
+/// smallest of the unchanged set; the other faults differ by the small
+/// amounts [`close_enough`] allows.
+fn close_enough_ranked(sorted: &[u64], q: f64, summed: u64) -> bool {
+    if sorted.is_empty() {
+        return false;
+    }
+    let r = (rank(sorted.len() as u64, q) - 1) as usize;
+    let lo = sorted[r.saturating_sub(DISPLACED)];
+    let hi = sorted[(r + DISPLACED).min(sorted.len() - 1)];
+    close_enough(sorted[r], summed)
+        || close_enough(lo, summed)
+        || close_enough(hi, summed)
+        || (lo..=hi).contains(&summed)
+}
+
 /// The loss counts named in a closing line's `N dropped (reason n, …;
 /// not lost: …)`, losses only.
 fn loss_counts(line: &str) -> BTreeMap<String, u64> {
@@ -264,7 +299,7 @@ fn check_iopfs(console: &Console, v: &mut Verdict) {
     }
     let keys: std::collections::BTreeSet<&IopfKey> = exact.keys().chain(summed.keys()).collect();
     let mut total = 0;
-    let (mut in_bucket, mut compared) = (0, 0);
+    let (mut in_bucket, mut compared, mut displaced) = (0, 0, 0);
     for key @ (owner, device) in keys {
         let mut lat = exact.get(key).cloned().unwrap_or_default();
         lat.sort_unstable();
@@ -289,13 +324,18 @@ fn check_iopfs(console: &Console, v: &mut Verdict) {
             compared += 1;
             in_bucket += u32::from(within_a_bucket(e, s));
             if !close_enough(e, s) {
-                v.fail(
-                    &sections,
-                    format!(
-                        "(s4) {owner} on {device:?}: {name} per-event {e} ns, summary {s} ns: \
-                         more than a bucket and 30 % apart"
-                    ),
-                );
+                if close_enough_ranked(&lat, q, s) {
+                    displaced += 1;
+                } else {
+                    v.fail(
+                        &sections,
+                        format!(
+                            "(s4) {owner} on {device:?}: {name} per-event {e} ns, summary {s} ns: \
+                             more than a bucket and 30 % apart, also from the per-event values \
+                             {DISPLACED} rank(s) either side"
+                        ),
+                    );
+                }
             }
         }
         v.notes.push(format!(
@@ -306,7 +346,7 @@ fn check_iopfs(console: &Console, v: &mut Verdict) {
     }
     v.notes.push(format!(
         "summary = per-event: {total} IO page faults in all; {in_bucket} of {compared} \
-         percentiles within one bucket"
+         percentiles within one bucket, {displaced} only within {DISPLACED} rank(s) of it"
     ));
     match iopf_losses(console) {
         Some((s, t)) if s == t => v.notes.push(format!(
@@ -491,6 +531,25 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!((c["iopf_superseded"], c["iopf_pending_at_exit"]), (2, 1));
         assert!(loss_counts("uacce-trace: wrote x (5 events; 0 dropped)").is_empty());
+    }
+
+    #[test]
+    fn one_displaced_fault_moves_a_quantile_one_rank() {
+        // 8 faults in two clusters; one measured 0.5 ms shorter by the
+        // other tracer moves its p50 (rank 4) to the other cluster.
+        let per_event = [
+            480_000, 485_000, 490_000, 915_000, 916_000, 920_000, 925_000, 930_000,
+        ];
+        assert!(!close_enough(exact_quantile(&per_event, 0.5), 491_519));
+        assert!(close_enough_ranked(&per_event, 0.5, 491_519));
+        // Two ranks away, or far outside the set, still fails.
+        let spread = [
+            100_000, 200_000, 300_000, 400_000, 500_000, 600_000, 700_000, 800_000,
+        ];
+        assert!(!close_enough_ranked(&spread, 0.5, 150_000));
+        assert!(!close_enough_ranked(&spread, 0.5, 2_000_000));
+        assert!(close_enough_ranked(&spread, 0.5, 320_000));
+        assert!(!close_enough_ranked(&[], 0.5, 1));
     }
 
     #[test]
