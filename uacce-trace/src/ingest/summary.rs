@@ -30,6 +30,9 @@ pub struct SummaryDiff {
     prev: HashMap<Key, Box<SummaryValue>>,
     /// Processes found gone at the previous reading.
     gone: HashSet<u32>,
+    /// The start time (the caller's identity of a process) each key's
+    /// process had when last found alive.
+    started: HashMap<u32, u64>,
 }
 
 /// What one reading gave.
@@ -40,6 +43,11 @@ pub struct Reading {
     pub remove: Vec<Key>,
     /// Keys of a kind this version does not know (skipped).
     pub unknown: u64,
+    /// Calls of this reading under a pid that another process holds now
+    /// (the pid was handed out again since the previous reading): charged
+    /// to the new process, some may be the old one's
+    /// (`LossReason::SummaryPidReused`).
+    pub pid_reused: u64,
 }
 
 impl SummaryDiff {
@@ -48,30 +56,57 @@ impl SummaryDiff {
     }
 
     /// Difference of `now` (every key's totals at `ts_ns`) to the previous
-    /// reading; `alive(tgid)` says whether a process still exists.
+    /// reading; `start_of(tgid)` is a process's start time (`None`: it no
+    /// longer exists), which tells a pid handed out again from the same
+    /// process.
     pub fn update(
         &mut self,
         ts_ns: u64,
         now: Vec<(Key, Box<SummaryValue>)>,
-        alive: impl Fn(u32) -> bool,
+        start_of: impl Fn(u32) -> Option<u64>,
     ) -> Reading {
         let mut out = Reading::default();
         let mut gone_now = HashSet::new();
+        // One look per process and reading, and whether its pid was
+        // reused since the previous reading.
+        let mut seen: HashMap<u32, (Option<u64>, bool)> = HashMap::new();
         for (key, value) in now {
             let Some(kind) = kind_of(&key) else {
                 out.unknown += 1;
                 continue;
             };
+            // Kernel-thread reporters of IO page faults have key 0.
+            let tgid = key.tgid();
+            let (start, reused) = *seen.entry(tgid).or_insert_with(|| {
+                if tgid == 0 {
+                    return (Some(0), false);
+                }
+                let start = start_of(tgid);
+                let reused = match start {
+                    // Alive after being found gone, or started anew.
+                    Some(s) => {
+                        self.gone.contains(&tgid)
+                            || self.started.get(&tgid).is_some_and(|&was| was != s)
+                    }
+                    None => false,
+                };
+                if let Some(s) = start {
+                    self.started.insert(tgid, s);
+                }
+                (start, reused)
+            });
             let zero = SummaryValue::ZERO;
             let before = self.prev.get(&key).map_or(&zero, |b| b);
             if let Some(ev) = delta(ts_ns, &key, kind, before, &value) {
+                if reused {
+                    out.pid_reused += ev.calls;
+                }
                 out.events.push(ev);
             }
-            // Kernel-thread reporters of IO page faults have key 0.
-            let tgid = key.tgid();
-            let dead = tgid != 0 && !alive(tgid);
+            let dead = start.is_none();
             if dead && self.gone.contains(&tgid) {
                 self.prev.remove(&key);
+                self.started.remove(&tgid);
                 out.remove.push(key);
             } else {
                 if dead {
@@ -170,15 +205,19 @@ mod tests {
     #[test]
     fn differences_per_interval_and_quiet_keys_say_nothing() {
         let mut d = SummaryDiff::new();
-        let r = d.update(10, vec![(key(1), value(2, &[100, 5000]))], |_| true);
+        let r = d.update(10, vec![(key(1), value(2, &[100, 5000]))], |_| Some(1));
         assert_eq!(r.events.len(), 1);
         let e = &r.events[0];
         assert_eq!((e.calls, e.pages, e.comm.as_str()), (2, 4, "app"));
         assert_eq!(e.buckets, vec![(bucket_of(100), 1), (bucket_of(5000), 1)]);
-        let r = d.update(20, vec![(key(1), value(3, &[100, 5000, 5000]))], |_| true);
+        let r = d.update(20, vec![(key(1), value(3, &[100, 5000, 5000]))], |_| {
+            Some(1)
+        });
         assert_eq!(r.events[0].calls, 1);
         assert_eq!(r.events[0].buckets, vec![(bucket_of(5000), 1)]);
-        let r = d.update(30, vec![(key(1), value(3, &[100, 5000, 5000]))], |_| true);
+        let r = d.update(30, vec![(key(1), value(3, &[100, 5000, 5000]))], |_| {
+            Some(1)
+        });
         assert!(r.events.is_empty());
     }
 
@@ -187,10 +226,10 @@ mod tests {
         let mut d = SummaryDiff::new();
         let mut a = value(u64::MAX, &[]);
         a.buckets[3] = u32::MAX;
-        d.update(1, vec![(key(1), a)], |_| true);
+        d.update(1, vec![(key(1), a)], |_| Some(1));
         let mut b = value(1, &[]);
         b.buckets[3] = 1;
-        let r = d.update(2, vec![(key(1), b)], |_| true);
+        let r = d.update(2, vec![(key(1), b)], |_| Some(1));
         assert_eq!(r.events[0].calls, 2);
         assert_eq!(r.events[0].buckets, vec![(3, 2)]);
     }
@@ -198,18 +237,45 @@ mod tests {
     #[test]
     fn a_gone_process_is_read_once_more_then_removed() {
         let mut d = SummaryDiff::new();
-        d.update(1, vec![(key(7), value(1, &[10]))], |_| true);
+        d.update(1, vec![(key(7), value(1, &[10]))], |_| Some(1));
         // Gone: its late calls still count, the key stays.
-        let r = d.update(2, vec![(key(7), value(3, &[10, 10, 10]))], |_| false);
+        let r = d.update(2, vec![(key(7), value(3, &[10, 10, 10]))], |_| None);
         assert_eq!(r.events[0].calls, 2);
         assert!(r.remove.is_empty());
         // Gone twice: last counts, then removed.
-        let r = d.update(3, vec![(key(7), value(4, &[10, 10, 10, 10]))], |_| false);
+        let r = d.update(3, vec![(key(7), value(4, &[10, 10, 10, 10]))], |_| None);
         assert_eq!(r.events[0].calls, 1);
         assert_eq!(r.remove, vec![key(7)]);
         // A new process with the same tgid starts from zero.
-        let r = d.update(4, vec![(key(7), value(1, &[10]))], |_| true);
+        let r = d.update(4, vec![(key(7), value(1, &[10]))], |_| Some(1));
         assert_eq!(r.events[0].calls, 1);
+        assert_eq!(r.pid_reused, 0);
+    }
+
+    #[test]
+    fn a_pid_handed_out_again_before_its_key_is_removed_is_counted() {
+        let mut d = SummaryDiff::new();
+        d.update(1, vec![(key(7), value(1, &[10]))], |_| Some(100));
+        // Gone once, then alive again: another process has the pid.
+        let r = d.update(2, vec![(key(7), value(2, &[10, 10]))], |_| None);
+        assert_eq!(r.pid_reused, 0);
+        let r = d.update(3, vec![(key(7), value(5, &[10; 5]))], |_| Some(300));
+        assert_eq!((r.events[0].calls, r.pid_reused), (3, 3));
+        // Quiet afterwards: nothing more to count.
+        let r = d.update(4, vec![(key(7), value(6, &[10; 6]))], |_| Some(300));
+        assert_eq!((r.events[0].calls, r.pid_reused), (1, 0));
+        // Reused between two readings without being seen gone: the start
+        // time tells.
+        let r = d.update(5, vec![(key(7), value(8, &[10; 8]))], |_| Some(400));
+        assert_eq!((r.events[0].calls, r.pid_reused), (2, 2));
+        // Kernel-thread reporters (0) are nobody's pid.
+        let k = Key::Iopf(IopfSummaryKey {
+            tgid: 0,
+            pasid: 1,
+            dev: 1,
+        });
+        let r = d.update(6, vec![(k, value(1, &[10]))], |_| Some(9));
+        assert_eq!(r.pid_reused, 0);
     }
 
     #[test]
@@ -223,17 +289,17 @@ mod tests {
         let mut v = value(3, &[4000, 4000, 90_000]);
         v.errors = 1;
         v.dev_name[..5].copy_from_slice(b"mock0");
-        let r = d.update(5, vec![(k, v.clone())], |_| false);
+        let r = d.update(5, vec![(k, v.clone())], |_| None);
         let e = &r.events[0];
         assert_eq!(e.kind, SummaryKind::Iopf);
         assert_eq!((e.tgid, e.pasid, e.device.as_str()), (0, 9, "mock0"));
         assert_eq!((e.calls, e.errors), (3, 1));
         // Reporter 0 is no process: never removed as gone.
-        let r = d.update(6, vec![(k, v.clone())], |_| false);
-        let r2 = d.update(7, vec![(k, v)], |_| false);
+        let r = d.update(6, vec![(k, v.clone())], |_| None);
+        let r2 = d.update(7, vec![(k, v)], |_| None);
         assert!(r.remove.is_empty() && r2.remove.is_empty());
         // Pins have no PASID or device.
-        let r = d.update(8, vec![(key(3), value(1, &[5]))], |_| true);
+        let r = d.update(8, vec![(key(3), value(1, &[5]))], |_| Some(1));
         assert_eq!((r.events[0].pasid, r.events[0].device.as_str()), (0, ""));
     }
 
@@ -245,7 +311,7 @@ mod tests {
             kind: 99,
             sub: 0,
         });
-        let r = d.update(1, vec![(k, value(1, &[1]))], |_| true);
+        let r = d.update(1, vec![(k, value(1, &[1]))], |_| Some(1));
         assert!(r.events.is_empty());
         assert_eq!(r.unknown, 1);
     }
