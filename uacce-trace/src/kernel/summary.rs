@@ -75,26 +75,9 @@ impl SummaryMap {
     /// returned with it.
     pub fn read(&self) -> (Vec<(Key, Box<SummaryValue>)>, Option<String>) {
         let mut out = Vec::new();
-        let mut error = None;
-        for item in self.map.iter() {
-            match item {
-                Ok((key, per_cpu)) => out.push((Key::Call(key), Box::new(sum(per_cpu.iter())))),
-                Err(e) => {
-                    error = Some(format!("SUMMARY: {e}"));
-                    break;
-                }
-            }
-        }
-        for item in self.iopf.iter() {
-            match item {
-                Ok((key, per_cpu)) => out.push((Key::Iopf(key), Box::new(sum(per_cpu.iter())))),
-                Err(e) => {
-                    error = Some(format!("IOPF_SUMMARY: {e}"));
-                    break;
-                }
-            }
-        }
-        (out, error)
+        let calls = read_into(&self.map, "SUMMARY", Key::Call, &mut out);
+        let iopfs = read_into(&self.iopf, "IOPF_SUMMARY", Key::Iopf, &mut out);
+        (out, calls.or(iopfs))
     }
 
     /// Forget `key` (its process is gone and its last counts were read).
@@ -105,6 +88,23 @@ impl SummaryMap {
             Key::Iopf(k) => self.iopf.remove(k),
         };
     }
+}
+
+/// Every key of `map` (`name`), as `key`, with its values summed over the
+/// CPUs, appended to `out`; a read error ends the read and is returned.
+fn read_into<K: aya::Pod>(
+    map: &PerCpuHashMap<MapData, K, SummaryValue>,
+    name: &str,
+    key: impl Fn(K) -> Key,
+    out: &mut Vec<(Key, Box<SummaryValue>)>,
+) -> Option<String> {
+    for item in map.iter() {
+        match item {
+            Ok((k, per_cpu)) => out.push((key(k), Box::new(sum(per_cpu.iter())))),
+            Err(e) => return Some(format!("{name}: {e}")),
+        }
+    }
+    None
 }
 
 /// The CPUs' values of one key, summed.

@@ -526,21 +526,9 @@ pub fn check(console: &Console, v: &mut Verdict) {
     for (i, w) in &windows {
         let err = format!("busy-trace{i}.err");
         let ev = format!("busy-ev{i}.b64");
-        if !w.started {
-            v.fail(
-                &["windows", &err],
-                format!("(b1) window {i}: the tracer never started"),
-            );
+        let what = format!("(b1) window {i}");
+        if !lifetime_ok(v, &err, &what, (w.started, &w.signal, &w.rc), "0") {
             continue;
-        }
-        if w.signal != "INT" || w.rc != "0" {
-            v.fail(
-                &["windows", &err],
-                format!(
-                    "(b1) window {i}: tracer stopped by SIG{} with status {}",
-                    w.signal, w.rc
-                ),
-            );
         }
         let stopped = stopped_counts(console.lines(&err));
         match &stopped {
@@ -732,6 +720,32 @@ pub fn check(console: &Console, v: &mut Verdict) {
     );
 }
 
+/// (b1)/(s1): one tracer lifetime started, and stopped on SIGINT with
+/// status `rc` (`started`, the signal that ended it, its status); false
+/// when it never started (nothing else to check).
+fn lifetime_ok(
+    v: &mut Verdict,
+    err: &str,
+    what: &str,
+    (started, signal, status): (bool, &str, &str),
+    rc: &str,
+) -> bool {
+    if !started {
+        v.fail(
+            &["windows", err],
+            format!("{what}: the tracer never started"),
+        );
+        return false;
+    }
+    if signal != "INT" || status != rc {
+        v.fail(
+            &["windows", err],
+            format!("{what}: tracer stopped by SIG{signal} with status {status} (want INT, {rc})"),
+        );
+    }
+    true
+}
+
 /// A summary-mode lifetime's line of `/tmp/windows`.
 #[derive(Debug, Default)]
 struct SummaryWindow {
@@ -813,21 +827,9 @@ fn check_summary(
     for (i, w) in windows {
         let err = format!("busy-sum{i}.err");
         let json = format!("busy-sum{i}.json");
-        if !w.started {
-            v.fail(
-                &["windows", &err],
-                format!("(s1) summary window {i}: the tracer never started"),
-            );
+        let what = format!("(s1) summary window {i}");
+        if !lifetime_ok(v, &err, &what, (w.started, &w.signal, &w.rc), "130") {
             continue;
-        }
-        if w.signal != "INT" || w.rc != "130" {
-            v.fail(
-                &["windows", &err],
-                format!(
-                    "(s1) summary window {i}: tracer stopped by SIG{} with status {} (want INT, 130)",
-                    w.signal, w.rc
-                ),
-            );
         }
         match stopped_counts(console.lines(&err)) {
             Some(s) => {
