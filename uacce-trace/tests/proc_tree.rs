@@ -5,7 +5,7 @@
 //!
 //! Runs on the host's real tracepoints: needs root (or CAP_BPF and
 //! CAP_PERFMON) and a binary built with its eBPF object; otherwise each
-//! test prints `SKIP` and why. No test harness (`harness = false`): the
+//! test prints `SKIP` and why (a failure under `CI=true`). No test harness (`harness = false`): the
 //! same executable is the workload, `proc_tree helper-pin-ioctls N` makes N
 //! `UACCE_CMD_PIN` ioctls on /dev/null (they fail with ENOTTY, and the
 //! `sys_enter_ioctl` tracepoint records each one).
@@ -16,8 +16,12 @@ use std::{
     process::{Command, ExitCode},
 };
 
-use uacce_trace::kernel::{attach, system};
 use uacce_trace_common::ioctl_cmd::UACCE_CMD_PIN;
+
+#[path = "common/harness.rs"]
+mod harness;
+#[path = "common/skip.rs"]
+mod skip;
 
 /// How many times each recording is repeated (the bug was flaky).
 const RUNS: usize = 3;
@@ -64,16 +68,6 @@ fn threads(n: u64) -> ExitCode {
     // go on and the process ends with the last of them.
     unsafe { libc::syscall(libc::SYS_exit, 0) };
     ExitCode::FAILURE
-}
-
-fn skip_reason() -> Option<String> {
-    if let Err(e) = system::check_privileges() {
-        return Some(e);
-    }
-    if let Err(attach::SourceError::StubObject) = attach::verify_all_programs().map(|_| ()) {
-        return Some("built with UACCE_TRACE_EBPF_STUB=1".into());
-    }
-    None
 }
 
 fn me() -> String {
@@ -269,9 +263,6 @@ fn threads_outlive_their_leader() -> Result<(), String> {
     Ok(())
 }
 
-/// A test: `Err` says why it failed.
-type Test = fn() -> Result<(), String>;
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let n = || args.get(2).and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -280,47 +271,17 @@ fn main() -> ExitCode {
         Some("helper-threads") => return threads(n()),
         _ => {}
     }
-    let tests: [(&str, Test); 3] = [
-        ("three_commands_in_a_row", three_commands_in_a_row),
-        ("every_descendant_is_recorded", every_descendant_is_recorded),
-        ("threads_outlive_their_leader", threads_outlive_their_leader),
-    ];
-    // libtest-style filter: the first non-flag argument.
-    let filter = args.iter().skip(1).find(|a| !a.starts_with('-'));
-    let skip = skip_reason();
-    // libtest's lines, so that `cargo xtask test` counts these tests (a
-    // skip counts as ignored there, i.e. skipped).
-    let (mut passed, mut failed, mut skipped, mut filtered) = (0, 0, 0, 0);
-    for (name, test) in tests {
-        if filter.is_some_and(|f| !name.contains(f.as_str())) {
-            filtered += 1;
-            continue;
-        }
-        if let Some(why) = &skip {
-            println!("test {name} ... SKIP: {why}");
-            skipped += 1;
-            continue;
-        }
-        match test() {
-            Ok(()) => {
-                println!("test {name} ... ok");
-                passed += 1;
-            }
-            Err(e) => {
-                eprintln!("{name}: {e}");
-                println!("test {name} ... FAILED");
-                failed += 1;
-            }
-        }
-    }
-    println!(
-        "test result: {}. {passed} passed; {failed} failed; {skipped} ignored; 0 measured; \
-         {filtered} filtered out",
-        if failed > 0 { "FAILED" } else { "ok" }
-    );
-    if failed > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    harness::run(&[
+        ("three_commands_in_a_row", three_commands_in_a_row, true),
+        (
+            "every_descendant_is_recorded",
+            every_descendant_is_recorded,
+            true,
+        ),
+        (
+            "threads_outlive_their_leader",
+            threads_outlive_their_leader,
+            true,
+        ),
+    ])
 }

@@ -1,6 +1,9 @@
-//! A `serve --replay` child for the HTTP tests: started on a free local
-//! port, its address read from the "serving" line, its remaining standard
-//! error lines forwarded on `err`, SIGTERM'ed and reaped on drop.
+//! A `serve` child for the HTTP tests (`serve --replay`) and the live
+//! request test (`serve --op`): started on a free local port, its address read from the "serving" line, its remaining standard
+//! error lines forwarded on `err`, SIGTERM'ed and reaped on drop (unless
+//! the test reaped it).
+
+#![allow(dead_code)]
 
 use std::{
     io::{BufRead, BufReader},
@@ -18,6 +21,10 @@ pub struct Serve {
 
 impl Drop for Serve {
     fn drop(&mut self) {
+        // Not when the test reaped it already (its pid may be reused).
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
         // SAFETY: SIGTERM to our own child, not yet reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
@@ -26,10 +33,17 @@ impl Drop for Serve {
 
 /// `uacce-trace serve --listen 127.0.0.1:0 --replay RECORDING EXTRA…`.
 pub fn start(recording: &Path, extra: &[&str]) -> Serve {
+    let mut args = vec![std::ffi::OsStr::new("--replay"), recording.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    start_with(&args)
+}
+
+/// `uacce-trace serve --listen 127.0.0.1:0 ARGS…` (live without
+/// `--replay`: needs root); panics when it ends before serving.
+pub fn start_with(args: &[&std::ffi::OsStr]) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_uacce-trace"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--replay"])
-        .arg(recording)
-        .args(extra)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stderr(Stdio::piped())
         .spawn()
         .expect("start serve");

@@ -23,27 +23,24 @@
 //!   summary's count equals the number of `trace`'s IOPF records (the
 //!   sampled groups that summary mode reads per event are in its rows
 //!   too);
-//! - (s4) p50, p99 and p99.9 of the summary lie within one bucket of the
-//!   per-event ones (`uacce_trace_common::summary::bucket_of`) or within
-//!   30 %; how many were within one bucket is noted. Not closer: the two
-//!   tracers time the same fault each with its own hooks, and each one's
-//!   report-to-response window holds the other's handlers (under TCG
-//!   several µs of ring writes for `trace`, and a vCPU may be descheduled
-//!   between two handlers), so single faults measure differently in each:
-//!   on test-6.12 with kprobes the worst seen was a p99 of 600 faults at
-//!   184 µs per-event against a bucket of 147 µs, and a p50 of 4 faults at
-//!   388 µs against 295 µs; a wrong bucket or a unit error is still caught.
-//!   A vCPU descheduled by a loaded host between the two tracers' handlers
-//!   of one hook puts a whole host time slice (milliseconds) into one
-//!   tracer's window and not the other's, a difference no ratio bounds
-//!   (test-6.12 fentry under a host load of 5: a p50 of 8 faults at 916 µs
-//!   per-event against 492 µs). So a quantile also passes when it is
-//!   within those bounds of a per-event value at most `DISPLACED` (1)
-//!   ranks away, or between those values: with at most k values of a set
-//!   changed by any amount, its r-th smallest lies between the (r−k)-th
-//!   and (r+k)-th of the unchanged set. One such fault per series: each
-//!   needs a deschedule to land in the few µs between the two handlers of
-//!   one of its hooks; how many quantiles needed it is noted;
+//! - (s4) p50, p99 and p99.9 of the summary lie within one bucket
+//!   (`uacce_trace_common::summary::bucket_of`) of the per-event order
+//!   statistics between ranks `q·n − d` and `q·n + d`, `d` =
+//!   max(2, ⌈n/20⌉) faults ([`rank_slack`]); how many were within one
+//!   bucket of the per-event percentile itself is noted. Not closer: the
+//!   two tracers time the same fault each with its own hooks, and each
+//!   one's report-to-response window holds the other's handlers (under TCG
+//!   several µs of ring writes for `trace`), and the host may preempt a
+//!   vCPU thread between two handlers, which lengthens that one fault in
+//!   one tracer only, by as long as the host likes. So single faults
+//!   measure differently in each, arbitrarily so for a few of them; a
+//!   percentile resting on few faults moves with them (CI, on a loaded
+//!   2-core host, saw p99 of 600 faults at 59 µs per-event and a summary
+//!   bucket of 125 µs: six faults measured longer by the summary's
+//!   tracer). A percentile is a rank, so the slack is in ranks, not in
+//!   time: a wrong bucket, a unit error or a pairing that times the wrong
+//!   report moves the whole distribution and is caught at p50, whose band
+//!   (ranks 270–330 of 600) stays narrow;
 //! - (s5) nothing lost that per-event mode did not lose: the summary's IO
 //!   page fault losses (`iopf_unanswered` + `iopf_superseded` +
 //!   `iopf_pending_at_exit`, which the attribution block provokes, and
@@ -130,18 +127,18 @@ fn summary(console: &Console, keep: &dyn Fn(u64, &str) -> bool) -> Summary {
         if !keep(pid, comm) {
             continue;
         }
-        let buckets = r.get("buckets").and_then(Value::as_array);
-        let entry = out.entry((pid, kind)).or_default();
-        for b in buckets.into_iter().flatten() {
-            if let (Some(v), Some(c)) = (
-                b.get(0).and_then(Value::as_u64),
-                b.get(1).and_then(Value::as_u64),
-            ) {
-                entry.push((v, c));
-            }
-        }
+        out.entry((pid, kind)).or_default().extend(buckets(&r));
     }
     out
+}
+
+/// A summary row's `buckets`: its (value, count) pairs.
+fn buckets(row: &Value) -> impl Iterator<Item = (u64, u64)> + '_ {
+    row.get("buckets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|b| Some((b.get(0)?.as_u64()?, b.get(1)?.as_u64()?)))
 }
 
 /// `trace`'s IOPF records: latencies per (owner, device).
@@ -187,20 +184,9 @@ fn summary_iopfs(console: &Console) -> BTreeMap<IopfKey, Vec<(u64, u64)>> {
                 .to_string(),
         };
         let device = r.get("device").and_then(Value::as_str).unwrap_or("");
-        let entry = out.entry((owner, device.to_string())).or_default();
-        for b in r
-            .get("buckets")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let (Some(v), Some(c)) = (
-                b.get(0).and_then(Value::as_u64),
-                b.get(1).and_then(Value::as_u64),
-            ) {
-                entry.push((v, c));
-            }
-        }
+        out.entry((owner, device.to_string()))
+            .or_default()
+            .extend(buckets(&r));
     }
     out
 }
@@ -212,33 +198,24 @@ fn within_a_bucket(exact: u64, summed: u64) -> bool {
     bucket_of(exact).abs_diff(bucket_of(summed)) <= 1
 }
 
-/// (s4): ... or within 30 % (the module docs say why).
-fn close_enough(exact: u64, summed: u64) -> bool {
-    within_a_bucket(exact, summed) || exact.abs_diff(summed) * 10 <= 3 * exact.max(summed)
+/// (s4): the faults each tracer may time differently from the other (the
+/// module docs say why): 2, or one in 20.
+fn rank_slack(n: usize) -> usize {
+    n.div_ceil(20).max(2)
 }
 
-/// (s4): faults per series that the two tracers may measure without any
-/// bound on the difference (the module docs say why).
-const DISPLACED: usize = 1;
-
-/// (s4): the summary's `q` quantile `summed` against the per-event
-/// latencies `sorted`: [`close_enough`] to the per-event quantile, or to
-/// an order statistic up to [`DISPLACED`] ranks either side of it, or
-/// between those two. With at most k values of a set changed by any
-/// amount, its r-th smallest value lies between the (r−k)-th and (r+k)-th
-/// smallest of the unchanged set; the other faults differ by the small
-/// amounts [`close_enough`] allows.
-fn close_enough_ranked(sorted: &[u64], q: f64, summed: u64) -> bool {
-    if sorted.is_empty() {
-        return false;
-    }
-    let r = (rank(sorted.len() as u64, q) - 1) as usize;
-    let lo = sorted[r.saturating_sub(DISPLACED)];
-    let hi = sorted[(r + DISPLACED).min(sorted.len() - 1)];
-    close_enough(sorted[r], summed)
-        || close_enough(lo, summed)
-        || close_enough(hi, summed)
-        || (lo..=hi).contains(&summed)
+/// (s4): the summary's `q`-quantile `summed` is within one bucket of the
+/// per-event order statistics (`sorted`, not empty) between ranks
+/// `q·n − d` and `q·n + d` ([`rank_slack`]).
+fn within_rank_band(sorted: &[u64], q: f64, summed: u64) -> bool {
+    use uacce_trace_common::summary::bucket_of;
+    let n = sorted.len();
+    let r = rank(n as u64, q) as usize;
+    let d = rank_slack(n);
+    let lo = sorted[r.saturating_sub(d).max(1) - 1];
+    let hi = sorted[(r + d).min(n) - 1];
+    let b = bucket_of(summed);
+    b + 1 >= bucket_of(lo) && b <= bucket_of(hi) + 1
 }
 
 /// The loss counts named in a closing line's `N dropped (reason n, …;
@@ -299,7 +276,7 @@ fn check_iopfs(console: &Console, v: &mut Verdict) {
     }
     let keys: std::collections::BTreeSet<&IopfKey> = exact.keys().chain(summed.keys()).collect();
     let mut total = 0;
-    let (mut in_bucket, mut compared, mut displaced) = (0, 0, 0);
+    let (mut in_bucket, mut compared) = (0, 0);
     for key @ (owner, device) in keys {
         let mut lat = exact.get(key).cloned().unwrap_or_default();
         lat.sort_unstable();
@@ -323,19 +300,15 @@ fn check_iopfs(console: &Console, v: &mut Verdict) {
             shown.push(format!("{name} {e}/{s}"));
             compared += 1;
             in_bucket += u32::from(within_a_bucket(e, s));
-            if !close_enough(e, s) {
-                if close_enough_ranked(&lat, q, s) {
-                    displaced += 1;
-                } else {
-                    v.fail(
-                        &sections,
-                        format!(
-                            "(s4) {owner} on {device:?}: {name} per-event {e} ns, summary {s} ns: \
-                             more than a bucket and 30 % apart, also from the per-event values \
-                             {DISPLACED} rank(s) either side"
-                        ),
-                    );
-                }
+            if !within_rank_band(&lat, q, s) {
+                let d = rank_slack(lat.len());
+                v.fail(
+                    &sections,
+                    format!(
+                        "(s4) {owner} on {device:?}: {name} per-event {e} ns, summary {s} ns: \
+                         more than a bucket outside the per-event values {d} ranks either side"
+                    ),
+                );
             }
         }
         v.notes.push(format!(
@@ -346,7 +319,7 @@ fn check_iopfs(console: &Console, v: &mut Verdict) {
     }
     v.notes.push(format!(
         "summary = per-event: {total} IO page faults in all; {in_bucket} of {compared} \
-         percentiles within one bucket, {displaced} only within {DISPLACED} rank(s) of it"
+         percentiles within one bucket"
     ));
     match iopf_losses(console) {
         Some((s, t)) if s == t => v.notes.push(format!(
@@ -524,6 +497,27 @@ mod tests {
     }
 
     #[test]
+    fn a_percentile_within_its_rank_band() {
+        use uacce_trace_common::summary::{bucket_high, bucket_of};
+        // 600 faults of 1..=600 µs: p99 is 594 µs, the band ranks 564..600.
+        let sorted: Vec<u64> = (1..=600).map(|i| i * 1000).collect();
+        assert_eq!(rank_slack(600), 30);
+        assert_eq!(rank_slack(4), 2);
+        let at = |v: u64| bucket_high(bucket_of(v));
+        assert!(within_rank_band(&sorted, 0.99, at(594_000)));
+        assert!(within_rank_band(&sorted, 0.99, at(600_000)));
+        assert!(within_rank_band(&sorted, 0.99, at(540_000)));
+        // Twice the value, or a unit error: caught.
+        assert!(!within_rank_band(&sorted, 0.5, at(600_000)));
+        assert!(!within_rank_band(&sorted, 0.5, at(300)));
+        assert!(!within_rank_band(&sorted, 0.99, at(1_200_000)));
+        // Few faults: anything between their extremes, a bucket either side.
+        let few = [295_000, 300_000, 388_000, 900_000];
+        assert!(within_rank_band(&few, 0.5, at(388_000)));
+        assert!(!within_rank_band(&few, 0.5, at(2_000_000)));
+    }
+
+    #[test]
     fn loss_counts_of_a_closing_line() {
         let l = "uacce-trace: wrote /tmp/s.json (17 events; 3 dropped \
                  (iopf_superseded 2, iopf_pending_at_exit 1; not lost: iopf_table_miss 4))";
@@ -531,25 +525,6 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!((c["iopf_superseded"], c["iopf_pending_at_exit"]), (2, 1));
         assert!(loss_counts("uacce-trace: wrote x (5 events; 0 dropped)").is_empty());
-    }
-
-    #[test]
-    fn one_displaced_fault_moves_a_quantile_one_rank() {
-        // 8 faults in two clusters; one measured 0.5 ms shorter by the
-        // other tracer moves its p50 (rank 4) to the other cluster.
-        let per_event = [
-            480_000, 485_000, 490_000, 915_000, 916_000, 920_000, 925_000, 930_000,
-        ];
-        assert!(!close_enough(exact_quantile(&per_event, 0.5), 491_519));
-        assert!(close_enough_ranked(&per_event, 0.5, 491_519));
-        // Two ranks away, or far outside the set, still fails.
-        let spread = [
-            100_000, 200_000, 300_000, 400_000, 500_000, 600_000, 700_000, 800_000,
-        ];
-        assert!(!close_enough_ranked(&spread, 0.5, 150_000));
-        assert!(!close_enough_ranked(&spread, 0.5, 2_000_000));
-        assert!(close_enough_ranked(&spread, 0.5, 320_000));
-        assert!(!close_enough_ranked(&[], 0.5, 1));
     }
 
     #[test]
