@@ -88,9 +88,10 @@
 //! (test-6.12, fentry and kprobe, measured), so [`t_launch`, `t_gone`]
 //! holds 4–10 times the calls of the 2 s window, and the notes print each
 //! lifetime's counts against both bounds. So (s2)/(s3) catch counts that
-//! leak from one lifetime into the next, a lost last reading of a whole
-//! window, nothing counted, or a wrong kind or process; a few calls
-//! counted twice or lost inside would hide between the bounds (the main
+//! leak from one lifetime into the next or are counted twice wholesale,
+//! nothing or far too little counted, a wrong kind or process; a few calls
+//! counted twice or lost, or a lost last reading (at most a second of
+//! calls), would hide between the bounds (the main
 //! VM's `summary.rs` compares counts with per-event mode exactly, and
 //! `tests/summary_windows.rs` does this on the host with the workload's
 //! exact tallies).
