@@ -86,7 +86,7 @@
 //! the bounds (the edge calls, noted). The upper bound is wide: under TCG
 //! on a loaded host, attaching took 6–26 s and stopping 3–14 s
 //! (test-6.12, fentry and kprobe, measured), so [`t_launch`, `t_gone`]
-//! holds 4–11 times the calls of the 2 s window, and the notes print each
+//! holds 4–17 times the calls of the 2 s window, and the notes print each
 //! lifetime's counts against both bounds. So (s2)/(s3) catch counts that
 //! leak from one lifetime into the next or are counted twice wholesale,
 //! nothing or far too little counted, a wrong kind or process; a few calls
