@@ -857,6 +857,8 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::summary::SummaryKey {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::summary::IopfSummaryKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::summary::SummaryValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::summary::IopfSlot {}

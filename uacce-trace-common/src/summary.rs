@@ -11,8 +11,10 @@
 //!
 //! IO page faults ([`SUMMARY_IOPF`]): the report hooks keep each group in
 //! the array map `IOPF_TABLE` ([`IopfSlot`], [`iopf_slot`]) and the
-//! response hooks take it out, compute the latency and add it to
-//! `SUMMARY` keyed by (reporting user task or 0, PASID, device); user
+//! response hooks take it out, compute the latency and add it to the
+//! map `IOPF_SUMMARY` (same values, [`IopfSummaryKey`]: reporting user
+//! task or 0, PASID, device; a map of its own so that the pin kinds' key
+//! stays 8 bytes, hashed on every call); user
 //! space attributes the key to the PASID's owner when it reads the map,
 //! as it attributes per-event faults. A group that finds its slot held by
 //! another live group goes to the ring as in per-event mode
@@ -42,9 +44,9 @@ pub const SUMMARY_UNPIN: u16 = 2;
 /// command ([`ioctl_sub`]).
 pub const SUMMARY_IOCTL: u16 = 3;
 
-/// `SummaryKey::kind` of IO page fault groups, report to response;
-/// `SummaryKey::tgid` is the reporting task when it was a user task (0
-/// otherwise), `SummaryKey::pasid` and `SummaryKey::dev` the group's.
+/// The kind of IO page fault groups, report to response (the
+/// `IOPF_SUMMARY` map, [`IopfSummaryKey`]; never a `SummaryKey::kind` in
+/// the kernel).
 pub const SUMMARY_IOPF: u16 = 4;
 
 /// `SummaryKey::sub` of an ioctl command: 0 `UACCE_CMD_PIN`, 1
@@ -68,27 +70,36 @@ pub const fn ioctl_cmd_of(sub: u16) -> u32 {
     }
 }
 
-/// Default bound of the `SUMMARY` map (keys: processes × kinds, and
-/// (reporter, PASID, device) for IO page faults).
+/// Default bound of the `SUMMARY` map (keys: processes × kinds) and of
+/// the `IOPF_SUMMARY` map (keys: reporter × PASID × device).
 pub const SUMMARY_MAX_ENTRIES: u32 = 4096;
 
-/// One key of the `SUMMARY` map.
+/// One key of the `SUMMARY` map: pins, unpins and pin ioctls. Eight
+/// bytes, so the hash the kernel computes on every call in summary mode
+/// covers one word (IO page faults, which need a PASID and a device, have
+/// their own map and key, [`IopfSummaryKey`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SummaryKey {
-    /// The calling process; IO page faults: the reporting task's process
-    /// when it was a user task, else 0.
+    /// The calling process.
     pub tgid: u32,
-    /// [`SUMMARY_PIN`], [`SUMMARY_UNPIN`], [`SUMMARY_IOCTL`] or
-    /// [`SUMMARY_IOPF`].
+    /// [`SUMMARY_PIN`], [`SUMMARY_UNPIN`] or [`SUMMARY_IOCTL`].
     pub kind: u16,
     /// Ioctls: [`ioctl_sub`]; 0 otherwise.
     pub sub: u16,
-    /// IO page faults: the group's PASID; 0 otherwise.
+}
+
+/// One key of the `IOPF_SUMMARY` map (kind [`SUMMARY_IOPF`]): answered IO
+/// page fault groups.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IopfSummaryKey {
+    /// The reporting task's process when it was a user task, else 0.
+    pub tgid: u32,
+    /// The group's PASID.
     pub pasid: u32,
-    pub _pad: u32,
-    /// IO page faults: the `struct device *` of the group (identity only;
-    /// the name is in [`SummaryValue::dev_name`]); 0 otherwise.
+    /// The `struct device *` of the group (identity only; the name is in
+    /// [`SummaryValue::dev_name`]).
     pub dev: u64,
 }
 
@@ -276,7 +287,8 @@ pub const fn bucket_high(i: usize) -> u64 {
 const _: () = {
     use core::mem::size_of;
     assert!(BUCKETS == 280);
-    assert!(size_of::<SummaryKey>() == 24);
+    assert!(size_of::<SummaryKey>() == 8);
+    assert!(size_of::<IopfSummaryKey>() == 16);
     assert!(size_of::<SummaryValue>() == 88 + 4 * BUCKETS);
     assert!(size_of::<IopfSlot>() == 56);
     assert!(IOPF_TABLE_ROWS == 1 << IOPF_ROW_BITS);

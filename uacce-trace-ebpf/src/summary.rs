@@ -1,7 +1,8 @@
 //! Summary mode: the pin, unpin and pin-ioctl exits add each call to the
 //! per-CPU `SUMMARY` map instead of writing a record, and the IO page
 //! fault hooks pair reports with responses here ([`iopf_report`],
-//! [`iopf_response`]) and add each answered group (layout and buckets:
+//! [`iopf_response`]) and add each answered group to `IOPF_SUMMARY`, a
+//! map of its own so that the pin kinds' key stays 8 bytes (layout and buckets:
 //! `uacce_trace_common::summary`). User space turns it on at load
 //! (`SUMMARY_MODE`) and reads the map once per interval.
 
@@ -14,9 +15,9 @@ use aya_ebpf::{
 use uacce_trace_common::{
     counter,
     summary::{
-        bucket_of, iopf_slot, IopfSlot, SummaryKey, SummaryValue, FLAG_LAST_PAGE, IOPF_TABLE_SLOTS,
-        IOPF_TIMEOUT_NS, SLOT_CLOSED, SLOT_FREE, SLOT_OPEN, SLOT_SAMPLED, SUMMARY_IOPF,
-        SUMMARY_MAX_ENTRIES,
+        bucket_of, iopf_slot, IopfSlot, IopfSummaryKey, SummaryKey, SummaryValue, FLAG_LAST_PAGE,
+        IOPF_TABLE_SLOTS, IOPF_TIMEOUT_NS, SLOT_CLOSED, SLOT_FREE, SLOT_OPEN, SLOT_SAMPLED,
+        SUMMARY_IOPF, SUMMARY_MAX_ENTRIES,
     },
     IopfKey, COMM_LEN,
 };
@@ -28,6 +29,13 @@ use crate::{comm_into, count, kernel_str_into};
 /// the bound, which user space may change at load.
 #[map]
 static SUMMARY: PerCpuHashMap<SummaryKey, SummaryValue> =
+    PerCpuHashMap::with_max_entries(SUMMARY_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Per (reporting user task or 0, PASID, device): this CPU's answered IO
+/// page fault groups. Apart from `SUMMARY` so that the pin kinds, called
+/// far more often, hash an 8-byte key and not this 16-byte one.
+#[map]
+static IOPF_SUMMARY: PerCpuHashMap<IopfSummaryKey, SummaryValue> =
     PerCpuHashMap::with_max_entries(SUMMARY_MAX_ENTRIES, BPF_F_NO_PREALLOC);
 
 /// One all-zero value, never written: what a new key starts from (too big
@@ -90,18 +98,22 @@ pub(crate) fn add(tgid: u32, call: Call) -> bool {
         tgid,
         kind: call.kind,
         sub: call.sub,
-        pasid: 0,
-        _pad: 0,
-        dev: 0,
     };
-    add_to(key, call, |v| comm_into(&mut v.comm))
+    add_to(&SUMMARY, key, tgid, call, |v| comm_into(&mut v.comm))
 }
 
-/// [`add`] under `key`; `names` fills the comm (and device name) of a
-/// value that has none on this CPU yet.
+/// [`add`] under `key` of `map` (`tgid`: the key's process, for the
+/// diagnostic); `names` fills the comm (and device name) of a value that
+/// has none on this CPU yet.
 #[inline(always)]
-fn add_to(key: SummaryKey, call: Call, names: impl FnOnce(&mut SummaryValue)) -> bool {
-    let value = match SUMMARY.get_ptr_mut(key) {
+fn add_to<K>(
+    map: &PerCpuHashMap<K, SummaryValue>,
+    key: K,
+    tgid: u32,
+    call: Call,
+    names: impl FnOnce(&mut SummaryValue),
+) -> bool {
+    let value = match map.get_ptr_mut(&key) {
         Some(v) => v,
         None => {
             let Some(zero) = SUMMARY_ZERO.get(0) else {
@@ -109,14 +121,14 @@ fn add_to(key: SummaryKey, call: Call, names: impl FnOnce(&mut SummaryValue)) ->
             };
             // Another CPU may make the key first (EEXIST): the lookup
             // below finds it either way.
-            let _ = SUMMARY.insert(key, zero, u64::from(BPF_NOEXIST));
-            match SUMMARY.get_ptr_mut(key) {
+            let _ = map.insert(&key, zero, u64::from(BPF_NOEXIST));
+            match map.get_ptr_mut(&key) {
                 Some(v) => v,
                 None => {
                     if crate::count_first(counter::SUMMARY_FULL) {
                         diag!(
                             "summary map full: calls of process {} and later new ones go to the ring",
-                            key.tgid
+                            tgid
                         );
                     }
                     return false;
@@ -245,7 +257,7 @@ pub(crate) fn iopf_report(key: IopfKey, flags: u32, user: bool, dev_name: u64) -
 
 /// What [`iopf_response`] did with a response.
 pub(crate) enum Response {
-    /// Added to [`SUMMARY`]; nothing to write.
+    /// Added to [`IOPF_SUMMARY`]; nothing to write.
     Counted,
     /// Its group is not in the table (or is sampled): the caller writes
     /// the response to the ring for user space to pair.
@@ -256,7 +268,7 @@ pub(crate) enum Response {
 }
 
 /// Summary mode, the response to group `key` (`code`: the response code):
-/// added to [`SUMMARY`] when the group is in [`IOPF_TABLE`] (the slot is
+/// added to [`IOPF_SUMMARY`] when the group is in [`IOPF_TABLE`] (the slot is
 /// freed), else to be written to the ring by the caller (sampled,
 /// collided, reported before the tracer started; a miss is counted as
 /// `IOPF_TABLE_MISS`). A response for device `d` also takes a group
@@ -285,12 +297,9 @@ pub(crate) fn iopf_response(key: IopfKey, code: u32) -> Response {
     }
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let summary_key = SummaryKey {
+    let summary_key = IopfSummaryKey {
         tgid: s.reporter_tgid,
-        kind: SUMMARY_IOPF,
-        sub: 0,
         pasid: s.pasid,
-        _pad: 0,
         dev: s.dev,
     };
     let call = Call {
@@ -302,7 +311,7 @@ pub(crate) fn iopf_response(key: IopfKey, code: u32) -> Response {
         longterm_pages: 0,
     };
     let (comm, name) = (s.reporter_comm, s.dev_name);
-    if add_to(summary_key, call, |v| {
+    if add_to(&IOPF_SUMMARY, summary_key, s.reporter_tgid, call, |v| {
         v.comm = comm;
         kernel_str_into(name, &mut v.dev_name);
     }) {

@@ -13,6 +13,8 @@
 #   BUSY_PAUSE_US, BUSY_SIZE_KIB  the busy workload's pause and buffer
 #   WINDOWS        the tracer lifetimes, e.g. `1 2 3`
 #   WINDOW_S       seconds each lifetime lasts after `tracing started`
+#   SUMMARY_WINDOWS  then the summary-mode lifetimes (`record --summary
+#                  --format json`), e.g. `1 2 3`
 #   BPFTOOL        guest path of bpftool (listed programs before each stop)
 #   FIXTURE_PAGES  pages of each fixture run during the busy test
 #   SECTIONS       one `name file` line per result section, in order
@@ -72,20 +74,36 @@ if [ "$TEST_KERNEL" = 1 ] && [ -e /dev/uacce_ctrl ]; then
     cpid=$!
 fi
 sleep 1
-for i in $WINDOWS; do
-    "$TOOL" trace --json --hooks "$HOOKS" > /tmp/busy-ev$i.ndjson 2> /tmp/busy-trace$i.err &
+# lifetime KIND I ERR PATTERN: the tracer just started in the background
+# ($!) with its standard error in ERR: wait for PATTERN (its readiness
+# line), let it run WINDOW_S, stop it; one `KIND=I` line of its times in
+# /tmp/windows (t_launch: set by the caller before the start).
+lifetime() {
     tpid=$!
-    wait_started "$tpid" /tmp/busy-trace$i.err '^uacce-trace: tracing started' 600
+    wait_started "$tpid" "$3" "$4" 600
     t_ready=$("$WORKLOAD" now)
     sleep $WINDOW_S
     t_stop=$("$WORKLOAD" now)
-    if [ -x $BPFTOOL ]; then $BPFTOOL prog show > /tmp/busy-progs$i.txt 2>&1; fi
-    echo "@@UT-STEP window $i stopping $(cut -d' ' -f1 /proc/uptime) $(wc -c < /tmp/busy-ev$i.ndjson) bytes"
+    if [ "$1" = window ] && [ -x $BPFTOOL ]; then $BPFTOOL prog show > /tmp/busy-progs$2.txt 2>&1; fi
+    echo "@@UT-STEP $1 $2 stopping $(cut -d' ' -f1 /proc/uptime)"
     stop_tracer "$tpid" 20
     t_gone=$("$WORKLOAD" now)
-    echo "@@UT-STEP window $i started=$started $(cut -d' ' -f1 /proc/uptime)"
-    echo "window=$i started=$started t_ready=$t_ready t_stop=$t_stop t_gone=$t_gone signal=$stop_sig rc=$stop_rc" >> /tmp/windows
+    echo "@@UT-STEP $1 $2 started=$started $(cut -d' ' -f1 /proc/uptime)"
+    echo "$1=$2 started=$started t_launch=$t_launch t_ready=$t_ready t_stop=$t_stop t_gone=$t_gone signal=$stop_sig rc=$stop_rc" >> /tmp/windows
     sleep 1
+}
+for i in $WINDOWS; do
+    t_launch=$("$WORKLOAD" now)
+    "$TOOL" trace --json --hooks "$HOOKS" > /tmp/busy-ev$i.ndjson 2> /tmp/busy-trace$i.err &
+    lifetime window $i /tmp/busy-trace$i.err '^uacce-trace: tracing started'
+done
+# The same workload, summary mode (the kernel counts, the map is read at
+# stop): t_launch before the start, t_gone after the exit bound what the
+# totals can hold (xtask/src/vm_test/busy.rs, summary windows).
+for i in $SUMMARY_WINDOWS; do
+    t_launch=$("$WORKLOAD" now)
+    "$TOOL" record --summary --format json -o /tmp/busy-sum$i.json --hooks "$HOOKS" > /dev/null 2> /tmp/busy-sum$i.err &
+    lifetime summary $i /tmp/busy-sum$i.err '^uacce-trace: recording to'
 done
 if alive "$bpid"; then echo "busy_alive_at_end=1" >> /tmp/windows; else echo "busy_alive_at_end=0" >> /tmp/windows; fi
 touch /tmp/busy.stop

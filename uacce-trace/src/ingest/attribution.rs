@@ -31,7 +31,7 @@
 //!
 //! Pure: no aya, no clock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -70,6 +70,12 @@ pub struct Attributor {
     owners: HashMap<u32, Owner>,
     /// Owners unbound since the last summary reading (summary mode).
     recent: HashMap<u32, Owner>,
+    /// PASIDs that had more than one owner since the last summary reading
+    /// (summary mode).
+    changed: HashSet<u32>,
+    /// Summary mode: faults charged to the last of a PASID's owners within
+    /// one reading interval ([`Attributor::owner_changed`]).
+    owner_changed: u64,
     counts: AttributionCounts,
 }
 
@@ -102,7 +108,15 @@ impl Attributor {
                 o.binds = o.binds.saturating_add(1);
                 comm.clone_into(&mut o.comm);
             }
-            _ => {
+            previous => {
+                // Another process held the PASID since the last reading:
+                // that reading's counted faults cannot be split.
+                let before = previous
+                    .map(|o| o.tgid)
+                    .or_else(|| self.recent.get(&pasid).map(|o| o.tgid));
+                if before.is_some_and(|t| t != tgid) {
+                    self.changed.insert(pasid);
+                }
                 self.owners.insert(
                     pasid,
                     Owner {
@@ -143,6 +157,9 @@ impl Attributor {
     ) -> Option<(u32, String)> {
         if let Some(o) = self.owners.get(&pasid).or_else(|| self.recent.get(&pasid)) {
             self.counts.by_owner += calls;
+            if self.changed.contains(&pasid) {
+                self.owner_changed += calls;
+            }
             Some((o.tgid, o.comm.clone()))
         } else if reporter != 0 {
             self.counts.by_reporter += calls;
@@ -157,6 +174,16 @@ impl Attributor {
     /// are forgotten.
     pub fn reading_done(&mut self) {
         self.recent.clear();
+        self.changed.clear();
+    }
+
+    /// Summary mode: faults counted in the kernel of a PASID whose owner
+    /// changed within one reading interval (unbound by one process, bound
+    /// by another), all charged to the last owner: the kernel's key holds
+    /// no time, so some may be the earlier owner's
+    /// (`LossReason::IopfOwnerChanged`).
+    pub fn owner_changed(&self) -> u64 {
+        self.owner_changed
     }
 
     /// Learn from a bind/unbind event; attribute an IOPF event in place.
@@ -386,6 +413,35 @@ mod tests {
         assert_eq!(a.attribute_counted(5, 0, "", 1), None);
         let c = a.counts();
         assert_eq!((c.by_owner, c.by_reporter, c.unattributed), (5, 2, 4));
+        assert_eq!(a.owner_changed(), 0);
+    }
+
+    #[test]
+    fn counted_faults_of_a_pasid_that_changed_owner_within_a_reading_are_counted() {
+        let mut a = Attributor::new();
+        a.process(&mut bind(100, "first", 5, true));
+        a.process(&mut bind(100, "first", 5, false));
+        a.process(&mut bind(200, "second", 5, true));
+        // All charged to the last owner, and counted as such.
+        assert_eq!(
+            a.attribute_counted(5, 0, "", 3),
+            Some((200, "second".into()))
+        );
+        assert_eq!(a.owner_changed(), 3);
+        // The next reading has one owner only.
+        a.reading_done();
+        a.attribute_counted(5, 0, "", 2);
+        assert_eq!(a.owner_changed(), 3);
+        // A new bind without an unbind seen (the old owner's records lost)
+        // is a change too; a second bind of the same owner is not.
+        a.process(&mut bind(300, "third", 5, true));
+        a.process(&mut bind(300, "third", 5, true));
+        a.attribute_counted(5, 0, "", 1);
+        assert_eq!(a.owner_changed(), 4);
+        a.reading_done();
+        a.process(&mut bind(300, "third", 5, true));
+        a.attribute_counted(5, 0, "", 1);
+        assert_eq!(a.owner_changed(), 4);
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct Tracer {
     summary_unknown: u64,
     /// Summary-map read errors.
     summary_read_errors: u64,
+    /// Summary mode: calls counted under a pid handed out again.
+    summary_pid_reused: u64,
     /// Decodes records and pairs IO page fault reports with responses.
     decoder: Decoder,
     attributor: Attributor,
@@ -166,6 +168,7 @@ impl Tracer {
                 summary: attached.summary.map(|map| (map, SummaryDiff::new())),
                 summary_unknown: 0,
                 summary_read_errors: 0,
+                summary_pid_reused: 0,
                 decoder,
                 attributor,
                 requests: RequestJoin::default(),
@@ -340,6 +343,11 @@ impl Tracer {
         l.add(LossReason::PinNotCredited, self.pin_not_credited);
         l.add(LossReason::Undecodable, self.summary_unknown);
         l.add(LossReason::SummaryReadError, self.summary_read_errors);
+        l.add(
+            LossReason::IopfOwnerChanged,
+            self.attributor.owner_changed(),
+        );
+        l.add(LossReason::SummaryPidReused, self.summary_pid_reused);
         l.add(LossReason::RequestThreadExited, self.request_thread_exited);
         if let Ok(found) = &self.scan.result {
             l.add(LossReason::ScanLost, u64::from(found.lost));
@@ -359,11 +367,12 @@ impl Tracer {
             self.summary_read_errors += 1;
             log::warn!("reading the summary map: {e}");
         }
-        let reading = diff.update(now_ns, values, system::process_exists);
+        let reading = diff.update(now_ns, values, system::process_start_ticks);
         for key in &reading.remove {
             map.remove(key);
         }
         self.summary_unknown += reading.unknown;
+        self.summary_pid_reused += reading.pid_reused;
         let mut events: Vec<Event> = Vec::with_capacity(reading.events.len());
         for mut e in reading.events {
             if e.kind == SummaryKind::Iopf {
@@ -566,6 +575,7 @@ impl Tracer {
             summary: None,
             summary_unknown: 0,
             summary_read_errors: 0,
+            summary_pid_reused: 0,
             decoder: Decoder::default(),
             attributor: Attributor::new(),
             requests: RequestJoin::default(),

@@ -123,6 +123,12 @@ reasons! {
     Unknown = "unknown", true, "losses of reasons this version does not know (newer recording)";
     /// Summary mode: a reading of the kernel's summary map failed part-way.
     SummaryReadError = "summary_read_error", true, "summary-map readings that failed part-way (the counts not read come with the next reading; at stop they are lost)";
+    /// Summary mode: IO page faults of a PASID whose owner changed within
+    /// one reading interval, all charged to the last owner.
+    IopfOwnerChanged = "iopf_owner_changed", true, "IO page faults counted in the kernel (summary mode) for a PASID that changed owner within one reading: all charged to the last owner, some may be the earlier one's";
+    /// Summary mode: calls counted under a pid that another process got
+    /// since the previous reading, charged to the new process.
+    SummaryPidReused = "summary_pid_reused", true, "calls counted in the kernel (summary mode) under a pid handed out again within one reading: charged to the new process, some may be the exited one's";
     /// Not a loss: a nested call folded into its outer call.
     Nested = "nested", false, "not a loss: nested calls folded into their outer call";
     /// Not a loss: summary mode's map was full, so the call went to the
@@ -423,7 +429,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), LossReason::COUNT);
         assert!(LossReason::ALL.iter().all(|r| !r.describe().is_empty()));
-        assert_eq!(LossReason::ALL.len(), 36);
+        assert_eq!(LossReason::ALL.len(), 38);
     }
 
     #[test]

@@ -431,11 +431,15 @@ pub fn attach_plan(
         let map = ebpf
             .take_map("SUMMARY")
             .ok_or(SourceError::Missing("map SUMMARY"))?;
+        let iopf = ebpf
+            .take_map("IOPF_SUMMARY")
+            .ok_or(SourceError::Missing("map IOPF_SUMMARY"))?;
         let table = ebpf
             .take_map("IOPF_TABLE")
             .ok_or(SourceError::Missing("map IOPF_TABLE"))?;
         Some(SummaryMap::new(
             PerCpuHashMap::try_from(map).map_err(map_err("SUMMARY"))?,
+            PerCpuHashMap::try_from(iopf).map_err(map_err("IOPF_SUMMARY"))?,
             Array::try_from(table).map_err(map_err("IOPF_TABLE"))?,
         ))
     } else {

@@ -1,23 +1,53 @@
-//! Reading the `SUMMARY` map of summary mode (layout:
-//! `uacce_trace_common::summary`): every key's values summed over the CPUs.
-//! What the sums mean, and their differences, is `ingest::summary`'s job.
+//! Reading the `SUMMARY` and `IOPF_SUMMARY` maps of summary mode
+//! (layout: `uacce_trace_common::summary`): every key's values summed over
+//! the CPUs, the two maps' keys as one [`Key`]. What the sums mean, and
+//! their differences, is `ingest::summary`'s job.
 
 use aya::maps::{Array, MapData, PerCpuHashMap};
-use uacce_trace_common::summary::{IopfSlot, SummaryKey, SummaryValue, SLOT_FREE, SLOT_SAMPLED};
+use uacce_trace_common::summary::{
+    IopfSlot, IopfSummaryKey, SummaryKey, SummaryValue, SLOT_FREE, SLOT_SAMPLED,
+};
 
-/// The kernel's `SUMMARY` map, and `IOPF_TABLE`, its IO page fault
-/// groups awaiting their response.
+/// A key of either summary map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    /// `SUMMARY`: pins, unpins and pin ioctls per process.
+    Call(SummaryKey),
+    /// `IOPF_SUMMARY`: answered IO page fault groups per (reporting user
+    /// task or 0, PASID, device).
+    Iopf(IopfSummaryKey),
+}
+
+impl Key {
+    /// The key's process (IO page faults: the reporting user task, 0 for
+    /// a kernel thread).
+    pub fn tgid(&self) -> u32 {
+        match self {
+            Key::Call(k) => k.tgid,
+            Key::Iopf(k) => k.tgid,
+        }
+    }
+}
+
+/// The kernel's `SUMMARY` and `IOPF_SUMMARY` maps, and `IOPF_TABLE`, its
+/// IO page fault groups awaiting their response.
 pub struct SummaryMap {
     map: PerCpuHashMap<MapData, SummaryKey, SummaryValue>,
+    iopf: PerCpuHashMap<MapData, IopfSummaryKey, SummaryValue>,
     iopf_table: Array<MapData, IopfSlot>,
 }
 
 impl SummaryMap {
     pub fn new(
         map: PerCpuHashMap<MapData, SummaryKey, SummaryValue>,
+        iopf: PerCpuHashMap<MapData, IopfSummaryKey, SummaryValue>,
         iopf_table: Array<MapData, IopfSlot>,
     ) -> SummaryMap {
-        SummaryMap { map, iopf_table }
+        SummaryMap {
+            map,
+            iopf,
+            iopf_table,
+        }
     }
 
     /// IO page fault groups in the kernel's pairing table that still wait
@@ -38,27 +68,43 @@ impl SummaryMap {
         (recent, old)
     }
 
-    /// Every key with its values summed over the CPUs (wrapping, as the
-    /// kernel counts), and the comm of the first CPU that has one. Keys
-    /// that vanish while being read are skipped; a read error ends the
-    /// read with what was read so far, and is returned with it.
-    pub fn read(&self) -> (Vec<(SummaryKey, Box<SummaryValue>)>, Option<String>) {
+    /// Every key of both maps with its values summed over the CPUs
+    /// (wrapping, as the kernel counts), and the comm of the first CPU
+    /// that has one. Keys that vanish while being read are skipped; a read
+    /// error ends that map's read with what was read so far, and is
+    /// returned with it.
+    pub fn read(&self) -> (Vec<(Key, Box<SummaryValue>)>, Option<String>) {
         let mut out = Vec::new();
-        for item in self.map.iter() {
-            let (key, per_cpu) = match item {
-                Ok(kv) => kv,
-                Err(e) => return (out, Some(e.to_string())),
-            };
-            out.push((key, Box::new(sum(per_cpu.iter()))));
-        }
-        (out, None)
+        let calls = read_into(&self.map, "SUMMARY", Key::Call, &mut out);
+        let iopfs = read_into(&self.iopf, "IOPF_SUMMARY", Key::Iopf, &mut out);
+        (out, calls.or(iopfs))
     }
 
     /// Forget `key` (its process is gone and its last counts were read).
-    pub fn remove(&mut self, key: &SummaryKey) {
+    pub fn remove(&mut self, key: &Key) {
         // Already gone is fine: nothing else removes keys.
-        let _ = self.map.remove(key);
+        let _ = match key {
+            Key::Call(k) => self.map.remove(k),
+            Key::Iopf(k) => self.iopf.remove(k),
+        };
     }
+}
+
+/// Every key of `map` (`name`), as `key`, with its values summed over the
+/// CPUs, appended to `out`; a read error ends the read and is returned.
+fn read_into<K: aya::Pod>(
+    map: &PerCpuHashMap<MapData, K, SummaryValue>,
+    name: &str,
+    key: impl Fn(K) -> Key,
+    out: &mut Vec<(Key, Box<SummaryValue>)>,
+) -> Option<String> {
+    for item in map.iter() {
+        match item {
+            Ok((k, per_cpu)) => out.push((key(k), Box::new(sum(per_cpu.iter())))),
+            Err(e) => return Some(format!("{name}: {e}")),
+        }
+    }
+    None
 }
 
 /// The CPUs' values of one key, summed.

@@ -339,6 +339,22 @@ pub fn process_exists(tgid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{tgid}")).exists()
 }
 
+/// The start time of process `tgid` (clock ticks after boot, field 22 of
+/// `/proc/PID/stat`): with the pid, the process's identity, since a pid
+/// can be handed out again. `None` when the process is gone.
+pub fn process_start_ticks(tgid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{tgid}/stat")).ok()?;
+    parse_start_ticks(&stat)
+}
+
+/// Field 22 of a `/proc/PID/stat` line; the comm (field 2) may hold spaces
+/// and parentheses, so fields are counted after its last `)`.
+pub fn parse_start_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // `rest` starts at field 3 (state): field 22 is its 20th.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// The cgroup v2 path in the text of `/proc/PID/cgroup`: its `0::PATH`
 /// line (the unified hierarchy; on a pure cgroup v1 system there is none).
 pub fn parse_cgroup_v2(text: &str) -> Option<&str> {
@@ -389,6 +405,16 @@ pub fn prog_recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_ticks_of_a_stat_line_and_of_this_process() {
+        let line = "1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 1 0 987654 1000 10 18446744073709551615";
+        assert_eq!(parse_start_ticks(line), Some(987_654));
+        assert_eq!(parse_start_ticks("garbage"), None);
+        let me = std::process::id();
+        assert!(process_start_ticks(me).is_some());
+        assert_eq!(process_start_ticks(me), process_start_ticks(me));
+    }
 
     #[test]
     fn versions() {

@@ -44,6 +44,57 @@
 //! loss ledger of its `stopped:` line and noted: `in_flight_at_start`
 //! (calls that returned while the hooks were being attached, or just
 //! after) and `stale_inflight`.
+//!
+//! # Summary mode, as `serve` runs it
+//!
+//! After the per-event lifetimes, the same workload run gets
+//! [`SUMMARY_WINDOWS`] lifetimes of `record --summary --format json`
+//! (summary mode: the kernel counts each call in its per-CPU map, user
+//! space reads the map once a second and a last time at stop; `serve`'s
+//! default). The guest notes `t_launch` before starting the tracer,
+//! `t_ready` after its `recording to` line (every hook attached),
+//! `t_stop` before SIGINT and `t_gone` after it exited.
+//!
+//! What a lifetime's totals are: the maps are made when the tracer loads,
+//! so they start at zero; a call is counted when its exit hook finds the
+//! entry its entry hook stored (an exit without entry is the edge,
+//! `in_flight_at_start`, not counted) and the map is read after that, the
+//! last time at stop. So a counted call entered the kernel after
+//! `t_launch` and returned before `t_gone`; and every call made wholly
+//! inside [`t_ready`, `t_stop`] is counted, exactly once. With the calls of
+//! the busy process only (the fixture loop is another process), per
+//! lifetime:
+//!
+//! - (s1) the tracer started, and stopped on SIGINT with status 130
+//!   (`record` ends with 128 + the signal that stopped it); its loss
+//!   ledger names no reason but the edge, `in_flight_at_start`;
+//! - (s2) the summary's pin calls lie between the register calls (that
+//!   pinned pages) wholly inside [`t_ready`, `t_stop`] and all register
+//!   calls overlapping [`t_launch`, `t_gone`];
+//! - (s3) its unpin calls lie between the pages of the unregister calls
+//!   wholly inside and those of all unregister calls overlapping: io_uring
+//!   releases a registered buffer one `unpin_user_page` call per page,
+//!   which the per-event lifetimes of the same run confirm (every unpin
+//!   record of the busy process has one page; if not, (s3) fails and says
+//!   so);
+//! - (s4) the window is not vacuous: calls wholly inside it.
+//!
+//! No tolerance: the bounds are containments of time intervals on one
+//! clock (CLOCK_MONOTONIC, the workload's log and the guest's `now`), so
+//! neither TCG's speed nor the host's load moves a call across them; the
+//! lifetimes' lengths under load only change how many calls fall between
+//! the bounds (the edge calls, noted). The upper bound is wide: under TCG
+//! on a loaded host, attaching took 6–26 s and stopping 3–14 s
+//! (test-6.12, fentry and kprobe, measured), so [`t_launch`, `t_gone`]
+//! holds 4–17 times the calls of the 2 s window, and the notes print each
+//! lifetime's counts against both bounds. So (s2)/(s3) catch counts that
+//! leak from one lifetime into the next or are counted twice wholesale,
+//! nothing or far too little counted, a wrong kind or process; a few calls
+//! counted twice or lost, or a lost last reading (at most a second of
+//! calls), would hide between the bounds (the main
+//! VM's `summary.rs` compares counts with per-event mode exactly, and
+//! `tests/summary_windows.rs` does this on the host with the workload's
+//! exact tallies).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -56,6 +107,8 @@ use crate::vm::console::{vmstat, Console};
 
 /// Tracer lifetimes in one workload run.
 pub const WINDOWS: usize = 3;
+/// Summary-mode tracer lifetimes after them in the same workload run.
+pub const SUMMARY_WINDOWS: usize = 3;
 /// Seconds each tracer lifetime lasts after `tracing started`.
 const WINDOW_S: u32 = 2;
 /// Buffer each busy thread registers: 4 pages, one pin record and four
@@ -122,6 +175,13 @@ pub fn params() -> Vec<(&'static str, String)> {
                 .join(" "),
         ),
         ("WINDOW_S", WINDOW_S.to_string()),
+        (
+            "SUMMARY_WINDOWS",
+            (1..=SUMMARY_WINDOWS)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
         ("BPFTOOL", GUEST_BPFTOOL.into()),
         ("FIXTURE_PAGES", FIXTURE_PAGES.to_string()),
     ]
@@ -145,6 +205,12 @@ pub fn sections() -> &'static [(&'static str, &'static str)] {
         ("busy-progs1", "/tmp/busy-progs1.txt"),
         ("busy-progs2", "/tmp/busy-progs2.txt"),
         ("busy-progs3", "/tmp/busy-progs3.txt"),
+        ("busy-sum1.json", "/tmp/busy-sum1.json"),
+        ("busy-sum2.json", "/tmp/busy-sum2.json"),
+        ("busy-sum3.json", "/tmp/busy-sum3.json"),
+        ("busy-sum1.err", "/tmp/busy-sum1.err"),
+        ("busy-sum2.err", "/tmp/busy-sum2.err"),
+        ("busy-sum3.err", "/tmp/busy-sum3.err"),
     ]
 }
 
@@ -196,14 +262,20 @@ impl Stopped {
     }
 }
 
-/// Reads the `stopped:` line (see [`Stopped`]).
+/// Reads the `stopped:` line (see [`Stopped`]), or `record`'s `wrote FILE
+/// (N events; M dropped (…))` line, which has the same ledger.
 pub fn stopped_counts(lines: &[String]) -> Option<Stopped> {
     let line = lines
         .iter()
-        .find(|l| l.starts_with("uacce-trace: stopped"))?;
+        .find(|l| l.starts_with("uacce-trace: stopped") || l.starts_with("uacce-trace: wrote"))?;
     let number_before = |word: &str| -> Option<u64> {
         let at = line.find(word)?;
-        line[..at].split_whitespace().last()?.parse().ok()
+        line[..at]
+            .split_whitespace()
+            .last()?
+            .trim_start_matches('(')
+            .parse()
+            .ok()
     };
     let mut out = Stopped {
         events: number_before(" events")?,
@@ -350,10 +422,25 @@ fn kv(line: &str) -> BTreeMap<&str, &str> {
 /// (b1)–(b6).
 pub fn check(console: &Console, v: &mut Verdict) {
     let mut windows: BTreeMap<usize, Window> = BTreeMap::new();
+    let mut summary_windows: BTreeMap<usize, SummaryWindow> = BTreeMap::new();
     let mut facts: BTreeMap<String, String> = BTreeMap::new();
     for line in console.lines("windows") {
         let m = kv(line);
-        if let Some(i) = m.get("window").and_then(|i| i.parse().ok()) {
+        if let Some(i) = m.get("summary").and_then(|i| i.parse().ok()) {
+            let n = |k: &str| m.get(k).and_then(|s| s.parse().ok()).unwrap_or(0);
+            summary_windows.insert(
+                i,
+                SummaryWindow {
+                    started: m.get("started") == Some(&"1"),
+                    t_launch: n("t_launch"),
+                    t_ready: n("t_ready"),
+                    t_stop: n("t_stop"),
+                    t_gone: n("t_gone"),
+                    signal: m.get("signal").unwrap_or(&"").to_string(),
+                    rc: m.get("rc").unwrap_or(&"").to_string(),
+                },
+            );
+        } else if let Some(i) = m.get("window").and_then(|i| i.parse().ok()) {
             let n = |k: &str| m.get(k).and_then(|s| s.parse().ok()).unwrap_or(0);
             windows.insert(
                 i,
@@ -444,24 +531,15 @@ pub fn check(console: &Console, v: &mut Verdict) {
             format!("(b1) {} tracer lifetimes, want {WINDOWS}", windows.len()),
         );
     }
+    // Unpin records of the busy process in the per-event lifetimes, and
+    // those not of one page ((s3)).
+    let (mut unpins_seen, mut unpins_not_one_page) = (0u64, 0u64);
     for (i, w) in &windows {
         let err = format!("busy-trace{i}.err");
         let ev = format!("busy-ev{i}.b64");
-        if !w.started {
-            v.fail(
-                &["windows", &err],
-                format!("(b1) window {i}: the tracer never started"),
-            );
+        let what = format!("(b1) window {i}");
+        if !lifetime_ok(v, &err, &what, (w.started, &w.signal, &w.rc), "0") {
             continue;
-        }
-        if w.signal != "INT" || w.rc != "0" {
-            v.fail(
-                &["windows", &err],
-                format!(
-                    "(b1) window {i}: tracer stopped by SIG{} with status {}",
-                    w.signal, w.rc
-                ),
-            );
         }
         let stopped = stopped_counts(console.lines(&err));
         match &stopped {
@@ -488,6 +566,12 @@ pub fn check(console: &Console, v: &mut Verdict) {
         let mut ours = 0u64;
         for r in recs.iter().filter(|r| r.tgid == pid) {
             ours += 1;
+            if r.unpin {
+                unpins_seen += 1;
+                if r.pages != 1 {
+                    unpins_not_one_page += 1;
+                }
+            }
             let found = calls.get_mut(&r.tid).and_then(|cs| {
                 let at = cs.partition_point(|c| c.t0 <= r.ts);
                 cs[..at]
@@ -637,6 +721,191 @@ pub fn check(console: &Console, v: &mut Verdict) {
             misses.map_or("not read".into(), |n| n.to_string()),
         ));
     }
+    check_summary(
+        console,
+        v,
+        &summary_windows,
+        &log,
+        pid,
+        (unpins_seen, unpins_not_one_page),
+    );
+}
+
+/// (b1)/(s1): one tracer lifetime started, and stopped on SIGINT with
+/// status `rc` (`started`, the signal that ended it, its status); false
+/// when it never started (nothing else to check).
+fn lifetime_ok(
+    v: &mut Verdict,
+    err: &str,
+    what: &str,
+    (started, signal, status): (bool, &str, &str),
+    rc: &str,
+) -> bool {
+    if !started {
+        v.fail(
+            &["windows", err],
+            format!("{what}: the tracer never started"),
+        );
+        return false;
+    }
+    if signal != "INT" || status != rc {
+        v.fail(
+            &["windows", err],
+            format!("{what}: tracer stopped by SIG{signal} with status {status} (want INT, {rc})"),
+        );
+    }
+    true
+}
+
+/// A summary-mode lifetime's line of `/tmp/windows`.
+#[derive(Debug, Default)]
+struct SummaryWindow {
+    started: bool,
+    t_launch: u64,
+    t_ready: u64,
+    t_stop: u64,
+    t_gone: u64,
+    signal: String,
+    rc: String,
+}
+
+/// Calls of `pid` in one `record --summary --format json` file, summed
+/// over its intervals: (pin calls, unpin calls).
+fn summary_calls(lines: &[String], pid: u64) -> (u64, u64) {
+    let (mut pins, mut unpins) = (0, 0);
+    for row in lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
+        if row.get("pid").and_then(Value::as_u64) != Some(pid) {
+            continue;
+        }
+        let count = row.get("count").and_then(Value::as_u64).unwrap_or(0);
+        match row.get("kind").and_then(Value::as_str) {
+            Some("pin") => pins += count,
+            Some("unpin") => unpins += count,
+            _ => {}
+        }
+    }
+    (pins, unpins)
+}
+
+/// (lower, upper) bounds of one summary lifetime for the calls of one
+/// kind (`unregister`): `measure` of the calls wholly inside [`t_ready`,
+/// `t_stop`] (lower; `inside_counts` says which of them must be counted)
+/// and of those overlapping [`t_launch`, `t_gone`] (upper).
+fn summary_bounds(
+    log: &BTreeMap<u64, Vec<Call>>,
+    w: &SummaryWindow,
+    unregister: bool,
+    measure: impl Fn(&Call) -> u64,
+    inside_counts: impl Fn(&Call) -> bool,
+) -> (u64, u64) {
+    let (mut lower, mut upper) = (0, 0);
+    for c in log
+        .values()
+        .flatten()
+        .filter(|c| c.unregister == unregister)
+    {
+        if c.t0 >= w.t_ready && c.t1 <= w.t_stop && inside_counts(c) {
+            lower += measure(c);
+        }
+        if c.t1 >= w.t_launch && c.t0 <= w.t_gone {
+            upper += measure(c);
+        }
+    }
+    (lower, upper)
+}
+
+/// (s1)–(s4) (module doc, "Summary mode").
+fn check_summary(
+    console: &Console,
+    v: &mut Verdict,
+    windows: &BTreeMap<usize, SummaryWindow>,
+    log: &BTreeMap<u64, Vec<Call>>,
+    pid: u64,
+    (unpins_seen, unpins_not_one_page): (u64, u64),
+) {
+    if windows.len() != SUMMARY_WINDOWS {
+        v.fail(
+            &["windows"],
+            format!(
+                "(s1) {} summary-mode tracer lifetimes, want {SUMMARY_WINDOWS}",
+                windows.len()
+            ),
+        );
+    }
+    for (i, w) in windows {
+        let err = format!("busy-sum{i}.err");
+        let json = format!("busy-sum{i}.json");
+        let what = format!("(s1) summary window {i}");
+        if !lifetime_ok(v, &err, &what, (w.started, &w.signal, &w.rc), "130") {
+            continue;
+        }
+        match stopped_counts(console.lines(&err)) {
+            Some(s) => {
+                let other: Vec<String> = s
+                    .losses
+                    .iter()
+                    .filter(|(r, _)| r.as_str() != "in_flight_at_start")
+                    .map(|(r, n)| format!("{r} {n}"))
+                    .collect();
+                if !other.is_empty() {
+                    v.fail(
+                        &[&err],
+                        format!(
+                            "(s1) summary window {i}: the ledger names more than the edge: {}",
+                            other.join(", ")
+                        ),
+                    );
+                }
+            }
+            None => v.fail(&[&err], format!("(s1) summary window {i}: no `wrote` line")),
+        }
+        let (pins, unpins) = summary_calls(console.lines(&json), pid);
+        let pin = summary_bounds(log, w, false, |_| 1, |c| c.pages > 0);
+        let unpin = summary_bounds(log, w, true, |c| c.pages, |_| true);
+        if pin.0 == 0 {
+            v.fail(
+                &["windows"],
+                format!("(s4) summary window {i}: no register call wholly inside it"),
+            );
+        }
+        if pins < pin.0 || pins > pin.1 {
+            v.fail(
+                &[&json, "windows"],
+                format!(
+                    "(s2) summary window {i}: {pins} pin calls of the busy process, want {}..={} (register calls inside [t_ready, t_stop] .. overlapping [t_launch, t_gone])",
+                    pin.0, pin.1
+                ),
+            );
+        }
+        if unpins_seen == 0 || unpins_not_one_page > 0 {
+            v.fail(
+                &["windows"],
+                format!(
+                    "(s3) summary window {i}: unpin calls cannot stand for pages: the per-event lifetimes saw {unpins_seen} unpin records of the busy process, {unpins_not_one_page} not of one page"
+                ),
+            );
+        } else if unpins < unpin.0 || unpins > unpin.1 {
+            v.fail(
+                &[&json, "windows"],
+                format!(
+                    "(s3) summary window {i}: {unpins} unpin calls of the busy process, want {}..={} (pages unregistered inside [t_ready, t_stop] .. overlapping [t_launch, t_gone])",
+                    unpin.0, unpin.1
+                ),
+            );
+        }
+        v.notes.push(format!(
+            "busy summary window {i}: pin calls {pins} in {}..={}, unpin calls {unpins} in {}..={}; attach {} ms, stop {} ms",
+            pin.0,
+            pin.1,
+            unpin.0,
+            unpin.1,
+            w.t_ready.saturating_sub(w.t_launch) / 1_000_000,
+            w.t_gone.saturating_sub(w.t_stop) / 1_000_000,
+        ));
+    }
 }
 
 #[cfg(test)]
@@ -662,6 +931,67 @@ mod tests {
         assert_eq!((s.in_flight_at_start(), s.counted_call_losses()), (2, 3));
         assert_eq!(s.unexpected(), ["ring_full_pin 1"]);
         assert_eq!(stopped_counts(&l("nothing")), None);
+        // record's last line has the same ledger.
+        let s = stopped_counts(&l(
+            "uacce-trace: wrote /tmp/busy-sum1.json (1500 events; 3 dropped (in_flight_at_start 3))",
+        ))
+        .unwrap();
+        assert_eq!((s.events, s.dropped, s.in_flight_at_start()), (1500, 3, 3));
+        let s = stopped_counts(&l("uacce-trace: wrote /tmp/x.json (7 events; 0 dropped)")).unwrap();
+        assert_eq!((s.events, s.dropped), (7, 0));
+        assert!(s.losses.is_empty());
+    }
+
+    #[test]
+    fn summary_bounds_are_inside_and_overlapping() {
+        let call = |unregister, t0, t1, pages| Call {
+            unregister,
+            t0,
+            t1,
+            pages,
+            seen: 0,
+        };
+        let mut log = BTreeMap::new();
+        log.insert(
+            1,
+            vec![
+                call(false, 5, 15, 4),    // straddles t_launch: upper only
+                call(false, 20, 30, 4),   // before t_ready: upper only
+                call(false, 40, 50, 4),   // inside
+                call(false, 55, 56, 0),   // inside, pinned nothing: upper only
+                call(true, 60, 70, 4),    // inside
+                call(false, 95, 105, 4),  // straddles t_stop: upper only
+                call(false, 130, 140, 4), // after t_gone: neither
+            ],
+        );
+        let w = SummaryWindow {
+            started: true,
+            t_launch: 10,
+            t_ready: 35,
+            t_stop: 100,
+            t_gone: 120,
+            ..Default::default()
+        };
+        assert_eq!(
+            summary_bounds(&log, &w, false, |_| 1, |c| c.pages > 0),
+            (1, 5)
+        );
+        assert_eq!(
+            summary_bounds(&log, &w, true, |c| c.pages, |_| true),
+            (4, 4)
+        );
+        let rows: Vec<String> = [
+            r#"{"count":3,"kind":"pin","pid":7}"#,
+            r#"{"count":2,"kind":"pin","pid":7}"#,
+            r#"{"count":9,"kind":"unpin","pid":7}"#,
+            r#"{"count":4,"kind":"pin","pid":8}"#,
+            r#"{"count":1,"kind":"uacce_ctrl","pid":7}"#,
+            r#"{"drops":0,"kind":"loss","losses":{}}"#,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(summary_calls(&rows, 7), (5, 9));
     }
 
     #[test]
@@ -686,7 +1016,8 @@ mod tests {
         );
         assert!(script.contains("\nuacce_ctrl /dev/uacce_ctrl uacce 16'\n"));
         assert!(script.contains("\nWINDOWS='1 2 3'\n"));
-        assert!(script.contains("\nbusy-progs3 /tmp/busy-progs3.txt'\n"));
+        assert!(script.contains("\nSUMMARY_WINDOWS='1 2 3'\n"));
+        assert!(script.contains("\nbusy-sum3.err /tmp/busy-sum3.err'\n"));
         crate::vm::guest::assert_sh_syntax(&script);
         crate::vm::guest::assert_sh_syntax(&super::super::pinpaths::init_script("kprobe", false));
     }
