@@ -81,7 +81,7 @@ mod serve;
 #[path = "common/skip.rs"]
 mod skip;
 
-use harness::{closing_losses, edge, now_ns, read_line, scrape, start_helper, Reaped};
+use harness::{closing_losses, edge, now_ns, read_line, say, scrape, start_helper, Reaped};
 
 const SYMBOL: &str = "uacce_trace_test_request";
 
@@ -188,12 +188,6 @@ fn workload(threads: u32) -> ExitCode {
         }));
     }
     std::thread::sleep(Duration::from_millis(200));
-    let stdout = std::io::stdout();
-    let say = |s: String| {
-        let mut o = stdout.lock();
-        let _ = writeln!(o, "{s}");
-        let _ = o.flush();
-    };
     say("ready".into());
     for line in std::io::stdin().lock().lines() {
         let line = line.unwrap_or_default();

@@ -91,7 +91,7 @@ mod harness;
 #[path = "common/skip.rs"]
 mod skip;
 
-use harness::{closing_losses, edge, now_ns, read_line, scrape, start_helper, Reaped};
+use harness::{closing_losses, edge, now_ns, read_line, say, scrape, start_helper, Reaped};
 
 /// `UACCE_CMD_PIN`: `_IOW('W', 2, struct { u64 addr; u64 size; })`.
 const UACCE_CMD_PIN: u64 = 0x4010_5702;
@@ -238,12 +238,6 @@ fn workload(threads: usize) -> ExitCode {
             .collect()
     };
     std::thread::sleep(Duration::from_millis(100));
-    let stdout = std::io::stdout();
-    let say = |s: String| {
-        let mut o = stdout.lock();
-        let _ = writeln!(o, "{s}");
-        let _ = o.flush();
-    };
     say("ready".into());
     let mut marks = 0u64;
     for line in std::io::stdin().lock().lines() {

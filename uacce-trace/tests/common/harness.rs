@@ -11,7 +11,7 @@
 #![allow(dead_code)]
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Write},
     process::{ChildStdin, ChildStdout, Command, ExitCode, Stdio},
     time::Duration,
 };
@@ -134,6 +134,14 @@ pub fn scrape(addr: &str) -> Result<String, String> {
         return Err(format!("scrape answered {head:?}"));
     }
     Ok(body.to_string())
+}
+
+/// A helper workload's answer to the test: one line on its standard
+/// output, flushed at once (the test waits for it).
+pub fn say(s: String) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{s}");
+    let _ = o.flush();
 }
 
 /// One line from a child, trimmed ("" at its end).
