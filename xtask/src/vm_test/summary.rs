@@ -33,7 +33,12 @@
 //!   one's report-to-response window holds the other's handlers (under TCG
 //!   several µs of ring writes for `trace`), and the host may preempt a
 //!   vCPU thread between two handlers, which lengthens that one fault in
-//!   one tracer only, by as long as the host likes. So single faults
+//!   one tracer only, by as long as the host likes; and `trace`, attached
+//!   first, runs its response program before the summary's, so when its
+//!   ring was empty the reader's wake-up (an interrupt and a task wake-up,
+//!   tens to hundreds of µs under TCG) lands inside the summary's window,
+//!   which is why the summary's p99 of the 600-fault process mostly reads
+//!   higher (125 vs 59, 180 vs 103, 360 vs 246 µs seen). So single faults
 //!   measure differently in each, arbitrarily so for a few of them; a
 //!   percentile resting on few faults moves with them (CI, on a loaded
 //!   2-core host, saw p99 of 600 faults at 59 µs per-event and a summary
