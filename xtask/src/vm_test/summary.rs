@@ -37,7 +37,8 @@
 //!   first, runs its response program before the summary's, so when its
 //!   ring was empty the reader's wake-up (an interrupt and a task wake-up,
 //!   tens to hundreds of µs under TCG) lands inside the summary's window,
-//!   which is why the summary's p99 of the 600-fault process mostly reads
+//!   which would explain (not verified) why the summary's p99 of the
+//!   600-fault process mostly reads
 //!   higher (125 vs 59, 180 vs 103, 360 vs 246 µs seen). So single faults
 //!   measure differently in each, arbitrarily so for a few of them; a
 //!   percentile resting on few faults moves with them (CI, on a loaded
