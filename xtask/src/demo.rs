@@ -34,6 +34,19 @@
 //! before its first fault; `--before-after DIR` records that pair and
 //! checks `uacce-trace compare` on it ([`run_pin_pair`]).
 //!
+//! # `--sva`: the emulated SVA path
+//!
+//! The same boot, stream and `top`, on the SVA machine of `cargo xtask sva`
+//! (the patched QEMU, [`qemu::sva_command`], work folder `vm/demo-sva`): two
+//! processes ([`sva_workload`]) run `sva-workload --rounds --gap-ms`
+//! (`xtask/kernel/sva_workload.c`) through links of their names on the
+//! `uacce-sva-test` accelerator, each with its own PASID: fault rounds on
+//! fresh pages for half the run (page requests through the emulated VT-d,
+//! reported from its IRQ thread), then a pin through `/dev/uacce_ctrl` and
+//! rounds on the pinned pages without faults. `--check` runs
+//! [`check_sva_recording`]. No fallback: without the patched QEMU or the
+//! test kernel there is no SVA path (QEMU builds once, 11-35 min).
+//!
 //! Without the test kernel (it could not be built) the demo falls back to
 //! a stock Debian kernel with pins only (io_uring buffer registrations of
 //! the `uacce-workload` program), and says so.
@@ -184,6 +197,15 @@ impl DemoArgs {
             timeout: Some(300),
             no_build,
             sva: false,
+        }
+    }
+
+    /// `demo --sva --no-tui --check` for the VM tier: a `seconds`-long
+    /// workload recorded into `record`, checked.
+    pub fn for_sva_test(record: PathBuf, no_build: bool, seconds: u32) -> DemoArgs {
+        DemoArgs {
+            sva: true,
+            ..Self::for_test_pinned(record, no_build, Pin::Midway, seconds)
         }
     }
 }
@@ -1269,9 +1291,14 @@ fn sva_lines(console: &str, name: &str) -> Vec<Value> {
 /// reported from the page request IRQ thread, so only its PASID names the
 /// process) equal the page requests its device queue counted in its fault
 /// phases, and its pinned phases counted none; its uacce_ctrl pin was
-/// seen; its faults in the recording span no longer than its fault phases
-/// (whole seconds, plus one for the interval rounding), with pinned phases
-/// of at least 2 s after them, so faults in the pinned phase would show.
+/// seen; its faults in the recording span no longer than its fault
+/// phases: a span of F s covers one-second bins whose first and last
+/// differ by at most ceil(F); one more second of slack for the bins
+/// counting from the tracer's start and its 250-ms raw flushes; with
+/// pinned phases of at least 2 s after them, so faults in the pinned phase
+/// would show. (The count check is the exact one: the device counted no
+/// page request after the pin, and the recording holds no fault beyond the
+/// fault phases' count.)
 /// Every IOPF of the recording belongs to these processes (none left on
 /// the IRQ thread or unattributed); none inside a pinned range.
 fn check_sva_series(
