@@ -201,14 +201,22 @@ impl DemoArgs {
     }
 
     /// `demo --sva --no-tui --check` for the VM tier: a `seconds`-long
-    /// workload recorded into `record`, checked.
+    /// workload recorded into `record`, checked. QEMU may run for
+    /// [`SVA_TEST_TIMEOUT_S`].
     pub fn for_sva_test(record: PathBuf, no_build: bool, seconds: u32) -> DemoArgs {
         DemoArgs {
             sva: true,
+            timeout: Some(SVA_TEST_TIMEOUT_S),
             ..Self::for_test_pinned(record, no_build, Pin::Midway, seconds)
         }
     }
 }
+
+/// Seconds QEMU may run in the VM tier's `demo --sva` check: a 12-s run
+/// took 27-28 s at load 1-5, and 240 s when it ran under `nice` beside two
+/// full-priority busy loops on the 2-core machine (TCG starved; the check
+/// still passed, its bounds being in guest time); 2.5 times that.
+const SVA_TEST_TIMEOUT_S: u64 = 600;
 
 /// Set by the SIGINT/SIGTERM handler.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
