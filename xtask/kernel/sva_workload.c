@@ -6,6 +6,7 @@
  * virtual addresses, in the PASID that opening the device bound.
  *
  *   sva-workload PAGES DEVICE [--shared-vmstat] [--wait-for FILE]
+ *                [--rounds N] [--gap-ms MS]
  *   (DEVICE: /dev/uacce_sva_test-N)
  *
  * --shared-vmstat: other processes pin at the same time, so the vmstat
@@ -14,6 +15,11 @@
  * --wait-for FILE: after step 1 (bound, its "sva_open" line printed), wait
  * until FILE exists before the phases: a process that bound its PASID
  * before a tracer started.
+ * --rounds N (1..100000), --gap-ms MS (0..60000): the fault phase N times,
+ * each on PAGES fresh pages, then one pin and the pinned phase N times on
+ * the same pinned pages, MS milliseconds apart (`cargo xtask demo --sva`:
+ * a live view where the faults go on for a while, then stop). Defaults 1
+ * and 0: the steps below once.
  *
  * 1. open DEVICE (uacce binds this mm: iommu_sva_bind_device), START_Q,
  *    mmap the queue's register page (region 0, UACCE_QFRT_MMIO).
@@ -55,6 +61,8 @@
 
 static volatile uint32_t *regs;
 static int failures;
+/* --gap-ms: the pause after each phase. */
+static long gap_ms;
 
 static uint32_t rd(unsigned off)
 {
@@ -122,6 +130,8 @@ static void run_phase(const char *phase, char *buf, long len, long pages,
 	       ",\"t1_ns\":%" PRIu64 "}\n",
 	       phase, getpid(), pages, (unsigned long)(uintptr_t)buf, status, reqs,
 	       want_reqs, bad, pinned, t0, t1);
+	if (gap_ms)
+		usleep(gap_ms * 1000);
 	fflush(stdout);
 }
 
@@ -141,6 +151,7 @@ int main(int argc, char **argv)
 	const char *dev = argc > 2 ? argv[2] : NULL;
 	int shared_vmstat = 0;
 	const char *wait_for = NULL;
+	long rounds = 1;
 	long page = sysconf(_SC_PAGESIZE);
 	long len = pages * page;
 	struct uacce_pin_address pin;
@@ -155,12 +166,18 @@ int main(int argc, char **argv)
 			shared_vmstat = 1;
 		else if (!strcmp(argv[i], "--wait-for") && i + 1 < argc)
 			wait_for = argv[++i];
+		else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+			rounds = strtol(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--gap-ms") && i + 1 < argc)
+			gap_ms = strtol(argv[++i], NULL, 0);
 		else
 			pages = 0; /* the usage below */
 	}
-	if (pages <= 0 || pages > 4096 || !dev) {
+	if (pages <= 0 || pages > 4096 || !dev || rounds < 1 || rounds > 100000 ||
+	    gap_ms < 0 || gap_ms > 60000) {
 		fprintf(stderr, "usage: sva-workload PAGES(1..4096) /dev/uacce_sva_test-N "
-				"[--shared-vmstat] [--wait-for FILE]\n");
+				"[--shared-vmstat] [--wait-for FILE] [--rounds 1..100000] "
+				"[--gap-ms 0..60000]\n");
 		return 2;
 	}
 	fd = open(dev, O_RDWR | O_CLOEXEC);
@@ -178,8 +195,11 @@ int main(int argc, char **argv)
 	while (wait_for && access(wait_for, F_OK))
 		usleep(10000);
 
-	a = fresh_pages(len);
-	run_phase("fault", a, len, pages, (uint32_t)pages, 0xa5, 0);
+	for (long r = 0; r < rounds; r++) {
+		a = fresh_pages(len);
+		run_phase("fault", a, len, pages, (uint32_t)pages, 0xa5, 0);
+		munmap(a, len);
+	}
 
 	b = fresh_pages(len);
 	ctrl = open("/dev/uacce_ctrl", O_RDWR | O_CLOEXEC);
@@ -193,7 +213,9 @@ int main(int argc, char **argv)
 	after = pins_acquired();
 	if (after - before != (uint64_t)pages && !shared_vmstat)
 		failures++;
-	run_phase("pinned", b, len, pages, 0, 0x3c, (long)(after - before));
+	for (long r = 0; r < rounds; r++)
+		run_phase("pinned", b, len, pages, 0, (uint8_t)(0x3c + r),
+			  (long)(after - before));
 
 	close(ctrl);
 	munmap(map, page);

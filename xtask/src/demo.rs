@@ -34,6 +34,19 @@
 //! before its first fault; `--before-after DIR` records that pair and
 //! checks `uacce-trace compare` on it ([`run_pin_pair`]).
 //!
+//! # `--sva`: the emulated SVA path
+//!
+//! The same boot, stream and `top`, on the SVA machine of `cargo xtask sva`
+//! (the patched QEMU, [`qemu::sva_command`], work folder `vm/demo-sva`): two
+//! processes ([`sva_workload`]) run `sva-workload --rounds --gap-ms`
+//! (`xtask/kernel/sva_workload.c`) through links of their names on the
+//! `uacce-sva-test` accelerator, each with its own PASID: fault rounds on
+//! fresh pages for half the run (page requests through the emulated VT-d,
+//! reported from its IRQ thread), then a pin through `/dev/uacce_ctrl` and
+//! rounds on the pinned pages without faults. `--check` runs
+//! [`check_sva_recording`]. No fallback: without the patched QEMU or the
+//! test kernel there is no SVA path (QEMU builds once, 11-35 min).
+//!
 //! Without the test kernel (it could not be built) the demo falls back to
 //! a stock Debian kernel with pins only (io_uring buffer registrations of
 //! the `uacce-workload` program), and says so.
@@ -153,6 +166,13 @@ pub struct DemoArgs {
     /// Use the release binaries already in target/ (no cargo build).
     #[arg(long)]
     no_build: bool,
+    /// The emulated SVA path instead of iommufd's mock: the patched QEMU of
+    /// `cargo xtask qemu` (built once, 11-35 min on 2 cores), whose
+    /// uacce-sva-test accelerator faults through the emulated VT-d; two
+    /// processes with their own PASIDs fault for half the run, then pin
+    /// through /dev/uacce_ctrl and stop faulting.
+    #[arg(long, conflicts_with_all = ["stock", "pin", "before_after"])]
+    sva: bool,
 }
 
 impl DemoArgs {
@@ -176,9 +196,27 @@ impl DemoArgs {
             hooks: Hooks::Auto,
             timeout: Some(300),
             no_build,
+            sva: false,
+        }
+    }
+
+    /// `demo --sva --no-tui --check` for the VM tier: a `seconds`-long
+    /// workload recorded into `record`, checked. QEMU may run for
+    /// [`SVA_TEST_TIMEOUT_S`].
+    pub fn for_sva_test(record: PathBuf, no_build: bool, seconds: u32) -> DemoArgs {
+        DemoArgs {
+            sva: true,
+            timeout: Some(SVA_TEST_TIMEOUT_S),
+            ..Self::for_test_pinned(record, no_build, Pin::Midway, seconds)
         }
     }
 }
+
+/// Seconds QEMU may run in the VM tier's `demo --sva` check: a 12-s run
+/// took 27-28 s at load 1-5, and 240 s when it ran under `nice` beside two
+/// full-priority busy loops on the 2-core machine (TCG starved; the check
+/// still passed, its bounds being in guest time); 2.5 times that.
+const SVA_TEST_TIMEOUT_S: u64 = 600;
 
 /// Set by the SIGINT/SIGTERM handler.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -193,6 +231,9 @@ enum Guest {
     Test(PathBuf),
     /// A stock kernel: its vmlinuz and a name for messages.
     Stock { vmlinuz: PathBuf, name: String },
+    /// The test kernel folder on the SVA machine of the patched QEMU
+    /// (`qemu`).
+    Sva { dir: PathBuf, qemu: PathBuf },
 }
 
 /// How a demo run ended.
@@ -246,19 +287,37 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoResult> {
     if args.seconds < 5 {
         bail!("--seconds must be at least 5");
     }
-    println!(
-        "uacce-trace demo: installs what it needs (first run: several minutes; the test kernel\n\
-         builds once, about 6 min on 2 cores), builds the tool, boots the test kernel under QEMU and\n\
-         shows `uacce-trace top` live while four processes fault and pin in the VM.\n\
-         Nothing is loaded into this machine's kernel."
-    );
+    if args.sva {
+        println!(
+            "uacce-trace demo --sva: installs what it needs, builds the patched QEMU once (11-35 min\n\
+             on 2 cores) and the test kernel once (about 6 min), builds the tool, boots the test kernel\n\
+             on QEMU's emulated VT-d with the uacce-sva-test accelerator and shows `uacce-trace top`\n\
+             live while two processes fault through it, then pin. Emulation under TCG, not hardware.\n\
+             Nothing is loaded into this machine's kernel."
+        );
+    } else {
+        println!(
+            "uacce-trace demo: installs what it needs (first run: several minutes; the test kernel\n\
+             builds once, about 6 min on 2 cores), builds the tool, boots the test kernel under QEMU and\n\
+             shows `uacce-trace top` live while four processes fault and pin in the VM.\n\
+             Nothing is loaded into this machine's kernel."
+        );
+    }
     let _ = std::io::stdout().flush();
     setup::ensure(NEEDS)?;
-    qemu::check_installed()?;
+    if !args.sva {
+        qemu::check_installed()?;
+    }
     // Why the demo runs on the fallback, if it does.
     let mut fallback = None;
     let guest = match &args.stock {
         Some(name) => stock_guest(name)?,
+        // No fallback: the SVA path needs both the patched QEMU and the test
+        // kernel's driver.
+        None if args.sva => Guest::Sva {
+            qemu: crate::qemu::ensure_qemu()?,
+            dir: kernel::ensure_test_kernel()?,
+        },
         None => match kernel::ensure_test_kernel() {
             Ok(dir) => Guest::Test(dir),
             Err(e) => {
@@ -278,7 +337,8 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoResult> {
 
     let (tool, workload) = vm::build(false, args.no_build)?;
     let tool = tool.context("the build did not produce uacce-trace")?;
-    let work = cache::vm_work()?.join("demo");
+    // Its own folder: `demo` and `demo --sva` may run at once.
+    let work = cache::vm_work()?.join(if args.sva { "demo-sva" } else { "demo" });
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let base = work.join("base.cpio.gz");
     let raw = image::base_archive(&image::BaseContents {
@@ -301,6 +361,14 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoResult> {
             init_script(args.hooks, args.seconds, args.pin, false),
             Vec::new(),
         ),
+        Guest::Sva { dir, .. } => (
+            dir.join("bzImage"),
+            sva_init_script(args.hooks, args.seconds),
+            vec![(
+                programs::ensure(dir, crate::base::Arch::X86_64)?.sva(),
+                GUEST_SVA,
+            )],
+        ),
     };
     if extra.is_empty() {
         image::write_vm_image(&base, &script, &initrd)?;
@@ -318,6 +386,12 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoResult> {
                 .trim()
         ),
         Guest::Stock { name, .. } => format!("stock {name} (pins only)"),
+        Guest::Sva { dir, .. } => format!(
+            "the test kernel ({}) on the SVA machine (emulated VT-d and accelerator)",
+            fs::read_to_string(dir.join("version"))
+                .unwrap_or_default()
+                .trim()
+        ),
     };
     println!();
     println!(
@@ -344,6 +418,10 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoResult> {
         console: &console,
         qemu_log: &qemu_log,
         tool: &tool,
+        sva_qemu: match &guest {
+            Guest::Sva { qemu, .. } => Some(qemu.as_path()),
+            _ => None,
+        },
         record: args.record.as_deref(),
         tui: !args.no_tui,
         timeout,
@@ -405,7 +483,12 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoResult> {
         let console_text = fs::read_to_string(&console)
             .with_context(|| format!("reading {}", console.display()))?;
         let test_kernel = matches!(guest, Guest::Test(_));
-        return match check_recording(&tool, rec, &console_text, test_kernel, args.pin) {
+        let checked = if args.sva {
+            check_sva_recording(&tool, rec, &console_text, args.seconds)
+        } else {
+            check_recording(&tool, rec, &console_text, test_kernel, args.pin)
+        };
+        return match checked {
             Ok(lines) => {
                 for l in lines {
                     println!("check: ok: {l}");
@@ -728,12 +811,57 @@ fn init_script(hooks: Hooks, seconds: u32, pin: Pin, test_kernel: bool) -> Strin
         Pin::Never => "ml-infer never pins (--pin never)".into(),
         Pin::Early => "ml-infer pins its buffer at its start and never faults (--pin early)".into(),
     };
+    let op = if test_kernel {
+        format!("{GUEST_DEMO}:{REQUEST_SYMBOL}")
+    } else {
+        String::new()
+    };
+    demo_init(hooks, seconds, test_kernel, pin_note, op, &processes, "")
+}
+
+/// The guest's `/init` of `demo --sva`: [`sva_workload`] on the SVA
+/// machine.
+fn sva_init_script(hooks: Hooks, seconds: u32) -> String {
+    let processes: Vec<String> = sva_workload(seconds)
+        .iter()
+        // --shared-vmstat: both pin at about the same time, so one's
+        // nr_foll_pin_acquired delta may hold the other's pin (seen: 48 =
+        // 16 + 32); `cargo xtask sva` checks pins against vmstat.
+        .map(|p| {
+            format!(
+                "{} {} --shared-vmstat --rounds {} --gap-ms {}",
+                p.name, p.pages, p.rounds, p.gap_ms
+            )
+        })
+        .collect();
+    demo_init(
+        hooks,
+        seconds,
+        true,
+        String::new(),
+        String::new(),
+        &processes,
+        GUEST_SVA,
+    )
+}
+
+/// `vm-guest/demo.sh` with its parameters (see its header).
+fn demo_init(
+    hooks: Hooks,
+    seconds: u32,
+    test_kernel: bool,
+    pin_note: String,
+    op: String,
+    processes: &[String],
+    sva: &str,
+) -> String {
     guest::init(
         "demo",
         &[
             ("TOOL", image::GUEST_TOOL.into()),
             ("WORKLOAD", image::GUEST_WORKLOAD.into()),
             ("DEMO", GUEST_DEMO.into()),
+            ("SVA", sva.into()),
             ("HOOKS", hooks.as_str().into()),
             ("TTY", STREAM_TTY.into()),
             ("INTERVAL", STREAM_INTERVAL.into()),
@@ -741,18 +869,42 @@ fn init_script(hooks: Hooks, seconds: u32, pin: Pin, test_kernel: bool) -> Strin
             ("RUN_SECONDS", seconds.to_string()),
             ("TEST_KERNEL", u8::from(test_kernel).to_string()),
             ("PIN_NOTE", pin_note),
-            (
-                "OP",
-                if test_kernel {
-                    format!("{GUEST_DEMO}:{REQUEST_SYMBOL}")
-                } else {
-                    String::new()
-                },
-            ),
+            ("OP", op),
             ("PROCESSES", processes.join("\n")),
         ],
         SCRIPT,
     )
+}
+
+/// Where the guest finds the SVA workload program (`xtask/kernel/sva_workload.c`).
+const GUEST_SVA: &str = "/usr/bin/sva-workload";
+
+/// One process of `demo --sva`: `sva-workload` run through a link named
+/// `name` (its command name), `rounds` fault phases of `pages` fresh pages
+/// `gap_ms` apart, then its pin through `/dev/uacce_ctrl` and `rounds`
+/// pinned phases on the pinned pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SvaProcess {
+    pub name: &'static str,
+    pub pages: u32,
+    pub gap_ms: u32,
+    pub rounds: u32,
+}
+
+/// The two processes of `demo --sva` for a run of about `seconds`: the
+/// fault phases take the first half (plus the faults' own time: 1-10 ms
+/// per page under TCG), the pinned phases the second. Different page
+/// counts and pauses, so that `top` shows two rates.
+pub fn sva_workload(seconds: u32) -> Vec<SvaProcess> {
+    [("sva-zip", 16, 250), ("sva-sec", 32, 500)]
+        .into_iter()
+        .map(|(name, pages, gap_ms)| SvaProcess {
+            name,
+            pages,
+            gap_ms,
+            rounds: (seconds * 1000 / 2 / gap_ms).max(1),
+        })
+        .collect()
 }
 
 /// What [`boot`] needs.
@@ -762,6 +914,9 @@ struct Boot<'a> {
     console: &'a Path,
     qemu_log: &'a Path,
     tool: &'a Path,
+    /// The patched QEMU of the SVA machine (`--sva`); `None`: the
+    /// distribution's QEMU.
+    sva_qemu: Option<&'a Path>,
     record: Option<&'a Path>,
     tui: bool,
     timeout: Duration,
@@ -785,7 +940,10 @@ struct Outcome {
 /// stream (second serial port) into the FIFO `<fifo>.out` (QEMU's `pipe:`
 /// backend also opens `<fifo>.in` for the guest's input, which stays empty).
 fn qemu_command(b: &Boot<'_>, fifo: &Path) -> Command {
-    let mut cmd = qemu::command(b.kernel, b.initrd, qemu::Console::Terminal);
+    let mut cmd = match b.sva_qemu {
+        Some(program) => qemu::sva_command(program, b.kernel, b.initrd),
+        None => qemu::command(b.kernel, b.initrd, qemu::Console::Terminal),
+    };
     let mut pipe = std::ffi::OsString::from("pipe:");
     pipe.push(fifo);
     cmd.arg("-serial").arg(pipe);
@@ -841,7 +999,14 @@ fn boot(b: &Boot<'_>) -> Result<Outcome> {
         .stderr(qemu_err)
         .process_group(0)
         .spawn()
-        .context("starting qemu-system-x86_64")?;
+        .with_context(|| {
+            format!(
+                "starting {}",
+                b.sva_qemu
+                    .unwrap_or(Path::new("qemu-system-x86_64"))
+                    .display()
+            )
+        })?;
     let console = qemu
         .stdout
         .take()
@@ -1061,7 +1226,21 @@ pub fn check_recording(
     test_kernel: bool,
     pin: Pin,
 ) -> Result<Vec<String>> {
-    let mut ok = Vec::new();
+    let (report_text, series) = replay(tool, recording)?;
+    let mut ok = vec!["the recording is complete and readable (`uacce-trace report`)".to_string()];
+    ok.extend(check_series(
+        &series,
+        console,
+        &report_text,
+        test_kernel,
+        pin,
+    )?);
+    Ok(ok)
+}
+
+/// `uacce-trace report` of `recording` (its text; it must succeed) and its
+/// per-process series from `record --replay --format json --interval 1s`.
+fn replay(tool: &Path, recording: &Path) -> Result<(String, BTreeMap<String, ProcSeries>)> {
     let report = Command::new(tool)
         .arg("report")
         .arg(recording)
@@ -1076,7 +1255,6 @@ pub fn check_recording(
             String::from_utf8_lossy(&report.stderr).trim()
         );
     }
-    ok.push("the recording is complete and readable (`uacce-trace report`)".into());
     let json = Command::new(tool)
         .args(["record", "--format", "json", "--interval", "1s", "--replay"])
         .arg(recording)
@@ -1091,13 +1269,169 @@ pub fn check_recording(
         );
     }
     let series = series_by_comm(&String::from_utf8_lossy(&json.stdout));
-    ok.extend(check_series(
-        &series,
-        console,
-        &report_text,
-        test_kernel,
-        pin,
-    )?);
+    Ok((report_text, series))
+}
+
+/// Checks a `demo --sva` recording of a run of `seconds` against the
+/// workloads' own tallies on the console ([`check_sva_series`]).
+pub fn check_sva_recording(
+    tool: &Path,
+    recording: &Path,
+    console: &str,
+    seconds: u32,
+) -> Result<Vec<String>> {
+    let (report_text, series) = replay(tool, recording)?;
+    let mut ok = vec!["the recording is complete and readable (`uacce-trace report`)".to_string()];
+    ok.extend(check_sva_series(&series, console, &report_text, seconds)?);
+    Ok(ok)
+}
+
+/// The JSON lines of SVA process `name` on the console (`[demo-sva] NAME:
+/// {...}`: not `[demo]`, so not echoed on the terminal).
+fn sva_lines(console: &str, name: &str) -> Vec<Value> {
+    let prefix = format!("[demo-sva] {name}: ");
+    console
+        .lines()
+        .filter_map(|l| serde_json::from_str(l.trim_end().strip_prefix(&prefix)?).ok())
+        .collect()
+}
+
+/// The checks of [`check_sva_recording`]: per process of
+/// [`sva_workload`], the program ended "ok" after all its rounds; the
+/// IOPFs the recording attributes to it (by command name: the faults are
+/// reported from the page request IRQ thread, so only its PASID names the
+/// process) equal the page requests its device queue counted in its fault
+/// phases, and its pinned phases counted none; its uacce_ctrl pin was
+/// seen; its faults in the recording span no longer than its fault
+/// phases: a span of F s covers one-second bins whose first and last
+/// differ by at most ceil(F); one more second of slack for the bins
+/// counting from the tracer's start and its 250-ms raw flushes; with
+/// pinned phases of at least 2 s after them, so faults in the pinned phase
+/// would show. (The count check is the exact one: the device counted no
+/// page request after the pin, and the recording holds no fault beyond the
+/// fault phases' count.)
+/// Every IOPF of the recording belongs to these processes (none left on
+/// the IRQ thread or unattributed); none inside a pinned range.
+fn check_sva_series(
+    series: &BTreeMap<String, ProcSeries>,
+    console: &str,
+    report_text: &str,
+    seconds: u32,
+) -> Result<Vec<String>> {
+    let mut ok = Vec::new();
+    let mut expected_total = 0;
+    for p in sva_workload(seconds) {
+        let lines = sva_lines(console, p.name);
+        let phase = |name: &str| -> Vec<&Value> {
+            lines
+                .iter()
+                .filter(|l| l.get("sva_phase").and_then(Value::as_str) == Some(name))
+                .collect()
+        };
+        let (fault, pinned) = (phase("fault"), phase("pinned"));
+        let verdict = lines
+            .iter()
+            .find_map(|l| l.get("sva_workload").and_then(Value::as_str));
+        if verdict != Some("ok") {
+            bail!(
+                "{}: the workload ended {verdict:?}, not \"ok\" (its lines on the console: {})",
+                p.name,
+                lines.len()
+            );
+        }
+        let rounds = p.rounds as usize;
+        if fault.len() != rounds || pinned.len() != rounds {
+            bail!(
+                "{}: {} fault and {} pinned phases on the console, not {rounds} each",
+                p.name,
+                fault.len(),
+                pinned.len()
+            );
+        }
+        let u = |l: &Value, k: &str| l.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let tally: u64 = fault.iter().map(|l| u(l, "page_requests")).sum();
+        let after_pin: u64 = pinned.iter().map(|l| u(l, "page_requests")).sum();
+        if after_pin != 0 {
+            bail!(
+                "{}: the device counted {after_pin} page requests in the pinned phases",
+                p.name
+            );
+        }
+        let s = series
+            .get(p.name)
+            .with_context(|| format!("no events of process {} in the recording", p.name))?;
+        let faults: u64 = s.iopf.values().sum();
+        if faults != tally {
+            bail!(
+                "{}: {faults} IOPFs in the recording, the device counted {tally} page requests",
+                p.name
+            );
+        }
+        if s.ioctls == 0 {
+            bail!("{}: its uacce_ctrl pin is not in the recording", p.name);
+        }
+        expected_total += tally;
+        let (Some(first), Some(last)) = (s.iopf.keys().next().copied(), s.last_fault_s()) else {
+            bail!("{}: no IOPF intervals", p.name);
+        };
+        let secs = |ns: u64| ns as f64 / 1e9;
+        let t0 = fault.first().map_or(0, |l| u(l, "t0_ns"));
+        let t_pin = fault.last().map_or(0, |l| u(l, "t1_ns"));
+        let t_end = pinned.last().map_or(0, |l| u(l, "t1_ns"));
+        let fault_span = secs(t_pin.saturating_sub(t0));
+        let pinned_span = secs(t_end.saturating_sub(t_pin));
+        if pinned_span < 2.0 {
+            bail!(
+                "{}: the pinned phases lasted {pinned_span:.1} s, too short to show the faults stop",
+                p.name
+            );
+        }
+        if (last - first) as f64 > fault_span.ceil() + 1.0 {
+            bail!(
+                "{}: IOPFs from {first} s to {last} s of the recording, longer than its fault \
+                 phases ({fault_span:.1} s): faults after the pin",
+                p.name
+            );
+        }
+        ok.push(format!(
+            "{}: {faults} IOPFs attributed to it = the {tally} page requests of its {rounds} \
+             fault phases; from {first} s to {last} s ({fault_span:.1} s of fault phases), none in \
+             its {pinned_span:.1} s of pinned phases; {} uacce_ctrl ioctls",
+            p.name, s.ioctls
+        ));
+    }
+    let total: u64 = series.values().map(|s| s.iopf.values().sum::<u64>()).sum();
+    if total != expected_total {
+        let others: Vec<String> = series
+            .iter()
+            .filter(|(comm, s)| {
+                !sva_workload(seconds)
+                    .iter()
+                    .any(|p| p.name == comm.as_str())
+                    && s.iopf.values().sum::<u64>() > 0
+            })
+            .map(|(comm, s)| format!("{comm}: {}", s.iopf.values().sum::<u64>()))
+            .collect();
+        bail!(
+            "{total} IOPFs in the recording, {expected_total} of the workloads; the others: {}",
+            others.join(", ")
+        );
+    }
+    ok.push(format!(
+        "all {total} IOPFs of the recording attributed to the workloads through their PASIDs \
+         (none left on the page request IRQ thread)"
+    ));
+    if let Some(in_pinned) = report_text.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("faults inside pinned ranges:")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+    }) {
+        if in_pinned != 0 {
+            bail!("{in_pinned} faults inside pinned ranges");
+        }
+        ok.push("no faults inside pinned ranges".into());
+    }
     Ok(ok)
 }
 
@@ -1344,6 +1678,111 @@ mod tests {
         assert!(stock.contains("\"$WORKLOAD\" iouring"));
         guest::assert_sh_syntax(&s);
         guest::assert_sh_syntax(&stock);
+    }
+
+    #[test]
+    fn sva_script_runs_both_workloads() {
+        let s = sva_init_script(Hooks::Auto, 20);
+        assert!(s.contains("\nSVA=/usr/bin/sva-workload\n"));
+        assert!(s.contains("\nOP=''\n"));
+        assert!(
+            s.contains("sva-zip 16 --shared-vmstat --rounds 40 --gap-ms 250"),
+            "{s}"
+        );
+        assert!(
+            s.contains("sva-sec 32 --shared-vmstat --rounds 20 --gap-ms 500"),
+            "{s}"
+        );
+        assert!(s.contains("ln -sf \"$SVA\" /usr/bin/$name"));
+        assert!(init_script(Hooks::Auto, 20, Pin::Midway, true).contains("\nSVA=''\n"));
+        guest::assert_sh_syntax(&s);
+        for p in sva_workload(60) {
+            assert!(p.name.len() <= 8, "{}", p.name);
+        }
+        assert!(sva_workload(5).iter().all(|p| p.rounds >= 5));
+    }
+
+    /// A console of a `demo --sva` run of 20 s: every phase of each
+    /// process `ms` apart from 1 s, its fault phases with `requests` page
+    /// requests each (its pages), its pinned phases with `pinned_reqs`.
+    fn sva_console(pinned_reqs: u64, ends_ok: bool) -> String {
+        let mut out = String::from("[demo] noise\n");
+        for p in sva_workload(20) {
+            let mut t = 1_000_000_000u64;
+            for (phase, reqs) in [("fault", u64::from(p.pages)), ("pinned", pinned_reqs)] {
+                for _ in 0..p.rounds {
+                    out.push_str(&format!(
+                        "[demo-sva] {}: {{\"sva_phase\":\"{phase}\",\"pid\":5,\"page_requests\":{reqs},\
+                         \"t0_ns\":{t},\"t1_ns\":{}}}\n",
+                        p.name,
+                        t + 10_000_000
+                    ));
+                    t += u64::from(p.gap_ms) * 1_000_000;
+                }
+            }
+            let verdict = if ends_ok { "ok" } else { "fail" };
+            out.push_str(&format!(
+                "[demo-sva] {}: {{\"sva_workload\":\"{verdict}\",\"pid\":5}}\n",
+                p.name
+            ));
+        }
+        out
+    }
+
+    /// Series of that run: each process's faults spread over seconds
+    /// 0..`until` (its whole tally, 640), its pin ioctl, and `irq` IOPFs
+    /// left on the page request IRQ thread.
+    fn sva_series(until: u64, irq: u64) -> BTreeMap<String, ProcSeries> {
+        let mut json = String::new();
+        for name in ["sva-zip", "sva-sec"] {
+            for s in 0..until {
+                let count = 640 / until + u64::from(s < 640 % until);
+                json.push_str(&format!(
+                    "{{\"comm\":\"{name}\",\"count\":{count},\"kind\":\"iopf\",\"start\":{s}.0}}\n"
+                ));
+            }
+            json.push_str(&format!(
+                "{{\"comm\":\"{name}\",\"count\":1,\"kind\":\"uacce_ctrl\",\"start\":10.0}}\n"
+            ));
+        }
+        if irq > 0 {
+            json.push_str(&format!(
+                "{{\"comm\":\"irq/24-dmar0-pr\",\"count\":{irq},\"kind\":\"iopf\",\"start\":3.0}}\n"
+            ));
+        }
+        series_by_comm(&json)
+    }
+
+    #[test]
+    fn the_sva_check_passes_a_good_run_and_fails_bad_ones() {
+        let none = "faults inside pinned ranges: 0 (should be 0)\n";
+        let check = |series, console: &str, report| check_sva_series(&series, console, report, 20);
+        let good = check(sva_series(10, 0), &sva_console(0, true), none);
+        assert!(good.is_ok(), "{good:?}");
+        // Faults until the end of the run: not stopped by the pin.
+        let err = check(sva_series(20, 0), &sva_console(0, true), none);
+        assert!(
+            format!("{err:?}").contains("faults after the pin"),
+            "{err:?}"
+        );
+        // The device counted page requests after the pin.
+        assert!(check(sva_series(10, 0), &sva_console(1, true), none).is_err());
+        // A workload that failed, or no workload lines at all.
+        assert!(check(sva_series(10, 0), &sva_console(0, false), none).is_err());
+        assert!(check(sva_series(10, 0), "", none).is_err());
+        // Faults left on the IRQ thread (not attributed through the PASID).
+        let err = check(sva_series(10, 5), &sva_console(0, true), none);
+        assert!(format!("{err:?}").contains("irq/24-dmar0-pr: 5"), "{err:?}");
+        // A fault missing from the recording.
+        let mut short = sva_series(10, 0);
+        if let Some(s) = short.get_mut("sva-zip") {
+            *s.iopf.entry(0).or_default() -= 1;
+        }
+        let err = check(short, &sva_console(0, true), none);
+        assert!(format!("{err:?}").contains("639 IOPFs"), "{err:?}");
+        // Faults inside a pinned range.
+        let some = "faults inside pinned ranges: 3 (should be 0)\n";
+        assert!(check(sva_series(10, 0), &sva_console(0, true), some).is_err());
     }
 
     #[test]

@@ -30,7 +30,9 @@
 //!    `compare`'s request verdict on it (one test), `cargo xtask sva` (the
 //!    patched QEMU built into the cache first when missing; the SVA
 //!    machine's checks and the tool with fentry, kprobes and the forced
-//!    `intel_iommu:prq_report` row on it, one test), then the soak of `cargo xtask soak` (one test;
+//!    `intel_iommu:prq_report` row on it, one test), `cargo xtask demo
+//!    --sva --no-tui --check` (the SVA machine's stream checked, one test),
+//!    then the soak of `cargo xtask soak` (one test;
 //!    `--soak-minutes`, 10 by default, 0 skips it);
 //! 6. fuzz: every cargo-fuzz target of `uacce-trace/fuzz` for
 //!    `--fuzz-seconds` (30 by default) each; a crash fails (see
@@ -278,6 +280,7 @@ pub fn run(args: &TestArgs) -> Result<bool> {
                 counts.add(&demo_test(release_built));
                 counts.add(&demo_pair_test(release_built));
                 counts.add(&sva_test(release_built));
+                counts.add(&demo_sva_test(release_built));
                 counts.add(&soak_test(args.soak_minutes, release_built));
                 counts
             }
@@ -1115,6 +1118,30 @@ fn sva_test(release_built: bool) -> Counts {
     let args: &[&str] = if release_built { &["--no-build"] } else { &[] };
     let result = crate::sva::SvaArgs::parse_from(args).and_then(|a| crate::sva::run(&a));
     vm_outcome(name, t, result)
+}
+
+/// Seconds of the VM tier's `demo --sva` workload: 6 s of fault rounds, then
+/// 6 s of pinned ones (3 s and 6 s per process: at least the 2 s its check
+/// needs to see the faults stop).
+const DEMO_SVA_SECONDS: u32 = 12;
+
+/// `cargo xtask demo --sva --no-tui --record --check` (one test, 40-60 s
+/// once QEMU is cached by [`sva_test`]): the stream from the SVA machine
+/// shows each process's IOPFs, attributed through its PASID, equal to its
+/// device queue's page-request count, stopping at its pin
+/// ([`crate::demo::check_sva_recording`]). It has no fallback.
+fn demo_sva_test(release_built: bool) -> Counts {
+    let name = "demo --sva (streamed recording on the emulated SVA path, checked)";
+    let t = Instant::now();
+    let result = crate::base::cache::vm_work().and_then(|dir| {
+        let rec = dir.join("demo-sva-test.utrace");
+        crate::demo::run_demo(&crate::demo::DemoArgs::for_sva_test(
+            rec,
+            release_built,
+            DEMO_SVA_SECONDS,
+        ))
+    });
+    demo_outcome(name, t, result, ci())
 }
 
 /// The VM-tier counts of a demo run (see [`demo_test`]).

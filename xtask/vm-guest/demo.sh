@@ -14,7 +14,14 @@
 #   PIN_NOTE              when ml-infer pins its buffer (for the message)
 #   OP                    `--op` of the tracer (the demo program's request
 #                         function, BINARY:SYMBOL); empty: no requests
-#   PROCESSES             one `name args...` line per uacce-demo process
+#   PROCESSES             one `name args...` line per uacce-demo process;
+#                         with SVA: one `name pages args...` line per
+#                         sva-workload process
+#   SVA                   empty, or (`demo --sva`, the SVA machine) the guest
+#                         path of sva-workload: PROCESSES run it through a
+#                         link of their name on the uacce_sva_test queue,
+#                         each with its own PASID; its JSON lines come back
+#                         as `[demo] name: {...}`
 
 say() { echo "[demo] $*"; }
 
@@ -32,7 +39,33 @@ sed 's/^/[demo] tracer: /' /tmp/rec.err
 failed=0
 if [ "$started" = 1 ]; then
     say "tracer ready after $((n / 10)).$((n % 10)) s"
-    if [ "$TEST_KERNEL" = 1 ]; then
+    if [ -n "$SVA" ]; then
+        node=$(ls /sys/class/uacce 2>/dev/null | grep '^uacce_sva_test-' | head -n 1)
+        if [ -z "$node" ]; then
+            say "no uacce_sva_test node: the SVA device or its driver is missing"
+            failed=1
+        else
+            say "workload: $(echo "$PROCESSES" | wc -l) processes on /dev/$node for about $RUN_SECONDS s, each with its own PASID: the accelerator faults on their unpinned pages (page requests through the emulated VT-d), then they pin through /dev/uacce_ctrl and the faults stop"
+            pids=""
+            while read -r name pages args; do
+                [ -n "$name" ] || continue
+                # The link's name is the process's command name.
+                ln -sf "$SVA" /usr/bin/$name
+                /usr/bin/$name "$pages" "/dev/$node" $args > /tmp/$name.out 2> /tmp/$name.err &
+                pids="$pids $!"
+            done <<EOF_SVA
+$PROCESSES
+EOF_SVA
+            for p in $pids; do wait "$p" || failed=1; done
+            while read -r name pages args; do
+                [ -n "$name" ] || continue
+                sed "s|^|[demo-sva] $name: |" /tmp/$name.out
+                [ -s /tmp/$name.err ] && sed "s|^|[demo] $name stderr: |" /tmp/$name.err
+            done <<EOF_SVA
+$PROCESSES
+EOF_SVA
+        fi
+    elif [ "$TEST_KERNEL" = 1 ]; then
         say "workload: 4 processes for $RUN_SECONDS s (dma-copy, ml-infer, zip-job fault through the iommufd mock; $PIN_NOTE; rdma-reg pins with io_uring; the three faulting ones make requests, some with faults inside)"
         pids=""
         while read -r name args; do

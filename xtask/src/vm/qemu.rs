@@ -264,15 +264,11 @@ pub const SVA_MACHINE_ARGS: &[&str] = &[
 pub const APPEND_SVA: &str =
     "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init intel_iommu=on,sm_on";
 
-/// Boots `kernel` with `initrd` on the SVA machine of `qemu_program`
-/// ([`SVA_MACHINE_ARGS`]), console to `log`, for at most `timeout`.
-pub fn boot_sva(
-    qemu_program: &Path,
-    kernel: &Path,
-    initrd: &Path,
-    log: &Path,
-    timeout: Duration,
-) -> Result<Boot> {
+/// The QEMU command of the SVA machine of `qemu_program`
+/// ([`SVA_MACHINE_ARGS`]) booting `kernel` with `initrd`, the console
+/// (`ttyS0`) on QEMU's stdout; the caller sets up stdio (see [`command`])
+/// and may add a second `-serial` (`ttyS1`, `cargo xtask demo --sva`).
+pub fn sva_command(qemu_program: &Path, kernel: &Path, initrd: &Path) -> Command {
     let mut cmd = Command::new(qemu_program);
     cmd.args(["-accel", "tcg,thread=multi"])
         .args(SVA_MACHINE_ARGS)
@@ -296,5 +292,17 @@ pub fn boot_sva(
         .arg("-initrd")
         .arg(initrd)
         .args(["-append", APPEND_SVA]);
-    boot_command(&mut cmd, log, timeout)
+    cmd
+}
+
+/// Boots `kernel` with `initrd` on the SVA machine of `qemu_program`
+/// ([`sva_command`]), console to `log`, for at most `timeout`.
+pub fn boot_sva(
+    qemu_program: &Path,
+    kernel: &Path,
+    initrd: &Path,
+    log: &Path,
+    timeout: Duration,
+) -> Result<Boot> {
+    boot_command(&mut sva_command(qemu_program, kernel, initrd), log, timeout)
 }
