@@ -219,6 +219,12 @@ pub fn run(args: &SvaArgs) -> Result<bool> {
             Err(e) => failed.push(format!("{section}: {e}")),
         }
     }
+    for run in hooks.iter().filter(|r| !r.vendor) {
+        match doctor_plan(&console, run.hooks.as_str()) {
+            Ok(summary) => eprintln!("sva: doctor {}: {summary}", run.hooks.as_str()),
+            Err(e) => failed.push(format!("doctor {}: {e:#}", run.hooks.as_str())),
+        }
+    }
     for run in &hooks {
         let name = run.name();
         match tool_run(
@@ -258,6 +264,61 @@ pub fn run(args: &SvaArgs) -> Result<bool> {
         hooks.len()
     );
     Ok(true)
+}
+
+/// The rows of the Intel SVA path that `doctor`'s plan must show on this
+/// machine, each attached with the hook type asked for: (event, function).
+const DOCTOR_ROWS: [(&str, &str); 5] = [
+    ("iopf_report", "iommu_report_device_fault"),
+    ("iopf_response", "iopf_group_response"),
+    ("pasid_bind", "iommu_sva_get_pasid"),
+    ("pasid_unbind", "iommu_sva_unbind_device"),
+    ("uacce_queue", "uacce_fops_open"),
+];
+
+/// `doctor --hooks HOOKS` on the SVA machine: it exits 0, its plan hooks
+/// the Intel path's core rows with that hook type, keeps
+/// `intel_iommu:prq_report` as the set-aside vendor row, and says which
+/// attribution sources and report paths are proven in emulation.
+fn doctor_plan(console: &console::Console, hooks: &str) -> Result<String> {
+    let rc = console
+        .lines("sva")
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("doctor hooks={hooks} rc=")))
+        .context("no `doctor` line from the guest")?
+        .to_owned();
+    if rc != "0" {
+        bail!("doctor exited {rc}");
+    }
+    let text = console.lines(&format!("doctor-{hooks}"));
+    let row = |event: &str, function: &str| {
+        text.iter()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|w| w.len() >= 3 && w[0] == event && w[1] == function)
+            .map(|w| w[2].to_owned())
+    };
+    for (event, function) in DOCTOR_ROWS {
+        match row(event, function) {
+            Some(h) if h == hooks => {}
+            Some(h) => bail!("doctor's plan hooks {event} {function} with {h}, not {hooks}"),
+            None => bail!("doctor's plan has no row {event} {function}"),
+        }
+    }
+    if row("iopf_report", "intel_iommu:prq_report").as_deref() != Some("NONE") {
+        bail!("doctor's plan does not keep intel_iommu:prq_report as the set-aside vendor row");
+    }
+    for claim in [
+        "SVA bind/unbind hooks    proven in emulation",
+        "Intel VT-d page requests",
+    ] {
+        if !text.iter().any(|l| l.contains(claim)) {
+            bail!("doctor does not say `{claim}`");
+        }
+    }
+    Ok(format!(
+        "{} Intel SVA rows hooked with {hooks}, intel_iommu:prq_report set aside",
+        DOCTOR_ROWS.len()
+    ))
 }
 
 /// One workload's phases, checked against what it measured itself: every
@@ -583,6 +644,45 @@ mod tests {
         assert!(workload(&console, "sva-a", 4).is_ok());
         assert!(workload(&console, "sva-a", 5).is_err());
         assert!(workload(&console, "sva-b", 4).is_err());
+    }
+
+    #[test]
+    fn doctor_plan_checks() {
+        let plan = [
+            "  EVENT         FUNCTION                           HOOK       NOT CHOSEN",
+            "  iopf_report   iommu_report_device_fault          kprobe     ",
+            "  iopf_response iopf_group_response                kprobe     ",
+            "  iopf_report   intel_iommu:prq_report             NONE       tracepoint: core \
+             function iommu_report_device_fault is hooked and preferred",
+            "  uacce_queue   uacce_fops_open                    kprobe     ",
+            "  pasid_bind    iommu_sva_get_pasid                kprobe     ",
+            "  pasid_unbind  iommu_sva_unbind_device            kprobe     ",
+            "                  SVA bind/unbind hooks    proven in emulation (emulated VT-d)",
+            "IOPF report paths: Intel VT-d page requests (IRQ thread)",
+        ];
+        let console = |rc: &str, lines: &[&str]| {
+            console::parse(&format!(
+                "@@UT-BEGIN sva\ndoctor hooks=kprobe rc={rc}\n@@UT-END sva lines=1 bytes=0\n\
+                 @@UT-BEGIN doctor-kprobe\n{}\n@@UT-END doctor-kprobe lines={} bytes=0\n",
+                lines.join("\n"),
+                lines.len()
+            ))
+        };
+        assert!(doctor_plan(&console("0", &plan), "kprobe").is_ok());
+        assert!(doctor_plan(&console("0", &plan), "fentry").is_err());
+        assert!(doctor_plan(&console("1", &plan), "kprobe").is_err());
+        for skip in 0..plan.len() {
+            let fewer: Vec<&str> = (0..plan.len())
+                .filter(|&i| i != skip && i != 0)
+                .map(|i| plan[i])
+                .collect();
+            if skip != 0 {
+                assert!(
+                    doctor_plan(&console("0", &fewer), "kprobe").is_err(),
+                    "without line {skip}"
+                );
+            }
+        }
     }
 
     /// A console of a tool run with 2 pages per phase: workloads a, b, c

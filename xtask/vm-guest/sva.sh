@@ -130,6 +130,13 @@ if [ -n "$TOOL" ]; then
     hk=${h%-vendor}
     vendor=
     [ "$hk" != "$h" ] && vendor=--vendor-report
+    # doctor on this machine (its plan for these hooks; d's PASID bound).
+    if [ -z "$vendor" ]; then
+      "$TOOL" doctor --hooks "$hk" > /tmp/doctor-$h 2>&1
+      say "doctor hooks=$h rc=$?"
+      sections="$sections
+doctor-$h /tmp/doctor-$h"
+    fi
     "$TOOL" -v trace --json --hooks "$hk" $vendor > /tmp/tool-$h 2> /tmp/tool-$h-err &
     tp=$!
     wait_started $tp /tmp/tool-$h-err '^uacce-trace: tracing started' $START_TICKS

@@ -73,11 +73,13 @@ fn to_json(
 /// How IOPFs are attributed, and which sources the project's tests prove
 /// (README, "IOPF attribution and pairing: what the tests prove").
 const ATTRIBUTION: &str = "\nIOPF attribution, in order (an IOPF is never charged to a kernel thread):
-  1. PASID owner: start-up PASID scan      proven in tests (test-kernel VM, kworker-raised faults)
-                  SVA bind/unbind hooks    verifier only: no IOMMU in the test VMs takes the bind path
-                  uacce queue open (SVA)   verifier only: the test fixture's uacce device has no SVA
+  1. PASID owner: start-up PASID scan      proven in tests (test-kernel VM, kworker-raised faults; emulated VT-d)
+                  SVA bind/unbind hooks    proven in emulation (emulated VT-d and SVA accelerator), not on hardware
+                  uacce queue open (SVA)   proven in emulation (the emulated accelerator's uacce queues)
   2. the reporting task, if a user task    proven in tests (iommufd mock reports from the ioctl)
   3. otherwise [unattrib:PASID], per device proven in tests; counted as iopf_unattributed
+IOPF report paths: Intel VT-d page requests (IRQ thread; core function, or intel_iommu:prq_report)
+  proven in emulation, not on hardware; the SMMUv3 and iommu:dev_fault rows: verifier only
 ";
 
 fn render(
