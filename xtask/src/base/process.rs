@@ -4,7 +4,7 @@
 use std::fs::{self, File};
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -57,21 +57,26 @@ pub fn run_to_stderr(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Runs `cmd` with all its output in `log`, printing every
-/// [`PROGRESS_EVERY`] (as `LABEL: …`) how long it has run, how many lines it wrote and its
-/// last line; on failure the error holds the log's last lines.
-pub fn run_logged(cmd: &mut Command, log: &Path, label: &str) -> Result<()> {
+/// Starts `cmd` with no input and its stdout and stderr both written to
+/// the new file `log`.
+pub fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<Child> {
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = out
         .try_clone()
         .with_context(|| format!("opening {} twice", log.display()))?;
-    let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .spawn()
-        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+        .with_context(|| format!("starting {}", cmd.get_program().to_string_lossy()))
+}
+
+/// Runs `cmd` with all its output in `log`, printing every
+/// [`PROGRESS_EVERY`] (as `LABEL: …`) how long it has run, how many lines it wrote and its
+/// last line; on failure the error holds the log's last lines.
+pub fn run_logged(cmd: &mut Command, log: &Path, label: &str) -> Result<()> {
+    let start = Instant::now();
+    let mut child = spawn_logged(cmd, log)?;
     let mut next_report = PROGRESS_EVERY;
     let status = loop {
         if let Some(status) = child.try_wait().context("waiting for the command")? {

@@ -7,14 +7,13 @@
 //! QEMU's stdout, which is written to a log file; QEMU is killed when the
 //! time limit passes.
 
-use std::fs::File;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::base::Arch;
+use crate::base::{process, Arch};
 
 /// The QEMU program.
 const QEMU: &str = "qemu-system-x86_64";
@@ -198,17 +197,8 @@ pub fn boot_with(
 /// Runs the QEMU command `cmd` with its console (stdout and stderr) into
 /// `log`, for at most `timeout`.
 fn boot_command(cmd: &mut Command, log: &Path, timeout: Duration) -> Result<Boot> {
-    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let err = out
-        .try_clone()
-        .with_context(|| format!("opening {} twice", log.display()))?;
     let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .with_context(|| format!("starting {}", cmd.get_program().to_string_lossy()))?;
+    let mut child = process::spawn_logged(cmd, log)?;
     wait_with_timeout(&mut child, start, timeout)
 }
 

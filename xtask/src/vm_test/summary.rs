@@ -68,7 +68,7 @@ use serde_json::Value;
 
 use super::report::{num, workload_result, Verdict};
 use super::testkernel::FIXTURE_COMM;
-use crate::vm::console::Console;
+use crate::vm::console::{json_lines, Console};
 
 /// Sections of the summary recorder.
 pub const SECTIONS: &[(&str, &str)] = &[
@@ -96,10 +96,7 @@ fn kind_of_event(event: &str) -> Option<&'static str> {
 
 fn per_event(console: &Console, keep: &dyn Fn(u64, &str) -> bool) -> PerEvent {
     let mut out = PerEvent::new();
-    for line in console.lines("events") {
-        let Ok(r) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
+    for r in json_lines(console, "events") {
         let Some(kind) = r
             .get("event")
             .and_then(Value::as_str)
@@ -120,10 +117,7 @@ fn per_event(console: &Console, keep: &dyn Fn(u64, &str) -> bool) -> PerEvent {
 
 fn summary(console: &Console, keep: &dyn Fn(u64, &str) -> bool) -> Summary {
     let mut out = Summary::new();
-    for line in console.lines("summary") {
-        let Ok(r) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
+    for r in json_lines(console, "summary") {
         let kind = match r.get("kind").and_then(Value::as_str) {
             Some("pin") => "pin",
             Some("unpin") => "unpin",
@@ -152,10 +146,7 @@ fn buckets(row: &Value) -> impl Iterator<Item = (u64, u64)> + '_ {
 /// `trace`'s IOPF records: latencies per (owner, device).
 fn per_event_iopfs(console: &Console) -> BTreeMap<IopfKey, Vec<u64>> {
     let mut out: BTreeMap<IopfKey, Vec<u64>> = BTreeMap::new();
-    for line in console.lines("events") {
-        let Ok(r) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
+    for r in json_lines(console, "events") {
         if r.get("event").and_then(Value::as_str) != Some("iopf") {
             continue;
         }
@@ -176,10 +167,7 @@ fn per_event_iopfs(console: &Console) -> BTreeMap<IopfKey, Vec<u64>> {
 /// The summary's `iopf` rows: (value, count) buckets per (owner, device).
 fn summary_iopfs(console: &Console) -> BTreeMap<IopfKey, Vec<(u64, u64)>> {
     let mut out: BTreeMap<IopfKey, Vec<(u64, u64)>> = BTreeMap::new();
-    for line in console.lines("summary") {
-        let Ok(r) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
+    for r in json_lines(console, "summary") {
         if r.get("kind").and_then(Value::as_str) != Some("iopf") {
             continue;
         }
