@@ -143,6 +143,20 @@ fn buckets(row: &Value) -> impl Iterator<Item = (u64, u64)> + '_ {
         .filter_map(|b| Some((b.get(0)?.as_u64()?, b.get(1)?.as_u64()?)))
 }
 
+/// One key's two sides: the per-event latencies (sorted), the summary's
+/// (value, count) buckets, and how many calls those buckets hold.
+fn both_sides<'a, K: Ord>(
+    exact: &BTreeMap<K, Vec<u64>>,
+    summed: &'a BTreeMap<K, Vec<(u64, u64)>>,
+    key: &K,
+) -> (Vec<u64>, &'a [(u64, u64)], u64) {
+    let mut lat = exact.get(key).cloned().unwrap_or_default();
+    lat.sort_unstable();
+    let buckets = summed.get(key).map(Vec::as_slice).unwrap_or(&[]);
+    let n_summary = buckets.iter().map(|(_, c)| c).sum();
+    (lat, buckets, n_summary)
+}
+
 /// `trace`'s IOPF records: latencies per (owner, device).
 fn per_event_iopfs(console: &Console) -> BTreeMap<IopfKey, Vec<u64>> {
     let mut out: BTreeMap<IopfKey, Vec<u64>> = BTreeMap::new();
@@ -279,10 +293,7 @@ fn check_iopfs(console: &Console, v: &mut Verdict) {
     let mut total = 0;
     let (mut in_bucket, mut compared) = (0, 0);
     for key @ (owner, device) in keys {
-        let mut lat = exact.get(key).cloned().unwrap_or_default();
-        lat.sort_unstable();
-        let buckets = summed.get(key).map(Vec::as_slice).unwrap_or(&[]);
-        let n_summary: u64 = buckets.iter().map(|(_, c)| c).sum();
+        let (lat, buckets, n_summary) = both_sides(&exact, &summed, key);
         if n_summary != lat.len() as u64 {
             v.fail(
                 &sections,
@@ -433,10 +444,7 @@ pub fn check(console: &Console, test_kernel: bool, v: &mut Verdict) {
     }
     let keys: std::collections::BTreeSet<_> = exact.keys().chain(summed.keys()).collect();
     for key @ (pid, kind) in keys {
-        let mut lat = exact.get(key).cloned().unwrap_or_default();
-        lat.sort_unstable();
-        let buckets = summed.get(key).map(Vec::as_slice).unwrap_or(&[]);
-        let n_summary: u64 = buckets.iter().map(|(_, c)| c).sum();
+        let (lat, buckets, n_summary) = both_sides(&exact, &summed, key);
         // (s2)
         if n_summary != lat.len() as u64 {
             v.fail(
