@@ -362,12 +362,30 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     } else {
         qemu::Tcg::Multi
     };
-    let boot = qemu::boot_with(arch, &vmlinuz, &img, &log, timeout, tcg)?;
-    let text = String::from_utf8_lossy(
-        &fs::read(&log).with_context(|| format!("reading {}", log.display()))?,
-    )
-    .into_owned();
-    let console = console::parse(&text);
+    let read_log = || -> Result<String> {
+        Ok(String::from_utf8_lossy(
+            &fs::read(&log).with_context(|| format!("reading {}", log.display()))?,
+        )
+        .into_owned())
+    };
+    let mut boot = qemu::boot_with(arch, &vmlinuz, &img, &log, timeout, tcg)?;
+    let mut text = read_log()?;
+    let mut console = console::parse(&text);
+    // A kernel that dies before /init never ran the tool or the test, so
+    // that boot says nothing about either: boot once more, and say so.
+    let mut retried = None;
+    if let Some(why) = panic_before_init(&console, &text) {
+        let first = dir.join("console-first-boot.log");
+        fs::rename(&log, &first).with_context(|| format!("keeping {}", first.display()))?;
+        println!("  the kernel died before /init ({why}); booting once more");
+        retried = Some(format!(
+            "first boot: the kernel died before /init ({why}), console in {}; booted again",
+            first.display()
+        ));
+        boot = qemu::boot_with(arch, &vmlinuz, &img, &log, timeout, tcg)?;
+        text = read_log()?;
+        console = console::parse(&text);
+    }
     for (name, section) in &console.sections {
         let _ = fs::write(dir.join(name), section.text());
     }
@@ -382,6 +400,9 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
     verdict
         .notes
         .insert(0, format!("QEMU ran {:.1} s", boot.elapsed.as_secs_f64()));
+    if let Some(note) = retried {
+        verdict.notes.insert(0, note);
+    }
     match boot.status {
         None => verdict.failures.insert(
             0,
@@ -391,6 +412,27 @@ fn run_job(ctx: &Ctx, job: &Job) -> Result<bool> {
         Some(_) => {}
     }
     finish(ctx, &kernel_dir, &console, verdict, &img, &log, &text)
+}
+
+/// Why the kernel of a boot that never reached /init died, when its
+/// console shows it (an oops or a panic), e.g. `Oops: int3` in
+/// `sched_clock_tick`: Debian 7.2 under multi-threaded TCG once hit a
+/// breakpoint of its own boot-time code patching.
+fn panic_before_init(console: &console::Console, text: &str) -> Option<String> {
+    if console.booted.is_some() {
+        return None;
+    }
+    let line = |pat: &str| {
+        text.lines()
+            .find_map(|l| l.find(pat).map(|i| l[i..].trim().to_owned()))
+    };
+    let what = line("Oops:")
+        .or_else(|| line("BUG:"))
+        .or_else(|| line("Kernel panic"))?;
+    Some(match line("RIP:") {
+        Some(rip) => format!("{what}, {rip}"),
+        None => what,
+    })
 }
 
 /// The checks of a main VM.
@@ -677,6 +719,25 @@ fn iopf_response_of(kernel: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_boot_that_died_before_init_is_told_apart() {
+        let died = "Booting from ROM...\n[    1.505187] Oops: int3: 0000 [#1] SMP NOPTI\n\
+                    [    1.506094] RIP: 0010:sched_clock_tick+0x5/0xe0\n\
+                    [    1.510216] Kernel panic - not syncing: Fatal exception in interrupt\n";
+        assert_eq!(
+            panic_before_init(&console::parse(died), died).as_deref(),
+            Some("Oops: int3: 0000 [#1] SMP NOPTI, RIP: 0010:sched_clock_tick+0x5/0xe0")
+        );
+        // Booted: whatever came after /init is the test's to judge.
+        let booted = format!("@@UT-BOOTED 7.2.13\n{died}");
+        assert_eq!(panic_before_init(&console::parse(&booted), &booted), None);
+        // Silent (a hang, a QEMU error): no retry.
+        assert_eq!(
+            panic_before_init(&console::parse("Booting from ROM...\n"), ""),
+            None
+        );
+    }
 
     fn args(kernel: Option<&str>, hooks: Option<Hooks>, no_tool: bool) -> VmTestArgs {
         VmTestArgs {
