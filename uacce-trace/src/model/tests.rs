@@ -199,6 +199,29 @@ fn process_cap_bounds_memory_under_churn() {
 }
 
 #[test]
+fn a_busy_process_outlives_churn_seen_at_the_same_time() {
+    // One summary-mode reading: every process gets the reading's time.
+    let mut a = Aggregator::new(ModelConfig {
+        max_processes: 4,
+        ..Default::default()
+    });
+    for _ in 0..100 {
+        a.ingest(&pin(5, 1, 0x1000, 1, 100));
+    }
+    for pid in 100..110u32 {
+        a.ingest(&pin(5, pid, 0x1000, 1, 100));
+    }
+    let s = a.snapshot(10);
+    let busy = s.processes.iter().find(|p| p.proc_id == ProcId::Pid(1));
+    assert!(
+        busy.is_some(),
+        "the busy process was folded: {:?}",
+        s.processes
+    );
+    assert_eq!(s.series.iter().map(|x| x.count).sum::<u64>(), 110);
+}
+
+#[test]
 fn ioctl_ranges_count_as_pinned() {
     let mut a = Aggregator::new(ModelConfig::default());
     a.ingest(&ioctl(1, 3, PinIoctl::UaccePin, 0x40000, 8 * P));
