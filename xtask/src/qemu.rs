@@ -206,7 +206,7 @@ fn ensure(jobs: Option<usize>) -> Result<PathBuf> {
     let compile_start = Instant::now();
     let log = build.join("build.log");
     eprintln!(
-        "qemu: nice ninja -j{jobs} {PROGRAM} (from scratch on 2 cores: 11 min, up to 35 min when they are shared; log {})",
+        "qemu: nice ninja -j{jobs} {PROGRAM} (from scratch on 2 cores: 2-11 min, up to 35 min when they are shared; log {})",
         log.display()
     );
     let mut cmd = Command::new("nice");
