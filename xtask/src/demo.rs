@@ -765,7 +765,7 @@ pub fn workload(seconds: u32, pin: Pin) -> Vec<DemoProcess> {
         DemoProcess {
             name: "ml-infer",
             args: format!(
-                "--rate 30 --delay-us 50,4000 --pasid 2 --pages 256 --request-rate 100 \
+                "--rate 30 --delay-us 50,20000 --pasid 2 --pages 256 --request-rate 100 \
                  --request-us 150{ml_pin}"
             ),
             faults: pin != Pin::Early,

@@ -266,6 +266,56 @@ pub fn run(args: &SvaArgs) -> Result<bool> {
     Ok(true)
 }
 
+/// The most faults of a pass (64) whose vendor report may come late.
+const MAX_LATE_REPORTS: u64 = 8;
+
+/// The tool's closing ledger (`stopped`): d's unbind at its exit, whose
+/// bind came before the tool started (`unbind_unknown`), and nothing else,
+/// but with the `intel_iommu:prq_report` row (`vendor`) faults whose report
+/// came after their response. The kernel fires that tracepoint after
+/// `intel_prq_report()` has handed the fault on (drivers/iommu/intel/prq.c),
+/// so the iopf worker on another CPU may answer it first: the response is
+/// then counted `iopf_response_without_report` and the report, left
+/// waiting, `iopf_pending_at_exit` or `iopf_unanswered`, one of each per
+/// such fault (seen once in about 200 such faults). Returns how many.
+fn late_vendor_reports(stopped: &Value, vendor: bool) -> Result<u64> {
+    let losses = stopped.get("losses").and_then(Value::as_object);
+    let loss = |k: &str| {
+        losses
+            .and_then(|l| l.get(k))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    let late = if vendor {
+        loss("iopf_response_without_report")
+    } else {
+        0
+    };
+    let known = [
+        "unbind_unknown",
+        "iopf_response_without_report",
+        "iopf_pending_at_exit",
+        "iopf_unanswered",
+    ];
+    let others = losses.is_some_and(|l| l.keys().any(|k| !known.contains(&k.as_str())));
+    if others
+        || loss("unbind_unknown") != 1
+        || loss("iopf_pending_at_exit") + loss("iopf_unanswered") != late
+        || late > MAX_LATE_REPORTS
+        || u(stopped, "dropped") != Some(1 + 2 * late)
+    {
+        bail!(
+            "the tool lost events (want only d's unbind_unknown{}): {stopped}",
+            if vendor {
+                ", and with the vendor row as many responses without a report as late reports"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(late)
+}
+
 /// The rows of the Intel SVA path that `doctor`'s plan must show on this
 /// machine, each attached with the hook type asked for: (event, function).
 const DOCTOR_ROWS: [(&str, &str); 5] = [
@@ -459,27 +509,24 @@ fn tool_run(
             .collect()
     };
     let stopped = of("stopped");
-    // The ledger's one expected entry: d's unbind at its exit, whose bind
-    // came before the tool started (`unbind_unknown`); anything else is a
-    // lost event.
-    let expected = serde_json::json!({ "unbind_unknown": 1 });
-    match stopped.as_slice() {
-        [s] if u(s, "dropped") == Some(1) && s.get("losses") == Some(&expected) => {}
-        [s] => bail!("the tool lost events (want only d's unbind_unknown): {s}"),
+    let late = match stopped.as_slice() {
+        [s] => late_vendor_reports(s, report_hook == "tracepoint")?,
         _ => bail!("no (single) \"stopped\" line: the tool did not end its stream"),
-    }
+    };
     let iopfs = of("iopf");
     let unattributed = iopfs.iter().filter(|e| u(e, "tgid").is_none()).count();
     if unattributed > 0 {
         bail!("{unattributed} IO page faults attributed to no process");
     }
-    if iopfs.len() as u64 != 4 * pages {
+    if iopfs.len() as u64 + late != 4 * pages {
         bail!(
-            "{} IO page faults in all, not {} (4 workloads of {pages} pages)",
+            "{} IO page faults in all and {late} counted late, not {} (4 workloads of \
+             {pages} pages)",
             iopfs.len(),
             4 * pages
         );
     }
+    let mut missing = 0;
     // Who held a PASID when the tool started (the first line).
     let scanned: Vec<(u64, u64)> = of("pasid_scan")
         .iter()
@@ -564,13 +611,17 @@ fn tool_run(
         }
         addrs.sort_unstable();
         addrs.dedup();
-        if faults.len() as u64 != pages || addrs.len() as u64 != pages {
+        // With the vendor row a fault whose report came after its response
+        // is counted late, not seen: the others once each.
+        let seen = faults.len() as u64;
+        if addrs.len() as u64 != seen || seen > pages || (late == 0 && seen != pages) {
             bail!(
-                "workload {name}: {} faults on {} distinct pages, want each of its {pages} pages once",
-                faults.len(),
+                "workload {name}: {seen} faults on {} distinct pages, want each of its {pages} \
+                 pages once",
                 addrs.len()
             );
         }
+        missing += pages - seen;
         // Pins: the pages its pin calls pinned, against the vmstat rise.
         let pinned: u64 = of("pin")
             .iter()
@@ -592,6 +643,9 @@ fn tool_run(
             pinned_bc += pinned;
         }
     }
+    if missing != late {
+        bail!("{missing} faults of the workloads not seen, {late} counted late");
+    }
     let vmstat_bc: u64 = field("pins_bc").parse().unwrap_or(u64::MAX);
     if pinned_bc != vmstat_bc {
         bail!("workloads b and c: pin calls pinned {pinned_bc} pages, nr_foll_pin_acquired rose by {vmstat_bc}");
@@ -607,11 +661,19 @@ fn tool_run(
     Ok(format!(
         "{} faults, each once, attributed through PASIDs {pasids:?} (a, b, c bound while \
          tracing, d found by the start-up scan); report-to-response min {:.0} us, median \
-         {:.0} us, max {:.0} us; pins = vmstat",
+         {:.0} us, max {:.0} us; pins = vmstat{}",
         latencies.len(),
         us(latencies[0]),
         us(latencies[latencies.len() / 2]),
-        us(latencies[latencies.len() - 1])
+        us(latencies[latencies.len() - 1]),
+        if late > 0 {
+            format!(
+                "; {late} fault(s) reported by the vendor tracepoint after their response \
+                 (counted, not paired)"
+            )
+        } else {
+            String::new()
+        }
     ))
 }
 
@@ -779,6 +841,30 @@ mod tests {
                 v.to_string()
             })
             .collect()
+    }
+
+    #[test]
+    fn late_vendor_reports_are_counted_pairs() {
+        let stopped = |dropped: u64, losses: Value| serde_json::json!({"event": "stopped", "dropped": dropped, "losses": losses});
+        let clean = stopped(1, serde_json::json!({"unbind_unknown": 1}));
+        assert_eq!(late_vendor_reports(&clean, false).ok(), Some(0));
+        assert_eq!(late_vendor_reports(&clean, true).ok(), Some(0));
+        let one = stopped(
+            3,
+            serde_json::json!({"unbind_unknown": 1, "iopf_response_without_report": 1,
+                               "iopf_pending_at_exit": 1}),
+        );
+        assert_eq!(late_vendor_reports(&one, true).ok(), Some(1));
+        // The core report function never fires late.
+        assert!(late_vendor_reports(&one, false).is_err());
+        // A response without its late report, or another loss.
+        let unpaired = stopped(
+            2,
+            serde_json::json!({"unbind_unknown": 1, "iopf_response_without_report": 1}),
+        );
+        assert!(late_vendor_reports(&unpaired, true).is_err());
+        let other = stopped(2, serde_json::json!({"unbind_unknown": 1, "ring_full": 1}));
+        assert!(late_vendor_reports(&other, true).is_err());
     }
 
     #[test]
