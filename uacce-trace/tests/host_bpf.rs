@@ -689,10 +689,10 @@ fn pasid_scan_walks_the_task_list() {
 /// and `record --summary --format json` both attached, then this process
 /// makes pin ioctls on /dev/null (the tracepoint hooks record them). For
 /// this pid the summary counts exactly the calls `trace` has records of,
-/// says 0 dropped, and its p50, p99 and p99.9 are within a factor of 2 of
-/// the per-event ones (nearest rank): not closer, because each tracer
-/// times the other's programs too (the bucket arithmetic itself is tested
-/// exactly in `uacce_trace_common::summary` and the model).
+/// says 0 dropped, and its p50, p99 and p99.9 lie within a factor of 2 of
+/// the per-event order statistics n/100 ranks either side: not closer, because
+/// each tracer times the other's programs too (the bucket arithmetic itself
+/// is tested exactly in `uacce_trace_common::summary` and the model).
 #[test]
 fn summary_mode_matches_per_event_on_the_same_calls() {
     skip_unless_privileged!();
@@ -762,13 +762,25 @@ fn summary_mode_matches_per_event_on_the_same_calls() {
             })
             .map(|b| b.0)
             .expect("rank inside the histogram");
-        // Each tracer's entry-to-exit window holds part of the other's
-        // programs (a few hundred ns on a µs-long call), so the two measure
-        // the same call differently; what must hold is the same scale: no
-        // unit or bucket error.
+        // Each tracer's entry-to-exit window holds one half of the other's
+        // programs, which shifts a sub-µs call by 10-20 % (p50 891 ns
+        // per-event against a summary bucket of 1023 ns seen), and a
+        // preemption between two of them lengthens one call in one tracer
+        // only, by any amount, so a tail percentile moves with the few
+        // calls it rests on (p99.9 of 20,000: 7.4 µs per-event and 15.4 µs
+        // summary seen once on a loaded host). What must hold is the same
+        // scale, in ranks: the summary's percentile within a factor of 2
+        // of the per-event order statistics `d` = n/100 ranks either side
+        // (a side beyond rank n unbounded). A unit or bucket error moves
+        // the whole distribution and shows at p50, whose band (ranks
+        // 9,800..10,200) is narrow.
+        let d = (CALLS as u64 / 100).max(2);
+        let lo = exact[(rank.saturating_sub(d).max(1) - 1) as usize];
+        let hi = exact.get((rank + d - 1) as usize).copied();
         assert!(
-            s >= e / 2 && s <= e.saturating_mul(2),
-            "q {q}: per-event {e} ns, summary {s} ns (buckets {} and {})",
+            s.saturating_mul(2) >= lo && hi.is_none_or(|h| s <= h.saturating_mul(2)),
+            "q {q}: per-event {e} ns (ranks ±{d}: {lo}..{hi:?} ns), summary {s} ns \
+             (buckets {} and {})",
             bucket_of(e),
             bucket_of(s)
         );
