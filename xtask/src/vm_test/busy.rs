@@ -287,11 +287,14 @@ pub fn stopped_counts(lines: &[String]) -> Option<Stopped> {
         dropped: number_before(" dropped")?,
         losses: BTreeMap::new(),
     };
-    // "… M dropped (a n, b n)[; not lost: nested n]"
+    // "… M dropped (a n, b n)[; not lost: nested n]", and `record`'s
+    // "… M dropped (a n, b n[; not lost: summary_full n])": what was
+    // counted without a loss is not in the ledger's losses.
     if let Some(list) = line
         .split_once(" dropped (")
         .and_then(|(_, rest)| rest.split_once(')'))
-        .map(|(list, _)| list)
+        .map(|(list, _)| list.split_once("; ").map_or(list, |(lost, _)| lost))
+        .filter(|list| !list.starts_with("not lost:"))
     {
         for item in list.split(", ") {
             if let Some((reason, n)) = item.rsplit_once(' ') {
@@ -942,6 +945,18 @@ mod tests {
         ))
         .unwrap();
         assert_eq!((s.events, s.dropped, s.in_flight_at_start()), (1500, 3, 3));
+        // What record counted without a loss is inside its parentheses.
+        let s = stopped_counts(&l(
+            "uacce-trace: wrote /tmp/busy-sum1.json (4482 events; 69 dropped (in_flight_at_start 69; not lost: summary_full 2))",
+        ))
+        .unwrap();
+        assert_eq!((s.dropped, s.in_flight_at_start()), (69, 69));
+        assert!(s.unexpected().is_empty(), "{:?}", s.unexpected());
+        let s = stopped_counts(&l(
+            "uacce-trace: wrote /tmp/x.json (7 events; 0 dropped (not lost: summary_full 2))",
+        ))
+        .unwrap();
+        assert!(s.losses.is_empty());
         let s = stopped_counts(&l("uacce-trace: wrote /tmp/x.json (7 events; 0 dropped)")).unwrap();
         assert_eq!((s.events, s.dropped), (7, 0));
         assert!(s.losses.is_empty());
