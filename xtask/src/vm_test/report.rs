@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::vm::console::{vmstat, Console, Section};
+use crate::vm::console::{u, vmstat, Console, Section};
 
 /// What a VM was asked to do.
 pub struct Expect<'a> {
@@ -64,19 +64,6 @@ fn status_map(console: &Console) -> BTreeMap<String, String> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect()
-}
-
-/// A JSON number field, also accepted as a decimal or `0x` string.
-pub(super) fn num(record: &Value, key: &str) -> Option<u64> {
-    let v = record.get(key)?;
-    if let Some(n) = v.as_u64() {
-        return Some(n);
-    }
-    let s = v.as_str()?;
-    match s.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => s.parse().ok(),
-    }
 }
 
 /// The number after `key` in `uacce-trace: stopped: 12 events, 0 dropped`.
@@ -148,9 +135,9 @@ pub(super) fn workload_result(console: &Console) -> Option<(u64, u64, u64)> {
             return None;
         }
         Some((
-            num(&v, "pid")?,
-            num(&v, "expected_pinned_pages")?,
-            num(&v, "expected_unpinned_pages")?,
+            u(&v, "pid")?,
+            u(&v, "expected_pinned_pages")?,
+            u(&v, "expected_unpinned_pages")?,
         ))
     })
 }
@@ -218,7 +205,7 @@ fn tally(
         if hook.is_none() && forced_hook.is_some() {
             t.wrong_hook += 1;
         }
-        let (Some(tgid), Some(pages)) = (num(&record, "tgid"), num(&record, field)) else {
+        let (Some(tgid), Some(pages)) = (u(&record, "tgid"), u(&record, field)) else {
             t.missing_fields
                 .push(format!("{kind} record without tgid or {field}: {line}"));
             continue;

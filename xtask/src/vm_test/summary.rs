@@ -66,9 +66,9 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::report::{num, workload_result, Verdict};
+use super::report::{workload_result, Verdict};
 use super::testkernel::FIXTURE_COMM;
-use crate::vm::console::{json_lines, Console};
+use crate::vm::console::{json_lines, u, Console};
 
 /// Sections of the summary recorder.
 pub const SECTIONS: &[(&str, &str)] = &[
@@ -105,7 +105,7 @@ fn per_event(console: &Console, keep: &dyn Fn(u64, &str) -> bool) -> PerEvent {
             continue;
         };
         let comm = r.get("comm").and_then(Value::as_str).unwrap_or("");
-        let (Some(pid), Some(lat)) = (num(&r, "tgid"), num(&r, "latency_ns")) else {
+        let (Some(pid), Some(lat)) = (u(&r, "tgid"), u(&r, "latency_ns")) else {
             continue;
         };
         if keep(pid, comm) {
@@ -125,7 +125,7 @@ fn summary(console: &Console, keep: &dyn Fn(u64, &str) -> bool) -> Summary {
             _ => continue,
         };
         let comm = r.get("comm").and_then(Value::as_str).unwrap_or("");
-        let Some(pid) = num(&r, "pid") else { continue };
+        let Some(pid) = u(&r, "pid") else { continue };
         if !keep(pid, comm) {
             continue;
         }
@@ -164,12 +164,12 @@ fn per_event_iopfs(console: &Console) -> BTreeMap<IopfKey, Vec<u64>> {
         if r.get("event").and_then(Value::as_str) != Some("iopf") {
             continue;
         }
-        let owner = match num(&r, "tgid") {
+        let owner = match u(&r, "tgid") {
             Some(pid) => pid.to_string(),
-            None => format!("[unattrib:{}]", num(&r, "pasid").unwrap_or(0)),
+            None => format!("[unattrib:{}]", u(&r, "pasid").unwrap_or(0)),
         };
         let device = r.get("device").and_then(Value::as_str).unwrap_or("");
-        if let Some(lat) = num(&r, "latency_ns") {
+        if let Some(lat) = u(&r, "latency_ns") {
             out.entry((owner, device.to_string()))
                 .or_default()
                 .push(lat);
@@ -185,7 +185,7 @@ fn summary_iopfs(console: &Console) -> BTreeMap<IopfKey, Vec<(u64, u64)>> {
         if r.get("kind").and_then(Value::as_str) != Some("iopf") {
             continue;
         }
-        let owner = match num(&r, "pid") {
+        let owner = match u(&r, "pid") {
             Some(pid) => pid.to_string(),
             None => r
                 .get("comm")
